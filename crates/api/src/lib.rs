@@ -1,0 +1,6 @@
+//! The KubeVirt-compatible API model: typed `kubevirt.io/v1` VirtualMachine,
+//! VirtualMachineInstance and KubeVirt objects, the Kubernetes objects they lean on (metadata,
+//! StorageClass, PersistentVolumeClaim), parsing of YAML/JSON manifests, KubeVirt's defaults and its
+//! admission validation (same rules, messages and field paths). Fields ferrovirt does not act on are
+//! kept as written, so what a user applies comes back unchanged. Nothing here touches disk, processes
+//! or the network.

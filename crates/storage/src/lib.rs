@@ -1,0 +1,4 @@
+//! Bytes on disk that must survive: crash-safe file writes (temp file, fsync, rename, fsync dir),
+//! the local-path provisioner (a directory per volume), the backend-storage volume of a VM laid out
+//! as KubeVirt lays out its `persistent-state-for-<vm>` PVC, and state generations (last-good copies
+//! to roll back to).
