@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what ferrovirt needs on a fresh Debian 12 machine: QEMU, swtpm, OVMF, the tools that
+# build the test guest from Debian packages, kubectl, and the Rust tools the checks use.
+# Idempotent: a second run only checks and returns.
+set -euo pipefail
+
+PACKAGES=(
+  qemu-system-x86 qemu-utils          # the engine
+  swtpm swtpm-tools                    # vTPM and swtpm_setup/swtpm_localca
+  ovmf                                 # UEFI firmware + QEMU firmware descriptors
+  tpm2-tools libtss2-dev pkg-config    # TPM tooling for tests
+  mtools dosfstools gdisk binutils systemd-boot-efi busybox-static  # test guest images
+  ca-certificates
+)
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")
+done
+# kubectl: the machine image may bring one; Debian's package is kubernetes-client.
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+echo "setup: ok"
