@@ -443,15 +443,39 @@ impl VmHandle {
                 &runtime.qemu_log(),
             )
             .await?;
-            let qmp = QmpClient::connect(&machine.qmp_socket, QMP_TIMEOUT).await?;
-            Ok::<_, LaunchError>(qmp)
+            // The socket file exists from bind(); until QEMU calls listen() connects are refused.
+            let deadline = Instant::now() + SOCKET_TIMEOUT;
+            loop {
+                match QmpClient::connect(&machine.qmp_socket, QMP_TIMEOUT).await {
+                    Ok(qmp) => break Ok::<_, LaunchError>(qmp),
+                    Err(QmpError::Connect { .. })
+                        if Instant::now() < deadline && qemu_process.try_exited().is_none() =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+            }
         }
         .await;
         let qmp = match connected {
             Ok(qmp) => Arc::new(qmp),
             Err(e) => {
                 // QEMU may have exited on its own (bad args, swtpm refused): report its log.
-                let e = match qemu_process.try_exited() {
+                let exited = match tokio::time::timeout(Duration::from_secs(2), async {
+                    loop {
+                        if let Some(status) = qemu_process.try_exited() {
+                            return status;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+                .await
+                {
+                    Ok(status) => Some(status),
+                    Err(_) => None,
+                };
+                let e = match exited {
                     Some(status) => LaunchError::EarlyExit {
                         program: "qemu".into(),
                         status,

@@ -82,11 +82,17 @@ impl ProcessIdentity {
     /// Opens a pidfd and then re-verifies the start time, so the fd surely refers to this process.
     pub fn open_pidfd(&self) -> Result<OwnedFd, ProcessError> {
         let pid = Pid::from_raw(self.pid).ok_or(ProcessError::InvalidPid(self.pid))?;
-        let fd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| {
-            ProcessError::Pidfd {
+        // Verify first: a vanished pid then gets the clear "does not exist" error.
+        self.verify()?;
+        let fd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| match e {
+            rustix::io::Errno::SRCH => ProcessError::Gone {
+                pid: self.pid,
+                reason: "exited".into(),
+            },
+            e => ProcessError::Pidfd {
                 pid: self.pid,
                 reason: e.to_string(),
-            }
+            },
         })?;
         self.verify()?;
         Ok(fd)
