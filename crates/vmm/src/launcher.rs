@@ -462,7 +462,7 @@ impl VmHandle {
             Ok(qmp) => Arc::new(qmp),
             Err(e) => {
                 // QEMU may have exited on its own (bad args, swtpm refused): report its log.
-                let exited = match tokio::time::timeout(Duration::from_secs(2), async {
+                let exited = tokio::time::timeout(Duration::from_secs(2), async {
                     loop {
                         if let Some(status) = qemu_process.try_exited() {
                             return status;
@@ -471,10 +471,7 @@ impl VmHandle {
                     }
                 })
                 .await
-                {
-                    Ok(status) => Some(status),
-                    Err(_) => None,
-                };
+                .ok();
                 let e = match exited {
                     Some(status) => LaunchError::EarlyExit {
                         program: "qemu".into(),
