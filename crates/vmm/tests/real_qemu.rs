@@ -1,5 +1,8 @@
 //! Tests against real QEMU (TCG) and swtpm: no guest OS, just firmware.
 
+// Test helpers outside #[test] fns are not covered by clippy.toml's allow-unwrap-in-tests.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
