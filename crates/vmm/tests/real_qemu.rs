@@ -152,6 +152,21 @@ async fn bios_start_running_stop_quits_after_grace() {
         .unwrap();
     assert_eq!(vm.qmp().query_status().await.unwrap(), RunState::Running);
     let pid = vm.record().qemu.pid;
+    // Own process group: a Ctrl-C/SIGTERM to the manager's group does not reach the VM.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let pgrp: i32 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(pgrp, pid);
+    assert_eq!(
+        std::fs::metadata(f.runtime.run_record())
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .unwrap(),
+        0o600
+    );
     assert_eq!(
         std::fs::read_to_string(f.runtime.qemu_pid_file())
             .unwrap()
