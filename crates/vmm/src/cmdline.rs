@@ -1,0 +1,414 @@
+//! Turns a [`MachineConfig`] into QEMU's argument vector.
+//!
+//! Choices (documented here once):
+//! - `-S`: QEMU starts paused; the launcher connects QMP first (so no early event is lost), then
+//!   sends `cont`. libvirt does the same.
+//! - No `-no-shutdown`: a guest poweroff makes QEMU exit (status 0), which is how the launcher
+//!   learns the VM stopped; swtpm (`--terminate`) exits with it and flushes the TPM state.
+//! - Block devices use JSON `-blockdev` nodes (no comma escaping of paths, like libvirt on 7.2);
+//!   UEFI uses pflash nodes wired with `-machine pflash0=,pflash1=`.
+//! - SMBIOS type 1 as KubeVirt emits it (manufacturer/family `KubeVirt`, product `None`, uuid).
+//! - `-cpu host` with KVM; QEMU's default CPU model with TCG.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::machine::{Accel, DiskBus, DiskFormat, Firmware, MachineConfig, MachineType, TpmModel};
+
+/// Why a machine description cannot become a command line.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdlineError {
+    #[error("{field}: path {path:?} is not valid UTF-8; use a UTF-8 path")]
+    NonUtf8Path { field: String, path: OsString },
+    #[error(
+        "{field}: {value:?} is not a valid QEMU id (letters, digits, '-', '_', '.', starting with a letter)"
+    )]
+    InvalidId { field: String, value: String },
+    #[error("firmware.secure_boot requires machine.smm = true (OVMF Secure Boot needs SMM)")]
+    SecureBootNeedsSmm,
+    #[error(
+        "disk {disk}: SATA refuses read-only drives; use bus virtio or scsi, or make it writable"
+    )]
+    ReadOnlySata { disk: String },
+    #[error("disk names must be unique: {disk} appears twice")]
+    DuplicateDisk { disk: String },
+    #[error("{field} must be at least 1")]
+    Zero { field: String },
+    #[error("disk {disk}: serial {serial:?} may only contain letters, digits, '-', '_', '.'")]
+    InvalidSerial { disk: String, serial: String },
+}
+
+fn utf8<'a>(field: &str, path: &'a Path) -> Result<&'a str, CmdlineError> {
+    path.to_str().ok_or_else(|| CmdlineError::NonUtf8Path {
+        field: field.to_string(),
+        path: path.as_os_str().to_owned(),
+    })
+}
+
+/// QEMU option values separate keys with commas; a literal comma is doubled.
+fn opt_path(field: &str, path: &Path) -> Result<String, CmdlineError> {
+    Ok(utf8(field, path)?.replace(',', ",,"))
+}
+
+fn valid_id(field: &str, value: &str) -> Result<(), CmdlineError> {
+    let mut chars = value.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CmdlineError::InvalidId {
+            field: field.to_string(),
+            value: value.to_string(),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Args(Vec<String>);
+
+impl Args {
+    fn flag(&mut self, flag: &str) {
+        self.0.push(flag.to_string());
+    }
+    fn opt(&mut self, option: &str, value: String) {
+        self.0.push(option.to_string());
+        self.0.push(value);
+    }
+}
+
+/// The full QEMU argument vector (without the binary itself).
+pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> {
+    let mut args = Args::default();
+    if config.vcpus == 0 {
+        return Err(CmdlineError::Zero {
+            field: "vcpus".into(),
+        });
+    }
+    if config.memory_mib == 0 {
+        return Err(CmdlineError::Zero {
+            field: "memory_mib".into(),
+        });
+    }
+    let uuid = &config.uuid;
+    valid_id("uuid", &format!("u{uuid}"))?;
+    // Guest name goes into an option value: escape commas.
+    args.opt(
+        "-name",
+        format!("guest={},debug-threads=on", config.name.replace(',', ",,")),
+    );
+    args.flag("-S");
+    args.flag("-nodefaults");
+    args.flag("-no-user-config");
+    args.opt("-msg", "timestamp=on".into());
+    args.opt("-display", "none".into());
+    args.opt("-accel", config.accel.as_qemu().into());
+    if config.accel == Accel::Kvm {
+        args.opt("-cpu", "host".into());
+    }
+
+    let MachineType::Q35 { smm } = config.machine;
+    let mut machine = String::from("q35");
+    if smm {
+        machine.push_str(",smm=on");
+    }
+    match &config.firmware {
+        Firmware::Bios => {}
+        Firmware::Uefi {
+            code,
+            vars,
+            secure_boot,
+        } => {
+            if *secure_boot && !smm {
+                return Err(CmdlineError::SecureBootNeedsSmm);
+            }
+            for (node, path, read_only, field) in [
+                ("pflash0", code, true, "firmware.code"),
+                ("pflash1", vars, false, "firmware.vars"),
+            ] {
+                args.opt(
+                    "-blockdev",
+                    json!({"driver": "file", "filename": utf8(field, path)?, "node-name": format!("{node}-storage"),
+                           "read-only": read_only})
+                    .to_string(),
+                );
+                args.opt(
+                    "-blockdev",
+                    json!({"driver": "raw", "file": format!("{node}-storage"), "node-name": format!("{node}-format"),
+                           "read-only": read_only})
+                    .to_string(),
+                );
+            }
+            machine.push_str(",pflash0=pflash0-format,pflash1=pflash1-format");
+            if *secure_boot {
+                args.opt(
+                    "-global",
+                    "driver=cfi.pflash01,property=secure,value=on".into(),
+                );
+            }
+        }
+    }
+    args.opt("-machine", machine);
+    args.opt("-smp", config.vcpus.to_string());
+    args.opt("-m", format!("{}M", config.memory_mib));
+    args.opt("-uuid", uuid.clone());
+    args.opt(
+        "-smbios",
+        format!("type=1,manufacturer=KubeVirt,product=None,family=KubeVirt,uuid={uuid}"),
+    );
+
+    args.opt(
+        "-chardev",
+        format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            opt_path("qmp_socket", &config.qmp_socket)?
+        ),
+    );
+    args.opt("-mon", "chardev=qmp,mode=control".into());
+    args.opt("-pidfile", utf8("pid_file", &config.pid_file)?.to_string());
+
+    args.opt(
+        "-chardev",
+        format!(
+            "socket,id=serial0,path={},server=on,wait=off,logfile={},logappend=on",
+            opt_path("serial.socket", &config.serial.socket)?,
+            opt_path("serial.log_file", &config.serial.log_file)?
+        ),
+    );
+    args.opt("-serial", "chardev:serial0".into());
+
+    if let Some(tpm) = &config.tpm {
+        args.opt(
+            "-chardev",
+            format!(
+                "socket,id=chrtpm,path={}",
+                opt_path("tpm.ctrl_socket", &tpm.ctrl_socket)?
+            ),
+        );
+        args.opt("-tpmdev", "emulator,id=tpm0,chardev=chrtpm".into());
+        let device = match tpm.model {
+            TpmModel::Crb => "tpm-crb",
+            TpmModel::Tis => "tpm-tis",
+        };
+        args.opt("-device", format!("{device},tpmdev=tpm0,id=tpm0-dev"));
+    }
+
+    let mut seen = std::collections::BTreeSet::new();
+    if config.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
+        args.opt("-device", "virtio-scsi-pci,id=scsi0".into());
+    }
+    let mut sata_port = 0u32;
+    for disk in &config.disks {
+        valid_id("disk.name", &disk.name)?;
+        if !seen.insert(disk.name.as_str()) {
+            return Err(CmdlineError::DuplicateDisk {
+                disk: disk.name.clone(),
+            });
+        }
+        if disk.bus == DiskBus::Sata && disk.read_only {
+            return Err(CmdlineError::ReadOnlySata {
+                disk: disk.name.clone(),
+            });
+        }
+        let node = format!("disk-{}", disk.name);
+        args.opt(
+            "-blockdev",
+            json!({"driver": "file", "filename": utf8(&format!("disk {}", disk.name), &disk.path)?,
+                   "node-name": format!("{node}-storage"), "read-only": disk.read_only})
+            .to_string(),
+        );
+        let format = match disk.format {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        };
+        args.opt(
+            "-blockdev",
+            json!({"driver": format, "file": format!("{node}-storage"), "node-name": format!("{node}-format"),
+                   "read-only": disk.read_only})
+            .to_string(),
+        );
+        let mut device = match disk.bus {
+            DiskBus::Virtio => format!("virtio-blk-pci,drive={node}-format,id={node}"),
+            DiskBus::Sata => {
+                let d = format!("ide-hd,bus=ide.{sata_port},drive={node}-format,id={node}");
+                sata_port += 1;
+                d
+            }
+            DiskBus::Scsi => format!("scsi-hd,bus=scsi0.0,drive={node}-format,id={node}"),
+        };
+        if let Some(serial) = &disk.serial {
+            if serial.is_empty()
+                || !serial
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(CmdlineError::InvalidSerial {
+                    disk: disk.name.clone(),
+                    serial: serial.clone(),
+                });
+            }
+            device.push_str(&format!(",serial={serial}"));
+        }
+        if let Some(order) = disk.boot_order {
+            device.push_str(&format!(",bootindex={order}"));
+        }
+        args.opt("-device", device);
+    }
+    Ok(args.0.into_iter().map(OsString::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{Disk, SerialConsole, TpmAttachment};
+    use std::path::PathBuf;
+
+    fn base(firmware: Firmware, smm: bool, tpm: Option<TpmModel>) -> MachineConfig {
+        let run = PathBuf::from("/run/ferrovirt/vms/ns_vm/run-1");
+        MachineConfig {
+            name: "default_testvm".into(),
+            uuid: "5e2f3a7c-4b8d-4c1e-9f60-2a1b3c4d5e6f".into(),
+            accel: Accel::Tcg,
+            vcpus: 2,
+            memory_mib: 1024,
+            machine: MachineType::Q35 { smm },
+            firmware,
+            tpm: tpm.map(|model| TpmAttachment {
+                ctrl_socket: run.join("swtpm-ctrl.sock"),
+                model,
+            }),
+            disks: vec![],
+            serial: SerialConsole {
+                socket: run.join("serial.sock"),
+                log_file: run.join("serial.log"),
+            },
+            qmp_socket: run.join("qmp.sock"),
+            pid_file: run.join("qemu.pid"),
+            qemu_binary: None,
+        }
+    }
+
+    fn uefi(secure_boot: bool) -> Firmware {
+        Firmware::Uefi {
+            code: if secure_boot {
+                "/usr/share/OVMF/OVMF_CODE_4M.ms.fd"
+            } else {
+                "/usr/share/OVMF/OVMF_CODE_4M.fd"
+            }
+            .into(),
+            vars: "/var/lib/ferrovirt/volumes/persistent-state-for-testvm/nvram/testvm_VARS.fd"
+                .into(),
+            secure_boot,
+        }
+    }
+
+    fn render(config: &MachineConfig) -> String {
+        qemu_args(config)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn bios_with_ephemeral_tpm_tis() {
+        insta::assert_snapshot!(render(&base(Firmware::Bios, false, Some(TpmModel::Tis))));
+    }
+
+    #[test]
+    fn uefi_with_persistent_tpm_crb() {
+        insta::assert_snapshot!(render(&base(uefi(false), false, Some(TpmModel::Crb))));
+    }
+
+    #[test]
+    fn uefi_secure_boot_smm_tpm_crb_two_disks() {
+        let mut config = base(uefi(true), true, Some(TpmModel::Crb));
+        config.disks = vec![
+            Disk {
+                name: "rootdisk".into(),
+                path: "/var/lib/ferrovirt/disks/root,1.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                bus: DiskBus::Virtio,
+                read_only: false,
+                boot_order: Some(1),
+                serial: Some("root-0001".into()),
+            },
+            Disk {
+                name: "cloudinit".into(),
+                path: "/var/lib/ferrovirt/disks/seed.img".into(),
+                format: DiskFormat::Raw,
+                bus: DiskBus::Scsi,
+                read_only: true,
+                boot_order: None,
+                serial: None,
+            },
+        ];
+        insta::assert_snapshot!(render(&config));
+    }
+
+    #[test]
+    fn no_tpm() {
+        let mut config = base(uefi(false), false, None);
+        config.disks = vec![Disk {
+            name: "data".into(),
+            path: "/d/data.raw".into(),
+            format: DiskFormat::Raw,
+            bus: DiskBus::Sata,
+            read_only: false,
+            boot_order: Some(2),
+            serial: None,
+        }];
+        insta::assert_snapshot!(render(&config));
+    }
+
+    #[test]
+    fn secure_boot_without_smm_is_refused() {
+        assert!(matches!(
+            qemu_args(&base(uefi(true), false, None)),
+            Err(CmdlineError::SecureBootNeedsSmm)
+        ));
+    }
+
+    #[test]
+    fn read_only_sata_is_refused() {
+        let mut config = base(Firmware::Bios, false, None);
+        config.disks = vec![Disk {
+            name: "ro".into(),
+            path: "/x".into(),
+            format: DiskFormat::Raw,
+            bus: DiskBus::Sata,
+            read_only: true,
+            boot_order: None,
+            serial: None,
+        }];
+        let err = qemu_args(&config).unwrap_err();
+        assert!(err.to_string().contains("SATA refuses read-only"), "{err}");
+    }
+
+    #[test]
+    fn bad_ids_are_refused() {
+        let mut config = base(Firmware::Bios, false, None);
+        config.uuid = "x,y".into();
+        assert!(matches!(
+            qemu_args(&config),
+            Err(CmdlineError::InvalidId { .. })
+        ));
+        let mut config = base(Firmware::Bios, false, None);
+        config.disks = vec![Disk {
+            name: "1bad".into(),
+            path: "/x".into(),
+            format: DiskFormat::Raw,
+            bus: DiskBus::Virtio,
+            read_only: false,
+            boot_order: None,
+            serial: None,
+        }];
+        assert!(matches!(
+            qemu_args(&config),
+            Err(CmdlineError::InvalidId { .. })
+        ));
+    }
+}

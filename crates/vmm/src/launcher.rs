@@ -1,0 +1,743 @@
+//! Starts, supervises, stops and adopts one VM run: swtpm, then QEMU, as their parent.
+//!
+//! - Both run in their own process group, so a SIGINT/SIGTERM to the manager's group does not
+//!   reach them; dropping a [`VmHandle`] never kills the VM (the manager may restart and
+//!   [`VmHandle::adopt`] it from `run.json`).
+//! - Our children are reaped through `tokio::process::Child::wait`; adopted processes are watched
+//!   through pidfds opened after checking their start time (pid-reuse safe).
+//! - After QEMU exits the monitor waits for swtpm (`--terminate`) to exit, so the TPM state is
+//!   flushed before [`VmHandle::wait_exited`] resolves. Fsyncing the state dir is the caller's job.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use tokio::process::{Child, Command};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::cmdline::{CmdlineError, qemu_args};
+use crate::machine::MachineConfig;
+use crate::process::{ProcessError, ProcessIdentity, pidfd_exited, pidfd_signal};
+use crate::qmp::{QmpClient, QmpError, QmpEvent, QmpEventKind, RunState};
+use crate::runtime::{RunRecord, RuntimeDir, RuntimeError};
+
+/// How long swtpm's control socket and QEMU's QMP socket may take to appear.
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `quit` may take before SIGKILL.
+pub const QUIT_GRACE: Duration = Duration::from_secs(5);
+/// How long swtpm may take to exit after QEMU is gone before it is killed.
+pub const SWTPM_EXIT_GRACE: Duration = Duration::from_secs(10);
+/// QMP command timeout used by the launcher.
+pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors while starting, adopting or stopping a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Cmdline(#[from] CmdlineError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("machine.tpm and the swtpm config must be given together (tpm: {tpm}, swtpm: {swtpm})")]
+    TpmMismatch { tpm: bool, swtpm: bool },
+    #[error("runtime dir {dir} still has a live QEMU (pid {pid}); stop or adopt it instead")]
+    AlreadyRunning { dir: PathBuf, pid: i32 },
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} exited during startup ({status}); its log {log} ends with: {tail}")]
+    EarlyExit {
+        program: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{what} did not appear within {after:?}; see {log}")]
+    SocketTimeout {
+        what: String,
+        after: Duration,
+        log: PathBuf,
+    },
+    #[error("QMP: {0}")]
+    Qmp(#[from] QmpError),
+    #[error("QEMU is in state {0:?} after cont, expected running")]
+    NotRunning(RunState),
+    #[error("cannot adopt: {0}")]
+    Adopt(#[from] ProcessError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the VM monitor task stopped unexpectedly")]
+    MonitorGone,
+}
+
+/// How to run swtpm for this VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwtpmConfig {
+    /// The TPM state directory (`tpm2-00.permall`), e.g. in the persistent-state volume.
+    pub state_dir: PathBuf,
+    /// `swtpm` on PATH when `None`.
+    pub binary: Option<PathBuf>,
+    /// Extra arguments, e.g. `--key file=...,mode=aes-256-cbc,format=hex`.
+    pub extra_args: Vec<OsString>,
+}
+
+/// How a process ended, as far as we could observe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEnd {
+    Code(i32),
+    Signal(i32),
+    /// Not our child (adopted): the exit status is unavailable.
+    Unobserved,
+    /// Did not exit within the grace period and was SIGKILLed.
+    KilledAfterGrace,
+}
+
+impl From<ExitStatus> for ProcessEnd {
+    fn from(status: ExitStatus) -> Self {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ProcessEnd::Code(code),
+            (None, Some(signal)) => ProcessEnd::Signal(signal),
+            (None, None) => ProcessEnd::Unobserved,
+        }
+    }
+}
+
+/// Why QEMU exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest powered off (QMP SHUTDOWN with `guest: true`), e.g. `reason: guest-shutdown`.
+    GuestPoweroff { reason: String },
+    /// The host ended it cleanly: `host-qmp-quit`, `host-signal`, ...
+    HostShutdown { reason: String },
+    /// SIGKILL.
+    Killed { signal: i32 },
+    /// Non-zero exit or a fatal signal other than SIGKILL.
+    Crashed {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Adopted, no SHUTDOWN event seen, no exit status available.
+    Unobserved,
+}
+
+/// The end of a VM run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmExit {
+    pub reason: ExitReason,
+    pub qemu: ProcessEnd,
+    /// `None` without a TPM.
+    pub swtpm: Option<ProcessEnd>,
+}
+
+fn exit_reason(end: ProcessEnd, shutdown: Option<(bool, String)>) -> ExitReason {
+    match (end, shutdown) {
+        (ProcessEnd::Signal(9), _) | (ProcessEnd::KilledAfterGrace, _) => {
+            ExitReason::Killed { signal: 9 }
+        }
+        (ProcessEnd::Signal(signal), _) => ExitReason::Crashed {
+            code: None,
+            signal: Some(signal),
+        },
+        (ProcessEnd::Code(code), _) if code != 0 => ExitReason::Crashed {
+            code: Some(code),
+            signal: None,
+        },
+        (_, Some((true, reason))) => ExitReason::GuestPoweroff { reason },
+        (_, Some((false, reason))) => ExitReason::HostShutdown { reason },
+        (ProcessEnd::Code(_), None) => ExitReason::HostShutdown {
+            reason: "exit 0 without SHUTDOWN event".into(),
+        },
+        (ProcessEnd::Unobserved, None) => ExitReason::Unobserved,
+    }
+}
+
+/// A process we supervise: our child, or an adopted one known by its pidfd.
+struct Supervised {
+    identity: ProcessIdentity,
+    pidfd: OwnedFd,
+    child: Option<Child>,
+}
+
+impl Supervised {
+    fn spawned(child: Child, program: &str) -> Result<Self, LaunchError> {
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| LaunchError::Spawn {
+                program: program.to_string(),
+                source: std::io::Error::other("no pid after spawn"),
+            })?;
+        // Our unreaped child: its pid cannot be reused yet.
+        let identity = ProcessIdentity::of(pid)?;
+        let pidfd = identity.open_pidfd()?;
+        Ok(Self {
+            identity,
+            pidfd,
+            child: Some(child),
+        })
+    }
+
+    async fn wait(&mut self) -> ProcessEnd {
+        match &mut self.child {
+            Some(child) => match child.wait().await {
+                Ok(status) => status.into(),
+                Err(_) => ProcessEnd::Unobserved,
+            },
+            None => {
+                let _ = pidfd_exited(&self.pidfd).await;
+                ProcessEnd::Unobserved
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        let _ = pidfd_signal(&self.pidfd, signal);
+    }
+
+    fn try_exited(&mut self) -> Option<String> {
+        match &mut self.child {
+            Some(child) => child.try_wait().ok().flatten().map(|s| s.to_string()),
+            None => None,
+        }
+    }
+
+    fn dup_pidfd(&self) -> Result<OwnedFd, LaunchError> {
+        self.pidfd.try_clone().map_err(|source| LaunchError::Io {
+            path: "pidfd".into(),
+            source,
+        })
+    }
+}
+
+/// A running VM.
+pub struct VmHandle {
+    runtime: RuntimeDir,
+    record: RunRecord,
+    qmp: Arc<QmpClient>,
+    qemu_pidfd: OwnedFd,
+    exit: watch::Receiver<Option<VmExit>>,
+    monitor: JoinHandle<()>,
+    start_to_running: Option<Duration>,
+}
+
+impl Drop for VmHandle {
+    /// Never kills the VM: only stops watching it (children are reaped by tokio later).
+    fn drop(&mut self) {
+        self.monitor.abort();
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+fn open_log(path: &Path) -> Result<File, LaunchError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| LaunchError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn remove_stale_socket(path: &Path) -> Result<(), LaunchError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|source| LaunchError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn wait_for_socket(
+    path: &Path,
+    process: &mut Supervised,
+    program: &str,
+    log: &Path,
+) -> Result<(), LaunchError> {
+    let deadline = Instant::now() + SOCKET_TIMEOUT;
+    loop {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            return Ok(());
+        }
+        if let Some(status) = process.try_exited() {
+            return Err(LaunchError::EarlyExit {
+                program: program.into(),
+                status,
+                log: log.to_path_buf(),
+                tail: log_tail(log),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(LaunchError::SocketTimeout {
+                what: path.display().to_string(),
+                after: SOCKET_TIMEOUT,
+                log: log.to_path_buf(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Kills what a failed start left behind, and reaps it.
+async fn abort_start(qemu: Option<Supervised>, swtpm: Option<Supervised>) {
+    for mut process in [qemu, swtpm].into_iter().flatten() {
+        process.signal(Signal::KILL);
+        let _ = process.wait().await;
+    }
+}
+
+fn swtpm_command(
+    config: &SwtpmConfig,
+    runtime: &RuntimeDir,
+    ctrl_socket: &Path,
+) -> Result<Command, LaunchError> {
+    let program = config
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("swtpm"));
+    let mut state = OsString::from("dir=");
+    state.push(&config.state_dir);
+    state.push(",mode=0600");
+    let mut ctrl = OsString::from("type=unixio,path=");
+    ctrl.push(ctrl_socket);
+    ctrl.push(",mode=0600");
+    let mut log = OsString::from("file=");
+    log.push(runtime.swtpm_log());
+    log.push(",level=1");
+    let mut pid = OsString::from("file=");
+    pid.push(runtime.swtpm_pid_file());
+    let mut command = Command::new(&program);
+    // No --flags startup-*: QEMU sends CMD_INIT and the firmware sends TPM2_Startup (as libvirt).
+    command
+        .arg("socket")
+        .arg("--tpm2")
+        .arg("--tpmstate")
+        .arg(state)
+        .arg("--ctrl")
+        .arg(ctrl)
+        .arg("--log")
+        .arg(log)
+        .arg("--pid")
+        .arg(pid)
+        .arg("--terminate")
+        .args(&config.extra_args);
+    let log_file = open_log(&runtime.swtpm_log())?;
+    let log_clone = log_file.try_clone().map_err(|source| LaunchError::Io {
+        path: runtime.swtpm_log(),
+        source,
+    })?;
+    command
+        .stdin(Stdio::null())
+        .stdout(log_clone)
+        .stderr(log_file)
+        .process_group(0)
+        .kill_on_drop(false);
+    Ok(command)
+}
+
+impl VmHandle {
+    /// Starts swtpm (if any) and QEMU, connects QMP, resumes the guest and returns once QMP
+    /// reports `running`. On any failure everything started is killed and reaped.
+    pub async fn start(
+        machine: MachineConfig,
+        swtpm: Option<SwtpmConfig>,
+        runtime: RuntimeDir,
+    ) -> Result<Self, LaunchError> {
+        let started = Instant::now();
+        if machine.tpm.is_some() != swtpm.is_some() {
+            return Err(LaunchError::TpmMismatch {
+                tpm: machine.tpm.is_some(),
+                swtpm: swtpm.is_some(),
+            });
+        }
+        if let Ok(previous) = runtime.read_record()
+            && previous.qemu.verify().is_ok()
+        {
+            return Err(LaunchError::AlreadyRunning {
+                dir: runtime.root().into(),
+                pid: previous.qemu.pid,
+            });
+        }
+        let args = qemu_args(&machine)?;
+        for socket in [&machine.qmp_socket, &machine.serial.socket] {
+            remove_stale_socket(socket)?;
+        }
+
+        let mut swtpm_process = None;
+        if let (Some(config), Some(tpm)) = (&swtpm, &machine.tpm) {
+            remove_stale_socket(&tpm.ctrl_socket)?;
+            let mut command = swtpm_command(config, &runtime, &tpm.ctrl_socket)?;
+            let child = command.spawn().map_err(|source| LaunchError::Spawn {
+                program: "swtpm".into(),
+                source,
+            })?;
+            let mut process = Supervised::spawned(child, "swtpm")?;
+            if let Err(e) = wait_for_socket(
+                &tpm.ctrl_socket,
+                &mut process,
+                "swtpm",
+                &runtime.swtpm_log(),
+            )
+            .await
+            {
+                abort_start(None, Some(process)).await;
+                return Err(e);
+            }
+            swtpm_process = Some(process);
+        }
+
+        let qemu_log = match open_log(&runtime.qemu_log()) {
+            Ok(f) => f,
+            Err(e) => {
+                abort_start(None, swtpm_process).await;
+                return Err(e);
+            }
+        };
+        let mut command = Command::new(machine.qemu_binary());
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(qemu_log)
+            .process_group(0);
+        let qemu_process = match command.spawn() {
+            Ok(child) => Supervised::spawned(child, "qemu"),
+            Err(source) => Err(LaunchError::Spawn {
+                program: machine.qemu_binary().display().to_string(),
+                source,
+            }),
+        };
+        let mut qemu_process = match qemu_process {
+            Ok(p) => p,
+            Err(e) => {
+                abort_start(None, swtpm_process).await;
+                return Err(e);
+            }
+        };
+        let connected = async {
+            wait_for_socket(
+                &machine.qmp_socket,
+                &mut qemu_process,
+                "qemu",
+                &runtime.qemu_log(),
+            )
+            .await?;
+            // The socket file exists from bind(); until QEMU calls listen() connects are refused.
+            let deadline = Instant::now() + SOCKET_TIMEOUT;
+            loop {
+                match QmpClient::connect(&machine.qmp_socket, QMP_TIMEOUT).await {
+                    Ok(qmp) => break Ok::<_, LaunchError>(qmp),
+                    Err(QmpError::Connect { .. })
+                        if Instant::now() < deadline && qemu_process.try_exited().is_none() =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+            }
+        }
+        .await;
+        let qmp = match connected {
+            Ok(qmp) => Arc::new(qmp),
+            Err(e) => {
+                // QEMU may have exited on its own (bad args, swtpm refused): report its log.
+                let exited = tokio::time::timeout(Duration::from_secs(2), async {
+                    loop {
+                        if let Some(status) = qemu_process.try_exited() {
+                            return status;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+                .await
+                .ok();
+                let e = match exited {
+                    Some(status) => LaunchError::EarlyExit {
+                        program: "qemu".into(),
+                        status,
+                        log: runtime.qemu_log(),
+                        tail: log_tail(&runtime.qemu_log()),
+                    },
+                    None => e,
+                };
+                abort_start(Some(qemu_process), swtpm_process).await;
+                return Err(e);
+            }
+        };
+        let events = qmp.subscribe();
+        let record = RunRecord {
+            machine,
+            qemu: qemu_process.identity,
+            swtpm: swtpm_process.as_ref().map(|p| p.identity),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let resumed = async {
+            runtime.write_record(&record)?;
+            qmp.cont().await?;
+            match qmp.query_status().await? {
+                RunState::Running => Ok(()),
+                other => Err(LaunchError::NotRunning(other)),
+            }
+        }
+        .await;
+        if let Err(e) = resumed {
+            abort_start(Some(qemu_process), swtpm_process).await;
+            return Err(e);
+        }
+        let start_to_running = started.elapsed();
+        tracing::info!(vm = %record.machine.name, ?start_to_running, "VM running");
+        Self::supervise(
+            runtime,
+            record,
+            qmp,
+            qemu_process,
+            swtpm_process,
+            events,
+            Some(start_to_running),
+        )
+    }
+
+    /// Re-attaches to a VM started by an earlier manager: checks the recorded pids are the same
+    /// live processes (start time), opens pidfds and reconnects QMP. Never kills the VM.
+    pub async fn adopt(runtime: RuntimeDir) -> Result<Self, LaunchError> {
+        let record = runtime.read_record()?;
+        let qemu_pidfd = record.qemu.open_pidfd()?;
+        let qemu = Supervised {
+            identity: record.qemu,
+            pidfd: qemu_pidfd,
+            child: None,
+        };
+        let swtpm = match record.swtpm {
+            Some(identity) => match identity.open_pidfd() {
+                Ok(pidfd) => Some(Supervised {
+                    identity,
+                    pidfd,
+                    child: None,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "adopted VM's swtpm is gone; the guest's TPM will fail");
+                    None
+                }
+            },
+            None => None,
+        };
+        let qmp = Arc::new(QmpClient::connect(&record.machine.qmp_socket, QMP_TIMEOUT).await?);
+        let events = qmp.subscribe();
+        let state = qmp.query_status().await?;
+        tracing::info!(vm = %record.machine.name, ?state, "adopted VM");
+        Self::supervise(runtime, record, qmp, qemu, swtpm, events, None)
+    }
+
+    fn supervise(
+        runtime: RuntimeDir,
+        record: RunRecord,
+        qmp: Arc<QmpClient>,
+        mut qemu: Supervised,
+        swtpm: Option<Supervised>,
+        mut events: broadcast::Receiver<QmpEvent>,
+        start_to_running: Option<Duration>,
+    ) -> Result<Self, LaunchError> {
+        let qemu_pidfd = qemu.dup_pidfd()?;
+        let (exit_tx, exit) = watch::channel(None);
+        let qmp_for_monitor = qmp.clone();
+        let monitor = tokio::spawn(async move {
+            let mut shutdown: Option<(bool, String)> = None;
+            let note = |event: QmpEvent, shutdown: &mut Option<(bool, String)>| {
+                if let QmpEventKind::Shutdown { guest, reason } = event.kind() {
+                    *shutdown = Some((guest, reason));
+                }
+            };
+            let qemu_end = loop {
+                tokio::select! {
+                    end = qemu.wait() => break end,
+                    event = events.recv() => match event {
+                        Ok(event) => note(event, &mut shutdown),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        // QMP closed: QEMU is exiting; keep waiting for the process.
+                        Err(broadcast::error::RecvError::Closed) => break qemu.wait().await,
+                    },
+                }
+            };
+            // The SHUTDOWN event may still be in flight on the socket: let the reader reach EOF.
+            for _ in 0..50 {
+                if qmp_for_monitor.is_closed() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            while let Ok(event) = events.try_recv() {
+                note(event, &mut shutdown);
+            }
+            let swtpm_end = match swtpm {
+                None => None,
+                Some(mut swtpm) => Some(
+                    match tokio::time::timeout(SWTPM_EXIT_GRACE, swtpm.wait()).await {
+                        Ok(end) => end,
+                        Err(_) => {
+                            tracing::error!(
+                                pid = swtpm.identity.pid,
+                                "swtpm did not exit after QEMU; killing it"
+                            );
+                            swtpm.signal(Signal::KILL);
+                            let _ = swtpm.wait().await;
+                            ProcessEnd::KilledAfterGrace
+                        }
+                    },
+                ),
+            };
+            let exit = VmExit {
+                reason: exit_reason(qemu_end, shutdown),
+                qemu: qemu_end,
+                swtpm: swtpm_end,
+            };
+            tracing::info!(?exit, "VM exited");
+            let _ = exit_tx.send(Some(exit));
+        });
+        Ok(Self {
+            runtime,
+            record,
+            qmp,
+            qemu_pidfd,
+            exit,
+            monitor,
+            start_to_running,
+        })
+    }
+
+    /// The QMP session.
+    pub fn qmp(&self) -> &QmpClient {
+        &self.qmp
+    }
+
+    /// What runs (config, pids and start times).
+    pub fn record(&self) -> &RunRecord {
+        &self.record
+    }
+
+    pub fn runtime(&self) -> &RuntimeDir {
+        &self.runtime
+    }
+
+    /// Time from `start` being called to QMP reporting `running` (`None` when adopted).
+    pub fn start_to_running(&self) -> Option<Duration> {
+        self.start_to_running
+    }
+
+    /// Serial console socket and log.
+    pub fn serial_paths(&self) -> (&Path, &Path) {
+        (
+            &self.record.machine.serial.socket,
+            &self.record.machine.serial.log_file,
+        )
+    }
+
+    /// The exit, if it already happened.
+    pub fn try_exited(&self) -> Option<VmExit> {
+        self.exit.borrow().clone()
+    }
+
+    /// Resolves once QEMU has exited and swtpm (if any) has exited after it.
+    pub async fn wait_exited(&self) -> Result<VmExit, LaunchError> {
+        let mut rx = self.exit.clone();
+        let value = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| LaunchError::MonitorGone)?;
+        value.clone().ok_or(LaunchError::MonitorGone)
+    }
+
+    /// SIGKILLs QEMU (through its pidfd); swtpm follows on its own (`--terminate`).
+    pub fn kill(&self) {
+        let _ = pidfd_signal(&self.qemu_pidfd, Signal::KILL);
+    }
+
+    /// ACPI powerdown, wait up to `grace`; then QMP `quit` (up to [`QUIT_GRACE`]); then SIGKILL.
+    pub async fn stop(&self, grace: Duration) -> Result<VmExit, LaunchError> {
+        if let Some(exit) = self.try_exited() {
+            return Ok(exit);
+        }
+        if let Err(e) = self.qmp.system_powerdown().await {
+            tracing::warn!(error = %e, "system_powerdown failed");
+        }
+        if let Ok(exit) = tokio::time::timeout(grace, self.wait_exited()).await {
+            return exit;
+        }
+        tracing::info!(vm = %self.record.machine.name, ?grace, "guest ignored powerdown; quitting QEMU");
+        if let Err(e) = self.qmp.quit().await {
+            tracing::warn!(error = %e, "quit failed");
+        }
+        if let Ok(exit) = tokio::time::timeout(QUIT_GRACE, self.wait_exited()).await {
+            return exit;
+        }
+        tracing::warn!(vm = %self.record.machine.name, "QEMU ignored quit; SIGKILL");
+        self.kill();
+        self.wait_exited().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_reasons() {
+        assert_eq!(
+            exit_reason(ProcessEnd::Signal(9), None),
+            ExitReason::Killed { signal: 9 }
+        );
+        assert_eq!(
+            exit_reason(ProcessEnd::Code(0), Some((true, "guest-shutdown".into()))),
+            ExitReason::GuestPoweroff {
+                reason: "guest-shutdown".into()
+            }
+        );
+        assert_eq!(
+            exit_reason(ProcessEnd::Code(0), Some((false, "host-qmp-quit".into()))),
+            ExitReason::HostShutdown {
+                reason: "host-qmp-quit".into()
+            }
+        );
+        assert_eq!(
+            exit_reason(ProcessEnd::Code(1), None),
+            ExitReason::Crashed {
+                code: Some(1),
+                signal: None
+            }
+        );
+        assert_eq!(
+            exit_reason(ProcessEnd::Signal(11), None),
+            ExitReason::Crashed {
+                code: None,
+                signal: Some(11)
+            }
+        );
+        assert_eq!(
+            exit_reason(ProcessEnd::Unobserved, None),
+            ExitReason::Unobserved
+        );
+    }
+}

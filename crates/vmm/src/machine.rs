@@ -1,0 +1,134 @@
+//! The fully-resolved description of one VM run: what QEMU must emulate and where every file and
+//! socket lives. Built by the caller (API types, firmware selection and TPM manufacture live
+//! elsewhere); this crate only turns it into processes.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// The value of QEMU's `-accel`.
+    pub fn as_qemu(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// The QEMU machine type. Only q35 is supported (what KubeVirt uses on x86_64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MachineType {
+    Q35 {
+        /// System Management Mode; required for Secure Boot.
+        smm: bool,
+    },
+}
+
+/// Firmware the guest boots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Firmware {
+    /// QEMU's built-in SeaBIOS.
+    Bios,
+    /// OVMF: a read-only code image and this VM's own writable VARS file.
+    Uefi {
+        code: PathBuf,
+        vars: PathBuf,
+        secure_boot: bool,
+    },
+}
+
+/// The TPM device model the guest sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TpmModel {
+    Crb,
+    Tis,
+}
+
+/// Connects the guest's TPM to an swtpm control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmAttachment {
+    pub ctrl_socket: PathBuf,
+    pub model: TpmModel,
+}
+
+/// Disk image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+/// Bus a disk is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    Virtio,
+    Sata,
+    Scsi,
+}
+
+/// One disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// QEMU id: letters, digits, `-`, `_`, `.`, starting with a letter (the KubeVirt disk name).
+    pub name: String,
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    pub bus: DiskBus,
+    pub read_only: bool,
+    /// Boot order (QEMU `bootindex`); lower boots first.
+    pub boot_order: Option<u32>,
+    /// Serial number the guest sees.
+    pub serial: Option<String>,
+}
+
+/// The serial console: a unix socket to attach to, and a log of everything the guest printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialConsole {
+    pub socket: PathBuf,
+    pub log_file: PathBuf,
+}
+
+/// Everything QEMU needs for one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineConfig {
+    /// Guest name (`-name guest=`); e.g. `namespace_vmname` as KubeVirt does.
+    pub name: String,
+    /// Firmware UUID (SMBIOS type 1), KubeVirt's `spec.domain.firmware.uuid`.
+    pub uuid: String,
+    pub accel: Accel,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub machine: MachineType,
+    pub firmware: Firmware,
+    pub tpm: Option<TpmAttachment>,
+    pub disks: Vec<Disk>,
+    pub serial: SerialConsole,
+    pub qmp_socket: PathBuf,
+    pub pid_file: PathBuf,
+    /// QEMU binary; `qemu-system-x86_64` on PATH when `None`.
+    #[serde(default)]
+    pub qemu_binary: Option<PathBuf>,
+}
+
+impl MachineConfig {
+    /// The QEMU binary to run.
+    pub fn qemu_binary(&self) -> PathBuf {
+        self.qemu_binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"))
+    }
+}

@@ -1,0 +1,272 @@
+//! The per-run runtime directory (0700) and its `run.json` record of what runs there.
+//!
+//! Layout: `qmp.sock`, `swtpm-ctrl.sock`, `serial.sock`, `serial.log`, `qemu.pid`, `swtpm.pid`,
+//! `swtpm.log`, `qemu.log` (QEMU's stderr) and `run.json` (machine config, pids with start times,
+//! creation time), written crash-safely (temp file, fsync, rename, fsync dir).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::machine::MachineConfig;
+use crate::process::ProcessIdentity;
+
+/// `sun_path` is 108 bytes including the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Runtime directory errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("runtime dir {path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "socket path {path} is {len} bytes; unix sockets allow at most {MAX_SOCKET_PATH}: use a shorter runtime directory"
+    )]
+    SocketPathTooLong { path: PathBuf, len: usize },
+    #[error(
+        "runtime dir {path} is not a directory with mode 0700 (mode {mode:o}); fix or remove it"
+    )]
+    BadMode { path: PathBuf, mode: u32 },
+    #[error("{path}: malformed run record: {reason}")]
+    BadRecord { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.to_path_buf();
+    move |source| RuntimeError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
+/// What runs in a runtime dir, for adoption after a manager restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub machine: MachineConfig,
+    pub qemu: ProcessIdentity,
+    pub swtpm: Option<ProcessIdentity>,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// A VM run's private directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeDir {
+    root: PathBuf,
+}
+
+impl RuntimeDir {
+    /// Creates (or re-uses) `root` with mode 0700 and checks every socket path fits in `sun_path`.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        let root = root.into();
+        let dir = Self { root };
+        dir.check_socket_lengths()?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir.root)
+            .map_err(io(&dir.root, "create"))?;
+        fs::set_permissions(&dir.root, fs::Permissions::from_mode(0o700))
+            .map_err(io(&dir.root, "chmod 0700"))?;
+        Ok(dir)
+    }
+
+    /// Opens an existing runtime dir (for adoption) and checks its mode.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        let dir = Self { root: root.into() };
+        let meta = fs::metadata(&dir.root).map_err(io(&dir.root, "stat"))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if !meta.is_dir() || mode != 0o700 {
+            return Err(RuntimeError::BadMode {
+                path: dir.root,
+                mode,
+            });
+        }
+        dir.check_socket_lengths()?;
+        Ok(dir)
+    }
+
+    fn check_socket_lengths(&self) -> Result<(), RuntimeError> {
+        for path in [
+            self.qmp_socket(),
+            self.swtpm_ctrl_socket(),
+            self.serial_socket(),
+        ] {
+            let len = path.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                return Err(RuntimeError::SocketPathTooLong { path, len });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.root.join("qmp.sock")
+    }
+    pub fn swtpm_ctrl_socket(&self) -> PathBuf {
+        self.root.join("swtpm-ctrl.sock")
+    }
+    pub fn serial_socket(&self) -> PathBuf {
+        self.root.join("serial.sock")
+    }
+    pub fn serial_log(&self) -> PathBuf {
+        self.root.join("serial.log")
+    }
+    pub fn qemu_pid_file(&self) -> PathBuf {
+        self.root.join("qemu.pid")
+    }
+    pub fn swtpm_pid_file(&self) -> PathBuf {
+        self.root.join("swtpm.pid")
+    }
+    pub fn swtpm_log(&self) -> PathBuf {
+        self.root.join("swtpm.log")
+    }
+    pub fn qemu_log(&self) -> PathBuf {
+        self.root.join("qemu.log")
+    }
+    pub fn run_record(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+
+    /// Writes `run.json` crash-safely with mode 0600.
+    pub fn write_record(&self, record: &RunRecord) -> Result<(), RuntimeError> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| RuntimeError::BadRecord {
+            path: self.run_record(),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&self.run_record(), &bytes)
+    }
+
+    /// Reads `run.json`.
+    pub fn read_record(&self) -> Result<RunRecord, RuntimeError> {
+        let path = self.run_record();
+        let bytes = fs::read(&path).map_err(io(&path, "read"))?;
+        serde_json::from_slice(&bytes).map_err(|e| RuntimeError::BadRecord {
+            path,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Temp file in the same directory, fsync, rename over `path`, fsync the directory. Mode 0600.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp, "create temp file"))?;
+        file.write_all(bytes).map_err(io(&tmp, "write"))?;
+        file.sync_all().map_err(io(&tmp, "fsync"))?;
+        fs::rename(&tmp, path).map_err(io(path, "rename temp file over"))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir, "fsync directory"))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::*;
+
+    #[test]
+    fn creates_0700_and_round_trips_the_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RuntimeDir::create(tmp.path().join("vm1/run")).unwrap();
+        let mode = fs::metadata(dir.root()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let machine = MachineConfig {
+            name: "x".into(),
+            uuid: "u".into(),
+            accel: Accel::Tcg,
+            vcpus: 1,
+            memory_mib: 64,
+            machine: MachineType::Q35 { smm: false },
+            firmware: Firmware::Bios,
+            tpm: None,
+            disks: vec![],
+            serial: SerialConsole {
+                socket: dir.serial_socket(),
+                log_file: dir.serial_log(),
+            },
+            qmp_socket: dir.qmp_socket(),
+            pid_file: dir.qemu_pid_file(),
+            qemu_binary: None,
+        };
+        let record = RunRecord {
+            machine,
+            qemu: ProcessIdentity {
+                pid: 42,
+                start_time: 7,
+            },
+            swtpm: None,
+            created_unix: 1,
+        };
+        dir.write_record(&record).unwrap();
+        let file_mode = fs::metadata(dir.run_record()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(file_mode, 0o600);
+        assert_eq!(
+            RuntimeDir::open(dir.root()).unwrap().read_record().unwrap(),
+            record
+        );
+        // no temp file left behind
+        assert_eq!(fs::read_dir(dir.root()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn too_deep_dir_is_refused_clearly() {
+        let deep = PathBuf::from("/tmp").join("d".repeat(100));
+        let err = RuntimeDir::create(&deep).unwrap_err();
+        assert!(matches!(err, RuntimeError::SocketPathTooLong { .. }));
+        assert!(
+            err.to_string().contains("shorter runtime directory"),
+            "{err}"
+        );
+        assert!(!deep.exists());
+    }
+
+    #[test]
+    fn open_refuses_world_readable_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(
+            RuntimeDir::open(tmp.path()),
+            Err(RuntimeError::BadMode { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_record_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RuntimeDir::create(tmp.path().join("r")).unwrap();
+        fs::write(dir.run_record(), b"{not json").unwrap();
+        assert!(matches!(
+            dir.read_record(),
+            Err(RuntimeError::BadRecord { .. })
+        ));
+    }
+}
