@@ -180,7 +180,22 @@ pub fn check_state(state_dir: &Path) -> Result<StateInfo, StateError> {
     check_state_with(state_dir, &CheckOptions::default())
 }
 
-/// Checks the state in `state_dir`; the original files are only read.
+/// Reads the EK certificates of a stopped TPM, offline (a check with
+/// [`CheckOptions::read_ek_certificates`] set).
+pub fn read_ek_certificates(
+    state_dir: &Path,
+    state_key: Option<StateKey>,
+) -> Result<Vec<EkCertificate>, StateError> {
+    let opts = CheckOptions {
+        state_key,
+        read_ek_certificates: true,
+        ..CheckOptions::default()
+    };
+    check_state_with(state_dir, &opts).map(|info| info.ek_certificates)
+}
+
+/// Checks the state in `state_dir`; the original files are only read. Meant for a stopped VM;
+/// on a running one it checks the last state swtpm stored.
 pub fn check_state_with(state_dir: &Path, opts: &CheckOptions) -> Result<StateInfo, StateError> {
     let started = Instant::now();
     let deadline = started + opts.timeout;

@@ -15,7 +15,7 @@ pub mod tpm2;
 
 pub use check::{
     CheckOptions, EkCertificate, EkKind, STATE_FILE, Sha256Digest, StateError, StateInfo,
-    check_state, check_state_with,
+    check_state, check_state_with, read_ek_certificates,
 };
 pub use key::{StateCipher, StateKey};
 pub use localca::{CaStatus, LocalCa, LocalCaError, PlatformInfo};

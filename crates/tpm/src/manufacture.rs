@@ -59,6 +59,17 @@ impl VmId {
         Ok(Self(format!("{name}:{uuid}")))
     }
 
+    /// Parses `name:uuid` (split at the last ':').
+    pub fn parse(s: &str) -> Result<Self, ManufactureError> {
+        match s.rsplit_once(':') {
+            Some((name, uuid)) => Self::new(name, uuid),
+            None => Err(ManufactureError::InvalidRequest {
+                field: "vm_id",
+                reason: format!("{s:?} is not of the form name:uuid"),
+            }),
+        }
+    }
+
     /// The `name:uuid` string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -577,6 +588,8 @@ mod tests {
         assert!(VmId::new("a b", "u").is_err());
         assert!(VmId::new("a", "u:v").is_err());
         assert!(VmId::new("a\n", "u").is_err());
+        assert_eq!(VmId::parse("ns:vm:u1").unwrap().as_str(), "ns:vm:u1");
+        assert!(VmId::parse("nouuid").is_err());
     }
 
     #[test]

@@ -386,3 +386,41 @@ fn partial_ca_is_set_aside_and_concurrent_manufactures_agree() {
         .collect();
     assert!(!aside.is_empty(), "partial CA kept aside");
 }
+
+/// Durations for the report: `cargo test -p ferrovirt-tpm --test swtpm -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn measure_durations() {
+    fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+    let mut manufactures = Vec::new();
+    let mut vols = Vec::new();
+    for _ in 0..7 {
+        let vol = Volume::new();
+        manufactures.push(manufacture(&vol.request()).unwrap().duration);
+        vols.push(vol);
+    }
+    let mut checks = Vec::new();
+    let mut cert_reads = Vec::new();
+    let mut opts = CheckOptions::default();
+    opts.read_ek_certificates = true;
+    for _ in 0..21 {
+        checks.push(check_state(&vols[0].state_dir()).unwrap().duration);
+        cert_reads.push(
+            check_state_with(&vols[0].state_dir(), &opts)
+                .unwrap()
+                .duration,
+        );
+    }
+    eprintln!(
+        "manufacture median {:?} (min {:?}, max {:?}); check median {:?} (max {:?}); check+EK read median {:?}",
+        median(manufactures.clone()),
+        manufactures.iter().min().unwrap(),
+        manufactures.iter().max().unwrap(),
+        median(checks.clone()),
+        checks.iter().max().unwrap(),
+        median(cert_reads)
+    );
+}
