@@ -424,3 +424,106 @@ fn measure_durations() {
         median(cert_reads)
     );
 }
+
+fn pem(der: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let body: Vec<String> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|l| String::from_utf8(l.to_vec()).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        body.join("\n")
+    )
+}
+
+/// Verifies `ek_der` against the CA in `ca_dir` with gnutls' certtool (a swtpm-tools dependency).
+fn verify_with_certtool(ek_der: &[u8], ca_dir: &Path, scratch: &Path) -> bool {
+    let chain = scratch.join("chain.pem");
+    let issuer = fs::read_to_string(ca_dir.join(localca::ISSUER_CERT)).unwrap();
+    fs::write(&chain, pem(ek_der) + &issuer).unwrap();
+    let out = std::process::Command::new("certtool")
+        .arg("--verify")
+        .arg("--load-ca-certificate")
+        .arg(ca_dir.join(localca::ROOT_CA_CERT))
+        .arg("--infile")
+        .arg(&chain)
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+#[test]
+fn the_local_ca_moves_with_the_volume_and_keeps_signing() {
+    let vol = Volume::new();
+    let first = manufacture(&vol.request()).unwrap();
+    let first_ek = first.ek_certificates[0].der.clone();
+    assert!(verify_with_certtool(
+        &first_ek,
+        &vol.localca_dir(),
+        &vol.root
+    ));
+    let issuer_before = fs::read(vol.localca_dir().join(localca::ISSUER_CERT)).unwrap();
+    let serial_before = fs::read_to_string(vol.localca_dir().join(localca::CERT_SERIAL)).unwrap();
+
+    // Move the volume; reset the TPM (state gone) and manufacture again from the new place.
+    let moved_root = vol.root.join("moved");
+    fs::rename(vol.root.join("vol"), &moved_root).unwrap();
+    let moved_ca = moved_root.join("swtpm-localca");
+    let moved_state = moved_root.join("swtpm/u/tpm2");
+    fs::create_dir_all(&moved_state).unwrap();
+    let req = ManufactureRequest::new(
+        &moved_state,
+        &moved_ca,
+        VmId::new("testvm", "u").unwrap(),
+        vol.root.join("run"),
+    );
+    let second = manufacture(&req).unwrap();
+    assert_eq!(second.outcome, ManufactureOutcome::Manufactured);
+    assert!(!second.ca_created, "the CA in the volume was reused");
+    assert_eq!(
+        fs::read(moved_ca.join(localca::ISSUER_CERT)).unwrap(),
+        issuer_before
+    );
+    let serial_after = fs::read_to_string(moved_ca.join(localca::CERT_SERIAL)).unwrap();
+    assert_ne!(serial_after, serial_before, "serial counter advanced");
+    assert!(verify_with_certtool(
+        &second.ek_certificates[0].der,
+        &moved_ca,
+        &vol.root
+    ));
+    assert!(verify_with_certtool(&first_ek, &moved_ca, &vol.root));
+    let conf = fs::read_to_string(moved_ca.join(localca::LOCALCA_CONF)).unwrap();
+    assert!(
+        conf.contains(moved_ca.to_str().unwrap()),
+        "configs rewritten: {conf}"
+    );
+    assert!(
+        !conf.contains(&format!("{}/vol/", vol.root.display())),
+        "{conf}"
+    );
+
+    // And a foreign CA does not verify it (the oracle can say no).
+    let other = Volume::new();
+    manufacture(&other.request()).unwrap();
+    assert!(!verify_with_certtool(
+        &second.ek_certificates[0].der,
+        &other.localca_dir(),
+        &vol.root
+    ));
+}
