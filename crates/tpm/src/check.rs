@@ -255,7 +255,20 @@ pub fn check_state_with(state_dir: &Path, opts: &CheckOptions) -> Result<StateIn
     let mut swtpm =
         OfflineSwtpm::start(&opts.swtpm, work.path(), opts.state_key.as_ref(), deadline)
             .map_err(|e: OfflineError| failed(e.to_string()))?;
-    let init = swtpm.init().map_err(|e| failed(e.to_string()))?;
+    let init = match swtpm.init() {
+        Ok(init) => init,
+        Err(e) => {
+            // swtpm dying while it loads the state is a verdict on the state, not on the check.
+            if let Some(status) = swtpm.exited_within(Duration::from_millis(500)) {
+                let log = crate::process::last_lines(&swtpm.log(), 12);
+                return Err(corrupt(
+                    &format!("swtpm exited ({status}) while loading it"),
+                    log,
+                ));
+            }
+            return Err(failed(e.to_string()));
+        }
+    };
     if !init.is_success() {
         let log = crate::process::last_lines(&swtpm.log(), 12);
         swtpm.shutdown();

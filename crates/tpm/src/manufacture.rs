@@ -278,6 +278,7 @@ pub fn manufacture(req: &ManufactureRequest) -> Result<ManufactureReport, Manufa
     validate(req)?;
     let state_file = req.state_dir.join(STATE_FILE);
     if let Some(report) = existing(&state_file, started)? {
+        remove_stale_staging(&req.state_dir);
         return Ok(report);
     }
     let io = |action: &'static str, path: &Path| {

@@ -128,6 +128,14 @@ impl OfflineSwtpm {
         })
     }
 
+    /// If swtpm exits within `grace`, its exit status (used after a failed control command).
+    pub fn exited_within(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        match process::wait_bounded_no_kill(&mut self.child, grace) {
+            Ok(Some(status)) => Some(status),
+            _ => None,
+        }
+    }
+
     /// swtpm's log and stderr so far.
     pub fn log(&self) -> String {
         process::read_lossy(&self.log_file) + &process::read_lossy(&self.stderr_file)

@@ -44,6 +44,23 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::io::Result<Wai
     }
 }
 
+/// Waits for `child` until `timeout` without killing it; `None` if it is still running.
+pub fn wait_bounded_no_kill(
+    child: &mut Child,
+    timeout: Duration,
+) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
 /// Kills and reaps `child`, ignoring "already exited".
 pub fn kill_and_reap(child: &mut Child) {
     let _ = child.kill();

@@ -527,3 +527,40 @@ fn the_local_ca_moves_with_the_volume_and_keeps_signing() {
         &vol.root
     ));
 }
+
+#[test]
+fn check_is_bounded_and_reports_a_broken_swtpm_as_check_failure() {
+    let vol = Volume::new();
+    manufacture(&vol.request()).unwrap();
+    let original = fs::read(vol.state_dir().join(STATE_FILE)).unwrap();
+
+    // A swtpm that never opens its control socket: the check gives up at its timeout.
+    let hang = vol.root.join("hanging-swtpm");
+    fs::write(&hang, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut opts = CheckOptions::default();
+    opts.swtpm = hang;
+    opts.timeout = std::time::Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let err = check_state_with(&vol.state_dir(), &opts).unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "bounded"
+    );
+    assert!(matches!(err, StateError::CheckFailed { .. }), "{err:?}");
+
+    // A swtpm that exits at once, and one that does not exist: not a verdict on the state.
+    for bin in ["/bin/false", "/nonexistent/swtpm"] {
+        let mut opts = CheckOptions::default();
+        opts.swtpm = bin.into();
+        let err = check_state_with(&vol.state_dir(), &opts).unwrap_err();
+        assert!(
+            matches!(err, StateError::CheckFailed { .. }),
+            "{bin}: {err:?}"
+        );
+    }
+    assert_eq!(
+        fs::read(vol.state_dir().join(STATE_FILE)).unwrap(),
+        original
+    );
+}
