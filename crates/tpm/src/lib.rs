@@ -1,3 +1,25 @@
-//! The emulated TPM: running swtpm for a VM, manufacturing a persistent TPM with swtpm_setup and
-//! a per-volume local CA (EK and platform certificates), and checking that a TPM state can be read
-//! before a VM starts.
+//! The emulated TPM's state outside of a running VM: manufacturing a persistent TPM 2.0 with
+//! swtpm_setup and a per-volume local CA (EK and platform certificates), and checking, without
+//! modifying it, that a TPM state can be read before a VM starts. Running swtpm for a VM is the
+//! engine's job; this crate only runs swtpm offline on private copies.
+
+pub mod check;
+pub mod ctrl;
+mod fsutil;
+pub mod key;
+pub mod localca;
+pub mod manufacture;
+mod offline;
+mod process;
+pub mod tpm2;
+
+pub use check::{
+    CheckOptions, EkCertificate, EkKind, STATE_FILE, Sha256Digest, StateError, StateInfo,
+    check_state, check_state_with, read_ek_certificates,
+};
+pub use key::{StateCipher, StateKey};
+pub use localca::{CaStatus, LocalCa, LocalCaError, PlatformInfo};
+pub use manufacture::{
+    EkCertificateFile, ManufactureError, ManufactureOptions, ManufactureOutcome, ManufactureReport,
+    ManufactureRequest, RsaKeySize, VmId, manufacture,
+};

@@ -1,0 +1,123 @@
+//! Small crash-safe file-system helpers: private directories (0700), private files (0600) written
+//! through a temp file + fsync + rename + directory fsync, and a no-clobber atomic publish.
+//!
+//! Kept local to this crate on purpose (the crate depends on no other ferrovirt crate).
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Mode of every directory this crate creates.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of every file this crate writes or adopts.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` (and missing parents) and sets the leaf to 0700.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR_MODE))
+}
+
+/// fsyncs a directory so that renames/creations inside it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `contents` to `path` crash-safely: a 0600 temp file in the same directory, fsync,
+/// rename over `path`, fsync of the directory. A reader sees either the old or the new file.
+pub fn write_private_file_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = parent_of(path)?;
+    // tempfile creates the file 0600 with a unique name (safe with concurrent writers).
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(PRIVATE_FILE_MODE))?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// An exclusive advisory lock on `path` (created 0600), held until the returned file is dropped.
+pub fn lock_exclusive(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(file)
+}
+
+/// Publishes `staged` at `target` atomically without ever replacing an existing `target`
+/// (hard link, then unlink of the staged name; both in the same file system), then fsyncs the
+/// target's directory. Fails with `AlreadyExists` if `target` exists.
+pub fn publish_no_clobber(staged: &Path, target: &Path) -> io::Result<()> {
+    File::open(staged)?.sync_all()?;
+    fs::hard_link(staged, target)?;
+    fs::remove_file(staged)?;
+    sync_dir(parent_of(target)?)
+}
+
+/// Sets 0600 on every regular file directly inside `dir` and fsyncs each of them and `dir`.
+pub fn tighten_and_sync_files(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            let path = entry.path();
+            fs::set_permissions(&path, Permissions::from_mode(PRIVATE_FILE_MODE))?;
+            File::open(&path)?.sync_all()?;
+        }
+    }
+    sync_dir(dir)
+}
+
+fn parent_of(path: &Path) -> io::Result<&Path> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => Ok(p),
+        _ => Ok(Path::new(".")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn atomic_write_is_private_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.conf");
+        write_private_file_atomic(&p, b"one").unwrap();
+        write_private_file_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn publish_never_clobbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join("staged");
+        let target = dir.path().join("target");
+        fs::write(&target, b"precious").unwrap();
+        fs::write(&staged, b"new").unwrap();
+        let err = publish_no_clobber(&staged, &target).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn private_dir_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("x/y");
+        create_private_dir(&d).unwrap();
+        assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+    }
+}
