@@ -1,3 +1,20 @@
 //! UEFI firmware: QEMU firmware descriptors (/usr/share/qemu/firmware/*.json) and the choice of
 //! firmware by the features a VM needs, and OVMF VARS files (checking their size and header, copying
-//! templates).
+//! templates, reading the variables).
+
+pub mod descriptor;
+pub mod select;
+pub mod vars;
+
+pub use descriptor::{
+    DEFAULT_SEARCH_DIRS, DescriptorError, Feature, FirmwareDescriptor, FlashFile, FlashMode,
+    InterfaceType, LoadedDescriptors, Mapping, Target, load_descriptors, parse_descriptor,
+};
+pub use select::{
+    Architecture, FirmwareChoice, FirmwareRequest, Refusal, SelectError, SelectedFirmware,
+    select_firmware, select_uefi,
+};
+pub use vars::{
+    EfiGuid, EfiVariable, PrepareError, StoreFormat, VarsError, VarsInfo, VarsProblem, check_vars,
+    list_variables, prepare_vars,
+};

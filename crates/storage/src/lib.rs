@@ -2,3 +2,17 @@
 //! the local-path provisioner (a directory per volume), the backend-storage volume of a VM laid out
 //! as KubeVirt lays out its `persistent-state-for-<vm>` PVC, and state generations (last-good copies
 //! to roll back to).
+
+pub mod atomic;
+pub mod backend;
+pub mod generations;
+pub mod local_path;
+pub mod names;
+
+pub use atomic::AtomicError;
+pub use backend::{BackendError, StateVolume, VmUuid};
+pub use generations::{
+    GenerationError, GenerationId, GenerationInfo, GenerationReason, Generations, Manifest,
+};
+pub use local_path::{LocalPathProvisioner, ProvisionError};
+pub use names::{NameError, VolumeName};
