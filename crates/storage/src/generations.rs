@@ -136,6 +136,9 @@ impl std::fmt::Display for GenerationId {
 pub enum GenerationReason {
     /// The state as it was before a VM start.
     BeforeStart,
+    /// The state as a VM left it when it stopped (swtpm and QEMU exited, files fsynced). A start
+    /// compares the state against this digest to catch changes made while the VM was stopped.
+    AfterStop,
     /// The state that a restore replaced. Never pruned.
     PreRestore { restoring: GenerationId },
     /// Anything else, described by the caller.
@@ -188,7 +191,8 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    fn entry(&self, logical_name: &str) -> Option<&ManifestEntry> {
+    /// The recorded source with this logical name.
+    pub fn entry(&self, logical_name: &str) -> Option<&ManifestEntry> {
         self.entries.iter().find(|e| e.logical_name == logical_name)
     }
 

@@ -4,9 +4,12 @@
 
 pub mod cmdline;
 pub mod console;
+pub mod disks;
+pub mod engine;
 pub mod kvm;
 pub mod launcher;
 pub mod machine;
 pub mod process;
 pub mod qmp;
 pub mod runtime;
+pub mod state;
