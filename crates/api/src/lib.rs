@@ -4,3 +4,18 @@
 //! admission validation (same rules, messages and field paths). Fields ferrovirt does not act on are
 //! kept as written, so what a user applies comes back unchanged. Nothing here touches disk, processes
 //! or the network.
+
+pub mod config;
+pub mod core;
+pub mod defaults;
+pub mod kubevirt;
+pub mod meta;
+pub mod parse;
+pub mod quantity;
+pub mod status;
+pub mod validation;
+
+pub use config::ClusterConfig;
+pub use parse::{Object, ParseError, parse_documents};
+pub use status::{CauseType, Invalid, StatusCause};
+pub use validation::{AdmissionContext, admit};

@@ -1,9 +1,57 @@
 //! The `ferrovirt` command line: `serve`, offline `validate`, and kubectl/virtctl-style client
 //! commands that talk to the REST API.
+//!
+//! Structure: [`Cli`] parses the arguments (clap derive); [`Command`] has one variant per
+//! subcommand, each implemented in its own module under `commands/`, returning an [`ExitCode`].
+
+mod commands;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+/// The `ferrovirt` command line.
+#[derive(Debug, Parser)]
+#[command(name = "ferrovirt", version, about = "A KubeVirt-compatible virtual machine manager for one host")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests offline with KubeVirt's admission rules (no server needed).
+    Validate(commands::validate::ValidateArgs),
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with success; usage errors exit 2 as clap does.
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    // A bug must never surface as exit code 101: report it as an ordinary failure.
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(code) => code,
+        Err(_) => {
+            eprintln!("error: internal error in ferrovirt (this is a bug; please report it with the input that caused it)");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Validate(args) => commands::validate::run(&args),
+    }
 }

@@ -1,0 +1,115 @@
+//! Admission validation with KubeVirt's rules, messages and field paths (its validating webhooks'
+//! `StatusCause`s), plus the Kubernetes API server's object-metadata checks.
+//!
+//! Entry point: [`admit`]. Submodules: `names` (RFC 1123), `metadata`, `spec` (the instance spec
+//! shared by VMs and VMIs: memory, CPU, firmware, devices, TPM/EFI persistence), `volumes`, `vm`
+//! (run strategy, template), `cluster` (KubeVirt, StorageClass, PVC, Namespace).
+
+mod cluster;
+mod metadata;
+pub mod names;
+mod spec;
+mod vm;
+mod volumes;
+
+use crate::config::ClusterConfig;
+use crate::parse::Object;
+use crate::status::{CauseType, Invalid, StatusCause};
+
+/// What admission needs besides the object: the cluster configuration and, for an update, the
+/// stored object.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionContext<'a> {
+    /// The cluster configuration (feature gates).
+    pub cluster: &'a ClusterConfig,
+    /// The object being replaced, for updates.
+    pub old_object: Option<&'a Object>,
+}
+
+impl<'a> AdmissionContext<'a> {
+    /// Context for a create.
+    pub fn create(cluster: &'a ClusterConfig) -> Self {
+        Self {
+            cluster,
+            old_object: None,
+        }
+    }
+
+    /// Context for an update replacing `old_object`.
+    pub fn update(cluster: &'a ClusterConfig, old_object: &'a Object) -> Self {
+        Self {
+            cluster,
+            old_object: Some(old_object),
+        }
+    }
+}
+
+/// A field path as Kubernetes prints it: `spec.template.spec.domain.devices.disks[0].name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldPath(String);
+
+impl FieldPath {
+    pub(crate) fn new(root: &str) -> Self {
+        Self(root.to_owned())
+    }
+
+    pub(crate) fn child(&self, name: &str) -> Self {
+        if self.0.is_empty() {
+            Self(name.to_owned())
+        } else {
+            Self(format!("{}.{name}", self.0))
+        }
+    }
+
+    pub(crate) fn children(&self, names: &[&str]) -> Self {
+        names.iter().fold(self.clone(), |path, name| path.child(name))
+    }
+
+    pub(crate) fn index(&self, index: usize) -> Self {
+        Self(format!("{}[{index}]", self.0))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Admits an object: `Ok(())` when KubeVirt (and the Kubernetes API server) would accept it,
+/// otherwise every cause found, in KubeVirt's order. Validates the object as given: apply the
+/// defaults (`crate::defaults`) first, as the server does.
+pub fn admit(object: &Object, ctx: &AdmissionContext<'_>) -> Result<(), Invalid> {
+    let causes = match object {
+        Object::VirtualMachine(vm) => vm::validate_vm(vm, ctx),
+        Object::VirtualMachineInstance(vmi) => vm::validate_vmi(vmi, ctx),
+        Object::KubeVirt(kv) => cluster::validate_kubevirt(kv),
+        Object::StorageClass(sc) => cluster::validate_storage_class(sc),
+        Object::PersistentVolumeClaim(pvc) => cluster::validate_pvc(pvc),
+        Object::Namespace(ns) => cluster::validate_namespace(ns),
+        Object::Unknown(unknown) => vec![StatusCause::new(
+            CauseType::FieldValueNotSupported,
+            "kind",
+            format!(
+                "ferrovirt does not serve {}/{}; it serves kubevirt.io/v1 VirtualMachine, \
+                 VirtualMachineInstance and KubeVirt, storage.k8s.io/v1 StorageClass, \
+                 v1 PersistentVolumeClaim and v1 Namespace",
+                unknown.api_version, unknown.kind
+            ),
+        )],
+    };
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(Invalid {
+            kind: object.kind().to_owned(),
+            group: object.group().to_owned(),
+            name: object.name().to_owned(),
+            causes,
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! VirtualMachine and VirtualMachineInstance admission: metadata, run strategy, the template or
+//! instance spec, mandatory memory, and the immutability of `firmware.uuid` on update.
+
+use super::metadata::{NameRule, validate_object_meta};
+use super::spec::{validate_instance_spec, validate_memory_present};
+use super::{AdmissionContext, FieldPath};
+use crate::kubevirt::{RunStrategy, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec};
+use crate::parse::Object;
+use crate::status::{CauseType, StatusCause};
+
+pub(crate) fn validate_vm(vm: &VirtualMachine, ctx: &AdmissionContext<'_>) -> Vec<StatusCause> {
+    let mut causes = validate_object_meta(&vm.metadata, NameRule::Subdomain, true);
+    let spec_path = FieldPath::new("spec");
+    let Some(template) = &vm.spec.template else {
+        causes.push(StatusCause::new(
+            CauseType::FieldValueRequired,
+            spec_path.child("template").as_str(),
+            "missing virtual machine template.",
+        ));
+        return causes;
+    };
+    let template_spec_path = spec_path.children(&["template", "spec"]);
+    causes.extend(validate_instance_spec(&template_spec_path, &template.spec, ctx.cluster));
+    causes.extend(validate_run_strategy(&spec_path, vm));
+    // KubeVirt checks mandatory memory only when the VMI is created; ferrovirt checks the template
+    // at VM admission already, so a VM that could never start is refused up front.
+    causes.extend(validate_memory_present(&template_spec_path, &template.spec));
+    if let Some(Object::VirtualMachine(old)) = ctx.old_object
+        && let Some(old_template) = &old.spec.template
+    {
+        causes.extend(validate_uuid_unchanged(&template_spec_path, &old_template.spec, &template.spec));
+    }
+    causes
+}
+
+pub(crate) fn validate_vmi(vmi: &VirtualMachineInstance, ctx: &AdmissionContext<'_>) -> Vec<StatusCause> {
+    let mut causes = validate_object_meta(&vmi.metadata, NameRule::Subdomain, true);
+    let spec_path = FieldPath::new("spec");
+    causes.extend(validate_instance_spec(&spec_path, &vmi.spec, ctx.cluster));
+    causes.extend(validate_memory_present(&spec_path, &vmi.spec));
+    if let Some(Object::VirtualMachineInstance(old)) = ctx.old_object {
+        causes.extend(validate_uuid_unchanged(&spec_path, &old.spec, &vmi.spec));
+    }
+    causes
+}
+
+fn validate_run_strategy(spec_path: &FieldPath, vm: &VirtualMachine) -> Vec<StatusCause> {
+    let mut causes = Vec::new();
+    let running = vm.spec.running;
+    let strategy = vm.spec.run_strategy.as_deref();
+    if running.is_some() && strategy.is_some() {
+        causes.push(StatusCause::invalid(
+            spec_path.child("running").as_str(),
+            "Running and RunStrategy are mutually exclusive. Note that Running is deprecated, please use RunStrategy instead",
+        ));
+    }
+    if running.is_none() && strategy.is_none() {
+        causes.push(StatusCause::invalid(
+            spec_path.child("running").as_str(),
+            "RunStrategy must be specified",
+        ));
+    }
+    if let Some(strategy) = strategy
+        && RunStrategy::parse(strategy).is_none()
+    {
+        causes.push(StatusCause::invalid(
+            spec_path.child("runStrategy").as_str(),
+            format!("Invalid RunStrategy ({strategy})"),
+        ));
+    }
+    causes
+}
+
+/// `firmware.uuid` keys the persistent TPM state: once set it must not change or disappear.
+fn validate_uuid_unchanged(
+    spec_path: &FieldPath,
+    old: &VirtualMachineInstanceSpec,
+    new: &VirtualMachineInstanceSpec,
+) -> Vec<StatusCause> {
+    match (old.firmware_uuid(), new.firmware_uuid()) {
+        (Some(old_uuid), new_uuid) if Some(old_uuid) != new_uuid => {
+            let path = spec_path.children(&["domain", "firmware", "uuid"]);
+            vec![StatusCause::invalid(
+                path.as_str(),
+                format!(
+                    "Invalid value: {:?}: field is immutable once set (was {old_uuid:?}): the firmware UUID keys the VM's persistent TPM state",
+                    new_uuid.unwrap_or("")
+                ),
+            )]
+        }
+        _ => Vec::new(),
+    }
+}
