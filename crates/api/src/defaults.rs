@@ -48,7 +48,11 @@ pub fn carry_over_firmware_identity(new: &mut VirtualMachine, old: &VirtualMachi
     let (Some(old_firmware), Some(template)) = (old_firmware, new.spec.template.as_mut()) else {
         return;
     };
-    let firmware = template.spec.domain.firmware.get_or_insert_with(Firmware::default);
+    let firmware = template
+        .spec
+        .domain
+        .firmware
+        .get_or_insert_with(Firmware::default);
     if firmware.uuid.is_none() {
         firmware.uuid = old_firmware.uuid.clone();
     }
@@ -114,7 +118,10 @@ pub fn apply_instance_spec_defaults(spec: &mut VirtualMachineInstanceSpec) {
         if disk.disk.is_none() && disk.cdrom.is_none() && disk.lun.is_none() {
             disk.disk = Some(DiskTarget::default());
         }
-        for target in [&mut disk.disk, &mut disk.cdrom, &mut disk.lun].into_iter().flatten() {
+        for target in [&mut disk.disk, &mut disk.cdrom, &mut disk.lun]
+            .into_iter()
+            .flatten()
+        {
             if target.bus.as_deref().is_none_or(str::is_empty) {
                 target.bus = Some(DEFAULT_DISK_BUS.to_owned());
             }
@@ -140,20 +147,41 @@ fn set_architecture_and_machine(spec: &mut VirtualMachineInstanceSpec) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubevirt::{Bootloader, Efi, FeatureState, Features, VirtualMachineInstanceTemplateSpec};
+    use crate::kubevirt::{
+        Bootloader, Efi, FeatureState, Features, VirtualMachineInstanceTemplateSpec,
+    };
 
     #[test]
     fn vm_defaults_assign_uuid_once() {
         let mut vm = VirtualMachine::default();
         vm.spec.template = Some(VirtualMachineInstanceTemplateSpec::default());
         apply_vm_defaults(&mut vm);
-        let first = vm.spec.template.as_ref().unwrap().spec.firmware_uuid().unwrap().to_owned();
+        let first = vm
+            .spec
+            .template
+            .as_ref()
+            .unwrap()
+            .spec
+            .firmware_uuid()
+            .unwrap()
+            .to_owned();
         assert_eq!(first.len(), 36);
         apply_vm_defaults(&mut vm);
-        assert_eq!(vm.spec.template.as_ref().unwrap().spec.firmware_uuid(), Some(first.as_str()));
+        assert_eq!(
+            vm.spec.template.as_ref().unwrap().spec.firmware_uuid(),
+            Some(first.as_str())
+        );
         let spec = &vm.spec.template.as_ref().unwrap().spec;
         assert_eq!(spec.architecture.as_deref(), Some("amd64"));
-        assert_eq!(spec.domain.machine.as_ref().unwrap().machine_type.as_deref(), Some("q35"));
+        assert_eq!(
+            spec.domain
+                .machine
+                .as_ref()
+                .unwrap()
+                .machine_type
+                .as_deref(),
+            Some("q35")
+        );
     }
 
     #[test]
@@ -184,18 +212,52 @@ mod tests {
             smm: Some(FeatureState::default()),
             ..Default::default()
         });
-        let mut resources = crate::kubevirt::ResourceRequirements::default();
-        resources.requests = Some([("memory".to_owned(), "1Gi".into())].into_iter().collect());
-        vmi.spec.domain.resources = Some(resources);
+        vmi.spec.domain.resources = Some(crate::kubevirt::ResourceRequirements {
+            requests: Some([("memory".to_owned(), "1Gi".into())].into_iter().collect()),
+            ..Default::default()
+        });
         apply_vmi_defaults(&mut vmi);
         let efi = vmi.spec.efi_mode().unwrap();
         assert!(efi.secure_boot);
         assert_eq!(
-            vmi.spec.domain.firmware.as_ref().unwrap().bootloader.as_ref().unwrap().efi.as_ref().unwrap().secure_boot,
+            vmi.spec
+                .domain
+                .firmware
+                .as_ref()
+                .unwrap()
+                .bootloader
+                .as_ref()
+                .unwrap()
+                .efi
+                .as_ref()
+                .unwrap()
+                .secure_boot,
             Some(true)
         );
-        assert_eq!(vmi.spec.domain.features.as_ref().unwrap().smm.as_ref().unwrap().enabled, Some(true));
-        assert_eq!(vmi.spec.domain.memory.as_ref().unwrap().guest.as_ref().unwrap().as_str(), "1Gi");
+        assert_eq!(
+            vmi.spec
+                .domain
+                .features
+                .as_ref()
+                .unwrap()
+                .smm
+                .as_ref()
+                .unwrap()
+                .enabled,
+            Some(true)
+        );
+        assert_eq!(
+            vmi.spec
+                .domain
+                .memory
+                .as_ref()
+                .unwrap()
+                .guest
+                .as_ref()
+                .unwrap()
+                .as_str(),
+            "1Gi"
+        );
         assert_eq!(vmi.spec.domain.cpu.as_ref().unwrap().sockets, Some(1));
     }
 
@@ -203,7 +265,10 @@ mod tests {
     fn explicit_smm_disabled_is_kept() {
         let mut vmi = VirtualMachineInstance::default();
         vmi.spec.domain.features = Some(Features {
-            smm: Some(FeatureState { enabled: Some(false), ..Default::default() }),
+            smm: Some(FeatureState {
+                enabled: Some(false),
+                ..Default::default()
+            }),
             ..Default::default()
         });
         apply_vmi_defaults(&mut vmi);

@@ -16,6 +16,8 @@ use crate::meta::ObjectMeta;
 pub const MAX_INPUT_BYTES: usize = 8 * 1024 * 1024;
 /// Deepest nesting accepted (KubeVirt manifests nest about 12 levels).
 pub const MAX_DEPTH: usize = 64;
+/// Most YAML events an alias may replay in one input (defuses "billion laughs" alias bombs).
+pub const MAX_ALIAS_REPLAYED_EVENTS: usize = 10_000;
 /// Most documents accepted in one input.
 pub const MAX_DOCUMENTS: usize = 1024;
 
@@ -23,14 +25,18 @@ pub const MAX_DOCUMENTS: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// The input is larger than [`MAX_INPUT_BYTES`].
-    #[error("{source_name}: input is {size} bytes, more than the {limit}-byte limit for a manifest; split it into several files")]
+    #[error(
+        "{source_name}: input is {size} bytes, more than the {limit}-byte limit for a manifest; split it into several files"
+    )]
     TooLarge {
         source_name: String,
         size: usize,
         limit: usize,
     },
     /// Not valid UTF-8 text.
-    #[error("{source_name}:{line}:{column}: input is not valid UTF-8 text (YAML and JSON manifests must be UTF-8)")]
+    #[error(
+        "{source_name}:{line}:{column}: input is not valid UTF-8 text (YAML and JSON manifests must be UTF-8)"
+    )]
     NotUtf8 {
         source_name: String,
         line: usize,
@@ -46,16 +52,23 @@ pub enum ParseError {
     },
     /// A syntax error without a position (rare; e.g. a budget hit reported at end of input).
     #[error("{source_name}: {message}")]
-    SyntaxNoLocation { source_name: String, message: String },
+    SyntaxNoLocation {
+        source_name: String,
+        message: String,
+    },
     /// A document is not a mapping (e.g. a bare string or a list).
-    #[error("{source_name}: document {document}: expected an object with apiVersion and kind, found {found}")]
+    #[error(
+        "{source_name}: document {document}: expected an object with apiVersion and kind, found {found}"
+    )]
     NotAnObject {
         source_name: String,
         document: usize,
         found: String,
     },
     /// A document lacks `apiVersion` or `kind`.
-    #[error("{source_name}: document {document}: Object '{field}' is missing; every manifest needs apiVersion and kind (e.g. apiVersion: kubevirt.io/v1, kind: VirtualMachine)")]
+    #[error(
+        "{source_name}: document {document}: Object '{field}' is missing; every manifest needs apiVersion and kind (e.g. apiVersion: kubevirt.io/v1, kind: VirtualMachine)"
+    )]
     MissingTypeMeta {
         source_name: String,
         document: usize,
@@ -178,7 +191,11 @@ impl Object {
     }
 
     /// Types one JSON document (`document` numbers it in error messages, from 1).
-    pub fn from_value(value: Value, source_name: &str, document: usize) -> Result<Self, ParseError> {
+    pub fn from_value(
+        value: Value,
+        source_name: &str,
+        document: usize,
+    ) -> Result<Self, ParseError> {
         let found = match &value {
             Value::Object(_) => None,
             Value::Array(_) => Some("a list"),
@@ -219,7 +236,9 @@ impl Object {
         };
         Ok(match (kubevirt, api_version.as_str(), kind.as_str()) {
             (true, _, "VirtualMachine") => Object::VirtualMachine(ctx.typed(value)?),
-            (true, _, "VirtualMachineInstance") => Object::VirtualMachineInstance(ctx.typed(value)?),
+            (true, _, "VirtualMachineInstance") => {
+                Object::VirtualMachineInstance(ctx.typed(value)?)
+            }
             (true, _, "KubeVirt") => Object::KubeVirt(ctx.typed(value)?),
             (_, "storage.k8s.io/v1", "StorageClass") => Object::StorageClass(ctx.typed(value)?),
             (_, "v1", "PersistentVolumeClaim") => Object::PersistentVolumeClaim(ctx.typed(value)?),
@@ -295,8 +314,7 @@ pub fn parse_values(bytes: &[u8], source_name: &str) -> Result<Vec<Value>, Parse
 }
 
 fn looks_like_json(text: &str) -> bool {
-    text.trim_start().starts_with(['{', '['])
-        && !text.lines().any(|l| l.trim_end() == "---")
+    text.trim_start().starts_with(['{', '[']) && !text.lines().any(|l| l.trim_end() == "---")
 }
 
 fn parse_json(text: &str, source_name: &str) -> Result<Vec<Value>, ParseError> {
@@ -332,15 +350,20 @@ fn parse_json(text: &str, source_name: &str) -> Result<Vec<Value>, ParseError> {
 }
 
 fn parse_yaml(text: &str, source_name: &str) -> Result<Vec<Value>, ParseError> {
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAYED_EVENTS;
+    alias_limits.max_replay_stack_depth = 16;
+    alias_limits.max_alias_expansions_per_anchor = 1_000;
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_depth: MAX_DEPTH,
             max_documents: MAX_DOCUMENTS,
             max_aliases: 10_000,
             max_anchors: 10_000,
-            max_events: 2_000_000,
-            max_nodes: 1_000_000,
+            max_events: 1_000_000,
+            max_nodes: 500_000,
         },
+        alias_limits: alias_limits,
         with_snippet: false,
     };
     serde_saphyr::from_multiple_with_options::<Value>(text, options).map_err(|err| {
@@ -402,12 +425,7 @@ fn expand_list(document: Value, out: &mut Vec<Value>) {
 /// 1-based line and column of the end of `prefix`.
 fn line_column(prefix: &[u8]) -> (usize, usize) {
     let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
-    let column = prefix
-        .iter()
-        .rev()
-        .take_while(|b| **b != b'\n')
-        .count()
-        + 1;
+    let column = prefix.iter().rev().take_while(|b| **b != b'\n').count() + 1;
     (line, column)
 }
 
@@ -422,7 +440,9 @@ mod tests {
 
     #[test]
     fn yaml_multi_document_and_kinds() {
-        let text = format!("{VM}---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: pvc\n---\napiVersion: example.com/v1\nkind: Thing\n");
+        let text = format!(
+            "{VM}---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: pvc\n---\napiVersion: example.com/v1\nkind: Thing\n"
+        );
         let objects = parse_documents(text.as_bytes(), "t.yaml").unwrap();
         assert_eq!(objects.len(), 3);
         assert!(matches!(objects[0], Object::VirtualMachine(_)));
@@ -452,10 +472,7 @@ mod tests {
     #[test]
     fn json_syntax_error_has_line_and_column() {
         let err = parse_documents(b"{\n  \"a\": @\n}", "bad.json").unwrap_err();
-        assert!(
-            matches!(err, ParseError::Syntax { line: 2, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, ParseError::Syntax { line: 2, .. }), "{err:?}");
         assert!(err.to_string().starts_with("bad.json:2:"), "{err}");
     }
 
@@ -472,7 +489,10 @@ mod tests {
     #[test]
     fn missing_kind_and_non_objects_are_errors() {
         let err = parse_documents(b"apiVersion: v1\n", "t.yaml").unwrap_err();
-        assert!(matches!(err, ParseError::MissingTypeMeta { field: "kind", .. }));
+        assert!(matches!(
+            err,
+            ParseError::MissingTypeMeta { field: "kind", .. }
+        ));
         let err = parse_documents(b"just a string\n", "t.yaml").unwrap_err();
         assert!(matches!(err, ParseError::NotAnObject { .. }));
     }

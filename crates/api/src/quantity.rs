@@ -10,7 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
     /// The text does not match `<sign><digits>[.<digits>][<suffix>]`.
-    #[error("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' (got {0:?})")]
+    #[error(
+        "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' (got {0:?})"
+    )]
     Malformed(String),
     /// The value does not fit the range ferrovirt computes in.
     #[error("quantity {0:?} is out of range")]
@@ -96,10 +98,14 @@ impl Quantity {
             Multiplier::Decimal(exp) => {
                 let exp = exp + extra_decimal_digits;
                 if exp >= 0 {
-                    let factor = 10u128.checked_pow(exp.unsigned_abs()).ok_or_else(out_of_range)?;
+                    let factor = 10u128
+                        .checked_pow(exp.unsigned_abs())
+                        .ok_or_else(out_of_range)?;
                     numerator = numerator.checked_mul(factor).ok_or_else(out_of_range)?;
                 } else {
-                    let factor = 10u128.checked_pow(exp.unsigned_abs()).ok_or_else(out_of_range)?;
+                    let factor = 10u128
+                        .checked_pow(exp.unsigned_abs())
+                        .ok_or_else(out_of_range)?;
                     denominator = denominator.checked_mul(factor).ok_or_else(out_of_range)?;
                 }
             }
@@ -111,7 +117,11 @@ impl Quantity {
             numerator = numerator.checked_mul(factor).ok_or_else(out_of_range)?;
         }
         let whole = numerator / denominator;
-        let rounded = if numerator % denominator == 0 { whole } else { whole + 1 };
+        let rounded = if numerator.is_multiple_of(denominator) {
+            whole
+        } else {
+            whole + 1
+        };
         let signed = i128::try_from(rounded).map_err(|_| out_of_range())?;
         Ok(if p.negative { -signed } else { signed })
     }

@@ -51,7 +51,11 @@ impl StatusCause {
     }
 
     /// A cause of any type.
-    pub fn new(reason_type: CauseType, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        reason_type: CauseType,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             reason_type,
             message: message.into(),
@@ -98,7 +102,10 @@ impl Invalid {
             [one] => one.clone(),
             many => format!("[{}]", many.join(", ")),
         };
-        format!("The {} {:?} is invalid: {}", self.kind, self.name, aggregate)
+        format!(
+            "The {} {:?} is invalid: {}",
+            self.kind, self.name, aggregate
+        )
     }
 
     /// The Kubernetes `Status` object for this error (what the REST API returns with code 422).
@@ -154,12 +161,18 @@ mod tests {
     #[test]
     fn one_cause_is_rendered_plain_several_as_an_aggregate() {
         let one = invalid(vec![StatusCause::invalid("spec.running", "bad")]);
-        assert_eq!(one.message(), r#"The VirtualMachine "vm" is invalid: spec.running: bad"#);
+        assert_eq!(
+            one.message(),
+            r#"The VirtualMachine "vm" is invalid: spec.running: bad"#
+        );
         let two = invalid(vec![
             StatusCause::invalid("a", "x"),
             StatusCause::new(CauseType::FieldValueRequired, "", "y"),
         ]);
-        assert_eq!(two.message(), r#"The VirtualMachine "vm" is invalid: [a: x, y]"#);
+        assert_eq!(
+            two.message(),
+            r#"The VirtualMachine "vm" is invalid: [a: x, y]"#
+        );
     }
 
     #[test]
@@ -168,7 +181,10 @@ mod tests {
         assert_eq!(status["code"], 422);
         assert_eq!(status["reason"], "Invalid");
         assert_eq!(status["status"], "Failure");
-        assert_eq!(status["details"]["causes"][0]["reason"], "FieldValueInvalid");
+        assert_eq!(
+            status["details"]["causes"][0]["reason"],
+            "FieldValueInvalid"
+        );
         assert_eq!(status["details"]["causes"][0]["field"], "spec.x");
         assert_eq!(status["details"]["group"], "kubevirt.io");
     }

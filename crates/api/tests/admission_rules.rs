@@ -1,6 +1,8 @@
 //! One negative case (at least) per admission rule, each asserting the exact message and field
 //! path; plus the positive counterparts that show the rule does not over-reach.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 use ferrovirt_api::config::ClusterConfig;
 use ferrovirt_api::parse::parse_documents;
 use ferrovirt_api::status::{CauseType, StatusCause};
@@ -40,7 +42,9 @@ fn base_vmi() -> Value {
 
 fn object(value: &Value) -> Object {
     let text = serde_json::to_string(value).unwrap();
-    parse_documents(text.as_bytes(), "test.json").unwrap().remove(0)
+    parse_documents(text.as_bytes(), "test.json")
+        .unwrap()
+        .remove(0)
 }
 
 fn causes_with(value: &Value, config: &ClusterConfig) -> Vec<StatusCause> {
@@ -67,7 +71,9 @@ fn tmpl(vm: &mut Value) -> &mut Value {
 #[track_caller]
 fn assert_cause(causes: &[StatusCause], field: &str, message: &str) {
     assert!(
-        causes.iter().any(|c| c.field == field && c.message == message),
+        causes
+            .iter()
+            .any(|c| c.field == field && c.message == message),
         "expected cause\n  field: {field}\n  message: {message}\ngot: {causes:#?}"
     );
 }
@@ -105,7 +111,11 @@ fn object_name_must_be_a_dns1123_subdomain() {
 fn name_or_generate_name_is_required() {
     let vm = vm_with(|vm| vm["metadata"] = json!({}));
     let c = causes(&vm);
-    assert_only_cause(&c, "metadata.name", "Required value: name or generateName is required");
+    assert_only_cause(
+        &c,
+        "metadata.name",
+        "Required value: name or generateName is required",
+    );
     assert_eq!(c[0].reason_type, CauseType::FieldValueRequired);
     let vm = vm_with(|vm| vm["metadata"] = json!({"generateName": "vm-"}));
     assert_eq!(causes(&vm), vec![]);
@@ -132,7 +142,9 @@ fn disk_names_are_unique() {
     assert_only_cause(
         &causes(&vm),
         &format!("{P}.domain.devices.disks[1].name"),
-        &format!("{P}.domain.devices.disks[1] and {P}.domain.devices.disks[0] must not have the same Name."),
+        &format!(
+            "{P}.domain.devices.disks[1] and {P}.domain.devices.disks[0] must not have the same Name."
+        ),
     );
 }
 
@@ -192,7 +204,9 @@ fn memory_must_be_present() {
 
 #[test]
 fn secure_boot_requires_smm() {
-    let message = format!("{P}.domain has EFI SecureBoot enabled. SecureBoot requires SMM, which is currently disabled.");
+    let message = format!(
+        "{P}.domain has EFI SecureBoot enabled. SecureBoot requires SMM, which is currently disabled."
+    );
     // efi: {} means secureBoot true.
     let vm = vm_with(|vm| tmpl(vm)["domain"]["firmware"] = json!({"bootloader": {"efi": {}}}));
     assert_only_cause(&causes(&vm), &format!("{P}.domain"), &message);
@@ -207,19 +221,24 @@ fn secure_boot_requires_smm() {
         tmpl(vm)["domain"]["features"] = json!({"smm": {}});
     });
     assert_eq!(causes(&vm), vec![]);
-    let vm = vm_with(|vm| tmpl(vm)["domain"]["firmware"] = json!({"bootloader": {"efi": {"secureBoot": false}}}));
+    let vm = vm_with(|vm| {
+        tmpl(vm)["domain"]["firmware"] = json!({"bootloader": {"efi": {"secureBoot": false}}})
+    });
     assert_eq!(causes(&vm), vec![]);
 }
 
 #[test]
 fn bios_and_efi_are_mutually_exclusive() {
     let vm = vm_with(|vm| {
-        tmpl(vm)["domain"]["firmware"] = json!({"bootloader": {"efi": {"secureBoot": false}, "bios": {}}})
+        tmpl(vm)["domain"]["firmware"] =
+            json!({"bootloader": {"efi": {"secureBoot": false}, "bios": {}}})
     });
     assert_only_cause(
         &causes(&vm),
         &format!("{P}.domain.firmware.bootloader"),
-        &format!("{P}.domain.firmware.bootloader has both EFI and BIOS configured, but they are mutually exclusive."),
+        &format!(
+            "{P}.domain.firmware.bootloader has both EFI and BIOS configured, but they are mutually exclusive."
+        ),
     );
 }
 
@@ -265,11 +284,15 @@ fn persistent_efi_needs_the_vm_persistent_state_gate() {
 
 #[test]
 fn persistent_tpm_on_a_disabled_tpm_is_a_contradiction() {
-    let vm = vm_with(|vm| tmpl(vm)["domain"]["devices"]["tpm"] = json!({"enabled": false, "persistent": true}));
+    let vm = vm_with(|vm| {
+        tmpl(vm)["domain"]["devices"]["tpm"] = json!({"enabled": false, "persistent": true})
+    });
     assert_only_cause(
         &causes(&vm),
         &format!("{P}.domain.devices.tpm.persistent"),
-        &format!("{P}.domain.devices.tpm.persistent is true but {P}.domain.devices.tpm.enabled is false: a disabled TPM has no state to persist; remove persistent or enable the TPM"),
+        &format!(
+            "{P}.domain.devices.tpm.persistent is true but {P}.domain.devices.tpm.enabled is false: a disabled TPM has no state to persist; remove persistent or enable the TPM"
+        ),
     );
     let vm = vm_with(|vm| tmpl(vm)["domain"]["devices"]["tpm"] = json!({"enabled": false}));
     assert_eq!(causes(&vm), vec![]);
@@ -277,8 +300,10 @@ fn persistent_tpm_on_a_disabled_tpm_is_a_contradiction() {
 
 #[test]
 fn host_disk_rules_and_gate() {
-    let host_disk = |hd: Value| vm_with(|vm| tmpl(vm)["volumes"][0] = json!({"name": "root", "hostDisk": hd}));
-    let good = host_disk(json!({"path": "/var/data/disk.img", "type": "DiskOrCreate", "capacity": "1Gi"}));
+    let host_disk =
+        |hd: Value| vm_with(|vm| tmpl(vm)["volumes"][0] = json!({"name": "root", "hostDisk": hd}));
+    let good =
+        host_disk(json!({"path": "/var/data/disk.img", "type": "DiskOrCreate", "capacity": "1Gi"}));
     assert_eq!(causes(&good), vec![]);
     assert_only_cause(
         &causes_with(&good, &config_without_gates()),
@@ -295,13 +320,17 @@ fn host_disk_rules_and_gate() {
     assert_only_cause(
         &causes(&bad_type),
         &format!("{P}.volumes[0].hostDisk.type"),
-        &format!("{P}.volumes[0].hostDisk.type has invalid value 'Block', allowed are 'Disk' or 'DiskOrCreate'"),
+        &format!(
+            "{P}.volumes[0].hostDisk.type has invalid value 'Block', allowed are 'Disk' or 'DiskOrCreate'"
+        ),
     );
     let capacity = host_disk(json!({"path": "/x", "type": "Disk", "capacity": "1Gi"}));
     assert_only_cause(
         &causes(&capacity),
         &format!("{P}.volumes[0].hostDisk.capacity"),
-        &format!("{P}.volumes[0].hostDisk.capacity is allowed to pass only with {P}.volumes[0].hostDisk.type equal to 'DiskOrCreate'"),
+        &format!(
+            "{P}.volumes[0].hostDisk.capacity is allowed to pass only with {P}.volumes[0].hostDisk.type equal to 'DiskOrCreate'"
+        ),
     );
 }
 
@@ -316,18 +345,30 @@ fn running_and_run_strategy() {
     let neither = vm_with(|vm| {
         vm["spec"].as_object_mut().unwrap().remove("runStrategy");
     });
-    assert_only_cause(&causes(&neither), "spec.running", "RunStrategy must be specified");
+    assert_only_cause(
+        &causes(&neither),
+        "spec.running",
+        "RunStrategy must be specified",
+    );
     let only_running = vm_with(|vm| {
         vm["spec"].as_object_mut().unwrap().remove("runStrategy");
         vm["spec"]["running"] = json!(false);
     });
     assert_eq!(causes(&only_running), vec![]);
     let bad = vm_with(|vm| vm["spec"]["runStrategy"] = json!("Sometimes"));
-    assert_only_cause(&causes(&bad), "spec.runStrategy", "Invalid RunStrategy (Sometimes)");
+    assert_only_cause(
+        &causes(&bad),
+        "spec.runStrategy",
+        "Invalid RunStrategy (Sometimes)",
+    );
     let no_template = vm_with(|vm| {
         vm["spec"].as_object_mut().unwrap().remove("template");
     });
-    assert_only_cause(&causes(&no_template), "spec.template", "missing virtual machine template.");
+    assert_only_cause(
+        &causes(&no_template),
+        "spec.template",
+        "missing virtual machine template.",
+    );
 }
 
 #[test]
@@ -337,13 +378,17 @@ fn resource_requests_and_limits() {
     assert_only_cause(
         &causes(&neg),
         &format!("{P}.domain.resources.requests.memory"),
-        &format!("{P}.domain.resources.requests.memory '-1Gi': must be greater than or equal to 0."),
+        &format!(
+            "{P}.domain.resources.requests.memory '-1Gi': must be greater than or equal to 0."
+        ),
     );
     let tiny = resources(json!({"requests": {"memory": "512Ki"}}));
     assert_only_cause(
         &causes(&tiny),
         &format!("{P}.domain.resources.requests.memory"),
-        &format!("{P}.domain.resources.requests.memory '512Ki': must be greater than or equal to 1M."),
+        &format!(
+            "{P}.domain.resources.requests.memory '512Ki': must be greater than or equal to 1M."
+        ),
     );
     let neg_limit = resources(json!({"limits": {"memory": "-1"}}));
     assert_only_cause(
@@ -355,7 +400,9 @@ fn resource_requests_and_limits() {
     assert_only_cause(
         &causes(&over),
         &format!("{P}.domain.resources.requests.memory"),
-        &format!("{P}.domain.resources.requests.memory '2Gi' is greater than {P}.domain.resources.limits.memory '1Gi'"),
+        &format!(
+            "{P}.domain.resources.requests.memory '2Gi' is greater than {P}.domain.resources.limits.memory '1Gi'"
+        ),
     );
     let cpu_neg = resources(json!({"requests": {"cpu": "-500m"}}));
     assert_only_cause(
@@ -373,7 +420,9 @@ fn resource_requests_and_limits() {
     assert_only_cause(
         &causes(&cpu_over),
         &format!("{P}.domain.resources.requests.cpu"),
-        &format!("{P}.domain.resources.requests.cpu '2' is greater than {P}.domain.resources.limits.cpu '1500m'"),
+        &format!(
+            "{P}.domain.resources.requests.cpu '2' is greater than {P}.domain.resources.limits.cpu '1500m'"
+        ),
     );
     let malformed = vm_with(|vm| tmpl(vm)["domain"]["memory"]["guest"] = json!("1GB"));
     assert_only_cause(
@@ -393,12 +442,18 @@ fn disk_targets_buses_and_boot_order() {
         &format!("{P}.domain.devices.disks[0] can only have a single target type defined"),
     );
     let ide = disk(json!({"name": "root", "disk": {"bus": "ide"}}));
-    assert_only_cause(&causes(&ide), &format!("{P}.domain.devices.disks[0].disk.bus"), "IDE bus is not supported");
+    assert_only_cause(
+        &causes(&ide),
+        &format!("{P}.domain.devices.disks[0].disk.bus"),
+        "IDE bus is not supported",
+    );
     let unknown = disk(json!({"name": "root", "disk": {"bus": "floppy"}}));
     assert_only_cause(
         &causes(&unknown),
         &format!("{P}.domain.devices.disks[0].disk.bus"),
-        &format!("{P}.domain.devices.disks[0] is set with an unrecognized bus floppy, must be one of: [virtio scsi sata usb]"),
+        &format!(
+            "{P}.domain.devices.disks[0] is set with an unrecognized bus floppy, must be one of: [virtio scsi sata usb]"
+        ),
     );
     let cdrom_virtio = disk(json!({"name": "root", "cdrom": {"bus": "virtio"}}));
     assert_only_cause(
@@ -429,7 +484,9 @@ fn disk_targets_buses_and_boot_order() {
     assert_only_cause(
         &causes(&dup),
         &format!("{P}.domain.devices.disks[1].bootOrder"),
-        &format!("Boot order for {P}.domain.devices.disks[1].bootOrder already set for a different device."),
+        &format!(
+            "Boot order for {P}.domain.devices.disks[1].bootOrder already set for a different device."
+        ),
     );
 }
 
@@ -440,13 +497,17 @@ fn disk_serial_cache_io_and_name() {
     assert_only_cause(
         &causes(&serial),
         &format!("{P}.domain.devices.disks[0].serial"),
-        &format!("{P}.domain.devices.disks[0] must be made up of the following characters [A-Za-z0-9_.+-], if specified"),
+        &format!(
+            "{P}.domain.devices.disks[0] must be made up of the following characters [A-Za-z0-9_.+-], if specified"
+        ),
     );
     let long_serial = disk(json!({"name": "root", "serial": "a".repeat(37)}));
     assert_only_cause(
         &causes(&long_serial),
         &format!("{P}.domain.devices.disks[0].serial"),
-        &format!("{P}.domain.devices.disks[0] must be less than or equal to 36 in length, if specified"),
+        &format!(
+            "{P}.domain.devices.disks[0] must be less than or equal to 36 in length, if specified"
+        ),
     );
     let cache = disk(json!({"name": "root", "cache": "unsafe"}));
     assert_only_cause(
@@ -458,7 +519,9 @@ fn disk_serial_cache_io_and_name() {
     assert_only_cause(
         &causes(&io),
         &format!("{P}.domain.devices.disks[0].io"),
-        &format!("Disk IO mode for {P}.domain.devices.disks is not supported. Supported modes are: native, threads."),
+        &format!(
+            "Disk IO mode for {P}.domain.devices.disks is not supported. Supported modes are: native, threads."
+        ),
     );
     let name = vm_with(|vm| {
         tmpl(vm)["domain"]["devices"]["disks"][0]["name"] = json!("Root");
@@ -477,7 +540,9 @@ fn hostname_subdomain_start_strategy_architecture() {
     assert_only_cause(
         &causes(&vm),
         &format!("{P}.hostname"),
-        &format!("{P}.hostname does not conform to the kubernetes DNS_LABEL rules : must not contain dots"),
+        &format!(
+            "{P}.hostname does not conform to the kubernetes DNS_LABEL rules : must not contain dots"
+        ),
     );
     let vm = vm_with(|vm| tmpl(vm)["subdomain"] = json!("-x"));
     assert_eq!(causes(&vm)[0].field, format!("{P}.subdomain"));
@@ -500,13 +565,21 @@ fn hostname_subdomain_start_strategy_architecture() {
 
 #[test]
 fn container_disk_path_and_pvc_claim_name() {
-    let vm = vm_with(|vm| tmpl(vm)["volumes"][0] = json!({"name": "root", "containerDisk": {"image": "x", "path": "a/../b"}}));
+    let vm = vm_with(|vm| {
+        tmpl(vm)["volumes"][0] =
+            json!({"name": "root", "containerDisk": {"image": "x", "path": "a/../b"}})
+    });
     assert_only_cause(
         &causes(&vm),
         &format!("{P}.volumes[0].containerDisk"),
-        &format!("{P}.volumes[0].containerDisk must be an absolute path to a file without relative components"),
+        &format!(
+            "{P}.volumes[0].containerDisk must be an absolute path to a file without relative components"
+        ),
     );
-    let vm = vm_with(|vm| tmpl(vm)["volumes"][0] = json!({"name": "root", "containerDisk": {"image": "x", "path": "/"}}));
+    let vm = vm_with(|vm| {
+        tmpl(vm)["volumes"][0] =
+            json!({"name": "root", "containerDisk": {"image": "x", "path": "/"}})
+    });
     assert_only_cause(
         &causes(&vm),
         &format!("{P}.volumes[0].containerDisk"),
@@ -527,16 +600,28 @@ fn firmware_uuid_is_immutable_on_update() {
         defaults::apply_vm_defaults(vm);
     }
     let old_uuid = match &old {
-        Object::VirtualMachine(vm) => vm.spec.template.as_ref().unwrap().spec.firmware_uuid().unwrap().to_owned(),
+        Object::VirtualMachine(vm) => vm
+            .spec
+            .template
+            .as_ref()
+            .unwrap()
+            .spec
+            .firmware_uuid()
+            .unwrap()
+            .to_owned(),
         _ => unreachable!(),
     };
     let config = ClusterConfig::embedded_default();
-    let changed = vm_with(|vm| tmpl(vm)["domain"]["firmware"] = json!({"uuid": "11111111-2222-3333-4444-555555555555"}));
+    let changed = vm_with(|vm| {
+        tmpl(vm)["domain"]["firmware"] = json!({"uuid": "11111111-2222-3333-4444-555555555555"})
+    });
     let err = admit(&object(&changed), &AdmissionContext::update(&config, &old)).unwrap_err();
     assert_only_cause(
         &err.causes,
         &format!("{P}.domain.firmware.uuid"),
-        &format!("Invalid value: \"11111111-2222-3333-4444-555555555555\": field is immutable once set (was \"{old_uuid}\"): the firmware UUID keys the VM's persistent TPM state"),
+        &format!(
+            "Invalid value: \"11111111-2222-3333-4444-555555555555\": field is immutable once set (was \"{old_uuid}\"): the firmware UUID keys the VM's persistent TPM state"
+        ),
     );
     let same = vm_with(|vm| tmpl(vm)["domain"]["firmware"] = json!({"uuid": old_uuid}));
     assert!(admit(&object(&same), &AdmissionContext::update(&config, &old)).is_ok());
@@ -551,15 +636,29 @@ fn firmware_uuid_is_immutable_on_update() {
 #[test]
 fn unknown_kinds_and_status_json() {
     let unknown = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
-    let err = admit(&object(&unknown), &AdmissionContext::create(&ClusterConfig::default())).unwrap_err();
+    let err = admit(
+        &object(&unknown),
+        &AdmissionContext::create(&ClusterConfig::default()),
+    )
+    .unwrap_err();
     assert_eq!(err.causes[0].field, "kind");
-    assert!(err.causes[0].message.starts_with("ferrovirt does not serve apps/v1/Deployment"));
+    assert!(
+        err.causes[0]
+            .message
+            .starts_with("ferrovirt does not serve apps/v1/Deployment")
+    );
 
     let vm = vm_with(|vm| tmpl(vm)["domain"]["devices"]["tpm"] = json!({"persistent": true}));
-    let err = admit(&object(&vm), &AdmissionContext::create(&ClusterConfig::default())).unwrap_err();
+    let err = admit(
+        &object(&vm),
+        &AdmissionContext::create(&ClusterConfig::default()),
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("The VirtualMachine \"vm\" is invalid: {P}.domain.devices.tpm.persistent: VMPersistentState feature gate is not enabled in kubevirt-config")
+        format!(
+            "The VirtualMachine \"vm\" is invalid: {P}.domain.devices.tpm.persistent: VMPersistentState feature gate is not enabled in kubevirt-config"
+        )
     );
     let status = err.to_status_json();
     assert_eq!(status["kind"], "Status");
@@ -567,7 +666,10 @@ fn unknown_kinds_and_status_json() {
     assert_eq!(status["details"]["kind"], "VirtualMachine");
     assert_eq!(status["details"]["group"], "kubevirt.io");
     assert_eq!(status["details"]["name"], "vm");
-    assert_eq!(status["details"]["causes"][0]["field"], format!("{P}.domain.devices.tpm.persistent"));
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        format!("{P}.domain.devices.tpm.persistent")
+    );
 }
 
 #[test]
@@ -578,5 +680,9 @@ fn cluster_objects() {
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Mi"}}}});
     assert_eq!(causes(&pvc), vec![]);
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a.b"}});
-    assert_only_cause(&causes(&ns), "metadata.name", "Invalid value: \"a.b\": must not contain dots");
+    assert_only_cause(
+        &causes(&ns),
+        "metadata.name",
+        "Invalid value: \"a.b\": must not contain dots",
+    );
 }

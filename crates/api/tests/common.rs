@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: fixture loading.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

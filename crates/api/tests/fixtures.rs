@@ -1,6 +1,8 @@
 //! Every KubeVirt example and completed seed manifest passes admission and round-trips
 //! (parse -> serialize -> parse) with no field lost.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use ferrovirt_api::config::ClusterConfig;
@@ -16,7 +18,10 @@ fn every_fixture_passes_admission_with_the_embedded_configuration() {
         let objects = parse_documents(&bytes, &path.display().to_string()).unwrap();
         assert!(!objects.is_empty(), "{path:?}");
         for mut object in objects {
-            assert!(!matches!(object, Object::Unknown(_)), "{path:?}: unknown kind");
+            assert!(
+                !matches!(object, Object::Unknown(_)),
+                "{path:?}: unknown kind"
+            );
             if let Object::VirtualMachine(vm) = &mut object {
                 defaults::apply_vm_defaults(vm);
             }
@@ -37,7 +42,10 @@ fn every_fixture_round_trips_without_losing_a_field() {
         assert_eq!(raw.len(), objects.len());
         for (raw, object) in raw.iter().zip(&objects) {
             let serialized = object.to_json().unwrap();
-            assert_eq!(&serialized, raw, "{path:?}: serialization changed the manifest");
+            assert_eq!(
+                &serialized, raw,
+                "{path:?}: serialization changed the manifest"
+            );
             // And again through text: JSON and YAML.
             let json_text = serde_json::to_string(&serialized).unwrap();
             let again = parse_documents(json_text.as_bytes(), "again.json").unwrap();
@@ -55,7 +63,9 @@ fn defaults_only_add_fields() {
     for path in common::manifest_fixtures() {
         let bytes = std::fs::read(&path).unwrap();
         for object in parse_documents(&bytes, "f").unwrap() {
-            let Object::VirtualMachine(mut vm) = object else { continue };
+            let Object::VirtualMachine(mut vm) = object else {
+                continue;
+            };
             let before = serde_json::to_value(&*vm).unwrap();
             defaults::apply_vm_defaults(&mut vm);
             let mut after = serde_json::to_value(&*vm).unwrap();
@@ -66,13 +76,20 @@ fn defaults_only_add_fields() {
                 spec.as_object_mut().unwrap().remove("architecture");
             }
             let domain = spec.get_mut("domain").unwrap().as_object_mut().unwrap();
-            if before.pointer("/spec/template/spec/domain/machine").is_none() {
+            if before
+                .pointer("/spec/template/spec/domain/machine")
+                .is_none()
+            {
                 domain.remove("machine");
             }
             let firmware = domain.get_mut("firmware").unwrap().as_object_mut().unwrap();
             assert!(firmware.remove("uuid").is_some());
             assert!(firmware.remove("serial").is_some());
-            if firmware.is_empty() && before.pointer("/spec/template/spec/domain/firmware").is_none() {
+            if firmware.is_empty()
+                && before
+                    .pointer("/spec/template/spec/domain/firmware")
+                    .is_none()
+            {
                 domain.remove("firmware");
             }
             assert_eq!(after, before, "{path:?}");
@@ -86,25 +103,37 @@ fn extra_tpm_keys_and_explicit_false_survive() {
     let objects = parse_documents(text.as_bytes(), "t").unwrap();
     let json = objects[0].to_json().unwrap();
     assert_eq!(
-        json.pointer("/spec/template/spec/domain/devices/tpm").unwrap(),
+        json.pointer("/spec/template/spec/domain/devices/tpm")
+            .unwrap(),
         &serde_json::json!({"persistent": false, "futureKey": {"nested": [1, 2]}})
     );
     assert_eq!(
-        json.pointer("/spec/template/spec/domain/firmware/bootloader/efi").unwrap(),
+        json.pointer("/spec/template/spec/domain/firmware/bootloader/efi")
+            .unwrap(),
         &serde_json::json!({})
     );
 }
 
 #[test]
 fn harvester_fixture_exposes_the_engine_view() {
-    let bytes = std::fs::read(common::fixtures_dir().join("seeds/harvester-windows11-persistent-tpm.yaml")).unwrap();
+    let bytes =
+        std::fs::read(common::fixtures_dir().join("seeds/harvester-windows11-persistent-tpm.yaml"))
+            .unwrap();
     let objects = parse_documents(&bytes, "h").unwrap();
-    let Object::VirtualMachine(vm) = &objects[0] else { panic!("not a VM") };
+    let Object::VirtualMachine(vm) = &objects[0] else {
+        panic!("not a VM")
+    };
     let spec = &vm.spec.template.as_ref().unwrap().spec;
-    assert_eq!(spec.tpm_mode(), ferrovirt_api::kubevirt::TpmMode::Persistent);
+    assert_eq!(
+        spec.tpm_mode(),
+        ferrovirt_api::kubevirt::TpmMode::Persistent
+    );
     assert_eq!(
         spec.efi_mode(),
-        Some(ferrovirt_api::kubevirt::EfiMode { secure_boot: true, persistent: true })
+        Some(ferrovirt_api::kubevirt::EfiMode {
+            secure_boot: true,
+            persistent: true
+        })
     );
     assert!(spec.needs_backend_storage());
     assert_eq!(
@@ -115,9 +144,12 @@ fn harvester_fixture_exposes_the_engine_view() {
 
 #[test]
 fn seed_kubevirt_cr_becomes_a_cluster_config() {
-    let bytes = std::fs::read(common::fixtures_dir().join("seeds/kubevirt-doc-kubevirt-cr.yaml")).unwrap();
+    let bytes =
+        std::fs::read(common::fixtures_dir().join("seeds/kubevirt-doc-kubevirt-cr.yaml")).unwrap();
     let objects = parse_documents(&bytes, "k").unwrap();
-    let Object::KubeVirt(kv) = &objects[0] else { panic!("not KubeVirt") };
+    let Object::KubeVirt(kv) = &objects[0] else {
+        panic!("not KubeVirt")
+    };
     let config = ClusterConfig::from_kubevirt(kv);
     assert!(config.vm_persistent_state_enabled());
     assert!(!config.host_disk_enabled());

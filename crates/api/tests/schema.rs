@@ -1,5 +1,7 @@
 //! What ferrovirt serializes validates against KubeVirt's OpenAPI schema (swagger.json).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use ferrovirt_api::config::{default_kubevirt, default_storage_class};
@@ -8,7 +10,8 @@ use ferrovirt_api::{Object, defaults};
 use serde_json::{Value, json};
 
 fn swagger_definitions() -> Value {
-    let text = std::fs::read_to_string(common::fixtures_dir().join("kubevirt-swagger.json")).unwrap();
+    let text =
+        std::fs::read_to_string(common::fixtures_dir().join("kubevirt-swagger.json")).unwrap();
     let swagger: Value = serde_json::from_str(&text).unwrap();
     swagger["definitions"].clone()
 }
@@ -64,7 +67,11 @@ fn serialized_objects_match_kubevirt_openapi_schema() {
         }
     }
     assert!(checked >= 14);
-    assert_valid(&kv_schema, &serde_json::to_value(default_kubevirt()).unwrap(), "embedded KubeVirt");
+    assert_valid(
+        &kv_schema,
+        &serde_json::to_value(default_kubevirt()).unwrap(),
+        "embedded KubeVirt",
+    );
 }
 
 #[test]
@@ -74,7 +81,8 @@ fn the_schema_check_can_fail() {
     let bad = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
         "spec": {"running": "yes", "template": {"spec": {"domain": {"devices": {}}}}}});
     assert!(!vm_schema.is_valid(&bad));
-    let missing_template = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "spec": {}});
+    let missing_template =
+        json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "spec": {}});
     assert!(!vm_schema.is_valid(&missing_template));
 }
 
@@ -83,5 +91,8 @@ fn embedded_storage_class_has_kubernetes_shape() {
     let sc = serde_json::to_value(default_storage_class()).unwrap();
     assert_eq!(sc["apiVersion"], "storage.k8s.io/v1");
     assert_eq!(sc["provisioner"], "ferrovirt.io/local-path");
-    assert_eq!(sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"], "true");
+    assert_eq!(
+        sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
+        "true"
+    );
 }

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 
 /// The `ferrovirt` command line.
 #[derive(Debug, Parser)]
-#[command(name = "ferrovirt", version, about = "A KubeVirt-compatible virtual machine manager for one host")]
+#[command(
+    name = "ferrovirt",
+    version,
+    about = "A KubeVirt-compatible virtual machine manager for one host"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -43,7 +47,9 @@ pub fn main() -> ExitCode {
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(code) => code,
         Err(_) => {
-            eprintln!("error: internal error in ferrovirt (this is a bug; please report it with the input that caused it)");
+            eprintln!(
+                "error: internal error in ferrovirt (this is a bug; please report it with the input that caused it)"
+            );
             ExitCode::FAILURE
         }
     }

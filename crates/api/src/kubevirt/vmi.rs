@@ -95,7 +95,14 @@ impl VirtualMachineInstanceSpec {
 
     /// The EFI settings, or `None` when the VM boots with BIOS.
     pub fn efi_mode(&self) -> Option<EfiMode> {
-        let efi = self.domain.firmware.as_ref()?.bootloader.as_ref()?.efi.as_ref()?;
+        let efi = self
+            .domain
+            .firmware
+            .as_ref()?
+            .bootloader
+            .as_ref()?
+            .efi
+            .as_ref()?;
         Some(EfiMode {
             secure_boot: efi.secure_boot.unwrap_or(true),
             persistent: efi.persistent.unwrap_or(false),

@@ -35,7 +35,11 @@ pub struct Volume {
     pub secret: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<Value>,
-    #[serde(rename = "downwardAPI", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "downwardAPI",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub downward_api: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downward_metrics: Option<Value>,

@@ -55,17 +55,20 @@ pub(crate) fn validate_pvc(pvc: &PersistentVolumeClaim) -> Vec<StatusCause> {
     match storage {
         None => causes.push(StatusCause::new(
             CauseType::FieldValueRequired,
-            spec.children(&["resources", "requests", "storage"]).as_str(),
+            spec.children(&["resources", "requests", "storage"])
+                .as_str(),
             "Required value",
         )),
         Some(q) => match q.value() {
             Ok(v) if v > 0 => {}
             Ok(_) => causes.push(StatusCause::invalid(
-                spec.children(&["resources", "requests", "storage"]).as_str(),
+                spec.children(&["resources", "requests", "storage"])
+                    .as_str(),
                 format!("Invalid value: {:?}: must be greater than zero", q.as_str()),
             )),
             Err(err) => causes.push(StatusCause::invalid(
-                spec.children(&["resources", "requests", "storage"]).as_str(),
+                spec.children(&["resources", "requests", "storage"])
+                    .as_str(),
                 err.to_string(),
             )),
         },

@@ -62,7 +62,9 @@ impl FieldPath {
     }
 
     pub(crate) fn children(&self, names: &[&str]) -> Self {
-        names.iter().fold(self.clone(), |path, name| path.child(name))
+        names
+            .iter()
+            .fold(self.clone(), |path, name| path.child(name))
     }
 
     pub(crate) fn index(&self, index: usize) -> Self {

@@ -93,9 +93,14 @@ mod tests {
         assert_eq!(dns1123_label_errors("a.b"), vec!["must not contain dots"]);
         assert_eq!(
             dns1123_label_errors("Bad_Name"),
-            vec!["a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"]
+            vec![
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            ]
         );
-        assert_eq!(dns1123_label_errors(&"a".repeat(64)), vec![max_len_error(63)]);
+        assert_eq!(
+            dns1123_label_errors(&"a".repeat(64)),
+            vec![max_len_error(63)]
+        );
     }
 
     #[test]
@@ -106,7 +111,9 @@ mod tests {
         assert!(!dns1123_subdomain_errors("").is_empty());
         assert_eq!(
             dns1123_subdomain_errors("UPPER"),
-            vec!["a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"]
+            vec![
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            ]
         );
     }
 }

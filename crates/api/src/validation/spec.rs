@@ -27,7 +27,11 @@ pub(crate) fn validate_instance_spec(
     validate_start_strategy(field, spec, &mut causes);
     validate_boot_order_and_disk_volumes(field, spec, &mut causes);
     validate_domain(&field.child("domain"), &spec.domain, &mut causes);
-    causes.extend(validate_volumes(&field.child("volumes"), spec.volumes(), config));
+    causes.extend(validate_volumes(
+        &field.child("volumes"),
+        spec.volumes(),
+        config,
+    ));
     validate_persistent_state(field, spec, config, &mut causes);
     validate_architecture(field, spec, &mut causes);
     causes
@@ -67,7 +71,11 @@ pub(crate) fn validate_memory_present(
     )]
 }
 
-fn validate_hostname(field: &FieldPath, spec: &VirtualMachineInstanceSpec, causes: &mut Vec<StatusCause>) {
+fn validate_hostname(
+    field: &FieldPath,
+    spec: &VirtualMachineInstanceSpec,
+    causes: &mut Vec<StatusCause>,
+) {
     if let Some(hostname) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
         let errors = dns1123_label_errors(hostname);
         if !errors.is_empty() {
@@ -99,14 +107,23 @@ fn validate_hostname(field: &FieldPath, spec: &VirtualMachineInstanceSpec, cause
 /// Malformed quantities: Kubernetes refuses them while decoding the request.
 fn validate_quantities(field: &FieldPath, domain: &DomainSpec, causes: &mut Vec<StatusCause>) {
     let mut check = |path: FieldPath, quantity: &Quantity| {
-        if let Err(err) = quantity.validate().and_then(|()| quantity.milli_value().map(|_| ())) {
+        if let Err(err) = quantity
+            .validate()
+            .and_then(|()| quantity.milli_value().map(|_| ()))
+        {
             causes.push(StatusCause::invalid(path.as_str(), err.to_string()));
         }
     };
     if let Some(resources) = &domain.resources {
-        for (kind, list) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+        for (kind, list) in [
+            ("requests", &resources.requests),
+            ("limits", &resources.limits),
+        ] {
             for (name, quantity) in list.iter().flatten() {
-                check(field.children(&["domain", "resources", kind, name]), quantity);
+                check(
+                    field.children(&["domain", "resources", kind, name]),
+                    quantity,
+                );
             }
         }
     }
@@ -118,11 +135,21 @@ fn validate_quantities(field: &FieldPath, domain: &DomainSpec, causes: &mut Vec<
 /// A quantity's value, 0 when absent or malformed (malformed ones are reported separately).
 fn value_of(quantity: Option<&Quantity>, milli: bool) -> i128 {
     quantity
-        .and_then(|q| if milli { q.milli_value().ok() } else { q.value().ok() })
+        .and_then(|q| {
+            if milli {
+                q.milli_value().ok()
+            } else {
+                q.value().ok()
+            }
+        })
         .unwrap_or(0)
 }
 
-fn validate_memory_requests_and_limits(field: &FieldPath, domain: &DomainSpec, causes: &mut Vec<StatusCause>) {
+fn validate_memory_requests_and_limits(
+    field: &FieldPath,
+    domain: &DomainSpec,
+    causes: &mut Vec<StatusCause>,
+) {
     let Some(resources) = &domain.resources else {
         return;
     };
@@ -136,18 +163,27 @@ fn validate_memory_requests_and_limits(field: &FieldPath, domain: &DomainSpec, c
     if request_value < 0 {
         causes.push(StatusCause::invalid(
             request_path.as_str(),
-            format!("{request_path} '{}': must be greater than or equal to 0.", shown(request)),
+            format!(
+                "{request_path} '{}': must be greater than or equal to 0.",
+                shown(request)
+            ),
         ));
     } else if request_value > 0 && request_value < 1_000_000 {
         causes.push(StatusCause::invalid(
             request_path.as_str(),
-            format!("{request_path} '{}': must be greater than or equal to 1M.", shown(request)),
+            format!(
+                "{request_path} '{}': must be greater than or equal to 1M.",
+                shown(request)
+            ),
         ));
     }
     if limit_value < 0 {
         causes.push(StatusCause::invalid(
             limit_path.as_str(),
-            format!("{limit_path} '{}': must be greater than or equal to 0.", shown(limit)),
+            format!(
+                "{limit_path} '{}': must be greater than or equal to 0.",
+                shown(limit)
+            ),
         ));
     }
     if limit_value > 0 && request_value > limit_value {
@@ -162,7 +198,11 @@ fn validate_memory_requests_and_limits(field: &FieldPath, domain: &DomainSpec, c
     }
 }
 
-fn validate_cpu_requests_and_limits(field: &FieldPath, domain: &DomainSpec, causes: &mut Vec<StatusCause>) {
+fn validate_cpu_requests_and_limits(
+    field: &FieldPath,
+    domain: &DomainSpec,
+    causes: &mut Vec<StatusCause>,
+) {
     let Some(resources) = &domain.resources else {
         return;
     };
@@ -176,13 +216,19 @@ fn validate_cpu_requests_and_limits(field: &FieldPath, domain: &DomainSpec, caus
     if request_milli < 0 {
         causes.push(StatusCause::invalid(
             request_path.as_str(),
-            format!("{request_path} '{}': must be greater than or equal to 0.", shown(request)),
+            format!(
+                "{request_path} '{}': must be greater than or equal to 0.",
+                shown(request)
+            ),
         ));
     }
     if limit_milli < 0 {
         causes.push(StatusCause::invalid(
             limit_path.as_str(),
-            format!("{limit_path} '{}': must be greater than or equal to 0.", shown(limit)),
+            format!(
+                "{limit_path} '{}': must be greater than or equal to 0.",
+                shown(limit)
+            ),
         ));
     }
     if limit_milli > 0 && request_milli > limit_milli {
@@ -197,7 +243,11 @@ fn validate_cpu_requests_and_limits(field: &FieldPath, domain: &DomainSpec, caus
     }
 }
 
-fn validate_start_strategy(field: &FieldPath, spec: &VirtualMachineInstanceSpec, causes: &mut Vec<StatusCause>) {
+fn validate_start_strategy(
+    field: &FieldPath,
+    spec: &VirtualMachineInstanceSpec,
+    causes: &mut Vec<StatusCause>,
+) {
     if let Some(strategy) = &spec.start_strategy
         && strategy != "Paused"
     {
@@ -224,7 +274,11 @@ fn validate_boot_order_and_disk_volumes(
             if disk.cdrom.is_none() {
                 causes.push(StatusCause::invalid(
                     disk_path.child("name").as_str(),
-                    format!("{} '{}' {NAME_NOT_FOUND}", disk_path.child("Name"), disk.name),
+                    format!(
+                        "{} '{}' {NAME_NOT_FOUND}",
+                        disk_path.child("Name"),
+                        disk.name
+                    ),
                 ));
             } else {
                 causes.push(StatusCause::invalid(
@@ -256,7 +310,10 @@ fn validate_boot_order_and_disk_volumes(
             } else if boot_orders.contains(&order) {
                 causes.push(StatusCause::invalid(
                     path.child("bootOrder").as_str(),
-                    format!("Boot order for {} already set for a different device.", path.child("bootOrder")),
+                    format!(
+                        "Boot order for {} already set for a different device.",
+                        path.child("bootOrder")
+                    ),
                 ));
             }
             boot_orders.insert(order);
@@ -265,7 +322,11 @@ fn validate_boot_order_and_disk_volumes(
 }
 
 fn validate_domain(field: &FieldPath, domain: &DomainSpec, causes: &mut Vec<StatusCause>) {
-    validate_disks(&field.children(&["devices", "disks"]), domain.devices.disks(), causes);
+    validate_disks(
+        &field.children(&["devices", "disks"]),
+        domain.devices.disks(),
+        causes,
+    );
     if let Some(bootloader) = domain.firmware.as_ref().and_then(|f| f.bootloader.as_ref())
         && bootloader.efi.is_some()
         && bootloader.bios.is_some()
@@ -308,15 +369,22 @@ fn validate_disks(field: &FieldPath, disks: &[Disk], causes: &mut Vec<StatusCaus
             if other.name == disk.name {
                 causes.push(StatusCause::invalid(
                     path.child("name").as_str(),
-                    format!("{path} and {} must not have the same Name.", field.index(other_idx)),
+                    format!(
+                        "{path} and {} must not have the same Name.",
+                        field.index(other_idx)
+                    ),
                 ));
             }
         }
         first_index.entry(disk.name.as_str()).or_insert(idx);
-        let targets = [disk.disk.is_some(), disk.lun.is_some(), disk.cdrom.is_some()]
-            .into_iter()
-            .filter(|t| *t)
-            .count();
+        let targets = [
+            disk.disk.is_some(),
+            disk.lun.is_some(),
+            disk.cdrom.is_some(),
+        ]
+        .into_iter()
+        .filter(|t| *t)
+        .count();
         if targets > 1 {
             causes.push(StatusCause::invalid(
                 path.as_str(),
@@ -388,10 +456,7 @@ fn validate_disks(field: &FieldPath, disks: &[Disk], causes: &mut Vec<StatusCaus
             ));
         }
         for err in dns1123_label_errors(&disk.name) {
-            causes.push(StatusCause::invalid(
-                path.child("name").as_str(),
-                err,
-            ));
+            causes.push(StatusCause::invalid(path.child("name").as_str(), err));
         }
     }
 }
@@ -403,7 +468,8 @@ fn validate_persistent_state(
     config: &ClusterConfig,
     causes: &mut Vec<StatusCause>,
 ) {
-    let gate_message = format!("{VM_PERSISTENT_STATE_GATE} feature gate is not enabled in kubevirt-config");
+    let gate_message =
+        format!("{VM_PERSISTENT_STATE_GATE} feature gate is not enabled in kubevirt-config");
     if let Some(tpm) = &spec.domain.devices.tpm
         && tpm.persistent == Some(true)
     {
@@ -438,7 +504,11 @@ fn validate_persistent_state(
     }
 }
 
-fn validate_architecture(field: &FieldPath, spec: &VirtualMachineInstanceSpec, causes: &mut Vec<StatusCause>) {
+fn validate_architecture(
+    field: &FieldPath,
+    spec: &VirtualMachineInstanceSpec,
+    causes: &mut Vec<StatusCause>,
+) {
     match spec.architecture.as_deref() {
         None | Some("") | Some("amd64") => {}
         Some(arch) => causes.push(StatusCause::invalid(

@@ -4,7 +4,9 @@
 use super::metadata::{NameRule, validate_object_meta};
 use super::spec::{validate_instance_spec, validate_memory_present};
 use super::{AdmissionContext, FieldPath};
-use crate::kubevirt::{RunStrategy, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec};
+use crate::kubevirt::{
+    RunStrategy, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
+};
 use crate::parse::Object;
 use crate::status::{CauseType, StatusCause};
 
@@ -20,7 +22,11 @@ pub(crate) fn validate_vm(vm: &VirtualMachine, ctx: &AdmissionContext<'_>) -> Ve
         return causes;
     };
     let template_spec_path = spec_path.children(&["template", "spec"]);
-    causes.extend(validate_instance_spec(&template_spec_path, &template.spec, ctx.cluster));
+    causes.extend(validate_instance_spec(
+        &template_spec_path,
+        &template.spec,
+        ctx.cluster,
+    ));
     causes.extend(validate_run_strategy(&spec_path, vm));
     // KubeVirt checks mandatory memory only when the VMI is created; ferrovirt checks the template
     // at VM admission already, so a VM that could never start is refused up front.
@@ -28,12 +34,19 @@ pub(crate) fn validate_vm(vm: &VirtualMachine, ctx: &AdmissionContext<'_>) -> Ve
     if let Some(Object::VirtualMachine(old)) = ctx.old_object
         && let Some(old_template) = &old.spec.template
     {
-        causes.extend(validate_uuid_unchanged(&template_spec_path, &old_template.spec, &template.spec));
+        causes.extend(validate_uuid_unchanged(
+            &template_spec_path,
+            &old_template.spec,
+            &template.spec,
+        ));
     }
     causes
 }
 
-pub(crate) fn validate_vmi(vmi: &VirtualMachineInstance, ctx: &AdmissionContext<'_>) -> Vec<StatusCause> {
+pub(crate) fn validate_vmi(
+    vmi: &VirtualMachineInstance,
+    ctx: &AdmissionContext<'_>,
+) -> Vec<StatusCause> {
     let mut causes = validate_object_meta(&vmi.metadata, NameRule::Subdomain, true);
     let spec_path = FieldPath::new("spec");
     causes.extend(validate_instance_spec(&spec_path, &vmi.spec, ctx.cluster));

@@ -20,14 +20,20 @@ pub(crate) fn validate_volumes(
         match names.get(volume.name.as_str()) {
             Some(other_idx) => causes.push(StatusCause::invalid(
                 path.child("name").as_str(),
-                format!("{path} and {} must not have the same Name.", field.index(*other_idx)),
+                format!(
+                    "{path} and {} must not have the same Name.",
+                    field.index(*other_idx)
+                ),
             )),
             None => {
                 names.insert(volume.name.as_str(), idx);
             }
         }
         if let Some(data_volume) = &volume.data_volume {
-            let name = data_volume.get("name").and_then(|n| n.as_str()).unwrap_or("");
+            let name = data_volume
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("");
             if name.is_empty() {
                 causes.push(StatusCause::new(
                     CauseType::FieldValueRequired,
@@ -118,7 +124,9 @@ pub(crate) fn validate_volumes(
             } else if !is_clean_absolute(container_path) {
                 causes.push(StatusCause::invalid(
                     cd_field.as_str(),
-                    format!("{cd_field} must be an absolute path to a file without relative components"),
+                    format!(
+                        "{cd_field} must be an absolute path to a file without relative components"
+                    ),
                 ));
             }
         }

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -28,11 +28,13 @@ pub struct ValidateArgs {
 enum ReadError {
     #[error("{name}: {source}")]
     Io { name: String, source: io::Error },
-    #[error("{name}: input is more than {limit} bytes, the limit for a manifest; split it into several files")]
+    #[error(
+        "{name}: input is more than {limit} bytes, the limit for a manifest; split it into several files"
+    )]
     TooLarge { name: String, limit: usize },
 }
 
-fn display_name(path: &PathBuf) -> String {
+fn display_name(path: &Path) -> String {
     if path.as_os_str() == "-" {
         "<stdin>".to_owned()
     } else {
@@ -41,7 +43,7 @@ fn display_name(path: &PathBuf) -> String {
 }
 
 /// Reads at most the manifest limit plus one byte, so a huge input is refused without loading it.
-fn read_input(path: &PathBuf) -> Result<Vec<u8>, ReadError> {
+fn read_input(path: &Path) -> Result<Vec<u8>, ReadError> {
     let name = display_name(path);
     let limit = MAX_INPUT_BYTES as u64 + 1;
     let mut bytes = Vec::new();
@@ -63,7 +65,7 @@ fn read_input(path: &PathBuf) -> Result<Vec<u8>, ReadError> {
     Ok(bytes)
 }
 
-fn load_config(path: &PathBuf) -> Result<ClusterConfig, String> {
+fn load_config(path: &Path) -> Result<ClusterConfig, String> {
     let name = display_name(path);
     let bytes = read_input(path).map_err(|e| e.to_string())?;
     let objects = parse_documents(&bytes, &name).map_err(|e| e.to_string())?;
@@ -76,7 +78,9 @@ fn load_config(path: &PathBuf) -> Result<ClusterConfig, String> {
         (None, _) => Err(format!(
             "{name}: no KubeVirt object (apiVersion: kubevirt.io/v1, kind: KubeVirt) found; --config needs one"
         )),
-        (Some(_), Some(_)) => Err(format!("{name}: more than one KubeVirt object; --config needs exactly one")),
+        (Some(_), Some(_)) => Err(format!(
+            "{name}: more than one KubeVirt object; --config needs exactly one"
+        )),
     }
 }
 
