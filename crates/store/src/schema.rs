@@ -6,10 +6,11 @@
 //!   to the WAL with `write()` before it returns, so every committed object survives a crash or
 //!   kill of the ferrovirt process (the data is in the kernel's page cache); only a power loss or
 //!   kernel crash can lose the last commits since the last checkpoint, and the file stays
-//!   consistent. `FULL` also fsyncs the WAL at every commit (survives power loss); measured on
-//!   this machine it costs ~several milliseconds per write (see the crate README/report), so it
-//!   is an option ([`Durability::Full`]), not the default. TPM/NVRAM state is not in SQLite and
-//!   has its own fsync discipline.
+//!   consistent. `FULL` also fsyncs the WAL at every commit (survives power loss). Measured on
+//!   this machine (ext4 on virtio disk, 2 busy cores, `tests/perf.rs`): NORMAL 8,000-13,000
+//!   creates/s, FULL 270-450 creates/s (~2-4 ms fsync per commit), far below the 5,000/s
+//!   target, so FULL is an option ([`Durability::Full`]), not the default. TPM/NVRAM state is
+//!   not in SQLite and has its own fsync discipline.
 //! - `locking_mode=EXCLUSIVE`: the store keeps its resourceVersion counter and watch fan-out in
 //!   memory, so exactly one process may write the file; the exclusive lock is taken at open
 //!   (by the migration transaction) and a second `ferrovirt serve` gets [`StoreError::InUse`].
@@ -62,6 +63,7 @@ CREATE TABLE objects (
     name      TEXT NOT NULL,
     uid       TEXT NOT NULL,
     rv        INTEGER NOT NULL,
+    labels    TEXT,  -- metadata.labels as JSON (NULL when none), for selector filtering
     data      TEXT NOT NULL,
     PRIMARY KEY (grp, resource, namespace, name)
 ) WITHOUT ROWID;
