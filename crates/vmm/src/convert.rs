@@ -185,9 +185,10 @@ fn disk_source(
 ) -> Result<DiskSource, (String, String)> {
     if let Some(host_disk) = &volume.host_disk {
         let capacity = match &host_disk.capacity {
-            Some(q) => Some(q.to_bytes().map_err(|e| {
-                (format!("{field}.hostDisk.capacity"), e.to_string())
-            })?),
+            Some(q) => Some(
+                q.to_bytes()
+                    .map_err(|e| (format!("{field}.hostDisk.capacity"), e.to_string()))?,
+            ),
             None => None,
         };
         return Ok(DiskSource::HostFile {
@@ -205,7 +206,12 @@ fn disk_source(
         return Ok(DiskSource::Empty { capacity_bytes });
     }
     if let Some(cloud_init) = &volume.cloud_init_no_cloud {
-        let text = |key: &str| cloud_init.get(key).and_then(|v| v.as_str()).map(String::from);
+        let text = |key: &str| {
+            cloud_init
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        };
         for key in [
             "userDataBase64",
             "networkDataBase64",

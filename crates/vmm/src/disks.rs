@@ -15,8 +15,12 @@ use crate::machine::{Disk, DiskBus, DiskFormat};
 /// Where a disk's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskSource {
-    /// An existing image file on the host; raw or qcow2 (detected from its header).
-    HostFile { path: PathBuf },
+    /// An image file on the host; raw or qcow2 (detected from its header). With a capacity, a
+    /// missing file is created as a sparse raw image of that size (`hostDisk` `DiskOrCreate`).
+    HostFile {
+        path: PathBuf,
+        create_with_capacity: Option<u64>,
+    },
     /// A blank raw disk of this many bytes, created for the run.
     Empty { capacity_bytes: u64 },
     /// A NoCloud seed for cloud-init.
@@ -75,7 +79,17 @@ pub fn prepare_disks(
         .iter()
         .map(|plan| {
             let (path, format) = match &plan.source {
-                DiskSource::HostFile { path } => (path.clone(), detect_format(&plan.name, path)?),
+                DiskSource::HostFile {
+                    path,
+                    create_with_capacity,
+                } => {
+                    if let Some(bytes) = create_with_capacity
+                        && !path.exists()
+                    {
+                        create_sparse(&plan.name, path, *bytes)?;
+                    }
+                    (path.clone(), detect_format(&plan.name, path)?)
+                }
                 DiskSource::Empty { capacity_bytes } => {
                     let path = runtime_dir.join(format!("empty-{}.img", plan.name));
                     create_sparse(&plan.name, &path, *capacity_bytes)?;

@@ -4,6 +4,7 @@
 
 pub mod cmdline;
 pub mod console;
+pub mod convert;
 pub mod disks;
 pub mod engine;
 pub mod kvm;
