@@ -27,6 +27,12 @@ pub struct Cli {
 pub enum Command {
     /// Check manifests offline with KubeVirt's admission rules (no server needed).
     Validate(commands::validate::ValidateArgs),
+    /// Run one VirtualMachine in the foreground with the engine alone (no server); its serial
+    /// console goes to standard output.
+    Run(commands::run::RunArgs),
+    /// Inspect and roll back the persistent TPM/EFI state generations of a stopped VM.
+    #[command(subcommand)]
+    State(commands::state::StateCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -59,5 +65,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
+        Command::Run(args) => commands::run::run(&args),
+        Command::State(command) => commands::state::run(&command),
     }
 }

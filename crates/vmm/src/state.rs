@@ -113,7 +113,7 @@ pub enum StateFault {
     #[error(
         "the VM's {what} is missing at {path}, but generation {generation} holds a copy of it; \
          ferrovirt does not replace a lost state with a fresh one (a new TPM would lock sealed disks \
-         out). Roll back with `ferrovirt state rollback {vm} --generation {generation}`"
+         out). Roll back with `ferrovirt state rollback {vm} --generation {}`", generation.0
     )]
     Missing {
         what: &'static str,
@@ -165,7 +165,8 @@ fn rollback_hint(vm: &str, generation: Option<GenerationId>) -> String {
     match generation {
         Some(g) => format!(
             "The state was left as it is. The last good copy is generation {g}: roll back with \
-             `ferrovirt state rollback {vm} --generation {g}`"
+             `ferrovirt state rollback {vm} --generation {}`",
+            g.0
         ),
         None => "The state was left as it is; no earlier generation exists to roll back to".into(),
     }

@@ -25,7 +25,7 @@ pub struct ValidateArgs {
 
 /// Why an input could not be read.
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub(crate) enum ReadError {
     #[error("{name}: {source}")]
     Io { name: String, source: io::Error },
     #[error(
@@ -34,7 +34,7 @@ enum ReadError {
     TooLarge { name: String, limit: usize },
 }
 
-fn display_name(path: &Path) -> String {
+pub(crate) fn display_name(path: &Path) -> String {
     if path.as_os_str() == "-" {
         "<stdin>".to_owned()
     } else {
@@ -43,7 +43,7 @@ fn display_name(path: &Path) -> String {
 }
 
 /// Reads at most the manifest limit plus one byte, so a huge input is refused without loading it.
-fn read_input(path: &Path) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_input(path: &Path) -> Result<Vec<u8>, ReadError> {
     let name = display_name(path);
     let limit = MAX_INPUT_BYTES as u64 + 1;
     let mut bytes = Vec::new();
@@ -65,7 +65,7 @@ fn read_input(path: &Path) -> Result<Vec<u8>, ReadError> {
     Ok(bytes)
 }
 
-fn load_config(path: &Path) -> Result<ClusterConfig, String> {
+pub(crate) fn load_config(path: &Path) -> Result<ClusterConfig, String> {
     let name = display_name(path);
     let bytes = read_input(path).map_err(|e| e.to_string())?;
     let objects = parse_documents(&bytes, &name).map_err(|e| e.to_string())?;
