@@ -212,8 +212,10 @@ make_disk() {
 	done
 	rm -f "$out.tmp"
 	truncate -s $((esp_mib + 2))M "$out.tmp"
-	sgdisk -q -o -U "$guid" -n 1:2048:+"${esp_mib}M" -t 1:EF00 -c 1:"EFI System" \
-		-u 1:"$part_guid" "$out.tmp" || die "sgdisk failed on $out"
+	# (no -q: sgdisk 1.0.9 with -q silently writes nothing)
+	sgdisk -o -U "$guid" -n 1:2048:+"${esp_mib}M" -t 1:EF00 -c 1:"EFI System" \
+		-u 1:"$part_guid" "$out.tmp" >/dev/null || die "sgdisk failed on $out"
+	sgdisk -p "$out.tmp" | grep -Eq '^ +1 +2048 .* EF00 ' || die "no EFI system partition in $out after sgdisk"
 	dd if="$esp" of="$out.tmp" bs=1M seek=1 conv=notrunc status=none
 	mv "$out.tmp" "$out"
 }
