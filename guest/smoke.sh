@@ -1,13 +1,14 @@
 #!/bin/bash
 # Smoke test of the ferrovirt test guest images (dev tool; proof that they work).
 #
-#   guest/smoke.sh OUT_DIR [plain|sb]...
+#   guest/smoke.sh OUT_DIR [plain|sb|refuse]...
 #
 # Builds the images into OUT_DIR (guest/build.sh; a no-op when up to date), then
 # for each variant (default: plain and sb): provisions a fresh swtpm state with
 # an EK certificate from a PRIVATE local CA (never the host-wide
 # /var/lib/swtpm-localca), copies the OVMF VARS template, and boots the image
-# twice under QEMU/TCG with the same TPM state and VARS file. Checks:
+# twice under QEMU/TCG with the same TPM state and VARS file (variant "refuse":
+# see run_refuse). Checks:
 #   boot 1: tpm-secret=absent + tpm-secret-written=X, efivar=absent + efivar-written=Y
 #   boot 2: tpm-secret=X, efivar=Y, ek-cert=<N>
 #   both:   tpm=present, pcr0, done, no error lines, QEMU exit 0;
@@ -20,10 +21,10 @@ die() {
 	exit 1
 }
 
-[ $# -ge 1 ] || die "usage: $0 OUT_DIR [plain|sb]..."
+[ $# -ge 1 ] || die "usage: $0 OUT_DIR [plain|sb|refuse]..."
 OUT_DIR=$1
 shift
-VARIANTS=${*:-plain sb}
+VARIANTS=${*:-plain sb refuse}
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BOOT_TIMEOUT=${FERRO_BOOT_TIMEOUT:-240}
 MEM_MIB=384
@@ -138,14 +139,47 @@ check_common() {
 	[[ "$(field "$log" pcr0)" =~ ^[0-9a-f]{64}$ ]] || die "$(basename "$log"): pcr0 is not a sha256 digest"
 }
 
+# refuse: the unsigned UKI under Secure Boot firmware must be refused by
+# OVMF ("Access Denied") and never reach the kernel. OVMF then sits in its
+# shell, so QEMU is stopped as soon as the verdict is in the log.
+run_refuse() {
+	local log=$LOG_DIR/refuse.log qemu_pid t0 t1 verdict=""
+	mkdir -p "$T/refuse"
+	cp /usr/share/OVMF/OVMF_VARS_4M.ms.fd "$T/refuse/vars.fd"
+	t0=$(date +%s%N)
+	qemu-system-x86_64 -accel tcg -machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on \
+		-m "$MEM_MIB" -nodefaults -display none -no-reboot \
+		-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.ms.fd \
+		-drive if=pflash,format=raw,unit=1,file="$T/refuse/vars.fd" \
+		-drive file="$OUT_DIR/ferro-guest.img",format=raw,if=none,id=disk0,snapshot=on \
+		-device virtio-blk-pci,drive=disk0 \
+		-serial file:"$log" 2>"$log.qemu" &
+	qemu_pid=$!
+	for _ in $(seq "$BOOT_TIMEOUT"); do
+		if grep -q 'FERRO: boot' "$log" 2>/dev/null; then verdict=booted; break; fi
+		if grep -q 'Access Denied' "$log" 2>/dev/null; then verdict=refused; break; fi
+		kill -0 "$qemu_pid" 2>/dev/null || break
+		sleep 1
+	done
+	t1=$(date +%s%N)
+	kill "$qemu_pid" 2>/dev/null || true
+	wait "$qemu_pid" 2>/dev/null || true
+	[ "$verdict" = refused ] || die "refuse: unsigned UKI under Secure Boot was not refused (verdict '${verdict:-none}'); see $log"
+	summary+=("refuse: Access Denied after $(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.1f", ns / 1e9}')s")
+}
+
 summary=()
 for variant in $VARIANTS; do
+	if [ "$variant" = refuse ]; then
+		run_refuse
+		continue
+	fi
 	case $variant in
 	plain) img=$OUT_DIR/ferro-guest.img code=/usr/share/OVMF/OVMF_CODE_4M.fd
 		vars_template=/usr/share/OVMF/OVMF_VARS_4M.fd sb=0 ;;
 	sb) img=$OUT_DIR/ferro-guest-sb.img code=/usr/share/OVMF/OVMF_CODE_4M.ms.fd
 		vars_template=/usr/share/OVMF/OVMF_VARS_4M.ms.fd sb=1 ;;
-	*) die "unknown variant '$variant' (plain or sb)" ;;
+	*) die "unknown variant '$variant' (plain, sb or refuse)" ;;
 	esac
 	[ -f "$code" ] && [ -f "$vars_template" ] || die "OVMF files missing: apt-get install ovmf"
 	mkdir -p "$T/$variant"
