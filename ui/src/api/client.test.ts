@@ -23,7 +23,7 @@ describe('applyWatchEvent', () => {
     expect(items.map((i) => i.metadata.name)).toEqual(['a', 'b', 'c']);
     items = applyWatchEvent(items, { type: 'DELETED', object: o('b', '5') });
     expect(items.map((i) => i.metadata.name)).toEqual(['a', 'c']);
-    expect(applyWatchEvent(items, { type: 'ERROR', object: {} })).toBe(items);
+    expect(applyWatchEvent(items, { type: 'ERROR', object: {} as (typeof items)[number] })).toBe(items);
   });
 });
 

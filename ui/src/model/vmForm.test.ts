@@ -253,6 +253,15 @@ describe('disks', () => {
     expect(s.domain.devices.disks).toEqual([{ name: 'boot', disk: { bus: 'sata' }, bootOrder: 1 }]);
   });
 
+  it('applyForm removing the first disk removes exactly that volume and disk', () => {
+    const d = parseDocument(VM_YAML);
+    const v = readForm(d.toJS());
+    applyForm(d, VM_ROOT, { ...v, disks: v.disks.slice(1) });
+    const s: any = (d.toJS() as any).spec.template.spec;
+    expect(s.volumes.map((x: any) => x.name)).toEqual(['cloudinitdisk']);
+    expect(s.domain.devices.disks).toEqual([{ name: 'cloudinitdisk', disk: { bus: 'virtio' } }]);
+  });
+
   it('changing a disk kind replaces the volume source', () => {
     const r = edit(VM_YAML, (d) => {
       const v = readForm(d.toJS());

@@ -309,6 +309,16 @@ export function applyForm(doc: Document, root: Path, next: VmFormValues, opts: {
   if (next.tpmEnabled && next.tpmPersistent !== readForm(doc.toJS(), root).tpmPersistent) {
     setTpmPersistent(doc, root, next.tpmPersistent);
   }
+  // One disk removed from the middle: remove exactly that one (keeps the others' disk settings).
+  if (next.disks.length === cur.disks.length - 1) {
+    const same = (a: DiskEntry, b: DiskEntry) => JSON.stringify(a) === JSON.stringify(b);
+    const i = next.disks.findIndex((d, j) => !same(d, cur.disks[j]));
+    const at = i < 0 ? cur.disks.length - 1 : i;
+    if (next.disks.every((d, j) => same(d, cur.disks[j < at ? j : j + 1]))) {
+      removeDisk(doc, root, at);
+      return;
+    }
+  }
   const common = Math.min(cur.disks.length, next.disks.length);
   for (let i = 0; i < common; i++) {
     if (JSON.stringify(cur.disks[i]) !== JSON.stringify(next.disks[i])) updateDisk(doc, root, i, next.disks[i]);
@@ -339,12 +349,4 @@ export function newVmObject(namespace = 'default'): Record<string, unknown> {
   };
 }
 
-/** Valid Kubernetes object name (DNS-1123 label, as KubeVirt requires for VM names). */
-export function nameError(name: string): string | null {
-  if (!name) return 'Name is required';
-  if (name.length > 63) return 'At most 63 characters';
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name)) {
-    return 'Lowercase letters, digits and "-", starting and ending with a letter or digit';
-  }
-  return null;
-}
+export { nameError } from './names';
