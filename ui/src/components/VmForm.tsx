@@ -73,17 +73,17 @@ export function VmForm(props: {
         </Radio.Group>
         {v.firmware === 'efi' ? (
           <Stack gap="xs" mt="sm">
-            <Checkbox label="Secure Boot" description="Requires SMM: turning it on also enables domain.features.smm" disabled={disabled} checked={v.secureBoot} onChange={(e) => set({ secureBoot: e.currentTarget.checked })} error={err(errors, 'secureBoot')} />
-            <Checkbox label="EFI persistent state" description="Keep the UEFI variables (VARS) in the VM's backend-storage volume" disabled={disabled} checked={v.efiPersistent} onChange={(e) => set({ efiPersistent: e.currentTarget.checked })} error={err(errors, 'efiPersistent')} />
+            <Checkbox label="Secure Boot" description="Requires SMM: turning it on also enables domain.features.smm" disabled={disabled} checked={v.secureBoot} onChange={(e) => set({ secureBoot: e.currentTarget.checked })} error={err(errors, 'secureBoot')} aria-invalid={!!errors['secureBoot']} />
+            <Checkbox label="EFI persistent state" description="Keep the UEFI variables (VARS) in the VM's backend-storage volume" disabled={disabled} checked={v.efiPersistent} onChange={(e) => set({ efiPersistent: e.currentTarget.checked })} error={err(errors, 'efiPersistent')} aria-invalid={!!errors['efiPersistent']} />
           </Stack>
         ) : null}
       </Fieldset>
 
       <Fieldset legend="TPM">
         <Stack gap="xs">
-          <Checkbox label="Enable TPM" description="An emulated TPM 2.0 (swtpm)" disabled={disabled} checked={v.tpmEnabled} onChange={(e) => set({ tpmEnabled: e.currentTarget.checked, tpmPersistent: e.currentTarget.checked ? v.tpmPersistent : false })} error={err(errors, 'tpmEnabled')} />
+          <Checkbox label="Enable TPM" description="An emulated TPM 2.0 (swtpm)" disabled={disabled} checked={v.tpmEnabled} onChange={(e) => set({ tpmEnabled: e.currentTarget.checked, tpmPersistent: e.currentTarget.checked ? v.tpmPersistent : false })} error={err(errors, 'tpmEnabled')} aria-invalid={!!errors['tpmEnabled']} />
           {v.tpmEnabled ? (
-            <Checkbox label="TPM persistent state" description="Keep TPM keys and NV data across stop/start (needed for BitLocker / LUKS sealed keys)" disabled={disabled} checked={v.tpmPersistent} onChange={(e) => set({ tpmPersistent: e.currentTarget.checked })} error={err(errors, 'tpmPersistent')} ml="lg" />
+            <Checkbox label="TPM persistent state" description="Keep TPM keys and NV data across stop/start (needed for BitLocker / LUKS sealed keys)" disabled={disabled} checked={v.tpmPersistent} onChange={(e) => set({ tpmPersistent: e.currentTarget.checked })} error={err(errors, 'tpmPersistent')} aria-invalid={!!errors['tpmPersistent']} ml="lg" />
           ) : null}
         </Stack>
       </Fieldset>

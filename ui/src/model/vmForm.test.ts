@@ -215,6 +215,19 @@ describe('unknown keys and comments survive form edits', () => {
     expect(readForm(parseDocument(d.toString()).toJS())).toEqual(want);
   });
 
+  it('writes readable YAML: block style for new items, no leftover quotes', () => {
+    const d = parseDocument(objectToYaml(newVmObject()));
+    const v = readForm(d.toJS());
+    applyForm(d, VM_ROOT, {
+      ...v, name: 'win11', tpmEnabled: true, tpmPersistent: true,
+      disks: [{ name: 'disk-0', kind: 'emptyDisk', path: '', capacity: '1Gi', userData: '', otherSource: '' }],
+    });
+    const text = d.toString();
+    expect(text).toContain('name: win11\n');
+    expect(text).toMatch(/tpm:\n\s+persistent: true/);
+    expect(text).toMatch(/disks:\n\s+- name: disk-0/);
+  });
+
   it('setMemory writes where the object already keeps memory', () => {
     const y = objectToYaml({ spec: { template: { spec: { domain: { resources: { requests: { memory: '1Gi', cpu: '1' } } } } } } });
     const r = edit(y, (d) => setMemory(d, VM_ROOT, '2Gi'));

@@ -2,7 +2,7 @@
  * Small helpers over the `yaml` package's Document API. The Document is the source of truth while
  * editing: the form changes only the nodes it owns, so unknown keys and comments survive.
  */
-import { Document, isMap, isSeq, parseDocument, stringify, YAMLMap, YAMLSeq } from 'yaml';
+import { Document, isCollection, isMap, isScalar, isSeq, parseDocument, stringify, YAMLMap, YAMLSeq } from 'yaml';
 
 export type Path = readonly (string | number)[];
 
@@ -29,7 +29,21 @@ export function getJs(doc: Document, path: Path): unknown {
 /** Sets a value at a path, creating maps on the way; objects are turned into YAML nodes. */
 export function setJs(doc: Document, path: Path, value: unknown): void {
   ensureMapsTo(doc, path.slice(0, -1));
+  blockIfEmptyFlow(doc, path.slice(0, -1));
+  const existing = doc.getIn(path, true);
+  if (isScalar(existing) && (value === null || typeof value !== 'object')) {
+    // Keep the scalar node (and its comment); drop quoting that was only there for an empty string.
+    if (existing.value === '') existing.type = undefined;
+    existing.value = value;
+    return;
+  }
   doc.setIn(path, typeof value === 'object' && value !== null ? doc.createNode(value) : value);
+}
+
+/** An empty flow collection (`{}` / `[]`) that gets its first item becomes block style. */
+export function blockIfEmptyFlow(doc: Document, path: Path): void {
+  const node = doc.getIn(path, true);
+  if (isCollection(node) && node.flow && node.items.length === 0) node.flow = false;
 }
 
 /** Makes sure each step of `path` is a map (replacing null / scalar placeholders). */
@@ -59,7 +73,10 @@ export function getSeq(doc: Document, path: Path): YAMLSeq | null {
 /** The sequence at path, created (empty) when missing. */
 export function ensureSeq(doc: Document, path: Path): YAMLSeq {
   const existing = getSeq(doc, path);
-  if (existing) return existing;
+  if (existing) {
+    blockIfEmptyFlow(doc, path);
+    return existing;
+  }
   ensureMapsTo(doc, path.slice(0, -1));
   const seq = new YAMLSeq();
   doc.setIn(path, seq);
