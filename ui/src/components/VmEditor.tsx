@@ -47,7 +47,19 @@ export function VmEditor(props: {
     fn(doc);
     setText(doc.toString());
   };
-  const onFormChange = (next: VmFormValues) => edit((doc) => applyForm(doc, props.root, next, { identity: props.identity }));
+  const onFormChange = (next: VmFormValues) => {
+    const prev = parsed.values;
+    // A field the user has changed no longer shows the server's complaint about its old value.
+    if (result && prev) {
+      const valueOf = (v: VmFormValues, key: string) => {
+        const [k, i] = key.split('.');
+        return JSON.stringify(k === 'disks' ? v.disks[Number(i)] : v[k as keyof VmFormValues]);
+      };
+      const fields = Object.fromEntries(Object.entries(result.fields).filter(([k]) => valueOf(prev, k) === valueOf(next, k)));
+      setResult({ ...result, fields });
+    }
+    edit((doc) => applyForm(doc, props.root, next, { identity: props.identity }));
+  };
 
   const save = async () => {
     if (!parsed.obj) return;
