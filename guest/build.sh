@@ -58,6 +58,7 @@ lib_closure() {
 	while [ -n "$frontier" ]; do
 		all="$all $frontier"
 		for p in $frontier; do seen="$seen$p "; done
+		# shellcheck disable=SC2086 # package names: split on purpose
 		next=$(apt-cache depends --no-recommends --no-suggests --no-conflicts \
 			--no-breaks --no-replaces --no-enhances $frontier |
 			awk '$1=="Depends:" || $1=="|Depends:" || $1=="PreDepends:" {print $2}' |
@@ -67,7 +68,7 @@ lib_closure() {
 			case "$seen" in *" $p "*) ;; *) frontier="$frontier $p" ;; esac
 		done
 	done
-	echo $all
+	echo "${all# }"
 }
 BASE_PKGS="$KERNEL_PKG busybox-static shim-signed grub-efi-amd64-signed"
 
@@ -75,8 +76,7 @@ BASE_PKGS="$KERNEL_PKG busybox-static shim-signed grub-efi-amd64-signed"
 # SHA256) and STAMP_VALUE (hash of build inputs).
 compute_stamp() {
 	local uris
-	# shellcheck disable=SC2068
-	uris=$(apt-get download --print-uris -o APT::Sandbox::User=root $@) ||
+	uris=$(apt-get download --print-uris -o APT::Sandbox::User=root "$@") ||
 		die "apt-get download --print-uris failed for: $* (run apt-get update?)"
 	# Lines: 'URI' name_version_arch.deb size SHA256:hash
 	PKG_LIST=$(printf '%s\n' "$uris" | awk '{print $2, $4}' | sort)
@@ -101,6 +101,7 @@ if [ -f "$OUT_DIR/$STAMP" ]; then
 	OLD_PKGS=$(sed -n 's/^packages //p' "$OUT_DIR/$STAMP")
 	case " $OLD_PKGS " in
 	*" $KERNEL_PKG "*)
+		# shellcheck disable=SC2086 # package names: split on purpose
 		compute_stamp $OLD_PKGS
 		if up_to_date; then
 			echo "ferro-guest: up to date in $OUT_DIR (kernel $KVER, stamp ${STAMP_VALUE:0:12})"
@@ -111,6 +112,7 @@ if [ -f "$OUT_DIR/$STAMP" ]; then
 fi
 
 PKGS="$BASE_PKGS $(lib_closure tpm2-tools libtss2-tcti-device0)"
+# shellcheck disable=SC2086 # package names: split on purpose
 compute_stamp $PKGS
 if up_to_date; then
 	echo "ferro-guest: up to date in $OUT_DIR (kernel $KVER, stamp ${STAMP_VALUE:0:12})"

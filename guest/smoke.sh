@@ -94,6 +94,7 @@ boot() {
 	done
 	[ -S "$sock" ] || die "swtpm control socket $sock did not appear"
 	if [ "$variant" = sb ]; then
+		# shellcheck disable=SC2054 # commas belong to QEMU option values
 		machine=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on)
 	fi
 	local t0 t1 rc=0
@@ -181,7 +182,9 @@ for variant in $VARIANTS; do
 		vars_template=/usr/share/OVMF/OVMF_VARS_4M.ms.fd sb=1 ;;
 	*) die "unknown variant '$variant' (plain, sb or refuse)" ;;
 	esac
-	[ -f "$code" ] && [ -f "$vars_template" ] || die "OVMF files missing: apt-get install ovmf"
+	if [ ! -f "$code" ] || [ ! -f "$vars_template" ]; then
+		die "OVMF files missing ($code, $vars_template): apt-get install ovmf"
+	fi
 	mkdir -p "$T/$variant"
 	provision_tpm "$T/$variant/tpm"
 	cp "$vars_template" "$T/$variant/vars.fd"
