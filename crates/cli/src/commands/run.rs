@@ -214,9 +214,7 @@ async fn run_vm(args: &RunArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     let serial_log = engine.serial_log_path(&plan.uuid);
-    let log_start = std::fs::metadata(&serial_log)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let log_start = std::fs::metadata(&serial_log).map(|m| m.len()).unwrap_or(0);
     let running = engine.start(plan).await.map_err(|e| e.to_string())?;
     eprintln!(
         "started {} (uuid {}, {}, QEMU running after {} ms); serial log {}",

@@ -90,7 +90,10 @@ async fn execute(command: &StateCommand) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match command {
         StateCommand::List(_) => {
-            println!("{:<12} {:<20} {:<14} FILES", "GENERATION", "CREATED", "REASON");
+            println!(
+                "{:<12} {:<20} {:<14} FILES",
+                "GENERATION", "CREATED", "REASON"
+            );
             for info in engine.generations(&plan).map_err(|e| e.to_string())? {
                 match &info.manifest {
                     Ok(m) => {
@@ -117,11 +120,7 @@ async fn execute(command: &StateCommand) -> Result<(), String> {
             Ok(())
         }
         StateCommand::Rollback { generation, .. } => {
-            if engine
-                .runtime_path(&plan.uuid)
-                .join("run.json")
-                .exists()
-            {
+            if engine.runtime_path(&plan.uuid).join("run.json").exists() {
                 return Err(format!(
                     "the VM {} seems to be running ({}); stop it before rolling back",
                     plan.name,
