@@ -11,6 +11,7 @@ PACKAGES=(
   tpm2-tools libtss2-dev pkg-config    # TPM tooling for tests
   mtools dosfstools gdisk binutils systemd-boot-efi busybox-static  # test guest images
   ca-certificates
+  chromium                             # browser tests of the web UI
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -27,6 +28,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
+
+# The test guest is built from the newest packages in the apt lists: make sure they exist.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+  as_root apt-get update -q
+fi
+
+# An independent parser of OVMF variable stores, used as an oracle by the firmware tests.
+command -v virt-fw-vars >/dev/null 2>&1 || python3 -m pip install --quiet virt-firmware
 
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
