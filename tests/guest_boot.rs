@@ -4,6 +4,8 @@
 //! Each boot costs ~20 s under TCG: the tests here are few and run one at a time (nextest group
 //! `guest-boot`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
