@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Check manifests offline with KubeVirt's admission rules (no server needed).
     Validate(commands::validate::ValidateArgs),
+    /// Run the API server, the controllers and the VM engine (state in --data-dir).
+    Serve(commands::serve::ServeArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -59,5 +61,6 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
+        Command::Serve(args) => commands::serve::run(&args),
     }
 }
