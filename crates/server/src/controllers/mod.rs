@@ -16,9 +16,7 @@ use std::time::Duration;
 use ferrovirt_api::defaults::apply_instance_spec_defaults;
 use ferrovirt_api::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use ferrovirt_storage::LocalPathProvisioner;
-use ferrovirt_store::{
-    ListOptions, Preconditions, Store, StoreError, WatchEventType, WatchOptions, now_rfc3339,
-};
+use ferrovirt_store::{ListOptions, Preconditions, Store, StoreError, WatchOptions, now_rfc3339};
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{Engine, RunningVm, VmPlan};
 use ferrovirt_vmm::launcher::ExitReason;
@@ -95,12 +93,11 @@ fn not_found_is_none(result: Result<Value, StoreError>) -> Result<Option<Value>,
 pub async fn spawn(store: Store, data_dir: PathBuf) -> Result<(), ServeError> {
     let engine = Engine::new(&data_dir).await?;
     tracing::info!(accel = ?engine.accel(), "engine ready");
-    let provisioner = LocalPathProvisioner::new(data_dir.join("volumes")).map_err(|e| {
-        ServeError::DataDir {
+    let provisioner =
+        LocalPathProvisioner::new(data_dir.join("volumes")).map_err(|e| ServeError::DataDir {
             path: data_dir.join("volumes"),
             source: std::io::Error::other(e.to_string()),
-        }
-    })?;
+        })?;
     let _ = provisioner.remove_stale();
     let (tx, rx) = mpsc::unbounded_channel();
     let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -147,7 +144,9 @@ async fn worker(controller: Arc<Controller>, mut rx: mpsc::UnboundedReceiver<Key
             let result = tokio::task::spawn_blocking(move || c.reconcile(&k)).await;
             match result {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(?key, %error, "reconcile failed; retrying at the next resync"),
+                Ok(Err(error)) => {
+                    tracing::warn!(?key, %error, "reconcile failed; retrying at the next resync")
+                }
                 Err(error) => tracing::error!(?key, %error, "reconcile panicked"),
             }
         }
@@ -180,7 +179,10 @@ impl Controller {
 
     fn enqueue_all(&self) {
         for resource in [VMS, VMIS] {
-            if let Ok(list) = self.store.list(&resource.store_kind(), &ListOptions::default()) {
+            if let Ok(list) = self
+                .store
+                .list(&resource.store_kind(), &ListOptions::default())
+            {
                 for o in list.items {
                     self.enqueue_vm(meta_str(&o, "namespace"), meta_str(&o, "name"));
                 }
@@ -221,7 +223,10 @@ impl Controller {
                             name: name.to_owned(),
                         });
                         if let Some(vm) = o
-                            .pointer(&format!("/metadata/labels/{}", ferrovirt_storage::backend::PVC_LABEL_KEY))
+                            .pointer(&format!(
+                                "/metadata/labels/{}",
+                                ferrovirt_storage::backend::PVC_LABEL_KEY
+                            ))
                             .and_then(Value::as_str)
                         {
                             self.enqueue_vm(ns, vm);
@@ -229,7 +234,6 @@ impl Controller {
                     }
                     _ => self.enqueue_all(),
                 }
-                let _ = event.event_type == WatchEventType::Deleted;
             }
         }
     }
@@ -258,7 +262,10 @@ impl Controller {
         let backoff = self.backoff_remaining(&vm);
         if let Some(remaining) = backoff {
             self.enqueue_after(
-                Key::Vm { namespace: ns.to_owned(), name: name.to_owned() },
+                Key::Vm {
+                    namespace: ns.to_owned(),
+                    name: name.to_owned(),
+                },
                 remaining + Duration::from_millis(100),
             );
         }
@@ -282,18 +289,37 @@ impl Controller {
                     if vmi.pointer("/status/phase").and_then(Value::as_str) == Some("Failed") {
                         self.note_start_failure(&vm, vmi)?;
                     }
-                    match self.store.delete(&VMIS.store_kind(), Some(ns), name, &Preconditions::default()) {
+                    match self.store.delete(
+                        &VMIS.store_kind(),
+                        Some(ns),
+                        name,
+                        &Preconditions::default(),
+                    ) {
                         Ok(_) | Err(StoreError::NotFound { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }
-                    record(&self.store, &vm, EventType::Normal, "SuccessfulDelete",
-                        &format!("Stopped the virtual machine by deleting the virtual machine instance {}", meta_str(vmi, "uid")));
+                    record(
+                        &self.store,
+                        &vm,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        &format!(
+                            "Stopped the virtual machine by deleting the virtual machine instance {}",
+                            meta_str(vmi, "uid")
+                        ),
+                    );
                 }
             }
             Decision::CreateInstance => match self.create_instance(&vm) {
                 Ok(()) => {}
                 Err(message) => {
-                    record(&self.store, &vm, EventType::Warning, "FailedCreate", &message);
+                    record(
+                        &self.store,
+                        &vm,
+                        EventType::Warning,
+                        "FailedCreate",
+                        &message,
+                    );
                     failure = Some(message);
                 }
             },
@@ -313,10 +339,10 @@ impl Controller {
         failure: Option<&str>,
     ) -> Result<(), ReconcileError> {
         let mut status = vm::vm_status(vm, vmi, backoff, failure, &now_rfc3339());
-        if vmi.is_some_and(|v| vm::phase(v) == "Running") {
-            if let Some(obj) = status.as_object_mut() {
-                obj.remove("startFailure");
-            }
+        if vmi.is_some_and(|v| vm::phase(v) == "Running")
+            && let Some(obj) = status.as_object_mut()
+        {
+            obj.remove("startFailure");
         }
         if let Some(volumes) = vmi.and_then(|v| v.pointer("/status/volumeStatus")) {
             status["volumeStatus"] = volumes.clone();
@@ -345,7 +371,11 @@ impl Controller {
     /// Records a failed run in `status.startFailure` (exponential backoff, as KubeVirt).
     fn note_start_failure(&self, vm: &Value, vmi: &Value) -> Result<(), ReconcileError> {
         let vmi_uid = meta_str(vmi, "uid");
-        if vm.pointer("/status/startFailure/lastFailedVMIUID").and_then(Value::as_str) == Some(vmi_uid) {
+        if vm
+            .pointer("/status/startFailure/lastFailedVMIUID")
+            .and_then(Value::as_str)
+            == Some(vmi_uid)
+        {
             return Ok(());
         }
         let count = vm
@@ -372,8 +402,8 @@ impl Controller {
 
     /// Creates the VMI of a VM (with its backend storage ready first).
     fn create_instance(&self, vm: &Value) -> Result<(), String> {
-        let typed: VirtualMachine =
-            serde_json::from_value(vm.clone()).map_err(|e| format!("the stored VM cannot be read: {e}"))?;
+        let typed: VirtualMachine = serde_json::from_value(vm.clone())
+            .map_err(|e| format!("the stored VM cannot be read: {e}"))?;
         let template = typed.spec.template.clone().unwrap_or_default();
         let mut spec = template.spec.clone();
         apply_instance_spec_defaults(&mut spec);
@@ -407,14 +437,26 @@ impl Controller {
             .store
             .create(&VMIS.store_kind(), vmi)
             .map_err(|e| format!("cannot create the VirtualMachineInstance: {e}"))?;
-        record(&self.store, vm, EventType::Normal, "SuccessfulCreate",
-            &format!("Started the virtual machine by creating the new virtual machine instance {}", meta_str(&created, "name")));
+        record(
+            &self.store,
+            vm,
+            EventType::Normal,
+            "SuccessfulCreate",
+            &format!(
+                "Started the virtual machine by creating the new virtual machine instance {}",
+                meta_str(&created, "name")
+            ),
+        );
         Ok(())
     }
 
     /// The engine side of a VMI: start it, stop it when it is being deleted, release it.
     fn reconcile_instance(self: &Arc<Self>, vmi: &Value) -> Result<(), ReconcileError> {
-        let (ns, name, uid) = (meta_str(vmi, "namespace"), meta_str(vmi, "name"), meta_str(vmi, "uid"));
+        let (ns, name, uid) = (
+            meta_str(vmi, "namespace"),
+            meta_str(vmi, "name"),
+            meta_str(vmi, "uid"),
+        );
         let key = (ns.to_owned(), name.to_owned());
         let mut runs = self.runs();
         if vm::deleting(vmi) {
@@ -426,7 +468,13 @@ impl Controller {
                     {
                         run.stopping = true;
                         let running = running.clone();
-                        record(&self.store, vmi, EventType::Normal, "ShuttingDown", "Signaled Graceful Shutdown");
+                        record(
+                            &self.store,
+                            vmi,
+                            EventType::Normal,
+                            "ShuttingDown",
+                            "Signaled Graceful Shutdown",
+                        );
                         self.runtime.spawn(async move {
                             let grace = running.plan.grace;
                             if let Err(error) = running.handle.stop(grace).await {
@@ -451,24 +499,34 @@ impl Controller {
             Ok(None) => return Ok(()), // backend storage not bound yet
             Err(message) => {
                 drop(runs);
-                record(&self.store, vmi, EventType::Warning, "FailedCreate", &message);
+                record(
+                    &self.store,
+                    vmi,
+                    EventType::Warning,
+                    "FailedCreate",
+                    &message,
+                );
                 self.set_vmi_phase(vmi, "Failed", Some(("FailedCreate", &message)))?;
                 return Ok(());
             }
         };
-        runs.insert(key.clone(), Run {
-            vmi_uid: uid.to_owned(),
-            state: RunState::Starting,
-            stopping: false,
-            volume: plan.state_volume.clone(),
-        });
+        runs.insert(
+            key.clone(),
+            Run {
+                vmi_uid: uid.to_owned(),
+                state: RunState::Starting,
+                stopping: false,
+                volume: plan.state_volume.clone(),
+            },
+        );
         drop(runs);
         if !adopt {
             self.set_vmi_phase(vmi, "Scheduled", None)?;
         }
         let me = self.clone();
         let vmi = vmi.clone();
-        self.runtime.spawn(async move { me.run_instance(vmi, plan, adopt).await });
+        self.runtime
+            .spawn(async move { me.run_instance(vmi, plan, adopt).await });
         Ok(())
     }
 
@@ -495,7 +553,9 @@ impl Controller {
     ) -> Result<(), ReconcileError> {
         let ns = meta_str(vmi, "namespace");
         let name = meta_str(vmi, "name");
-        let Some(mut current) = not_found_is_none(self.store.get(&VMIS.store_kind(), Some(ns), name))? else {
+        let Some(mut current) =
+            not_found_is_none(self.store.get(&VMIS.store_kind(), Some(ns), name))?
+        else {
             return Ok(());
         };
         if meta_str(&current, "uid") != meta_str(vmi, "uid") {
@@ -514,9 +574,10 @@ impl Controller {
             status["reason"] = json!(reason);
             status["message"] = json!(message);
         }
-        let transitions = status
-            .as_object_mut()
-            .map(|s| s.entry("phaseTransitionTimestamps").or_insert_with(|| json!([])));
+        let transitions = status.as_object_mut().map(|s| {
+            s.entry("phaseTransitionTimestamps")
+                .or_insert_with(|| json!([]))
+        });
         if let Some(Value::Array(list)) = transitions {
             list.push(json!({"phase": phase, "phaseTransitionTimestamp": now}));
         }
@@ -532,15 +593,17 @@ impl Controller {
 
     /// The engine plan of a VMI; `Ok(None)` while its backend storage is not bound yet.
     fn plan_for(&self, vmi: &Value) -> Result<Option<VmPlan>, String> {
-        let typed: VirtualMachineInstance =
-            serde_json::from_value(vmi.clone()).map_err(|e| format!("the stored VMI cannot be read: {e}"))?;
+        let typed: VirtualMachineInstance = serde_json::from_value(vmi.clone())
+            .map_err(|e| format!("the stored VMI cannot be read: {e}"))?;
         let ns = meta_str(vmi, "namespace");
         let owner = vm_owner_name(vmi);
         let state_volume = if typed.spec.needs_backend_storage() {
             match self.backend_pvc(ns, &owner).map_err(|e| e.to_string())? {
                 Some(pvc) => match pvc.pointer("/spec/volumeName").and_then(Value::as_str) {
                     Some(volume) if !volume.is_empty() => Some((
-                        self.provisioner.volume_path(volume).map_err(|e| e.to_string())?,
+                        self.provisioner
+                            .volume_path(volume)
+                            .map_err(|e| e.to_string())?,
                         self.data_dir.join("state-generations").join(volume),
                     )),
                     _ => return Ok(None),
@@ -581,7 +644,10 @@ impl Controller {
 
     /// Starts (or adopts) a VM and follows it until it ends.
     async fn run_instance(self: Arc<Self>, vmi: Value, plan: VmPlan, adopt: bool) {
-        let key = (meta_str(&vmi, "namespace").to_owned(), meta_str(&vmi, "name").to_owned());
+        let key = (
+            meta_str(&vmi, "namespace").to_owned(),
+            meta_str(&vmi, "name").to_owned(),
+        );
         let started = std::time::Instant::now();
         let result = if adopt {
             self.engine.adopt(plan).await
@@ -593,11 +659,19 @@ impl Controller {
             Err(error) => {
                 self.runs().remove(&key);
                 let message = if adopt {
-                    format!("the VM is no longer running (it ended while ferrovirt was not running): {error}")
+                    format!(
+                        "the VM is no longer running (it ended while ferrovirt was not running): {error}"
+                    )
                 } else {
                     format!("failed to start the VM: {error}")
                 };
-                record(&self.store, &vmi, EventType::Warning, "FailedCreate", &message);
+                record(
+                    &self.store,
+                    &vmi,
+                    EventType::Warning,
+                    "FailedCreate",
+                    &message,
+                );
                 let _ = self.set_vmi_phase(&vmi, "Failed", Some(("FailedCreate", &message)));
                 self.enqueue_vm(&key.0, &key.1);
                 return;
@@ -607,27 +681,92 @@ impl Controller {
             run.state = RunState::Running(running.clone());
         }
         if adopt {
-            record(&self.store, &vmi, EventType::Normal, "Adopted", "VirtualMachineInstance adopted after a ferrovirt restart.");
+            record(
+                &self.store,
+                &vmi,
+                EventType::Normal,
+                "Adopted",
+                "VirtualMachineInstance adopted after a ferrovirt restart.",
+            );
         } else {
             tracing::info!(vm = %key.1, elapsed_ms = started.elapsed().as_millis() as u64, "VM started");
             let _ = self.set_vmi_phase(&vmi, "Running", None);
-            record(&self.store, &vmi, EventType::Normal, "Started", "VirtualMachineInstance started.");
+            record(
+                &self.store,
+                &vmi,
+                EventType::Normal,
+                "Started",
+                "VirtualMachineInstance started.",
+            );
         }
         self.enqueue_vm(&key.0, &key.1);
         let end = self.engine.wait(&running).await;
         let stopping = self.runs().remove(&key).is_some_and(|r| r.stopping);
         let (phase, reason, message) = match &end {
             Ok(end) => match &end.exit.reason {
-                ExitReason::GuestPoweroff { .. } => ("Succeeded", "Stopped", "The VirtualMachineInstance was shut down.".to_owned()),
-                ExitReason::HostShutdown { .. } | ExitReason::Unobserved => ("Succeeded", "Stopped", "The VirtualMachineInstance was shut down.".to_owned()),
-                ExitReason::Killed { .. } if stopping => ("Succeeded", "Stopped", "The VirtualMachineInstance was killed after its grace period.".to_owned()),
-                other => ("Failed", "Crashed", format!("The VirtualMachineInstance crashed: {other:?}")),
+                ExitReason::GuestPoweroff { .. } => (
+                    "Succeeded",
+                    "Stopped",
+                    "The VirtualMachineInstance was shut down.".to_owned(),
+                ),
+                ExitReason::HostShutdown { .. } | ExitReason::Unobserved => (
+                    "Succeeded",
+                    "Stopped",
+                    "The VirtualMachineInstance was shut down.".to_owned(),
+                ),
+                ExitReason::Killed { .. } if stopping => (
+                    "Succeeded",
+                    "Stopped",
+                    "The VirtualMachineInstance was killed after its grace period.".to_owned(),
+                ),
+                other => (
+                    "Failed",
+                    "Crashed",
+                    format!("The VirtualMachineInstance crashed: {other:?}"),
+                ),
             },
-            Err(error) => ("Failed", "Failed", format!("The VirtualMachineInstance ended with an error: {error}")),
+            Err(error) => (
+                "Failed",
+                "Failed",
+                format!("The VirtualMachineInstance ended with an error: {error}"),
+            ),
         };
-        record(&self.store, &vmi, if phase == "Failed" { EventType::Warning } else { EventType::Normal }, reason, &message);
+        record(
+            &self.store,
+            &vmi,
+            if phase == "Failed" {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason,
+            &message,
+        );
         let _ = self.set_vmi_phase(&vmi, phase, Some((reason, &message)));
         self.enqueue_vm(&key.0, &key.1);
+        // A PVC deleted while this VM ran waits for it: look at it again now.
+        self.enqueue_pvcs_of(&key.0, &vm_owner_name(&vmi));
+    }
+
+    fn enqueue_pvcs_of(&self, ns: &str, vm_name: &str) {
+        let selector = ferrovirt_store::Selector::parse(&format!(
+            "{}={vm_name}",
+            ferrovirt_storage::backend::PVC_LABEL_KEY
+        ))
+        .unwrap_or_else(|_| ferrovirt_store::Selector::everything());
+        let options = ListOptions {
+            namespace: Some(ns.to_owned()),
+            label_selector: selector,
+            ..ListOptions::default()
+        };
+        if let Ok(list) = self.store.list(&PVCS.store_kind(), &options) {
+            for pvc in list.items {
+                self.enqueue(Key::Pvc {
+                    namespace: ns.to_owned(),
+                    name: meta_str(&pvc, "name").to_owned(),
+                });
+            }
+        }
     }
 
     /// The VMI's `volumeStatus` entry for the backend storage.
@@ -635,8 +774,10 @@ impl Controller {
         let ns = meta_str(vmi, "namespace");
         let owner = vm_owner_name(vmi);
         match self.backend_pvc(ns, &owner) {
-            Ok(Some(pvc)) if vmi.pointer("/spec/domain/devices/tpm/persistent") == Some(&json!(true))
-                || vmi.pointer("/spec/domain/firmware/bootloader/efi/persistent") == Some(&json!(true)) =>
+            Ok(Some(pvc))
+                if vmi.pointer("/spec/domain/devices/tpm/persistent") == Some(&json!(true))
+                    || vmi.pointer("/spec/domain/firmware/bootloader/efi/persistent")
+                        == Some(&json!(true)) =>
             {
                 let claim = meta_str(&pvc, "name");
                 json!([{
@@ -659,12 +800,17 @@ impl Controller {
 
     /// Whether a running VM uses this volume directory.
     fn volume_in_use(&self, path: &std::path::Path) -> bool {
-        self.runs().values().any(|r| r.volume.as_deref() == Some(path))
+        self.runs()
+            .values()
+            .any(|r| r.volume.as_deref() == Some(path))
     }
 }
 
 fn owned_by(vmi: &Value, vm_uid: &str) -> bool {
-    match vmi.pointer("/metadata/ownerReferences").and_then(Value::as_array) {
+    match vmi
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+    {
         Some(refs) if !refs.is_empty() => refs
             .iter()
             .any(|r| r.get("uid").and_then(Value::as_str) == Some(vm_uid)),
@@ -675,14 +821,20 @@ fn owned_by(vmi: &Value, vm_uid: &str) -> bool {
 fn owner_is_vm(vmi: &Value) -> bool {
     vmi.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r.get("kind") == Some(&json!("VirtualMachine"))))
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("kind") == Some(&json!("VirtualMachine")))
+        })
 }
 
 /// The VM a VMI belongs to (its own name for a standalone VMI).
 fn vm_owner_name(vmi: &Value) -> String {
     vmi.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .and_then(|refs| refs.iter().find(|r| r.get("kind") == Some(&json!("VirtualMachine"))))
+        .and_then(|refs| {
+            refs.iter()
+                .find(|r| r.get("kind") == Some(&json!("VirtualMachine")))
+        })
         .and_then(|r| r.get("name").and_then(Value::as_str))
         .unwrap_or_else(|| meta_str(vmi, "name"))
         .to_owned()

@@ -39,7 +39,10 @@ pub fn choose_storage_class(
     classes: &[StorageClass],
 ) -> Result<String, BackendStorageError> {
     if let Some(name) = configured.filter(|n| !n.is_empty()) {
-        return if classes.iter().any(|c| c.metadata.name.as_deref() == Some(name)) {
+        return if classes
+            .iter()
+            .any(|c| c.metadata.name.as_deref() == Some(name))
+        {
             Ok(name.to_owned())
         } else {
             Err(BackendStorageError::MissingStorageClass(name.to_owned()))
@@ -86,7 +89,8 @@ impl Controller {
                     .into_iter()
                     .filter_map(|c| serde_json::from_value(c).ok())
                     .collect();
-                let class = choose_storage_class(cluster.vm_state_storage_class.as_deref(), &classes)?;
+                let class =
+                    choose_storage_class(cluster.vm_state_storage_class.as_deref(), &classes)?;
                 let pvc = json!({
                     "apiVersion": "v1",
                     "kind": "PersistentVolumeClaim",
@@ -109,8 +113,16 @@ impl Controller {
                     "status": {"phase": "Pending"},
                 });
                 let created = self.store.create(&PVCS.store_kind(), pvc)?;
-                record(&self.store, vm, EventType::Normal, "SuccessfulCreate",
-                    &format!("Created backend storage PVC {} for the VM's persistent TPM/EFI state", meta_str(&created, "name")));
+                record(
+                    &self.store,
+                    vm,
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    &format!(
+                        "Created backend storage PVC {} for the VM's persistent TPM/EFI state",
+                        meta_str(&created, "name")
+                    ),
+                );
                 created
             }
         };
@@ -158,21 +170,43 @@ impl Controller {
                 .map_err(|e| BackendStorageError::Volume(format!("{}: {e}", archive.display())))?;
             let retired = ferrovirt_storage::generations::retire(&path, &archive)
                 .map_err(|e| BackendStorageError::Volume(e.to_string()))?;
-            record(&self.store, vm, EventType::Normal, "RetiredBackendStorage",
-                &format!("Persistent TPM/EFI state is no longer requested: the volume of PVC {} was moved to {} (recoverable) and the PVC is deleted", meta_str(&pvc, "name"), retired.display()));
+            record(
+                &self.store,
+                vm,
+                EventType::Normal,
+                "RetiredBackendStorage",
+                &format!(
+                    "Persistent TPM/EFI state is no longer requested: the volume of PVC {} was moved to {} (recoverable) and the PVC is deleted",
+                    meta_str(&pvc, "name"),
+                    retired.display()
+                ),
+            );
         }
-        match self.store.delete(&PVCS.store_kind(), Some(ns), meta_str(&pvc, "name"), &Preconditions::default()) {
+        match self.store.delete(
+            &PVCS.store_kind(),
+            Some(ns),
+            meta_str(&pvc, "name"),
+            &Preconditions::default(),
+        ) {
             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
     /// A PVC: bind it when pending; when deleted, delete its volume once no VM uses it.
-    pub(super) fn reconcile_pvc(self: &Arc<Self>, ns: &str, name: &str) -> Result<(), ReconcileError> {
-        let Some(pvc) = not_found_is_none(self.store.get(&PVCS.store_kind(), Some(ns), name))? else {
+    pub(super) fn reconcile_pvc(
+        self: &Arc<Self>,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ReconcileError> {
+        let Some(pvc) = not_found_is_none(self.store.get(&PVCS.store_kind(), Some(ns), name))?
+        else {
             return Ok(());
         };
-        let volume = pvc.pointer("/spec/volumeName").and_then(Value::as_str).map(str::to_owned);
+        let volume = pvc
+            .pointer("/spec/volumeName")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         if pvc.pointer("/metadata/deletionTimestamp").is_some() {
             if let Some(volume) = &volume {
                 if let Ok(path) = self.provisioner.volume_path(volume)
@@ -209,13 +243,17 @@ impl Controller {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            if !finalizers.iter().any(|f| f.as_str() == Some(PVC_PROTECTION)) {
+            if !finalizers
+                .iter()
+                .any(|f| f.as_str() == Some(PVC_PROTECTION))
+            {
                 let mut list = finalizers;
                 list.push(json!(PVC_PROTECTION));
                 pvc["metadata"]["finalizers"] = Value::Array(list);
                 pvc = self.store.update(&PVCS.store_kind(), pvc)?;
             }
-            self.bind(pvc).map_err(|e| ReconcileError::Other(e.to_string()))?;
+            self.bind(pvc)
+                .map_err(|e| ReconcileError::Other(e.to_string()))?;
         }
         Ok(())
     }
@@ -242,11 +280,19 @@ mod tests {
             class("default", Some(DEFAULT_CLASS_ANNOTATION)),
             class("virt", Some(DEFAULT_VIRT_CLASS_ANNOTATION)),
         ];
-        assert_eq!(choose_storage_class(Some("plain"), &classes).unwrap(), "plain");
-        assert_eq!(choose_storage_class(None, &classes).unwrap(), "virt");
-        assert_eq!(choose_storage_class(None, &classes[..2]).unwrap(), "default");
         assert_eq!(
-            choose_storage_class(None, &classes[..1]).unwrap_err().to_string(),
+            choose_storage_class(Some("plain"), &classes).unwrap(),
+            "plain"
+        );
+        assert_eq!(choose_storage_class(None, &classes).unwrap(), "virt");
+        assert_eq!(
+            choose_storage_class(None, &classes[..2]).unwrap(),
+            "default"
+        );
+        assert_eq!(
+            choose_storage_class(None, &classes[..1])
+                .unwrap_err()
+                .to_string(),
             "no default storage class found"
         );
         assert!(choose_storage_class(Some("nope"), &classes).is_err());

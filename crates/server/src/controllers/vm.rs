@@ -155,8 +155,16 @@ pub fn vm_status(
         _ => {
             let mut c = json!({"type": "Ready", "status": ready_text, "lastProbeTime": null, "lastTransitionTime": now});
             if !ready {
-                c["reason"] = json!(if vmi.is_some() { "PodNotReady" } else { "VMINotExists" });
-                c["message"] = json!(if vmi.is_some() { "VMI is not running" } else { "VMI does not exist" });
+                c["reason"] = json!(if vmi.is_some() {
+                    "PodNotReady"
+                } else {
+                    "VMINotExists"
+                });
+                c["message"] = json!(if vmi.is_some() {
+                    "VMI is not running"
+                } else {
+                    "VMI does not exist"
+                });
             }
             c
         }
@@ -206,7 +214,10 @@ mod tests {
         assert_eq!(run_strategy_of(&vm(json!({"running": true}))), "Always");
         assert_eq!(run_strategy_of(&vm(json!({"running": false}))), "Halted");
         assert_eq!(run_strategy_of(&vm(json!({}))), "Halted");
-        assert_eq!(run_strategy_of(&vm(json!({"runStrategy": "Manual"}))), "Manual");
+        assert_eq!(
+            run_strategy_of(&vm(json!({"runStrategy": "Manual"}))),
+            "Manual"
+        );
     }
 
     #[test]
@@ -214,24 +225,48 @@ mod tests {
         let always = vm(json!({"runStrategy": "Always"}));
         assert_eq!(decide(&always, None, false), Decision::CreateInstance);
         assert_eq!(decide(&always, None, true), Decision::Nothing);
-        assert_eq!(decide(&always, Some(&vmi("Running")), false), Decision::Nothing);
-        assert_eq!(decide(&always, Some(&vmi("Succeeded")), false), Decision::DeleteInstance);
+        assert_eq!(
+            decide(&always, Some(&vmi("Running")), false),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(&always, Some(&vmi("Succeeded")), false),
+            Decision::DeleteInstance
+        );
         let halted = vm(json!({"runStrategy": "Halted"}));
-        assert_eq!(decide(&halted, Some(&vmi("Running")), false), Decision::DeleteInstance);
+        assert_eq!(
+            decide(&halted, Some(&vmi("Running")), false),
+            Decision::DeleteInstance
+        );
         assert_eq!(decide(&halted, None, false), Decision::Nothing);
         let rerun = vm(json!({"runStrategy": "RerunOnFailure"}));
-        assert_eq!(decide(&rerun, Some(&vmi("Succeeded")), false), Decision::Nothing);
-        assert_eq!(decide(&rerun, Some(&vmi("Failed")), false), Decision::DeleteInstance);
+        assert_eq!(
+            decide(&rerun, Some(&vmi("Succeeded")), false),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(&rerun, Some(&vmi("Failed")), false),
+            Decision::DeleteInstance
+        );
         let manual = vm(json!({"runStrategy": "Manual"}));
         assert_eq!(decide(&manual, None, false), Decision::Nothing);
-        assert_eq!(decide(&manual, Some(&vmi("Succeeded")), false), Decision::Nothing);
+        assert_eq!(
+            decide(&manual, Some(&vmi("Succeeded")), false),
+            Decision::Nothing
+        );
         let mut start = manual.clone();
         start["status"] = json!({"stateChangeRequests": [{"action": "Start"}]});
         assert_eq!(decide(&start, None, false), Decision::CreateInstance);
-        assert_eq!(decide(&start, Some(&vmi("Running")), false), Decision::PopRequest);
+        assert_eq!(
+            decide(&start, Some(&vmi("Running")), false),
+            Decision::PopRequest
+        );
         let mut stop = manual.clone();
         stop["status"] = json!({"stateChangeRequests": [{"action": "Stop", "uid": "u1"}]});
-        assert_eq!(decide(&stop, Some(&vmi("Running")), false), Decision::DeleteInstance);
+        assert_eq!(
+            decide(&stop, Some(&vmi("Running")), false),
+            Decision::DeleteInstance
+        );
         assert_eq!(decide(&stop, None, false), Decision::PopRequest);
     }
 
@@ -240,11 +275,20 @@ mod tests {
         let v = vm(json!({"runStrategy": "Always"}));
         assert_eq!(printable_status(&v, None, false, None), "Stopped");
         assert_eq!(printable_status(&v, None, true, None), "CrashLoopBackOff");
-        assert_eq!(printable_status(&v, Some(&vmi("Scheduled")), false, None), "Starting");
-        assert_eq!(printable_status(&v, Some(&vmi("Running")), false, None), "Running");
+        assert_eq!(
+            printable_status(&v, Some(&vmi("Scheduled")), false, None),
+            "Starting"
+        );
+        assert_eq!(
+            printable_status(&v, Some(&vmi("Running")), false, None),
+            "Running"
+        );
         let mut stopping = vmi("Running");
         stopping["metadata"]["deletionTimestamp"] = json!("now");
-        assert_eq!(printable_status(&v, Some(&stopping), false, None), "Stopping");
+        assert_eq!(
+            printable_status(&v, Some(&stopping), false, None),
+            "Stopping"
+        );
         let status = vm_status(&v, Some(&vmi("Running")), false, None, "t");
         assert_eq!(status["ready"], true);
         assert_eq!(status["conditions"][0]["status"], "True");
