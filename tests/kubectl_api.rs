@@ -102,6 +102,46 @@ fn kubectl_apply_get_edit_delete() {
         "{stderr}"
     );
 
+    // A misspelt field: refused by strict field validation, naming the field.
+    let typo = manifest(
+        &server,
+        "typo.yaml",
+        &std::fs::read_to_string(&tpm_vm)
+            .unwrap()
+            .replace("persistent: true", "persistant: true"),
+    );
+    let out = server.kubectl(&["apply", "-f", typo.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr
+                .contains("unknown field \"spec.template.spec.domain.devices.tpm.persistant\""),
+        "{stderr}"
+    );
+    // Every KubeVirt example and seed is accepted by a server-side dry run.
+    for dir in ["kubevirt-examples", "seeds"] {
+        for entry in std::fs::read_dir(fixtures().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            // Harvester's manifest sets `tpm.model`, which KubeVirt's v1 schema does not have.
+            if path.ends_with("harvester-windows11-persistent-tpm.yaml") {
+                continue;
+            }
+            let out = server.kubectl(&["apply", "--dry-run=server", "-f", path.to_str().unwrap()]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !stderr.contains("unknown field"),
+                "{}: {stderr}",
+                path.display()
+            );
+        }
+    }
+    let listed = server.kubectl_ok(&["get", "vms", "-o", "name"]);
+    assert_eq!(
+        listed.lines().count(),
+        2,
+        "a server-side dry run must not store anything: {listed}"
+    );
+
     // Feature gate off (an admin edits the KubeVirt CR): persistent TPM is refused.
     server.kubectl_ok(&[
         "patch",

@@ -143,7 +143,15 @@ async fn handle(
         ) => {
             let bytes = http::read_body(body).await?;
             let object = http::decode_object(&http::content_type(headers), &bytes)?;
-            let created = create(state, resource, namespace.as_deref(), object).await?;
+            check_strict(&params, &resource, &object)?;
+            let created = create(
+                state,
+                resource,
+                namespace.as_deref(),
+                object,
+                is_dry_run(&params),
+            )
+            .await?;
             Ok(http::json_response(StatusCode::CREATED, &created))
         }
         (
@@ -175,8 +183,15 @@ async fn handle(
         ) => {
             let bytes = http::read_body(body).await?;
             let object = http::decode_object(&http::content_type(headers), &bytes)?;
+            check_strict(&params, &resource, &object)?;
             Ok(ok(&replace(
-                state, resource, namespace, name, object, false,
+                state,
+                resource,
+                namespace,
+                name,
+                object,
+                false,
+                is_dry_run(&params),
             )
             .await?))
         }
@@ -190,9 +205,16 @@ async fn handle(
         ) => {
             let bytes = http::read_body(body).await?;
             let object = http::decode_object(&http::content_type(headers), &bytes)?;
-            Ok(ok(
-                &replace(state, resource, namespace, name, object, true).await?
-            ))
+            Ok(ok(&replace(
+                state,
+                resource,
+                namespace,
+                name,
+                object,
+                true,
+                is_dry_run(&params),
+            )
+            .await?))
         }
         (
             Route::Status {
@@ -213,7 +235,17 @@ async fn handle(
             let kind = PatchKind::from_content_type(&http::content_type(headers))?;
             let bytes = http::read_body(body).await?;
             Ok(ok(&patch_object(
-                state, resource, namespace, name, kind, bytes, false,
+                state,
+                resource,
+                namespace,
+                name,
+                kind,
+                bytes,
+                WriteFlags {
+                    status_only: false,
+                    strict: is_strict(&params),
+                    dry_run: is_dry_run(&params),
+                },
             )
             .await?))
         }
@@ -228,7 +260,17 @@ async fn handle(
             let kind = PatchKind::from_content_type(&http::content_type(headers))?;
             let bytes = http::read_body(body).await?;
             Ok(ok(&patch_object(
-                state, resource, namespace, name, kind, bytes, true,
+                state,
+                resource,
+                namespace,
+                name,
+                kind,
+                bytes,
+                WriteFlags {
+                    status_only: true,
+                    strict: false,
+                    dry_run: is_dry_run(&params),
+                },
             )
             .await?))
         }
@@ -262,6 +304,51 @@ async fn handle(
             "the server does not allow this method on the requested resource ({method})"
         ))),
     }
+}
+
+/// How a write is done.
+#[derive(Debug, Clone, Copy)]
+struct WriteFlags {
+    /// Only `.status` is written (the status subresource).
+    status_only: bool,
+    /// Unknown fields are refused (`fieldValidation=Strict`).
+    strict: bool,
+    /// Admission only, nothing stored (`dryRun=All`).
+    dry_run: bool,
+}
+
+fn is_dry_run(params: &Params) -> bool {
+    params.contains_key("dryRun")
+}
+
+fn is_strict(params: &Params) -> bool {
+    params.get("fieldValidation").map(String::as_str) == Some("Strict")
+}
+
+fn check_strict(params: &Params, resource: &ResourceDef, object: &Value) -> ApiResult<()> {
+    if is_strict(params) {
+        reject_unknown_fields(resource, object)?;
+    }
+    Ok(())
+}
+
+/// 400 with Kubernetes' strict decoding message when the object has fields the schema lacks.
+fn reject_unknown_fields(resource: &ResourceDef, object: &Value) -> ApiResult<()> {
+    let unknown = crate::strict::unknown_fields(resource.kind, object);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+        resource.kind,
+        resource.version,
+        resource.kind,
+        fields.join(", ")
+    )))
 }
 
 /// One object.
@@ -454,6 +541,7 @@ pub async fn create(
     resource: ResourceDef,
     namespace: Option<&str>,
     mut object: Value,
+    dry_run: bool,
 ) -> ApiResult<Value> {
     admission::check_type_and_namespace(&resource, namespace, &mut object)?;
     let meta = &object["metadata"];
@@ -489,6 +577,9 @@ pub async fn create(
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
+        if dry_run {
+            return Ok(Ok(admitted));
+        }
         s.create(&resource.store_kind(), admitted).map(Ok)
     })
     .await?
@@ -502,6 +593,7 @@ pub async fn replace(
     name: String,
     mut object: Value,
     status_only: bool,
+    dry_run: bool,
 ) -> ApiResult<Value> {
     admission::check_type_and_namespace(&resource, namespace.as_deref(), &mut object)?;
     match object.pointer("/metadata/name").and_then(Value::as_str) {
@@ -517,6 +609,9 @@ pub async fn replace(
         let kind = resource.store_kind();
         let old = s.get(&kind, namespace.as_deref(), &name)?;
         if status_only {
+            if dry_run {
+                return Ok(Ok(object));
+            }
             return s.update_status(&kind, object).map(Ok);
         }
         let cluster = admission::cluster_config(s);
@@ -524,6 +619,9 @@ pub async fn replace(
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
+        if dry_run {
+            return Ok(Ok(admitted));
+        }
         s.update(&kind, admitted).map(Ok)
     })
     .await?
@@ -536,7 +634,7 @@ async fn patch_object(
     name: String,
     kind: PatchKind,
     body: Vec<u8>,
-    status_only: bool,
+    flags: WriteFlags,
 ) -> ApiResult<Value> {
     // A patch without its own resourceVersion is retried on conflicts with concurrent writers,
     // as the Kubernetes API server does.
@@ -544,6 +642,9 @@ async fn patch_object(
         let current = get(state, resource, namespace.clone(), name.clone()).await?;
         let mut patched = current.clone();
         patch::apply(kind, &mut patched, &body)?;
+        if flags.strict {
+            reject_unknown_fields(&resource, &patched)?;
+        }
         let pinned = patched.pointer("/metadata/resourceVersion")
             != current.pointer("/metadata/resourceVersion");
         match replace(
@@ -552,7 +653,8 @@ async fn patch_object(
             namespace.clone(),
             name.clone(),
             patched,
-            status_only,
+            flags.status_only,
+            flags.dry_run,
         )
         .await
         {
@@ -603,6 +705,9 @@ async fn delete(
             .map(parse_resource_version)
             .transpose()?,
     };
+    if params.contains_key("dryRun") {
+        return Ok(ok(&get(state, resource, namespace, name).await?));
+    }
     let outcome = blocking(&state.store, move |s| {
         let kind = resource.store_kind();
         if propagation == "Orphan" {

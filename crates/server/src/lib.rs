@@ -20,6 +20,7 @@ pub mod http;
 pub mod patch;
 pub mod resources;
 pub mod route;
+pub mod strict;
 pub mod table;
 
 use std::net::SocketAddr;
