@@ -74,7 +74,7 @@ pub const PVCS: ResourceDef = ResourceDef {
     kind: "PersistentVolumeClaim",
     short_names: &["pvc"],
     namespaced: true,
-    categories: &["all"],
+    categories: &[],
 };
 pub const EVENTS: ResourceDef = ResourceDef {
     group: "",
