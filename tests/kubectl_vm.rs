@@ -214,6 +214,46 @@ fn persistent_vm_runs_survives_restart_and_cleans_up() {
             .is_file()
     );
 
+    // Corrupt TPM state: the start fails with the engine's message (naming the file and the
+    // rollback), recorded as a FailedCreate event, and the VM backs off instead of looping.
+    let state_file = volume_dir.join(format!("swtpm/{uuid}/tpm2/tpm2-00.permall"));
+    std::fs::write(&state_file, b"this is not a TPM state").unwrap();
+    let (code, _) = server.request(
+        "PUT",
+        &format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/start"
+        ),
+        Some("application/json"),
+        b"{}",
+    );
+    assert_eq!(code, 202);
+    let failure = server.wait_for("a FailedCreate event", Duration::from_secs(30), || {
+        let events = server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=FailedCreate"),
+            "-o",
+            "json",
+        ]);
+        let events: Value = serde_json::from_str(&events).unwrap();
+        events["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+    });
+    eprintln!("FailedCreate: {failure}");
+    assert!(
+        failure.contains("tpm2-00.permall") && failure.contains("ferrovirt state rollback"),
+        "{failure}\n{}",
+        server.log()
+    );
+    server.wait_for("CrashLoopBackOff", Duration::from_secs(20), || {
+        (printable_status(&server, &name) == "CrashLoopBackOff").then_some(())
+    });
+    assert!(qemu_pid(&name).is_none());
+
     // Delete the VM: the PVC and its volume go with it.
     server.kubectl_ok(&["delete", "vm", &name]);
     server.wait_for("the PVC to be deleted", Duration::from_secs(20), || {
@@ -221,4 +261,40 @@ fn persistent_vm_runs_survives_restart_and_cleans_up() {
             .then_some(())
     });
     assert!(!server.log().contains("panicked"));
+}
+
+#[test]
+fn no_storage_class_is_a_failed_create() {
+    let server = Server::start(true);
+    server.kubectl_ok(&["delete", "sc", "local-path"]);
+    let name = format!("nosc-{}", server.port);
+    let path = manifest(&server, "vm.yaml", &vm_manifest(&name));
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    let message = server.wait_for("a FailedCreate event", Duration::from_secs(20), || {
+        let events = server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=FailedCreate"),
+            "-o",
+            "json",
+        ]);
+        let events: Value = serde_json::from_str(&events).unwrap();
+        events["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+    });
+    assert_eq!(message, "no default storage class found");
+    let vm: Value =
+        serde_json::from_str(&server.kubectl_ok(&["get", "vm", &name, "-o", "json"])).unwrap();
+    assert_eq!(vm["status"]["ready"], false);
+    assert_eq!(vm["status"]["created"], false);
+    assert!(
+        vm["status"]["conditions"]
+            .to_string()
+            .contains("no default storage class found")
+    );
+    assert!(server.kubectl_ok(&["get", "pvc"]).is_empty());
 }

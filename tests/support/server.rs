@@ -32,9 +32,11 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts a server; `controllers: false` serves the API alone (no engine).
     pub fn start(controllers: bool) -> Self {
+        // A short path on purpose: the engine's offline TPM check puts unix sockets under
+        // <data>/run/<uuid>/ferrovirt-tpm-check-XXXXXX/, and sun_path holds 107 bytes.
         let dir = tempfile::Builder::new()
-            .prefix("ferrovirt-e2e-")
-            .tempdir()
+            .prefix("fv")
+            .tempdir_in("/tmp")
             .unwrap();
         let mut server = Server {
             port: free_port(),
