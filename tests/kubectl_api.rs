@@ -188,6 +188,13 @@ fn kubectl_apply_get_edit_delete() {
     let out = server.kubectl(&["get", "vm", "vm-cirros"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
 
+    // `kubectl create namespace` (protobuf body), and deleting a namespace deletes its objects.
+    server.kubectl_ok(&["create", "namespace", "team-a"]);
+    server.kubectl_ok(&["-n", "team-a", "apply", "-f", cirros.to_str().unwrap()]);
+    assert!(server.kubectl_ok(&["get", "vms", "-A"]).contains("team-a"));
+    server.kubectl_ok(&["delete", "namespace", "team-a"]);
+    assert!(!server.kubectl_ok(&["get", "vms", "-A"]).contains("team-a"));
+
     // Discovery: short names and the defaults created on first run.
     let resources = server.kubectl_ok(&["api-resources"]);
     assert!(

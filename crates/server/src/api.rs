@@ -142,7 +142,12 @@ async fn handle(
             Method::POST,
         ) => {
             let bytes = http::read_body(body).await?;
-            let object = http::decode_object(&http::content_type(headers), &bytes)?;
+            let content_type = http::content_type(headers);
+            let object = if content_type == crate::protobuf::MEDIA_TYPE && resource == NAMESPACES {
+                crate::protobuf::decode_namespace(&bytes)?
+            } else {
+                http::decode_object(&content_type, &bytes)?
+            };
             check_strict(&params, &resource, &object)?;
             let created = create(
                 state,
@@ -719,6 +724,19 @@ async fn delete(
         s.delete(&kind, namespace.as_deref(), &name, &preconditions)
     })
     .await?;
+    if resource == NAMESPACES
+        && let DeleteOutcome::Deleted(namespace) = &outcome
+    {
+        let ns = namespace
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        blocking(&state.store, move |s| {
+            crate::gc::delete_namespace_contents(s, &ns)
+        })
+        .await?;
+    }
     Ok(match outcome {
         DeleteOutcome::Deleted(object) => ok(&object),
         DeleteOutcome::Finalizing(object) => http::json_response(StatusCode::ACCEPTED, &object),

@@ -80,6 +80,29 @@ pub fn collect_dependents(store: &Store, owner_uid: &str) -> Result<usize, Store
     Ok(deleted)
 }
 
+/// Deletes every object in a deleted namespace (VMs first; their VMIs and PVCs follow through
+/// their owner references and finalizers).
+pub fn delete_namespace_contents(store: &Store, namespace: &str) -> Result<(), StoreError> {
+    for resource in ALL.iter().filter(|r| r.namespaced) {
+        let kind = resource.store_kind();
+        let options = ListOptions {
+            namespace: Some(namespace.to_owned()),
+            ..ListOptions::default()
+        };
+        for object in store.list(&kind, &options)?.items {
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            match store.delete(&kind, Some(namespace), name, &Preconditions::default()) {
+                Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Deletes objects whose owners are all gone (after a restart: deletions the collector missed).
 pub fn sweep(store: &Store) -> Result<(), StoreError> {
     for resource in ALL {

@@ -2,9 +2,12 @@
 //! api crate, and the level-triggered controllers that turn VirtualMachines into running VMs through
 //! the vmm crate.
 //!
-//! Modules: [`route`] (URL -> resource), [`api`] (REST handlers and watch), [`discovery`],
-//! [`admission`], [`patch`], [`table`], [`http`], [`error`] (Status objects), [`gc`] (owner
-//! references), [`events`], [`console`] (WebSocket serial console), [`controllers`].
+//! Modules: [`route`] (URL -> resource), [`api`] (REST handlers and watch), [`discovery`]
+//! (incl. the OpenAPI v3 documents kubectl reads to leave validation to the server),
+//! [`admission`], [`strict`] (unknown fields, `fieldValidation=Strict`), [`patch`], [`table`],
+//! [`http`], [`protobuf`] (`kubectl create namespace`), [`error`] (Status objects), [`gc`] (owner
+//! references, namespace deletion), [`events`], [`console`] (WebSocket serial console),
+//! [`controllers`].
 //!
 //! Entry point: [`serve`] with a [`ServeConfig`]; [`router`] builds the HTTP router alone (tests).
 
@@ -18,6 +21,7 @@ pub mod events;
 pub mod gc;
 pub mod http;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod route;
 pub mod strict;
@@ -205,6 +209,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(config.listen);
+    if !local.ip().is_loopback() {
+        tracing::warn!(listen = %local, "listening beyond loopback: the API has no authentication; anyone who reaches this address controls the VMs");
+    }
     tracing::info!(listen = %local, data_dir = %config.data_dir.display(), "ferrovirt API server ready");
     let server = axum::serve(listener, router(state));
     tokio::select! {
