@@ -33,6 +33,8 @@ pub enum Command {
     /// Inspect and roll back the persistent TPM/EFI state generations of a stopped VM.
     #[command(subcommand)]
     State(commands::state::StateCommand),
+    /// Run the API server, the controllers and the VM engine (state in --data-dir).
+    Serve(commands::serve::ServeArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -67,5 +69,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::State(command) => commands::state::run(&command),
+        Command::Serve(args) => commands::serve::run(&args),
     }
 }

@@ -95,10 +95,15 @@ async fn hand_launch(dir: &Path) -> Result<Duration, Error> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    while !dir.join("qmp.sock").exists() {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let qmp = QmpClient::connect(&dir.join("qmp.sock"), Duration::from_secs(5)).await?;
+    let qmp = loop {
+        match QmpClient::connect(&dir.join("qmp.sock"), Duration::from_secs(5)).await {
+            Ok(qmp) => break qmp,
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     qmp.cont().await?;
     let _ = qmp.query_status().await?;
     let elapsed = started.elapsed();

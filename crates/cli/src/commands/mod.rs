@@ -2,4 +2,5 @@
 
 pub mod run;
 pub mod state;
+pub mod serve;
 pub mod validate;

@@ -1,0 +1,58 @@
+//! `ferrovirt serve --data-dir DIR --listen ADDR`: the API server, controllers and engine.
+//! Logs go to stderr through `tracing` (filter with `RUST_LOG`, default `info`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+/// Arguments of `ferrovirt serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the state lives: ferrovirt.db, volumes/, run/, logs/.
+    #[arg(
+        long = "data-dir",
+        value_name = "DIR",
+        default_value = "/var/lib/ferrovirt"
+    )]
+    pub data_dir: PathBuf,
+    /// Address to listen on (loopback by default: the API has no authentication).
+    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub fn run(args: &ServeArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = ferrovirt_server::ServeConfig {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        controllers: std::env::var_os("FERROVIRT_NO_CONTROLLERS").is_none(),
+    };
+    let result = runtime.block_on(ferrovirt_server::serve(config));
+    // Do not wait for in-flight watches or VM monitors: the VMs run on without us.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

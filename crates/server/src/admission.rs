@@ -1,0 +1,217 @@
+//! What happens to an object between the request body and the store: type meta and namespace
+//! checked against the URL, typed by the api crate, KubeVirt's defaults applied, and admitted with
+//! `ferrovirt_api::admit` (the same verdicts and messages as `ferrovirt validate`).
+
+use ferrovirt_api::defaults::{
+    apply_vm_defaults, apply_vmi_defaults, carry_over_firmware_identity,
+};
+use ferrovirt_api::kubevirt::KubeVirt;
+use ferrovirt_api::parse::ParseError;
+use ferrovirt_api::{AdmissionContext, ClusterConfig, Object, admit};
+use ferrovirt_store::{ListOptions, Store};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::resources::{KUBEVIRTS, ResourceDef};
+
+/// The cluster configuration from the stored KubeVirt object (none stored: no feature gates).
+pub fn cluster_config(store: &Store) -> ClusterConfig {
+    let list = store.list(&KUBEVIRTS.store_kind(), &ListOptions::default());
+    list.ok()
+        .and_then(|l| l.items.into_iter().next())
+        .and_then(|kv| serde_json::from_value::<KubeVirt>(kv).ok())
+        .map(|kv| ClusterConfig::from_kubevirt(&kv))
+        .unwrap_or_default()
+}
+
+/// Checks `apiVersion`/`kind`/namespace against the URL and fills them in when absent.
+pub fn check_type_and_namespace(
+    resource: &ResourceDef,
+    namespace: Option<&str>,
+    object: &mut Value,
+) -> Result<(), ApiError> {
+    let Some(map) = object.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object with apiVersion, kind and metadata",
+        ));
+    };
+    let expected_version = resource.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("apiVersion".into(), json!(expected_version));
+        }
+        Some(v) if v == expected_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({expected_version})"
+            )));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("kind".into(), json!(resource.kind));
+        }
+        Some(k) if k == resource.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                resource.kind
+            )));
+        }
+    }
+    let metadata = map.entry("metadata").or_insert_with(|| json!({}));
+    let Some(metadata) = metadata.as_object_mut() else {
+        return Err(ApiError::bad_request("metadata must be an object"));
+    };
+    if resource.namespaced {
+        let url_ns = namespace.unwrap_or("default");
+        match metadata.get("namespace").and_then(Value::as_str) {
+            None | Some("") => {
+                metadata.insert("namespace".into(), json!(url_ns));
+            }
+            Some(ns) if ns == url_ns => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        }
+    } else {
+        metadata.remove("namespace");
+    }
+    Ok(())
+}
+
+fn typed(object: &Value) -> Result<Object, ApiError> {
+    Object::from_value(object.clone(), "request body", 1).map_err(|err| match err {
+        ParseError::Type {
+            kind, path, message, ..
+        } => {
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            ApiError {
+                details: Some(json!({"name": name, "kind": kind,
+                    "causes": [{"reason": "FieldValueInvalid", "message": message, "field": path}]})),
+                ..ApiError::invalid(format!("The {kind} {name:?} is invalid: {path}: {message}"))
+            }
+        }
+        other => ApiError::bad_request(other.to_string()),
+    })
+}
+
+/// Types, defaults and admits an object being created; returns the JSON to store.
+pub fn admit_create(
+    resource: &ResourceDef,
+    object: Value,
+    cluster: &ClusterConfig,
+) -> Result<Value, ApiError> {
+    if resource.plural == "events" {
+        return Ok(object);
+    }
+    let mut typed_object = typed(&object)?;
+    match &mut typed_object {
+        Object::VirtualMachine(vm) => apply_vm_defaults(vm),
+        Object::VirtualMachineInstance(vmi) => apply_vmi_defaults(vmi),
+        _ => {}
+    }
+    admit(&typed_object, &AdmissionContext::create(cluster))?;
+    typed_object
+        .to_json()
+        .map_err(|e| ApiError::internal(format!("could not serialize the object: {e}")))
+}
+
+/// Types, defaults and admits an object replacing `old`; returns the JSON to store.
+pub fn admit_update(
+    resource: &ResourceDef,
+    object: Value,
+    old: &Value,
+    cluster: &ClusterConfig,
+) -> Result<Value, ApiError> {
+    if resource.plural == "events" {
+        return Ok(object);
+    }
+    let mut typed_object = typed(&object)?;
+    let old_typed = typed(old).ok();
+    if let (Object::VirtualMachine(new), Some(Object::VirtualMachine(old))) =
+        (&mut typed_object, &old_typed)
+    {
+        carry_over_firmware_identity(new, old);
+        apply_vm_defaults(new);
+    }
+    let ctx = match &old_typed {
+        Some(old) => AdmissionContext::update(cluster, old),
+        None => AdmissionContext::create(cluster),
+    };
+    admit(&typed_object, &ctx)?;
+    typed_object
+        .to_json()
+        .map_err(|e| ApiError::internal(format!("could not serialize the object: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{STORAGE_CLASSES, VMS};
+
+    #[test]
+    fn type_meta_and_namespace_are_checked() {
+        let mut vm = json!({"metadata": {"name": "a"}});
+        check_type_and_namespace(&VMS, Some("ns1"), &mut vm).unwrap();
+        assert_eq!(vm["apiVersion"], "kubevirt.io/v1");
+        assert_eq!(vm["kind"], "VirtualMachine");
+        assert_eq!(vm["metadata"]["namespace"], "ns1");
+        let mut other = json!({"metadata": {"name": "a", "namespace": "x"}});
+        assert_eq!(
+            check_type_and_namespace(&VMS, Some("ns1"), &mut other)
+                .unwrap_err()
+                .code,
+            400
+        );
+        let mut wrong = json!({"kind": "Pod", "metadata": {"name": "a"}});
+        assert_eq!(
+            check_type_and_namespace(&VMS, Some("ns1"), &mut wrong)
+                .unwrap_err()
+                .code,
+            400
+        );
+        let mut sc = json!({"metadata": {"name": "a", "namespace": "x"}});
+        check_type_and_namespace(&STORAGE_CLASSES, None, &mut sc).unwrap();
+        assert!(sc["metadata"].get("namespace").is_none());
+        assert_eq!(
+            check_type_and_namespace(&VMS, None, &mut json!([1]))
+                .unwrap_err()
+                .code,
+            400
+        );
+    }
+
+    #[test]
+    fn admission_rejects_with_field_paths() {
+        let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"runStrategy": "Always", "template": {"spec": {"domain": {
+                "devices": {"tpm": {"persistent": true}}, "resources": {"requests": {"memory": "128Mi"}}}}}}});
+        let err = admit_create(&VMS, vm.clone(), &ClusterConfig::default()).unwrap_err();
+        assert_eq!(err.code, 422);
+        let causes = err.details.unwrap()["causes"].clone();
+        assert!(
+            causes
+                .to_string()
+                .contains("spec.template.spec.domain.devices.tpm.persistent"),
+            "{causes}"
+        );
+        let admitted = admit_create(&VMS, vm, &ClusterConfig::embedded_default()).unwrap();
+        assert!(
+            admitted
+                .pointer("/spec/template/spec/domain/firmware/uuid")
+                .is_some()
+        );
+        let bad_type = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "a"}, "spec": {"running": "yes"}});
+        let err = admit_create(&VMS, bad_type, &ClusterConfig::default()).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(err.message.contains("spec.running"), "{}", err.message);
+    }
+}

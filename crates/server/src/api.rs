@@ -1,0 +1,839 @@
+//! The REST handlers: get, list (label and field selectors, pagination, Table), watch (chunked
+//! newline-delimited JSON, also as Table), create (generateName), update, patch, delete
+//! (preconditions and propagation), and the KubeVirt VM subresources `start`/`stop`/`restart`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ferrovirt_store::{
+    DeleteOutcome, ListOptions, Preconditions, Selector, Store, StoreError, WatchEventType,
+    WatchOptions, parse_resource_version,
+};
+use futures_util::StreamExt;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::admission;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{self, FieldSelector};
+use crate::patch::{self, PatchKind};
+use crate::resources::{NAMESPACES, ResourceDef, VMIS, VMS};
+use crate::route::{self, Route, VmAction};
+use crate::table;
+
+/// Query parameters of a request.
+pub type Params = HashMap<String, String>;
+
+/// Runs a store operation off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    store: &Store,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// `/api/{*rest}`.
+pub async fn core(
+    state: State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(rest): Path<String>,
+    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Response {
+    dispatch(state, method, headers, true, rest, query, body).await
+}
+
+/// `/apis/{*rest}`.
+pub async fn groups(
+    state: State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(rest): Path<String>,
+    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Response {
+    dispatch(state, method, headers, false, rest, query, body).await
+}
+
+async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    core: bool,
+    rest: String,
+    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let result = async {
+        let Query(params) =
+            query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+        let route = route::parse(core, &rest)?;
+        handle(&state, &method, &headers, route, params, body).await
+    }
+    .await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    tracing::debug!(%method, path = %rest, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+fn ok(value: &Value) -> Response {
+    http::json_response(StatusCode::OK, value)
+}
+
+async fn handle(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    route: Route,
+    params: Params,
+    body: Body,
+) -> ApiResult<Response> {
+    match (route, method.clone()) {
+        (Route::GroupVersion { group, version }, Method::GET) => {
+            Ok(ok(&crate::discovery::resource_list(&group, &version)))
+        }
+        (Route::Group { group }, Method::GET) => crate::discovery::group(&group)
+            .map(|g| ok(&g))
+            .ok_or_else(|| ApiError::not_found("no such group")),
+        (
+            Route::Collection {
+                resource,
+                namespace,
+            },
+            Method::GET,
+        ) => {
+            if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                watch(
+                    state,
+                    resource,
+                    namespace,
+                    &params,
+                    http::wants_table(headers),
+                )
+                .await
+            } else {
+                list(
+                    state,
+                    resource,
+                    namespace,
+                    &params,
+                    http::wants_table(headers),
+                )
+                .await
+            }
+        }
+        (
+            Route::Collection {
+                resource,
+                namespace,
+            },
+            Method::POST,
+        ) => {
+            let bytes = http::read_body(body).await?;
+            let content_type = http::content_type(headers);
+            let object = if content_type == crate::protobuf::MEDIA_TYPE && resource == NAMESPACES {
+                crate::protobuf::decode_namespace(&bytes)?
+            } else {
+                http::decode_object(&content_type, &bytes)?
+            };
+            check_strict(&params, &resource, &object)?;
+            let created = create(
+                state,
+                resource,
+                namespace.as_deref(),
+                object,
+                is_dry_run(&params),
+            )
+            .await?;
+            Ok(http::json_response(StatusCode::CREATED, &created))
+        }
+        (
+            Route::Item {
+                resource,
+                namespace,
+                name,
+            },
+            Method::GET,
+        ) => {
+            let object = get(state, resource, namespace.clone(), name).await?;
+            if http::wants_table(headers) {
+                let rv = object
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                Ok(ok(&table::table(&resource, &[object], rv, None, true)))
+            } else {
+                Ok(ok(&object))
+            }
+        }
+        (
+            Route::Item {
+                resource,
+                namespace,
+                name,
+            },
+            Method::PUT,
+        ) => {
+            let bytes = http::read_body(body).await?;
+            let object = http::decode_object(&http::content_type(headers), &bytes)?;
+            check_strict(&params, &resource, &object)?;
+            Ok(ok(&replace(
+                state,
+                resource,
+                namespace,
+                name,
+                object,
+                false,
+                is_dry_run(&params),
+            )
+            .await?))
+        }
+        (
+            Route::Status {
+                resource,
+                namespace,
+                name,
+            },
+            Method::PUT,
+        ) => {
+            let bytes = http::read_body(body).await?;
+            let object = http::decode_object(&http::content_type(headers), &bytes)?;
+            Ok(ok(&replace(
+                state,
+                resource,
+                namespace,
+                name,
+                object,
+                true,
+                is_dry_run(&params),
+            )
+            .await?))
+        }
+        (
+            Route::Status {
+                resource,
+                namespace,
+                name,
+            },
+            Method::GET,
+        ) => Ok(ok(&get(state, resource, namespace, name).await?)),
+        (
+            Route::Item {
+                resource,
+                namespace,
+                name,
+            },
+            Method::PATCH,
+        ) => {
+            let kind = PatchKind::from_content_type(&http::content_type(headers))?;
+            let bytes = http::read_body(body).await?;
+            Ok(ok(&patch_object(
+                state,
+                resource,
+                namespace,
+                name,
+                kind,
+                bytes,
+                WriteFlags {
+                    status_only: false,
+                    strict: is_strict(&params),
+                    dry_run: is_dry_run(&params),
+                },
+            )
+            .await?))
+        }
+        (
+            Route::Status {
+                resource,
+                namespace,
+                name,
+            },
+            Method::PATCH,
+        ) => {
+            let kind = PatchKind::from_content_type(&http::content_type(headers))?;
+            let bytes = http::read_body(body).await?;
+            Ok(ok(&patch_object(
+                state,
+                resource,
+                namespace,
+                name,
+                kind,
+                bytes,
+                WriteFlags {
+                    status_only: true,
+                    strict: false,
+                    dry_run: is_dry_run(&params),
+                },
+            )
+            .await?))
+        }
+        (
+            Route::Item {
+                resource,
+                namespace,
+                name,
+            },
+            Method::DELETE,
+        ) => {
+            let bytes = http::read_body(body).await?;
+            delete(state, resource, namespace, name, &params, &bytes).await
+        }
+        (
+            Route::VmAction {
+                namespace,
+                name,
+                action,
+            },
+            Method::PUT,
+        ) => {
+            http::read_body(body).await?;
+            vm_action(state, namespace, name, action).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (Route::Console { .. }, _) => Err(ApiError::bad_request(
+            "the console is a WebSocket: connect with an Upgrade: websocket request",
+        )),
+        (_, method) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ))),
+    }
+}
+
+/// How a write is done.
+#[derive(Debug, Clone, Copy)]
+struct WriteFlags {
+    /// Only `.status` is written (the status subresource).
+    status_only: bool,
+    /// Unknown fields are refused (`fieldValidation=Strict`).
+    strict: bool,
+    /// Admission only, nothing stored (`dryRun=All`).
+    dry_run: bool,
+}
+
+fn is_dry_run(params: &Params) -> bool {
+    params.contains_key("dryRun")
+}
+
+fn is_strict(params: &Params) -> bool {
+    params.get("fieldValidation").map(String::as_str) == Some("Strict")
+}
+
+fn check_strict(params: &Params, resource: &ResourceDef, object: &Value) -> ApiResult<()> {
+    if is_strict(params) {
+        reject_unknown_fields(resource, object)?;
+    }
+    Ok(())
+}
+
+/// 400 with Kubernetes' strict decoding message when the object has fields the schema lacks.
+fn reject_unknown_fields(resource: &ResourceDef, object: &Value) -> ApiResult<()> {
+    let unknown = crate::strict::unknown_fields(resource.kind, object);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+        resource.kind,
+        resource.version,
+        resource.kind,
+        fields.join(", ")
+    )))
+}
+
+/// One object.
+pub async fn get(
+    state: &AppState,
+    resource: ResourceDef,
+    namespace: Option<String>,
+    name: String,
+) -> ApiResult<Value> {
+    blocking(&state.store, move |s| {
+        s.get(&resource.store_kind(), namespace.as_deref(), &name)
+    })
+    .await
+}
+
+fn label_selector(params: &Params) -> ApiResult<Selector> {
+    match params.get("labelSelector") {
+        Some(text) if !text.is_empty() => Selector::parse(text)
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}"))),
+        _ => Ok(Selector::everything()),
+    }
+}
+
+fn field_selector(params: &Params) -> ApiResult<FieldSelector> {
+    params
+        .get("fieldSelector")
+        .map(|f| FieldSelector::parse(f))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+#[derive(serde::Serialize)]
+struct RawList<'a> {
+    kind: String,
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    metadata: Value,
+    items: &'a [Box<RawValue>],
+}
+
+async fn list(
+    state: &AppState,
+    resource: ResourceDef,
+    namespace: Option<String>,
+    params: &Params,
+    as_table: bool,
+) -> ApiResult<Response> {
+    let options = ListOptions {
+        namespace,
+        label_selector: label_selector(params)?,
+        limit: params
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l: &usize| *l > 0),
+        continue_token: params.get("continue").filter(|c| !c.is_empty()).cloned(),
+    };
+    let fields = field_selector(params)?;
+    let list = blocking(&state.store, move |s| {
+        s.list_raw(&resource.store_kind(), &options)
+    })
+    .await?;
+    let rv = list.resource_version.to_string();
+    let mut metadata = json!({"resourceVersion": rv});
+    if let Some(token) = &list.continue_token {
+        metadata["continue"] = json!(token);
+    }
+    if as_table || !fields.is_empty() {
+        let objects: Vec<Value> = list
+            .items
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+            .filter(|o| fields.matches(o))
+            .collect();
+        if as_table {
+            return Ok(ok(&table::table(
+                &resource,
+                &objects,
+                Some(rv),
+                list.continue_token,
+                true,
+            )));
+        }
+        return Ok(ok(
+            &json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(),
+            "metadata": metadata, "items": objects}),
+        ));
+    }
+    let body = RawList {
+        kind: resource.list_kind(),
+        api_version: resource.api_version(),
+        metadata,
+        items: &list.items,
+    };
+    let bytes = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::internal(format!("could not serialize the list: {e}")))?;
+    Ok(http::bytes_response(StatusCode::OK, bytes))
+}
+
+async fn watch(
+    state: &AppState,
+    resource: ResourceDef,
+    namespace: Option<String>,
+    params: &Params,
+    as_table: bool,
+) -> ApiResult<Response> {
+    let resource_version = match params.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(parse_resource_version(rv).map_err(ApiError::from)?),
+    };
+    let options = WatchOptions {
+        namespace,
+        label_selector: label_selector(params)?,
+        resource_version,
+    };
+    let fields = field_selector(params)?;
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let watch = blocking(&state.store, move |s| {
+        s.watch(&resource.store_kind(), options)
+    })
+    .await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream =
+        futures_util::stream::unfold((watch, true, false), move |(mut watch, first, done)| {
+            let fields = fields.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let next = tokio::time::timeout_at(deadline, watch.next()).await;
+                    let event = match next {
+                        Err(_) | Ok(None) => return None,
+                        Ok(Some(Err(error))) => {
+                            let status = ApiError::from(error).to_status();
+                            let line = json!({"type": "ERROR", "object": status});
+                            return Some((line_bytes(&line), (watch, first, true)));
+                        }
+                        Ok(Some(Ok(event))) => event,
+                    };
+                    if !fields.matches(&event.object) {
+                        continue;
+                    }
+                    let object = if as_table {
+                        let rv = event
+                            .object
+                            .pointer("/metadata/resourceVersion")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
+                        table::table(
+                            &resource,
+                            std::slice::from_ref(&event.object),
+                            rv,
+                            None,
+                            first,
+                        )
+                    } else {
+                        event.object
+                    };
+                    let kind = match event.event_type {
+                        WatchEventType::Added => "ADDED",
+                        WatchEventType::Modified => "MODIFIED",
+                        WatchEventType::Deleted => "DELETED",
+                    };
+                    let line = json!({"type": kind, "object": object});
+                    return Some((line_bytes(&line), (watch, false, false)));
+                }
+            }
+        });
+    let mut response = Response::new(Body::from_stream(stream.map(Ok::<Bytes, Infallible>)));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+fn line_bytes(value: &Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// Creates an object (admission included).
+pub async fn create(
+    state: &AppState,
+    resource: ResourceDef,
+    namespace: Option<&str>,
+    mut object: Value,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    admission::check_type_and_namespace(&resource, namespace, &mut object)?;
+    let meta = &object["metadata"];
+    let has_name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let has_generate = meta
+        .get("generateName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if !has_name && !has_generate {
+        return Err(ApiError {
+            details: Some(
+                json!({"causes": [{"reason": "FieldValueRequired", "message": "Required value: name or generateName is required", "field": "metadata.name"}]}),
+            ),
+            ..ApiError::invalid(format!(
+                "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                resource.kind
+            ))
+        });
+    }
+    let ns = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    blocking(&state.store, move |s| {
+        if let Some(ns) = &ns {
+            s.get(&NAMESPACES.store_kind(), None, ns)?;
+        }
+        let cluster = admission::cluster_config(s);
+        let admitted = match admission::admit_create(&resource, object, &cluster) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if dry_run {
+            return Ok(Ok(admitted));
+        }
+        s.create(&resource.store_kind(), admitted).map(Ok)
+    })
+    .await?
+}
+
+/// Replaces an object (PUT), or only its status (`status_only`).
+pub async fn replace(
+    state: &AppState,
+    resource: ResourceDef,
+    namespace: Option<String>,
+    name: String,
+    mut object: Value,
+    status_only: bool,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    admission::check_type_and_namespace(&resource, namespace.as_deref(), &mut object)?;
+    match object.pointer("/metadata/name").and_then(Value::as_str) {
+        Some(n) if n == name => {}
+        None | Some("") => object["metadata"]["name"] = json!(name),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+    }
+    blocking(&state.store, move |s| {
+        let kind = resource.store_kind();
+        let old = s.get(&kind, namespace.as_deref(), &name)?;
+        if status_only {
+            if dry_run {
+                return Ok(Ok(object));
+            }
+            return s.update_status(&kind, object).map(Ok);
+        }
+        let cluster = admission::cluster_config(s);
+        let admitted = match admission::admit_update(&resource, object, &old, &cluster) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if dry_run {
+            return Ok(Ok(admitted));
+        }
+        s.update(&kind, admitted).map(Ok)
+    })
+    .await?
+}
+
+async fn patch_object(
+    state: &AppState,
+    resource: ResourceDef,
+    namespace: Option<String>,
+    name: String,
+    kind: PatchKind,
+    body: Vec<u8>,
+    flags: WriteFlags,
+) -> ApiResult<Value> {
+    // A patch without its own resourceVersion is retried on conflicts with concurrent writers,
+    // as the Kubernetes API server does.
+    for _ in 0..5 {
+        let current = get(state, resource, namespace.clone(), name.clone()).await?;
+        let mut patched = current.clone();
+        patch::apply(kind, &mut patched, &body)?;
+        if flags.strict {
+            reject_unknown_fields(&resource, &patched)?;
+        }
+        let pinned = patched.pointer("/metadata/resourceVersion")
+            != current.pointer("/metadata/resourceVersion");
+        match replace(
+            state,
+            resource,
+            namespace.clone(),
+            name.clone(),
+            patched,
+            flags.status_only,
+            flags.dry_run,
+        )
+        .await
+        {
+            Err(e) if e.code == 409 && e.reason == "Conflict" && !pinned => continue,
+            other => return other,
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "Operation cannot be fulfilled on {} \"{name}\": too many concurrent writers; try again",
+        resource.qualified()
+    )))
+}
+
+async fn delete(
+    state: &AppState,
+    resource: ResourceDef,
+    namespace: Option<String>,
+    name: String,
+    params: &Params,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+        })?
+    };
+    let propagation = params
+        .get("propagationPolicy")
+        .map(String::as_str)
+        .or_else(|| options.get("propagationPolicy").and_then(Value::as_str))
+        .unwrap_or("Background")
+        .to_owned();
+    if !matches!(propagation.as_str(), "Background" | "Foreground" | "Orphan") {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy {propagation:?} is not one of Background, Foreground, Orphan"
+        )));
+    }
+    let preconditions = Preconditions {
+        uid: options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        resource_version: options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(parse_resource_version)
+            .transpose()?,
+    };
+    if params.contains_key("dryRun") {
+        return Ok(ok(&get(state, resource, namespace, name).await?));
+    }
+    let outcome = blocking(&state.store, move |s| {
+        let kind = resource.store_kind();
+        if propagation == "Orphan" {
+            let object = s.get(&kind, namespace.as_deref(), &name)?;
+            if let Some(uid) = object.pointer("/metadata/uid").and_then(Value::as_str) {
+                crate::gc::orphan_dependents(s, uid)?;
+            }
+        }
+        s.delete(&kind, namespace.as_deref(), &name, &preconditions)
+    })
+    .await?;
+    if resource == NAMESPACES
+        && let DeleteOutcome::Deleted(namespace) = &outcome
+    {
+        let ns = namespace
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        blocking(&state.store, move |s| {
+            crate::gc::delete_namespace_contents(s, &ns)
+        })
+        .await?;
+    }
+    Ok(match outcome {
+        DeleteOutcome::Deleted(object) => ok(&object),
+        DeleteOutcome::Finalizing(object) => http::json_response(StatusCode::ACCEPTED, &object),
+    })
+}
+
+/// `start` / `stop` / `restart` as KubeVirt's virt-api does them: Always/Halted VMs get their
+/// run strategy changed; Manual VMs get a `status.stateChangeRequests` entry; restart deletes the
+/// running instance (the controller starts a new one).
+async fn vm_action(
+    state: &AppState,
+    namespace: String,
+    name: String,
+    action: VmAction,
+) -> ApiResult<()> {
+    blocking(&state.store, move |s| {
+        let vm_kind = VMS.store_kind();
+        let vm = s.get(&vm_kind, Some(&namespace), &name)?;
+        let strategy = crate::controllers::vm::run_strategy_of(&vm);
+        let vmi = s.get(&VMIS.store_kind(), Some(&namespace), &name).ok();
+        let vmi_active = vmi.as_ref().is_some_and(crate::controllers::vm::vmi_is_active);
+        let fail = |code: u16, msg: String| Ok(Err(ApiError::new(code, if code == 409 { "Conflict" } else { "BadRequest" }, msg)));
+        match action {
+            VmAction::Start => {
+                if vmi_active {
+                    return fail(409, format!("Always does not support manual start requests: VM {name} is already running"));
+                }
+                match strategy.as_str() {
+                    "Manual" => push_state_change(s, vm, &[("Start", None)])?,
+                    "Always" | "RerunOnFailure" => {
+                        // Not running although it should: nothing to change, the controller starts it.
+                    }
+                    _ => set_run_strategy(s, vm, "Always")?,
+                }
+            }
+            VmAction::Stop => {
+                if !vmi_active && strategy != "Always" && strategy != "RerunOnFailure" {
+                    return fail(409, format!("VM {name} is not running"));
+                }
+                match strategy.as_str() {
+                    "Manual" => push_state_change(s, vm, &[("Stop", vmi.as_ref().and_then(uid_of))])?,
+                    _ => set_run_strategy(s, vm, "Halted")?,
+                }
+            }
+            VmAction::Restart => {
+                if !vmi_active {
+                    return fail(409, format!("VM {name} is not running"));
+                }
+                let vmi_uid = vmi.as_ref().and_then(uid_of);
+                push_state_change(s, vm, &[("Stop", vmi_uid), ("Start", None)])?;
+            }
+        }
+        Ok(Ok(()))
+    })
+    .await?
+}
+
+fn uid_of(object: &Value) -> Option<String> {
+    object
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn set_run_strategy(store: &Store, mut vm: Value, strategy: &str) -> Result<(), StoreError> {
+    if let Some(spec) = vm.get_mut("spec").and_then(Value::as_object_mut) {
+        if spec.contains_key("running") && !spec.contains_key("runStrategy") {
+            spec.insert("running".into(), json!(strategy == "Always"));
+        } else {
+            spec.remove("running");
+            spec.insert("runStrategy".into(), json!(strategy));
+        }
+    }
+    store.update(&VMS.store_kind(), vm).map(drop)
+}
+
+fn push_state_change(
+    store: &Store,
+    mut vm: Value,
+    requests: &[(&str, Option<String>)],
+) -> Result<(), StoreError> {
+    let status = vm
+        .as_object_mut()
+        .map(|o| o.entry("status").or_insert_with(|| json!({})));
+    if let Some(status) = status {
+        let list = status
+            .as_object_mut()
+            .map(|s| s.entry("stateChangeRequests").or_insert_with(|| json!([])));
+        if let Some(Value::Array(list)) = list {
+            for (action, uid) in requests {
+                let mut request = json!({"action": action});
+                if let Some(uid) = uid {
+                    request["uid"] = json!(uid);
+                }
+                list.push(request);
+            }
+        }
+    }
+    store.update_status(&VMS.store_kind(), vm).map(drop)
+}

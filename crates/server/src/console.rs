@@ -1,0 +1,119 @@
+//! The serial console of a running VMI as a WebSocket (what `virtctl console` opens): binary
+//! frames both ways, bridged to the VM's serial unix socket in its runtime dir.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use ferrovirt_storage::VmUuid;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::resources::VMIS;
+
+/// The serial socket of a running VMI.
+async fn serial_socket(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+) -> Result<std::path::PathBuf, ApiError> {
+    let vmi = crate::api::get(state, VMIS, Some(namespace.to_owned()), name.to_owned()).await?;
+    if vmi.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
+        return Err(ApiError::bad_request(format!(
+            "VirtualMachineInstance {name} is not running"
+        )));
+    }
+    let uuid = vmi
+        .pointer("/spec/domain/firmware/uuid")
+        .and_then(Value::as_str)
+        .and_then(|u| VmUuid::parse(u).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "VirtualMachineInstance {name} has no firmware UUID"
+            ))
+        })?;
+    let runtime =
+        ferrovirt_vmm::runtime::RuntimeDir::open(state.data_dir.join("run").join(uuid.as_str()))
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "VirtualMachineInstance {name} has no runtime dir: {e}"
+                ))
+            })?;
+    Ok(runtime.serial_socket())
+}
+
+/// `GET .../virtualmachineinstances/NAME/console` with `Upgrade: websocket`.
+pub async fn handler(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return ApiError::bad_request(
+                "the console is a WebSocket: connect with Upgrade: websocket",
+            )
+            .into_response();
+        }
+    };
+    let socket_path = match serial_socket(&state, &namespace, &name).await {
+        Ok(path) => path,
+        Err(e) => return e.into_response(),
+    };
+    let serial = match ferrovirt_vmm::console::attach(&socket_path).await {
+        Ok(s) => s,
+        Err(e) => {
+            return ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "cannot attach to the serial console {}: {e}",
+                    socket_path.display()
+                ),
+            )
+            .into_response();
+        }
+    };
+    ws.protocols(["plain.kubevirt.io"])
+        .on_upgrade(move |socket| bridge(socket, serial))
+}
+
+async fn bridge(socket: WebSocket, serial: tokio::net::UnixStream) {
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (mut serial_rx, mut serial_tx) = serial.into_split();
+    let to_ws = async {
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            match serial_rx.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let chunk = axum::body::Bytes::copy_from_slice(&buffer[..n]);
+                    if ws_tx.send(Message::Binary(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = ws_tx.close().await;
+    };
+    let to_serial = async {
+        while let Some(Ok(message)) = ws_rx.next().await {
+            let bytes = match message {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if serial_tx.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = to_ws => {}
+        () = to_serial => {}
+    }
+}

@@ -1,0 +1,300 @@
+//! Backend storage, with KubeVirt's semantics: a VM whose TPM or EFI is persistent gets a PVC
+//! (`generateName: persistent-state-for-<vm>-`, label `persistent-state-for: <vm>`, owner reference
+//! to the VM, 10Mi, volumeMode Filesystem) in the storage class `vmStateStorageClass`, else the
+//! default-virt class, else the default class. Every PVC is bound to a local-path volume named
+//! `pvc-<uid>` (status Bound). A PVC carries `kubernetes.io/pvc-protection`: its volume is deleted
+//! only once no running VM uses it. When persistence is switched off, the next start moves the
+//! volume to `<data>/retired/` (recoverable) and deletes the PVC.
+
+use std::sync::Arc;
+
+use ferrovirt_api::core::StorageClass;
+use ferrovirt_storage::backend::{PVC_LABEL_KEY, PVC_SIZE, pvc_generate_name};
+use ferrovirt_store::{ListOptions, Preconditions, Selector, StoreError};
+use serde_json::{Value, json};
+
+use super::{Controller, ReconcileError, meta_str, not_found_is_none};
+use crate::events::{EventType, record};
+use crate::resources::{PVCS, STORAGE_CLASSES};
+
+/// The finalizer that keeps a PVC (and its volume) while a VM uses it.
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+
+/// Why backend storage could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendStorageError {
+    #[error("no default storage class found")]
+    NoStorageClass,
+    #[error("the storage class {0:?} configured as vmStateStorageClass does not exist")]
+    MissingStorageClass(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("backend storage volume: {0}")]
+    Volume(String),
+}
+
+/// Picks the storage class for backend storage (KubeVirt's order).
+pub fn choose_storage_class(
+    configured: Option<&str>,
+    classes: &[StorageClass],
+) -> Result<String, BackendStorageError> {
+    if let Some(name) = configured.filter(|n| !n.is_empty()) {
+        return if classes
+            .iter()
+            .any(|c| c.metadata.name.as_deref() == Some(name))
+        {
+            Ok(name.to_owned())
+        } else {
+            Err(BackendStorageError::MissingStorageClass(name.to_owned()))
+        };
+    }
+    classes
+        .iter()
+        .find(|c| c.is_default_virt_class())
+        .or_else(|| classes.iter().find(|c| c.is_default_class()))
+        .and_then(|c| c.metadata.name.clone())
+        .ok_or(BackendStorageError::NoStorageClass)
+}
+
+impl Controller {
+    /// The backend-storage PVC of a VM, if any (by label).
+    pub(super) fn backend_pvc(&self, ns: &str, vm_name: &str) -> Result<Option<Value>, StoreError> {
+        let selector = Selector::parse(&format!("{PVC_LABEL_KEY}={vm_name}"))
+            .unwrap_or_else(|_| Selector::everything());
+        let list = self.store.list(
+            &PVCS.store_kind(),
+            &ListOptions {
+                namespace: Some(ns.to_owned()),
+                label_selector: selector,
+                ..ListOptions::default()
+            },
+        )?;
+        Ok(list
+            .items
+            .into_iter()
+            .find(|p| p.pointer("/metadata/deletionTimestamp").is_none()))
+    }
+
+    /// Creates (if needed) and binds the VM's backend-storage PVC.
+    pub(super) fn ensure_backend_pvc(&self, vm: &Value) -> Result<Value, BackendStorageError> {
+        let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
+        let pvc = match self.backend_pvc(ns, name)? {
+            Some(pvc) => pvc,
+            None => {
+                let cluster = crate::admission::cluster_config(&self.store);
+                let classes: Vec<StorageClass> = self
+                    .store
+                    .list(&STORAGE_CLASSES.store_kind(), &ListOptions::default())?
+                    .items
+                    .into_iter()
+                    .filter_map(|c| serde_json::from_value(c).ok())
+                    .collect();
+                let class =
+                    choose_storage_class(cluster.vm_state_storage_class.as_deref(), &classes)?;
+                let pvc = json!({
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {
+                        "generateName": pvc_generate_name(name),
+                        "namespace": ns,
+                        "labels": {PVC_LABEL_KEY: name},
+                        "ownerReferences": [{
+                            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": name,
+                            "uid": meta_str(vm, "uid"), "controller": true, "blockOwnerDeletion": true,
+                        }],
+                        "finalizers": [PVC_PROTECTION],
+                    },
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": PVC_SIZE}},
+                        "storageClassName": class,
+                        "volumeMode": "Filesystem",
+                    },
+                    "status": {"phase": "Pending"},
+                });
+                let created = self.store.create(&PVCS.store_kind(), pvc)?;
+                record(
+                    &self.store,
+                    vm,
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    &format!(
+                        "Created backend storage PVC {} for the VM's persistent TPM/EFI state",
+                        meta_str(&created, "name")
+                    ),
+                );
+                created
+            }
+        };
+        self.bind(pvc)
+    }
+
+    /// Binds a PVC to its local-path volume `pvc-<uid>` (idempotent).
+    fn bind(&self, pvc: Value) -> Result<Value, BackendStorageError> {
+        let volume = format!("pvc-{}", meta_str(&pvc, "uid"));
+        self.provisioner
+            .create_volume(&volume)
+            .map_err(|e| BackendStorageError::Volume(e.to_string()))?;
+        let mut pvc = pvc;
+        if pvc.pointer("/spec/volumeName").and_then(Value::as_str) != Some(volume.as_str()) {
+            pvc["spec"]["volumeName"] = json!(volume);
+            pvc = self.store.update(&PVCS.store_kind(), pvc)?;
+        }
+        if pvc.pointer("/status/phase").and_then(Value::as_str) != Some("Bound") {
+            let capacity = pvc
+                .pointer("/spec/resources/requests/storage")
+                .cloned()
+                .unwrap_or(json!(PVC_SIZE));
+            pvc["status"] = json!({
+                "phase": "Bound",
+                "accessModes": pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
+                "capacity": {"storage": capacity},
+            });
+            pvc = self.store.update_status(&PVCS.store_kind(), pvc)?;
+        }
+        Ok(pvc)
+    }
+
+    /// Persistence switched off: archive the volume under `<data>/retired/`, delete the PVC.
+    pub(super) fn retire_backend_pvc(&self, vm: &Value) -> Result<(), BackendStorageError> {
+        let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
+        let Some(pvc) = self.backend_pvc(ns, name)? else {
+            return Ok(());
+        };
+        if let Some(volume) = pvc.pointer("/spec/volumeName").and_then(Value::as_str)
+            && let Ok(path) = self.provisioner.volume_path(volume)
+            && path.exists()
+        {
+            let archive = self.data_dir.join("retired");
+            std::fs::create_dir_all(&archive)
+                .map_err(|e| BackendStorageError::Volume(format!("{}: {e}", archive.display())))?;
+            let retired = ferrovirt_storage::generations::retire(&path, &archive)
+                .map_err(|e| BackendStorageError::Volume(e.to_string()))?;
+            record(
+                &self.store,
+                vm,
+                EventType::Normal,
+                "RetiredBackendStorage",
+                &format!(
+                    "Persistent TPM/EFI state is no longer requested: the volume of PVC {} was moved to {} (recoverable) and the PVC is deleted",
+                    meta_str(&pvc, "name"),
+                    retired.display()
+                ),
+            );
+        }
+        match self.store.delete(
+            &PVCS.store_kind(),
+            Some(ns),
+            meta_str(&pvc, "name"),
+            &Preconditions::default(),
+        ) {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A PVC: bind it when pending; when deleted, delete its volume once no VM uses it.
+    pub(super) fn reconcile_pvc(
+        self: &Arc<Self>,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ReconcileError> {
+        let Some(pvc) = not_found_is_none(self.store.get(&PVCS.store_kind(), Some(ns), name))?
+        else {
+            return Ok(());
+        };
+        let volume = pvc
+            .pointer("/spec/volumeName")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if pvc.pointer("/metadata/deletionTimestamp").is_some() {
+            if let Some(volume) = &volume {
+                if let Ok(path) = self.provisioner.volume_path(volume)
+                    && self.volume_in_use(&path)
+                {
+                    return Ok(()); // retried when the VM stops (resync)
+                }
+                self.provisioner
+                    .delete_volume(volume)
+                    .map_err(|e| ReconcileError::Other(e.to_string()))?;
+                let generations = self.data_dir.join("state-generations").join(volume);
+                if generations.exists() {
+                    let _ = std::fs::remove_dir_all(&generations);
+                }
+                tracing::info!(pvc = name, volume, "deleted the volume of a deleted PVC");
+            }
+            let mut updated = pvc.clone();
+            if let Some(finalizers) = updated
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                finalizers.retain(|f| f.as_str() != Some(PVC_PROTECTION));
+            }
+            match self.store.update(&PVCS.store_kind(), updated) {
+                Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
+        }
+        if pvc.pointer("/status/phase").and_then(Value::as_str) != Some("Bound") {
+            let mut pvc = pvc;
+            let finalizers = pvc
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if !finalizers
+                .iter()
+                .any(|f| f.as_str() == Some(PVC_PROTECTION))
+            {
+                let mut list = finalizers;
+                list.push(json!(PVC_PROTECTION));
+                pvc["metadata"]["finalizers"] = Value::Array(list);
+                pvc = self.store.update(&PVCS.store_kind(), pvc)?;
+            }
+            self.bind(pvc)
+                .map_err(|e| ReconcileError::Other(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrovirt_api::core::{DEFAULT_CLASS_ANNOTATION, DEFAULT_VIRT_CLASS_ANNOTATION};
+
+    fn class(name: &str, annotation: Option<&str>) -> StorageClass {
+        let mut c = StorageClass::default();
+        c.metadata.name = Some(name.into());
+        if let Some(a) = annotation {
+            c.metadata.annotations = Some([(a.to_owned(), "true".to_owned())].into());
+        }
+        c
+    }
+
+    #[test]
+    fn storage_class_order() {
+        let classes = vec![
+            class("plain", None),
+            class("default", Some(DEFAULT_CLASS_ANNOTATION)),
+            class("virt", Some(DEFAULT_VIRT_CLASS_ANNOTATION)),
+        ];
+        assert_eq!(
+            choose_storage_class(Some("plain"), &classes).unwrap(),
+            "plain"
+        );
+        assert_eq!(choose_storage_class(None, &classes).unwrap(), "virt");
+        assert_eq!(
+            choose_storage_class(None, &classes[..2]).unwrap(),
+            "default"
+        );
+        assert_eq!(
+            choose_storage_class(None, &classes[..1])
+                .unwrap_err()
+                .to_string(),
+            "no default storage class found"
+        );
+        assert!(choose_storage_class(Some("nope"), &classes).is_err());
+    }
+}

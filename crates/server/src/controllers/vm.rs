@@ -1,0 +1,296 @@
+//! VirtualMachine semantics as KubeVirt's virt-controller has them, as pure functions over stored
+//! objects: the effective run strategy, what to do with the instance (create / delete / nothing),
+//! and the VM's status (`printableStatus`, `ready`, `created`, conditions).
+
+use serde_json::{Value, json};
+
+/// The finalizer KubeVirt puts on VMIs: the instance stays until its VM process is gone.
+pub const VMI_FINALIZER: &str = "foregroundDeleteVirtualMachine";
+
+/// The effective run strategy of a stored VM (`runStrategy`, else `running`, else Halted).
+pub fn run_strategy_of(vm: &Value) -> String {
+    match (
+        vm.pointer("/spec/runStrategy").and_then(Value::as_str),
+        vm.pointer("/spec/running").and_then(Value::as_bool),
+    ) {
+        (Some(s), _) => s.to_owned(),
+        (None, Some(true)) => "Always".to_owned(),
+        _ => "Halted".to_owned(),
+    }
+}
+
+/// The phase of a VMI (`""` before any status).
+pub fn phase(vmi: &Value) -> &str {
+    vmi.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Whether an object is being deleted.
+pub fn deleting(object: &Value) -> bool {
+    object.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// Whether a VMI has finished (Succeeded or Failed).
+pub fn is_final(vmi: &Value) -> bool {
+    matches!(phase(vmi), "Succeeded" | "Failed")
+}
+
+/// Whether a VMI is not finished (Pending, Scheduling, Scheduled, Running).
+pub fn vmi_is_active(vmi: &Value) -> bool {
+    !is_final(vmi)
+}
+
+/// What the controller does with a VM's instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Nothing,
+    /// Create a new VMI (none exists).
+    CreateInstance,
+    /// Delete the VMI (stop it, or clear a finished one before a restart).
+    DeleteInstance,
+    /// Drop the first `status.stateChangeRequests` entry (it is done).
+    PopRequest,
+}
+
+/// The first pending state change request: (`Start`|`Stop`, uid).
+pub fn first_request(vm: &Value) -> Option<(String, Option<String>)> {
+    let first = vm.pointer("/status/stateChangeRequests/0")?;
+    Some((
+        first.get("action")?.as_str()?.to_owned(),
+        first.get("uid").and_then(Value::as_str).map(str::to_owned),
+    ))
+}
+
+/// KubeVirt's run-strategy semantics: what to do given the VM and its VMI.
+pub fn decide(vm: &Value, vmi: Option<&Value>, backoff_active: bool) -> Decision {
+    let vmi_uid = vmi.and_then(|v| v.pointer("/metadata/uid").and_then(Value::as_str));
+    let vmi_deleting = vmi.is_some_and(deleting);
+    if let Some((action, uid)) = first_request(vm) {
+        return match (action.as_str(), vmi) {
+            ("Stop", None) => Decision::PopRequest,
+            ("Stop", Some(_)) if vmi_deleting => Decision::Nothing,
+            ("Stop", Some(_)) if uid.is_some() && uid.as_deref() != vmi_uid => Decision::PopRequest,
+            ("Stop", Some(_)) => Decision::DeleteInstance,
+            ("Start", None) => Decision::CreateInstance,
+            ("Start", Some(_)) if vmi_deleting => Decision::Nothing,
+            ("Start", Some(v)) if is_final(v) => Decision::DeleteInstance,
+            ("Start", Some(_)) => Decision::PopRequest,
+            _ => Decision::PopRequest,
+        };
+    }
+    let strategy = run_strategy_of(vm);
+    match (strategy.as_str(), vmi) {
+        (_, Some(_)) if vmi_deleting => Decision::Nothing,
+        ("Halted", Some(_)) => Decision::DeleteInstance,
+        ("Always", Some(v)) if is_final(v) => {
+            if backoff_active {
+                Decision::Nothing
+            } else {
+                Decision::DeleteInstance
+            }
+        }
+        ("RerunOnFailure", Some(v)) if phase(v) == "Failed" => {
+            if backoff_active {
+                Decision::Nothing
+            } else {
+                Decision::DeleteInstance
+            }
+        }
+        ("Always" | "RerunOnFailure", None) => {
+            if backoff_active {
+                Decision::Nothing
+            } else {
+                Decision::CreateInstance
+            }
+        }
+        _ => Decision::Nothing,
+    }
+}
+
+/// KubeVirt's `printableStatus` of a VM.
+pub fn printable_status(
+    vm: &Value,
+    vmi: Option<&Value>,
+    backoff_active: bool,
+    failure: Option<&str>,
+) -> &'static str {
+    if deleting(vm) {
+        return "Terminating";
+    }
+    match vmi {
+        None if backoff_active => "CrashLoopBackOff",
+        None if failure.is_some() => "ErrorPvcNotFound",
+        None => "Stopped",
+        Some(v) if deleting(v) => "Stopping",
+        Some(v) => match phase(v) {
+            "Running" => "Running",
+            "Succeeded" => "Stopped",
+            "Failed" if backoff_active => "CrashLoopBackOff",
+            "Failed" => "Stopped",
+            _ => "Starting",
+        },
+    }
+}
+
+/// The VM's new status (keeps `stateChangeRequests` and `startFailure` from `current`).
+pub fn vm_status(
+    vm: &Value,
+    vmi: Option<&Value>,
+    backoff_active: bool,
+    failure: Option<&str>,
+    now: &str,
+) -> Value {
+    let current = vm.get("status").cloned().unwrap_or_else(|| json!({}));
+    let ready = vmi.is_some_and(|v| phase(v) == "Running" && !deleting(v));
+    let printable = printable_status(vm, vmi, backoff_active, failure);
+    let previous_ready = current
+        .get("conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c.get("type") == Some(&json!("Ready"))))
+        .cloned();
+    let ready_text = if ready { "True" } else { "False" };
+    let ready_condition = match previous_ready {
+        Some(c) if c.get("status") == Some(&json!(ready_text)) => c,
+        _ => {
+            let mut c = json!({"type": "Ready", "status": ready_text, "lastProbeTime": null, "lastTransitionTime": now});
+            if !ready {
+                c["reason"] = json!(if vmi.is_some() {
+                    "PodNotReady"
+                } else {
+                    "VMINotExists"
+                });
+                c["message"] = json!(if vmi.is_some() {
+                    "VMI is not running"
+                } else {
+                    "VMI does not exist"
+                });
+            }
+            c
+        }
+    };
+    let mut conditions = vec![ready_condition];
+    if let Some(message) = failure {
+        conditions.push(json!({"type": "Failure", "status": "True", "reason": "FailedCreate", "message": message, "lastProbeTime": null, "lastTransitionTime": now}));
+    }
+    let mut status = json!({
+        "printableStatus": printable,
+        "ready": ready,
+        "created": vmi.is_some(),
+        "runStrategy": run_strategy_of(vm),
+        "conditions": conditions,
+        "observedGeneration": vm.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+        "desiredGeneration": vm.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+    });
+    for keep in ["stateChangeRequests", "startFailure", "volumeStatus"] {
+        if let Some(value) = current.get(keep)
+            && !(value.is_array() && value.as_array().is_some_and(Vec::is_empty))
+        {
+            status[keep] = value.clone();
+        }
+    }
+    status
+}
+
+/// Whether two statuses differ in more than timestamps.
+pub fn status_changed(old: Option<&Value>, new: &Value) -> bool {
+    old != Some(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(spec: Value) -> Value {
+        json!({"metadata": {"name": "vm", "generation": 1}, "spec": spec})
+    }
+
+    fn vmi(phase: &str) -> Value {
+        json!({"metadata": {"name": "vm", "uid": "u1"}, "status": {"phase": phase}})
+    }
+
+    #[test]
+    fn run_strategies() {
+        assert_eq!(run_strategy_of(&vm(json!({"running": true}))), "Always");
+        assert_eq!(run_strategy_of(&vm(json!({"running": false}))), "Halted");
+        assert_eq!(run_strategy_of(&vm(json!({}))), "Halted");
+        assert_eq!(
+            run_strategy_of(&vm(json!({"runStrategy": "Manual"}))),
+            "Manual"
+        );
+    }
+
+    #[test]
+    fn decisions_follow_kubevirt() {
+        let always = vm(json!({"runStrategy": "Always"}));
+        assert_eq!(decide(&always, None, false), Decision::CreateInstance);
+        assert_eq!(decide(&always, None, true), Decision::Nothing);
+        assert_eq!(
+            decide(&always, Some(&vmi("Running")), false),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(&always, Some(&vmi("Succeeded")), false),
+            Decision::DeleteInstance
+        );
+        let halted = vm(json!({"runStrategy": "Halted"}));
+        assert_eq!(
+            decide(&halted, Some(&vmi("Running")), false),
+            Decision::DeleteInstance
+        );
+        assert_eq!(decide(&halted, None, false), Decision::Nothing);
+        let rerun = vm(json!({"runStrategy": "RerunOnFailure"}));
+        assert_eq!(
+            decide(&rerun, Some(&vmi("Succeeded")), false),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(&rerun, Some(&vmi("Failed")), false),
+            Decision::DeleteInstance
+        );
+        let manual = vm(json!({"runStrategy": "Manual"}));
+        assert_eq!(decide(&manual, None, false), Decision::Nothing);
+        assert_eq!(
+            decide(&manual, Some(&vmi("Succeeded")), false),
+            Decision::Nothing
+        );
+        let mut start = manual.clone();
+        start["status"] = json!({"stateChangeRequests": [{"action": "Start"}]});
+        assert_eq!(decide(&start, None, false), Decision::CreateInstance);
+        assert_eq!(
+            decide(&start, Some(&vmi("Running")), false),
+            Decision::PopRequest
+        );
+        let mut stop = manual.clone();
+        stop["status"] = json!({"stateChangeRequests": [{"action": "Stop", "uid": "u1"}]});
+        assert_eq!(
+            decide(&stop, Some(&vmi("Running")), false),
+            Decision::DeleteInstance
+        );
+        assert_eq!(decide(&stop, None, false), Decision::PopRequest);
+    }
+
+    #[test]
+    fn printable_statuses() {
+        let v = vm(json!({"runStrategy": "Always"}));
+        assert_eq!(printable_status(&v, None, false, None), "Stopped");
+        assert_eq!(printable_status(&v, None, true, None), "CrashLoopBackOff");
+        assert_eq!(
+            printable_status(&v, Some(&vmi("Scheduled")), false, None),
+            "Starting"
+        );
+        assert_eq!(
+            printable_status(&v, Some(&vmi("Running")), false, None),
+            "Running"
+        );
+        let mut stopping = vmi("Running");
+        stopping["metadata"]["deletionTimestamp"] = json!("now");
+        assert_eq!(
+            printable_status(&v, Some(&stopping), false, None),
+            "Stopping"
+        );
+        let status = vm_status(&v, Some(&vmi("Running")), false, None, "t");
+        assert_eq!(status["ready"], true);
+        assert_eq!(status["conditions"][0]["status"], "True");
+    }
+}

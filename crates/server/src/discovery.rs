@@ -1,0 +1,250 @@
+//! Discovery documents kubectl reads before anything else: `/version`, `/api`, `/apis`,
+//! `/api/v1`, `/apis/<group>`, `/apis/<group>/<version>`, and the OpenAPI v2 document (KubeVirt's
+//! swagger definitions) that `kubectl apply` validates manifests against.
+
+use serde_json::{Value, json};
+
+use crate::resources::{self, GROUP_VERSIONS, SUBRESOURCES_GROUP, VERBS};
+
+/// `GET /version`.
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "32",
+        "gitVersion": concat!("v1.32.0-ferrovirt-", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "n/a",
+        "compiler": "rustc",
+        "platform": "linux/amd64",
+    })
+}
+
+/// `GET /api`.
+pub fn core_versions() -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+    })
+}
+
+fn api_group(group: &str, version: &str) -> Value {
+    let gv = format!("{group}/{version}");
+    json!({
+        "name": group,
+        "versions": [{"groupVersion": gv, "version": version}],
+        "preferredVersion": {"groupVersion": gv, "version": version},
+    })
+}
+
+/// `GET /apis`.
+pub fn group_list() -> Value {
+    let groups: Vec<Value> = GROUP_VERSIONS
+        .iter()
+        .map(|(g, v)| api_group(g, v))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `GET /apis/<group>`.
+pub fn group(group: &str) -> Option<Value> {
+    let (g, v) = GROUP_VERSIONS.iter().find(|(g, _)| *g == group)?;
+    let mut doc = api_group(g, v);
+    doc["kind"] = json!("APIGroup");
+    doc["apiVersion"] = json!("v1");
+    Some(doc)
+}
+
+/// `GET /api/v1`, `GET /apis/<group>/<version>`: an APIResourceList.
+pub fn resource_list(group: &str, version: &str) -> Value {
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    let mut list: Vec<Value> = Vec::new();
+    for r in resources::in_group_version(group, version) {
+        let mut entry = json!({
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": VERBS,
+            "storageVersionHash": "",
+        });
+        if !r.short_names.is_empty() {
+            entry["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            entry["categories"] = json!(r.categories);
+        }
+        list.push(entry);
+        if matches!(
+            r.plural,
+            "virtualmachines" | "virtualmachineinstances" | "persistentvolumeclaims" | "namespaces"
+        ) {
+            list.push(json!({
+                "name": format!("{}/status", r.plural),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+    }
+    if group == SUBRESOURCES_GROUP {
+        for action in ["start", "stop", "restart"] {
+            list.push(json!({
+                "name": format!("virtualmachines/{action}"),
+                "singularName": "",
+                "namespaced": true,
+                "kind": "VirtualMachine",
+                "verbs": ["update"],
+            }));
+        }
+        list.push(json!({
+            "name": "virtualmachineinstances/console",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "VirtualMachineInstance",
+            "verbs": ["get"],
+        }));
+    }
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
+}
+
+/// KubeVirt's swagger document (OpenAPI v2), with `x-kubernetes-group-version-kind` on the
+/// top-level kinds so kubectl can find the schema of each object it applies.
+pub fn openapi_v2() -> Value {
+    let mut doc: Value = serde_json::from_str(include_str!(
+        "../../api/tests/fixtures/kubevirt-swagger.json"
+    ))
+    .unwrap_or_else(|_| json!({"swagger": "2.0", "info": {"title": "ferrovirt", "version": "v1"}, "paths": {}, "definitions": {}}));
+    if let Some(definitions) = doc.get_mut("definitions").and_then(Value::as_object_mut) {
+        for (name, kind) in [
+            ("v1.VirtualMachine", "VirtualMachine"),
+            ("v1.VirtualMachineInstance", "VirtualMachineInstance"),
+            ("v1.KubeVirt", "KubeVirt"),
+        ] {
+            if let Some(def) = definitions.get_mut(name).and_then(Value::as_object_mut) {
+                def.entry("x-kubernetes-group-version-kind").or_insert_with(
+                    || json!([{"group": "kubevirt.io", "version": "v1", "kind": kind}]),
+                );
+            }
+        }
+    }
+    doc
+}
+
+/// `GET /openapi/v3`: one entry per served group/version.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=ferrovirt-v1"}),
+    );
+    for (g, v) in GROUP_VERSIONS {
+        paths.insert(
+            format!("apis/{g}/{v}"),
+            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=ferrovirt-v1")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// `GET /openapi/v3/<api|apis/group>/<version>`: the PATCH operations of each kind, declaring the
+/// `fieldValidation` query parameter. kubectl reads this to decide that the server validates
+/// (`apply` then sends `fieldValidation=Strict` and leaves validation to admission) instead of
+/// validating client-side against an OpenAPI v2 document it can only read as protobuf.
+pub fn openapi_v3_group_version(path: &str) -> Option<Value> {
+    let (group, version) = match path
+        .trim_matches('/')
+        .split('/')
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["api", v] => ("", *v),
+        ["apis", g, v] => (*g, *v),
+        _ => return None,
+    };
+    if !(group.is_empty() || GROUP_VERSIONS.iter().any(|(g, _)| *g == group)) {
+        return None;
+    }
+    let mut paths = serde_json::Map::new();
+    for r in resources::in_group_version(group, version) {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let item = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", r.plural)
+        };
+        let gvk = json!({"group": group, "version": version, "kind": r.kind});
+        let params = json!([
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        ]);
+        let op = |verb: &str| {
+            json!({
+                "operationId": format!("{verb}{}", r.kind),
+                "parameters": params,
+                "responses": {"200": {"description": "OK"}},
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": gvk,
+            })
+        };
+        paths.insert(item, json!({"patch": op("patch"), "put": op("put"), "get": op("get"), "delete": op("delete")}));
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "ferrovirt", "version": version},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_lists_name_short_names_and_verbs() {
+        let list = resource_list("kubevirt.io", "v1");
+        let vm = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "virtualmachines")
+            .unwrap();
+        assert_eq!(vm["kind"], "VirtualMachine");
+        assert_eq!(vm["shortNames"], json!(["vm", "vms"]));
+        assert_eq!(vm["namespaced"], true);
+        assert!(vm["verbs"].as_array().unwrap().contains(&json!("watch")));
+        let core = resource_list("", "v1");
+        assert_eq!(core["groupVersion"], "v1");
+        assert!(core["resources"].as_array().unwrap().iter().any(|r| r["name"] == "persistentvolumeclaims" && r["shortNames"] == json!(["pvc"])));
+        let sub = resource_list(SUBRESOURCES_GROUP, "v1");
+        assert!(
+            sub["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "virtualmachines/start")
+        );
+    }
+
+    #[test]
+    fn openapi_marks_kinds() {
+        let doc = openapi_v2();
+        assert_eq!(
+            doc["definitions"]["v1.VirtualMachine"]["x-kubernetes-group-version-kind"][0]["kind"],
+            "VirtualMachine"
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The resources the API serves: one [`ResourceDef`] per Kubernetes resource (group, version,
+//! plural, kind, short names, scope), used by routing, discovery, the store and table output.
+
+use ferrovirt_store::ResourceKind;
+
+/// The verbs every served resource supports (what `kubectl api-resources -o wide` prints).
+pub const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// One served resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceDef {
+    /// API group, `""` for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    /// Plural lower-case name used in URLs, e.g. `virtualmachines`.
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub short_names: &'static [&'static str],
+    pub namespaced: bool,
+    pub categories: &'static [&'static str],
+}
+
+impl ResourceDef {
+    /// `group/version`, or `v1` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The store's key for this resource.
+    pub fn store_kind(&self) -> ResourceKind {
+        ResourceKind::new(self.group, self.plural, self.namespaced)
+    }
+
+    /// `virtualmachines.kubevirt.io` / `persistentvolumeclaims` as Kubernetes prints it.
+    pub fn qualified(&self) -> String {
+        self.store_kind().qualified_name()
+    }
+
+    /// The kind of a list of these objects.
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+}
+
+pub const NAMESPACES: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    plural: "namespaces",
+    singular: "namespace",
+    kind: "Namespace",
+    short_names: &["ns"],
+    namespaced: false,
+    categories: &[],
+};
+pub const PVCS: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    plural: "persistentvolumeclaims",
+    singular: "persistentvolumeclaim",
+    kind: "PersistentVolumeClaim",
+    short_names: &["pvc"],
+    namespaced: true,
+    categories: &[],
+};
+pub const EVENTS: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    plural: "events",
+    singular: "event",
+    kind: "Event",
+    short_names: &["ev"],
+    namespaced: true,
+    categories: &[],
+};
+pub const VMS: ResourceDef = ResourceDef {
+    group: "kubevirt.io",
+    version: "v1",
+    plural: "virtualmachines",
+    singular: "virtualmachine",
+    kind: "VirtualMachine",
+    short_names: &["vm", "vms"],
+    namespaced: true,
+    categories: &["all"],
+};
+pub const VMIS: ResourceDef = ResourceDef {
+    group: "kubevirt.io",
+    version: "v1",
+    plural: "virtualmachineinstances",
+    singular: "virtualmachineinstance",
+    kind: "VirtualMachineInstance",
+    short_names: &["vmi", "vmis"],
+    namespaced: true,
+    categories: &["all"],
+};
+pub const KUBEVIRTS: ResourceDef = ResourceDef {
+    group: "kubevirt.io",
+    version: "v1",
+    plural: "kubevirts",
+    singular: "kubevirt",
+    kind: "KubeVirt",
+    short_names: &["kv", "kvs"],
+    namespaced: true,
+    categories: &["all"],
+};
+pub const STORAGE_CLASSES: ResourceDef = ResourceDef {
+    group: "storage.k8s.io",
+    version: "v1",
+    plural: "storageclasses",
+    singular: "storageclass",
+    kind: "StorageClass",
+    short_names: &["sc"],
+    namespaced: false,
+    categories: &[],
+};
+
+/// Every served resource.
+pub const ALL: [ResourceDef; 7] = [
+    NAMESPACES,
+    PVCS,
+    EVENTS,
+    VMS,
+    VMIS,
+    KUBEVIRTS,
+    STORAGE_CLASSES,
+];
+
+/// The API group of the VM subresources (`start`, `stop`, `restart`, `console`).
+pub const SUBRESOURCES_GROUP: &str = "subresources.kubevirt.io";
+
+/// The group/versions served, in discovery order.
+pub const GROUP_VERSIONS: [(&str, &str); 3] = [
+    ("kubevirt.io", "v1"),
+    ("storage.k8s.io", "v1"),
+    (SUBRESOURCES_GROUP, "v1"),
+];
+
+/// The resource served at `group/version/plural`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<ResourceDef> {
+    ALL.into_iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The resources of one group/version.
+pub fn in_group_version(group: &str, version: &str) -> Vec<ResourceDef> {
+    ALL.into_iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_resources_by_url_parts() {
+        assert_eq!(find("kubevirt.io", "v1", "virtualmachines"), Some(VMS));
+        assert_eq!(find("", "v1", "persistentvolumeclaims"), Some(PVCS));
+        assert_eq!(find("kubevirt.io", "v2", "virtualmachines"), None);
+        assert_eq!(VMS.qualified(), "virtualmachines.kubevirt.io");
+        assert_eq!(PVCS.api_version(), "v1");
+        assert_eq!(in_group_version("kubevirt.io", "v1").len(), 3);
+    }
+}

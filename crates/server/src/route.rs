@@ -1,0 +1,290 @@
+//! URL paths under `/api` and `/apis` to a [`Route`]: discovery of a group/version, a collection
+//! (namespaced or cluster-wide), one object, its `status`, or a KubeVirt VM/VMI subresource.
+
+use crate::error::ApiError;
+use crate::resources::{self, ResourceDef, SUBRESOURCES_GROUP};
+
+/// An action of `subresources.kubevirt.io` on a VirtualMachine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmAction {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// What a request path addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/api/v1`, `/apis/<group>/<version>`: an APIResourceList.
+    GroupVersion { group: String, version: String },
+    /// `/apis/<group>`: an APIGroup.
+    Group { group: String },
+    /// A list/create/watch endpoint; `namespace: None` lists across namespaces.
+    Collection {
+        resource: ResourceDef,
+        namespace: Option<String>,
+    },
+    /// One object.
+    Item {
+        resource: ResourceDef,
+        namespace: Option<String>,
+        name: String,
+    },
+    /// `.../<name>/status`.
+    Status {
+        resource: ResourceDef,
+        namespace: Option<String>,
+        name: String,
+    },
+    /// `PUT /apis/subresources.kubevirt.io/v1/namespaces/NS/virtualmachines/NAME/<action>`.
+    VmAction {
+        namespace: String,
+        name: String,
+        action: VmAction,
+    },
+    /// `GET .../virtualmachineinstances/NAME/console` (WebSocket).
+    Console { namespace: String, name: String },
+}
+
+fn unknown(path: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "the server could not find the requested resource (path {path})"
+    ))
+}
+
+/// Parses the path after `/api/` (`core = true`) or `/apis/`.
+pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
+    let full = if core {
+        format!("/api/{rest}")
+    } else {
+        format!("/apis/{rest}")
+    };
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, tail) = if core {
+        match segments.split_first() {
+            Some((version, tail)) => ("", *version, tail),
+            None => return Err(unknown(&full)),
+        }
+    } else {
+        match segments.as_slice() {
+            [group] => {
+                if resources::GROUP_VERSIONS.iter().any(|(g, _)| g == group) {
+                    return Ok(Route::Group {
+                        group: (*group).to_owned(),
+                    });
+                }
+                return Err(unknown(&full));
+            }
+            [group, version, tail @ ..] => (*group, *version, tail),
+            _ => return Err(unknown(&full)),
+        }
+    };
+    if version != "v1" || !(core || resources::GROUP_VERSIONS.iter().any(|(g, _)| *g == group)) {
+        return Err(unknown(&full));
+    }
+    if group == SUBRESOURCES_GROUP {
+        return match tail {
+            ["namespaces", ns, "virtualmachines", name, action] => {
+                let action = match *action {
+                    "start" => VmAction::Start,
+                    "stop" => VmAction::Stop,
+                    "restart" => VmAction::Restart,
+                    _ => return Err(unknown(&full)),
+                };
+                Ok(Route::VmAction {
+                    namespace: (*ns).to_owned(),
+                    name: (*name).to_owned(),
+                    action,
+                })
+            }
+            ["namespaces", ns, "virtualmachineinstances", name, "console"] => Ok(Route::Console {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+            }),
+            [] => Ok(Route::GroupVersion {
+                group: group.to_owned(),
+                version: version.to_owned(),
+            }),
+            _ => Err(unknown(&full)),
+        };
+    }
+    let find = |plural: &str| resources::find(group, version, plural).ok_or_else(|| unknown(&full));
+    let namespaced_only = |resource: ResourceDef| {
+        if resource.namespaced {
+            Ok(resource)
+        } else {
+            Err(unknown(&full))
+        }
+    };
+    match tail {
+        [] => Ok(Route::GroupVersion {
+            group: group.to_owned(),
+            version: version.to_owned(),
+        }),
+        // `namespaces/NAME/...` is a namespaced path unless it addresses the Namespace itself.
+        ["namespaces", ns, plural, rest @ ..] if !matches!(*plural, "status" | "finalize") => {
+            let resource = namespaced_only(find(plural)?)?;
+            let namespace = Some((*ns).to_owned());
+            match rest {
+                [] => Ok(Route::Collection {
+                    resource,
+                    namespace,
+                }),
+                [name] => Ok(Route::Item {
+                    resource,
+                    namespace,
+                    name: (*name).to_owned(),
+                }),
+                [name, "status"] => Ok(Route::Status {
+                    resource,
+                    namespace,
+                    name: (*name).to_owned(),
+                }),
+                _ => Err(unknown(&full)),
+            }
+        }
+        [plural] => Ok(Route::Collection {
+            resource: find(plural)?,
+            namespace: None,
+        }),
+        [plural, name] => {
+            let resource = find(plural)?;
+            if resource.namespaced {
+                return Err(unknown(&full));
+            }
+            Ok(Route::Item {
+                resource,
+                namespace: None,
+                name: (*name).to_owned(),
+            })
+        }
+        [plural, name, "status"] => {
+            let resource = find(plural)?;
+            if resource.namespaced {
+                return Err(unknown(&full));
+            }
+            Ok(Route::Status {
+                resource,
+                namespace: None,
+                name: (*name).to_owned(),
+            })
+        }
+        _ => Err(unknown(&full)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{NAMESPACES, PVCS, STORAGE_CLASSES, VMS};
+
+    #[test]
+    fn namespaced_paths() {
+        assert_eq!(
+            parse(false, "kubevirt.io/v1/namespaces/default/virtualmachines").unwrap(),
+            Route::Collection {
+                resource: VMS,
+                namespace: Some("default".into())
+            }
+        );
+        assert_eq!(
+            parse(
+                false,
+                "kubevirt.io/v1/namespaces/default/virtualmachines/vm1"
+            )
+            .unwrap(),
+            Route::Item {
+                resource: VMS,
+                namespace: Some("default".into()),
+                name: "vm1".into()
+            }
+        );
+        assert_eq!(
+            parse(true, "v1/namespaces/ns1/persistentvolumeclaims/p/status").unwrap(),
+            Route::Status {
+                resource: PVCS,
+                namespace: Some("ns1".into()),
+                name: "p".into()
+            }
+        );
+    }
+
+    #[test]
+    fn cluster_paths_and_namespaces() {
+        assert_eq!(
+            parse(true, "v1/namespaces").unwrap(),
+            Route::Collection {
+                resource: NAMESPACES,
+                namespace: None
+            }
+        );
+        assert_eq!(
+            parse(true, "v1/namespaces/default").unwrap(),
+            Route::Item {
+                resource: NAMESPACES,
+                namespace: None,
+                name: "default".into()
+            }
+        );
+        assert_eq!(
+            parse(true, "v1/namespaces/default/status").unwrap(),
+            Route::Status {
+                resource: NAMESPACES,
+                namespace: None,
+                name: "default".into()
+            }
+        );
+        assert_eq!(
+            parse(false, "storage.k8s.io/v1/storageclasses/local-path").unwrap(),
+            Route::Item {
+                resource: STORAGE_CLASSES,
+                namespace: None,
+                name: "local-path".into()
+            }
+        );
+        assert_eq!(
+            parse(false, "kubevirt.io/v1/virtualmachines").unwrap(),
+            Route::Collection {
+                resource: VMS,
+                namespace: None
+            }
+        );
+    }
+
+    #[test]
+    fn subresources_and_unknowns() {
+        assert_eq!(
+            parse(
+                false,
+                "subresources.kubevirt.io/v1/namespaces/d/virtualmachines/vm/restart"
+            )
+            .unwrap(),
+            Route::VmAction {
+                namespace: "d".into(),
+                name: "vm".into(),
+                action: VmAction::Restart
+            }
+        );
+        assert_eq!(
+            parse(
+                false,
+                "subresources.kubevirt.io/v1/namespaces/d/virtualmachineinstances/vm/console"
+            )
+            .unwrap(),
+            Route::Console {
+                namespace: "d".into(),
+                name: "vm".into()
+            }
+        );
+        for bad in [
+            "kubevirt.io/v1/namespaces/default/storageclasses",
+            "kubevirt.io/v1/virtualmachines/vm1",
+            "apps/v1/deployments",
+            "kubevirt.io/v2/virtualmachines",
+            "kubevirt.io/v1/namespaces/d/virtualmachines/vm/a/b",
+        ] {
+            assert_eq!(parse(false, bad).unwrap_err().code, 404, "{bad}");
+        }
+        assert_eq!(parse(true, "").unwrap_err().code, 404);
+    }
+}

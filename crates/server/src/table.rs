@@ -1,0 +1,624 @@
+//! `meta.k8s.io/v1` Table output: the columns `kubectl get` prints, as KubeVirt's CRD printer
+//! columns and Kubernetes' built-in printers define them.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::resources::ResourceDef;
+
+struct Column {
+    name: &'static str,
+    kind: &'static str,
+    format: &'static str,
+    priority: u8,
+    cell: fn(&Value, i64) -> Value,
+}
+
+fn text(v: Option<&Value>) -> Value {
+    match v {
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(Value::Bool(b)) => Value::String(b.to_string()),
+        Some(Value::Number(n)) => Value::String(n.to_string()),
+        _ => Value::String(String::new()),
+    }
+}
+
+fn name(o: &Value, _: i64) -> Value {
+    text(o.pointer("/metadata/name"))
+}
+
+fn age(o: &Value, now: i64) -> Value {
+    let age = o
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339)
+        .map(|created| human_duration(now - created))
+        .unwrap_or_else(|| "<unknown>".to_owned());
+    Value::String(age)
+}
+
+fn condition_status(o: &Value, kind: &str) -> Value {
+    let status = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+        })
+        .and_then(|c| c.get("status"));
+    text(status)
+}
+
+const VM_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "Age",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+    Column {
+        name: "Status",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/printableStatus")),
+    },
+    Column {
+        name: "Ready",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| condition_status(o, "Ready"),
+    },
+];
+
+const VMI_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "Age",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+    Column {
+        name: "Phase",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/phase")),
+    },
+    Column {
+        name: "IP",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/interfaces/0/ipAddress")),
+    },
+    Column {
+        name: "NodeName",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/nodeName")),
+    },
+    Column {
+        name: "Ready",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| condition_status(o, "Ready"),
+    },
+    Column {
+        name: "Live-Migratable",
+        kind: "string",
+        format: "",
+        priority: 1,
+        cell: |o, _| condition_status(o, "LiveMigratable"),
+    },
+    Column {
+        name: "Paused",
+        kind: "string",
+        format: "",
+        priority: 1,
+        cell: |o, _| condition_status(o, "Paused"),
+    },
+];
+
+fn access_modes(o: &Value) -> Value {
+    let modes = o
+        .pointer("/status/accessModes")
+        .or_else(|| o.pointer("/spec/accessModes"))
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(Value::as_str)
+                .map(|m| match m {
+                    "ReadWriteOnce" => "RWO",
+                    "ReadOnlyMany" => "ROX",
+                    "ReadWriteMany" => "RWX",
+                    "ReadWriteOncePod" => "RWOP",
+                    other => other,
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    Value::String(modes)
+}
+
+const PVC_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "Status",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/phase")),
+    },
+    Column {
+        name: "Volume",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/volumeName")),
+    },
+    Column {
+        name: "Capacity",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/capacity/storage")),
+    },
+    Column {
+        name: "Access Modes",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| access_modes(o),
+    },
+    Column {
+        name: "StorageClass",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/storageClassName")),
+    },
+    Column {
+        name: "Age",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+    Column {
+        name: "VolumeMode",
+        kind: "string",
+        format: "",
+        priority: 1,
+        cell: |o, _| text(o.pointer("/spec/volumeMode")),
+    },
+];
+
+fn event_object(o: &Value, _: i64) -> Value {
+    let kind = o
+        .pointer("/involvedObject/kind")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name = o
+        .pointer("/involvedObject/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Value::String(format!("{}/{name}", kind.to_lowercase()))
+}
+
+fn event_last_seen(o: &Value, now: i64) -> Value {
+    let seen = o
+        .get("lastTimestamp")
+        .and_then(Value::as_str)
+        .or_else(|| o.get("eventTime").and_then(Value::as_str))
+        .and_then(parse_rfc3339)
+        .map(|t| human_duration(now - t))
+        .unwrap_or_else(|| "<unknown>".to_owned());
+    Value::String(seen)
+}
+
+const EVENT_COLUMNS: &[Column] = &[
+    Column {
+        name: "Last Seen",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: event_last_seen,
+    },
+    Column {
+        name: "Type",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.get("type")),
+    },
+    Column {
+        name: "Reason",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.get("reason")),
+    },
+    Column {
+        name: "Object",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: event_object,
+    },
+    Column {
+        name: "Message",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.get("message")),
+    },
+];
+
+const NAMESPACE_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "Status",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| {
+            let phase = text(o.pointer("/status/phase"));
+            if phase == "" {
+                Value::String("Active".into())
+            } else {
+                phase
+            }
+        },
+    },
+    Column {
+        name: "Age",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+];
+
+const STORAGE_CLASS_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: |o, _| {
+            let name = o
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let default = o
+                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+                .and_then(Value::as_str)
+                == Some("true");
+            Value::String(if default {
+                format!("{name} (default)")
+            } else {
+                name.to_owned()
+            })
+        },
+    },
+    Column {
+        name: "Provisioner",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.get("provisioner")),
+    },
+    Column {
+        name: "ReclaimPolicy",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.get("reclaimPolicy")),
+    },
+    Column {
+        name: "VolumeBindingMode",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.get("volumeBindingMode")),
+    },
+    Column {
+        name: "AllowVolumeExpansion",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| {
+            Value::String(
+                o.get("allowVolumeExpansion")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    .to_string(),
+            )
+        },
+    },
+    Column {
+        name: "Age",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+];
+
+const KUBEVIRT_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "Age",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+    Column {
+        name: "Phase",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/phase")),
+    },
+];
+
+fn columns(resource: &ResourceDef) -> &'static [Column] {
+    match resource.plural {
+        "virtualmachines" => VM_COLUMNS,
+        "virtualmachineinstances" => VMI_COLUMNS,
+        "persistentvolumeclaims" => PVC_COLUMNS,
+        "events" => EVENT_COLUMNS,
+        "namespaces" => NAMESPACE_COLUMNS,
+        "storageclasses" => STORAGE_CLASS_COLUMNS,
+        _ => KUBEVIRT_COLUMNS,
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// One row of a table: the cells and the object's metadata (`PartialObjectMetadata`).
+fn row(resource: &ResourceDef, object: &Value, now: i64) -> Value {
+    let cells: Vec<Value> = columns(resource)
+        .iter()
+        .map(|c| (c.cell)(object, now))
+        .collect();
+    json!({
+        "cells": cells,
+        "object": {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": object.get("metadata").cloned().unwrap_or(Value::Null),
+        },
+    })
+}
+
+/// The column definitions.
+fn column_definitions(resource: &ResourceDef) -> Vec<Value> {
+    columns(resource)
+        .iter()
+        .map(|c| {
+            json!({"name": c.name, "type": c.kind, "format": c.format, "description": "", "priority": c.priority})
+        })
+        .collect()
+}
+
+/// A Table of `objects`; `with_columns` false omits the column definitions (watch events after the
+/// first, as the Kubernetes API server does).
+pub fn table(
+    resource: &ResourceDef,
+    objects: &[Value],
+    resource_version: Option<String>,
+    continue_token: Option<String>,
+    with_columns: bool,
+) -> Value {
+    let now = now_unix();
+    let mut metadata = serde_json::Map::new();
+    if let Some(rv) = resource_version {
+        metadata.insert("resourceVersion".into(), Value::String(rv));
+    }
+    if let Some(token) = continue_token {
+        metadata.insert("continue".into(), Value::String(token));
+    }
+    let mut table = json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "rows": objects.iter().map(|o| row(resource, o, now)).collect::<Vec<_>>(),
+    });
+    table["columnDefinitions"] = if with_columns {
+        Value::Array(column_definitions(resource))
+    } else {
+        Value::Null
+    };
+    table
+}
+
+/// Parses `2026-11-21T20:15:39Z` (fractions and offsets tolerated) to Unix seconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let time_part = time.get(..8)?;
+    let mut t = time_part.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, s) = (t.next()??, t.next()??, t.next()??);
+    let rest = time.get(8..)?;
+    let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    let offset = match rest {
+        "Z" | "z" | "" => 0,
+        tz => {
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = tz.get(1..)?.split_once(':')?;
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+        }
+    };
+    Some(days_from_civil(year, month, day) * 86400 + h * 3600 + m * 60 + s - offset)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// kubectl's short ages: `45s`, `5m3s`, `17m`, `3h4m`, `20h`, `3d4h`, `40d`, `2y10d`.
+pub fn human_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    if s < 120 {
+        return format!("{s}s");
+    }
+    let m = s / 60;
+    if m < 10 {
+        let rem = s % 60;
+        return if rem == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{rem}s")
+        };
+    }
+    if m < 180 {
+        return format!("{m}m");
+    }
+    let h = m / 60;
+    if h < 8 {
+        let rem = m % 60;
+        return if rem == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{rem}m")
+        };
+    }
+    if h < 48 {
+        return format!("{h}h");
+    }
+    let d = h / 24;
+    if h < 192 {
+        let rem = h % 24;
+        return if rem == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{rem}h")
+        };
+    }
+    if d < 365 * 2 {
+        return format!("{d}d");
+    }
+    let y = d / 365;
+    if y < 8 {
+        let rem = d % 365;
+        return if rem == 0 {
+            format!("{y}y")
+        } else {
+            format!("{y}y{rem}d")
+        };
+    }
+    format!("{y}y")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{PVCS, VMS};
+
+    #[test]
+    fn rfc3339_and_ages() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2026-11-21T20:15:39Z"), Some(1_795_292_139));
+        assert_eq!(
+            parse_rfc3339("2026-11-21T20:15:39.123456Z"),
+            Some(1_795_292_139)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-21T21:15:39+01:00"),
+            Some(1_795_292_139)
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(human_duration(45), "45s");
+        assert_eq!(human_duration(303), "5m3s");
+        assert_eq!(human_duration(17 * 60), "17m");
+        assert_eq!(human_duration(3 * 3600 + 240), "3h4m");
+        assert_eq!(human_duration(20 * 3600), "20h");
+        assert_eq!(human_duration(3 * 86400 + 4 * 3600), "3d4h");
+        assert_eq!(human_duration(40 * 86400), "40d");
+    }
+
+    #[test]
+    fn vm_and_pvc_rows() {
+        let vm = json!({"metadata": {"name": "vm1", "creationTimestamp": "1970-01-01T00:00:00Z"},
+            "status": {"printableStatus": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        let t = table(&VMS, &[vm], Some("5".into()), None, true);
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Name", "Age", "Status", "Ready"]);
+        assert_eq!(t["rows"][0]["cells"][0], "vm1");
+        assert_eq!(t["rows"][0]["cells"][2], "Running");
+        assert_eq!(t["rows"][0]["cells"][3], "True");
+        assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "vm1");
+        assert_eq!(t["metadata"]["resourceVersion"], "5");
+
+        let pvc = json!({"metadata": {"name": "p"}, "spec": {"volumeName": "pvc-1", "accessModes": ["ReadWriteOnce"], "storageClassName": "local-path"},
+            "status": {"phase": "Bound", "capacity": {"storage": "10Mi"}}});
+        let t = table(&PVCS, &[pvc], None, None, false);
+        assert!(t["columnDefinitions"].is_null());
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[1], "Bound");
+        assert_eq!(cells[2], "pvc-1");
+        assert_eq!(cells[3], "10Mi");
+        assert_eq!(cells[4], "RWO");
+        assert_eq!(cells[5], "local-path");
+    }
+}

@@ -1,0 +1,300 @@
+//! End-to-end test of `ferrovirt serve` driving the real engine (QEMU + swtpm + OVMF under TCG,
+//! no disk, so OVMF sits in its boot-failure path: a running VM without a guest OS): a VM with a
+//! persistent TPM and EFI gets its backend-storage PVC, runs, shows its serial console over the
+//! WebSocket, survives a `serve` restart (adopted, never killed), stops through the subresource
+//! with its PVC kept, and takes its PVC and volume with it when deleted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/server.rs"]
+mod server;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use server::{Server, manifest};
+
+fn vm_manifest(name: &str) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: {name}
+spec:
+  runStrategy: Always
+  template:
+    spec:
+      terminationGracePeriodSeconds: 1
+      domain:
+        features:
+          smm: {{}}
+        firmware:
+          bootloader:
+            efi:
+              persistent: true
+        devices:
+          tpm:
+            persistent: true
+        memory:
+          guest: 128Mi
+"
+    )
+}
+
+fn printable_status(server: &Server, name: &str) -> String {
+    let out = server.kubectl(&[
+        "get",
+        "vm",
+        name,
+        "-o",
+        "jsonpath={.status.printableStatus}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn qemu_pid(name: &str) -> Option<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("guest=default_{name},")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+}
+
+#[test]
+fn persistent_vm_runs_survives_restart_and_cleans_up() {
+    let mut server = Server::start(true);
+    let name = format!("tpm-{}", server.port);
+    let path = manifest(&server, "vm.yaml", &vm_manifest(&name));
+    let started = Instant::now();
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    server.wait_for("the VM to run", Duration::from_secs(60), || {
+        (printable_status(&server, &name) == "Running").then_some(())
+    });
+    let start_latency = started.elapsed();
+    eprintln!("apply -> Running: {start_latency:?}");
+
+    // The VM as KubeVirt reports it.
+    let vm: Value =
+        serde_json::from_str(&server.kubectl_ok(&["get", "vm", &name, "-o", "json"])).unwrap();
+    assert_eq!(
+        vm["spec"]["template"]["spec"]["domain"]["devices"]["tpm"]["persistent"],
+        true
+    );
+    let uuid = vm["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(vm["status"]["ready"], true);
+    assert_eq!(vm["status"]["created"], true);
+    let table = server.kubectl_ok(&["get", "vms"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&name) && l.contains("Running") && l.contains("True")),
+        "{table}"
+    );
+    let vmi = server.kubectl_ok(&["get", "vmi", &name]);
+    assert!(vmi.contains("Running"), "{vmi}");
+
+    // Backend storage: the PVC, bound to a local-path volume laid out as KubeVirt's.
+    let pvcs = server.kubectl_ok(&["get", "pvc"]);
+    let prefix = format!("persistent-state-for-{name}-");
+    let pvc_line = pvcs
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{pvcs}"));
+    assert!(
+        pvc_line.contains("Bound")
+            && pvc_line.contains("10Mi")
+            && pvc_line.contains("RWO")
+            && pvc_line.contains("local-path"),
+        "{pvc_line}"
+    );
+    let pvc_name = pvc_line.split_whitespace().next().unwrap().to_owned();
+    let pvc: Value =
+        serde_json::from_str(&server.kubectl_ok(&["get", "pvc", &pvc_name, "-o", "json"])).unwrap();
+    assert_eq!(
+        pvc["metadata"]["labels"]["persistent-state-for"],
+        name.as_str()
+    );
+    assert_eq!(
+        pvc["metadata"]["ownerReferences"][0]["kind"],
+        "VirtualMachine"
+    );
+    assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
+    let volume = pvc["spec"]["volumeName"].as_str().unwrap().to_owned();
+    assert_eq!(
+        volume,
+        format!("pvc-{}", pvc["metadata"]["uid"].as_str().unwrap())
+    );
+    let volume_dir = server.data_dir().join("volumes").join(&volume);
+    assert!(
+        volume_dir
+            .join(format!("swtpm/{uuid}/tpm2/tpm2-00.permall"))
+            .is_file()
+    );
+
+    let events = server.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+    ]);
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("Started"),
+        "{events}"
+    );
+
+    // The serial console over the WebSocket: OVMF writes to it.
+    let mut ws = server::websocket(server.port, &format!(
+        "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{name}/console"
+    ))
+    .unwrap();
+    server::ws_send_binary(&mut ws, b"\r").unwrap();
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    ws.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    while received.len() < 8 && Instant::now() < deadline {
+        match server::ws_read_frame(&mut ws) {
+            Ok((2, payload)) => received.extend(payload),
+            Ok((8, _)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        !received.is_empty(),
+        "no console output from OVMF within 40 s"
+    );
+    drop(ws);
+
+    // Restart the server: the VM keeps running and is adopted.
+    let pid = qemu_pid(&name).expect("QEMU of the VM is running");
+    server.terminate();
+    assert_eq!(
+        qemu_pid(&name),
+        Some(pid),
+        "stopping serve must not stop the VM"
+    );
+    server.spawn();
+    server.wait_for("the adoption event", Duration::from_secs(20), || {
+        let events = server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=Adopted"),
+        ]);
+        events.contains("Adopted").then_some(())
+    });
+    assert_eq!(printable_status(&server, &name), "Running");
+    assert_eq!(qemu_pid(&name), Some(pid));
+
+    // Stop through the subresource (what virtctl stop does): the PVC is kept.
+    let (code, _) = server.request(
+        "PUT",
+        &format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/stop"
+        ),
+        Some("application/json"),
+        b"{}",
+    );
+    assert_eq!(code, 202);
+    server.wait_for("the VM to stop", Duration::from_secs(30), || {
+        (printable_status(&server, &name) == "Stopped" && qemu_pid(&name).is_none()).then_some(())
+    });
+    let vm: Value =
+        serde_json::from_str(&server.kubectl_ok(&["get", "vm", &name, "-o", "json"])).unwrap();
+    assert_eq!(vm["spec"]["runStrategy"], "Halted");
+    assert!(server.kubectl_ok(&["get", "pvc"]).contains(&pvc_name));
+    assert!(
+        volume_dir
+            .join(format!("swtpm/{uuid}/tpm2/tpm2-00.permall"))
+            .is_file()
+    );
+
+    // Corrupt TPM state: the start fails with the engine's message (naming the file and the
+    // rollback), recorded as a FailedCreate event, and the VM backs off instead of looping.
+    let state_file = volume_dir.join(format!("swtpm/{uuid}/tpm2/tpm2-00.permall"));
+    std::fs::write(&state_file, b"this is not a TPM state").unwrap();
+    let (code, _) = server.request(
+        "PUT",
+        &format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/start"
+        ),
+        Some("application/json"),
+        b"{}",
+    );
+    assert_eq!(code, 202);
+    let failure = server.wait_for("a FailedCreate event", Duration::from_secs(30), || {
+        let events = server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=FailedCreate"),
+            "-o",
+            "json",
+        ]);
+        let events: Value = serde_json::from_str(&events).unwrap();
+        events["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+    });
+    eprintln!("FailedCreate: {failure}");
+    assert!(
+        failure.contains("tpm2-00.permall") && failure.contains("ferrovirt state rollback"),
+        "{failure}\n{}",
+        server.log()
+    );
+    server.wait_for("CrashLoopBackOff", Duration::from_secs(20), || {
+        (printable_status(&server, &name) == "CrashLoopBackOff").then_some(())
+    });
+    assert!(qemu_pid(&name).is_none());
+
+    // Delete the VM: the PVC and its volume go with it.
+    server.kubectl_ok(&["delete", "vm", &name]);
+    server.wait_for("the PVC to be deleted", Duration::from_secs(20), || {
+        (!server.kubectl_ok(&["get", "pvc"]).contains(&pvc_name) && !volume_dir.exists())
+            .then_some(())
+    });
+    assert!(!server.log().contains("panicked"));
+}
+
+#[test]
+fn no_storage_class_is_a_failed_create() {
+    let server = Server::start(true);
+    server.kubectl_ok(&["delete", "sc", "local-path"]);
+    let name = format!("nosc-{}", server.port);
+    let path = manifest(&server, "vm.yaml", &vm_manifest(&name));
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    let message = server.wait_for("a FailedCreate event", Duration::from_secs(20), || {
+        let events = server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=FailedCreate"),
+            "-o",
+            "json",
+        ]);
+        let events: Value = serde_json::from_str(&events).unwrap();
+        events["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+    });
+    assert_eq!(message, "no default storage class found");
+    let vm: Value =
+        serde_json::from_str(&server.kubectl_ok(&["get", "vm", &name, "-o", "json"])).unwrap();
+    assert_eq!(vm["status"]["ready"], false);
+    assert_eq!(vm["status"]["created"], false);
+    assert!(
+        vm["status"]["conditions"]
+            .to_string()
+            .contains("no default storage class found")
+    );
+    assert!(server.kubectl_ok(&["get", "pvc"]).is_empty());
+}
