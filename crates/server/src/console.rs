@@ -34,13 +34,14 @@ async fn serial_socket(
                 "VirtualMachineInstance {name} has no firmware UUID"
             ))
         })?;
-    let runtime =
-        ferrovirt_vmm::runtime::RuntimeDir::open(state.data_dir.join("run").join(uuid.as_str()))
-            .map_err(|e| {
-                ApiError::bad_request(format!(
-                    "VirtualMachineInstance {name} has no runtime dir: {e}"
-                ))
-            })?;
+    let runtime = ferrovirt_vmm::runtime::RuntimeDir::open(
+        ferrovirt_vmm::engine::runtime_base(&state.data_dir).join(uuid.as_str()),
+    )
+    .map_err(|e| {
+        ApiError::bad_request(format!(
+            "VirtualMachineInstance {name} has no runtime dir: {e}"
+        ))
+    })?;
     Ok(runtime.serial_socket())
 }
 

@@ -80,6 +80,8 @@ pub enum EngineError {
 #[derive(Debug)]
 pub struct Engine {
     data_dir: PathBuf,
+    /// Where runtime dirs live (see [`runtime_base`]).
+    run_base: PathBuf,
     ephemeral_localca: PathBuf,
     accel: Accel,
     descriptors: Vec<FirmwareDescriptor>,
@@ -105,8 +107,12 @@ impl Engine {
     /// reads the firmware descriptors.
     pub async fn new(data_dir: impl Into<PathBuf>) -> Result<Self, EngineError> {
         let data_dir = data_dir.into();
-        for sub in ["run", "logs", "localca-ephemeral"] {
-            let dir = data_dir.join(sub);
+        let run_base = runtime_base(&data_dir);
+        for dir in [
+            run_base.clone(),
+            data_dir.join("logs"),
+            data_dir.join("localca-ephemeral"),
+        ] {
             ferrovirt_storage::atomic::create_dir_private(&dir).map_err(|e| EngineError::Io {
                 path: dir.clone(),
                 source: std::io::Error::other(e.to_string()),
@@ -120,6 +126,7 @@ impl Engine {
             tracing::warn!("ignoring a firmware descriptor: {rejected}");
         }
         Ok(Self {
+            run_base,
             ephemeral_localca: data_dir.join("localca-ephemeral"),
             data_dir,
             accel: probe_accelerator().await,
@@ -137,7 +144,7 @@ impl Engine {
 
     /// The runtime dir of a VM's current run.
     pub fn runtime_path(&self, uuid: &VmUuid) -> PathBuf {
-        self.data_dir.join("run").join(uuid.as_str())
+        self.run_base.join(uuid.as_str())
     }
 
     /// The serial log of a VM (every run appended).
@@ -257,10 +264,15 @@ impl Engine {
         let runtime_path = self.runtime_path(&plan.uuid);
         let recorded = {
             let state_plan = self.state_plan(plan, &runtime_path);
-            tokio::task::block_in_place(|| crate::state::finish(&state_plan))?
+            tokio::task::block_in_place(|| crate::state::finish(&state_plan))
         };
+        // The run is over whatever the state check said: its runtime dir (ephemeral state only)
+        // must not block the next start. The persistent state stays where it is, untouched.
         remove_dir_if_exists(&runtime_path)?;
-        Ok(RunEnd { exit, recorded })
+        Ok(RunEnd {
+            exit,
+            recorded: recorded?,
+        })
     }
 
     /// Re-attaches to a run a previous manager left running (never kills it).
@@ -280,7 +292,7 @@ impl Engine {
         plan: &VmPlan,
         generation: ferrovirt_storage::GenerationId,
     ) -> Result<ferrovirt_storage::GenerationId, EngineError> {
-        let scratch = self.data_dir.join("run");
+        let scratch = self.run_base.clone();
         Ok(crate::state::rollback(
             &self.state_plan(plan, &scratch),
             generation,
@@ -292,9 +304,34 @@ impl Engine {
         &self,
         plan: &VmPlan,
     ) -> Result<Vec<ferrovirt_storage::GenerationInfo>, EngineError> {
-        let scratch = self.data_dir.join("run");
+        let scratch = self.run_base.clone();
         Ok(crate::state::generations(&self.state_plan(plan, &scratch))?)
     }
+}
+
+/// Longest name of a socket in a runtime dir (`swtpm-ctrl.sock`), with the `/` before it.
+const LONGEST_SOCKET_NAME: usize = 20;
+/// A unix socket path holds at most this many bytes (`sun_path` is 108 with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The directory under which each run gets `<vm-uuid>/`: `<data>/run` when the sockets fit in a
+/// unix socket path from there, else a short directory in the system temp dir named after a
+/// stable hash of the data dir (so a restarted manager finds the same runs again).
+pub fn runtime_base(data_dir: &Path) -> PathBuf {
+    let preferred = data_dir.join("run");
+    let uuid_len = 1 + 36;
+    if preferred.as_os_str().len() + uuid_len + LONGEST_SOCKET_NAME <= MAX_SOCKET_PATH {
+        return preferred;
+    }
+    // FNV-1a: stable across builds and Rust versions (std's hasher is not).
+    let hash = data_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    std::env::temp_dir().join(format!("ferrovirt-run-{hash:016x}"))
 }
 
 fn remove_dir_if_exists(path: &Path) -> Result<(), EngineError> {

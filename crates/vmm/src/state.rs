@@ -293,7 +293,7 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
             if let Some(tpm) = &files.tpm_file
                 && tpm.exists()
             {
-                check_tpm(tpm, plan.runtime_dir).map_err(|source| StateFault::TpmUnusable {
+                check_tpm(tpm).map_err(|source| StateFault::TpmUnusable {
                     source,
                     vm: vm.clone(),
                     generation: last_good,
@@ -389,7 +389,7 @@ pub fn finish(plan: &StatePlan<'_>) -> Result<Option<GenerationId>, StateFault> 
     }
     let last_good = files.generations.latest_good()?;
     if let Some(tpm) = &files.tpm_file {
-        check_tpm(tpm, plan.runtime_dir).map_err(|source| StateFault::TpmUnusable {
+        check_tpm(tpm).map_err(|source| StateFault::TpmUnusable {
             source,
             vm: plan.vm_name.to_string(),
             generation: last_good,
@@ -448,11 +448,11 @@ fn same_as_recorded(
     Ok(true)
 }
 
-fn check_tpm(state_file: &Path, runtime_dir: &Path) -> Result<(), StateError> {
+/// Checks that swtpm can read the state. The check's private copy and its sockets live in the
+/// system temp dir: a unix socket path holds at most 107 bytes, which a deep data dir would exceed.
+fn check_tpm(state_file: &Path) -> Result<(), StateError> {
     let dir = state_file.parent().unwrap_or(Path::new("."));
-    let mut options = CheckOptions::default();
-    options.tmp_dir = Some(runtime_dir.to_path_buf());
-    check_state_with(dir, &options).map(|_| ())
+    check_state_with(dir, &CheckOptions::default()).map(|_| ())
 }
 
 fn manufacture_tpm(

@@ -231,3 +231,19 @@ async fn ephemeral_state_dies_with_the_run() {
     assert!(!runtime.exists());
     assert!(!data.path().join("volumes").exists(), "no backend storage");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deep_data_dir_still_stops_cleanly() {
+    // A unix socket path holds at most 107 bytes: with a data dir this deep, neither the run's
+    // sockets nor the state check's may live under it (runtime dirs fall back to the temp dir).
+    let base = tempfile::tempdir().unwrap();
+    let data = base
+        .path()
+        .join("a-data-dir-deep-enough-that-sockets-below-it-would-not-fit");
+    let engine = Engine::new(&data).await.unwrap();
+    let running = engine.start(persistent_plan(&data)).await.unwrap();
+    let end = engine.stop(&running).await.unwrap();
+    assert!(end.recorded.is_some(), "after-stop generation recorded");
+    assert!(!engine.runtime_path(&running.plan.uuid).exists());
+    assert!(!engine.runtime_path(&running.plan.uuid).starts_with(&data));
+}

@@ -1,6 +1,6 @@
 //! One module per subcommand.
 
 pub mod run;
-pub mod state;
 pub mod serve;
+pub mod state;
 pub mod validate;
