@@ -13,19 +13,16 @@ pub fn guest_dir() -> PathBuf {
 
 /// The plain guest: a unified kernel image on an EFI system partition.
 pub fn plain_image() -> PathBuf {
-    let path = guest_dir().join("ferro-guest.img");
-    assert!(
-        path.is_file(),
-        "test guest image {} is missing: run guest/build.sh {} (scripts/test.sh does)",
-        path.display(),
-        guest_dir().display()
-    );
-    path
+    image("ferro-guest.img")
 }
 
 /// The Secure Boot guest: Debian's signed shim, GRUB and kernel.
 pub fn secure_boot_image() -> PathBuf {
-    let path = guest_dir().join("ferro-guest-sb.img");
+    image("ferro-guest-sb.img")
+}
+
+fn image(file: &str) -> PathBuf {
+    let path = guest_dir().join(file);
     assert!(
         path.is_file(),
         "test guest image {} is missing: run guest/build.sh {} (scripts/test.sh does)",

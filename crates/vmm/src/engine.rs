@@ -16,7 +16,7 @@ use crate::disks::{DiskError, DiskPlan, prepare_disks};
 use crate::kvm::probe_accelerator;
 use crate::launcher::{LaunchError, SwtpmConfig, VmExit, VmHandle};
 use crate::machine::{Accel, MachineConfig, MachineType, SerialConsole, TpmAttachment};
-use crate::runtime::{RuntimeDir, RuntimeError};
+use crate::runtime::{MAX_SOCKET_PATH, RuntimeDir, RuntimeError};
 use crate::state::{FirmwarePlan, PreparedState, StateFault, StatePlan, TpmPlan};
 
 /// A VM run, resolved from the API object (see `crate::convert`): everything is decided.
@@ -311,8 +311,6 @@ impl Engine {
 
 /// Longest name of a socket in a runtime dir (`swtpm-ctrl.sock`), with the `/` before it.
 const LONGEST_SOCKET_NAME: usize = 20;
-/// A unix socket path holds at most this many bytes (`sun_path` is 108 with the NUL).
-const MAX_SOCKET_PATH: usize = 107;
 
 /// The directory under which each run gets `<vm-uuid>/`: `<data>/run` when the sockets fit in a
 /// unix socket path from there, else a short directory in the system temp dir named after a

@@ -4,9 +4,8 @@
 //! `swtpm.log`, `qemu.log` (QEMU's stderr) and `run.json` (machine config, pids with start times,
 //! creation time), written crash-safely (temp file, fsync, rename, fsync dir).
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -145,7 +144,12 @@ impl RuntimeDir {
             path: self.run_record(),
             reason: e.to_string(),
         })?;
-        write_atomically(&self.run_record(), &bytes)
+        let path = self.run_record();
+        ferrovirt_storage::atomic::write_file(&path, &bytes, 0o600).map_err(|e| RuntimeError::Io {
+            path,
+            action: "write run record",
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 
     /// Reads `run.json`.
@@ -157,35 +161,6 @@ impl RuntimeDir {
             reason: e.to_string(),
         })
     }
-}
-
-/// Temp file in the same directory, fsync, rename over `path`, fsync the directory. Mode 0600.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp, "create temp file"))?;
-        file.write_all(bytes).map_err(io(&tmp, "write"))?;
-        file.sync_all().map_err(io(&tmp, "fsync"))?;
-        fs::rename(&tmp, path).map_err(io(path, "rename temp file over"))?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir, "fsync directory"))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
