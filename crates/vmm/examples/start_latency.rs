@@ -36,6 +36,7 @@ fn plan(data: &Path) -> Result<VmPlan, Error> {
         smm: true,
         tpm: TpmPlan::Persistent,
         disks: vec![],
+        nics: vec![],
         state_volume: Some(volume),
         generations_dir: Some(data.join("state-generations/persistent-state-for-bench")),
         grace: Duration::from_millis(100),
@@ -64,6 +65,7 @@ async fn hand_launch(dir: &Path) -> Result<Duration, Error> {
             model: TpmModel::Crb,
         }),
         disks: vec![],
+        nics: vec![],
         serial: SerialConsole {
             socket: dir.join("serial.sock"),
             log_file: dir.join("serial.log"),

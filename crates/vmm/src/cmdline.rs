@@ -15,7 +15,9 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::machine::{Accel, DiskBus, DiskFormat, Firmware, MachineConfig, MachineType, TpmModel};
+use crate::machine::{
+    Accel, DiskBus, DiskFormat, Firmware, MachineConfig, MachineType, NicModel, TpmModel,
+};
 
 /// Why a machine description cannot become a command line.
 #[derive(Debug, thiserror::Error)]
@@ -256,13 +258,47 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
         }
         args.opt("-device", device);
     }
+    for nic in &config.nics {
+        valid_id("nic.name", &nic.name)?;
+        if !seen.insert(nic.name.as_str()) {
+            return Err(CmdlineError::DuplicateDisk {
+                disk: nic.name.clone(),
+            });
+        }
+        let netdev = format!("net-{}", nic.name);
+        args.opt("-netdev", format!("user,id={netdev}"));
+        let model = match nic.model {
+            NicModel::Virtio => "virtio-net-pci",
+            NicModel::E1000e => "e1000e",
+        };
+        let mut device = format!("{model},netdev={netdev},id={}", nic.name);
+        if let Some(mac) = &nic.mac {
+            let valid = mac.len() == 17
+                && mac.split(':').count() == 6
+                && mac
+                    .split(':')
+                    .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+            if !valid {
+                return Err(CmdlineError::InvalidId {
+                    field: "nic.mac".into(),
+                    value: mac.clone(),
+                });
+            }
+            device.push_str(&format!(",mac={mac}"));
+        }
+        match nic.boot_order {
+            Some(order) => device.push_str(&format!(",bootindex={order}")),
+            None => device.push_str(",romfile="),
+        }
+        args.opt("-device", device);
+    }
     Ok(args.0.into_iter().map(OsString::from).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::{Disk, SerialConsole, TpmAttachment};
+    use crate::machine::{Disk, Nic, SerialConsole, TpmAttachment};
     use std::path::PathBuf;
 
     fn base(firmware: Firmware, smm: bool, tpm: Option<TpmModel>) -> MachineConfig {
@@ -280,6 +316,7 @@ mod tests {
                 model,
             }),
             disks: vec![],
+            nics: vec![],
             serial: SerialConsole {
                 socket: run.join("serial.sock"),
                 log_file: run.join("serial.log"),
@@ -347,6 +384,39 @@ mod tests {
             },
         ];
         insta::assert_snapshot!(render(&config));
+    }
+
+    #[test]
+    fn user_mode_nics_without_and_with_pxe() {
+        let mut config = base(uefi(false), false, None);
+        config.nics = vec![
+            Nic {
+                name: "default".into(),
+                model: NicModel::Virtio,
+                mac: Some("52:54:00:12:34:56".into()),
+                boot_order: None,
+            },
+            Nic {
+                name: "pxe".into(),
+                model: NicModel::E1000e,
+                mac: None,
+                boot_order: Some(2),
+            },
+        ];
+        insta::assert_snapshot!(render(&config));
+    }
+
+    #[test]
+    fn bad_mac_is_refused() {
+        let mut config = base(Firmware::Bios, false, None);
+        config.nics = vec![Nic {
+            name: "default".into(),
+            model: NicModel::Virtio,
+            mac: Some("52:54:00:12:34".into()),
+            boot_order: None,
+        }];
+        let error = qemu_args(&config).unwrap_err();
+        assert!(error.to_string().contains("52:54:00:12:34"), "{error}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ferrovirt_storage::VmUuid;
 
 use crate::disks::{DiskPlan, DiskSource};
 use crate::engine::VmPlan;
-use crate::machine::DiskBus;
+use crate::machine::{DiskBus, Nic, NicModel};
 use crate::state::{FirmwarePlan, TpmPlan};
 
 /// A part of the spec this host cannot run.
@@ -155,6 +155,8 @@ pub fn plan_from_spec(
         });
     }
 
+    let nics = plan_nics(spec, ctx)?;
+
     let (state_volume, generations_dir) = match &ctx.state_volume {
         Some((volume, generations)) => (Some(volume.clone()), Some(generations.clone())),
         None => (None, None),
@@ -169,6 +171,7 @@ pub fn plan_from_spec(
         smm: spec.smm_enabled(),
         tpm,
         disks,
+        nics,
         state_volume,
         generations_dir,
         grace: Duration::from_secs(
@@ -285,4 +288,249 @@ fn disk_source(
         format!("{field}.{kind}")
     };
     Err((field, hint.to_string()))
+}
+
+/// Interfaces on the pod network become user-mode NAT cards (KubeVirt's masquerade; `bridge` and
+/// `slirp` bindings get the same NAT here, there being no pod to bridge into). With neither
+/// interfaces nor networks, KubeVirt attaches one pod interface (`autoattachPodInterface`), and so
+/// do we. Anything else is refused with its field path.
+fn plan_nics(
+    spec: &VirtualMachineInstanceSpec,
+    ctx: &ConvertContext<'_>,
+) -> Result<Vec<Nic>, Unsupported> {
+    let unsupported = |rest: String, message: String| Unsupported {
+        field: format!("{}.{rest}", ctx.field_prefix),
+        message,
+    };
+    let networks: Vec<serde_json::Value> = spec
+        .extra
+        .get("networks")
+        .and_then(|n| n.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let interfaces = spec.domain.devices.interfaces();
+    if interfaces.is_empty() && networks.is_empty() {
+        let auto = spec
+            .domain
+            .devices
+            .extra
+            .get("autoattachPodInterface")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        return Ok(if auto {
+            vec![Nic {
+                name: "default".into(),
+                model: NicModel::Virtio,
+                mac: None,
+                boot_order: None,
+            }]
+        } else {
+            Vec::new()
+        });
+    }
+    let mut nics = Vec::new();
+    for (index, interface) in interfaces.iter().enumerate() {
+        let field = format!("domain.devices.interfaces[{index}]");
+        let network = networks
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.get("name").and_then(|v| v.as_str()) == Some(&interface.name));
+        match network {
+            Some((_, n)) if n.get("pod").is_some() => {}
+            Some((i, n)) => {
+                let kind = n
+                    .as_object()
+                    .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+                    .unwrap_or_default();
+                return Err(unsupported(
+                    format!("networks[{i}].{kind}"),
+                    "only the pod network is available on a ferrovirt host (user-mode NAT); \
+                     multus and other secondary networks are not supported"
+                        .into(),
+                ));
+            }
+            None => {
+                return Err(unsupported(
+                    format!("{field}.name"),
+                    format!(
+                        "interface {:?} has no network of that name; add `networks: [{{name: {}, pod: {{}}}}]`",
+                        interface.name, interface.name
+                    ),
+                ));
+            }
+        }
+        let binding = ["masquerade", "bridge", "slirp"]
+            .iter()
+            .find(|b| interface.extra.contains_key(**b));
+        if binding.is_none() {
+            let other = ["sriov", "macvtap", "passt", "binding"]
+                .iter()
+                .find(|b| interface.extra.contains_key(**b))
+                .copied()
+                .unwrap_or("binding");
+            return Err(unsupported(
+                format!("{field}.{other}"),
+                "ferrovirt connects interfaces with user-mode NAT: use `masquerade: {}`".into(),
+            ));
+        }
+        let model = match interface.model.as_deref().unwrap_or("virtio") {
+            "virtio" => NicModel::Virtio,
+            "e1000e" => NicModel::E1000e,
+            other => {
+                return Err(unsupported(
+                    format!("{field}.model"),
+                    format!("model {other:?} is not supported by ferrovirt; use virtio or e1000e"),
+                ));
+            }
+        };
+        nics.push(Nic {
+            name: interface.name.clone(),
+            model,
+            mac: interface.mac_address.clone(),
+            boot_order: interface.boot_order,
+        });
+    }
+    Ok(nics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrovirt_api::Object;
+    use ferrovirt_api::parse::parse_documents;
+
+    fn spec(yaml: &str) -> VirtualMachineInstanceSpec {
+        let text = format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: vm1}}\nspec:\n  template:\n    spec:\n{}",
+            yaml.lines()
+                .map(|l| format!("      {l}\n"))
+                .collect::<String>()
+        );
+        let objects = parse_documents(text.as_bytes(), "test.yaml").unwrap();
+        let Object::VirtualMachine(vm) = &objects[0] else {
+            panic!("not a VM")
+        };
+        vm.spec.template.clone().unwrap().spec
+    }
+
+    fn convert(spec: &VirtualMachineInstanceSpec) -> Result<VmPlan, Unsupported> {
+        let claims = |name: &str| (name == "data").then(|| PathBuf::from("/vols/pvc-1"));
+        plan_from_spec(
+            spec,
+            &ConvertContext {
+                namespace: "default",
+                name: "vm1",
+                field_prefix: "spec.template.spec",
+                state_volume: None,
+                claim_dir: &claims,
+                termination_grace_period_seconds: Some(5),
+            },
+        )
+    }
+
+    const BASE: &str = "domain:\n  firmware: {uuid: 0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d}\n  cpu: {cores: 2, sockets: 2}\n  memory: {guest: 1Gi}\n";
+
+    #[test]
+    fn resources_firmware_tpm_and_disks() {
+        let spec = spec(&format!(
+            "{}  firmware:\n    uuid: 0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d\n    bootloader: {{efi: {{persistent: true}}}}\n  features: {{smm: {{}}}}\n  devices:\n    tpm: {{persistent: true}}\n    disks:\n    - {{name: root, disk: {{bus: sata}}, bootOrder: 1}}\n    - {{name: data}}\n    - {{name: scratch}}\n    - {{name: ci}}\nvolumes:\n- {{name: root, hostDisk: {{path: /img/root.qcow2, type: Disk}}}}\n- {{name: data, persistentVolumeClaim: {{claimName: data}}}}\n- {{name: scratch, emptyDisk: {{capacity: 1Gi}}}}\n- {{name: ci, cloudInitNoCloud: {{userData: \"#cloud-config\"}}}}\n",
+            BASE.replace(
+                "  firmware: {uuid: 0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d}\n",
+                ""
+            )
+        ));
+        let plan = convert(&spec).unwrap();
+        assert_eq!(plan.vcpus, 4);
+        assert_eq!(plan.memory_mib, 1024);
+        assert_eq!(
+            plan.firmware,
+            FirmwarePlan::Uefi {
+                secure_boot: true,
+                persistent: true
+            }
+        );
+        assert_eq!(plan.tpm, TpmPlan::Persistent);
+        assert!(plan.smm);
+        assert_eq!(plan.grace, Duration::from_secs(5));
+        assert_eq!(plan.disks[0].bus, DiskBus::Sata);
+        assert_eq!(plan.disks[0].boot_order, Some(1));
+        assert_eq!(
+            plan.disks[1].source,
+            DiskSource::HostFile {
+                path: "/vols/pvc-1/disk.img".into(),
+                create_with_capacity: None
+            }
+        );
+        assert_eq!(
+            plan.disks[2].source,
+            DiskSource::Empty {
+                capacity_bytes: 1 << 30
+            }
+        );
+        assert!(matches!(
+            plan.disks[3].source,
+            DiskSource::CloudInitNoCloud { .. }
+        ));
+        // No interfaces and no networks: one pod interface, as KubeVirt's autoattachPodInterface.
+        assert_eq!(plan.nics.len(), 1);
+        assert_eq!(plan.nics[0].name, "default");
+    }
+
+    #[test]
+    fn container_disks_are_refused_with_the_field_and_an_alternative() {
+        let spec = spec(&format!(
+            "{BASE}  devices:\n    disks: [{{name: c, disk: {{}}}}]\nvolumes:\n- {{name: c, containerDisk: {{image: quay.io/x/y}}}}\n"
+        ));
+        let error = convert(&spec).unwrap_err();
+        assert_eq!(error.field, "spec.template.spec.volumes[0].containerDisk");
+        assert!(error.message.contains("hostDisk"), "{}", error.message);
+    }
+
+    #[test]
+    fn unknown_claims_and_cdroms_are_refused() {
+        let spec1 = spec(&format!(
+            "{BASE}  devices:\n    disks: [{{name: d}}]\nvolumes:\n- {{name: d, persistentVolumeClaim: {{claimName: nope}}}}\n"
+        ));
+        let error = convert(&spec1).unwrap_err();
+        assert_eq!(
+            error.field,
+            "spec.template.spec.volumes[0].persistentVolumeClaim.claimName"
+        );
+        let spec2 = spec(&format!(
+            "{BASE}  devices:\n    disks: [{{name: d, cdrom: {{}}}}]\nvolumes:\n- {{name: d, emptyDisk: {{capacity: 1Mi}}}}\n"
+        ));
+        assert_eq!(
+            convert(&spec2).unwrap_err().field,
+            "spec.template.spec.domain.devices.disks[0].cdrom"
+        );
+    }
+
+    #[test]
+    fn interfaces_on_the_pod_network_become_nat_cards() {
+        let spec1 = spec(&format!(
+            "{BASE}  devices:\n    interfaces:\n    - {{name: default, masquerade: {{}}, macAddress: \"52:54:00:aa:bb:cc\"}}\nnetworks:\n- {{name: default, pod: {{}}}}\n"
+        ));
+        let plan = convert(&spec1).unwrap();
+        assert_eq!(plan.nics.len(), 1);
+        assert_eq!(plan.nics[0].mac.as_deref(), Some("52:54:00:aa:bb:cc"));
+
+        let multus = spec(&format!(
+            "{BASE}  devices:\n    interfaces: [{{name: m, bridge: {{}}}}]\nnetworks:\n- {{name: m, multus: {{networkName: x}}}}\n"
+        ));
+        assert_eq!(
+            convert(&multus).unwrap_err().field,
+            "spec.template.spec.networks[0].multus"
+        );
+        let sriov = spec(&format!(
+            "{BASE}  devices:\n    interfaces: [{{name: s, sriov: {{}}}}]\nnetworks:\n- {{name: s, pod: {{}}}}\n"
+        ));
+        assert_eq!(
+            convert(&sriov).unwrap_err().field,
+            "spec.template.spec.domain.devices.interfaces[0].sriov"
+        );
+        let off = spec(&format!(
+            "{BASE}  devices: {{autoattachPodInterface: false}}\n"
+        ));
+        assert!(convert(&off).unwrap().nics.is_empty());
+    }
 }

@@ -15,7 +15,7 @@ use ferrovirt_storage::VmUuid;
 use crate::disks::{DiskError, DiskPlan, prepare_disks};
 use crate::kvm::probe_accelerator;
 use crate::launcher::{LaunchError, SwtpmConfig, VmExit, VmHandle};
-use crate::machine::{Accel, MachineConfig, MachineType, SerialConsole, TpmAttachment};
+use crate::machine::{Accel, MachineConfig, MachineType, Nic, SerialConsole, TpmAttachment};
 use crate::runtime::{MAX_SOCKET_PATH, RuntimeDir, RuntimeError};
 use crate::state::{FirmwarePlan, PreparedState, StateFault, StatePlan, TpmPlan};
 
@@ -33,6 +33,8 @@ pub struct VmPlan {
     pub smm: bool,
     pub tpm: TpmPlan,
     pub disks: Vec<DiskPlan>,
+    /// Network cards (user-mode NAT, KubeVirt's masquerade binding).
+    pub nics: Vec<Nic>,
     /// The backend-storage volume (a directory), when the TPM or EFI is persistent.
     pub state_volume: Option<PathBuf>,
     /// Where that volume's generations live.
@@ -226,6 +228,7 @@ impl Engine {
                 model,
             }),
             disks,
+            nics: plan.nics.clone(),
             serial: SerialConsole {
                 socket: runtime.serial_socket(),
                 log_file: serial_log,

@@ -95,6 +95,28 @@ pub struct Disk {
     pub serial: Option<String>,
 }
 
+/// Network card model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicModel {
+    Virtio,
+    E1000e,
+}
+
+/// One network card, on QEMU's user-mode network (NAT to the host's network, as KubeVirt's
+/// `masquerade` binding on the pod network).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    /// QEMU id (the KubeVirt interface name).
+    pub name: String,
+    pub model: NicModel,
+    /// `52:54:00:..` style; QEMU picks one when `None`.
+    pub mac: Option<String>,
+    /// Boot from this card (PXE); without it the card's option ROM is not loaded, so the
+    /// firmware does not try to network-boot (as KubeVirt does).
+    pub boot_order: Option<u32>,
+}
+
 /// The serial console: a unix socket to attach to, and a log of everything the guest printed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SerialConsole {
@@ -116,6 +138,8 @@ pub struct MachineConfig {
     pub firmware: Firmware,
     pub tpm: Option<TpmAttachment>,
     pub disks: Vec<Disk>,
+    #[serde(default)]
+    pub nics: Vec<Nic>,
     pub serial: SerialConsole,
     pub qmp_socket: PathBuf,
     pub pid_file: PathBuf,

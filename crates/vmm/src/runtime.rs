@@ -184,6 +184,7 @@ mod tests {
             firmware: Firmware::Bios,
             tpm: None,
             disks: vec![],
+            nics: vec![],
             serial: SerialConsole {
                 socket: dir.serial_socket(),
                 log_file: dir.serial_log(),

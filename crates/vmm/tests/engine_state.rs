@@ -37,6 +37,7 @@ fn plan(data: &Path, tpm: TpmPlan, firmware: FirmwarePlan) -> VmPlan {
         smm: false,
         tpm,
         disks: vec![],
+        nics: vec![],
         state_volume: persistent.then(|| data.join("volumes/persistent-state-for-vm1-abcde")),
         generations_dir: persistent
             .then(|| data.join("state-generations/persistent-state-for-vm1-abcde")),

@@ -49,6 +49,7 @@ fn machine(f: &Fixture, firmware: Firmware, smm: bool, tpm: Option<TpmModel>) ->
             model,
         }),
         disks: vec![],
+        nics: vec![],
         serial: SerialConsole {
             socket: rt.serial_socket(),
             log_file: rt.serial_log(),
