@@ -93,8 +93,8 @@ fn web_ui_in_chromium_against_a_real_server() {
         server.log()
     );
     assert!(
-        stdout.contains("# pass 7") && stdout.contains("# fail 0"),
-        "expected 7 passing browser tests:\n{stdout}"
+        stdout.contains("# pass 8") && stdout.contains("# fail 0"),
+        "expected 8 passing browser tests:\n{stdout}"
     );
     for shot in [
         "vm-list",

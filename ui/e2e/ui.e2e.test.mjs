@@ -281,15 +281,24 @@ spec:
     await shot('templates');
   });
 
-  it('starts a VM: Running in the list, OVMF output in the serial console', async () => {
+  it('starts a persistent-TPM VM: Running, its backend-storage volume, OVMF output in the serial console', async () => {
     const name = `e2e-run-${suffix}`;
-    assert.equal((await apiJson('POST', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachines`, vmManifest(name))).status, 201);
+    const manifest = vmManifest(name);
+    manifest.spec.template.spec.domain.devices.tpm = { persistent: true };
+    manifest.spec.template.spec.domain.firmware.bootloader.efi.persistent = true;
+    assert.equal((await apiJson('POST', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachines`, manifest)).status, 201);
     created.add(name);
     await page.goto(`${BASE}/#/vms`);
     const row = page.locator(`tr[data-vm="${name}"]`);
     await row.getByRole('button', { name: `Start ${name}`, exact: true }).click();
     await row.getByText('Running', { exact: true }).waitFor({ timeout: 60000 });
+    // The detail page: status, the backend-storage PVC (live), conditions.
     await page.goto(`${BASE}/#/vms/${NS}/${name}`);
+    const volume = page.getByRole('table', { name: 'Backend-storage volume' });
+    await volume.getByText(`persistent-state-for-${name}-`, { exact: false }).waitFor();
+    assert.match(await volume.innerText(), /Bound/);
+    await page.getByRole('table', { name: 'Conditions' }).getByText('Ready', { exact: false }).first().waitFor();
+    await shot('vm-detail');
     await page.getByRole('tab', { name: 'Serial console' }).click();
     const terminal = page.locator('[data-testid="serial-console"] .xterm-rows');
     await terminal.waitFor();
@@ -309,6 +318,29 @@ spec:
     await row.getByRole('button', { name: 'Stop' }).click();
     await page.getByRole('dialog').getByRole('button', { name: 'Stop' }).click();
     await row.getByText('Stopped', { exact: true }).waitFor({ timeout: 60000 });
+  });
+
+  it('settings: the VMPersistentState gate and vmStateStorageClass are written to the KubeVirt CR', async () => {
+    const kv = '/apis/kubevirt.io/v1/namespaces/kubevirt/kubevirts/kubevirt';
+    const before = (await apiJson('GET', kv)).json;
+    const gates = before.spec?.configuration?.developerConfiguration?.featureGates ?? [];
+    assert.ok(gates.includes('VMPersistentState'));
+    try {
+      await page.goto(`${BASE}/#/settings`);
+      const gate = page.getByLabel('VMPersistentState feature gate');
+      assert.equal(await gate.isChecked(), true);
+      await gate.uncheck();
+      await page.getByRole('combobox', { name: 'VM state storage class' }).click();
+      await page.getByRole('option', { name: 'local-path' }).click();
+      await page.getByRole('button', { name: 'Save' }).click();
+      await page.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+      const after = (await apiJson('GET', kv)).json;
+      assert.ok(!after.spec.configuration.developerConfiguration.featureGates.includes('VMPersistentState'));
+      assert.equal(after.spec.configuration.vmStateStorageClass, 'local-path');
+      await shot('settings');
+    } finally {
+      await apiJson('PATCH', kv, { spec: { configuration: { developerConfiguration: { featureGates: gates }, vmStateStorageClass: before.spec?.configuration?.vmStateStorageClass ?? null } } }, 'application/merge-patch+json');
+    }
   });
 
   it('deletes a VM after confirmation', async () => {
