@@ -278,6 +278,9 @@ spec:
       assert.equal(json.metadata.annotations['harvesterhci.io/vmTemplateVersion'], `${NS}/${versions[1].metadata.name}`);
       assert.deepEqual(json.spec.template.spec.domain.devices.tpm, { persistent: true });
     }
+    await shot('templates-create-vms');
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
     await shot('templates');
   });
 
