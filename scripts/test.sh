@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what is needed, builds the test
-# guest images from Debian packages, checks formatting and lints, and runs every test (unit,
-# property, snapshot and end-to-end tests with real QEMU, swtpm, OVMF, SQLite and kubectl).
+# guest images from Debian packages, builds the web UI, checks formatting and lints, and runs every
+# test (unit, property, snapshot and end-to-end tests with real QEMU, swtpm, OVMF, SQLite, kubectl,
+# and the web UI in headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -12,6 +13,14 @@ export FERROVIRT_GUEST_DIR="${FERROVIRT_GUEST_DIR:-$root/.cache/guest}"
 if [ -x guest/build.sh ]; then
   guest/build.sh "$FERROVIRT_GUEST_DIR"
 fi
+
+# The web UI first, so that the cargo build embeds it (crates/server/build.rs reads ui/dist):
+# exactly the locked npm packages, type-check + production build, its unit tests (Vitest).
+# The browser tests (tests/ui_browser.rs, Playwright + Debian's Chromium against a real
+# `ferrovirt serve`) run in cargo nextest below and must not skip here.
+command -v npm >/dev/null 2>&1 || { echo "test.sh: npm (Node >= 20.19) is needed to build the web UI" >&2; exit 1; }
+(cd ui && npm ci --no-audit --no-fund && npm run build && npm test)
+export FERROVIRT_REQUIRE_UI_E2E=1
 
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check

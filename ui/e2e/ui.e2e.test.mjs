@@ -1,17 +1,26 @@
 // Browser end-to-end tests of the web UI against a REAL `ferrovirt serve` (no mock server).
 // Needs FERROVIRT_URL (e.g. http://127.0.0.1:8080) and Debian's chromium (/usr/bin/chromium, or
 // CHROMIUM=path); uses playwright-core only, no browser download. Without FERROVIRT_URL every test
-// is skipped. Run: FERROVIRT_URL=http://127.0.0.1:8080 npm run e2e
-import { after, before, describe, it } from 'node:test';
+// is skipped. Screenshots go to FERROVIRT_UI_ARTIFACTS (default ../target/ui-artifacts).
+// Run: FERROVIRT_URL=http://127.0.0.1:8080 npm run e2e
+import { after, before, beforeEach, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.FERROVIRT_URL;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const KUBECTL = process.env.KUBECTL ?? '/usr/bin/kubectl';
 const NS = process.env.FERROVIRT_E2E_NAMESPACE ?? 'default';
+const ARTIFACTS = resolve(process.env.FERROVIRT_UI_ARTIFACTS ?? new URL('../../target/ui-artifacts', import.meta.url).pathname);
 const skip = !BASE ? 'FERROVIRT_URL is not set (needs a running ferrovirt serve)' : !existsSync(CHROMIUM) ? `no chromium at ${CHROMIUM}` : false;
 const suffix = Date.now().toString(36);
+// Flags that work on a headless Debian machine without GPU, network or a user profile.
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync'];
 
 async function apiJson(method, path, body, contentType = 'application/json') {
   const res = await fetch(new URL(path, BASE), { method, headers: body ? { 'Content-Type': contentType } : {}, body: body ? JSON.stringify(body) : undefined });
@@ -19,81 +28,179 @@ async function apiJson(method, path, body, contentType = 'application/json') {
   return { status: res.status, json: text ? JSON.parse(text) : null };
 }
 const vmPath = (name) => `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachines/${name}`;
+const HV = `/apis/harvesterhci.io/v1beta1/namespaces/${NS}`;
+
+/** The real kubectl against the server, with a private HOME (no kubeconfig, no cache shared). */
+function kubectl(...args) {
+  const home = mkdtempSync(join(tmpdir(), 'fv-kubectl-'));
+  try {
+    return execFileSync(KUBECTL, ['--server', BASE, ...args], { env: { ...process.env, HOME: home, KUBECONFIG: join(home, 'none') }, encoding: 'utf8' });
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** A VM manifest as the API takes it (EFI without Secure Boot, no disk: OVMF boots fast). */
+function vmManifest(name, runStrategy = 'Halted') {
+  return {
+    apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachine', metadata: { name, namespace: NS },
+    spec: { runStrategy, template: { spec: { terminationGracePeriodSeconds: 0, domain: {
+      memory: { guest: '256Mi' },
+      firmware: { bootloader: { efi: { secureBoot: false } } },
+      devices: {},
+    } } } },
+  };
+}
+
+async function waitFor(fn, what, timeoutMs = 30000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
 
 describe('ferrovirt web UI', { skip }, () => {
   let browser;
+  let context;
   let page;
-  const created = [];
+  const created = new Set();
   before(async () => {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-    page = await browser.newPage();
+    mkdirSync(ARTIFACTS, { recursive: true });
+    // playwright-core gives every launch a fresh temporary profile (its own --user-data-dir).
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  });
+  beforeEach(async () => {
+    // A fresh page per test: no state (open tabs, hash route) leaks from one test into the next.
+    context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, reducedMotion: 'reduce' });
+    context.setDefaultTimeout(20000);
+    page = await context.newPage();
+    page.on('pageerror', (e) => console.error('page error:', e.message));
+  });
+  afterEach(async () => {
+    await context?.close();
   });
   after(async () => {
     for (const n of created) await apiJson('DELETE', vmPath(n)).catch(() => {});
     await browser?.close();
   });
 
+  const shot = (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  const yamlText = () => page.locator('.cm-content').innerText();
+
   it('TPM persistent state appears only once TPM is enabled, and the YAML follows', async () => {
     await page.goto(`${BASE}/#/vms/new`);
-    await assert.equal(await page.getByLabel('TPM persistent state').count(), 0);
+    await page.getByRole('textbox', { name: 'Name', exact: true }).waitFor();
+    assert.equal(await page.getByLabel('TPM persistent state').count(), 0);
+    await page.getByLabel('Enable TPM').check();
+    await page.getByLabel('TPM persistent state').check();
+    await page.getByLabel('Enable TPM').uncheck();
+    await page.getByLabel('TPM persistent state').waitFor({ state: 'detached' });
+    assert.equal(await page.getByLabel('TPM persistent state').count(), 0);
+    await page.getByRole('tab', { name: 'YAML' }).click();
+    assert.doesNotMatch(await yamlText(), /tpm:/);
+    await page.getByRole('tab', { name: 'Form' }).click();
     await page.getByLabel('Enable TPM').check();
     await page.getByLabel('TPM persistent state').check();
     await page.getByRole('tab', { name: 'YAML' }).click();
-    const yaml = await page.locator('.cm-content').innerText();
-    assert.match(yaml, /tpm:\s*\n\s*persistent: true/);
+    assert.match(await yamlText(), /tpm:\s*\n\s*persistent: true/);
   });
 
-  it('editing the YAML updates the form and keeps unknown keys', async () => {
+  it('typing persistent: true in the YAML turns the checkbox on; unknown keys survive form edits', async () => {
+    const name = `e2e-yaml-${suffix}`;
     await page.goto(`${BASE}/#/vms/new`);
     await page.getByRole('tab', { name: 'YAML' }).click();
     await page.locator('.cm-content').click();
     await page.keyboard.press('Control+A');
     await page.keyboard.insertText(`apiVersion: kubevirt.io/v1
 kind: VirtualMachine
-metadata: {name: e2e-yaml-${suffix}, namespace: ${NS}}
+metadata:
+  name: ${name}
+  namespace: ${NS}
+  annotations: {e2e.ferrovirt.io/note: kept}
 spec:
   runStrategy: Halted
   template:
     spec:
       terminationGracePeriodSeconds: 7
       domain:
+        memory: {guest: 256Mi}
         firmware: {bootloader: {efi: {persistent: true}}}
         features: {smm: {enabled: true}}
-        devices: {tpm: {}}
+        devices:
+          tpm: {}
 `);
     await page.getByRole('tab', { name: 'Form' }).click();
     assert.equal(await page.getByLabel('Secure Boot').isChecked(), true);
     assert.equal(await page.getByLabel('EFI persistent state').isChecked(), true);
     assert.equal(await page.getByLabel('Enable TPM').isChecked(), true);
     assert.equal(await page.getByLabel('TPM persistent state').isChecked(), false);
-    await page.getByLabel('TPM persistent state').check();
+    // Now type the key itself, as a user does, below `tpm:`.
     await page.getByRole('tab', { name: 'YAML' }).click();
-    const yaml = await page.locator('.cm-content').innerText();
+    const line = page.locator('.cm-line', { hasText: 'tpm: {}' });
+    await line.click();
+    await page.keyboard.press('End');
+    for (let i = 0; i < 3; i++) await page.keyboard.press('Backspace');
+    await page.keyboard.press('Enter');
+    await page.keyboard.insertText('  persistent: true');
+    assert.match(await yamlText(), /tpm:\s*\n\s*persistent: true/);
+    await page.getByRole('tab', { name: 'Form' }).click();
+    assert.equal(await page.getByLabel('TPM persistent state').isChecked(), true);
+    // A form edit elsewhere keeps the keys the form does not know.
+    await page.getByLabel('CPU cores').fill('2');
+    await page.getByRole('tab', { name: 'YAML' }).click();
+    const yaml = await yamlText();
     assert.match(yaml, /terminationGracePeriodSeconds: 7/);
-    assert.match(yaml, /persistent: true/);
+    assert.match(yaml, /e2e.ferrovirt.io\/note: kept/);
+    assert.match(yaml, /cores: 2/);
+    await page.getByRole('button', { name: 'Create', exact: true }).click();
+    created.add(name);
+    await page.waitForURL(new RegExp(`#/vms/${NS}/${name}$`));
+    const { json } = await apiJson('GET', vmPath(name));
+    assert.equal(json.spec.template.spec.terminationGracePeriodSeconds, 7);
+    assert.equal(json.metadata.annotations['e2e.ferrovirt.io/note'], 'kept');
+    assert.deepEqual(json.spec.template.spec.domain.devices.tpm, { persistent: true });
   });
 
-  it('creates a VM with persistent TPM and EFI, shown in the list', async () => {
+  it('creates a VM with persistent TPM and EFI in the form: the YAML tab and kubectl show persistent: true', async () => {
     const name = `e2e-tpm-${suffix}`;
     await page.goto(`${BASE}/#/vms/new`);
     await page.getByRole('textbox', { name: 'Name', exact: true }).fill(name);
     await page.getByLabel('Namespace').fill(NS);
+    await page.getByLabel('Memory').fill('256Mi');
     await page.getByLabel('EFI', { exact: true }).check();
     await page.getByLabel('EFI persistent state').check();
     await page.getByLabel('Enable TPM').check();
     await page.getByLabel('TPM persistent state').check();
+    await page.waitForTimeout(300);
+    await shot('form-tpm-persistent');
     await page.getByRole('button', { name: 'Create', exact: true }).click();
-    created.push(name);
+    created.add(name);
     await page.waitForURL(new RegExp(`#/vms/${NS}/${name}$`));
     const { json } = await apiJson('GET', vmPath(name));
     assert.deepEqual(json.spec.template.spec.domain.devices.tpm, { persistent: true });
     assert.equal(json.spec.template.spec.domain.firmware.bootloader.efi.persistent, true);
     assert.equal(json.spec.template.spec.domain.features.smm.enabled, true);
+    // kubectl sees what the form wrote.
+    const yaml = kubectl('get', 'vm', name, '-n', NS, '-o', 'yaml');
+    assert.match(yaml, /tpm:\n\s+persistent: true/);
+    assert.match(yaml, /efi:\n(\s+\w+: .*\n)*?\s+persistent: true/);
+    // The stored VM in the editor's YAML tab.
+    await page.goto(`${BASE}/#/vms/${NS}/${name}/edit`);
+    await page.getByRole('tab', { name: 'YAML' }).click();
+    await page.locator('.cm-content').waitFor();
+    assert.match(await yamlText(), /tpm:\s*\n\s*persistent: true/);
+    await shot('yaml-tab');
+    // The list.
     await page.goto(`${BASE}/#/vms`);
     const row = page.locator(`tr[data-vm="${name}"]`);
     await row.waitFor();
     assert.match(await row.innerText(), /persistent/);
     assert.match(await row.innerText(), /EFI\+Secure Boot \(persistent\)/);
+    await shot('vm-list');
   });
 
   it('shows a server cause inline at "TPM persistent state" when the feature gate is off', async () => {
@@ -119,12 +226,129 @@ spec:
     }
   });
 
+  it('saves a VM as template versions, picks the default, and creates 3 VMs from a version', async () => {
+    const source = `e2e-src-${suffix}`;
+    const template = `e2e-tmpl-${suffix}`;
+    assert.equal((await apiJson('POST', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachines`, {
+      ...vmManifest(source),
+      spec: { runStrategy: 'Halted', template: { spec: { domain: { memory: { guest: '256Mi' }, devices: { tpm: { persistent: true } } } } } },
+    })).status, 201);
+    created.add(source);
+    await page.goto(`${BASE}/#/vms/${NS}/${source}/edit`);
+    for (const description of ['first', 'second']) {
+      await page.getByRole('button', { name: 'Save as template' }).click();
+      const dialog = page.getByRole('dialog');
+      await dialog.getByLabel('Template', { exact: true }).fill(template);
+      await dialog.getByLabel('Version description').fill(description);
+      const makeDefault = dialog.getByLabel('Make it the default version');
+      if (await makeDefault.isChecked()) await makeDefault.uncheck();
+      await dialog.getByRole('button', { name: 'Save version' }).click();
+      await dialog.getByRole('status').filter({ hasText: /Saved as/ }).waitFor();
+      await page.keyboard.press('Escape');
+      await dialog.waitFor({ state: 'detached' });
+    }
+    const versions = (await apiJson('GET', `${HV}/virtualmachinetemplateversions`)).json.items
+      .filter((v) => v.spec.templateId === `${NS}/${template}`)
+      .sort((a, b) => a.status.version - b.status.version);
+    assert.deepEqual(versions.map((v) => v.status.version), [1, 2]);
+    assert.deepEqual(versions[0].spec.vm.spec.template.spec.domain.devices.tpm, { persistent: true });
+    assert.equal(versions[0].spec.vm.spec.template.spec.domain.firmware?.uuid, undefined);
+    // kubectl knows Harvester's kinds and short names.
+    assert.match(kubectl('get', 'vmtemplateversions', '-n', NS), new RegExp(`${NS}/${template}\\s+2`));
+
+    await page.goto(`${BASE}/#/templates`);
+    const card = page.locator(`[data-template="${template}"]`);
+    await card.waitFor();
+    const v2row = card.getByRole('row').filter({ hasText: versions[1].metadata.name });
+    await v2row.getByRole('button', { name: 'Set default' }).click();
+    await waitFor(async () => (await apiJson('GET', `${HV}/virtualmachinetemplates/${template}`)).json.spec.defaultVersionId === `${NS}/${versions[1].metadata.name}`, 'the default version to change');
+    await v2row.getByText('default', { exact: true }).waitFor();
+
+    await v2row.getByRole('button', { name: 'Create VMs' }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.getByLabel('Count').fill('3');
+    await dialog.getByLabel('Name prefix').fill(`e2e-many-${suffix}`);
+    await dialog.getByRole('button', { name: 'Create', exact: true }).click();
+    await dialog.getByRole('status').filter({ hasText: /Created:/ }).waitFor();
+    for (let i = 1; i <= 3; i++) {
+      const name = `e2e-many-${suffix}-${i}`;
+      created.add(name);
+      const { status, json } = await apiJson('GET', vmPath(name));
+      assert.equal(status, 200, name);
+      assert.equal(json.metadata.annotations['harvesterhci.io/vmTemplateVersion'], `${NS}/${versions[1].metadata.name}`);
+      assert.deepEqual(json.spec.template.spec.domain.devices.tpm, { persistent: true });
+    }
+    await shot('templates-create-vms');
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
+    await shot('templates');
+  });
+
+  it('starts a persistent-TPM VM: Running, its backend-storage volume, OVMF output in the serial console', async () => {
+    const name = `e2e-run-${suffix}`;
+    const manifest = vmManifest(name);
+    manifest.spec.template.spec.domain.devices.tpm = { persistent: true };
+    manifest.spec.template.spec.domain.firmware.bootloader.efi.persistent = true;
+    assert.equal((await apiJson('POST', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachines`, manifest)).status, 201);
+    created.add(name);
+    await page.goto(`${BASE}/#/vms`);
+    const row = page.locator(`tr[data-vm="${name}"]`);
+    await row.getByRole('button', { name: `Start ${name}`, exact: true }).click();
+    await row.getByText('Running', { exact: true }).waitFor({ timeout: 60000 });
+    // The detail page: status, the backend-storage PVC (live), conditions.
+    await page.goto(`${BASE}/#/vms/${NS}/${name}`);
+    const volume = page.getByRole('table', { name: 'Backend-storage volume' });
+    await volume.getByText(`persistent-state-for-${name}-`, { exact: false }).waitFor();
+    assert.match(await volume.innerText(), /Bound/);
+    await page.getByRole('table', { name: 'Conditions' }).getByText('Ready', { exact: false }).first().waitFor();
+    await shot('vm-detail');
+    await page.getByRole('tab', { name: 'Serial console' }).click();
+    const terminal = page.locator('[data-testid="serial-console"] .xterm-rows');
+    await terminal.waitFor();
+    await page.getByText('open', { exact: true }).waitFor();
+    // OVMF without a boot disk ends in its boot manager / UEFI shell; Enter wakes a prompt.
+    const text = await waitFor(async () => {
+      await page.locator('[data-testid="serial-console"]').click();
+      await page.keyboard.press('Enter');
+      const t = await terminal.innerText();
+      return /\S{3,}/.test(t) ? t : null;
+    }, 'output of the VM in the serial console', 60000);
+    await page.waitForTimeout(1500);
+    await shot('console');
+    console.log(`serial console shows: ${JSON.stringify(text.replace(/\s+/g, ' ').trim().slice(0, 300))}`);
+    // Stop it again, as a user does (with the confirmation).
+    await page.goto(`${BASE}/#/vms`);
+    await row.getByRole('button', { name: 'Stop' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Stop' }).click();
+    await row.getByText('Stopped', { exact: true }).waitFor({ timeout: 60000 });
+  });
+
+  it('settings: the VMPersistentState gate and vmStateStorageClass are written to the KubeVirt CR', async () => {
+    const kv = '/apis/kubevirt.io/v1/namespaces/kubevirt/kubevirts/kubevirt';
+    const before = (await apiJson('GET', kv)).json;
+    const gates = before.spec?.configuration?.developerConfiguration?.featureGates ?? [];
+    assert.ok(gates.includes('VMPersistentState'));
+    try {
+      await page.goto(`${BASE}/#/settings`);
+      const gate = page.getByLabel('VMPersistentState feature gate');
+      assert.equal(await gate.isChecked(), true);
+      await gate.uncheck();
+      await page.getByRole('combobox', { name: 'VM state storage class' }).click();
+      await page.getByRole('option', { name: 'local-path' }).click();
+      await page.getByRole('button', { name: 'Save' }).click();
+      await page.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+      const after = (await apiJson('GET', kv)).json;
+      assert.ok(!after.spec.configuration.developerConfiguration.featureGates.includes('VMPersistentState'));
+      assert.equal(after.spec.configuration.vmStateStorageClass, 'local-path');
+      await shot('settings');
+    } finally {
+      await apiJson('PATCH', kv, { spec: { configuration: { developerConfiguration: { featureGates: gates }, vmStateStorageClass: before.spec?.configuration?.vmStateStorageClass ?? null } } }, 'application/merge-patch+json');
+    }
+  });
+
   it('deletes a VM after confirmation', async () => {
     const name = `e2e-del-${suffix}`;
-    await apiJson('POST', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachines`, {
-      apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachine', metadata: { name, namespace: NS },
-      spec: { runStrategy: 'Halted', template: { spec: { domain: { devices: {} } } } },
-    });
+    assert.equal((await apiJson('POST', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachines`, vmManifest(name))).status, 201);
     await page.goto(`${BASE}/#/vms`);
     const row = page.locator(`tr[data-vm="${name}"]`);
     await row.getByRole('button', { name: 'Delete' }).click();

@@ -1,5 +1,6 @@
 //! The KubeVirt-compatible API model: typed `kubevirt.io/v1` VirtualMachine,
-//! VirtualMachineInstance and KubeVirt objects, the Kubernetes objects they lean on (metadata,
+//! VirtualMachineInstance and KubeVirt objects, Harvester's `harvesterhci.io/v1beta1` VM templates
+//! and template versions, the Kubernetes objects they lean on (metadata,
 //! StorageClass, PersistentVolumeClaim), parsing of YAML/JSON manifests, KubeVirt's defaults and its
 //! admission validation (same rules, messages and field paths). Fields ferrovirt does not act on are
 //! kept as written, so what a user applies comes back unchanged. Nothing here touches disk, processes
@@ -8,6 +9,7 @@
 pub mod config;
 pub mod core;
 pub mod defaults;
+pub mod harvester;
 pub mod kubevirt;
 pub mod meta;
 pub mod parse;

@@ -7,6 +7,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::core::{Namespace, PersistentVolumeClaim, StorageClass};
+use crate::harvester::{
+    HARVESTER_API_VERSION, VirtualMachineTemplate, VirtualMachineTemplateVersion,
+};
 use crate::kubevirt::{
     API_VERSION, API_VERSION_V1ALPHA3, GROUP, KubeVirt, VirtualMachine, VirtualMachineInstance,
 };
@@ -102,6 +105,8 @@ pub enum Object {
     StorageClass(Box<StorageClass>),
     PersistentVolumeClaim(Box<PersistentVolumeClaim>),
     Namespace(Box<Namespace>),
+    VirtualMachineTemplate(Box<VirtualMachineTemplate>),
+    VirtualMachineTemplateVersion(Box<VirtualMachineTemplateVersion>),
     Unknown(Box<UnknownObject>),
 }
 
@@ -115,6 +120,8 @@ impl Object {
             Object::StorageClass(o) => &o.kind,
             Object::PersistentVolumeClaim(o) => &o.kind,
             Object::Namespace(o) => &o.kind,
+            Object::VirtualMachineTemplate(o) => &o.kind,
+            Object::VirtualMachineTemplateVersion(o) => &o.kind,
             Object::Unknown(o) => &o.kind,
         }
     }
@@ -128,6 +135,8 @@ impl Object {
             Object::StorageClass(o) => &o.api_version,
             Object::PersistentVolumeClaim(o) => &o.api_version,
             Object::Namespace(o) => &o.api_version,
+            Object::VirtualMachineTemplate(o) => &o.api_version,
+            Object::VirtualMachineTemplateVersion(o) => &o.api_version,
             Object::Unknown(o) => &o.api_version,
         }
     }
@@ -149,6 +158,8 @@ impl Object {
             Object::StorageClass(o) => Some(&o.metadata),
             Object::PersistentVolumeClaim(o) => Some(&o.metadata),
             Object::Namespace(o) => Some(&o.metadata),
+            Object::VirtualMachineTemplate(o) => Some(&o.metadata),
+            Object::VirtualMachineTemplateVersion(o) => Some(&o.metadata),
             Object::Unknown(_) => None,
         }
     }
@@ -186,6 +197,8 @@ impl Object {
             Object::StorageClass(o) => serde_json::to_value(o),
             Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
             Object::Namespace(o) => serde_json::to_value(o),
+            Object::VirtualMachineTemplate(o) => serde_json::to_value(o),
+            Object::VirtualMachineTemplateVersion(o) => serde_json::to_value(o),
             Object::Unknown(o) => Ok(o.raw.clone()),
         }
     }
@@ -243,6 +256,12 @@ impl Object {
             (_, "storage.k8s.io/v1", "StorageClass") => Object::StorageClass(ctx.typed(value)?),
             (_, "v1", "PersistentVolumeClaim") => Object::PersistentVolumeClaim(ctx.typed(value)?),
             (_, "v1", "Namespace") => Object::Namespace(ctx.typed(value)?),
+            (_, HARVESTER_API_VERSION, "VirtualMachineTemplate") => {
+                Object::VirtualMachineTemplate(ctx.typed(value)?)
+            }
+            (_, HARVESTER_API_VERSION, "VirtualMachineTemplateVersion") => {
+                Object::VirtualMachineTemplateVersion(ctx.typed(value)?)
+            }
             _ => Object::Unknown(Box::new(UnknownObject {
                 api_version,
                 kind,

@@ -23,7 +23,7 @@ use crate::admission;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{self, FieldSelector};
 use crate::patch::{self, PatchKind};
-use crate::resources::{NAMESPACES, ResourceDef, VMIS, VMS};
+use crate::resources::{NAMESPACES, ResourceDef, TEMPLATE_VERSIONS, TEMPLATES, VMIS, VMS};
 use crate::route::{self, Route, VmAction};
 use crate::table;
 
@@ -578,16 +578,38 @@ pub async fn create(
             s.get(&NAMESPACES.store_kind(), None, ns)?;
         }
         let cluster = admission::cluster_config(s);
-        let admitted = match admission::admit_create(&resource, object, &cluster) {
+        let mut admitted = match admission::admit_create(&resource, object, &cluster) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
+        if resource == TEMPLATE_VERSIONS
+            && let Err(e) = crate::templates::assign_version(s, &mut admitted)?
+        {
+            return Ok(Err(e));
+        }
         if dry_run {
             return Ok(Ok(admitted));
         }
-        s.create(&resource.store_kind(), admitted).map(Ok)
+        let created = s.create(&resource.store_kind(), admitted)?;
+        sync_templates_after_write(s, &resource, &created);
+        Ok(Ok(created))
     })
     .await?
+}
+
+/// Template bookkeeping after a template or a version was written or deleted.
+fn sync_templates_after_write(store: &Store, resource: &ResourceDef, object: &Value) {
+    let key = if *resource == TEMPLATE_VERSIONS {
+        crate::templates::template_key(object)
+    } else if *resource == TEMPLATES {
+        let text = |p: &str| object.pointer(p).and_then(Value::as_str).map(str::to_owned);
+        text("/metadata/namespace").zip(text("/metadata/name"))
+    } else {
+        None
+    };
+    if let Some((namespace, name)) = key {
+        crate::templates::sync_template(store, &namespace, &name);
+    }
 }
 
 /// Replaces an object (PUT), or only its status (`status_only`).
@@ -627,7 +649,9 @@ pub async fn replace(
         if dry_run {
             return Ok(Ok(admitted));
         }
-        s.update(&kind, admitted).map(Ok)
+        let updated = s.update(&kind, admitted)?;
+        sync_templates_after_write(s, &resource, &updated);
+        Ok(Ok(updated))
     })
     .await?
 }
@@ -721,7 +745,11 @@ async fn delete(
                 crate::gc::orphan_dependents(s, uid)?;
             }
         }
-        s.delete(&kind, namespace.as_deref(), &name, &preconditions)
+        let outcome = s.delete(&kind, namespace.as_deref(), &name, &preconditions)?;
+        if let DeleteOutcome::Deleted(object) = &outcome {
+            sync_templates_after_write(s, &resource, object);
+        }
+        Ok(outcome)
     })
     .await?;
     if resource == NAMESPACES

@@ -7,6 +7,7 @@
 //! [`admission`], [`strict`] (unknown fields, `fieldValidation=Strict`), [`patch`], [`table`],
 //! [`http`], [`protobuf`] (`kubectl create namespace`), [`error`] (Status objects), [`gc`] (owner
 //! references, namespace deletion), [`events`], [`console`] (WebSocket serial console),
+//! [`templates`] (Harvester template version numbering), [`ui`] (the embedded web UI at `/`),
 //! [`controllers`].
 //!
 //! Entry point: [`serve`] with a [`ServeConfig`]; [`router`] builds the HTTP router alone (tests).
@@ -26,6 +27,8 @@ pub mod resources;
 pub mod route;
 pub mod strict;
 pub mod table;
+pub mod templates;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,9 +104,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/{*rest}", any(api::core))
         .route("/apis/{*rest}", any(api::groups))
-        .fallback(|| async {
-            error::ApiError::not_found("the server could not find the requested resource")
-        })
+        .fallback(ui::fallback)
         .with_state(state)
 }
 

@@ -127,8 +127,31 @@ pub const STORAGE_CLASSES: ResourceDef = ResourceDef {
     categories: &[],
 };
 
+/// Harvester's VM template (`harvesterhci.io/v1beta1`, short names as Harvester's CRD).
+pub const TEMPLATES: ResourceDef = ResourceDef {
+    group: "harvesterhci.io",
+    version: "v1beta1",
+    plural: "virtualmachinetemplates",
+    singular: "virtualmachinetemplate",
+    kind: "VirtualMachineTemplate",
+    short_names: &["vmtemplate", "vmtemplates"],
+    namespaced: true,
+    categories: &[],
+};
+/// Harvester's VM template version: `spec.vm` holds the VM; the server numbers versions.
+pub const TEMPLATE_VERSIONS: ResourceDef = ResourceDef {
+    group: "harvesterhci.io",
+    version: "v1beta1",
+    plural: "virtualmachinetemplateversions",
+    singular: "virtualmachinetemplateversion",
+    kind: "VirtualMachineTemplateVersion",
+    short_names: &["vmtemplateversion", "vmtemplateversions"],
+    namespaced: true,
+    categories: &[],
+};
+
 /// Every served resource.
-pub const ALL: [ResourceDef; 7] = [
+pub const ALL: [ResourceDef; 9] = [
     NAMESPACES,
     PVCS,
     EVENTS,
@@ -136,16 +159,19 @@ pub const ALL: [ResourceDef; 7] = [
     VMIS,
     KUBEVIRTS,
     STORAGE_CLASSES,
+    TEMPLATES,
+    TEMPLATE_VERSIONS,
 ];
 
 /// The API group of the VM subresources (`start`, `stop`, `restart`, `console`).
 pub const SUBRESOURCES_GROUP: &str = "subresources.kubevirt.io";
 
 /// The group/versions served, in discovery order.
-pub const GROUP_VERSIONS: [(&str, &str); 3] = [
+pub const GROUP_VERSIONS: [(&str, &str); 4] = [
     ("kubevirt.io", "v1"),
     ("storage.k8s.io", "v1"),
     (SUBRESOURCES_GROUP, "v1"),
+    ("harvesterhci.io", "v1beta1"),
 ];
 
 /// The resource served at `group/version/plural`.
@@ -173,5 +199,14 @@ mod tests {
         assert_eq!(VMS.qualified(), "virtualmachines.kubevirt.io");
         assert_eq!(PVCS.api_version(), "v1");
         assert_eq!(in_group_version("kubevirt.io", "v1").len(), 3);
+        assert_eq!(
+            find(
+                "harvesterhci.io",
+                "v1beta1",
+                "virtualmachinetemplateversions"
+            ),
+            Some(TEMPLATE_VERSIONS)
+        );
+        assert_eq!(in_group_version("harvesterhci.io", "v1beta1").len(), 2);
     }
 }

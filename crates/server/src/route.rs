@@ -79,7 +79,14 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
             _ => return Err(unknown(&full)),
         }
     };
-    if version != "v1" || !(core || resources::GROUP_VERSIONS.iter().any(|(g, _)| *g == group)) {
+    let served = if core {
+        version == "v1"
+    } else {
+        resources::GROUP_VERSIONS
+            .iter()
+            .any(|(g, v)| *g == group && *v == version)
+    };
+    if !served {
         return Err(unknown(&full));
     }
     if group == SUBRESOURCES_GROUP {
@@ -281,6 +288,7 @@ mod tests {
             "kubevirt.io/v1/virtualmachines/vm1",
             "apps/v1/deployments",
             "kubevirt.io/v2/virtualmachines",
+            "harvesterhci.io/v1/virtualmachinetemplates",
             "kubevirt.io/v1/namespaces/d/virtualmachines/vm/a/b",
         ] {
             assert_eq!(parse(false, bad).unwrap_err().code, 404, "{bad}");

@@ -25,6 +25,18 @@ fn resolve(schema: &Value) -> Option<&'static Value> {
 
 /// Unknown field paths of an object of `kind` (empty for kinds without a schema here).
 pub fn unknown_fields(kind: &str, object: &Value) -> Vec<String> {
+    if kind == "VirtualMachineTemplateVersion" {
+        // Harvester's own fields are open; the VM a version holds is checked like a VM's spec.
+        let mut unknown = Vec::new();
+        if let (Some(spec), Some(schema)) = (
+            object.pointer("/spec/vm/spec"),
+            definitions().get("v1.VirtualMachineSpec"),
+        ) {
+            walk(spec, schema, "spec.vm.spec", &mut unknown, 0);
+        }
+        unknown.sort();
+        return unknown;
+    }
     let definition = match kind {
         "VirtualMachine" => "v1.VirtualMachine",
         "VirtualMachineInstance" => "v1.VirtualMachineInstance",
@@ -114,5 +126,11 @@ mod tests {
             ]
         );
         assert!(unknown_fields("PersistentVolumeClaim", &vm).is_empty());
+        let version = json!({"spec": {"templateId": "default/t", "imageId": "x",
+            "vm": {"metadata": {"labels": {}}, "spec": {"runStrategy": "Halted", "templte": {}}}}});
+        assert_eq!(
+            unknown_fields("VirtualMachineTemplateVersion", &version),
+            ["spec.vm.spec.templte"]
+        );
     }
 }

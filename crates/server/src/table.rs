@@ -403,8 +403,95 @@ const KUBEVIRT_COLUMNS: &[Column] = &[
     },
 ];
 
+/// Harvester's printer columns for VirtualMachineTemplate.
+const TEMPLATE_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "VERSION_ID",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/defaultVersionId")),
+    },
+    Column {
+        name: "DESCRIPTION",
+        kind: "string",
+        format: "",
+        priority: 10,
+        cell: |o, _| text(o.pointer("/spec/description")),
+    },
+    Column {
+        name: "VERSION_DEFAULT",
+        kind: "integer",
+        format: "",
+        priority: 8,
+        cell: |o, _| text(o.pointer("/status/defaultVersion")),
+    },
+    Column {
+        name: "VERSION_LATEST",
+        kind: "integer",
+        format: "",
+        priority: 8,
+        cell: |o, _| text(o.pointer("/status/latestVersion")),
+    },
+    Column {
+        name: "AGE",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+];
+
+/// Harvester's printer columns for VirtualMachineTemplateVersion.
+const TEMPLATE_VERSION_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "TEMPLATE_ID",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/templateId")),
+    },
+    Column {
+        name: "DESCRIPTION",
+        kind: "string",
+        format: "",
+        priority: 10,
+        cell: |o, _| text(o.pointer("/spec/description")),
+    },
+    Column {
+        name: "VERSION",
+        kind: "integer",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/version")),
+    },
+    Column {
+        name: "AGE",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+];
+
 fn columns(resource: &ResourceDef) -> &'static [Column] {
     match resource.plural {
+        "virtualmachinetemplates" => TEMPLATE_COLUMNS,
+        "virtualmachinetemplateversions" => TEMPLATE_VERSION_COLUMNS,
         "virtualmachines" => VM_COLUMNS,
         "virtualmachineinstances" => VMI_COLUMNS,
         "persistentvolumeclaims" => PVC_COLUMNS,

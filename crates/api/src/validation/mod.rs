@@ -3,9 +3,11 @@
 //!
 //! Entry point: [`admit`]. Submodules: `names` (RFC 1123), `metadata`, `spec` (the instance spec
 //! shared by VMs and VMIs: memory, CPU, firmware, devices, TPM/EFI persistence), `volumes`, `vm`
-//! (run strategy, template), `cluster` (KubeVirt, StorageClass, PVC, Namespace).
+//! (run strategy, template), `cluster` (KubeVirt, StorageClass, PVC, Namespace), `harvester`
+//! (VM templates; a version's VM spec gets the VM rules under `spec.vm.spec`).
 
 mod cluster;
+mod harvester;
 mod metadata;
 pub mod names;
 mod spec;
@@ -93,13 +95,16 @@ pub fn admit(object: &Object, ctx: &AdmissionContext<'_>) -> Result<(), Invalid>
         Object::StorageClass(sc) => cluster::validate_storage_class(sc),
         Object::PersistentVolumeClaim(pvc) => cluster::validate_pvc(pvc),
         Object::Namespace(ns) => cluster::validate_namespace(ns),
+        Object::VirtualMachineTemplate(t) => harvester::validate_template(t),
+        Object::VirtualMachineTemplateVersion(v) => harvester::validate_template_version(v, ctx),
         Object::Unknown(unknown) => vec![StatusCause::new(
             CauseType::FieldValueNotSupported,
             "kind",
             format!(
                 "ferrovirt does not serve {}/{}; it serves kubevirt.io/v1 VirtualMachine, \
                  VirtualMachineInstance and KubeVirt, storage.k8s.io/v1 StorageClass, \
-                 v1 PersistentVolumeClaim and v1 Namespace",
+                 v1 PersistentVolumeClaim, v1 Namespace and harvesterhci.io/v1beta1 \
+                 VirtualMachineTemplate and VirtualMachineTemplateVersion",
                 unknown.api_version, unknown.kind
             ),
         )],

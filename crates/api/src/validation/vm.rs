@@ -6,14 +6,36 @@ use super::spec::{validate_instance_spec, validate_memory_present};
 use super::{AdmissionContext, FieldPath};
 use crate::kubevirt::{
     RunStrategy, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
+    VirtualMachineSpec,
 };
 use crate::parse::Object;
 use crate::status::{CauseType, StatusCause};
 
 pub(crate) fn validate_vm(vm: &VirtualMachine, ctx: &AdmissionContext<'_>) -> Vec<StatusCause> {
     let mut causes = validate_object_meta(&vm.metadata, NameRule::Subdomain, true);
-    let spec_path = FieldPath::new("spec");
-    let Some(template) = &vm.spec.template else {
+    let old_spec = match ctx.old_object {
+        Some(Object::VirtualMachine(old)) => Some(&old.spec),
+        _ => None,
+    };
+    causes.extend(validate_vm_spec(
+        &FieldPath::new("spec"),
+        &vm.spec,
+        old_spec,
+        ctx,
+    ));
+    causes
+}
+
+/// The rules for a VirtualMachine's spec at `spec_path` (`spec` of a VM, `spec.vm.spec` of a
+/// Harvester template version); `old_spec` is the stored spec on update.
+pub(crate) fn validate_vm_spec(
+    spec_path: &FieldPath,
+    spec: &VirtualMachineSpec,
+    old_spec: Option<&VirtualMachineSpec>,
+    ctx: &AdmissionContext<'_>,
+) -> Vec<StatusCause> {
+    let mut causes = Vec::new();
+    let Some(template) = &spec.template else {
         causes.push(StatusCause::new(
             CauseType::FieldValueRequired,
             spec_path.child("template").as_str(),
@@ -27,13 +49,11 @@ pub(crate) fn validate_vm(vm: &VirtualMachine, ctx: &AdmissionContext<'_>) -> Ve
         &template.spec,
         ctx.cluster,
     ));
-    causes.extend(validate_run_strategy(&spec_path, vm));
+    causes.extend(validate_run_strategy(spec_path, spec));
     // KubeVirt checks mandatory memory only when the VMI is created; ferrovirt checks the template
     // at VM admission already, so a VM that could never start is refused up front.
     causes.extend(validate_memory_present(&template_spec_path, &template.spec));
-    if let Some(Object::VirtualMachine(old)) = ctx.old_object
-        && let Some(old_template) = &old.spec.template
-    {
+    if let Some(old_template) = old_spec.and_then(|old| old.template.as_ref()) {
         causes.extend(validate_uuid_unchanged(
             &template_spec_path,
             &old_template.spec,
@@ -57,10 +77,10 @@ pub(crate) fn validate_vmi(
     causes
 }
 
-fn validate_run_strategy(spec_path: &FieldPath, vm: &VirtualMachine) -> Vec<StatusCause> {
+fn validate_run_strategy(spec_path: &FieldPath, spec: &VirtualMachineSpec) -> Vec<StatusCause> {
     let mut causes = Vec::new();
-    let running = vm.spec.running;
-    let strategy = vm.spec.run_strategy.as_deref();
+    let running = spec.running;
+    let strategy = spec.run_strategy.as_deref();
     if running.is_some() && strategy.is_some() {
         causes.push(StatusCause::invalid(
             spec_path.child("running").as_str(),
