@@ -29,6 +29,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
+# Node.js >= 20.19 and npm build the web UI (Vite 8). The machine image brings Node 20; on a
+# machine without any, Debian's nodejs/npm are installed (bookworm's is older: then say so).
+if ! command -v npm >/dev/null 2>&1; then
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+fi
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)'; then
+  echo "setup: Node.js $(node --version) is too old for the web UI build (Vite 8 needs >= 20.19)" >&2
+  exit 1
+fi
+
 # The test guest is built from the newest packages in the apt lists: make sure they exist.
 if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
   as_root apt-get update -q

@@ -10,9 +10,7 @@ root=$(pwd)
 ./scripts/setup.sh
 
 export FERROVIRT_GUEST_DIR="${FERROVIRT_GUEST_DIR:-$root/.cache/guest}"
-if [ -x guest/build.sh ]; then
-  guest/build.sh "$FERROVIRT_GUEST_DIR"
-fi
+guest/build.sh "$FERROVIRT_GUEST_DIR"
 
 # The web UI first, so that the cargo build embeds it (crates/server/build.rs reads ui/dist):
 # exactly the locked npm packages, type-check + production build, its unit tests (Vitest).
