@@ -11,7 +11,7 @@ use clap::Args;
 use ferrovirt_api::parse::parse_values;
 use serde_json::{Map, Value};
 
-use crate::client::{Client, ClientArgs, ClientError};
+use crate::client::{Client, ClientArgs, ClientError, with_query};
 use crate::commands::validate::{display_name, read_input};
 use crate::resource;
 
@@ -24,8 +24,36 @@ pub struct ApplyArgs {
     /// Manifest file (YAML, multi-document YAML or JSON); `-` reads standard input. Repeatable.
     #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Field validation by the server: `strict` refuses fields KubeVirt's schema does not have
+    /// (kubectl's default); `ignore` leaves it to admission.
+    #[arg(long = "validate", value_enum, default_value_t = Validate::Ignore)]
+    pub validate: Validate,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// `--validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Validate {
+    Strict,
+    Ignore,
+}
+
+/// Keys sorted at every level, as kubectl (Go) serializes the last-applied configuration.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// What apply did to one object.
@@ -81,7 +109,7 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
     };
     let mut failed = false;
     for (file, object) in objects {
-        match apply_one(&client, &args.client.namespace, object) {
+        match apply_one(&client, &args.client.namespace, object, args.validate) {
             Ok((what, outcome)) => println!("{what} {}", outcome.as_str()),
             Err((
                 verb,
@@ -112,7 +140,12 @@ fn apply_one(
     client: &Client,
     default_namespace: &str,
     mut object: Value,
+    validate: Validate,
 ) -> Result<(String, Outcome), ApplyError> {
+    let query: &[(&str, &str)] = match validate {
+        Validate::Strict => &[("fieldValidation", "Strict")],
+        Validate::Ignore => &[],
+    };
     let kind = resource::of_object(&object).map_err(|e| ("applying", e))?;
     let name = resource::name_of(&object).to_owned();
     if name.is_empty() {
@@ -132,22 +165,21 @@ fn apply_one(
         object["metadata"]["namespace"] = Value::String(namespace.clone());
     }
     let what = format!("{}/{name}", resource::display_type(&kind));
+    // What kubectl records: the manifest with its annotations (an empty map when it has none)
+    // minus the record itself, keys sorted, a final newline. Both tools then agree on "unchanged".
     let manifest = {
         let mut m = object.clone();
-        if let Some(annotations) = m
-            .pointer_mut("/metadata/annotations")
-            .and_then(Value::as_object_mut)
-        {
-            annotations.remove(LAST_APPLIED);
-            if annotations.is_empty()
-                && let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut)
-            {
-                meta.remove("annotations");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = meta
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(map) = annotations.as_object_mut() {
+                map.remove(LAST_APPLIED);
             }
         }
         m
     };
-    let recorded = format!("{}\n", manifest);
+    let recorded = format!("{}\n", sorted(&manifest));
     let mut desired = manifest.clone();
     set_annotation(&mut desired, LAST_APPLIED, &recorded);
 
@@ -155,7 +187,7 @@ fn apply_one(
     let current = match client.get(&path) {
         Ok(current) => current,
         Err(e) if e.is_not_found() => {
-            let collection = resource::collection_path(&kind, Some(&namespace));
+            let collection = with_query(&resource::collection_path(&kind, Some(&namespace)), query);
             client
                 .send_json("POST", &collection, "application/json", &desired)
                 .map_err(|e| ("creating", e))?;
@@ -175,7 +207,12 @@ fn apply_one(
         return Ok((what, Outcome::Unchanged));
     }
     client
-        .send_json("PATCH", &path, "application/merge-patch+json", &patch)
+        .send_json(
+            "PATCH",
+            &with_query(&path, query),
+            "application/merge-patch+json",
+            &patch,
+        )
         .map_err(|e| ("patching", e))?;
     Ok((what, Outcome::Configured))
 }
@@ -262,6 +299,15 @@ mod tests {
         assert_eq!(
             target,
             json!({"a": "z", "c": {"d": "e"}, "n": [1, 2], "status": {"phase": "Running"}})
+        );
+    }
+
+    #[test]
+    fn the_record_has_sorted_keys_as_kubectl_writes_it() {
+        let value = json!({"spec": {"b": 1, "a": [{"y": 1, "x": 2}]}, "kind": "K"});
+        assert_eq!(
+            sorted(&value).to_string(),
+            r#"{"kind":"K","spec":{"a":[{"x":2,"y":1}],"b":1}}"#
         );
     }
 
