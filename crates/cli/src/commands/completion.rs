@@ -1,6 +1,7 @@
 //! `ferrovirt completion bash|zsh|fish|elvish|powershell`: a shell completion script on stdout,
 //! e.g. `source <(ferrovirt completion bash)`.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory};
