@@ -17,11 +17,10 @@ pub struct CompletionArgs {
 
 pub fn run(args: &CompletionArgs) -> ExitCode {
     let mut command = crate::Cli::command();
-    clap_complete::generate(
-        args.shell,
-        &mut command,
-        "ferrovirt",
-        &mut std::io::stdout(),
-    );
+    // Into memory first: clap_complete panics when its writer fails (e.g. `| head`).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "ferrovirt", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&script).and_then(|()| stdout.flush());
     ExitCode::SUCCESS
 }
