@@ -1,30 +1,132 @@
 #!/usr/bin/env bash
-# The main job: builds ferrovirt and the small test guest (from Debian packages), then runs the
-# demo VM (persistent TPM + persistent UEFI variables) twice from one data dir. The first boot seals
-# a secret in the TPM and writes an EFI variable; the second boot reads both back: the guest's
-# console (copied here) shows the state surviving the restart.
+# The main job: builds ferrovirt and the small test guest (from Debian packages), runs
+# `ferrovirt serve` on a data dir with the demo VM (examples/demo-vm.yaml: persistent TPM +
+# persistent UEFI variables) applied, and boots it twice through the API. The first boot seals a
+# secret in the TPM and writes an EFI variable; after a stop/start the second boot reads both back.
+# Then it keeps serving in the foreground (Ctrl-C stops the server; VMs are never killed by that).
 #
-#   scripts/demo.sh [DATA_DIR]     (default: .cache/demo; delete it to start from a fresh TPM)
+#   scripts/demo.sh [--once] [DATA_DIR]    (default .cache/demo; delete it for a fresh TPM)
+#   --once: exit after the demonstration instead of serving on.
+#   FERROVIRT_LISTEN=127.0.0.1:8080 sets the address.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-data_dir="${1:-$root/.cache/demo}"
+
+once=false
+data_dir="$root/.cache/demo"
+for arg in "$@"; do
+  case "$arg" in
+    --once) once=true ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -*) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
+    *) data_dir="$arg" ;;
+  esac
+done
+listen="${FERROVIRT_LISTEN:-127.0.0.1:8080}"
+server="http://$listen"
+export FERROVIRT_SERVER="$server"
 
 ./scripts/setup.sh
 guest/build.sh "$root/.cache/guest"
 cargo build --release --locked
-bin="$root/target/release/ferrovirt"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/ferrovirt"
+fv() { "$bin" "$@"; }
 
-manifest="$data_dir/demo-vm.yaml"
 mkdir -p "$data_dir"
+data_dir=$(cd "$data_dir" && pwd)
+manifest="$data_dir/demo-vm.yaml"
 sed "s#GUEST_IMAGE#$root/.cache/guest/ferro-guest.img#" examples/demo-vm.yaml > "$manifest"
-"$bin" validate -f "$manifest"
+fv validate -f "$manifest"
 
-for boot in 1 2; do
-  echo
-  echo "=== boot $boot: ferrovirt run -f $manifest --data-dir $data_dir"
-  "$bin" run -f "$manifest" --data-dir "$data_dir" --timeout 300 | grep --line-buffered -a 'FERRO:'
+if fv get ns >/dev/null 2>&1; then
+  echo "error: something already serves $server; stop it or set FERROVIRT_LISTEN" >&2
+  exit 1
+fi
+echo "=== ferrovirt serve --data-dir $data_dir --listen $listen (log: $data_dir/serve.log)"
+"$bin" serve --data-dir "$data_dir" --listen "$listen" >>"$data_dir/serve.log" 2>&1 &
+serve_pid=$!
+stop_server() {
+  if kill -0 "$serve_pid" 2>/dev/null; then
+    kill -TERM "$serve_pid" 2>/dev/null || true
+    wait "$serve_pid" 2>/dev/null || true
+  fi
+}
+trap stop_server EXIT
+for _ in $(seq 100); do
+  fv get ns >/dev/null 2>&1 && break
+  kill -0 "$serve_pid" 2>/dev/null || { echo "ferrovirt serve exited; see $data_dir/serve.log" >&2; exit 1; }
+  sleep 0.1
 done
+
+fv apply -f "$manifest"
+
+cat <<EOF
+
+=== ferrovirt is serving $server. Try, from another terminal:
+  kubectl --server $server get vms,vmi,pvc
+  $bin get vms
+  $bin describe vm demo
+  $bin console demo        (Ctrl-] detaches)
+  $bin logs demo -f
+  web UI: $server/         (when the UI is built in)
+EOF
+
+# The VirtualMachineInstance's phase from the table (empty when there is none).
+vmi_phase() { fv get vmi demo 2>/dev/null | awk 'NR == 2 { print $3 }'; }
+vm_status() { fv get vm demo 2>/dev/null | awk 'NR == 2 { print $3 }'; }
+wait_for() { # what, seconds, command...
+  local what=$1 seconds=$2; shift 2
+  for _ in $(seq $((seconds * 2))); do "$@" && return 0; sleep 0.5; done
+  echo "error: timed out waiting for $what; see $data_dir/serve.log" >&2
+  return 1
+}
+is_running() { [ "$(vmi_phase)" = Running ]; }
+is_stopped() { [ "$(vm_status)" = Stopped ]; }
+
+# One boot: start, then follow the serial log from where it ended until the guest powers off.
+boot() {
+  local n=$1 offset
+  offset=$(fv logs demo 2>/dev/null | wc -c || true)
+  echo
+  echo "=== boot $n: ferrovirt start demo (the guest reports, then powers itself off; ~20-40 s)"
+  fv start demo
+  wait_for "the VM to run" 120 is_running
+  fv logs demo -f | tail -c +$((offset + 1)) | grep --line-buffered -a 'FERRO:' | sed -u 's/\r$//' | tee "$data_dir/boot-$n.report"
+  wait_for "the VM to stop" 120 is_stopped
+  fv get vm demo
+}
+
+if is_running; then
+  echo "=== the demo VM is running from an earlier session: stopping it first"
+  fv stop demo
+  wait_for "the VM to stop" 120 is_stopped
+fi
+boot 1
+boot 2
+
+value() { sed -n "s/^.*FERRO: $1=//p" "$2" | tail -1; }
+first_secret=$(value tpm-secret-written "$data_dir/boot-1.report")
+[ -n "$first_secret" ] || first_secret=$(value tpm-secret "$data_dir/boot-1.report")
+first_var=$(value efivar-written "$data_dir/boot-1.report")
+[ -n "$first_var" ] || first_var=$(value efivar "$data_dir/boot-1.report")
+second_secret=$(value tpm-secret "$data_dir/boot-2.report")
+second_var=$(value efivar "$data_dir/boot-2.report")
 echo
-echo "=== state generations kept for the demo VM"
-"$bin" state list demo --data-dir "$data_dir"
+echo "=== what survived the stop/start"
+echo "TPM secret:    boot 1 $first_secret, boot 2 read back $second_secret"
+echo "EFI variable:  boot 1 $first_var, boot 2 read back $second_var"
+if [ -n "$first_secret" ] && [ "$first_secret" = "$second_secret" ] \
+   && [ -n "$first_var" ] && [ "$first_var" = "$second_var" ]; then
+  echo "OK: the TPM state and the UEFI variables persisted in the backend-storage PVC:"
+  fv get pvc
+else
+  echo "FAILED: the second boot did not read back the state of the first" >&2
+  exit 1
+fi
+
+if $once; then
+  exit 0
+fi
+echo
+echo "=== serving $server until Ctrl-C (running VMs keep running; the next start adopts them)"
+wait "$serve_pid"

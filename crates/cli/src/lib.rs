@@ -3,8 +3,15 @@
 //!
 //! Structure: [`Cli`] parses the arguments (clap derive); [`Command`] has one variant per
 //! subcommand, each implemented in its own module under `commands/`, returning an [`ExitCode`].
+//! The client commands share [`client`] (HTTP, Status errors), [`resource`] (kubectl's type
+//! names) and [`output`] (tables, YAML, JSON).
 
+pub mod client;
 mod commands;
+pub mod output;
+pub mod resource;
+
+use commands::vm_action::Action;
 
 use std::process::ExitCode;
 
@@ -35,6 +42,26 @@ pub enum Command {
     State(commands::state::StateCommand),
     /// Run the API server, the controllers and the VM engine (state in --data-dir).
     Serve(commands::serve::ServeArgs),
+    /// Create or update objects from manifests (kubectl apply).
+    Apply(commands::apply::ApplyArgs),
+    /// List or show objects: vm, vmi, pvc, sc, kubevirt, ns, events (kubectl get).
+    Get(commands::get::GetArgs),
+    /// Show a VirtualMachine: firmware, TPM, state persistence, status, PVC, events.
+    Describe(commands::describe::DescribeArgs),
+    /// Delete objects by type and name or from manifests (kubectl delete).
+    Delete(commands::delete::DeleteArgs),
+    /// Start a VirtualMachine (virtctl start).
+    Start(commands::vm_action::VmActionArgs),
+    /// Stop a VirtualMachine (virtctl stop).
+    Stop(commands::vm_action::VmActionArgs),
+    /// Restart a VirtualMachine (virtctl restart).
+    Restart(commands::vm_action::VmActionArgs),
+    /// Attach to the serial console of a running VirtualMachine; Ctrl-] detaches (virtctl console).
+    Console(commands::console::ConsoleArgs),
+    /// Print the serial console output of a VirtualMachine; -f follows it (kubectl logs).
+    Logs(commands::logs::LogsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(commands::completion::CompletionArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -70,5 +97,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => commands::run::run(&args),
         Command::State(command) => commands::state::run(&command),
         Command::Serve(args) => commands::serve::run(&args),
+        Command::Apply(args) => commands::apply::run(&args),
+        Command::Get(args) => commands::get::run(&args),
+        Command::Describe(args) => commands::describe::run(&args),
+        Command::Delete(args) => commands::delete::run(&args),
+        Command::Start(args) => commands::vm_action::run(&args, Action::Start),
+        Command::Stop(args) => commands::vm_action::run(&args, Action::Stop),
+        Command::Restart(args) => commands::vm_action::run(&args, Action::Restart),
+        Command::Console(args) => commands::console::run(&args),
+        Command::Logs(args) => commands::logs::run(&args),
+        Command::Completion(args) => commands::completion::run(&args),
     }
 }

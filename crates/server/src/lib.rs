@@ -25,6 +25,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod resources;
 pub mod route;
+pub mod serial_log;
 pub mod strict;
 pub mod table;
 pub mod templates;
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
             "/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}/console",
             get(console::handler),
         )
+        .route("/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}/serial-log", get(serial_log::handler))
         .route("/api/{*rest}", any(api::core))
         .route("/apis/{*rest}", any(api::groups))
         .fallback(ui::fallback)

@@ -1,6 +1,14 @@
 //! One module per subcommand.
 
+pub mod apply;
+pub mod completion;
+pub mod console;
+pub mod delete;
+pub mod describe;
+pub mod get;
+pub mod logs;
 pub mod run;
 pub mod serve;
 pub mod state;
 pub mod validate;
+pub mod vm_action;
