@@ -47,7 +47,7 @@ spec:
             - name: boot
               disk:
                 bus: virtio
-                readOnly: true
+                readonly: true
       volumes:
         - name: boot
           hostDisk:

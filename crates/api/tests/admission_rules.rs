@@ -461,7 +461,7 @@ fn disk_targets_buses_and_boot_order() {
         &format!("{P}.domain.devices.disks[0].cdrom.bus"),
         "Bus type virtio is invalid for CD-ROM device",
     );
-    let sata_ro = disk(json!({"name": "root", "disk": {"bus": "sata", "readOnly": true}}));
+    let sata_ro = disk(json!({"name": "root", "disk": {"bus": "sata", "readonly": true}}));
     assert_only_cause(
         &causes(&sata_ro),
         &format!("{P}.domain.devices.disks[0].disk.bus"),

@@ -1,8 +1,9 @@
 //! The serial console output of a VirtualMachine (what `ferrovirt logs` prints, as `kubectl
 //! logs` prints a container's output): `GET /apis/subresources.kubevirt.io/v1/namespaces/NS/
 //! virtualmachines/NAME/serial-log[?follow=true][&tailLines=N]` streams
-//! `<data-dir>/logs/<firmware-uuid>/serial.log` (every run of the VM, appended by QEMU) as
-//! `text/plain`. With `follow=true` the stream goes on while the VM's instance is active and ends
+//! the current or last run of the VM from `<data-dir>/logs/<firmware-uuid>/serial.log` (every run
+//! appended, each after the engine's run marker line) as `text/plain`; `allRuns=true` streams them
+//! all. With `follow=true` the stream goes on while the VM's instance is active and ends
 //! once it has finished and the rest of the file is sent. A missing VM or log is a 404 Status.
 
 use std::collections::HashMap;
@@ -28,12 +29,6 @@ const TAIL_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
 /// How often a followed log is checked for new output.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
 
-/// The serial log of a VM: `<data-dir>/logs/<uuid>/serial.log`, as the engine's
-/// `Engine::serial_log_path` lays it out.
-pub fn log_path(data_dir: &std::path::Path, uuid: &VmUuid) -> PathBuf {
-    data_dir.join("logs").join(uuid.as_str()).join("serial.log")
-}
-
 async fn locate(state: &AppState, namespace: &str, name: &str) -> Result<PathBuf, ApiError> {
     let vm = crate::api::get(state, VMS, Some(namespace.to_owned()), name.to_owned()).await?;
     let uuid = vm
@@ -45,7 +40,7 @@ async fn locate(state: &AppState, namespace: &str, name: &str) -> Result<PathBuf
                 "VirtualMachine {name} has no spec.template.spec.domain.firmware.uuid, so it has no serial log"
             ))
         })?;
-    let path = log_path(&state.data_dir, &uuid);
+    let path = ferrovirt_vmm::engine::serial_log_path(&state.data_dir, &uuid);
     if !path.is_file() {
         return Err(ApiError::not_found(format!(
             "VirtualMachine {name} has no serial log yet: it has not run ({} does not exist)",
@@ -74,19 +69,41 @@ pub fn tail_offset(tail: &[u8], base: u64, lines: usize) -> u64 {
     base
 }
 
+/// The offset where the last run begins: the line after the last run marker in `tail` (the
+/// file's end, starting at `base`), or `base` when there is none.
+pub fn last_run_offset(tail: &[u8], base: u64) -> u64 {
+    let marker = ferrovirt_vmm::engine::RUN_MARKER.as_bytes();
+    let Some(at) = tail.windows(marker.len()).rposition(|w| w == marker) else {
+        return base;
+    };
+    match tail[at..].iter().position(|b| *b == b'\n') {
+        Some(newline) => base + (at + newline + 1) as u64,
+        None => base + tail.len() as u64,
+    }
+}
+
 async fn start_offset(
     file: &mut tokio::fs::File,
     tail_lines: Option<usize>,
+    all_runs: bool,
 ) -> std::io::Result<u64> {
-    let Some(lines) = tail_lines else {
+    if all_runs && tail_lines.is_none() {
         return Ok(0);
-    };
+    }
     let size = file.metadata().await?.len();
     let base = size.saturating_sub(TAIL_WINDOW_BYTES);
     file.seek(SeekFrom::Start(base)).await?;
     let mut tail = Vec::new();
     file.take(size - base).read_to_end(&mut tail).await?;
-    Ok(tail_offset(&tail, base, lines))
+    let run_start = if all_runs {
+        base
+    } else {
+        last_run_offset(&tail, base)
+    };
+    Ok(match tail_lines {
+        Some(lines) => tail_offset(&tail, base, lines).max(run_start),
+        None => run_start,
+    })
 }
 
 async fn instance_active(state: &AppState, namespace: &str, name: &str) -> bool {
@@ -101,9 +118,9 @@ pub async fn handler(
     Path((namespace, name)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let follow = params
-        .get("follow")
-        .is_some_and(|f| f == "true" || f == "1");
+    let flag = |name: &str| params.get(name).is_some_and(|f| f == "true" || f == "1");
+    let follow = flag("follow");
+    let all_runs = flag("allRuns");
     let tail_lines = match params.get("tailLines").map(|t| t.parse::<usize>()) {
         None => None,
         Some(Ok(n)) => Some(n),
@@ -123,7 +140,7 @@ pub async fn handler(
                 .into_response();
         }
     };
-    let mut position = match start_offset(&mut file, tail_lines).await {
+    let mut position = match start_offset(&mut file, tail_lines, all_runs).await {
         Ok(p) => p,
         Err(e) => {
             return ApiError::internal(format!("cannot read {}: {e}", path.display()))
@@ -192,5 +209,14 @@ mod tests {
         assert_eq!(tail_offset(log, 0, 10), 0);
         assert_eq!(tail_offset(log, 0, 0), 14);
         assert_eq!(tail_offset(b"a\nno newline", 100, 1), 102);
+    }
+
+    #[test]
+    fn last_run_starts_after_the_last_marker() {
+        let marker = ferrovirt_vmm::engine::RUN_MARKER;
+        let log = format!("\r\n{marker} (1)\r\nboot one\n\r\n{marker} (2)\r\nboot two\n");
+        let offset = last_run_offset(log.as_bytes(), 10) as usize - 10;
+        assert_eq!(&log[offset..], "boot two\n");
+        assert_eq!(last_run_offset(b"no marker at all\n", 7), 7);
     }
 }

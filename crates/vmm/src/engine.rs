@@ -151,10 +151,7 @@ impl Engine {
 
     /// The serial log of a VM (every run appended).
     pub fn serial_log_path(&self, uuid: &VmUuid) -> PathBuf {
-        self.data_dir
-            .join("logs")
-            .join(uuid.as_str())
-            .join("serial.log")
+        serial_log_path(&self.data_dir, uuid)
     }
 
     fn state_plan<'a>(&'a self, plan: &'a VmPlan, runtime_dir: &'a Path) -> StatePlan<'a> {
@@ -213,6 +210,7 @@ impl Engine {
                 source,
             })?;
         }
+        append_run_marker(&serial_log)?;
         let machine = MachineConfig {
             name: format!("{}_{}", plan.namespace, plan.name),
             uuid: plan.uuid.as_str().to_string(),
@@ -310,6 +308,32 @@ impl Engine {
         let scratch = self.run_base.clone();
         Ok(crate::state::generations(&self.state_plan(plan, &scratch))?)
     }
+}
+
+/// The line the engine writes into a VM's serial log before each run, so that a reader can show
+/// the current or last run alone (`ferrovirt logs`).
+pub const RUN_MARKER: &str = "[ferrovirt] run started";
+
+/// `<data>/logs/<vm-uuid>/serial.log`: the serial console of every run of a VM, appended.
+pub fn serial_log_path(data_dir: &Path, uuid: &VmUuid) -> PathBuf {
+    data_dir.join("logs").join(uuid.as_str()).join("serial.log")
+}
+
+fn append_run_marker(serial_log: &Path) -> Result<(), EngineError> {
+    use std::io::Write;
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(serial_log)
+        .and_then(|mut log| write!(log, "\r\n{RUN_MARKER} (unix time {seconds})\r\n"))
+        .map_err(|source| EngineError::Io {
+            path: serial_log.to_path_buf(),
+            source,
+        })
 }
 
 /// Longest name of a socket in a runtime dir (`swtpm-ctrl.sock`), with the `/` before it.

@@ -243,7 +243,8 @@ impl Disk {
 pub struct DiskTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bus: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// KubeVirt spells this one in lower case: `readonly`.
+    #[serde(rename = "readonly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_address: Option<String>,

@@ -25,8 +25,8 @@ pub struct ApplyArgs {
     #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Field validation by the server: `strict` refuses fields KubeVirt's schema does not have
-    /// (kubectl's default); `ignore` leaves it to admission.
-    #[arg(long = "validate", value_enum, default_value_t = Validate::Ignore)]
+    /// (the default, as kubectl); `ignore` leaves it to admission.
+    #[arg(long = "validate", value_enum, default_value_t = Validate::Strict)]
     pub validate: Validate,
     #[command(flatten)]
     pub client: ClientArgs,

@@ -1,5 +1,6 @@
-//! `ferrovirt logs NAME [-f] [--tail N]`: the serial console output of a VirtualMachine, as
-//! `kubectl logs` prints a container's output. The server reads it from the VM's serial log
+//! `ferrovirt logs NAME [-f] [--tail N] [--all-runs]`: the serial console output of a
+//! VirtualMachine's current or last run (every run with `--all-runs`), as `kubectl logs` prints a
+//! container's output. The server reads it from the VM's serial log
 //! (`GET .../virtualmachines/NAME/serial-log`); `-f` keeps streaming until the VM's instance ends.
 
 use std::io::{Read, Write};
@@ -21,6 +22,9 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long = "tail", value_name = "N")]
     pub tail: Option<u64>,
+    /// Every run of the VM, not only the current or last one.
+    #[arg(long = "all-runs")]
+    pub all_runs: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -43,6 +47,9 @@ fn logs(args: &LogsArgs) -> Result<(), ClientError> {
     let client = Client::from_args(&args.client)?;
     let tail = args.tail.map(|t| t.to_string());
     let mut query = Vec::new();
+    if args.all_runs {
+        query.push(("allRuns", "true"));
+    }
     if args.follow {
         query.push(("follow", "true"));
     }
