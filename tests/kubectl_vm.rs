@@ -254,6 +254,69 @@ fn persistent_vm_runs_survives_restart_and_cleans_up() {
     });
     assert!(qemu_pid(&name).is_none());
 
+    // The rollback path the message names, through the API: stop, list, roll back, start again.
+    let generation: u64 = failure
+        .split("--generation ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no generation in {failure}"));
+    let (code, _) = server.request(
+        "PUT",
+        &format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/stop"
+        ),
+        Some("application/json"),
+        b"{}",
+    );
+    assert_eq!(code, 202);
+    server.wait_for("the VM to stop", Duration::from_secs(30), || {
+        (printable_status(&server, &name) == "Stopped").then_some(())
+    });
+    let ferrovirt = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrovirt"))
+            .args(args)
+            .args(["--server", &server.url()])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "ferrovirt {args:?}: {text}");
+        text
+    };
+    let listing = ferrovirt(&["state", "list", &name]);
+    assert!(listing.contains("after-stop"), "{listing}");
+    let rolled = ferrovirt(&[
+        "state",
+        "rollback",
+        &name,
+        "--generation",
+        &generation.to_string(),
+    ]);
+    assert!(
+        rolled.contains(&format!("restored generation {generation}")),
+        "{rolled}"
+    );
+    assert_ne!(
+        std::fs::read(&state_file).unwrap(),
+        b"this is not a TPM state"
+    );
+    let (code, _) = server.request(
+        "PUT",
+        &format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/start"
+        ),
+        Some("application/json"),
+        b"{}",
+    );
+    assert_eq!(code, 202);
+    server.wait_for("the rolled-back VM to run", Duration::from_secs(60), || {
+        (printable_status(&server, &name) == "Running").then_some(())
+    });
+
     // Delete the VM: the PVC and its volume go with it.
     server.kubectl_ok(&["delete", "vm", &name]);
     server.wait_for("the PVC to be deleted", Duration::from_secs(20), || {

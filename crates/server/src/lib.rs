@@ -7,6 +7,8 @@
 //! [`admission`], [`strict`] (unknown fields, `fieldValidation=Strict`), [`patch`], [`table`],
 //! [`http`], [`protobuf`] (`kubectl create namespace`), [`error`] (Status objects), [`gc`] (owner
 //! references, namespace deletion), [`events`], [`console`] (WebSocket serial console),
+//! [`serial_log`] (the serial output of the current or last run), [`state_api`] (state
+//! generations and rollback),
 //! [`templates`] (Harvester template version numbering), [`ui`] (the embedded web UI at `/`),
 //! [`controllers`].
 //!
@@ -26,6 +28,7 @@ pub mod protobuf;
 pub mod resources;
 pub mod route;
 pub mod serial_log;
+pub mod state_api;
 pub mod strict;
 pub mod table;
 pub mod templates;
@@ -104,6 +107,14 @@ pub fn router(state: AppState) -> Router {
             get(console::handler),
         )
         .route("/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}/serial-log", get(serial_log::handler))
+        .route(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}/stategenerations",
+            get(state_api::list),
+        )
+        .route(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}/staterollback",
+            axum::routing::put(state_api::rollback),
+        )
         .route("/api/{*rest}", any(api::core))
         .route("/apis/{*rest}", any(api::groups))
         .fallback(ui::fallback)

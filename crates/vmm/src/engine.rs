@@ -293,11 +293,7 @@ impl Engine {
         plan: &VmPlan,
         generation: ferrovirt_storage::GenerationId,
     ) -> Result<ferrovirt_storage::GenerationId, EngineError> {
-        let scratch = self.run_base.clone();
-        Ok(crate::state::rollback(
-            &self.state_plan(plan, &scratch),
-            generation,
-        )?)
+        rollback_state(&self.data_dir, plan, generation)
     }
 
     /// The generations of a VM's persistent state, oldest first.
@@ -305,9 +301,50 @@ impl Engine {
         &self,
         plan: &VmPlan,
     ) -> Result<Vec<ferrovirt_storage::GenerationInfo>, EngineError> {
-        let scratch = self.run_base.clone();
-        Ok(crate::state::generations(&self.state_plan(plan, &scratch))?)
+        state_generations(&self.data_dir, plan)
     }
+}
+
+/// A state plan for the offline operations on persistent state (list, rollback): they touch
+/// neither firmware descriptors nor a runtime dir.
+fn offline_state_plan<'a>(plan: &'a VmPlan, scratch: &'a Path) -> StatePlan<'a> {
+    StatePlan {
+        vm_name: &plan.name,
+        vm_uuid: &plan.uuid,
+        tpm: plan.tpm,
+        firmware: plan.firmware,
+        volume: plan.state_volume.as_deref(),
+        generations_dir: plan.generations_dir.as_deref(),
+        runtime_dir: scratch,
+        ephemeral_localca_dir: scratch,
+        descriptors: &[],
+    }
+}
+
+/// The generations of a VM's persistent state, oldest first (no [`Engine`] needed: the API server
+/// and the offline CLI use it too).
+pub fn state_generations(
+    data_dir: &Path,
+    plan: &VmPlan,
+) -> Result<Vec<ferrovirt_storage::GenerationInfo>, EngineError> {
+    let scratch = runtime_base(data_dir);
+    Ok(crate::state::generations(&offline_state_plan(
+        plan, &scratch,
+    ))?)
+}
+
+/// Puts generation `generation` of a stopped VM's persistent state back; returns the generation
+/// that keeps the state it replaced.
+pub fn rollback_state(
+    data_dir: &Path,
+    plan: &VmPlan,
+    generation: ferrovirt_storage::GenerationId,
+) -> Result<ferrovirt_storage::GenerationId, EngineError> {
+    let scratch = runtime_base(data_dir);
+    Ok(crate::state::rollback(
+        &offline_state_plan(plan, &scratch),
+        generation,
+    )?)
 }
 
 /// The line the engine writes into a VM's serial log before each run, so that a reader can show

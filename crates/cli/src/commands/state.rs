@@ -1,6 +1,9 @@
-//! `ferrovirt state list|rollback NAME --data-dir DIR`: the persistent-state generations of a VM
-//! (kept before each start and after each clean stop), and putting one back while the VM is
-//! stopped. The state it replaces is itself kept as a `pre-restore` generation.
+//! `ferrovirt state list|rollback NAME`: the persistent-state generations of a VM (kept before each
+//! start and after each clean stop), and putting one back while the VM is stopped. The state it
+//! replaces is itself kept as a `pre-restore` generation.
+//!
+//! Through the API server (`--server`, the default) for VMs that `ferrovirt serve` manages, or
+//! directly on a data dir (`--data-dir`) for VMs that `ferrovirt run` runs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,9 +37,103 @@ pub struct StateArgs {
     pub name: String,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// The data dir the VM runs from.
+    /// Work directly on the data dir of `ferrovirt run` instead of asking the server.
     #[arg(long, value_name = "DIR", env = "FERROVIRT_DATA_DIR")]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    /// The ferrovirt API server (when no --data-dir is given).
+    #[arg(
+        long = "server",
+        short = 's',
+        value_name = "URL",
+        env = "FERROVIRT_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+}
+
+/// One generation, as listed.
+struct Row {
+    generation: u64,
+    created: u64,
+    reason: String,
+    files: String,
+}
+
+fn print_rows(rows: &[Row]) {
+    println!(
+        "{:<12} {:<12} {:<14} FILES",
+        "GENERATION", "CREATED", "REASON"
+    );
+    for row in rows {
+        println!(
+            "{:<12} {:<12} {:<14} {}",
+            row.generation, row.created, row.reason, row.files
+        );
+    }
+}
+
+/// Through the API server.
+fn through_server(command: &StateCommand, target: &StateArgs) -> Result<(), String> {
+    let client = crate::client::Client::new(&target.server).map_err(|e| e.to_string())?;
+    let base = format!(
+        "/apis/subresources.kubevirt.io/v1/namespaces/{}/virtualmachines/{}",
+        target.namespace, target.name
+    );
+    match command {
+        StateCommand::List(_) => {
+            let list = client
+                .get(&format!("{base}/stategenerations"))
+                .map_err(|e| e.to_string())?;
+            let rows: Vec<Row> = list
+                .get("items")
+                .and_then(|i| i.as_array())
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|item| Row {
+                            generation: item["generation"].as_u64().unwrap_or_default(),
+                            created: item["created"].as_u64().unwrap_or_default(),
+                            reason: item["reason"].as_str().unwrap_or("unreadable").to_owned(),
+                            files: item["files"]
+                                .as_array()
+                                .map(|files| {
+                                    files
+                                        .iter()
+                                        .map(|f| {
+                                            format!(
+                                                "{}:{}",
+                                                f["name"].as_str().unwrap_or("?"),
+                                                f["kind"].as_str().unwrap_or("?")
+                                            )
+                                        })
+                                        .collect::<Vec<_>>()
+                                        .join(" ")
+                                })
+                                .unwrap_or_default(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print_rows(&rows);
+            Ok(())
+        }
+        StateCommand::Rollback { generation, .. } => {
+            let answer = client
+                .send_json(
+                    "PUT",
+                    &format!("{base}/staterollback"),
+                    "application/json",
+                    &serde_json::json!({ "generation": generation }),
+                )
+                .map_err(|e| e.to_string())?;
+            println!(
+                "restored generation {generation} of {}; the state it replaced is kept as generation {}",
+                target.name,
+                answer["preRestore"].as_u64().unwrap_or_default()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Runs `ferrovirt state ...`.
@@ -61,9 +158,8 @@ pub fn run(command: &StateCommand) -> ExitCode {
     }
 }
 
-fn load(target: &StateArgs) -> Result<VirtualMachine, String> {
-    let record = target
-        .data_dir
+fn load(target: &StateArgs, data_dir: &std::path::Path) -> Result<VirtualMachine, String> {
+    let record = data_dir
         .join("local")
         .join(&target.namespace)
         .join(format!("{}.json", target.name));
@@ -72,7 +168,7 @@ fn load(target: &StateArgs) -> Result<VirtualMachine, String> {
             "no VM {}/{} in {} ({}: {e}); check the name, --namespace and --data-dir",
             target.namespace,
             target.name,
-            target.data_dir.display(),
+            data_dir.display(),
             record.display()
         )
     })?;
@@ -83,40 +179,42 @@ async fn execute(command: &StateCommand) -> Result<(), String> {
     let target = match command {
         StateCommand::List(target) | StateCommand::Rollback { target, .. } => target,
     };
-    let vm = load(target)?;
-    let plan = plan_for(&vm, &target.data_dir)?;
-    let engine = Engine::new(&target.data_dir)
-        .await
-        .map_err(|e| e.to_string())?;
+    let Some(data_dir) = &target.data_dir else {
+        return through_server(command, target);
+    };
+    let vm = load(target, data_dir)?;
+    let plan = plan_for(&vm, data_dir)?;
+    let engine = Engine::new(data_dir).await.map_err(|e| e.to_string())?;
     match command {
         StateCommand::List(_) => {
-            println!(
-                "{:<12} {:<20} {:<14} FILES",
-                "GENERATION", "CREATED", "REASON"
-            );
-            for info in engine.generations(&plan).map_err(|e| e.to_string())? {
-                match &info.manifest {
-                    Ok(m) => {
-                        let files: Vec<String> = m
+            let rows: Vec<Row> = engine
+                .generations(&plan)
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|info| match &info.manifest {
+                    Ok(m) => Row {
+                        generation: info.id.0,
+                        created: m.created_unix_secs,
+                        reason: serde_json::to_value(&m.reason)
+                            .ok()
+                            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(String::from))
+                            .unwrap_or_default(),
+                        files: m
                             .entries
                             .iter()
                             .map(|e| format!("{}:{:?}", e.logical_name, e.kind).to_lowercase())
-                            .collect();
-                        let reason = serde_json::to_value(&m.reason)
-                            .ok()
-                            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(String::from))
-                            .unwrap_or_default();
-                        println!(
-                            "{:<12} {:<20} {:<14} {}",
-                            info.id,
-                            m.created_unix_secs,
-                            reason,
-                            files.join(" ")
-                        );
-                    }
-                    Err(why) => println!("{:<12} unreadable: {why}", info.id),
-                }
-            }
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    },
+                    Err(why) => Row {
+                        generation: info.id.0,
+                        created: 0,
+                        reason: format!("unreadable: {why}"),
+                        files: String::new(),
+                    },
+                })
+                .collect();
+            print_rows(&rows);
             Ok(())
         }
         StateCommand::Rollback { generation, .. } => {
@@ -131,8 +229,8 @@ async fn execute(command: &StateCommand) -> Result<(), String> {
                 .rollback(&plan, GenerationId(*generation))
                 .map_err(|e| e.to_string())?;
             println!(
-                "restored generation {generation} of {}; the state it replaced is kept as generation {kept}",
-                plan.name
+                "restored generation {generation} of {}; the state it replaced is kept as generation {}",
+                plan.name, kept.0
             );
             Ok(())
         }

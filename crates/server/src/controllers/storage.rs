@@ -56,23 +56,32 @@ pub fn choose_storage_class(
         .ok_or(BackendStorageError::NoStorageClass)
 }
 
+/// The backend-storage PVC of a VM, if any (by KubeVirt's label).
+pub fn find_backend_pvc(
+    store: &ferrovirt_store::Store,
+    ns: &str,
+    vm_name: &str,
+) -> Result<Option<Value>, StoreError> {
+    let selector = Selector::parse(&format!("{PVC_LABEL_KEY}={vm_name}"))
+        .unwrap_or_else(|_| Selector::everything());
+    let list = store.list(
+        &PVCS.store_kind(),
+        &ListOptions {
+            namespace: Some(ns.to_owned()),
+            label_selector: selector,
+            ..ListOptions::default()
+        },
+    )?;
+    Ok(list
+        .items
+        .into_iter()
+        .find(|p| p.pointer("/metadata/deletionTimestamp").is_none()))
+}
+
 impl Controller {
     /// The backend-storage PVC of a VM, if any (by label).
     pub(super) fn backend_pvc(&self, ns: &str, vm_name: &str) -> Result<Option<Value>, StoreError> {
-        let selector = Selector::parse(&format!("{PVC_LABEL_KEY}={vm_name}"))
-            .unwrap_or_else(|_| Selector::everything());
-        let list = self.store.list(
-            &PVCS.store_kind(),
-            &ListOptions {
-                namespace: Some(ns.to_owned()),
-                label_selector: selector,
-                ..ListOptions::default()
-            },
-        )?;
-        Ok(list
-            .items
-            .into_iter()
-            .find(|p| p.pointer("/metadata/deletionTimestamp").is_none()))
+        find_backend_pvc(&self.store, ns, vm_name)
     }
 
     /// Creates (if needed) and binds the VM's backend-storage PVC.
