@@ -28,6 +28,8 @@ export FERROVIRT_SERVER="$server"
 
 ./scripts/setup.sh
 guest/build.sh "$root/.cache/guest"
+# The web UI, embedded by the release build (served at / by `ferrovirt serve`).
+(cd ui && npm ci --no-audit --no-fund && npm run build)
 cargo build --release --locked
 bin="${CARGO_TARGET_DIR:-$root/target}/release/ferrovirt"
 fv() { "$bin" "$@"; }
