@@ -23,12 +23,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `binary serve` on `addr` with a fresh `data_dir`; waits for `/healthz`.
-    pub async fn start(
-        binary: &Path,
-        data_dir: &Path,
-        addr: SocketAddr,
-    ) -> Result<Self, BenchError> {
+    /// Starts `binary serve` on a free loopback port with a fresh `data_dir`; waits for
+    /// `/healthz` (answered by this child, not by a server left over on some port).
+    pub async fn start(binary: &Path, data_dir: &Path) -> Result<Self, BenchError> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| BenchError::Setup(format!("no free loopback port: {e}")))?;
         let _ = std::fs::remove_dir_all(data_dir);
         std::fs::create_dir_all(data_dir)
             .map_err(|e| BenchError::Setup(format!("cannot create {}: {e}", data_dir.display())))?;
@@ -46,9 +46,15 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot run {}: {e}", binary.display())))?;
-        let server = Server { child, addr };
+        let mut server = Server { child, addr };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(BenchError::Setup(format!(
+                    "ferrovirt serve exited ({status}); see {}/serve.log",
+                    data_dir.display()
+                )));
+            }
             if let Ok(mut c) = Connection::open(addr).await
                 && let Ok(r) = c.request(Method::GET, "/healthz", None, "*/*").await
                 && r.status.is_success()

@@ -17,7 +17,6 @@ mod libvirt;
 mod mem;
 mod stats;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,10 +117,6 @@ struct Results {
     control: Option<control::ControlResults>,
 }
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 fn libvirt_memory() -> mem::Memory {
     mem::of_named("libvirtd") + mem::of_named("virtlogd")
 }
@@ -218,7 +213,7 @@ async fn memory(o: &Options, server: &ferro::Server, r: &mut Results) -> Result<
 }
 
 async fn control_plane(o: &Options, r: &mut Results) -> Result<(), BenchError> {
-    let server = ferro::Server::start(&o.ferrovirt, &o.work.join("cp-data"), addr(18402)).await?;
+    let server = ferro::Server::start(&o.ferrovirt, &o.work.join("cp-data")).await?;
     let a = server.addr;
     eprintln!(
         "control plane: {} VMs, {} in flight ...",
@@ -475,7 +470,7 @@ async fn run(o: Options) -> Result<(), BenchError> {
     let mut r = Results::default();
     let want = |part: &str| o.only.as_deref().is_none_or(|only| only == part);
     if want("start") || want("mem") {
-        let server = ferro::Server::start(&o.ferrovirt, &o.work.join("data"), addr(18401)).await?;
+        let server = ferro::Server::start(&o.ferrovirt, &o.work.join("data")).await?;
         let result = async {
             if want("mem") {
                 // Idle is measured first, before any VM ran.
