@@ -14,9 +14,6 @@
 //! - `locking_mode=EXCLUSIVE`: the store keeps its resourceVersion counter and watch fan-out in
 //!   memory, so exactly one process may write the file; the exclusive lock is taken at open
 //!   (by the migration transaction) and a second `ferrovirt serve` gets [`StoreError::InUse`].
-//! - `mmap_size` ([`MMAP_SIZE`]): reads (lists above all) come straight from the page cache
-//!   through a shared mapping instead of a `pread` copy into SQLite's small page cache; a list of
-//!   10,000 VMs spent a third of its time in those copies. Writes still go through the WAL.
 //! - Schema version in `PRAGMA user_version`; [`migrate`] upgrades step by step inside one
 //!   transaction and refuses files from a newer ferrovirt.
 
@@ -26,9 +23,6 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::error::{SqliteContext, StoreError};
-
-/// Bytes of the database file SQLite may map for reads (`PRAGMA mmap_size`).
-pub const MMAP_SIZE: i64 = 1 << 30;
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -144,8 +138,6 @@ pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, St
     }
     conn.pragma_update(None, "synchronous", durability.pragma_value())
         .during("setting synchronous")?;
-    conn.pragma_update(None, "mmap_size", MMAP_SIZE)
-        .during("setting mmap_size")?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn, path).map_err(|e| match e {
         StoreError::Sqlite { source, .. } if in_use(&source) => StoreError::InUse {
@@ -209,10 +201,6 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 1, "NORMAL");
-        let mmap: i64 = conn
-            .query_row("PRAGMA mmap_size", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(mmap, MMAP_SIZE);
     }
 
     #[test]
