@@ -421,12 +421,19 @@ async fn list(
         metadata["continue"] = json!(token);
     }
     if as_table || !fields.is_empty() {
-        let objects: Vec<Value> = list
-            .items
-            .iter()
-            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
-            .filter(|o| fields.matches(o))
-            .collect();
+        let objects: Vec<Value> = if as_table && fields.is_empty() {
+            // A Table needs only what its columns read: parse no more than that.
+            list.items
+                .iter()
+                .filter_map(|raw| table::parse_for_table(&resource, raw.get()))
+                .collect()
+        } else {
+            list.items
+                .iter()
+                .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+                .filter(|o| fields.matches(o))
+                .collect()
+        };
         if as_table {
             return Ok(ok(&table::table(
                 &resource,

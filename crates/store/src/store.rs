@@ -345,6 +345,31 @@ impl Store {
         })
     }
 
+    /// The `(namespace, name)` of every object of a kind (namespace `""` when cluster-scoped),
+    /// in list order, without reading the objects: what a controller's periodic resync needs
+    /// (parsing 10,000 objects only to enqueue their names cost ~100 ms and ~100 MB each time).
+    pub fn list_keys(&self, kind: &ResourceKind) -> Result<Vec<(String, String)>, StoreError> {
+        let state = self.lock();
+        let mut statement = state
+            .conn
+            .prepare_cached(
+                "SELECT namespace, name FROM objects WHERE grp = ?1 AND resource = ?2
+                 ORDER BY namespace, name",
+            )
+            .during("preparing a key list")?;
+        let mut rows = statement
+            .query(params![kind.group, kind.resource])
+            .during("listing object keys")?;
+        let mut keys = Vec::new();
+        while let Some(row) = rows.next().during("listing object keys")? {
+            keys.push((
+                text_column(row, 0)?.to_string(),
+                text_column(row, 1)?.to_string(),
+            ));
+        }
+        Ok(keys)
+    }
+
     fn list_with<T>(
         &self,
         kind: &ResourceKind,

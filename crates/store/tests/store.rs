@@ -934,3 +934,51 @@ fn objects_survive_a_crash_of_the_process() {
         .unwrap();
     assert_eq!(drain(&mut watch).len(), 50);
 }
+
+#[test]
+fn list_keys_names_every_object_of_a_kind_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert!(store.list_keys(&vms()).unwrap().is_empty());
+    store.create(&vms(), vm("b")).unwrap();
+    store.create(&vms(), vm("a")).unwrap();
+    let mut other = vm("c");
+    other["metadata"]["namespace"] = json!("other");
+    store.create(&vms(), other).unwrap();
+    store
+        .create(
+            &storage_classes(),
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                   "metadata": {"name": "local"}}),
+        )
+        .unwrap();
+    store
+        .delete(&vms(), Some("default"), "b", &Preconditions::default())
+        .unwrap();
+    let keys = store.list_keys(&vms()).unwrap();
+    assert_eq!(
+        keys,
+        [
+            ("default".to_owned(), "a".to_owned()),
+            ("other".to_owned(), "c".to_owned())
+        ]
+    );
+    // The same names and order as a full list.
+    let listed: Vec<(String, String)> = store
+        .list(&vms(), &ListOptions::default())
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| {
+            (
+                o["metadata"]["namespace"].as_str().unwrap().to_owned(),
+                name(o).to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, listed);
+    assert_eq!(
+        store.list_keys(&storage_classes()).unwrap(),
+        [(String::new(), "local".to_owned())]
+    );
+}

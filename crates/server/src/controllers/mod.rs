@@ -177,23 +177,18 @@ impl Controller {
         });
     }
 
+    /// Enqueues every VM, VMI and PVC (names only: the objects are read by the reconcile).
     fn enqueue_all(&self) {
         for resource in [VMS, VMIS] {
-            if let Ok(list) = self
-                .store
-                .list(&resource.store_kind(), &ListOptions::default())
-            {
-                for o in list.items {
-                    self.enqueue_vm(meta_str(&o, "namespace"), meta_str(&o, "name"));
+            if let Ok(keys) = self.store.list_keys(&resource.store_kind()) {
+                for (namespace, name) in keys {
+                    self.enqueue(Key::Vm { namespace, name });
                 }
             }
         }
-        if let Ok(list) = self.store.list(&PVCS.store_kind(), &ListOptions::default()) {
-            for o in list.items {
-                self.enqueue(Key::Pvc {
-                    namespace: meta_str(&o, "namespace").to_owned(),
-                    name: meta_str(&o, "name").to_owned(),
-                });
+        if let Ok(keys) = self.store.list_keys(&PVCS.store_kind()) {
+            for (namespace, name) in keys {
+                self.enqueue(Key::Pvc { namespace, name });
             }
         }
     }
@@ -271,7 +266,18 @@ impl Controller {
         }
         let mut failure = None;
         match vm::decide(&vm, vmi.as_ref(), backoff.is_some()) {
-            Decision::Nothing => {}
+            // Nothing was written to the VM: it is current. The VMI is read again only if there
+            // is one (`reconcile_instance` may have just written it); at scale most VMs have none.
+            Decision::Nothing => {
+                let vmi = match vmi {
+                    Some(_) => {
+                        not_found_is_none(self.store.get(&VMIS.store_kind(), Some(ns), name))?
+                            .filter(|v| owned_by(v, meta_str(&vm, "uid")))
+                    }
+                    None => None,
+                };
+                return self.write_vm_status(&vm, vmi.as_ref(), backoff.is_some(), None);
+            }
             Decision::PopRequest => {
                 let mut updated = vm.clone();
                 if let Some(list) = updated
