@@ -245,10 +245,11 @@ pub fn check_state_with(state_dir: &Path, opts: &CheckOptions) -> Result<StateIn
         .map_err(|e| failed(format!("create a temp dir in {}: {e}", tmp_base.display())))?;
     let copy_dir = OfflineSwtpm::state_dir(work.path());
     fsutil::create_private_dir(&copy_dir).map_err(|e| failed(format!("create temp copy: {e}")))?;
-    fsutil::write_private_file_atomic(&copy_dir.join(STATE_FILE), &state)
+    // A scratch copy, deleted after the check: no fsync needed (it is on the stop path).
+    fsutil::write_private_scratch_file(&copy_dir.join(STATE_FILE), &state)
         .map_err(|e| failed(format!("write temp copy: {e}")))?;
     if let Some(volatile) = &volatile {
-        fsutil::write_private_file_atomic(&copy_dir.join(VOLATILE_STATE_FILE), volatile)
+        fsutil::write_private_scratch_file(&copy_dir.join(VOLATILE_STATE_FILE), volatile)
             .map_err(|e| failed(format!("write temp copy: {e}")))?;
     }
 

@@ -38,6 +38,17 @@ pub fn write_private_file_atomic(path: &Path, contents: &[u8]) -> io::Result<()>
     sync_dir(dir)
 }
 
+/// Writes a throwaway private file (0600, created new): no fsync, for scratch copies that are
+/// deleted after use and never need to survive a crash.
+pub fn write_private_scratch_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)?;
+    file.write_all(contents)
+}
+
 /// An exclusive advisory lock on `path` (created 0600), held until the returned file is dropped.
 pub fn lock_exclusive(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
