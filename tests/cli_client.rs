@@ -7,29 +7,10 @@
 mod server;
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use server::{BIN, Server, manifest};
-
-fn cli(server: &Server, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("FERROVIRT_SERVER", server.url())
-        .output()
-        .unwrap()
-}
-
-fn cli_ok(server: &Server, args: &[&str]) -> String {
-    let out = cli(server, args);
-    assert!(
-        out.status.success(),
-        "ferrovirt {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 const VM: &str = "apiVersion: kubevirt.io/v1
 kind: VirtualMachine
@@ -61,11 +42,11 @@ fn apply_get_delete_like_kubectl() {
     let path = manifest(&server, "vm.yaml", VM);
     let path = path.to_str().unwrap();
     assert_eq!(
-        cli_ok(&server, &["apply", "-f", path]),
+        server.cli_ok(&["apply", "-f", path]),
         "virtualmachine.kubevirt.io/web created\n"
     );
     assert_eq!(
-        cli_ok(&server, &["apply", "-f", path]),
+        server.cli_ok(&["apply", "-f", path]),
         "virtualmachine.kubevirt.io/web unchanged\n"
     );
     // From stdin, with a label changed and one removed: configured, and the old label is gone.
@@ -88,7 +69,7 @@ fn apply_get_delete_like_kubectl() {
         "virtualmachine.kubevirt.io/web configured\n"
     );
     let vm: Value =
-        serde_json::from_str(&cli_ok(&server, &["get", "vm", "web", "-o", "json"])).unwrap();
+        serde_json::from_str(&server.cli_ok(&["get", "vm", "web", "-o", "json"])).unwrap();
     assert_eq!(
         vm["metadata"]["labels"],
         serde_json::json!({"tier": "front"})
@@ -102,30 +83,30 @@ fn apply_get_delete_like_kubectl() {
     assert!(kubectl.contains("unchanged"), "{kubectl}");
 
     // Tables with the server's columns.
-    let table = cli_ok(&server, &["get", "vms"]);
+    let table = server.cli_ok(&["get", "vms"]);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "AGE", "STATUS", "READY"]);
     assert!(lines.next().unwrap().starts_with("web "), "{table}");
-    let all = cli_ok(&server, &["get", "vm", "-A"]);
+    let all = server.cli_ok(&["get", "vm", "-A"]);
     assert!(all.starts_with("NAMESPACE   NAME"), "{all}");
     assert!(all.contains("default     web"), "{all}");
     assert_eq!(
-        cli_ok(&server, &["get", "virtualmachines", "-o", "name"]),
+        server.cli_ok(&["get", "virtualmachines", "-o", "name"]),
         "virtualmachine.kubevirt.io/web\n"
     );
     assert_eq!(
-        cli_ok(&server, &["get", "vm", "-l", "tier=front", "-o", "name"]),
+        server.cli_ok(&["get", "vm", "-l", "tier=front", "-o", "name"]),
         "virtualmachine.kubevirt.io/web\n"
     );
-    let yaml = cli_ok(&server, &["get", "vm", "web", "-o", "yaml"]);
+    let yaml = server.cli_ok(&["get", "vm", "web", "-o", "yaml"]);
     assert!(
         yaml.contains("runStrategy: Halted") && yaml.contains("kind: VirtualMachine"),
         "{yaml}"
     );
-    let sc = cli_ok(&server, &["get", "sc"]);
+    let sc = server.cli_ok(&["get", "sc"]);
     assert!(sc.contains("local-path (default)"), "{sc}");
-    let describe = cli_ok(&server, &["describe", "vm", "web"]);
+    let describe = server.cli_ok(&["describe", "vm", "web"]);
     assert!(
         describe.contains("TPM:            persistent"),
         "{describe}"
@@ -136,16 +117,16 @@ fn apply_get_delete_like_kubectl() {
     );
 
     // Errors as kubectl prints them, exit 1.
-    let out = cli(&server, &["get", "vm", "nope"]);
+    let out = server.cli(&["get", "vm", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "Error from server (NotFound): virtualmachines.kubevirt.io \"nope\" not found\n"
     );
-    let out = cli(&server, &["logs", "nope"]);
+    let out = server.cli(&["logs", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error from server (NotFound):"));
-    let out = cli(&server, &["stop", "web"]);
+    let out = server.cli(&["stop", "web"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr)
@@ -156,7 +137,7 @@ fn apply_get_delete_like_kubectl() {
         "bad.yaml",
         &VM.replace("guest: 128Mi", "guest: lots"),
     );
-    let out = cli(&server, &["apply", "-f", invalid.to_str().unwrap()]);
+    let out = server.cli(&["apply", "-f", invalid.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("Error from server ("), "{stderr}");
@@ -165,23 +146,20 @@ fn apply_get_delete_like_kubectl() {
         "unknown.yaml",
         &VM.replace("guest: 128Mi", "guest: 128Mi\n          colour: blue"),
     );
-    let out = cli(
-        &server,
-        &[
-            "apply",
-            "--validate",
-            "strict",
-            "-f",
-            unknown.to_str().unwrap(),
-        ],
-    );
+    let out = server.cli(&[
+        "apply",
+        "--validate",
+        "strict",
+        "-f",
+        unknown.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("Error from server (BadRequest)") && stderr.contains("colour"),
         "{stderr}"
     );
-    let out = cli(&server, &["get", "pods"]);
+    let out = server.cli(&["get", "pods"]);
     assert_eq!(out.status.code(), Some(1));
     let out = Command::new(BIN)
         .args(["get", "vms", "--server", "http://127.0.0.1:1"])
@@ -191,10 +169,10 @@ fn apply_get_delete_like_kubectl() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://127.0.0.1:1"));
 
     assert_eq!(
-        cli_ok(&server, &["delete", "-f", path]),
+        server.cli_ok(&["delete", "-f", path]),
         "virtualmachine.kubevirt.io \"web\" deleted\n"
     );
-    let out = cli(&server, &["get", "vms"]);
+    let out = server.cli(&["get", "vms"]);
     assert!(out.stdout.is_empty());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),

@@ -11,32 +11,12 @@ mod server;
 mod support;
 
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use server::{BIN, Server, manifest};
 use support::guest::{GuestReport, plain_image};
-
-fn cli(server: &Server, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("FERROVIRT_SERVER", server.url())
-        .output()
-        .unwrap()
-}
-
-fn cli_ok(server: &Server, args: &[&str]) -> String {
-    let out = cli(server, args);
-    assert!(
-        out.status.success(),
-        "ferrovirt {args:?} failed: {}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout),
-        server.log()
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn vm_manifest(name: &str) -> String {
     let example = std::fs::read_to_string(concat!(
@@ -51,7 +31,7 @@ fn vm_manifest(name: &str) -> String {
 }
 
 fn object(server: &Server, kind: &str, name: &str) -> Option<Value> {
-    let out = cli(server, &["get", kind, name, "-o", "json"]);
+    let out = server.cli(&["get", kind, name, "-o", "json"]);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
@@ -98,17 +78,17 @@ fn guest_boot_cli_apply_start_console_logs_restart_delete() {
     let path = path.to_str().unwrap();
 
     assert_eq!(
-        cli_ok(&server, &["apply", "-f", path]),
+        server.cli_ok(&["apply", "-f", path]),
         format!("virtualmachine.kubevirt.io/{name} created\n")
     );
-    let table = cli_ok(&server, &["get", "vms"]);
+    let table = server.cli_ok(&["get", "vms"]);
     let row = table
         .lines()
         .find(|l| l.starts_with(&name))
         .unwrap_or_else(|| panic!("{table}"));
     assert!(table.starts_with("NAME "), "{table}");
     assert!(row.contains("Stopped"), "{table}");
-    let yaml = cli_ok(&server, &["get", "vm", &name, "-o", "yaml"]);
+    let yaml = server.cli_ok(&["get", "vm", &name, "-o", "yaml"]);
     assert!(
         yaml.contains("runStrategy: Manual") && yaml.contains("persistent: true"),
         "{yaml}"
@@ -125,7 +105,7 @@ fn guest_boot_cli_apply_start_console_logs_restart_delete() {
         .unwrap();
     let started = Instant::now();
     assert_eq!(
-        cli_ok(&server, &["start", &name]),
+        server.cli_ok(&["start", &name]),
         format!("VM {name} was scheduled to start\n")
     );
     let mut console_out = String::new();
@@ -165,7 +145,7 @@ fn guest_boot_cli_apply_start_console_logs_restart_delete() {
 
     // The guest powered itself off: the controller records it as a finished run.
     wait_powered_off(&server, &name);
-    let describe = cli_ok(&server, &["describe", "vm", &name]);
+    let describe = server.cli_ok(&["describe", "vm", &name]);
     assert!(
         describe.contains("TPM:            persistent"),
         "{describe}"
@@ -181,23 +161,23 @@ fn guest_boot_cli_apply_start_console_logs_restart_delete() {
     );
 
     // logs: the same report from the serial log.
-    let logs = cli_ok(&server, &["logs", &name]);
+    let logs = server.cli_ok(&["logs", &name]);
     let from_log = GuestReport::parse_last_boot(&logs);
     assert_eq!(from_log.get("tpm-secret-written"), Some(secret.as_str()));
     assert_eq!(GuestReport::count_boots(&logs), 1);
-    let tail = cli_ok(&server, &["logs", &name, "--tail", "1"]);
+    let tail = server.cli_ok(&["logs", &name, "--tail", "1"]);
     assert_eq!(tail.lines().count(), 1, "{tail}");
 
     // Second boot: the TPM secret and the EFI variable of the first boot are still there.
-    cli_ok(&server, &["start", &name]);
+    server.cli_ok(&["start", &name]);
     server.wait_for("the second run", Duration::from_secs(60), || {
         matches!(vmi_phase(&server, &name).as_str(), "Running").then_some(())
     });
-    let followed = cli_ok(&server, &["logs", &name, "-f"]);
+    let followed = server.cli_ok(&["logs", &name, "-f"]);
     wait_powered_off(&server, &name);
     // `logs` shows the current or last run; `--all-runs` every run of the VM.
     assert_eq!(GuestReport::count_boots(&followed), 1, "{followed}");
-    let all = cli_ok(&server, &["logs", &name, "--all-runs"]);
+    let all = server.cli_ok(&["logs", &name, "--all-runs"]);
     assert_eq!(GuestReport::count_boots(&all), 2, "{all}");
     let second = GuestReport::parse_last_boot(&followed);
     assert_clean(&second, &followed);
@@ -206,13 +186,13 @@ fn guest_boot_cli_apply_start_console_logs_restart_delete() {
 
     // Delete: the backend-storage PVC and its volume go with the VM.
     let pvc_prefix = format!("persistent-state-for-{name}");
-    assert!(cli_ok(&server, &["get", "pvc"]).contains(&pvc_prefix));
+    assert!(server.cli_ok(&["get", "pvc"]).contains(&pvc_prefix));
     assert_eq!(
-        cli_ok(&server, &["delete", "vm", &name]),
+        server.cli_ok(&["delete", "vm", &name]),
         format!("virtualmachine.kubevirt.io \"{name}\" deleted\n")
     );
     server.wait_for("the PVC to be deleted", Duration::from_secs(30), || {
-        let out = cli(&server, &["get", "pvc"]);
+        let out = server.cli(&["get", "pvc"]);
         (!String::from_utf8_lossy(&out.stdout).contains(&pvc_prefix)).then_some(())
     });
     let volumes = std::fs::read_dir(server.data_dir().join("volumes"))

@@ -273,23 +273,9 @@ fn persistent_vm_runs_survives_restart_and_cleans_up() {
     server.wait_for("the VM to stop", Duration::from_secs(30), || {
         (printable_status(&server, &name) == "Stopped").then_some(())
     });
-    let ferrovirt = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrovirt"))
-            .args(args)
-            .args(["--server", &server.url()])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "ferrovirt {args:?}: {text}");
-        text
-    };
-    let listing = ferrovirt(&["state", "list", &name]);
+    let listing = server.cli_ok(&["state", "list", &name]);
     assert!(listing.contains("after-stop"), "{listing}");
-    let rolled = ferrovirt(&[
+    let rolled = server.cli_ok(&[
         "state",
         "rollback",
         &name,

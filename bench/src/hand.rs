@@ -66,6 +66,7 @@ impl HandVm {
                 model: TpmModel::Crb,
             }),
             disks: vec![],
+            nics: vec![],
             serial: SerialConsole {
                 socket: dir.join("serial.sock"),
                 log_file: dir.join("serial.log"),

@@ -30,10 +30,32 @@ fn free_port() -> u16 {
 }
 
 impl Server {
+    /// Runs the `ferrovirt` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("FERROVIRT_SERVER", self.url())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the `ferrovirt` CLI against this server; it must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "ferrovirt {args:?} failed: {}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Starts a server; `controllers: false` serves the API alone (no engine).
     pub fn start(controllers: bool) -> Self {
-        // A short path on purpose: the engine's offline TPM check puts unix sockets under
-        // <data>/run/<uuid>/ferrovirt-tpm-check-XXXXXX/, and sun_path holds 107 bytes.
+        // A short path keeps the runtime dirs' unix sockets under <data>/run (sun_path holds 107
+        // bytes; deeper data dirs fall back to the temp dir).
         let dir = tempfile::Builder::new()
             .prefix("fv")
             .tempdir_in("/tmp")
