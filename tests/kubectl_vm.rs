@@ -41,6 +41,19 @@ spec:
     )
 }
 
+/// `PUT .../virtualmachines/NAME/ACTION` (what virtctl start/stop calls): accepted with 202.
+fn vm_action(server: &Server, name: &str, action: &str) {
+    let (code, _) = server.request(
+        "PUT",
+        &format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/{action}"
+        ),
+        Some("application/json"),
+        b"{}",
+    );
+    assert_eq!(code, 202, "{action} {name}");
+}
+
 fn printable_status(server: &Server, name: &str) -> String {
     let out = server.kubectl(&[
         "get",
@@ -192,15 +205,7 @@ fn persistent_vm_runs_survives_restart_and_cleans_up() {
     assert_eq!(qemu_pid(&name), Some(pid));
 
     // Stop through the subresource (what virtctl stop does): the PVC is kept.
-    let (code, _) = server.request(
-        "PUT",
-        &format!(
-            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/stop"
-        ),
-        Some("application/json"),
-        b"{}",
-    );
-    assert_eq!(code, 202);
+    vm_action(&server, &name, "stop");
     server.wait_for("the VM to stop", Duration::from_secs(30), || {
         (printable_status(&server, &name) == "Stopped" && qemu_pid(&name).is_none()).then_some(())
     });
@@ -218,15 +223,7 @@ fn persistent_vm_runs_survives_restart_and_cleans_up() {
     // rollback), recorded as a FailedCreate event, and the VM backs off instead of looping.
     let state_file = volume_dir.join(format!("swtpm/{uuid}/tpm2/tpm2-00.permall"));
     std::fs::write(&state_file, b"this is not a TPM state").unwrap();
-    let (code, _) = server.request(
-        "PUT",
-        &format!(
-            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/start"
-        ),
-        Some("application/json"),
-        b"{}",
-    );
-    assert_eq!(code, 202);
+    vm_action(&server, &name, "start");
     let failure = server.wait_for("a FailedCreate event", Duration::from_secs(30), || {
         let events = server.kubectl_ok(&[
             "get",
@@ -261,15 +258,7 @@ fn persistent_vm_runs_survives_restart_and_cleans_up() {
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no generation in {failure}"));
-    let (code, _) = server.request(
-        "PUT",
-        &format!(
-            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/stop"
-        ),
-        Some("application/json"),
-        b"{}",
-    );
-    assert_eq!(code, 202);
+    vm_action(&server, &name, "stop");
     server.wait_for("the VM to stop", Duration::from_secs(30), || {
         (printable_status(&server, &name) == "Stopped").then_some(())
     });
@@ -290,15 +279,7 @@ fn persistent_vm_runs_survives_restart_and_cleans_up() {
         std::fs::read(&state_file).unwrap(),
         b"this is not a TPM state"
     );
-    let (code, _) = server.request(
-        "PUT",
-        &format!(
-            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/start"
-        ),
-        Some("application/json"),
-        b"{}",
-    );
-    assert_eq!(code, 202);
+    vm_action(&server, &name, "start");
     server.wait_for("the rolled-back VM to run", Duration::from_secs(60), || {
         (printable_status(&server, &name) == "Running").then_some(())
     });
