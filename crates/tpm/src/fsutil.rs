@@ -1,41 +1,38 @@
-//! Small crash-safe file-system helpers: private directories (0700), private files (0600) written
-//! through a temp file + fsync + rename + directory fsync, and a no-clobber atomic publish.
-//!
-//! Kept local to this crate on purpose (the crate depends on no other ferrovirt crate).
+//! File-system helpers of this crate: private directories (0700) and private files (0600) through
+//! `ferrovirt_storage::atomic` (temp file + fsync + rename + directory fsync), plus what only the
+//! TPM code needs: an exclusive lock, a no-clobber atomic publish, scratch copies.
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use ferrovirt_storage::atomic;
+
 /// Mode of every directory this crate creates.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Mode of every file this crate writes or adopts.
 pub const PRIVATE_FILE_MODE: u32 = 0o600;
 
-/// Creates `dir` (and missing parents) and sets the leaf to 0700.
+fn into_io(error: ferrovirt_storage::AtomicError) -> io::Error {
+    io::Error::other(error)
+}
+
+/// Creates `dir` (and missing parents) and sets the leaf to 0700 (also when it existed).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
+    atomic::create_dir_private(dir).map_err(into_io)?;
     fs::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR_MODE))
 }
 
 /// fsyncs a directory so that renames/creations inside it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    atomic::fsync_dir(dir).map_err(into_io)
 }
 
-/// Writes `contents` to `path` crash-safely: a 0600 temp file in the same directory, fsync,
-/// rename over `path`, fsync of the directory. A reader sees either the old or the new file.
+/// Writes `contents` to `path` crash-safely as a 0600 file: a reader sees either the old or the
+/// new file.
 pub fn write_private_file_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = parent_of(path)?;
-    // tempfile creates the file 0600 with a unique name (safe with concurrent writers).
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.as_file()
-        .set_permissions(Permissions::from_mode(PRIVATE_FILE_MODE))?;
-    tmp.write_all(contents)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    atomic::write_file(path, contents, PRIVATE_FILE_MODE).map_err(into_io)
 }
 
 /// Writes a throwaway private file (0600, created new): no fsync, for scratch copies that are
