@@ -274,7 +274,9 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
                 });
             }
         }
-        let last_good = files.generations.latest_good()?;
+        // Only an error message needs the last good generation: look it up (which re-hashes
+        // generations) on that path alone, not on every start.
+        let last_good = || files.generations.latest_good().ok().flatten();
         let unchanged_since_stop = match manifests.last() {
             Some(last) if last.reason == GenerationReason::AfterStop => {
                 same_as_recorded(&files.sources(), last)?
@@ -296,7 +298,7 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
                 check_tpm(tpm).map_err(|source| StateFault::TpmUnusable {
                     source,
                     vm: vm.clone(),
-                    generation: last_good,
+                    generation: last_good(),
                 })?;
             }
             if let (Some(vars), Some(fw)) = (&files.vars_file, &selected)
@@ -305,7 +307,7 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
                 check_vars(vars, &fw.vars_template).map_err(|source| StateFault::VarsUnusable {
                     source,
                     vm: vm.clone(),
-                    generation: last_good,
+                    generation: last_good(),
                 })?;
             }
         }
@@ -389,12 +391,11 @@ pub fn finish(plan: &StatePlan<'_>) -> Result<Option<GenerationId>, StateFault> 
         sync_file_and_dir(path)?;
     }
     let durable = started.elapsed();
-    let last_good = files.generations.latest_good()?;
     if let Some(tpm) = &files.tpm_file {
         check_tpm(tpm).map_err(|source| StateFault::TpmUnusable {
             source,
             vm: plan.vm_name.to_string(),
-            generation: last_good,
+            generation: files.generations.latest_good().ok().flatten(),
         })?;
     }
     let checked = started.elapsed();
