@@ -2,7 +2,7 @@
 //! `virtualmachines.kubevirt.io`, `pvc`, `sc`, `ns`, `ev`, ...) resolved to the server's
 //! [`ResourceDef`]s, and the REST paths and display names of objects.
 
-use ferrovirt_server::resources::{ALL, ResourceDef};
+use ferrovirt_resources::{ALL, ResourceDef};
 use serde_json::Value;
 
 use crate::client::ClientError;
@@ -94,7 +94,7 @@ pub fn name_of(object: &Value) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrovirt_server::resources::{EVENTS, NAMESPACES, PVCS, STORAGE_CLASSES, VMIS, VMS};
+    use ferrovirt_resources::{EVENTS, NAMESPACES, PVCS, STORAGE_CLASSES, VMIS, VMS};
     use serde_json::json;
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ferrovirt_server::resources::ResourceDef;
+use ferrovirt_resources::ResourceDef;
 use serde_json::Value;
 
 use crate::client::{Client, ClientArgs, ClientError};

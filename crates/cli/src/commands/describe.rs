@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
-use ferrovirt_server::resources::{EVENTS, PVCS, VMIS, VMS};
+use ferrovirt_resources::{EVENTS, PVCS, VMIS, VMS};
 use serde_json::Value;
 
 use crate::client::{Client, ClientArgs, ClientError, with_query};

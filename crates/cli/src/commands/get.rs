@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::ExitCode;
 
 use clap::Args;
-use ferrovirt_server::resources::ResourceDef;
+use ferrovirt_resources::ResourceDef;
 use serde_json::Value;
 
 use crate::client::{Client, ClientArgs, ClientError, TABLE_ACCEPT, with_query};

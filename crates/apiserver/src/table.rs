@@ -1,11 +1,10 @@
 //! `meta.k8s.io/v1` Table output: the columns `kubectl get` prints, as KubeVirt's CRD printer
 //! columns and Kubernetes' built-in printers define them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Value, json};
 
-use crate::resources::ResourceDef;
+use ferrovirt_resources::ResourceDef;
+use ferrovirt_resources::time::{now_unix, parse_rfc3339};
 
 struct Column {
     name: &'static str,
@@ -502,14 +501,6 @@ fn columns(resource: &ResourceDef) -> &'static [Column] {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// One row of a table: the cells and the object's metadata (`PartialObjectMetadata`).
 fn row(resource: &ResourceDef, object: &Value, now: i64) -> Value {
     let cells: Vec<Value> = columns(resource)
@@ -594,37 +585,6 @@ pub fn table(
     table
 }
 
-/// Parses `2026-11-21T20:15:39Z` (fractions and offsets tolerated) to Unix seconds.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let (date, time) = text.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
-    let time_part = time.get(..8)?;
-    let mut t = time_part.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, s) = (t.next()??, t.next()??, t.next()??);
-    let rest = time.get(8..)?;
-    let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    let offset = match rest {
-        "Z" | "z" | "" => 0,
-        tz => {
-            let sign = if tz.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = tz.get(1..)?.split_once(':')?;
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
-        }
-    };
-    Some(days_from_civil(year, month, day) * 86400 + h * 3600 + m * 60 + s - offset)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
 /// kubectl's short ages: `45s`, `5m3s`, `17m`, `3h4m`, `20h`, `3d4h`, `40d`, `2y10d`.
 pub fn human_duration(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -682,7 +642,7 @@ pub fn human_duration(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{PVCS, VMS};
+    use ferrovirt_resources::{PVCS, VMS};
 
     #[test]
     fn rfc3339_and_ages() {
@@ -738,7 +698,7 @@ mod tests {
 
     #[test]
     fn rows_from_the_parts_parsed_for_a_table_equal_rows_from_whole_objects() {
-        use crate::resources::{EVENTS, VMIS};
+        use ferrovirt_resources::{EVENTS, VMIS};
         let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
             "metadata": {"name": "vm1", "namespace": "default", "creationTimestamp": "1970-01-01T00:00:00Z",
                          "labels": {"app": "a"}, "resourceVersion": "7"},

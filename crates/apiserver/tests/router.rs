@@ -5,7 +5,15 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ferrovirt_server::{AppState, open_store, router};
+use ferrovirt_apiserver::{AppState, router};
+use ferrovirt_store::{Store, StoreOptions};
+
+/// A fresh store with the defaults `ferrovirt serve` seeds.
+fn open_store(dir: &std::path::Path) -> Result<Store, ferrovirt_store::StoreError> {
+    let store = Store::open(dir.join("ferrovirt.db"), StoreOptions::default())?;
+    ferrovirt_resources::cluster::seed_defaults(&store)?;
+    Ok(store)
+}
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -29,10 +37,7 @@ fn get(uri: &str) -> Request<Body> {
 async fn discovery_crud_tables_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path()).unwrap();
-    let app = router(AppState {
-        store,
-        data_dir: dir.path().to_path_buf(),
-    });
+    let app = router(AppState::new(store, dir.path().to_path_buf()));
 
     let (code, core) = call(&app, get("/api/v1")).await;
     assert_eq!(code, StatusCode::OK);

@@ -5,9 +5,6 @@
 //! - `storage`: backend-storage PVCs (create, bind to a local-path volume, retire, delete).
 //! - this module: the queue, the VM/VMI reconcile and the engine runs (start, stop, exit, adopt).
 
-pub mod storage;
-pub mod vm;
-
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,17 +13,19 @@ use std::time::Duration;
 use ferrovirt_api::defaults::apply_instance_spec_defaults;
 use ferrovirt_api::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use ferrovirt_storage::LocalPathProvisioner;
-use ferrovirt_store::{ListOptions, Preconditions, Store, StoreError, WatchOptions, now_rfc3339};
+use ferrovirt_store::now_rfc3339;
+use futures_util::StreamExt;
+
+use crate::client::{ClientError, ObjectClient, optional};
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{Engine, RunningVm, VmPlan};
 use ferrovirt_vmm::launcher::ExitReason;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::ServeError;
 use crate::events::{EventType, record};
-use crate::resources::{KUBEVIRTS, PVCS, VMIS, VMS};
-use vm::{Decision, VMI_FINALIZER};
+use crate::vm::{self, Decision, VMI_FINALIZER};
+use ferrovirt_resources::{KUBEVIRTS, PVCS, VMIS, VMS};
 
 /// How often every object is reconciled again, events or not.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -55,48 +54,49 @@ struct Run {
 
 /// The controllers' shared state.
 pub struct Controller {
-    store: Store,
-    engine: Engine,
-    data_dir: PathBuf,
-    provisioner: LocalPathProvisioner,
+    pub(crate) client: Arc<dyn ObjectClient>,
+    pub(crate) engine: Engine,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) provisioner: LocalPathProvisioner,
     runs: Mutex<HashMap<(String, String), Run>>,
-    queue: mpsc::UnboundedSender<Key>,
-    runtime: tokio::runtime::Handle,
-    node_name: String,
+    pub(crate) queue: mpsc::UnboundedSender<Key>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) node_name: String,
+}
+
+/// Why the controllers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the engine could not start: {0}")]
+    Engine(#[from] ferrovirt_vmm::engine::EngineError),
+    #[error("the volumes directory {path} cannot be used: {message}")]
+    Volumes { path: PathBuf, message: String },
 }
 
 /// Why a reconcile failed (it is retried at the next resync).
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Client(#[from] ClientError),
     #[error("{0}")]
     Other(String),
 }
 
-fn meta_str<'a>(object: &'a Value, key: &str) -> &'a str {
+pub(crate) fn meta_str<'a>(object: &'a Value, key: &str) -> &'a str {
     object
         .pointer(&format!("/metadata/{key}"))
         .and_then(Value::as_str)
         .unwrap_or("")
 }
 
-fn not_found_is_none(result: Result<Value, StoreError>) -> Result<Option<Value>, StoreError> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Starts the engine, the controllers' watches, the resync ticker and the worker.
-pub async fn spawn(store: Store, data_dir: PathBuf) -> Result<(), ServeError> {
+pub async fn spawn(client: Arc<dyn ObjectClient>, data_dir: PathBuf) -> Result<(), StartError> {
     let engine = Engine::new(&data_dir).await?;
     tracing::info!(accel = ?engine.accel(), "engine ready");
     let provisioner =
-        LocalPathProvisioner::new(data_dir.join("volumes")).map_err(|e| ServeError::DataDir {
+        LocalPathProvisioner::new(data_dir.join("volumes")).map_err(|e| StartError::Volumes {
             path: data_dir.join("volumes"),
-            source: std::io::Error::other(e.to_string()),
+            message: e.to_string(),
         })?;
     let _ = provisioner.remove_stale();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -104,7 +104,7 @@ pub async fn spawn(store: Store, data_dir: PathBuf) -> Result<(), ServeError> {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned());
     let controller = Arc::new(Controller {
-        store: store.clone(),
+        client,
         engine,
         data_dir,
         provisioner,
@@ -180,26 +180,22 @@ impl Controller {
     /// Enqueues every VM, VMI and PVC (names only: the objects are read by the reconcile).
     fn enqueue_all(&self) {
         for resource in [VMS, VMIS] {
-            if let Ok(keys) = self.store.list_keys(&resource.store_kind()) {
+            if let Ok(keys) = self.client.list_names(&resource) {
                 for (namespace, name) in keys {
                     self.enqueue(Key::Vm { namespace, name });
                 }
             }
         }
-        if let Ok(keys) = self.store.list_keys(&PVCS.store_kind()) {
+        if let Ok(keys) = self.client.list_names(&PVCS) {
             for (namespace, name) in keys {
                 self.enqueue(Key::Pvc { namespace, name });
             }
         }
     }
 
-    async fn watch_kind(self: Arc<Self>, resource: crate::resources::ResourceDef) {
+    async fn watch_kind(self: Arc<Self>, resource: ferrovirt_resources::ResourceDef) {
         loop {
-            let options = WatchOptions {
-                resource_version: Some(self.store.current_resource_version().max(1)),
-                ..WatchOptions::default()
-            };
-            let mut watch = match self.store.watch(&resource.store_kind(), options) {
+            let mut watch = match self.client.watch(&resource) {
                 Ok(w) => w,
                 Err(error) => {
                     tracing::warn!(%error, "controller watch failed; retrying");
@@ -242,11 +238,11 @@ impl Controller {
     }
 
     fn reconcile_vm(self: &Arc<Self>, ns: &str, name: &str) -> Result<(), ReconcileError> {
-        let vmi = not_found_is_none(self.store.get(&VMIS.store_kind(), Some(ns), name))?;
+        let vmi = optional(self.client.get(&VMIS, Some(ns), name))?;
         if let Some(vmi) = &vmi {
             self.reconcile_instance(vmi)?;
         }
-        let Some(vm) = not_found_is_none(self.store.get(&VMS.store_kind(), Some(ns), name))? else {
+        let Some(vm) = optional(self.client.get(&VMS, Some(ns), name))? else {
             return Ok(());
         };
         if vm::deleting(&vm) {
@@ -270,10 +266,8 @@ impl Controller {
             // is one (`reconcile_instance` may have just written it); at scale most VMs have none.
             Decision::Nothing => {
                 let vmi = match vmi {
-                    Some(_) => {
-                        not_found_is_none(self.store.get(&VMIS.store_kind(), Some(ns), name))?
-                            .filter(|v| owned_by(v, meta_str(&vm, "uid")))
-                    }
+                    Some(_) => optional(self.client.get(&VMIS, Some(ns), name))?
+                        .filter(|v| owned_by(v, meta_str(&vm, "uid"))),
                     None => None,
                 };
                 return self.write_vm_status(&vm, vmi.as_ref(), backoff.is_some(), None);
@@ -287,7 +281,7 @@ impl Controller {
                 {
                     list.remove(0);
                 }
-                self.store.update_status(&VMS.store_kind(), updated)?;
+                self.client.update_status(&VMS, updated)?;
                 return Ok(()); // the status write triggers the next reconcile
             }
             Decision::DeleteInstance => {
@@ -295,17 +289,12 @@ impl Controller {
                     if vmi.pointer("/status/phase").and_then(Value::as_str) == Some("Failed") {
                         self.note_start_failure(&vm, vmi)?;
                     }
-                    match self.store.delete(
-                        &VMIS.store_kind(),
-                        Some(ns),
-                        name,
-                        &Preconditions::default(),
-                    ) {
-                        Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                    match self.client.delete(&VMIS, Some(ns), name) {
+                        Ok(_) | Err(ClientError::NotFound(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
                     record(
-                        &self.store,
+                        &*self.client,
                         &vm,
                         EventType::Normal,
                         "SuccessfulDelete",
@@ -320,7 +309,7 @@ impl Controller {
                 Ok(()) => {}
                 Err(message) => {
                     record(
-                        &self.store,
+                        &*self.client,
                         &vm,
                         EventType::Warning,
                         "FailedCreate",
@@ -330,8 +319,8 @@ impl Controller {
                 }
             },
         }
-        let vm = self.store.get(&VMS.store_kind(), Some(ns), name)?;
-        let vmi = not_found_is_none(self.store.get(&VMIS.store_kind(), Some(ns), name))?
+        let vm = self.client.get(&VMS, Some(ns), name)?;
+        let vmi = optional(self.client.get(&VMIS, Some(ns), name))?
             .filter(|v| owned_by(v, meta_str(&vm, "uid")));
         let backoff = self.backoff_remaining(&vm).is_some();
         self.write_vm_status(&vm, vmi.as_ref(), backoff, failure.as_deref())
@@ -358,8 +347,8 @@ impl Controller {
         }
         let mut updated = vm.clone();
         updated["status"] = status;
-        match self.store.update_status(&VMS.store_kind(), updated) {
-            Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => Ok(()),
+        match self.client.update_status(&VMS, updated) {
+            Ok(_) | Err(ClientError::Conflict(_)) | Err(ClientError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -369,8 +358,8 @@ impl Controller {
         let retry_after = vm
             .pointer("/status/startFailure/retryAfterTimestamp")
             .and_then(Value::as_str)
-            .and_then(crate::table::parse_rfc3339)?;
-        let now = crate::table::now_unix();
+            .and_then(ferrovirt_resources::time::parse_rfc3339)?;
+        let now = ferrovirt_resources::time::now_unix();
         (retry_after > now).then(|| Duration::from_secs((retry_after - now) as u64))
     }
 
@@ -390,7 +379,8 @@ impl Controller {
             .unwrap_or(0)
             + 1;
         let delay = (5u64 << count.min(6)).min(300);
-        let retry = ferrovirt_store::format_rfc3339(crate::table::now_unix() + delay as i64);
+        let retry =
+            ferrovirt_store::format_rfc3339(ferrovirt_resources::time::now_unix() + delay as i64);
         let mut updated = vm.clone();
         let status = updated
             .as_object_mut()
@@ -402,7 +392,7 @@ impl Controller {
                 "retryAfterTimestamp": retry,
             });
         }
-        self.store.update_status(&VMS.store_kind(), updated)?;
+        self.client.update_status(&VMS, updated)?;
         Ok(())
     }
 
@@ -440,11 +430,11 @@ impl Controller {
             "status": {"phase": "Pending"},
         });
         let created = self
-            .store
-            .create(&VMIS.store_kind(), vmi)
+            .client
+            .create(&VMIS, vmi)
             .map_err(|e| format!("cannot create the VirtualMachineInstance: {e}"))?;
         record(
-            &self.store,
+            &*self.client,
             vm,
             EventType::Normal,
             "SuccessfulCreate",
@@ -475,7 +465,7 @@ impl Controller {
                         run.stopping = true;
                         let running = running.clone();
                         record(
-                            &self.store,
+                            &*self.client,
                             vmi,
                             EventType::Normal,
                             "ShuttingDown",
@@ -506,7 +496,7 @@ impl Controller {
             Err(message) => {
                 drop(runs);
                 record(
-                    &self.store,
+                    &*self.client,
                     vmi,
                     EventType::Warning,
                     "FailedCreate",
@@ -545,8 +535,8 @@ impl Controller {
         {
             finalizers.retain(|f| f.as_str() != Some(VMI_FINALIZER));
         }
-        match self.store.update(&VMIS.store_kind(), updated) {
-            Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => Ok(()),
+        match self.client.update(&VMIS, updated) {
+            Ok(_) | Err(ClientError::NotFound(_)) | Err(ClientError::Conflict(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -559,9 +549,7 @@ impl Controller {
     ) -> Result<(), ReconcileError> {
         let ns = meta_str(vmi, "namespace");
         let name = meta_str(vmi, "name");
-        let Some(mut current) =
-            not_found_is_none(self.store.get(&VMIS.store_kind(), Some(ns), name))?
-        else {
+        let Some(mut current) = optional(self.client.get(&VMIS, Some(ns), name))? else {
             return Ok(());
         };
         if meta_str(&current, "uid") != meta_str(vmi, "uid") {
@@ -591,8 +579,8 @@ impl Controller {
             status["volumeStatus"] = self.backend_volume_status(&current);
         }
         current["status"] = status;
-        match self.store.update_status(&VMIS.store_kind(), current) {
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        match self.client.update_status(&VMIS, current) {
+            Ok(_) | Err(ClientError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -626,7 +614,7 @@ impl Controller {
             None
         };
         let claim_dir = |claim: &str| -> Option<PathBuf> {
-            let pvc = self.store.get(&PVCS.store_kind(), Some(ns), claim).ok()?;
+            let pvc = self.client.get(&PVCS, Some(ns), claim).ok()?;
             let volume = pvc.pointer("/spec/volumeName").and_then(Value::as_str)?;
             self.provisioner.volume_path(volume).ok()
         };
@@ -672,7 +660,7 @@ impl Controller {
                     format!("failed to start the VM: {error}")
                 };
                 record(
-                    &self.store,
+                    &*self.client,
                     &vmi,
                     EventType::Warning,
                     "FailedCreate",
@@ -688,7 +676,7 @@ impl Controller {
         }
         if adopt {
             record(
-                &self.store,
+                &*self.client,
                 &vmi,
                 EventType::Normal,
                 "Adopted",
@@ -698,7 +686,7 @@ impl Controller {
             tracing::info!(vm = %key.1, elapsed_ms = started.elapsed().as_millis() as u64, "VM started");
             let _ = self.set_vmi_phase(&vmi, "Running", None);
             record(
-                &self.store,
+                &*self.client,
                 &vmi,
                 EventType::Normal,
                 "Started",
@@ -738,7 +726,7 @@ impl Controller {
             ),
         };
         record(
-            &self.store,
+            &*self.client,
             &vmi,
             if phase == "Failed" {
                 EventType::Warning
@@ -755,18 +743,9 @@ impl Controller {
     }
 
     fn enqueue_pvcs_of(&self, ns: &str, vm_name: &str) {
-        let selector = ferrovirt_store::Selector::parse(&format!(
-            "{}={vm_name}",
-            ferrovirt_storage::backend::PVC_LABEL_KEY
-        ))
-        .unwrap_or_else(|_| ferrovirt_store::Selector::everything());
-        let options = ListOptions {
-            namespace: Some(ns.to_owned()),
-            label_selector: selector,
-            ..ListOptions::default()
-        };
-        if let Ok(list) = self.store.list(&PVCS.store_kind(), &options) {
-            for pvc in list.items {
+        let selector = ferrovirt_resources::cluster::backend_pvc_selector_text(vm_name);
+        if let Ok(list) = self.client.list(&PVCS, Some(ns), Some(&selector)) {
+            for pvc in list {
                 self.enqueue(Key::Pvc {
                     namespace: ns.to_owned(),
                     name: meta_str(&pvc, "name").to_owned(),
@@ -805,7 +784,7 @@ impl Controller {
     }
 
     /// Whether a running VM uses this volume directory.
-    fn volume_in_use(&self, path: &std::path::Path) -> bool {
+    pub(crate) fn volume_in_use(&self, path: &std::path::Path) -> bool {
         self.runs()
             .values()
             .any(|r| r.volume.as_deref() == Some(path))

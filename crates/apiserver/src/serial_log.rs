@@ -6,13 +6,11 @@
 //! all. With `follow=true` the stream goes on while the VM's instance is active and ends
 //! once it has finished and the rest of the file is sent. A missing VM or log is a 404 Status.
 
-use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ferrovirt_storage::VmUuid;
@@ -20,9 +18,12 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::AppState;
+use ferrovirt_resources::kubevirt::vmi_is_active;
+use ferrovirt_resources::{VMIS, VMS};
+
+use crate::app::AppState;
 use crate::error::ApiError;
-use crate::resources::{VMIS, VMS};
+use crate::request::ApiRequest;
 
 /// How much of the end of the log `tailLines` looks at.
 const TAIL_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
@@ -30,7 +31,7 @@ const TAIL_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
 
 async fn locate(state: &AppState, namespace: &str, name: &str) -> Result<PathBuf, ApiError> {
-    let vm = crate::api::get(state, VMS, Some(namespace.to_owned()), name.to_owned()).await?;
+    let vm = crate::handlers::get(state, VMS, Some(namespace.to_owned()), name.to_owned()).await?;
     let uuid = vm
         .pointer("/spec/template/spec/domain/firmware/uuid")
         .and_then(Value::as_str)
@@ -107,21 +108,21 @@ async fn start_offset(
 }
 
 async fn instance_active(state: &AppState, namespace: &str, name: &str) -> bool {
-    crate::api::get(state, VMIS, Some(namespace.to_owned()), name.to_owned())
+    crate::handlers::get(state, VMIS, Some(namespace.to_owned()), name.to_owned())
         .await
-        .is_ok_and(|vmi| crate::controllers::vm::vmi_is_active(&vmi))
+        .is_ok_and(|vmi| vmi_is_active(&vmi))
 }
 
 /// `GET .../virtualmachines/NAME/serial-log`.
 pub async fn handler(
-    State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
-    Query(params): Query<HashMap<String, String>>,
+    state: &AppState,
+    request: &ApiRequest,
+    namespace: String,
+    name: String,
 ) -> Response {
-    let flag = |name: &str| params.get(name).is_some_and(|f| f == "true" || f == "1");
-    let follow = flag("follow");
-    let all_runs = flag("allRuns");
-    let tail_lines = match params.get("tailLines").map(|t| t.parse::<usize>()) {
+    let follow = request.flag("follow");
+    let all_runs = request.flag("allRuns");
+    let tail_lines = match request.params.get("tailLines").map(|t| t.parse::<usize>()) {
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
@@ -129,7 +130,7 @@ pub async fn handler(
                 .into_response();
         }
     };
-    let path = match locate(&state, &namespace, &name).await {
+    let path = match locate(state, &namespace, &name).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -148,6 +149,7 @@ pub async fn handler(
         }
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let state = state.clone();
     tokio::spawn(async move {
         let mut buffer = vec![0u8; 64 * 1024];
         let mut finishing = false;

@@ -2,16 +2,16 @@
 //! frames both ways, bridged to the VM's serial unix socket in its runtime dir.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use ferrovirt_storage::VmUuid;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::AppState;
+use ferrovirt_resources::VMIS;
+
+use crate::app::AppState;
 use crate::error::ApiError;
-use crate::resources::VMIS;
 
 /// The serial socket of a running VMI.
 async fn serial_socket(
@@ -19,7 +19,8 @@ async fn serial_socket(
     namespace: &str,
     name: &str,
 ) -> Result<std::path::PathBuf, ApiError> {
-    let vmi = crate::api::get(state, VMIS, Some(namespace.to_owned()), name.to_owned()).await?;
+    let vmi =
+        crate::handlers::get(state, VMIS, Some(namespace.to_owned()), name.to_owned()).await?;
     if vmi.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
         return Err(ApiError::bad_request(format!(
             "VirtualMachineInstance {name} is not running"
@@ -47,20 +48,21 @@ async fn serial_socket(
 
 /// `GET .../virtualmachineinstances/NAME/console` with `Upgrade: websocket`.
 pub async fn handler(
-    State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+    ws: Option<WebSocketUpgrade>,
 ) -> Response {
     let ws = match ws {
-        Ok(ws) => ws,
-        Err(_) => {
+        Some(ws) => ws,
+        None => {
             return ApiError::bad_request(
                 "the console is a WebSocket: connect with Upgrade: websocket",
             )
             .into_response();
         }
     };
-    let socket_path = match serial_socket(&state, &namespace, &name).await {
+    let socket_path = match serial_socket(state, namespace, name).await {
         Ok(path) => path,
         Err(e) => return e.into_response(),
     };

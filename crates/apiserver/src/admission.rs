@@ -5,24 +5,13 @@
 use ferrovirt_api::defaults::{
     apply_vm_defaults, apply_vmi_defaults, carry_over_firmware_identity,
 };
-use ferrovirt_api::kubevirt::KubeVirt;
 use ferrovirt_api::parse::ParseError;
 use ferrovirt_api::{AdmissionContext, ClusterConfig, Object, admit};
-use ferrovirt_store::{ListOptions, Store};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::resources::{KUBEVIRTS, ResourceDef};
-
-/// The cluster configuration from the stored KubeVirt object (none stored: no feature gates).
-pub fn cluster_config(store: &Store) -> ClusterConfig {
-    let list = store.list(&KUBEVIRTS.store_kind(), &ListOptions::default());
-    list.ok()
-        .and_then(|l| l.items.into_iter().next())
-        .and_then(|kv| serde_json::from_value::<KubeVirt>(kv).ok())
-        .map(|kv| ClusterConfig::from_kubevirt(&kv))
-        .unwrap_or_default()
-}
+use ferrovirt_resources::ResourceDef;
+pub use ferrovirt_resources::cluster::cluster_config;
 
 /// Checks `apiVersion`/`kind`/namespace against the URL and fills them in when absent.
 pub fn check_type_and_namespace(
@@ -153,7 +142,7 @@ pub fn admit_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{STORAGE_CLASSES, VMS};
+    use ferrovirt_resources::{STORAGE_CLASSES, VMS};
 
     #[test]
     fn type_meta_and_namespace_are_checked() {

@@ -9,7 +9,6 @@
 //!   replaced.
 
 use axum::Json;
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use ferrovirt_api::kubevirt::vm::VirtualMachine;
 use ferrovirt_storage::GenerationId;
@@ -17,13 +16,17 @@ use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{VmPlan, rollback_state, state_generations};
 use serde_json::{Value, json};
 
-use crate::AppState;
+use ferrovirt_resources::cluster::find_backend_pvc;
+use ferrovirt_resources::kubevirt::vmi_is_active;
+use ferrovirt_resources::{VMIS, VMS};
+
+use crate::app::AppState;
 use crate::error::ApiError;
-use crate::resources::{VMIS, VMS};
 
 /// The plan of a VM, enough for its persistent state: names, UUID, persistence, its volume.
 async fn state_plan(state: &AppState, namespace: &str, name: &str) -> Result<VmPlan, ApiError> {
-    let object = crate::api::get(state, VMS, Some(namespace.to_owned()), name.to_owned()).await?;
+    let object =
+        crate::handlers::get(state, VMS, Some(namespace.to_owned()), name.to_owned()).await?;
     let vm: VirtualMachine = serde_json::from_value(object).map_err(|e| {
         ApiError::internal(format!("the stored VirtualMachine cannot be read: {e}"))
     })?;
@@ -40,12 +43,10 @@ async fn state_plan(state: &AppState, namespace: &str, name: &str) -> Result<VmP
     }
     let store = state.store.clone();
     let (ns, vm_name) = (namespace.to_owned(), name.to_owned());
-    let pvc = tokio::task::spawn_blocking(move || {
-        crate::controllers::storage::find_backend_pvc(&store, &ns, &vm_name)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let pvc = tokio::task::spawn_blocking(move || find_backend_pvc(&store, &ns, &vm_name))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let volume = pvc
         .as_ref()
         .and_then(|p| p.pointer("/spec/volumeName"))
@@ -96,11 +97,8 @@ async fn state_plan(state: &AppState, namespace: &str, name: &str) -> Result<VmP
 }
 
 /// `GET .../virtualmachines/NAME/stategenerations`.
-pub async fn list(
-    State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> Response {
-    let plan = match state_plan(&state, &namespace, &name).await {
+pub async fn list(state: &AppState, namespace: &str, name: &str) -> Response {
+    let plan = match state_plan(state, namespace, name).await {
         Ok(plan) => plan,
         Err(e) => return e.into_response(),
     };
@@ -132,12 +130,8 @@ pub async fn list(
 }
 
 /// `PUT .../virtualmachines/NAME/staterollback` with `{"generation": N}`.
-pub async fn rollback(
-    State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
-    let generation = match serde_json::from_slice::<Value>(&body)
+pub async fn rollback(state: &AppState, namespace: &str, name: &str, body: &[u8]) -> Response {
+    let generation = match serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|b| b.get("generation").and_then(Value::as_u64))
     {
@@ -149,13 +143,13 @@ pub async fn rollback(
             .into_response();
         }
     };
-    let plan = match state_plan(&state, &namespace, &name).await {
+    let plan = match state_plan(state, namespace, name).await {
         Ok(plan) => plan,
         Err(e) => return e.into_response(),
     };
-    let running = crate::api::get(&state, VMIS, Some(namespace.clone()), name.clone())
+    let running = crate::handlers::get(state, VMIS, Some(namespace.to_owned()), name.to_owned())
         .await
-        .is_ok_and(|vmi| crate::controllers::vm::vmi_is_active(&vmi));
+        .is_ok_and(|vmi| vmi_is_active(&vmi));
     if running {
         return ApiError::conflict(format!(
             "VirtualMachine {name} is running: stop it before rolling its state back"

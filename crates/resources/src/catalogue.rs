@@ -180,6 +180,16 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<ResourceDef> {
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
+/// The store's key for a resource named by group and plural (what `list_dependents` returns);
+/// a resource not served here is taken as namespaced.
+pub fn store_kind_of(group: &str, plural: &str) -> ResourceKind {
+    let namespaced = ALL
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
+        .is_none_or(|r| r.namespaced);
+    ResourceKind::new(group, plural, namespaced)
+}
+
 /// The resources of one group/version.
 pub fn in_group_version(group: &str, version: &str) -> Vec<ResourceDef> {
     ALL.into_iter()

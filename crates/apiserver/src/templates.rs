@@ -9,7 +9,7 @@ use ferrovirt_store::{ListOptions, Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::resources::{TEMPLATE_VERSIONS, TEMPLATES};
+use ferrovirt_resources::{TEMPLATE_VERSIONS, TEMPLATES};
 
 /// The `(namespace, name)` of the template a version names in `spec.templateId`.
 fn template_of(version: &Value) -> Option<(String, String)> {

@@ -4,42 +4,9 @@
 
 use serde_json::{Value, json};
 
-/// The finalizer KubeVirt puts on VMIs: the instance stays until its VM process is gone.
-pub const VMI_FINALIZER: &str = "foregroundDeleteVirtualMachine";
-
-/// The effective run strategy of a stored VM (`runStrategy`, else `running`, else Halted).
-pub fn run_strategy_of(vm: &Value) -> String {
-    match (
-        vm.pointer("/spec/runStrategy").and_then(Value::as_str),
-        vm.pointer("/spec/running").and_then(Value::as_bool),
-    ) {
-        (Some(s), _) => s.to_owned(),
-        (None, Some(true)) => "Always".to_owned(),
-        _ => "Halted".to_owned(),
-    }
-}
-
-/// The phase of a VMI (`""` before any status).
-pub fn phase(vmi: &Value) -> &str {
-    vmi.pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-/// Whether an object is being deleted.
-pub fn deleting(object: &Value) -> bool {
-    object.pointer("/metadata/deletionTimestamp").is_some()
-}
-
-/// Whether a VMI has finished (Succeeded or Failed).
-pub fn is_final(vmi: &Value) -> bool {
-    matches!(phase(vmi), "Succeeded" | "Failed")
-}
-
-/// Whether a VMI is not finished (Pending, Scheduling, Scheduled, Running).
-pub fn vmi_is_active(vmi: &Value) -> bool {
-    !is_final(vmi)
-}
+pub use ferrovirt_resources::kubevirt::{
+    VMI_FINALIZER, deleting, is_final, phase, run_strategy_of, vmi_is_active,
+};
 
 /// What the controller does with a VM's instance.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,14 +8,14 @@
 
 use std::sync::Arc;
 
+use crate::client::{ClientError, optional};
 use ferrovirt_api::core::StorageClass;
 use ferrovirt_storage::backend::{PVC_LABEL_KEY, PVC_SIZE, pvc_generate_name};
-use ferrovirt_store::{ListOptions, Preconditions, Selector, StoreError};
 use serde_json::{Value, json};
 
-use super::{Controller, ReconcileError, meta_str, not_found_is_none};
 use crate::events::{EventType, record};
-use crate::resources::{PVCS, STORAGE_CLASSES};
+use crate::runtime::{Controller, ReconcileError, meta_str};
+use ferrovirt_resources::{KUBEVIRTS, PVCS, STORAGE_CLASSES};
 
 /// The finalizer that keeps a PVC (and its volume) while a VM uses it.
 pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
@@ -28,7 +28,7 @@ pub enum BackendStorageError {
     #[error("the storage class {0:?} configured as vmStateStorageClass does not exist")]
     MissingStorageClass(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Client(#[from] ClientError),
     #[error("backend storage volume: {0}")]
     Volume(String),
 }
@@ -56,45 +56,33 @@ pub fn choose_storage_class(
         .ok_or(BackendStorageError::NoStorageClass)
 }
 
-/// The backend-storage PVC of a VM, if any (by KubeVirt's label).
-pub fn find_backend_pvc(
-    store: &ferrovirt_store::Store,
-    ns: &str,
-    vm_name: &str,
-) -> Result<Option<Value>, StoreError> {
-    let selector = Selector::parse(&format!("{PVC_LABEL_KEY}={vm_name}"))
-        .unwrap_or_else(|_| Selector::everything());
-    let list = store.list(
-        &PVCS.store_kind(),
-        &ListOptions {
-            namespace: Some(ns.to_owned()),
-            label_selector: selector,
-            ..ListOptions::default()
-        },
-    )?;
-    Ok(list
-        .items
-        .into_iter()
-        .find(|p| p.pointer("/metadata/deletionTimestamp").is_none()))
-}
-
 impl Controller {
     /// The backend-storage PVC of a VM, if any (by label).
-    pub(super) fn backend_pvc(&self, ns: &str, vm_name: &str) -> Result<Option<Value>, StoreError> {
-        find_backend_pvc(&self.store, ns, vm_name)
+    pub(crate) fn backend_pvc(
+        &self,
+        ns: &str,
+        vm_name: &str,
+    ) -> Result<Option<Value>, ClientError> {
+        let selector = ferrovirt_resources::cluster::backend_pvc_selector_text(vm_name);
+        Ok(self
+            .client
+            .list(&PVCS, Some(ns), Some(&selector))?
+            .into_iter()
+            .find(|p| p.pointer("/metadata/deletionTimestamp").is_none()))
     }
 
     /// Creates (if needed) and binds the VM's backend-storage PVC.
-    pub(super) fn ensure_backend_pvc(&self, vm: &Value) -> Result<Value, BackendStorageError> {
+    pub(crate) fn ensure_backend_pvc(&self, vm: &Value) -> Result<Value, BackendStorageError> {
         let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
         let pvc = match self.backend_pvc(ns, name)? {
             Some(pvc) => pvc,
             None => {
-                let cluster = crate::admission::cluster_config(&self.store);
+                let cluster = ferrovirt_resources::cluster::config_of(
+                    self.client.list(&KUBEVIRTS, None, None)?.first(),
+                );
                 let classes: Vec<StorageClass> = self
-                    .store
-                    .list(&STORAGE_CLASSES.store_kind(), &ListOptions::default())?
-                    .items
+                    .client
+                    .list(&STORAGE_CLASSES, None, None)?
                     .into_iter()
                     .filter_map(|c| serde_json::from_value(c).ok())
                     .collect();
@@ -121,9 +109,9 @@ impl Controller {
                     },
                     "status": {"phase": "Pending"},
                 });
-                let created = self.store.create(&PVCS.store_kind(), pvc)?;
+                let created = self.client.create(&PVCS, pvc)?;
                 record(
-                    &self.store,
+                    &*self.client,
                     vm,
                     EventType::Normal,
                     "SuccessfulCreate",
@@ -147,7 +135,7 @@ impl Controller {
         let mut pvc = pvc;
         if pvc.pointer("/spec/volumeName").and_then(Value::as_str) != Some(volume.as_str()) {
             pvc["spec"]["volumeName"] = json!(volume);
-            pvc = self.store.update(&PVCS.store_kind(), pvc)?;
+            pvc = self.client.update(&PVCS, pvc)?;
         }
         if pvc.pointer("/status/phase").and_then(Value::as_str) != Some("Bound") {
             let capacity = pvc
@@ -159,13 +147,13 @@ impl Controller {
                 "accessModes": pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
                 "capacity": {"storage": capacity},
             });
-            pvc = self.store.update_status(&PVCS.store_kind(), pvc)?;
+            pvc = self.client.update_status(&PVCS, pvc)?;
         }
         Ok(pvc)
     }
 
     /// Persistence switched off: archive the volume under `<data>/retired/`, delete the PVC.
-    pub(super) fn retire_backend_pvc(&self, vm: &Value) -> Result<(), BackendStorageError> {
+    pub(crate) fn retire_backend_pvc(&self, vm: &Value) -> Result<(), BackendStorageError> {
         let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
         let Some(pvc) = self.backend_pvc(ns, name)? else {
             return Ok(());
@@ -180,7 +168,7 @@ impl Controller {
             let retired = ferrovirt_storage::generations::retire(&path, &archive)
                 .map_err(|e| BackendStorageError::Volume(e.to_string()))?;
             record(
-                &self.store,
+                &*self.client,
                 vm,
                 EventType::Normal,
                 "RetiredBackendStorage",
@@ -191,25 +179,19 @@ impl Controller {
                 ),
             );
         }
-        match self.store.delete(
-            &PVCS.store_kind(),
-            Some(ns),
-            meta_str(&pvc, "name"),
-            &Preconditions::default(),
-        ) {
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        match self.client.delete(&PVCS, Some(ns), meta_str(&pvc, "name")) {
+            Ok(_) | Err(ClientError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
     /// A PVC: bind it when pending; when deleted, delete its volume once no VM uses it.
-    pub(super) fn reconcile_pvc(
+    pub(crate) fn reconcile_pvc(
         self: &Arc<Self>,
         ns: &str,
         name: &str,
     ) -> Result<(), ReconcileError> {
-        let Some(pvc) = not_found_is_none(self.store.get(&PVCS.store_kind(), Some(ns), name))?
-        else {
+        let Some(pvc) = optional(self.client.get(&PVCS, Some(ns), name))? else {
             return Ok(());
         };
         let volume = pvc
@@ -239,8 +221,8 @@ impl Controller {
             {
                 finalizers.retain(|f| f.as_str() != Some(PVC_PROTECTION));
             }
-            match self.store.update(&PVCS.store_kind(), updated) {
-                Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => {}
+            match self.client.update(&PVCS, updated) {
+                Ok(_) | Err(ClientError::NotFound(_)) | Err(ClientError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
             }
             return Ok(());
@@ -259,7 +241,7 @@ impl Controller {
                 let mut list = finalizers;
                 list.push(json!(PVC_PROTECTION));
                 pvc["metadata"]["finalizers"] = Value::Array(list);
-                pvc = self.store.update(&PVCS.store_kind(), pvc)?;
+                pvc = self.client.update(&PVCS, pvc)?;
             }
             self.bind(pvc)
                 .map_err(|e| ReconcileError::Other(e.to_string()))?;

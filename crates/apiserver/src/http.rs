@@ -1,55 +1,13 @@
-//! HTTP plumbing shared by the handlers: JSON responses, content negotiation (`as=Table`), request
-//! bodies (size limit, JSON or YAML) and field selectors.
+//! Request bodies (size limit, JSON or YAML) and field selectors, for the handlers. Headers are
+//! not read here: the media type comes from the typed request ([`crate::request`]).
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
 use serde_json::Value;
 
 use crate::error::ApiError;
 
 /// Largest request body accepted (the Kubernetes API server's limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-
-/// A JSON response with a status code.
-pub fn json_response(code: StatusCode, value: &Value) -> Response {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    bytes_response(code, bytes)
-}
-
-/// A response from already-serialized JSON.
-pub fn bytes_response(code: StatusCode, bytes: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = code;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// Whether the client asked for a `meta.k8s.io` Table (what `kubectl get` asks for).
-pub fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|media| {
-            let params: Vec<&str> = media.split(';').map(str::trim).collect();
-            params.contains(&"as=Table") && params.contains(&"g=meta.k8s.io")
-        })
-}
-
-/// The request's media type without parameters, lower-cased (`""` when absent).
-pub fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default()
-}
 
 /// Reads the body, refusing more than [`MAX_BODY_BYTES`] with 413.
 pub async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
@@ -137,20 +95,6 @@ impl FieldSelector {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn table_negotiation() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::ACCEPT,
-            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
-                .parse()
-                .unwrap(),
-        );
-        assert!(wants_table(&headers));
-        headers.insert(header::ACCEPT, "application/json".parse().unwrap());
-        assert!(!wants_table(&headers));
-    }
 
     #[test]
     fn field_selectors() {

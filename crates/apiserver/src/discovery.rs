@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::resources::{self, GROUP_VERSIONS, SUBRESOURCES_GROUP, VERBS};
+use ferrovirt_resources::{self as resources, GROUP_VERSIONS, SUBRESOURCES_GROUP, VERBS};
 
 /// `GET /version`.
 pub fn version() -> Value {

@@ -1,8 +1,9 @@
 //! URL paths under `/api` and `/apis` to a [`Route`]: discovery of a group/version, a collection
-//! (namespaced or cluster-wide), one object, its `status`, or a KubeVirt VM/VMI subresource.
+//! (namespaced or cluster-wide), one object, its `status`, or a KubeVirt VM/VMI subresource
+//! (`start`/`stop`/`restart`, `console`, `serial-log`, `stategenerations`, `staterollback`).
 
 use crate::error::ApiError;
-use crate::resources::{self, ResourceDef, SUBRESOURCES_GROUP};
+use ferrovirt_resources::{self as resources, ResourceDef, SUBRESOURCES_GROUP};
 
 /// An action of `subresources.kubevirt.io` on a VirtualMachine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,12 @@ pub enum Route {
     },
     /// `GET .../virtualmachineinstances/NAME/console` (WebSocket).
     Console { namespace: String, name: String },
+    /// `GET .../virtualmachines/NAME/serial-log`: the serial output of the VM's runs.
+    SerialLog { namespace: String, name: String },
+    /// `GET .../virtualmachines/NAME/stategenerations`: the persistent-state generations.
+    StateGenerations { namespace: String, name: String },
+    /// `PUT .../virtualmachines/NAME/staterollback`: put a generation back.
+    StateRollback { namespace: String, name: String },
 }
 
 fn unknown(path: &str) -> ApiError {
@@ -91,6 +98,26 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
     }
     if group == SUBRESOURCES_GROUP {
         return match tail {
+            ["namespaces", ns, "virtualmachines", name, "serial-log"] => Ok(Route::SerialLog {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+            }),
+            [
+                "namespaces",
+                ns,
+                "virtualmachines",
+                name,
+                "stategenerations",
+            ] => Ok(Route::StateGenerations {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+            }),
+            ["namespaces", ns, "virtualmachines", name, "staterollback"] => {
+                Ok(Route::StateRollback {
+                    namespace: (*ns).to_owned(),
+                    name: (*name).to_owned(),
+                })
+            }
             ["namespaces", ns, "virtualmachines", name, action] => {
                 let action = match *action {
                     "start" => VmAction::Start,
@@ -183,7 +210,7 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{NAMESPACES, PVCS, STORAGE_CLASSES, VMS};
+    use ferrovirt_resources::{NAMESPACES, PVCS, STORAGE_CLASSES, VMS};
 
     #[test]
     fn namespaced_paths() {

@@ -140,7 +140,7 @@ impl From<Invalid> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        crate::http::json_response(code, &self.to_status())
+        crate::encode::json_response(code, &self.to_status())
     }
 }
 

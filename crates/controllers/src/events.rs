@@ -1,10 +1,12 @@
 //! Kubernetes `v1` Events about objects (what `kubectl describe` and `kubectl get events` show):
 //! one Event object per state change or failure, with a reason and a message.
 
-use ferrovirt_store::{Store, now_rfc3339};
+use ferrovirt_store::now_rfc3339;
+
+use crate::client::ObjectClient;
 use serde_json::{Value, json};
 
-use crate::resources::EVENTS;
+use ferrovirt_resources::EVENTS;
 
 /// `Normal` or `Warning`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +17,13 @@ pub enum EventType {
 
 /// Records an event about `involved` (a stored object). Failures are logged, never returned:
 /// an event is information, not state.
-pub fn record(store: &Store, involved: &Value, event_type: EventType, reason: &str, message: &str) {
+pub fn record(
+    client: &dyn ObjectClient,
+    involved: &Value,
+    event_type: EventType,
+    reason: &str,
+    message: &str,
+) {
     let meta = |key: &str| {
         involved
             .pointer(&format!("/metadata/{key}"))
@@ -61,7 +69,7 @@ pub fn record(store: &Store, involved: &Value, event_type: EventType, reason: &s
         "reportingComponent": "virt-controller",
         "reportingInstance": "ferrovirt",
     });
-    if let Err(error) = store.create(&EVENTS.store_kind(), event) {
+    if let Err(error) = client.create(&EVENTS, event) {
         tracing::warn!(%error, "could not record an event");
     }
 }

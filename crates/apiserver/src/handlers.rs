@@ -1,15 +1,16 @@
 //! The REST handlers: get, list (label and field selectors, pagination, Table), watch (chunked
 //! newline-delimited JSON, also as Table), create (generateName), update, patch, delete
 //! (preconditions and propagation), and the KubeVirt VM subresources `start`/`stop`/`restart`.
+//! They read the typed request ([`ApiRequest`]), never headers.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ferrovirt_resources::kubevirt::{run_strategy_of, vmi_is_active};
+use ferrovirt_resources::{NAMESPACES, ResourceDef, TEMPLATE_VERSIONS, TEMPLATES, VMIS, VMS};
 use ferrovirt_store::{
     DeleteOutcome, ListOptions, Preconditions, Selector, Store, StoreError, WatchEventType,
     WatchOptions, parse_resource_version,
@@ -18,17 +19,15 @@ use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::admission;
+use crate::app::AppState;
+use crate::encode::{bytes_response, json_response, ok};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{self, FieldSelector};
 use crate::patch::{self, PatchKind};
-use crate::resources::{NAMESPACES, ResourceDef, TEMPLATE_VERSIONS, TEMPLATES, VMIS, VMS};
-use crate::route::{self, Route, VmAction};
+use crate::request::{ApiRequest, FieldValidation, Output, Params};
+use crate::route::{Route, VmAction};
 use crate::table;
-
-/// Query parameters of a request.
-pub type Params = HashMap<String, String>;
 
 /// Runs a store operation off the async threads.
 pub async fn blocking<T: Send + 'static>(
@@ -42,65 +41,16 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// `/api/{*rest}`.
-pub async fn core(
-    state: State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(rest): Path<String>,
-    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-    body: Body,
-) -> Response {
-    dispatch(state, method, headers, true, rest, query, body).await
-}
-
-/// `/apis/{*rest}`.
-pub async fn groups(
-    state: State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(rest): Path<String>,
-    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-    body: Body,
-) -> Response {
-    dispatch(state, method, headers, false, rest, query, body).await
-}
-
-async fn dispatch(
-    State(state): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    core: bool,
-    rest: String,
-    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-    body: Body,
-) -> Response {
-    let started = std::time::Instant::now();
-    let result = async {
-        let Query(params) =
-            query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
-        let route = route::parse(core, &rest)?;
-        handle(&state, &method, &headers, route, params, body).await
-    }
-    .await;
-    let response = result.unwrap_or_else(IntoResponse::into_response);
-    tracing::debug!(%method, path = %rest, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
-    response
-}
-
-fn ok(value: &Value) -> Response {
-    http::json_response(StatusCode::OK, value)
-}
-
-async fn handle(
+/// A request for a path under `/api/` or `/apis/`, after the chain's stages.
+pub async fn handle(
     state: &AppState,
-    method: &Method,
-    headers: &HeaderMap,
+    request: &ApiRequest,
     route: Route,
-    params: Params,
     body: Body,
 ) -> ApiResult<Response> {
-    match (route, method.clone()) {
+    let params = &request.params;
+    let as_table = request.output == Output::Table;
+    match (route, request.method.clone()) {
         (Route::GroupVersion { group, version }, Method::GET) => {
             Ok(ok(&crate::discovery::resource_list(&group, &version)))
         }
@@ -114,24 +64,10 @@ async fn handle(
             },
             Method::GET,
         ) => {
-            if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                watch(
-                    state,
-                    resource,
-                    namespace,
-                    &params,
-                    http::wants_table(headers),
-                )
-                .await
+            if request.attributes.verb == "watch" {
+                watch(state, resource, namespace, params, as_table).await
             } else {
-                list(
-                    state,
-                    resource,
-                    namespace,
-                    &params,
-                    http::wants_table(headers),
-                )
-                .await
+                list(state, resource, namespace, params, as_table).await
             }
         }
         (
@@ -142,22 +78,22 @@ async fn handle(
             Method::POST,
         ) => {
             let bytes = http::read_body(body).await?;
-            let content_type = http::content_type(headers);
+            let content_type = request.content_type.as_str();
             let object = if content_type == crate::protobuf::MEDIA_TYPE && resource == NAMESPACES {
                 crate::protobuf::decode_namespace(&bytes)?
             } else {
-                http::decode_object(&content_type, &bytes)?
+                http::decode_object(content_type, &bytes)?
             };
-            check_strict(&params, &resource, &object)?;
+            check_strict(request, &resource, &object)?;
             let created = create(
                 state,
                 resource,
                 namespace.as_deref(),
                 object,
-                is_dry_run(&params),
+                request.dry_run,
             )
             .await?;
-            Ok(http::json_response(StatusCode::CREATED, &created))
+            Ok(json_response(StatusCode::CREATED, &created))
         }
         (
             Route::Item {
@@ -168,7 +104,7 @@ async fn handle(
             Method::GET,
         ) => {
             let object = get(state, resource, namespace.clone(), name).await?;
-            if http::wants_table(headers) {
+            if as_table {
                 let rv = object
                     .pointer("/metadata/resourceVersion")
                     .and_then(Value::as_str)
@@ -187,8 +123,8 @@ async fn handle(
             Method::PUT,
         ) => {
             let bytes = http::read_body(body).await?;
-            let object = http::decode_object(&http::content_type(headers), &bytes)?;
-            check_strict(&params, &resource, &object)?;
+            let object = http::decode_object(&request.content_type, &bytes)?;
+            check_strict(request, &resource, &object)?;
             Ok(ok(&replace(
                 state,
                 resource,
@@ -196,7 +132,7 @@ async fn handle(
                 name,
                 object,
                 false,
-                is_dry_run(&params),
+                request.dry_run,
             )
             .await?))
         }
@@ -209,7 +145,7 @@ async fn handle(
             Method::PUT,
         ) => {
             let bytes = http::read_body(body).await?;
-            let object = http::decode_object(&http::content_type(headers), &bytes)?;
+            let object = http::decode_object(&request.content_type, &bytes)?;
             Ok(ok(&replace(
                 state,
                 resource,
@@ -217,7 +153,7 @@ async fn handle(
                 name,
                 object,
                 true,
-                is_dry_run(&params),
+                request.dry_run,
             )
             .await?))
         }
@@ -237,7 +173,7 @@ async fn handle(
             },
             Method::PATCH,
         ) => {
-            let kind = PatchKind::from_content_type(&http::content_type(headers))?;
+            let kind = PatchKind::from_content_type(&request.content_type)?;
             let bytes = http::read_body(body).await?;
             Ok(ok(&patch_object(
                 state,
@@ -248,8 +184,8 @@ async fn handle(
                 bytes,
                 WriteFlags {
                     status_only: false,
-                    strict: is_strict(&params),
-                    dry_run: is_dry_run(&params),
+                    strict: request.field_validation == FieldValidation::Strict,
+                    dry_run: request.dry_run,
                 },
             )
             .await?))
@@ -262,7 +198,7 @@ async fn handle(
             },
             Method::PATCH,
         ) => {
-            let kind = PatchKind::from_content_type(&http::content_type(headers))?;
+            let kind = PatchKind::from_content_type(&request.content_type)?;
             let bytes = http::read_body(body).await?;
             Ok(ok(&patch_object(
                 state,
@@ -274,7 +210,7 @@ async fn handle(
                 WriteFlags {
                     status_only: true,
                     strict: false,
-                    dry_run: is_dry_run(&params),
+                    dry_run: request.dry_run,
                 },
             )
             .await?))
@@ -288,7 +224,16 @@ async fn handle(
             Method::DELETE,
         ) => {
             let bytes = http::read_body(body).await?;
-            delete(state, resource, namespace, name, &params, &bytes).await
+            delete(
+                state,
+                resource,
+                namespace,
+                name,
+                params,
+                request.dry_run,
+                &bytes,
+            )
+            .await
         }
         (
             Route::VmAction {
@@ -302,9 +247,6 @@ async fn handle(
             vm_action(state, namespace, name, action).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
-        (Route::Console { .. }, _) => Err(ApiError::bad_request(
-            "the console is a WebSocket: connect with an Upgrade: websocket request",
-        )),
         (_, method) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method})"
         ))),
@@ -322,16 +264,8 @@ struct WriteFlags {
     dry_run: bool,
 }
 
-fn is_dry_run(params: &Params) -> bool {
-    params.contains_key("dryRun")
-}
-
-fn is_strict(params: &Params) -> bool {
-    params.get("fieldValidation").map(String::as_str) == Some("Strict")
-}
-
-fn check_strict(params: &Params, resource: &ResourceDef, object: &Value) -> ApiResult<()> {
-    if is_strict(params) {
+fn check_strict(request: &ApiRequest, resource: &ResourceDef, object: &Value) -> ApiResult<()> {
+    if request.field_validation == FieldValidation::Strict {
         reject_unknown_fields(resource, object)?;
     }
     Ok(())
@@ -456,7 +390,7 @@ async fn list(
     };
     let bytes = serde_json::to_vec(&body)
         .map_err(|e| ApiError::internal(format!("could not serialize the list: {e}")))?;
-    Ok(http::bytes_response(StatusCode::OK, bytes))
+    Ok(bytes_response(StatusCode::OK, bytes))
 }
 
 async fn watch(
@@ -710,6 +644,7 @@ async fn delete(
     namespace: Option<String>,
     name: String,
     params: &Params,
+    dry_run: bool,
     body: &[u8],
 ) -> ApiResult<Response> {
     let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
@@ -741,7 +676,7 @@ async fn delete(
             .map(parse_resource_version)
             .transpose()?,
     };
-    if params.contains_key("dryRun") {
+    if dry_run {
         return Ok(ok(&get(state, resource, namespace, name).await?));
     }
     let outcome = blocking(&state.store, move |s| {
@@ -749,7 +684,7 @@ async fn delete(
         if propagation == "Orphan" {
             let object = s.get(&kind, namespace.as_deref(), &name)?;
             if let Some(uid) = object.pointer("/metadata/uid").and_then(Value::as_str) {
-                crate::gc::orphan_dependents(s, uid)?;
+                crate::cascade::orphan_dependents(s, uid)?;
             }
         }
         let outcome = s.delete(&kind, namespace.as_deref(), &name, &preconditions)?;
@@ -768,13 +703,13 @@ async fn delete(
             .unwrap_or("")
             .to_owned();
         blocking(&state.store, move |s| {
-            crate::gc::delete_namespace_contents(s, &ns)
+            crate::cascade::delete_namespace_contents(s, &ns)
         })
         .await?;
     }
     Ok(match outcome {
         DeleteOutcome::Deleted(object) => ok(&object),
-        DeleteOutcome::Finalizing(object) => http::json_response(StatusCode::ACCEPTED, &object),
+        DeleteOutcome::Finalizing(object) => json_response(StatusCode::ACCEPTED, &object),
     })
 }
 
@@ -790,9 +725,9 @@ async fn vm_action(
     blocking(&state.store, move |s| {
         let vm_kind = VMS.store_kind();
         let vm = s.get(&vm_kind, Some(&namespace), &name)?;
-        let strategy = crate::controllers::vm::run_strategy_of(&vm);
+        let strategy = run_strategy_of(&vm);
         let vmi = s.get(&VMIS.store_kind(), Some(&namespace), &name).ok();
-        let vmi_active = vmi.as_ref().is_some_and(crate::controllers::vm::vmi_is_active);
+        let vmi_active = vmi.as_ref().is_some_and(vmi_is_active);
         let fail = |code: u16, msg: String| Ok(Err(ApiError::new(code, if code == 409 { "Conflict" } else { "BadRequest" }, msg)));
         match action {
             VmAction::Start => {

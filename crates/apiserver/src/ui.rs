@@ -3,7 +3,7 @@
 //! fallback, for any other GET of a page outside the API paths; hashed files under `assets/` are
 //! cached for a year. Everything else keeps the API's 404 Status.
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
@@ -71,14 +71,15 @@ fn respond(path: &str, bytes: &'static [u8], immutable: bool) -> Response {
     response
 }
 
-/// The router's fallback: the UI for GET/HEAD of non-API paths, the API's 404 otherwise.
-pub async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+/// A path outside the API: the UI for GET/HEAD of non-API paths, the API's 404 otherwise;
+/// `wants_html` is a browser navigation (`Accept: text/html`).
+pub fn serve(method: &Method, path: &str, wants_html: bool) -> Response {
     let not_found =
         || ApiError::not_found("the server could not find the requested resource").into_response();
-    if !(method == Method::GET || method == Method::HEAD) || is_api_path(uri.path()) {
+    if !(method == Method::GET || method == Method::HEAD) || is_api_path(path) {
         return not_found();
     }
-    let relative = uri.path().trim_start_matches('/');
+    let relative = path.trim_start_matches('/');
     if relative.is_empty() || relative == "index.html" {
         return match file("index.html") {
             Some(bytes) => respond("index.html", bytes, false),
@@ -89,10 +90,6 @@ pub async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response 
         return respond(relative, bytes, relative.starts_with("assets/"));
     }
     // A page of the single-page app (a browser navigation): index.html; a missing asset: 404.
-    let wants_html = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"));
     if wants_html
         && !relative.starts_with("assets/")
         && let Some(bytes) = file("index.html")

@@ -1,0 +1,117 @@
+//! The router's single entry ([`entry`]) and the table from a request's [`Target`] to its
+//! handler ([`dispatch`]). Every path of the server goes through here, after the chain's stages.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, State};
+use axum::http::{Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::encode::{bytes_response, ok};
+use crate::error::ApiError;
+use crate::request::{ApiRequest, Target};
+use crate::route::Route;
+use crate::{console, discovery, handlers, serial_log, state_api, ui};
+
+/// The body of a request, with the WebSocket upgrade when the client asked for one.
+pub struct RequestBody {
+    pub body: Body,
+    pub upgrade: Option<WebSocketUpgrade>,
+}
+
+/// The router's only handler: parse once, the chain's stages, the handler, their completion.
+pub async fn entry(State(app): State<AppState>, request: Request<Body>) -> Response {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let mut request = ApiRequest::from_parts(&parts);
+    let upgrade = if request.websocket {
+        WebSocketUpgrade::from_request_parts(&mut parts, &())
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let response = match app.chain.admit(&mut request) {
+        Ok(()) => dispatch(&app, &request, RequestBody { body, upgrade }).await,
+        Err(error) => error.into_response(),
+    };
+    app.chain
+        .completed(&request, response.status(), started.elapsed());
+    response
+}
+
+fn method_not_allowed(method: &Method) -> Response {
+    ApiError::method_not_allowed(format!(
+        "the server does not allow this method on the requested resource ({method})"
+    ))
+    .into_response()
+}
+
+/// The handler of an admitted request.
+pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -> Response {
+    let read = request.method == Method::GET || request.method == Method::HEAD;
+    match &request.target {
+        Target::Invalid(error) => error.clone().into_response(),
+        Target::Ui(path) => ui::serve(&request.method, path, request.accepted.html),
+        _ if !read && !matches!(request.target, Target::Api(_)) => {
+            method_not_allowed(&request.method)
+        }
+        Target::Version => ok(&discovery::version()),
+        Target::CoreVersions => ok(&discovery::core_versions()),
+        Target::GroupList => ok(&discovery::group_list()),
+        Target::OpenApiV2 => openapi_v2(request),
+        Target::OpenApiV3Root => ok(&discovery::openapi_v3_root()),
+        Target::OpenApiV3(path) => match discovery::openapi_v3_group_version(path) {
+            Some(doc) => ok(&doc),
+            None => {
+                ApiError::not_found(format!("no OpenAPI v3 document for {path}")).into_response()
+            }
+        },
+        Target::Health => "ok".into_response(),
+        Target::Api(route) => api(app, request, route.clone(), body).await,
+    }
+}
+
+/// A path under `/api/` or `/apis/`: the streaming subresources, else the REST handlers.
+async fn api(app: &AppState, request: &ApiRequest, route: Route, body: RequestBody) -> Response {
+    let read = request.method == Method::GET;
+    match route {
+        Route::Console { namespace, name } if read => {
+            console::handler(app, &namespace, &name, body.upgrade).await
+        }
+        Route::SerialLog { namespace, name } if read => {
+            serial_log::handler(app, request, namespace, name).await
+        }
+        Route::StateGenerations { namespace, name } if read => {
+            state_api::list(app, &namespace, &name).await
+        }
+        Route::StateRollback { namespace, name } if request.method == Method::PUT => {
+            match crate::http::read_body(body.body).await {
+                Ok(bytes) => state_api::rollback(app, &namespace, &name, &bytes).await,
+                Err(error) => error.into_response(),
+            }
+        }
+        route => handlers::handle(app, request, route, body.body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    }
+}
+
+/// OpenAPI v2 as JSON (kubectl asks for protobuf, which is not served: 406, and it uses v3).
+fn openapi_v2(request: &ApiRequest) -> Response {
+    if !request.accepted.json {
+        return ApiError::new(
+            406,
+            "NotAcceptable",
+            "only application/json is served for /openapi/v2",
+        )
+        .into_response();
+    }
+    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let bytes =
+        DOC.get_or_init(|| serde_json::to_vec(&discovery::openapi_v2()).unwrap_or_default());
+    bytes_response(StatusCode::OK, bytes.clone())
+}

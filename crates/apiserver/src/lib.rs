@@ -1,0 +1,51 @@
+//! The Kubernetes-style API server of `ferrovirt serve` (kube-apiserver's part): every HTTP
+//! request is parsed once into a typed [`request::ApiRequest`] (Kubernetes' request attributes,
+//! what it addresses, how it is encoded, the slot for the authenticated user) and flows through
+//! one visible chain: [`chain`]'s stages (where authentication, audit, authorization and request
+//! checks go) -> [`dispatch`] -> the handler ([`handlers`] for the REST API; [`console`],
+//! [`serial_log`], [`state_api`], [`discovery`], [`ui`]) -> [`encode`]. The router has a single
+//! entry, so no path bypasses the stages. Writes pass [`admission`] (KubeVirt's defaults and
+//! `ferrovirt_api::admit`) before the store.
+//!
+//! It owns no controller: VMs are started by `ferrovirt-controllers`, which sees what this server
+//! stores through the store's watch.
+//!
+//! Modules, bottom to top: [`encode`] (responses) <- [`error`] (Status objects) <- [`route`] (URL
+//! -> resource), [`http`] (bodies, field selectors), [`patch`], [`protobuf`], [`strict`], [`table`]
+//! <- [`request`] (the typed request) <- [`chain`] (stages) <- [`app`] (shared state) <-
+//! [`admission`], [`templates`] (Harvester version numbering), [`cascade`] (orphaning, namespace
+//! deletion) <- [`handlers`], [`console`], [`serial_log`], [`state_api`], [`discovery`], [`ui`] <-
+//! [`dispatch`] (the entry). No module imports one that imports it back.
+
+pub mod admission;
+pub mod app;
+pub mod cascade;
+pub mod chain;
+pub mod console;
+pub mod discovery;
+pub mod dispatch;
+pub mod encode;
+pub mod error;
+pub mod handlers;
+pub mod http;
+pub mod patch;
+pub mod protobuf;
+pub mod request;
+pub mod route;
+pub mod serial_log;
+pub mod state_api;
+pub mod strict;
+pub mod table;
+pub mod templates;
+pub mod ui;
+
+pub use app::AppState;
+pub use chain::{Chain, Stage};
+pub use request::{ApiRequest, RequestAttributes, UserInfo};
+
+/// The HTTP router: one entry for every path and method ([`dispatch::entry`]).
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .fallback(dispatch::entry)
+        .with_state(state)
+}

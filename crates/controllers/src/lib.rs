@@ -1,0 +1,26 @@
+//! The controller manager of `ferrovirt serve` (kube-controller-manager's part): the
+//! level-triggered controllers that turn stored VirtualMachines into running VMs through the
+//! engine (`ferrovirt-vmm`).
+//!
+//! - [`client`]: [`client::ObjectClient`], the narrow client trait (get/list/watch/create/update/
+//!   update_status/delete) through which the controllers reach objects; the store implements it
+//!   in-process, a Kubernetes client (kube-rs) could implement it against a real cluster.
+//! - [`runtime`]: the work queue (one key per VM/VMI pair or PVC, fed by watches and a resync),
+//!   the VM/VMI reconcile and the engine runs (start, stop, exit, adopt).
+//! - [`vm`]: KubeVirt's run-strategy semantics and the VM status, as pure functions.
+//! - [`storage`]: backend-storage PVCs (storage class choice, local-path binding, retirement,
+//!   pvc-protection).
+//! - [`gc`]: the garbage collector (owner references).
+//! - [`events`]: Kubernetes Events about objects.
+//!
+//! Nothing here depends on the API server: the controllers see only objects.
+
+pub mod client;
+pub mod events;
+pub mod gc;
+pub mod runtime;
+pub mod storage;
+pub mod vm;
+
+pub use client::{ClientError, ObjectClient};
+pub use runtime::{StartError, spawn};

@@ -1,0 +1,94 @@
+//! The cluster-wide objects: the KubeVirt configuration read from the stored `KubeVirt` object,
+//! the defaults a fresh store is seeded with (namespaces `default` and `kubevirt`, the KubeVirt
+//! CR, the `local-path` StorageClass), and the lookup of a VM's backend-storage PVC by KubeVirt's
+//! label.
+
+use ferrovirt_api::ClusterConfig;
+use ferrovirt_api::config::{default_kubevirt, default_storage_class};
+use ferrovirt_api::kubevirt::KubeVirt;
+use ferrovirt_storage::backend::PVC_LABEL_KEY;
+use ferrovirt_store::{ListOptions, Selector, Store, StoreError};
+use serde_json::{Value, json};
+
+use crate::catalogue::{KUBEVIRTS, NAMESPACES, PVCS, STORAGE_CLASSES};
+
+/// The cluster configuration of a stored KubeVirt object (none: no feature gates).
+pub fn config_of(kubevirt: Option<&Value>) -> ClusterConfig {
+    kubevirt
+        .and_then(|kv| serde_json::from_value::<KubeVirt>(kv.clone()).ok())
+        .map(|kv| ClusterConfig::from_kubevirt(&kv))
+        .unwrap_or_default()
+}
+
+/// The cluster configuration from the stored KubeVirt object (none stored: no feature gates).
+pub fn cluster_config(store: &Store) -> ClusterConfig {
+    let list = store.list(&KUBEVIRTS.store_kind(), &ListOptions::default());
+    config_of(list.ok().and_then(|l| l.items.into_iter().next()).as_ref())
+}
+
+/// The label selector of a VM's backend-storage PVC (`persistent-state-for=<vm>`).
+pub fn backend_pvc_selector_text(vm_name: &str) -> String {
+    format!("{PVC_LABEL_KEY}={vm_name}")
+}
+
+/// [`backend_pvc_selector_text`], parsed.
+pub fn backend_pvc_selector(vm_name: &str) -> Selector {
+    Selector::parse(&backend_pvc_selector_text(vm_name)).unwrap_or_else(|_| Selector::everything())
+}
+
+/// The backend-storage PVC of a VM, if any (by KubeVirt's label; one being deleted is not it).
+pub fn find_backend_pvc(
+    store: &Store,
+    ns: &str,
+    vm_name: &str,
+) -> Result<Option<Value>, StoreError> {
+    let list = store.list(
+        &PVCS.store_kind(),
+        &ListOptions {
+            namespace: Some(ns.to_owned()),
+            label_selector: backend_pvc_selector(vm_name),
+            ..ListOptions::default()
+        },
+    )?;
+    Ok(list
+        .items
+        .into_iter()
+        .find(|p| p.pointer("/metadata/deletionTimestamp").is_none()))
+}
+
+/// Creates the embedded defaults on first run: the KubeVirt CR (VMPersistentState and HostDisk
+/// gates), the `local-path` StorageClass, namespaces `default` and `kubevirt`. They are created
+/// once: an admin may edit or delete them afterwards.
+pub fn seed_defaults(store: &Store) -> Result<(), StoreError> {
+    let create_if_missing =
+        |kind: &ferrovirt_store::ResourceKind, object: Value| match store.create(kind, object) {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        };
+    for ns in ["default", "kubevirt"] {
+        create_if_missing(
+            &NAMESPACES.store_kind(),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "status": {"phase": "Active"}}),
+        )?;
+    }
+    let seeded = store
+        .get(&NAMESPACES.store_kind(), None, "kubevirt")
+        .ok()
+        .and_then(|ns| {
+            ns.pointer("/metadata/annotations/ferrovirt.io~1defaults-created")
+                .cloned()
+        })
+        .is_some();
+    if !seeded {
+        if let Ok(kv) = serde_json::to_value(default_kubevirt()) {
+            create_if_missing(&KUBEVIRTS.store_kind(), kv)?;
+        }
+        if let Ok(sc) = serde_json::to_value(default_storage_class()) {
+            create_if_missing(&STORAGE_CLASSES.store_kind(), sc)?;
+        }
+        let mut ns = store.get(&NAMESPACES.store_kind(), None, "kubevirt")?;
+        ns["metadata"]["annotations"] = json!({"ferrovirt.io/defaults-created": "true"});
+        store.update(&NAMESPACES.store_kind(), ns)?;
+    }
+    Ok(())
+}
