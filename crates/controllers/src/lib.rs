@@ -15,6 +15,7 @@
 //!
 //! Nothing here depends on the API server: the controllers see only objects.
 
+pub mod action;
 pub mod client;
 pub mod events;
 pub mod gc;

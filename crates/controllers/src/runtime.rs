@@ -16,7 +16,9 @@ use ferrovirt_storage::LocalPathProvisioner;
 use ferrovirt_store::now_rfc3339;
 use futures_util::StreamExt;
 
+use crate::action::Action;
 use crate::client::{ClientError, ObjectClient, optional};
+use crate::storage::{self, PvcWorld};
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{Engine, RunningVm, VmPlan};
 use ferrovirt_vmm::launcher::ExitReason;
@@ -233,7 +235,16 @@ impl Controller {
     pub fn reconcile(self: &Arc<Self>, key: &Key) -> Result<(), ReconcileError> {
         match key {
             Key::Vm { namespace, name } => self.reconcile_vm(namespace, name),
-            Key::Pvc { namespace, name } => self.reconcile_pvc(namespace, name),
+            Key::Pvc { namespace, name } => {
+                let Some(pvc) = optional(self.client.get(&PVCS, Some(namespace), name))? else {
+                    return Ok(());
+                };
+                let world = PvcWorld {
+                    volumes_in_use: self.volumes_in_use(),
+                };
+                let actions = storage::reconcile_pvc(&pvc, &world);
+                self.execute(key, actions)
+            }
         }
     }
 
@@ -783,11 +794,79 @@ impl Controller {
         }
     }
 
-    /// Whether a running VM uses this volume directory.
-    pub(crate) fn volume_in_use(&self, path: &std::path::Path) -> bool {
+    /// Carries out a reconciler's actions, in order. A write that meets a changed or deleted
+    /// object stops there and the key is reconciled again from fresh objects.
+    pub fn execute(&self, key: &Key, actions: Vec<Action>) -> Result<(), ReconcileError> {
+        for action in actions {
+            let written = match action {
+                Action::Create { resource, object } => {
+                    self.client.create(&resource, object).map(drop)
+                }
+                Action::Update { resource, object } => {
+                    self.client.update(&resource, object).map(drop)
+                }
+                Action::UpdateStatus { resource, object } => {
+                    self.client.update_status(&resource, object).map(drop)
+                }
+                Action::Delete {
+                    resource,
+                    namespace,
+                    name,
+                } => match self.client.delete(&resource, namespace.as_deref(), &name) {
+                    Err(ClientError::NotFound(_)) => Ok(()),
+                    other => other,
+                },
+                Action::Event {
+                    involved,
+                    event_type,
+                    reason,
+                    message,
+                } => {
+                    record(&*self.client, &involved, event_type, &reason, &message);
+                    Ok(())
+                }
+                Action::ProvisionVolume { volume } => {
+                    self.provisioner
+                        .create_volume(&volume)
+                        .map_err(|e| ReconcileError::Other(e.to_string()))?;
+                    Ok(())
+                }
+                Action::DeleteVolume { volume } => {
+                    self.provisioner
+                        .delete_volume(&volume)
+                        .map_err(|e| ReconcileError::Other(e.to_string()))?;
+                    let generations = self.data_dir.join("state-generations").join(&volume);
+                    if generations.exists() {
+                        let _ = std::fs::remove_dir_all(&generations);
+                    }
+                    tracing::info!(volume, "deleted the volume of a deleted PVC");
+                    Ok(())
+                }
+            };
+            match written {
+                Ok(()) => {}
+                Err(ClientError::Conflict(_) | ClientError::NotFound(_)) => {
+                    self.enqueue(key.clone());
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The volumes running VMs use (by volume name).
+    fn volumes_in_use(&self) -> HashSet<String> {
         self.runs()
             .values()
-            .any(|r| r.volume.as_deref() == Some(path))
+            .filter_map(|r| {
+                r.volume
+                    .as_deref()?
+                    .file_name()?
+                    .to_str()
+                    .map(str::to_owned)
+            })
+            .collect()
     }
 }
 
