@@ -9,7 +9,7 @@
 //!    -> stages, in reverse    Stage::completed: audit log, request log
 //! ```
 //!
-//! The router has exactly one entry ([`crate::dispatch::entry`]) for every path, so no route can bypass the stages:
+//! The router has exactly one entry (`dispatch::entry`) for every path, so no route can bypass the stages:
 //! the REST API, watch streams, the console WebSocket, serial-log, the state subresources,
 //! discovery, OpenAPI, health checks and the web UI's files all pass here.
 //!

@@ -16,6 +16,8 @@ use ferrovirt_storage::LocalPathProvisioner;
 use ferrovirt_store::now_rfc3339;
 use futures_util::StreamExt;
 
+mod backend_storage;
+
 use crate::action::Action;
 use crate::client::{ClientError, ObjectClient, optional};
 use crate::storage::{self, PvcWorld};
