@@ -12,7 +12,7 @@ root=$(pwd)
 export FERROVIRT_GUEST_DIR="${FERROVIRT_GUEST_DIR:-$root/.cache/guest}"
 guest/build.sh "$FERROVIRT_GUEST_DIR"
 
-# The web UI first, so that the cargo build embeds it (crates/server/build.rs reads ui/dist):
+# The web UI first, so that the cargo build embeds it (crates/apiserver/build.rs reads ui/dist):
 # exactly the locked npm packages, type-check + production build, its unit tests (Vitest).
 # The browser tests (tests/ui_browser.rs, Playwright + Debian's Chromium against a real
 # `ferrovirt serve`) run in cargo nextest below and must not skip here.
