@@ -9,6 +9,8 @@
 #   --once: exit after the demonstration instead of serving on.
 #   FERROVIRT_LISTEN=127.0.0.1:8080 sets the address.
 set -euo pipefail
+# Every failure says where it happened (set -e alone ends the script silently).
+trap 'status=$?; echo "demo.sh: failed (exit $status) at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
@@ -85,15 +87,21 @@ wait_for() { # what, seconds, command...
 is_running() { [ "$(vmi_phase)" = Running ]; }
 is_stopped() { [ "$(vm_status)" = Stopped ]; }
 
-# One boot: start, then follow the serial log from where it ended until the guest powers off.
+# One boot: start, then follow the serial log of this run (`logs -f` shows the current run from
+# its beginning) until the guest powers off.
 boot() {
-  local n=$1 offset
-  offset=$(fv logs demo 2>/dev/null | wc -c || true)
+  local n=$1 report="$data_dir/boot-$1.report"
   echo
   echo "=== boot $n: ferrovirt start demo (the guest reports, then powers itself off; ~20-40 s)"
   fv start demo
   wait_for "the VM to run" 120 is_running
-  fv logs demo -f | tail -c +$((offset + 1)) | grep --line-buffered -a 'FERRO:' | sed -u 's/\r$//' | tee "$data_dir/boot-$n.report"
+  # grep finding nothing is reported below with what the guest printed, not by set -e.
+  fv logs demo -f | { grep --line-buffered -a 'FERRO:' || true; } | sed -u 's/\r$//' | tee "$report"
+  if ! grep -q 'FERRO: done' "$report"; then
+    echo "error: boot $n ended without the guest's report (no 'FERRO: done' line); the serial log of the run:" >&2
+    fv logs demo --tail 40 >&2 || true
+    exit 1
+  fi
   wait_for "the VM to stop" 120 is_stopped
   fv get vm demo
 }

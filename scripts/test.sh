@@ -24,4 +24,25 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked
+# The main job, as a new user runs it: the README's first command on a fresh data dir, then again on
+# the same data dir (the second run finds the VM, its PVC and its TPM from the first), on a free
+# port so that nothing else on the machine is in the way.
+demo_dir=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-demo.XXXXXX")
+demo_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+demo_failed=""
+for run in 1 2; do
+  echo "=== test.sh: ./scripts/demo.sh --once (run $run of 2, data dir $demo_dir)"
+  if ! FERROVIRT_LISTEN="127.0.0.1:$demo_port" ./scripts/demo.sh --once "$demo_dir"; then
+    demo_failed="./scripts/demo.sh --once failed in run $run of 2 (data dir $demo_dir kept)"
+    break
+  fi
+done
+[ -n "$demo_failed" ] || rm -rf "$demo_dir"
+
+# Every test; the demo's verdict is given after them (the test summary stays the last lines).
 cargo nextest run --workspace --locked --no-fail-fast
+if [ -n "$demo_failed" ]; then
+  echo "test.sh: $demo_failed" >&2
+  exit 1
+fi
+

@@ -66,7 +66,7 @@ fn printable_status(server: &Server, name: &str) -> String {
 }
 
 fn qemu_pid(name: &str) -> Option<u32> {
-    let out = std::process::Command::new("pgrep")
+    let out = ferrovirt_testkit::host_tool("pgrep")
         .args(["-f", &format!("guest=default_{name},")])
         .output()
         .unwrap();

@@ -15,7 +15,6 @@
 mod server;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use server::Server;
@@ -55,7 +54,7 @@ fn web_ui_in_chromium_against_a_real_server() {
     }
     let artifacts = root.join("target/ui-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let output = Command::new("npm")
+    let output = ferrovirt_testkit::host_tool("npm")
         .args(["run", "--silent", "e2e"])
         .current_dir(&ui)
         .env("FERROVIRT_URL", server.url())

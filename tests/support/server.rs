@@ -138,7 +138,7 @@ impl Server {
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
-        let mut cmd = Command::new(KUBECTL);
+        let mut cmd = ferrovirt_testkit::host_tool("kubectl");
         cmd.arg("--server")
             .arg(self.url())
             .args(args)

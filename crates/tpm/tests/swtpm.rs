@@ -457,7 +457,7 @@ fn verify_with_certtool(ek_der: &[u8], ca_dir: &Path, scratch: &Path) -> bool {
     let chain = scratch.join("chain.pem");
     let issuer = fs::read_to_string(ca_dir.join(localca::ISSUER_CERT)).unwrap();
     fs::write(&chain, pem(ek_der) + &issuer).unwrap();
-    let out = std::process::Command::new("certtool")
+    let out = ferrovirt_testkit::host_tool("certtool")
         .arg("--verify")
         .arg("--load-ca-certificate")
         .arg(ca_dir.join(localca::ROOT_CA_CERT))

@@ -228,13 +228,17 @@ mod tests {
         let raw = dir.path().join("raw.img");
         std::fs::write(&raw, [0u8; 512]).unwrap();
         let qcow = dir.path().join("q.qcow2");
-        let status = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&qcow)
-            .arg("1M")
-            .status()
-            .unwrap();
-        assert!(status.success());
+        ferrovirt_testkit::run_host_tool(
+            "qemu-img",
+            [
+                "create".as_ref(),
+                "-q".as_ref(),
+                "-f".as_ref(),
+                "qcow2".as_ref(),
+                qcow.as_os_str(),
+                "1M".as_ref(),
+            ],
+        );
         assert_eq!(detect_format("d", &raw).unwrap(), DiskFormat::Raw);
         assert_eq!(detect_format("d", &qcow).unwrap(), DiskFormat::Qcow2);
         let missing = detect_format("d", &dir.path().join("nope")).unwrap_err();

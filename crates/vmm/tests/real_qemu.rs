@@ -96,22 +96,23 @@ async fn assert_reaped(pid: i32) {
 async fn qmp_client_against_real_qemu() {
     let f = fixture();
     let sock = f.runtime.qmp_socket();
-    let mut child = tokio::process::Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-machine",
-            "q35",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-S",
-            "-qmp",
-        ])
-        .arg(format!("unix:{},server=on,wait=off", sock.display()))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child =
+        tokio::process::Command::from(ferrovirt_testkit::host_tool("qemu-system-x86_64"))
+            .args([
+                "-accel",
+                "tcg",
+                "-machine",
+                "q35",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-S",
+                "-qmp",
+            ])
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sock.exists() {
         assert!(Instant::now() < deadline, "QMP socket never appeared");
@@ -301,12 +302,17 @@ async fn secure_boot_smm_two_disks_command_line_is_accepted_by_qemu() {
     );
     let mut config = machine(&f, firmware, true, Some(TpmModel::Crb));
     let root = f.base.join("root.qcow2");
-    let status = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&root)
-        .arg("64M")
-        .status();
-    assert!(status.unwrap().success());
+    ferrovirt_testkit::run_host_tool(
+        "qemu-img",
+        [
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            root.as_os_str(),
+            "64M".as_ref(),
+        ],
+    );
     let seed = f.base.join("seed.img");
     std::fs::write(&seed, vec![0u8; 1024 * 1024]).unwrap();
     config.disks = vec![
