@@ -194,16 +194,25 @@ mod tests {
         let (authn, admin) = authenticator();
         let header = format!("Bearer {}", admin.as_str());
         let user = authn
-            .authenticate(&Credentials { authorization: Some(&header), ..at("/api") })
+            .authenticate(&Credentials {
+                authorization: Some(&header),
+                ..at("/api")
+            })
             .unwrap();
         assert_eq!(user.name, "ferrovirt-admin");
         assert!(user.in_group(SYSTEM_PRIVILEGED_GROUP));
         let alice = authn
-            .authenticate(&Credentials { authorization: Some("bearer alice-token"), ..at("/api") })
+            .authenticate(&Credentials {
+                authorization: Some("bearer alice-token"),
+                ..at("/api")
+            })
             .unwrap();
         assert_eq!(alice.groups, vec!["dev", ALL_AUTHENTICATED]);
         let wrong = authn
-            .authenticate(&Credentials { authorization: Some("Bearer nope"), ..at("/healthz") })
+            .authenticate(&Credentials {
+                authorization: Some("Bearer nope"),
+                ..at("/healthz")
+            })
             .unwrap_err();
         assert_eq!(wrong.to_string(), "Unauthorized");
         assert_eq!(wrong.status()["code"], 401);
@@ -217,9 +226,14 @@ mod tests {
         assert!(authn.authenticate(&at("/api")).is_err());
         assert!(authn.authenticate(&at("/version")).is_err());
         // A scheme we do not read is no credential at all.
-        assert!(authn
-            .authenticate(&Credentials { authorization: Some("Basic YTpi"), ..at("/api") })
-            .is_err());
+        assert!(
+            authn
+                .authenticate(&Credentials {
+                    authorization: Some("Basic YTpi"),
+                    ..at("/api")
+                })
+                .is_err()
+        );
     }
 
     #[test]
@@ -228,11 +242,15 @@ mod tests {
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("alice-token");
         let header = format!("channel.k8s.io, {WEBSOCKET_BEARER_PREFIX}{encoded}");
         let user = authn
-            .authenticate(&Credentials { websocket_protocol: Some(&header), ..at("/apis/x") })
+            .authenticate(&Credentials {
+                websocket_protocol: Some(&header),
+                ..at("/apis/x")
+            })
             .unwrap();
         assert_eq!(user.name, "alice");
         assert_eq!(protocols_without_token(&header), vec!["channel.k8s.io"]);
-        let twice = format!("{WEBSOCKET_BEARER_PREFIX}{encoded},{WEBSOCKET_BEARER_PREFIX}{encoded}");
+        let twice =
+            format!("{WEBSOCKET_BEARER_PREFIX}{encoded},{WEBSOCKET_BEARER_PREFIX}{encoded}");
         assert!(websocket_bearer_token(&twice).is_err());
         assert!(websocket_bearer_token(&format!("{WEBSOCKET_BEARER_PREFIX}!!")).is_err());
         assert_eq!(websocket_bearer_token("channel.k8s.io").unwrap(), None);

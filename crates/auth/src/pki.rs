@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SigningKey,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SigningKey,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -62,7 +62,9 @@ pub enum PkiError {
         "{present} exists but {missing} is missing; restore {missing} from a backup, or remove {present} too to make a new CA (then every kubeconfig and client certificate must be issued again)"
     )]
     CaHalfPresent { present: PathBuf, missing: PathBuf },
-    #[error("--tls-san {value:?} is neither an IP address nor a DNS name (letters, digits, '-', '.', a leading '*.' allowed)")]
+    #[error(
+        "--tls-san {value:?} is neither an IP address nor a DNS name (letters, digits, '-', '.', a leading '*.' allowed)"
+    )]
     BadSan { value: String },
     #[error("client certificate user name is empty; give --user NAME")]
     EmptyUser,
@@ -113,10 +115,9 @@ impl ServingNames {
     fn san_types(&self) -> Result<Vec<SanType>, PkiError> {
         let mut sans: Vec<SanType> = self.ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
         for name in &self.dns {
-            let ia5 = name
-                .clone()
-                .try_into()
-                .map_err(|_| PkiError::BadSan { value: name.clone() })?;
+            let ia5 = name.clone().try_into().map_err(|_| PkiError::BadSan {
+                value: name.clone(),
+            })?;
             sans.push(SanType::DnsName(ia5));
         }
         Ok(sans)
@@ -214,12 +215,14 @@ fn now() -> OffsetDateTime {
 
 fn read_text(path: &Path) -> Result<Option<String>, PkiError> {
     match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| PkiError::Invalid {
-            path: path.to_path_buf(),
-            what: "PEM file",
-            detail: "not UTF-8 text".to_owned(),
-            fix: "restore it from a backup or remove it",
-        }),
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| PkiError::Invalid {
+                path: path.to_path_buf(),
+                what: "PEM file",
+                detail: "not UTF-8 text".to_owned(),
+                fix: "restore it from a backup or remove it",
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(AtomicError::Io {
             operation: "read",
@@ -263,12 +266,15 @@ impl Pki {
     pub fn load_or_create(dir: &Path, names: &ServingNames) -> Result<Self, PkiError> {
         let paths = PkiPaths::new(dir);
         atomic::create_dir_private(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(atomic::PRIVATE_DIR_MODE))
-            .map_err(|e| AtomicError::Io {
-                operation: "set permissions of",
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
+        std::fs::set_permissions(
+            dir,
+            std::fs::Permissions::from_mode(atomic::PRIVATE_DIR_MODE),
+        )
+        .map_err(|e| AtomicError::Io {
+            operation: "set permissions of",
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         let (ca_pem, ca_key, ca_created) = load_or_create_ca(&paths)?;
         let ca_der = cert_der_from_pem(&paths.ca_cert(), &ca_pem)?;
         let issuer = Issuer::from_ca_cert_der(&ca_der, &ca_key).map_err(|e| PkiError::Invalid {
@@ -353,10 +359,11 @@ impl Pki {
         roots
             .add(self.ca_der.clone())
             .map_err(|e| PkiError::Tls(e.to_string()))?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| PkiError::Tls(e.to_string()))?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()));
         let config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -578,12 +585,20 @@ fn client_certificate_der(
             "the CA key is not ECDSA P-256, which client certificates are signed with".to_owned(),
         ));
     }
+    // DER times have whole seconds.
+    let whole_seconds = |at: OffsetDateTime| {
+        OffsetDateTime::from_unix_timestamp(at.unix_timestamp()).map_err(generate_error)
+    };
+    let (not_before, not_after) = (whole_seconds(not_before)?, whole_seconds(not_after)?);
     let ca = parse_cert(ca_der)?;
     let issuer = ca.subject().as_raw().to_vec();
-    let authority_key_id = ca.extensions().iter().find_map(|ext| match ext.parsed_extension() {
-        ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-        _ => None,
-    });
+    let authority_key_id = ca
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        });
     let mut serial = [0u8; 16];
     getrandom::fill(&mut serial).map_err(generate_error)?;
     serial[0] &= 0x7f;
@@ -592,7 +607,9 @@ fn client_certificate_der(
     let signature_algorithm = |w: yasna::DERWriter<'_>| {
         w.write_sequence(|w| {
             w.next()
-                .write_oid(&yasna::models::ObjectIdentifier::from_slice(OID_ECDSA_WITH_SHA256));
+                .write_oid(&yasna::models::ObjectIdentifier::from_slice(
+                    OID_ECDSA_WITH_SHA256,
+                ));
         })
     };
     let name_attribute = |w: yasna::DERWriter<'_>, oid: &[u64], value: &str| {
@@ -609,7 +626,9 @@ fn client_certificate_der(
     let ext_key_usage = yasna::construct_der(|w| {
         w.write_sequence(|w| {
             w.next()
-                .write_oid(&yasna::models::ObjectIdentifier::from_slice(OID_CLIENT_AUTH));
+                .write_oid(&yasna::models::ObjectIdentifier::from_slice(
+                    OID_CLIENT_AUTH,
+                ));
         })
     });
     let authority = authority_key_id.map(|id| {

@@ -58,11 +58,21 @@ const LINE_FORMAT_FIX: &str =
 impl StaticTokens {
     /// Parses a token file's text. `source_name` names it in errors (usually its path).
     pub fn parse(text: &str, source_name: &str) -> Result<Self, TokenFileError> {
+        // Comment lines become blank lines (which the reader skips), so line numbers stay right.
+        let uncommented: String = text
+            .split_inclusive('\n')
+            .map(|line| {
+                if line.trim_start().starts_with('#') {
+                    if line.ends_with('\n') { "\n" } else { "" }
+                } else {
+                    line
+                }
+            })
+            .collect();
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .comment(Some(b'#'))
-            .from_reader(text.as_bytes());
+            .from_reader(uncommented.as_bytes());
         let mut entries: Vec<TokenEntry> = Vec::new();
         let mut first_line_of: HashMap<String, u64> = HashMap::new();
         let error = |line: u64, problem: String, fix: &'static str| TokenFileError::Line {
@@ -76,9 +86,18 @@ impl StaticTokens {
                 let line = e.position().map_or(0, csv::Position::line);
                 error(line, format!("not valid CSV: {e}"), LINE_FORMAT_FIX)
             })?;
-            let line = record.position().map_or(0, csv::Position::line);
+            let line = record
+                .position()
+                .map_or(0, |p| line_of(&uncommented, p.byte()));
             if record.iter().all(|field| field.trim().is_empty()) {
                 continue;
+            }
+            if record.iter().any(|field| field.contains(['\n', '\r'])) {
+                return Err(error(
+                    line,
+                    "a quoted field runs over the end of the line".to_owned(),
+                    "close every quote on the line it opens",
+                ));
             }
             if record.len() < 3 {
                 return Err(error(
@@ -170,6 +189,19 @@ impl StaticTokens {
         }
         found
     }
+}
+
+/// The 1-based line of the first character at or after `byte` that is not a line break (the
+/// reader reports a record's start before the blank lines it skipped).
+fn line_of(text: &str, byte: u64) -> u64 {
+    let bytes = text.as_bytes();
+    let mut at = usize::try_from(byte)
+        .unwrap_or(bytes.len())
+        .min(bytes.len());
+    while at < bytes.len() && matches!(bytes[at], b'\n' | b'\r') {
+        at += 1;
+    }
+    1 + bytes[..at].iter().filter(|b| **b == b'\n').count() as u64
 }
 
 /// Constant-time comparison of two tokens (the length is not secret).
@@ -275,8 +307,14 @@ mod tests {
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.uid, "1001");
         assert_eq!(alice.groups, vec!["dev", "ops", ALL_AUTHENTICATED]);
-        assert_eq!(tokens.lookup("t0ken").unwrap().groups, vec![ALL_AUTHENTICATED]);
-        assert_eq!(tokens.lookup("x").unwrap().groups, vec!["a", "b", ALL_AUTHENTICATED]);
+        assert_eq!(
+            tokens.lookup("t0ken").unwrap().groups,
+            vec![ALL_AUTHENTICATED]
+        );
+        assert_eq!(
+            tokens.lookup("x").unwrap().groups,
+            vec!["a", "b", ALL_AUTHENTICATED]
+        );
         assert_eq!(tokens.entries()[1].line, 4);
         assert!(tokens.lookup("s3cre").is_none());
         assert!(tokens.lookup("").is_none());
@@ -291,7 +329,8 @@ mod tests {
             ("a,b,c\nx,y,z\na,e,f\n", 3, "same as the one on line 1"),
             ("a b,c,d\n", 1, "whitespace"),
             ("a,b,c,d,e\n", 1, "5 columns"),
-            ("a,b,c,\"unterminated\n", 1, ""),
+            ("a,b,c,\"unterminated\n", 1, "end of the line"),
+            ("# c\n\na,b,c\nx\n", 4, "at least 3"),
         ];
         for (text, line, needle) in cases {
             let err = StaticTokens::parse(text, "t.csv").unwrap_err().to_string();

@@ -50,11 +50,7 @@ impl UserInfo {
 
     /// The user of the admin token: `ferrovirt-admin` in `system:masters`.
     pub fn admin() -> Self {
-        Self::authenticated(
-            ADMIN_USER,
-            "",
-            [SYSTEM_PRIVILEGED_GROUP.to_owned()],
-        )
+        Self::authenticated(ADMIN_USER, "", [SYSTEM_PRIVILEGED_GROUP.to_owned()])
     }
 
     /// The user of a request without credentials: `system:anonymous` in `system:unauthenticated`.
@@ -84,7 +80,11 @@ mod tests {
 
     #[test]
     fn authenticated_users_get_the_group_once() {
-        let u = UserInfo::authenticated("alice", "1", ["dev".to_owned(), ALL_AUTHENTICATED.to_owned()]);
+        let u = UserInfo::authenticated(
+            "alice",
+            "1",
+            ["dev".to_owned(), ALL_AUTHENTICATED.to_owned()],
+        );
         assert_eq!(u.groups, vec!["dev", ALL_AUTHENTICATED]);
         let admin = UserInfo::admin();
         assert!(admin.in_group(SYSTEM_PRIVILEGED_GROUP) && admin.in_group(ALL_AUTHENTICATED));

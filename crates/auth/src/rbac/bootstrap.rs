@@ -12,10 +12,10 @@
 
 use std::collections::BTreeMap;
 
+use super::aggregate_cluster_roles;
 use super::types::{
     AggregationRule, ClusterRole, ClusterRoleBinding, LabelSelector, PolicyRule, RoleRef, Subject,
 };
-use super::aggregate_cluster_roles;
 use crate::user::{ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, SYSTEM_PRIVILEGED_GROUP};
 
 const READ: &[&str] = &["get", "list", "watch"];
@@ -41,7 +41,9 @@ const KV_ADMIN: &[&str] = &[
     "watch",
     "deletecollection",
 ];
-const KV_EDIT: &[&str] = &["get", "delete", "create", "update", "patch", "list", "watch"];
+const KV_EDIT: &[&str] = &[
+    "get", "delete", "create", "update", "patch", "list", "watch",
+];
 
 pub const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
 pub const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
@@ -97,11 +99,7 @@ fn kube_role(name: &str, extra_labels: &[(&str, &str)], rules: Vec<PolicyRule>) 
     role
 }
 
-fn aggregated(
-    name: &str,
-    extra_labels: &[(&str, &str)],
-    selector_label: &str,
-) -> ClusterRole {
+fn aggregated(name: &str, extra_labels: &[(&str, &str)], selector_label: &str) -> ClusterRole {
     let mut role = kube_role(name, extra_labels, Vec::new());
     role.aggregation_rule = Some(AggregationRule {
         cluster_role_selectors: vec![LabelSelector {
@@ -118,7 +116,9 @@ fn kubevirt_role(name: &str, aggregate_to: Option<&str>, rules: Vec<PolicyRule>)
         .labels
         .insert(KUBEVIRT_APP_LABEL.to_owned(), String::new());
     if let Some(label) = aggregate_to {
-        role.metadata.labels.insert(label.to_owned(), "true".to_owned());
+        role.metadata
+            .labels
+            .insert(label.to_owned(), "true".to_owned());
     }
     role
 }
@@ -146,8 +146,17 @@ fn kubernetes_roles() -> Vec<ClusterRole> {
             vec![PolicyRule::urls(
                 &["get"],
                 &[
-                    "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
-                    "/openapi/*", "/readyz", "/version", "/version/",
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
                 ],
             )],
         ),
@@ -168,7 +177,11 @@ fn kubernetes_roles() -> Vec<ClusterRole> {
                     "authorization.k8s.io",
                     &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
                 ),
-                rule(&["create"], "authentication.k8s.io", &["selfsubjectreviews"]),
+                rule(
+                    &["create"],
+                    "authentication.k8s.io",
+                    &["selfsubjectreviews"],
+                ),
             ],
         ),
         aggregated("admin", &[], AGGREGATE_TO_ADMIN),
@@ -178,7 +191,11 @@ fn kubernetes_roles() -> Vec<ClusterRole> {
             "system:aggregate-to-admin",
             &[(AGGREGATE_TO_ADMIN, "true")],
             vec![
-                rule(&["create"], "authorization.k8s.io", &["localsubjectaccessreviews"]),
+                rule(
+                    &["create"],
+                    "authorization.k8s.io",
+                    &["localsubjectaccessreviews"],
+                ),
                 rule(READ_WRITE, super::RBAC_GROUP, &["roles", "rolebindings"]),
             ],
         ),
@@ -302,7 +319,11 @@ fn kubevirt_roles() -> Vec<ClusterRole> {
     let mut default = kubevirt_role(
         "kubevirt.io:default",
         None,
-        vec![rule(&["get", "list"], SUBRESOURCES, &["version", "guestfs"])],
+        vec![rule(
+            &["get", "list"],
+            SUBRESOURCES,
+            &["version", "guestfs"],
+        )],
     );
     default
         .metadata
@@ -323,7 +344,10 @@ fn kubevirt_roles() -> Vec<ClusterRole> {
             vec![rule(
                 READ,
                 "instancetype.kubevirt.io",
-                &["virtualmachineclusterinstancetypes", "virtualmachineclusterpreferences"],
+                &[
+                    "virtualmachineclusterinstancetypes",
+                    "virtualmachineclusterpreferences",
+                ],
             )],
         ),
     ]
@@ -339,24 +363,41 @@ fn ferrovirt_roles() -> Vec<ClusterRole> {
             rule(
                 &["get"],
                 SUBRESOURCES,
-                &["virtualmachines/serial-log", "virtualmachines/stategenerations"],
+                &[
+                    "virtualmachines/serial-log",
+                    "virtualmachines/stategenerations",
+                ],
             ),
-            rule(&["update"], SUBRESOURCES, &["virtualmachines/staterollback"]),
+            rule(
+                &["update"],
+                SUBRESOURCES,
+                &["virtualmachines/staterollback"],
+            ),
             rule(verbs, "harvesterhci.io", &templates),
         ]
     };
     vec![
-        ferrovirt_role("ferrovirt.io:admin", AGGREGATE_TO_ADMIN, write_side(READ_WRITE)),
+        ferrovirt_role(
+            "ferrovirt.io:admin",
+            AGGREGATE_TO_ADMIN,
+            write_side(READ_WRITE),
+        ),
         ferrovirt_role(
             "ferrovirt.io:edit",
             AGGREGATE_TO_EDIT,
-            write_side(&["get", "list", "watch", "create", "update", "patch", "delete"]),
+            write_side(&[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ]),
         ),
         ferrovirt_role(
             "ferrovirt.io:view",
             AGGREGATE_TO_VIEW,
             vec![
-                rule(&["get"], SUBRESOURCES, &["virtualmachines/stategenerations"]),
+                rule(
+                    &["get"],
+                    SUBRESOURCES,
+                    &["virtualmachines/stategenerations"],
+                ),
                 rule(READ, "harvesterhci.io", &templates),
             ],
         ),

@@ -200,7 +200,11 @@ fn describe_subject(subject: &Subject, binding_namespace: &str) -> String {
                 .as_deref()
                 .filter(|ns| !ns.is_empty())
                 .unwrap_or(binding_namespace);
-            format!("{} {:?}", subject.kind, format!("{}/{namespace}", subject.name))
+            format!(
+                "{} {:?}",
+                subject.kind,
+                format!("{}/{namespace}", subject.name)
+            )
         }
         _ => format!("{} {:?}", subject.kind, subject.name),
     }
@@ -274,7 +278,12 @@ impl RbacPolicy {
                 .roles
                 .get(&(binding_namespace.to_owned(), role_ref.name.clone()))
                 .map(|r| r.rules.as_slice())
-                .ok_or_else(|| format!("role.rbac.authorization.k8s.io {:?} not found", role_ref.name)),
+                .ok_or_else(|| {
+                    format!(
+                        "role.rbac.authorization.k8s.io {:?} not found",
+                        role_ref.name
+                    )
+                }),
             "ClusterRole" => self
                 .cluster_roles
                 .get(&role_ref.name)
@@ -370,13 +379,14 @@ impl RbacPolicy {
             };
         }
         let mut allowed_by = None;
-        let errors = self.visit_rules_for(&attributes.user, &attributes.namespace, |describe, rule| {
-            if rule_allows(attributes, rule) {
-                allowed_by = Some(describe());
-                return false;
-            }
-            true
-        });
+        let errors =
+            self.visit_rules_for(&attributes.user, &attributes.namespace, |describe, rule| {
+                if rule_allows(attributes, rule) {
+                    allowed_by = Some(describe());
+                    return false;
+                }
+                true
+            });
         if let Some(source) = allowed_by {
             return Decision {
                 allowed: true,
@@ -490,7 +500,11 @@ impl Forbidden {
     /// The 403 `Status` body.
     pub fn status(&self) -> serde_json::Value {
         let mut details = serde_json::Map::new();
-        for (key, value) in [("name", &self.name), ("group", &self.group), ("kind", &self.resource)] {
+        for (key, value) in [
+            ("name", &self.name),
+            ("group", &self.group),
+            ("kind", &self.resource),
+        ] {
             if !value.is_empty() {
                 details.insert(key.to_owned(), serde_json::Value::String(value.clone()));
             }
@@ -515,7 +529,9 @@ pub fn forbidden_message(attributes: &Attributes) -> String {
     let resource = attributes.combined_resource();
     let group = &attributes.api_group;
     if attributes.namespace.is_empty() {
-        format!("User {user:?} cannot {verb} resource {resource:?} in API group {group:?} at the cluster scope")
+        format!(
+            "User {user:?} cannot {verb} resource {resource:?} in API group {group:?} at the cluster scope"
+        )
     } else {
         format!(
             "User {user:?} cannot {verb} resource {resource:?} in API group {group:?} in the namespace {:?}",

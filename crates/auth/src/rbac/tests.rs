@@ -101,7 +101,10 @@ fn cluster_binding(role: &str, subject_specs: &[&str]) -> ClusterRoleBinding {
 fn kubernetes_authorizer_role_binding_to_cluster_role() {
     run(Case {
         roles: vec![],
-        cluster_roles: vec![ClusterRole::new("admin", vec![new_rule("*", "*", "*", "*")])],
+        cluster_roles: vec![ClusterRole::new(
+            "admin",
+            vec![new_rule("*", "*", "*", "*")],
+        )],
         role_bindings: vec![RoleBinding::new(
             "ns1",
             "admin",
@@ -130,15 +133,24 @@ fn kubernetes_authorizer_non_resource_urls() {
     run(Case {
         roles: vec![],
         cluster_roles: vec![
-            ClusterRole::new("non-resource-url-getter", vec![new_rule("get", "", "", "/apis")]),
+            ClusterRole::new(
+                "non-resource-url-getter",
+                vec![new_rule("get", "", "", "/apis")],
+            ),
             ClusterRole::new("non-resource-url", vec![new_rule("*", "", "", "/apis")]),
-            ClusterRole::new("non-resource-url-prefix", vec![new_rule("get", "", "", "/apis/*")]),
+            ClusterRole::new(
+                "non-resource-url-prefix",
+                vec![new_rule("get", "", "", "/apis/*")],
+            ),
         ],
         role_bindings: vec![],
         cluster_role_bindings: vec![
             cluster_binding("non-resource-url-getter", &["User:foo", "Group:bar"]),
             cluster_binding("non-resource-url", &["User:admin", "Group:admin"]),
-            cluster_binding("non-resource-url-prefix", &["User:prefixed", "Group:prefixed"]),
+            cluster_binding(
+                "non-resource-url-prefix",
+                &["User:prefixed", "Group:prefixed"],
+            ),
         ],
         pass: vec![
             url("foo", "", "get", "/apis"),
@@ -180,7 +192,10 @@ fn kubernetes_authorizer_subresource_resolution() {
     };
     run(Case {
         roles: vec![],
-        cluster_roles: vec![ClusterRole::new("admin", vec![new_rule("*", "*", "pods", "*")])],
+        cluster_roles: vec![ClusterRole::new(
+            "admin",
+            vec![new_rule("*", "*", "pods", "*")],
+        )],
         role_bindings: binding(),
         cluster_role_bindings: vec![],
         pass: vec![attrs("admin", "", "get", "pods", "", "ns1", "")],
@@ -190,7 +205,10 @@ fn kubernetes_authorizer_subresource_resolution() {
         roles: vec![],
         cluster_roles: vec![ClusterRole::new(
             "admin",
-            vec![new_rule("*", "*", "pods/status", "*"), new_rule("*", "*", "*/scale", "*")],
+            vec![
+                new_rule("*", "*", "pods/status", "*"),
+                new_rule("*", "*", "*/scale", "*"),
+            ],
         )],
         role_bindings: binding(),
         cluster_role_bindings: vec![],
@@ -209,7 +227,8 @@ fn kubernetes_rule_matches() {
     let resource = |verb: &str, group: &str, res: &str, name: &str| {
         Attributes::resource(UserInfo::default(), verb, group, res).named(name)
     };
-    let non_resource = |verb: &str, path: &str| Attributes::non_resource(UserInfo::default(), verb, path);
+    let non_resource =
+        |verb: &str, path: &str| Attributes::non_resource(UserInfo::default(), verb, path);
     let table: Vec<(&str, PolicyRule, Vec<(Attributes, bool)>)> = vec![
         (
             "star verb, exact match other",
@@ -247,7 +266,11 @@ fn kubernetes_rule_matches() {
         ),
         (
             "tuple expansion",
-            PolicyRule::resources(&["verb1", "verb2"], &["group1", "group2"], &["resource1", "resource2"]),
+            PolicyRule::resources(
+                &["verb1", "verb2"],
+                &["group1", "group2"],
+                &["resource1", "resource2"],
+            ),
             vec![
                 (resource("verb1", "group1", "resource1", ""), true),
                 (resource("verb1", "group2", "resource2", ""), true),
@@ -306,7 +329,11 @@ fn kubernetes_rule_matches() {
     ];
     for (name, rule, requests) in table {
         for (request, expected) in requests {
-            assert_eq!(rule_allows(&request, &rule), expected, "{name}: {request:?}");
+            assert_eq!(
+                rule_allows(&request, &rule),
+                expected,
+                "{name}: {request:?}"
+            );
         }
     }
     let url_rule = PolicyRule::urls(&["get"], &["*"]);
@@ -316,12 +343,48 @@ fn kubernetes_rule_matches() {
 #[test]
 fn kubernetes_applies_to() {
     let table: Vec<(&str, Vec<Subject>, UserInfo, &str, bool)> = vec![
-        ("single subject that matches username", subjects(&["User:foobar"]), user("foobar", ""), "", true),
-        ("single subject that does not match username", subjects(&["User:foobar"]), user("zimzam", ""), "", false),
-        ("single subject that matches group", subjects(&["Group:foobar"]), user("zimzam", "group1,foobar"), "", true),
-        ("single subject that does not match group", subjects(&["Group:foobar"]), user("zimzam", "group1,zimzam"), "", false),
-        ("group does not match username", subjects(&["Group:foobar"]), user("foobar", ""), "", false),
-        ("user does not match group", subjects(&["User:foobar"]), user("zimzam", "foobar"), "", false),
+        (
+            "single subject that matches username",
+            subjects(&["User:foobar"]),
+            user("foobar", ""),
+            "",
+            true,
+        ),
+        (
+            "single subject that does not match username",
+            subjects(&["User:foobar"]),
+            user("zimzam", ""),
+            "",
+            false,
+        ),
+        (
+            "single subject that matches group",
+            subjects(&["Group:foobar"]),
+            user("zimzam", "group1,foobar"),
+            "",
+            true,
+        ),
+        (
+            "single subject that does not match group",
+            subjects(&["Group:foobar"]),
+            user("zimzam", "group1,zimzam"),
+            "",
+            false,
+        ),
+        (
+            "group does not match username",
+            subjects(&["Group:foobar"]),
+            user("foobar", ""),
+            "",
+            false,
+        ),
+        (
+            "user does not match group",
+            subjects(&["User:foobar"]),
+            user("zimzam", "foobar"),
+            "",
+            false,
+        ),
         (
             "service account with namespace",
             subjects(&["ServiceAccount:kube-system:default"]),
@@ -338,28 +401,39 @@ fn kubernetes_applies_to() {
         ),
         (
             "service account without namespace uses the binding's",
-            vec![Subject { namespace: None, ..Subject::service_account("x", "default") }],
+            vec![Subject {
+                namespace: None,
+                ..Subject::service_account("x", "default")
+            }],
             user("system:serviceaccount:default:default", ""),
             "default",
             true,
         ),
         (
             "service account without namespace at the cluster scope",
-            vec![Subject { namespace: None, ..Subject::service_account("x", "default") }],
+            vec![Subject {
+                namespace: None,
+                ..Subject::service_account("x", "default")
+            }],
             user("system:serviceaccount::default", ""),
             "",
             false,
         ),
         (
             "unknown kind",
-            vec![Subject { kind: "Robot".to_owned(), ..Subject::user("foobar") }],
+            vec![Subject {
+                kind: "Robot".to_owned(),
+                ..Subject::user("foobar")
+            }],
             user("foobar", ""),
             "",
             false,
         ),
     ];
     for (name, subjects, user, namespace, expected) in table {
-        let applies = subjects.iter().any(|s| applies_to_user(&user, s, namespace));
+        let applies = subjects
+            .iter()
+            .any(|s| applies_to_user(&user, s, namespace));
         assert_eq!(applies, expected, "{name}");
     }
 }
@@ -388,14 +462,19 @@ fn kubernetes_forbidden_messages_and_status() {
                    "reason":"Forbidden","details":{"group":"v1","kind":"pod"},"code":403}),
         ),
         (
-            Attributes::resource(u.clone(), "get", "v1", "pod").in_namespace("test").named("mypod"),
+            Attributes::resource(u.clone(), "get", "v1", "pod")
+                .in_namespace("test")
+                .named("mypod"),
             "",
             json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
                    "message":"pod.v1 \"mypod\" is forbidden: User \"NAME\" cannot get resource \"pod\" in API group \"v1\" in the namespace \"test\"",
                    "reason":"Forbidden","details":{"name":"mypod","group":"v1","kind":"pod"},"code":403}),
         ),
         (
-            Attributes::resource(u.clone(), "get", "", "pods").subresource("status").in_namespace("test").named("mypod"),
+            Attributes::resource(u.clone(), "get", "", "pods")
+                .subresource("status")
+                .in_namespace("test")
+                .named("mypod"),
             "",
             json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
                    "message":"pods \"mypod\" is forbidden: User \"NAME\" cannot get resource \"pods/status\" in API group \"\" in the namespace \"test\"",
@@ -429,29 +508,55 @@ fn the_issue_example_message() {
 #[test]
 fn role_bindings_scope_roles_and_cluster_roles_to_their_namespace() {
     let policy = RbacPolicy::new(
-        vec![Role::new("team-a", "vm-starter", vec![PolicyRule::resources(
-            &["update"],
-            &["subresources.kubevirt.io"],
-            &["virtualmachines/start"],
-        )
-        .named(&["db"])])],
+        vec![Role::new(
+            "team-a",
+            "vm-starter",
+            vec![
+                PolicyRule::resources(
+                    &["update"],
+                    &["subresources.kubevirt.io"],
+                    &["virtualmachines/start"],
+                )
+                .named(&["db"]),
+            ],
+        )],
         bootstrap::cluster_roles(),
         vec![
-            RoleBinding::new("team-a", "starter", RoleRef::role("vm-starter"), subjects(&["User:ann"])),
-            RoleBinding::new("team-a", "viewers", RoleRef::cluster_role("view"), subjects(&["Group:auditors"])),
-            RoleBinding::new("team-a", "sa", RoleRef::cluster_role("edit"), vec![Subject {
-                namespace: None,
-                ..Subject::service_account("", "builder")
-            }]),
+            RoleBinding::new(
+                "team-a",
+                "starter",
+                RoleRef::role("vm-starter"),
+                subjects(&["User:ann"]),
+            ),
+            RoleBinding::new(
+                "team-a",
+                "viewers",
+                RoleRef::cluster_role("view"),
+                subjects(&["Group:auditors"]),
+            ),
+            RoleBinding::new(
+                "team-a",
+                "sa",
+                RoleRef::cluster_role("edit"),
+                vec![Subject {
+                    namespace: None,
+                    ..Subject::service_account("", "builder")
+                }],
+            ),
         ],
         bootstrap::cluster_role_bindings(),
     );
     let ann = user("ann", ALL_AUTHENTICATED);
     let start = |who: &UserInfo, ns: &str, name: &str| {
-        Attributes::resource(who.clone(), "update", "subresources.kubevirt.io", "virtualmachines")
-            .subresource("start")
-            .in_namespace(ns)
-            .named(name)
+        Attributes::resource(
+            who.clone(),
+            "update",
+            "subresources.kubevirt.io",
+            "virtualmachines",
+        )
+        .subresource("start")
+        .in_namespace(ns)
+        .named(name)
     };
     let allowed = policy.authorize(&start(&ann, "team-a", "db"));
     assert!(allowed.allowed);
@@ -471,15 +576,23 @@ fn role_bindings_scope_roles_and_cluster_roles_to_their_namespace() {
     // A RoleBinding to a ClusterRole does not grant anything at the cluster scope.
     assert!(!policy.authorize(&list_vms(&auditor, "")).allowed);
     // view cannot open the console or start a VM.
-    let console = Attributes::resource(auditor.clone(), "get", "subresources.kubevirt.io", "virtualmachineinstances")
-        .subresource("console")
-        .in_namespace("team-a");
+    let console = Attributes::resource(
+        auditor.clone(),
+        "get",
+        "subresources.kubevirt.io",
+        "virtualmachineinstances",
+    )
+    .subresource("console")
+    .in_namespace("team-a");
     assert!(!policy.authorize(&console).allowed);
     assert!(!policy.authorize(&start(&auditor, "team-a", "db")).allowed);
 
     let sa = user("system:serviceaccount:team-a:builder", ALL_AUTHENTICATED);
     assert!(policy.authorize(&start(&sa, "team-a", "x")).allowed);
-    let sa_console = Attributes { user: sa.clone(), ..console.clone() };
+    let sa_console = Attributes {
+        user: sa.clone(),
+        ..console.clone()
+    };
     assert!(policy.authorize(&sa_console).allowed);
 }
 
@@ -488,7 +601,12 @@ fn missing_roles_are_the_reason_of_a_denial() {
     let policy = RbacPolicy::new(
         vec![],
         vec![],
-        vec![RoleBinding::new("ns", "b", RoleRef::role("nope"), subjects(&["User:u"]))],
+        vec![RoleBinding::new(
+            "ns",
+            "b",
+            RoleRef::role("nope"),
+            subjects(&["User:u"]),
+        )],
         vec![cluster_binding("gone", &["User:u"])],
     );
     let d = policy.authorize(&attrs("u", "", "get", "pods", "", "ns", ""));
@@ -498,7 +616,10 @@ fn missing_roles_are_the_reason_of_a_denial() {
         "RBAC: [clusterrole.rbac.authorization.k8s.io \"gone\" not found, role.rbac.authorization.k8s.io \"nope\" not found]"
     );
     let d = policy.authorize(&attrs("u", "", "get", "pods", "", "", ""));
-    assert_eq!(d.reason, "RBAC: clusterrole.rbac.authorization.k8s.io \"gone\" not found");
+    assert_eq!(
+        d.reason,
+        "RBAC: clusterrole.rbac.authorization.k8s.io \"gone\" not found"
+    );
 }
 
 #[test]
@@ -509,23 +630,79 @@ fn default_policy() {
     let anonymous = UserInfo::anonymous();
 
     // system:masters may do anything, at any scope, on any path.
-    assert!(policy.authorize(&Attributes::resource(admin.clone(), "delete", "kubevirt.io", "virtualmachines").in_namespace("x")).allowed);
-    assert!(policy.authorize(&Attributes::non_resource(admin, "post", "/anything")).allowed);
+    assert!(
+        policy
+            .authorize(
+                &Attributes::resource(admin.clone(), "delete", "kubevirt.io", "virtualmachines")
+                    .in_namespace("x")
+            )
+            .allowed
+    );
+    assert!(
+        policy
+            .authorize(&Attributes::non_resource(admin, "post", "/anything"))
+            .allowed
+    );
 
     // Authenticated users: discovery, health, version, can-i; nothing else.
-    for path in ["/api", "/apis/kubevirt.io/v1", "/version", "/healthz", "/openapi/v3"] {
-        assert!(policy.authorize(&Attributes::non_resource(anyone.clone(), "get", path)).allowed, "{path}");
+    for path in [
+        "/api",
+        "/apis/kubevirt.io/v1",
+        "/version",
+        "/healthz",
+        "/openapi/v3",
+    ] {
+        assert!(
+            policy
+                .authorize(&Attributes::non_resource(anyone.clone(), "get", path))
+                .allowed,
+            "{path}"
+        );
     }
-    let ssar = Attributes::resource(anyone.clone(), "create", "authorization.k8s.io", "selfsubjectaccessreviews");
+    let ssar = Attributes::resource(
+        anyone.clone(),
+        "create",
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+    );
     assert!(policy.authorize(&ssar).allowed);
-    assert!(!policy.authorize(&Attributes::resource(anyone.clone(), "list", "kubevirt.io", "virtualmachines").in_namespace("default")).allowed);
-    let version = Attributes::resource(anyone.clone(), "get", "subresources.kubevirt.io", "version");
+    assert!(
+        !policy
+            .authorize(
+                &Attributes::resource(anyone.clone(), "list", "kubevirt.io", "virtualmachines")
+                    .in_namespace("default")
+            )
+            .allowed
+    );
+    let version =
+        Attributes::resource(anyone.clone(), "get", "subresources.kubevirt.io", "version");
     assert!(policy.authorize(&version).allowed);
 
     // Anonymous: health and version only.
-    assert!(policy.authorize(&Attributes::non_resource(anonymous.clone(), "get", "/healthz")).allowed);
-    assert!(!policy.authorize(&Attributes::non_resource(anonymous.clone(), "get", "/api")).allowed);
-    assert!(!policy.authorize(&Attributes::resource(anonymous, "create", "authorization.k8s.io", "selfsubjectaccessreviews")).allowed);
+    assert!(
+        policy
+            .authorize(&Attributes::non_resource(
+                anonymous.clone(),
+                "get",
+                "/healthz"
+            ))
+            .allowed
+    );
+    assert!(
+        !policy
+            .authorize(&Attributes::non_resource(anonymous.clone(), "get", "/api"))
+            .allowed
+    );
+    assert!(
+        !policy
+            .authorize(&Attributes::resource(
+                anonymous,
+                "create",
+                "authorization.k8s.io",
+                "selfsubjectaccessreviews"
+            ))
+            .allowed
+    );
 }
 
 #[test]
@@ -539,32 +716,158 @@ fn default_roles_aggregate_kubevirt_and_ferrovirt_rules() {
         get(role).rules.iter().any(|r| rule_allows(&a, r))
     };
     for role in ["admin", "edit", "kubevirt.io:admin", "kubevirt.io:edit"] {
-        assert!(grants(role, "update", "subresources.kubevirt.io", "virtualmachines", "start"), "{role}");
-        assert!(grants(role, "get", "subresources.kubevirt.io", "virtualmachineinstances", "console"), "{role}");
-        assert!(grants(role, "create", "kubevirt.io", "virtualmachines", ""), "{role}");
+        assert!(
+            grants(
+                role,
+                "update",
+                "subresources.kubevirt.io",
+                "virtualmachines",
+                "start"
+            ),
+            "{role}"
+        );
+        assert!(
+            grants(
+                role,
+                "get",
+                "subresources.kubevirt.io",
+                "virtualmachineinstances",
+                "console"
+            ),
+            "{role}"
+        );
+        assert!(
+            grants(role, "create", "kubevirt.io", "virtualmachines", ""),
+            "{role}"
+        );
     }
     for role in ["admin", "edit"] {
-        assert!(grants(role, "update", "subresources.kubevirt.io", "virtualmachines", "staterollback"), "{role}");
-        assert!(grants(role, "get", "subresources.kubevirt.io", "virtualmachines", "serial-log"), "{role}");
-        assert!(grants(role, "create", "", "persistentvolumeclaims", ""), "{role}");
-        assert!(grants(role, "create", "harvesterhci.io", "virtualmachinetemplates", ""), "{role}");
+        assert!(
+            grants(
+                role,
+                "update",
+                "subresources.kubevirt.io",
+                "virtualmachines",
+                "staterollback"
+            ),
+            "{role}"
+        );
+        assert!(
+            grants(
+                role,
+                "get",
+                "subresources.kubevirt.io",
+                "virtualmachines",
+                "serial-log"
+            ),
+            "{role}"
+        );
+        assert!(
+            grants(role, "create", "", "persistentvolumeclaims", ""),
+            "{role}"
+        );
+        assert!(
+            grants(
+                role,
+                "create",
+                "harvesterhci.io",
+                "virtualmachinetemplates",
+                ""
+            ),
+            "{role}"
+        );
     }
-    assert!(grants("admin", "deletecollection", "kubevirt.io", "virtualmachines", ""));
-    assert!(!grants("edit", "deletecollection", "kubevirt.io", "virtualmachines", ""));
-    assert!(grants("admin", "create", "rbac.authorization.k8s.io", "rolebindings", ""));
-    assert!(!grants("edit", "create", "rbac.authorization.k8s.io", "rolebindings", ""));
+    assert!(grants(
+        "admin",
+        "deletecollection",
+        "kubevirt.io",
+        "virtualmachines",
+        ""
+    ));
+    assert!(!grants(
+        "edit",
+        "deletecollection",
+        "kubevirt.io",
+        "virtualmachines",
+        ""
+    ));
+    assert!(grants(
+        "admin",
+        "create",
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        ""
+    ));
+    assert!(!grants(
+        "edit",
+        "create",
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        ""
+    ));
     for role in ["view", "kubevirt.io:view"] {
-        assert!(grants(role, "watch", "kubevirt.io", "virtualmachines", ""), "{role}");
-        assert!(!grants(role, "create", "kubevirt.io", "virtualmachines", ""), "{role}");
-        assert!(!grants(role, "get", "subresources.kubevirt.io", "virtualmachineinstances", "console"), "{role}");
-        assert!(!grants(role, "update", "subresources.kubevirt.io", "virtualmachines", "start"), "{role}");
+        assert!(
+            grants(role, "watch", "kubevirt.io", "virtualmachines", ""),
+            "{role}"
+        );
+        assert!(
+            !grants(role, "create", "kubevirt.io", "virtualmachines", ""),
+            "{role}"
+        );
+        assert!(
+            !grants(
+                role,
+                "get",
+                "subresources.kubevirt.io",
+                "virtualmachineinstances",
+                "console"
+            ),
+            "{role}"
+        );
+        assert!(
+            !grants(
+                role,
+                "update",
+                "subresources.kubevirt.io",
+                "virtualmachines",
+                "start"
+            ),
+            "{role}"
+        );
     }
-    assert!(!grants("view", "get", "subresources.kubevirt.io", "virtualmachines", "serial-log"));
+    assert!(!grants(
+        "view",
+        "get",
+        "subresources.kubevirt.io",
+        "virtualmachines",
+        "serial-log"
+    ));
     assert!(grants("view", "get", "", "namespaces", ""));
     // The labels KubeVirt's roles carry, and the aggregation rules of admin/edit/view.
-    assert_eq!(get("kubevirt.io:admin").metadata.labels.get(bootstrap::AGGREGATE_TO_ADMIN).map(String::as_str), Some("true"));
-    assert_eq!(get("kubevirt.io:edit").metadata.labels.get(bootstrap::AGGREGATE_TO_EDIT).map(String::as_str), Some("true"));
-    assert_eq!(get("kubevirt.io:view").metadata.labels.get(bootstrap::AGGREGATE_TO_VIEW).map(String::as_str), Some("true"));
+    assert_eq!(
+        get("kubevirt.io:admin")
+            .metadata
+            .labels
+            .get(bootstrap::AGGREGATE_TO_ADMIN)
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        get("kubevirt.io:edit")
+            .metadata
+            .labels
+            .get(bootstrap::AGGREGATE_TO_EDIT)
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        get("kubevirt.io:view")
+            .metadata
+            .labels
+            .get(bootstrap::AGGREGATE_TO_VIEW)
+            .map(String::as_str),
+        Some("true")
+    );
     assert!(get("admin").aggregation_rule.is_some());
     // Aggregation is already complete: running it again changes nothing.
     let mut again = roles.clone();
@@ -578,8 +881,14 @@ fn default_roles_aggregate_kubevirt_and_ferrovirt_rules() {
 
 #[test]
 fn aggregation_follows_label_changes_and_expressions() {
-    let mut selected = ClusterRole::new("extra", vec![PolicyRule::resources(&["get"], &["x.io"], &["things"])]);
-    selected.metadata.labels.insert("tier".to_owned(), "gold".to_owned());
+    let mut selected = ClusterRole::new(
+        "extra",
+        vec![PolicyRule::resources(&["get"], &["x.io"], &["things"])],
+    );
+    selected
+        .metadata
+        .labels
+        .insert("tier".to_owned(), "gold".to_owned());
     let mut aggregate = ClusterRole::new("agg", vec![]);
     aggregate.aggregation_rule = Some(AggregationRule {
         cluster_role_selectors: vec![LabelSelector {
@@ -594,7 +903,10 @@ fn aggregation_follows_label_changes_and_expressions() {
     let mut roles = vec![aggregate.clone(), selected.clone()];
     assert_eq!(aggregate_cluster_roles(&mut roles), vec!["agg".to_owned()]);
     assert_eq!(roles[0].rules, selected.rules);
-    roles[1].metadata.labels.insert("tier".to_owned(), "bronze".to_owned());
+    roles[1]
+        .metadata
+        .labels
+        .insert("tier".to_owned(), "bronze".to_owned());
     aggregate_cluster_roles(&mut roles);
     assert!(roles[0].rules.is_empty());
 }
@@ -623,7 +935,8 @@ fn rbac_objects_round_trip_kubernetes_json() {
     let parsed: ClusterRole = serde_json::from_value(role.clone()).unwrap();
     assert_eq!(parsed.rules[0].non_resource_urls, vec!["/x/*"]);
     assert_eq!(serde_json::to_value(&parsed).unwrap(), role);
-    let null_rules: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "n"}, "rules": null})).unwrap();
+    let null_rules: ClusterRole =
+        serde_json::from_value(json!({"metadata": {"name": "n"}, "rules": null})).unwrap();
     assert!(null_rules.rules.is_empty());
     assert_eq!(null_rules.kind, "ClusterRole");
 }
