@@ -92,10 +92,10 @@ impl Authenticator {
         if let Some(token) = bearer_token(credentials.authorization) {
             return self.user_of_token(token);
         }
-        if let Some(protocols) = credentials.websocket_protocol {
-            if let Some(token) = websocket_bearer_token(protocols)? {
-                return self.user_of_token(&token);
-            }
+        if let Some(protocols) = credentials.websocket_protocol
+            && let Some(token) = websocket_bearer_token(protocols)?
+        {
+            return self.user_of_token(&token);
         }
         if ANONYMOUS_PATHS.contains(&credentials.path) {
             return Ok(UserInfo::anonymous());

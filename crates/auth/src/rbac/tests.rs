@@ -229,7 +229,8 @@ fn kubernetes_rule_matches() {
     };
     let non_resource =
         |verb: &str, path: &str| Attributes::non_resource(UserInfo::default(), verb, path);
-    let table: Vec<(&str, PolicyRule, Vec<(Attributes, bool)>)> = vec![
+    type Expectations = Vec<(Attributes, bool)>;
+    let table: Vec<(&str, PolicyRule, Expectations)> = vec![
         (
             "star verb, exact match other",
             PolicyRule::resources(&["*"], &["group1"], &["resource1"]),
