@@ -66,6 +66,10 @@ pub enum PkiError {
         "--tls-san {value:?} is neither an IP address nor a DNS name (letters, digits, '-', '.', a leading '*.' allowed)"
     )]
     BadSan { value: String },
+    #[error(
+        "no CA in {dir} (ca.crt and ca.key are missing); `ferrovirt serve` makes it at first start: pass the --data-dir of the server, or start the server once"
+    )]
+    NoCa { dir: PathBuf },
     #[error("client certificate user name is empty; give --user NAME")]
     EmptyUser,
     #[error("cannot build the TLS configuration: {0}")]
@@ -382,26 +386,91 @@ impl Pki {
         groups: &[String],
         valid_for: Duration,
     ) -> Result<ClientCertificate, PkiError> {
-        if user.trim().is_empty() {
-            return Err(PkiError::EmptyUser);
-        }
-        let key = KeyPair::generate().map_err(generate_error)?;
-        let start = now();
-        let der = client_certificate_der(
-            &self.ca_der,
-            &self.ca_key,
-            &key,
-            user,
-            groups,
-            start - BACKDATE,
-            start + valid_for,
-        )?;
-        let cert_pem = pem_encode("CERTIFICATE", &der);
-        Ok(ClientCertificate {
-            cert_pem,
-            key_pem: key.serialize_pem(),
+        issue_client_certificate(&self.ca_der, &self.ca_key, user, groups, valid_for)
+    }
+}
+
+/// The CA alone, loaded from an existing PKI directory without creating or changing anything:
+/// what `ferrovirt kubeconfig create` signs client certificates with on the server's host.
+pub struct CertificateAuthority {
+    paths: PkiPaths,
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+    ca_key: KeyPair,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("dir", &self.paths.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// Loads `ca.crt` and `ca.key` from `dir`; [`PkiError::NoCa`] when there is no CA yet (this
+    /// never makes one: a CA made here would not be the one the server trusts).
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let paths = PkiPaths::new(dir);
+        let (ca_pem, ca_key) = load_existing_ca(&paths)?.ok_or_else(|| PkiError::NoCa {
+            dir: dir.to_path_buf(),
+        })?;
+        let ca_der = cert_der_from_pem(&paths.ca_cert(), &ca_pem)?;
+        Ok(CertificateAuthority {
+            paths,
+            ca_pem,
+            ca_der,
+            ca_key,
         })
     }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The CA certificate, DER.
+    pub fn ca_der(&self) -> &CertificateDer<'static> {
+        &self.ca_der
+    }
+
+    /// As [`Pki::issue_client_certificate`].
+    pub fn issue_client_certificate(
+        &self,
+        user: &str,
+        groups: &[String],
+        valid_for: Duration,
+    ) -> Result<ClientCertificate, PkiError> {
+        issue_client_certificate(&self.ca_der, &self.ca_key, user, groups, valid_for)
+    }
+}
+
+fn issue_client_certificate(
+    ca_der: &CertificateDer<'static>,
+    ca_key: &KeyPair,
+    user: &str,
+    groups: &[String],
+    valid_for: Duration,
+) -> Result<ClientCertificate, PkiError> {
+    if user.trim().is_empty() {
+        return Err(PkiError::EmptyUser);
+    }
+    let key = KeyPair::generate().map_err(generate_error)?;
+    let start = now();
+    let der = client_certificate_der(
+        ca_der,
+        ca_key,
+        &key,
+        user,
+        groups,
+        start - BACKDATE,
+        start + valid_for,
+    )?;
+    let cert_pem = pem_encode("CERTIFICATE", &der);
+    Ok(ClientCertificate {
+        cert_pem,
+        key_pem: key.serialize_pem(),
+    })
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {
@@ -416,18 +485,13 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn load_or_create_ca(paths: &PkiPaths) -> Result<(String, KeyPair, bool), PkiError> {
+/// The CA when both files are there; `None` when ca.crt is missing (ca.key may be there).
+fn load_existing_ca(paths: &PkiPaths) -> Result<Option<(String, KeyPair)>, PkiError> {
     let cert_pem = read_text(&paths.ca_cert())?;
     let key_pem = read_text(&paths.ca_key())?;
-    let bad_key = |detail: String| PkiError::Invalid {
-        path: paths.ca_key(),
-        what: "CA key",
-        detail,
-        fix: "restore it from a backup, or remove ca.crt and ca.key to make a new CA",
-    };
     match (cert_pem, key_pem) {
         (Some(cert), Some(key)) => {
-            let key = KeyPair::from_pem(&key).map_err(|e| bad_key(e.to_string()))?;
+            let key = KeyPair::from_pem(&key).map_err(|e| bad_ca_key(paths, e.to_string()))?;
             let der = cert_der_from_pem(&paths.ca_cert(), &cert)?;
             let spki = parse_cert(&der)
                 .map_err(|e| PkiError::Invalid {
@@ -440,35 +504,49 @@ fn load_or_create_ca(paths: &PkiPaths) -> Result<(String, KeyPair, bool), PkiErr
                 .raw
                 .to_vec();
             if spki != key.subject_public_key_info() {
-                return Err(bad_key("it is not the key of ca.crt".to_owned()));
+                return Err(bad_ca_key(paths, "it is not the key of ca.crt".to_owned()));
             }
-            Ok((cert, key, false))
+            Ok(Some((cert, key)))
         }
         (Some(_), None) => Err(PkiError::CaHalfPresent {
             present: paths.ca_cert(),
             missing: paths.ca_key(),
         }),
-        (None, existing_key) => {
-            // A key without a certificate is what a crash between the two writes leaves: no
-            // certificate was ever signed with it, so it gets its certificate now.
-            let key = match existing_key {
-                Some(pem) => KeyPair::from_pem(&pem).map_err(|e| bad_key(e.to_string()))?,
-                None => {
-                    let key = KeyPair::generate().map_err(generate_error)?;
-                    atomic::write_file(
-                        &paths.ca_key(),
-                        key.serialize_pem().as_bytes(),
-                        PRIVATE_FILE_MODE,
-                    )?;
-                    key
-                }
-            };
-            let cert = ca_params(now()).self_signed(&key).map_err(generate_error)?;
-            let pem = cert.pem();
-            atomic::write_file(&paths.ca_cert(), pem.as_bytes(), 0o644)?;
-            Ok((pem, key, true))
-        }
+        (None, _) => Ok(None),
     }
+}
+
+fn bad_ca_key(paths: &PkiPaths, detail: String) -> PkiError {
+    PkiError::Invalid {
+        path: paths.ca_key(),
+        what: "CA key",
+        detail,
+        fix: "restore it from a backup, or remove ca.crt and ca.key to make a new CA",
+    }
+}
+
+fn load_or_create_ca(paths: &PkiPaths) -> Result<(String, KeyPair, bool), PkiError> {
+    if let Some((cert, key)) = load_existing_ca(paths)? {
+        return Ok((cert, key, false));
+    }
+    // A key without a certificate is what a crash between the two writes leaves: no
+    // certificate was ever signed with it, so it gets its certificate now.
+    let key = match read_text(&paths.ca_key())? {
+        Some(pem) => KeyPair::from_pem(&pem).map_err(|e| bad_ca_key(paths, e.to_string()))?,
+        None => {
+            let key = KeyPair::generate().map_err(generate_error)?;
+            atomic::write_file(
+                &paths.ca_key(),
+                key.serialize_pem().as_bytes(),
+                PRIVATE_FILE_MODE,
+            )?;
+            key
+        }
+    };
+    let cert = ca_params(now()).self_signed(&key).map_err(generate_error)?;
+    let pem = cert.pem();
+    atomic::write_file(&paths.ca_cert(), pem.as_bytes(), 0o644)?;
+    Ok((pem, key, true))
 }
 
 fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {

@@ -279,3 +279,32 @@ async fn tls_handshake_over_loopback_with_and_without_client_certificate() {
     );
     server.abort();
 }
+
+#[test]
+fn the_certificate_authority_loads_without_creating_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    // Nothing there: an error that says how to fix it, and still nothing there.
+    let err = CertificateAuthority::load(&pki_dir).unwrap_err();
+    assert!(matches!(err, PkiError::NoCa { .. }), "{err}");
+    assert!(err.to_string().contains("--data-dir"), "{err}");
+    assert!(!pki_dir.exists());
+
+    let pki = Pki::load_or_create(&pki_dir, &names(&[])).unwrap();
+    let ca = CertificateAuthority::load(&pki_dir).unwrap();
+    assert_eq!(ca.ca_pem(), pki.ca_pem());
+    let issued = ca
+        .issue_client_certificate("carol", &["dev".to_owned()], CLIENT_VALIDITY)
+        .unwrap();
+    let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let (_, ca_cert) = X509Certificate::from_der(pki.ca_der()).unwrap();
+    cert.verify_signature(Some(ca_cert.public_key())).unwrap();
+
+    // Half a CA is refused, not repaired.
+    std::fs::remove_file(pki_dir.join("ca.key")).unwrap();
+    assert!(matches!(
+        CertificateAuthority::load(&pki_dir).unwrap_err(),
+        PkiError::CaHalfPresent { .. }
+    ));
+}
