@@ -1,16 +1,24 @@
 //! The HTTP client of the client commands (`apply`, `get`, `describe`, `delete`, `start`/`stop`/
-//! `restart`, `console`, `logs`): a blocking `ureq` agent pointed at `ferrovirt serve`, with the
-//! server's `Status` objects turned into [`ClientError::Status`] and printed as kubectl prints them.
+//! `restart`, `console`, `logs`, `state`): a blocking `ureq` agent pointed at `ferrovirt serve`,
+//! with the server's `Status` objects turned into [`ClientError::Status`] and printed as kubectl
+//! prints them.
 //!
-//! [`ClientArgs`] are the connection flags every client command takes (`--server`, `-n`).
+//! [`ClientArgs`] are the connection flags every client command takes (`--kubeconfig`,
+//! `--context`, `--server`, `-n`); [`crate::connection`] turns them into a server URL and
+//! credentials with kubectl's rules. Over `https://` the client trusts only the kubeconfig's CA and
+//! presents its client certificate; its bearer token goes on every request and stream.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+
+use crate::connection::Connection;
 
 /// The media type `kubectl get` asks for: a server-side Table, JSON as fallback.
 pub const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
@@ -18,21 +26,28 @@ pub const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,app
 /// Largest response body read into memory (lists of many objects stay far below).
 const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The connection flags of every client command.
-#[derive(Debug, Clone, Args)]
+/// The connection flags of every client command, as kubectl's.
+#[derive(Debug, Clone, Default, Args)]
 pub struct ClientArgs {
-    /// The ferrovirt API server.
+    /// The kubeconfig file (default: the files of $KUBECONFIG, else ~/.kube/config, else
+    /// /var/lib/ferrovirt/admin.kubeconfig, which `ferrovirt serve` writes).
+    #[arg(long = "kubeconfig", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long = "context", value_name = "NAME")]
+    pub context: Option<String>,
+    /// The API server URL, overriding the kubeconfig's (without a kubeconfig: plain
+    /// http://127.0.0.1:PORT of a server started with --insecure-http).
     #[arg(
         long = "server",
         short = 's',
         value_name = "URL",
-        env = "FERROVIRT_SERVER",
-        default_value = "http://127.0.0.1:8080"
+        env = "FERROVIRT_SERVER"
     )]
-    pub server: String,
-    /// The namespace of namespaced objects.
-    #[arg(short = 'n', long = "namespace", default_value = "default")]
-    pub namespace: String,
+    pub server: Option<String>,
+    /// The namespace of namespaced objects (default: the context's namespace, else `default`).
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
 }
 
 /// Why a request failed.
@@ -46,9 +61,16 @@ pub enum ClientError {
         message: String,
     },
     #[error(
-        "the connection to the server {server} failed - is `ferrovirt serve` running there? (set --server or FERROVIRT_SERVER): {detail}"
+        "the connection to the server {server} failed - is `ferrovirt serve` running there? (check the kubeconfig's server, or --server / FERROVIRT_SERVER): {detail}"
     )]
     Transport { server: String, detail: String },
+    #[error(
+        "Unable to connect to the server {server}: the TLS handshake failed: {detail}; check that the kubeconfig belongs to this server (its certificate-authority-data must be the server's <data-dir>/pki/ca.crt)"
+    )]
+    Tls { server: String, detail: String },
+    /// No usable credentials (kubeconfig missing, unreadable or incomplete).
+    #[error("{0}")]
+    Credentials(String),
     #[error("the server's answer to {what} is not valid JSON: {detail}")]
     Decode { what: String, detail: String },
     #[error("{0}")]
@@ -138,40 +160,101 @@ pub fn with_query(path: &str, query: &[(&str, &str)]) -> String {
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
+    namespace: String,
+    /// `Bearer <token>` when the kubeconfig's user has a token.
+    authorization: Option<String>,
     /// Ordinary requests: bounded in time.
     agent: ureq::Agent,
     /// Watches and followed logs: no overall deadline.
     streaming: ureq::Agent,
 }
 
-impl Client {
-    pub fn new(server: &str) -> Result<Self, ClientError> {
-        let base = server.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Usage(format!(
-                "--server {server:?} is not an http:// or https:// URL (e.g. http://127.0.0.1:8080)"
-            )));
+/// The TLS settings of a connection: only the kubeconfig's CA is trusted (no system roots), and
+/// its client certificate is presented when it has one.
+fn tls_config(connection: &Connection) -> Result<TlsConfig, ClientError> {
+    let builder =
+        TlsConfig::builder().unversioned_rustls_crypto_provider(ferrovirt_auth::crypto_provider());
+    let Some(credentials) = connection.tls_credentials()? else {
+        // Plain http://: no root is trusted, so nothing can be reached over https by accident.
+        return Ok(builder
+            .root_certs(RootCerts::Specific(Default::default()))
+            .build());
+    };
+    let invalid =
+        |e: ferrovirt_auth::kubeconfig::KubeconfigError| ClientError::Credentials(e.to_string());
+    let roots: Vec<Certificate<'static>> = credentials
+        .ca_certificates()
+        .map_err(invalid)?
+        .iter()
+        .map(|der| Certificate::from_der(der).to_owned())
+        .collect();
+    let client_cert = match (&credentials.client_cert_pem, &credentials.client_key_pem) {
+        (Some(cert_pem), Some(key_pem)) => {
+            let bad = |what: &str, e: ureq::Error| {
+                ClientError::Credentials(format!(
+                    "the kubeconfig's {what} of context {:?} is not usable PEM: {e}",
+                    credentials.context
+                ))
+            };
+            let mut chain = Vec::new();
+            for item in ureq::tls::parse_pem(cert_pem) {
+                if let PemItem::Certificate(cert) =
+                    item.map_err(|e| bad("client-certificate", e))?
+                {
+                    chain.push(cert);
+                }
+            }
+            let key = PrivateKey::from_pem(key_pem).map_err(|e| bad("client-key", e))?;
+            Some(ClientCert::new_with_certs(&chain, key))
         }
+        _ => None,
+    };
+    Ok(builder
+        .root_certs(RootCerts::from(roots))
+        .client_cert(client_cert)
+        .build())
+}
+
+/// Whether a transport error is the TLS handshake failing (unknown CA, wrong name, refused
+/// client certificate), as opposed to no server listening.
+fn is_tls_failure(error: &ureq::Error) -> bool {
+    match error {
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) => true,
+        ureq::Error::Io(e) => e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()),
+        _ => false,
+    }
+}
+
+impl Client {
+    /// A client of the resolved connection.
+    pub fn new(connection: &Connection) -> Result<Self, ClientError> {
+        let base = connection.server.trim_end_matches('/').to_owned();
+        let tls = tls_config(connection)?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_global(Some(Duration::from_secs(120)))
+            .tls_config(tls.clone())
             .build()
             .into();
         let streaming = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
+            .tls_config(tls)
             .build()
             .into();
         Ok(Self {
             base,
+            namespace: connection.namespace.clone(),
+            authorization: connection.authorization_header(),
             agent,
             streaming,
         })
     }
 
+    /// A client of the server and credentials `args` select (kubectl's loading rules).
     pub fn from_args(args: &ClientArgs) -> Result<Self, ClientError> {
-        Self::new(&args.server)
+        Self::new(&Connection::from_args(args)?)
     }
 
     /// The server's base URL.
@@ -179,10 +262,34 @@ impl Client {
         &self.base
     }
 
+    /// The namespace of namespaced objects (`-n`, else the context's, else `default`).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     fn transport(&self, error: ureq::Error) -> ClientError {
+        if is_tls_failure(&error) {
+            return ClientError::Tls {
+                server: self.base.clone(),
+                detail: error.to_string(),
+            };
+        }
         ClientError::Transport {
             server: self.base.clone(),
             detail: error.to_string(),
+        }
+    }
+
+    /// A request builder with `Accept` and the `Authorization` header.
+    fn authorized<B>(
+        &self,
+        request: ureq::RequestBuilder<B>,
+        accept: &str,
+    ) -> ureq::RequestBuilder<B> {
+        let request = request.header("Accept", accept);
+        match &self.authorization {
+            Some(value) => request.header("Authorization", value),
+            None => request,
         }
     }
 
@@ -196,12 +303,10 @@ impl Client {
     ) -> Result<(u16, Vec<u8>), ClientError> {
         let url = format!("{}{path}", self.base);
         let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Accept", accept).call(),
-            ("DELETE", None) => self.agent.delete(&url).header("Accept", accept).call(),
+            ("GET", _) => self.authorized(self.agent.get(&url), accept).call(),
+            ("DELETE", None) => self.authorized(self.agent.delete(&url), accept).call(),
             ("DELETE", Some((content_type, bytes))) => self
-                .agent
-                .delete(&url)
-                .header("Accept", accept)
+                .authorized(self.agent.delete(&url), accept)
                 .header("Content-Type", content_type)
                 .force_send_body()
                 .send(bytes),
@@ -217,8 +322,7 @@ impl Client {
                         )));
                     }
                 };
-                builder
-                    .header("Accept", accept)
+                self.authorized(builder, accept)
                     .header("Content-Type", content_type)
                     .send(bytes)
             }
@@ -288,9 +392,7 @@ impl Client {
     pub fn stream(&self, path: &str, accept: &str) -> Result<impl Read + use<>, ClientError> {
         let url = format!("{}{path}", self.base);
         let response = self
-            .streaming
-            .get(&url)
-            .header("Accept", accept)
+            .authorized(self.streaming.get(&url), accept)
             .call()
             .map_err(|e| self.transport(e))?;
         let code = response.status().as_u16();
@@ -332,14 +434,5 @@ mod tests {
             "/x?labelSelector=app%3Ddemo%2Ctier%20in%20%28a%2Cb%29"
         );
         assert_eq!(with_query("/x", &[]), "/x");
-    }
-
-    #[test]
-    fn servers_must_be_http_urls() {
-        assert!(Client::new("127.0.0.1:8080").is_err());
-        assert_eq!(
-            Client::new("http://127.0.0.1:8080/").unwrap().base(),
-            "http://127.0.0.1:8080"
-        );
     }
 }

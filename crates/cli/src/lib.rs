@@ -3,11 +3,14 @@
 //!
 //! Structure: [`Cli`] parses the arguments (clap derive); [`Command`] has one variant per
 //! subcommand, each implemented in its own module under `commands/`, returning an [`ExitCode`].
-//! The client commands share [`client`] (HTTP, Status errors), [`resource`] (kubectl's type
-//! names) and [`output`] (tables, YAML, JSON).
+//! The client commands share [`connection`] (kubeconfig, context and server with kubectl's
+//! rules), [`client`] (HTTP over TLS with the kubeconfig's credentials, Status errors),
+//! [`resource`] (kubectl's type names) and [`output`] (tables, YAML, JSON). `kubeconfig create`
+//! and `audit` run on the server's host and read its data dir.
 
 pub mod client;
 mod commands;
+pub mod connection;
 pub mod output;
 pub mod resource;
 
@@ -60,6 +63,11 @@ pub enum Command {
     Console(commands::console::ConsoleArgs),
     /// Print the serial console output of a VirtualMachine; -f follows it (kubectl logs).
     Logs(commands::logs::LogsArgs),
+    /// Kubeconfig files for other users (run on the server's host).
+    #[command(subcommand)]
+    Kubeconfig(commands::kubeconfig::KubeconfigCommand),
+    /// Print the audit log of `ferrovirt serve` (run on the server's host).
+    Audit(commands::audit::AuditArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(commands::completion::CompletionArgs),
 }
@@ -106,6 +114,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Restart(args) => commands::vm_action::run(&args, Action::Restart),
         Command::Console(args) => commands::console::run(&args),
         Command::Logs(args) => commands::logs::run(&args),
+        Command::Kubeconfig(command) => commands::kubeconfig::run(&command),
+        Command::Audit(args) => commands::audit::run(&args),
         Command::Completion(args) => commands::completion::run(&args),
     }
 }

@@ -109,7 +109,7 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
     };
     let mut failed = false;
     for (file, object) in objects {
-        match apply_one(&client, &args.client.namespace, object, args.validate) {
+        match apply_one(&client, client.namespace(), object, args.validate) {
             Ok((what, outcome)) => println!("{what} {}", outcome.as_str()),
             Err((
                 verb,

@@ -1,6 +1,8 @@
 //! `ferrovirt console NAME`: the serial console of a running VirtualMachineInstance over the
 //! server's WebSocket (`.../virtualmachineinstances/NAME/console`, subprotocol
-//! `plain.kubevirt.io`), as `virtctl console` opens it. When stdin is a terminal it is put in raw
+//! `plain.kubevirt.io`), as `virtctl console` opens it: `wss://` with the kubeconfig's CA and
+//! client certificate, its bearer token in the upgrade request's `Authorization` header, and no
+//! `Origin` header (the server refuses browser origins). When stdin is a terminal it is put in raw
 //! mode (restored on exit) and `Ctrl-]` detaches; piped stdin is forwarded as it comes and its end
 //! leaves the console open for reading. The command ends when the console closes (the guest
 //! powered off), on `Ctrl-]`, or on an error. It waits up to `--timeout` minutes for the instance
@@ -13,11 +15,14 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcsetattr};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 
 use crate::client::{ClientArgs, ClientError, status_error};
+use crate::connection::Connection;
 
 /// `Ctrl-]`, the escape key of `virtctl console`.
 pub const ESCAPE: u8 = 0x1d;
@@ -69,29 +74,49 @@ pub fn split_at_escape(bytes: &[u8]) -> (&[u8], bool) {
     }
 }
 
-/// `ws://host:port/apis/...` and `host:port` of the console of `name`.
-fn console_target(
-    server: &str,
-    namespace: &str,
-    name: &str,
-) -> Result<(String, String), ClientError> {
+/// Where the console of one instance is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ConsoleTarget {
+    /// `ws://` or `wss://host:port/apis/...`.
+    url: String,
+    /// `host:port` to connect to.
+    address: String,
+    /// The host name or IP the server's certificate must name (no brackets).
+    host: String,
+    tls: bool,
+}
+
+/// The console URL of `name` on `server` (`http://` -> `ws://`, `https://` -> `wss://`).
+fn console_target(server: &str, namespace: &str, name: &str) -> Result<ConsoleTarget, ClientError> {
     let uri: Uri = server
         .parse()
-        .map_err(|e| ClientError::Usage(format!("--server {server:?} is not a URL: {e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(ClientError::Usage(format!(
-            "the console needs a plain http:// server URL (got {server})"
-        )));
-    }
+        .map_err(|e| ClientError::Usage(format!("the server {server:?} is not a URL: {e}")))?;
+    let (scheme, default_port, tls) = match uri.scheme_str() {
+        Some("http") => ("ws", 80, false),
+        Some("https") => ("wss", 443, true),
+        _ => {
+            return Err(ClientError::Usage(format!(
+                "the server {server:?} is not an http:// or https:// URL"
+            )));
+        }
+    };
     let host = uri
         .host()
-        .ok_or_else(|| ClientError::Usage(format!("--server {server:?} has no host")))?;
-    let address = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+        .ok_or_else(|| ClientError::Usage(format!("the server {server:?} has no host")))?;
+    let address = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
     let prefix = uri.path().trim_end_matches('/');
     let url = format!(
-        "ws://{address}{prefix}/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}/console"
+        "{scheme}://{address}{prefix}/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}/console"
     );
-    Ok((url, address))
+    Ok(ConsoleTarget {
+        url,
+        address,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        tls,
+    })
 }
 
 pub fn run(args: &ConsoleArgs) -> ExitCode {
@@ -114,41 +139,109 @@ pub fn run(args: &ConsoleArgs) -> ExitCode {
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+/// A TCP or TLS stream.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
-async fn connect(url: &str, address: &str, server: &str) -> Result<Socket, Retry> {
-    let transport = |detail: String| {
-        Retry::No(ClientError::Transport {
-            server: server.to_owned(),
-            detail,
-        })
-    };
-    let mut request = url
-        .into_client_request()
-        .map_err(|e| Retry::No(ClientError::Usage(format!("console URL {url}: {e}"))))?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("plain.kubevirt.io"),
-    );
-    let tcp = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|e| transport(e.to_string()))?;
-    match tokio_tungstenite::client_async(request, tcp).await {
-        Ok((socket, _)) => Ok(socket),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let code = response.status().as_u16();
-            let body = response.body().clone().unwrap_or_default();
-            let error = status_error(code, &body);
-            // Not running yet (no instance, still starting): worth waiting for.
-            let waiting = matches!(code, 404 | 503)
-                || (code == 400 && String::from_utf8_lossy(&body).contains("is not running"));
-            Err(if waiting {
-                Retry::Yes(error)
-            } else {
-                Retry::No(error)
+type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Transport>>;
+
+/// How to reach the console: where, with which TLS settings and `Authorization` header.
+struct Dialer {
+    target: ConsoleTarget,
+    server: String,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    authorization: Option<HeaderValue>,
+}
+
+impl Dialer {
+    fn new(connection: &Connection, name: &str) -> Result<Self, ClientError> {
+        let target = console_target(&connection.server, &connection.namespace, name)?;
+        let tls = match connection.tls_credentials()? {
+            Some(credentials) if target.tls => {
+                let config = credentials
+                    .rustls_client_config()
+                    .map_err(|e| ClientError::Credentials(e.to_string()))?;
+                let server_name = ServerName::try_from(target.host.clone()).map_err(|e| {
+                    ClientError::Usage(format!(
+                        "the server {} has no usable host name: {e}",
+                        connection.server
+                    ))
+                })?;
+                Some((tokio_rustls::TlsConnector::from(config), server_name))
+            }
+            _ => None,
+        };
+        let authorization = connection
+            .authorization_header()
+            .map(|value| {
+                HeaderValue::from_str(&value).map_err(|_| {
+                    ClientError::Credentials(
+                        "the kubeconfig's token has characters no HTTP header can carry".to_owned(),
+                    )
+                })
             })
+            .transpose()?;
+        Ok(Dialer {
+            target,
+            server: connection.server.clone(),
+            tls,
+            authorization,
+        })
+    }
+
+    async fn connect(&self) -> Result<Socket, Retry> {
+        let transport = |detail: String| {
+            Retry::No(ClientError::Transport {
+                server: self.server.clone(),
+                detail,
+            })
+        };
+        let url = &self.target.url;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Retry::No(ClientError::Usage(format!("console URL {url}: {e}"))))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("plain.kubevirt.io"),
+        );
+        if let Some(value) = &self.authorization {
+            request.headers_mut().insert("Authorization", value.clone());
         }
-        Err(e) => Err(transport(format!("WebSocket handshake: {e}"))),
+        let tcp = tokio::net::TcpStream::connect(&self.target.address)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let stream: Box<dyn Transport> = match &self.tls {
+            Some((connector, server_name)) => Box::new(
+                connector
+                    .connect(server_name.clone(), tcp)
+                    .await
+                    .map_err(|e| {
+                        Retry::No(ClientError::Tls {
+                            server: self.server.clone(),
+                            detail: e.to_string(),
+                        })
+                    })?,
+            ),
+            None => Box::new(tcp),
+        };
+        match tokio_tungstenite::client_async(request, stream).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let code = response.status().as_u16();
+                let body = response.body().clone().unwrap_or_default();
+                let error = status_error(code, &body);
+                // Not running yet (no instance, still starting): worth waiting for.
+                let waiting = matches!(code, 404 | 503)
+                    || (code == 400 && String::from_utf8_lossy(&body).contains("is not running"));
+                Err(if waiting {
+                    Retry::Yes(error)
+                } else {
+                    Retry::No(error)
+                })
+            }
+            Err(e) => Err(transport(format!("WebSocket handshake: {e}"))),
+        }
     }
 }
 
@@ -158,11 +251,11 @@ enum Retry {
 }
 
 async fn console(args: &ConsoleArgs) -> Result<(), ClientError> {
-    let (url, address) = console_target(&args.client.server, &args.client.namespace, &args.name)?;
+    let dialer = Dialer::new(&Connection::from_args(&args.client)?, &args.name)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout.saturating_mul(60));
     let mut said_waiting = false;
     let socket = loop {
-        match connect(&url, &address, &args.client.server).await {
+        match dialer.connect().await {
             Ok(socket) => break socket,
             Err(Retry::No(e)) => return Err(e),
             Err(Retry::Yes(e)) => {
@@ -261,16 +354,30 @@ mod tests {
 
     #[test]
     fn console_urls() {
-        let (url, address) = console_target("http://127.0.0.1:8080", "default", "demo").unwrap();
+        let target = console_target("http://127.0.0.1:8080", "default", "demo").unwrap();
         assert_eq!(
-            url,
+            target.url,
             "ws://127.0.0.1:8080/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/demo/console"
         );
-        assert_eq!(address, "127.0.0.1:8080");
+        assert_eq!(target.address, "127.0.0.1:8080");
+        assert!(!target.tls);
         assert_eq!(
-            console_target("http://localhost", "d", "v").unwrap().1,
+            console_target("http://localhost", "d", "v")
+                .unwrap()
+                .address,
             "localhost:80"
         );
-        assert!(console_target("https://x:1", "d", "v").is_err());
+        let secure = console_target("https://[::1]:8443/", "d", "v").unwrap();
+        assert!(secure.tls);
+        assert_eq!(secure.address, "[::1]:8443");
+        assert_eq!(secure.host, "::1");
+        assert!(secure.url.starts_with("wss://[::1]:8443/apis/"));
+        assert_eq!(
+            console_target("https://vm-host.example", "d", "v")
+                .unwrap()
+                .address,
+            "vm-host.example:443"
+        );
+        assert!(console_target("ftp://x:1", "d", "v").is_err());
     }
 }

@@ -38,7 +38,7 @@ pub fn run(args: &DeleteArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return e.report(),
     };
-    let targets = match targets(args) {
+    let targets = match targets(args, client.namespace()) {
         Ok(t) => t,
         Err(e) => return e.report(),
     };
@@ -87,8 +87,7 @@ pub fn run(args: &DeleteArgs) -> ExitCode {
 }
 
 /// (resource, namespace, name) of every object to delete.
-fn targets(args: &DeleteArgs) -> Result<Vec<(ResourceDef, String, String)>, ClientError> {
-    let ns = &args.client.namespace;
+fn targets(args: &DeleteArgs, ns: &str) -> Result<Vec<(ResourceDef, String, String)>, ClientError> {
     if !args.files.is_empty() {
         if !args.args.is_empty() {
             return Err(ClientError::Usage(
@@ -119,7 +118,7 @@ fn targets(args: &DeleteArgs) -> Result<Vec<(ResourceDef, String, String)>, Clie
     {
         return Ok(vec![(
             resource::resolve(kind)?,
-            ns.clone(),
+            ns.to_owned(),
             name.to_owned(),
         )]);
     }
@@ -131,6 +130,6 @@ fn targets(args: &DeleteArgs) -> Result<Vec<(ResourceDef, String, String)>, Clie
     let kind = resource::resolve(kind)?;
     Ok(names
         .iter()
-        .map(|n| (kind, ns.clone(), n.clone()))
+        .map(|n| (kind, ns.to_owned(), n.clone()))
         .collect())
 }

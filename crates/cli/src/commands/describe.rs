@@ -43,7 +43,7 @@ fn describe(args: &DescribeArgs) -> Result<String, ClientError> {
         )));
     }
     let client = Client::from_args(&args.client)?;
-    let ns = args.client.namespace.as_str();
+    let ns = client.namespace();
     let vm = client.get(&resource::item_path(&VMS, ns, &args.name))?;
     let vmi = client.get(&resource::item_path(&VMIS, ns, &args.name)).ok();
     let pvcs = client

@@ -67,8 +67,8 @@ impl Request<'_> {
 fn get(args: &GetArgs) -> Result<ExitCode, ClientError> {
     let client = Client::from_args(&args.client)?;
     let kind = resource::resolve(&args.kind)?;
-    let namespace =
-        (kind.namespaced && !args.all_namespaces).then_some(args.client.namespace.as_str());
+    let ns = client.namespace().to_owned();
+    let namespace = (kind.namespaced && !args.all_namespaces).then_some(ns.as_str());
     let mut query = Vec::new();
     if let Some(selector) = &args.selector {
         query.push(("labelSelector", selector.clone()));
@@ -90,11 +90,10 @@ fn get(args: &GetArgs) -> Result<ExitCode, ClientError> {
                 tables.push(request.client.get_table(&request.list_path(&[]))?);
             } else {
                 for name in &args.names {
-                    match request.client.get_table(&resource::item_path(
-                        &kind,
-                        &args.client.namespace,
-                        name,
-                    )) {
+                    match request
+                        .client
+                        .get_table(&resource::item_path(&kind, &ns, name))
+                    {
                         Ok(t) => tables.push(t),
                         Err(e) => {
                             failed = true;
@@ -139,11 +138,7 @@ fn get(args: &GetArgs) -> Result<ExitCode, ClientError> {
             } else {
                 let mut objects = Vec::new();
                 for name in &args.names {
-                    match request.client.get(&resource::item_path(
-                        &kind,
-                        &args.client.namespace,
-                        name,
-                    )) {
+                    match request.client.get(&resource::item_path(&kind, &ns, name)) {
                         Ok(o) => objects.push(o),
                         Err(e) => {
                             failed = true;

@@ -56,7 +56,7 @@ fn logs(args: &LogsArgs) -> Result<(), ClientError> {
     if let Some(tail) = &tail {
         query.push(("tailLines", tail.as_str()));
     }
-    let path = with_query(&serial_log_path(&args.client.namespace, &args.name), &query);
+    let path = with_query(&serial_log_path(client.namespace(), &args.name), &query);
     let mut reader = client.stream(&path, "text/plain, application/json")?;
     let mut out = std::io::stdout().lock();
     let mut buffer = vec![0u8; 16 * 1024];

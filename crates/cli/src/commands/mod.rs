@@ -1,11 +1,13 @@
 //! One module per subcommand.
 
 pub mod apply;
+pub mod audit;
 pub mod completion;
 pub mod console;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod kubeconfig;
 pub mod logs;
 pub mod run;
 pub mod serve;

@@ -2,8 +2,9 @@
 //! start and after each clean stop), and putting one back while the VM is stopped. The state it
 //! replaces is itself kept as a `pre-restore` generation.
 //!
-//! Through the API server (`--server`, the default) for VMs that `ferrovirt serve` manages, or
-//! directly on a data dir (`--data-dir`) for VMs that `ferrovirt run` runs.
+//! Through the API server (the default; the kubeconfig's server and credentials, as every client
+//! command) for VMs that `ferrovirt serve` manages, or directly on a data dir (`--data-dir`) for
+//! VMs that `ferrovirt run` runs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use ferrovirt_storage::GenerationId;
 use ferrovirt_vmm::engine::Engine;
 
 use super::run::plan_for;
+use crate::client::ClientArgs;
 
 /// `ferrovirt state` subcommands.
 #[derive(Debug, Subcommand)]
@@ -35,20 +37,22 @@ pub enum StateCommand {
 pub struct StateArgs {
     /// The VM's name.
     pub name: String,
-    #[arg(short = 'n', long, default_value = "default")]
-    pub namespace: String,
     /// Work directly on the data dir of `ferrovirt run` instead of asking the server.
     #[arg(long, value_name = "DIR", env = "FERROVIRT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The ferrovirt API server (when no --data-dir is given).
-    #[arg(
-        long = "server",
-        short = 's',
-        value_name = "URL",
-        env = "FERROVIRT_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
+    /// The server and credentials (when no --data-dir is given), and the namespace.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl StateArgs {
+    /// The namespace of the VM in a `ferrovirt run` data dir (`-n`, else `default`).
+    fn local_namespace(&self) -> &str {
+        self.client
+            .namespace
+            .as_deref()
+            .unwrap_or(crate::connection::DEFAULT_NAMESPACE)
+    }
 }
 
 /// One generation, as listed.
@@ -74,10 +78,11 @@ fn print_rows(rows: &[Row]) {
 
 /// Through the API server.
 fn through_server(command: &StateCommand, target: &StateArgs) -> Result<(), String> {
-    let client = crate::client::Client::new(&target.server).map_err(|e| e.to_string())?;
+    let client = crate::client::Client::from_args(&target.client).map_err(|e| e.to_string())?;
     let base = format!(
         "/apis/subresources.kubevirt.io/v1/namespaces/{}/virtualmachines/{}",
-        target.namespace, target.name
+        client.namespace(),
+        target.name
     );
     match command {
         StateCommand::List(_) => {
@@ -161,12 +166,12 @@ pub fn run(command: &StateCommand) -> ExitCode {
 fn load(target: &StateArgs, data_dir: &std::path::Path) -> Result<VirtualMachine, String> {
     let record = data_dir
         .join("local")
-        .join(&target.namespace)
+        .join(target.local_namespace())
         .join(format!("{}.json", target.name));
     let bytes = std::fs::read(&record).map_err(|e| {
         format!(
             "no VM {}/{} in {} ({}: {e}); check the name, --namespace and --data-dir",
-            target.namespace,
+            target.local_namespace(),
             target.name,
             data_dir.display(),
             record.display()

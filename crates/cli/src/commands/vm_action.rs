@@ -47,7 +47,7 @@ pub fn run(args: &VmActionArgs, action: Action) -> ExitCode {
     let result = Client::from_args(&args.client).and_then(|client| {
         client.json(
             "PUT",
-            &action_path(&args.client.namespace, &args.name, action),
+            &action_path(client.namespace(), &args.name, action),
             "application/json",
             Some(("application/json", b"{}")),
         )
