@@ -3,16 +3,20 @@
  * (its current context's user). The token is kept in this tab's sessionStorage only.
  */
 import { Alert, Button, Center, FileButton, Group, Paper, PasswordInput, Stack, Tabs, Text, Textarea, Title } from '@mantine/core';
-import { useMemo, useState, type FormEvent } from 'react';
-import { KubeconfigError, tokenFromKubeconfig, type KubeconfigCredentials } from '../auth/kubeconfig';
+import { useEffect, useState, type FormEvent } from 'react';
+import type { KubeconfigCredentials } from '../auth/kubeconfig';
 import { logIn } from '../auth/session';
 
-function readKubeconfig(text: string): { credentials: KubeconfigCredentials | null; error: string | null } {
+type ParsedKubeconfig = { credentials: KubeconfigCredentials | null; error: string | null };
+
+/** Parses on demand: the YAML parser is loaded only when a kubeconfig is pasted (its own chunk). */
+async function readKubeconfig(text: string): Promise<ParsedKubeconfig> {
   if (!text.trim()) return { credentials: null, error: null };
+  const { tokenFromKubeconfig } = await import('../auth/kubeconfig');
   try {
     return { credentials: tokenFromKubeconfig(text), error: null };
   } catch (e) {
-    return { credentials: null, error: e instanceof KubeconfigError ? e.message : String(e) };
+    return { credentials: null, error: e instanceof Error ? e.message : String(e) };
   }
 }
 
@@ -21,7 +25,17 @@ export function Login({ notice }: { notice: string | null }) {
   const [token, setToken] = useState('');
   const [kubeconfig, setKubeconfig] = useState('');
   const [error, setError] = useState<string | null>(null);
-  const parsed = useMemo(() => readKubeconfig(kubeconfig), [kubeconfig]);
+  const [parsed, setParsed] = useState<ParsedKubeconfig>({ credentials: null, error: null });
+  useEffect(() => {
+    let live = true;
+    readKubeconfig(kubeconfig).then(
+      (p) => live && setParsed(p),
+      (e: unknown) => live && setParsed({ credentials: null, error: `Cannot load the kubeconfig reader: ${String(e)}` }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [kubeconfig]);
 
   const submit = (e: FormEvent) => {
     e.preventDefault();
