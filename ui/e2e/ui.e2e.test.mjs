@@ -1,8 +1,12 @@
 // Browser end-to-end tests of the web UI against a REAL `ferrovirt serve` (no mock server).
-// Needs FERROVIRT_URL (e.g. http://127.0.0.1:8080) and Debian's chromium (/usr/bin/chromium, or
-// CHROMIUM=path); uses playwright-core only, no browser download. Without FERROVIRT_URL every test
-// is skipped. Screenshots go to FERROVIRT_UI_ARTIFACTS (default ../target/ui-artifacts).
-// Run: FERROVIRT_URL=http://127.0.0.1:8080 npm run e2e
+// Needs FERROVIRT_URL (e.g. http://127.0.0.1:8080 or https://127.0.0.1:8443), FERROVIRT_E2E_TOKEN
+// (a bearer token the server accepts: the admin token), and Debian's chromium (/usr/bin/chromium,
+// or CHROMIUM=path); uses playwright-core only, no browser download. For an https server,
+// FERROVIRT_E2E_CA is its CA certificate (see scripts/e2e.mjs). Optional: FERROVIRT_E2E_USER (the
+// username the server reports for the token), FERROVIRT_E2E_VIEWER_TOKEN (a token that may read
+// but not create VMs: the 403 test). Without FERROVIRT_URL every test is skipped. Screenshots go to
+// FERROVIRT_UI_ARTIFACTS (default ../target/ui-artifacts).
+// Run: FERROVIRT_URL=http://127.0.0.1:8080 FERROVIRT_E2E_TOKEN=... npm run e2e
 import { after, before, beforeEach, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -12,18 +16,34 @@ import { join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.FERROVIRT_URL;
+const TOKEN = process.env.FERROVIRT_E2E_TOKEN;
+const CA = process.env.FERROVIRT_E2E_CA;
+const EXPECTED_USER = process.env.FERROVIRT_E2E_USER;
+const VIEWER_TOKEN = process.env.FERROVIRT_E2E_VIEWER_TOKEN;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const KUBECTL = process.env.KUBECTL ?? '/usr/bin/kubectl';
 const NS = process.env.FERROVIRT_E2E_NAMESPACE ?? 'default';
 const ARTIFACTS = resolve(process.env.FERROVIRT_UI_ARTIFACTS ?? new URL('../../target/ui-artifacts', import.meta.url).pathname);
-const skip = !BASE ? 'FERROVIRT_URL is not set (needs a running ferrovirt serve)' : !existsSync(CHROMIUM) ? `no chromium at ${CHROMIUM}` : false;
+const skip = !BASE ? 'FERROVIRT_URL is not set (needs a running ferrovirt serve)'
+  : !TOKEN ? 'FERROVIRT_E2E_TOKEN is not set (the bearer token to log in with)'
+  : !existsSync(CHROMIUM) ? `no chromium at ${CHROMIUM}` : false;
 const suffix = Date.now().toString(36);
 // Flags that work on a headless Debian machine without GPU, network or a user profile.
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync'];
+const REFUSED = 'Your token was refused (401 Unauthorized). Log in again.';
+/**
+ * The Content-Security-Policy the UI is built to run under (what `serve` should send with the UI).
+ * Inline styles are needed by Mantine's CSS variables, CodeMirror and xterm.js (they inject
+ * <style> elements); scripts are the bundle's files only.
+ */
+const RECOMMENDED_CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
+  "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-async function apiJson(method, path, body, contentType = 'application/json') {
-  const res = await fetch(new URL(path, BASE), { method, headers: body ? { 'Content-Type': contentType } : {}, body: body ? JSON.stringify(body) : undefined });
+/** A request as a client outside the browser sends it (https trusts FERROVIRT_E2E_CA through scripts/e2e.mjs). */
+async function apiJson(method, path, body, contentType = 'application/json', token = TOKEN) {
+  const headers = { ...(token ? { Authorization: `Bearer ${token}` } : {}), ...(body ? { 'Content-Type': contentType } : {}) };
+  const res = await fetch(new URL(path, BASE), { method, headers, body: body ? JSON.stringify(body) : undefined });
   const text = await res.text();
   return { status: res.status, json: text ? JSON.parse(text) : null };
 }
@@ -34,7 +54,8 @@ const HV = `/apis/harvesterhci.io/v1beta1/namespaces/${NS}`;
 function kubectl(...args) {
   const home = mkdtempSync(join(tmpdir(), 'fv-kubectl-'));
   try {
-    return execFileSync(KUBECTL, ['--server', BASE, ...args], { env: { ...process.env, HOME: home, KUBECONFIG: join(home, 'none') }, encoding: 'utf8' });
+    const tls = CA ? ['--certificate-authority', CA] : [];
+    return execFileSync(KUBECTL, ['--server', BASE, '--token', TOKEN, ...tls, ...args], { env: { ...process.env, HOME: home, KUBECONFIG: join(home, 'none') }, encoding: 'utf8' });
   } finally {
     rmSync(home, { recursive: true, force: true });
   }
@@ -51,6 +72,38 @@ function vmManifest(name, runStrategy = 'Halted') {
     } } } },
   };
 }
+
+/** Whether the server checks tokens: a made-up one gets 401 (with auth off, it is ignored). */
+const BOGUS_TOKEN = `ferrovirt-e2e-not-a-token-${suffix}`;
+const authEnforced = skip ? false
+  : (await apiJson('GET', '/apis/kubevirt.io/v1/virtualmachines', undefined, undefined, BOGUS_TOKEN).catch(() => ({ status: 0 }))).status === 401;
+if (!skip) console.log(`server ${BASE}: ${authEnforced ? 'refuses' : 'does NOT check'} bearer tokens`);
+
+/** A kubeconfig as `serve` writes one (`<data-dir>/admin.kubeconfig`), with the given user entry. */
+function kubeconfigText(user) {
+  return `apiVersion: v1
+kind: Config
+clusters:
+- name: ferrovirt
+  cluster:
+    server: ${BASE}
+contexts:
+- name: someone-else
+  context: {cluster: ferrovirt, user: other}
+- name: ferrovirt-admin
+  context: {cluster: ferrovirt, user: admin}
+current-context: ferrovirt-admin
+users:
+- name: other
+  user: {token: not-this-one}
+- name: admin
+  user:
+${Object.entries(user).map(([k, v]) => `    ${k}: ${v}`).join('\n')}
+`;
+}
+
+/** base64url without padding, as the WebSocket bearer subprotocol carries a token. */
+const base64url = (text) => Buffer.from(text, 'utf8').toString('base64url');
 
 async function waitFor(fn, what, timeoutMs = 30000) {
   const deadline = Date.now() + timeoutMs;
@@ -71,22 +124,81 @@ describe('ferrovirt web UI', { skip }, () => {
   before(async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     // playwright-core gives every launch a fresh temporary profile (its own --user-data-dir).
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    // The UI must run under a strict CSP: the server's own, or else the recommended one added to
+    // the page's response here. (A response fulfilled by Playwright has no address, so Chromium's
+    // local-network-access check would take the page for a public one and block its loopback
+    // WebSocket: that check is off only when the test rewrites responses.)
+    const index = await fetch(new URL('/', BASE));
+    serverCsp = index.headers.get('content-security-policy');
+    console.log(`server CSP: ${serverCsp ?? 'none (the test adds the recommended one)'}; X-Frame-Options: ${index.headers.get('x-frame-options') ?? 'none'}`);
+    const args = serverCsp ? CHROMIUM_ARGS : [...CHROMIUM_ARGS, '--disable-features=LocalNetworkAccessChecks'];
+    browser = await chromium.launch({ executablePath: CHROMIUM, args });
   });
+  let serverCsp;
+  let apiRequests; // every API request the page made in this test
+  let cspViolations;
+  let tokensUsed; // the tokens this test logged in with
   beforeEach(async () => {
-    // A fresh page per test: no state (open tabs, hash route) leaks from one test into the next.
-    context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, reducedMotion: 'reduce' });
+    // A fresh page per test: no state (open tabs, hash route, session) leaks from one test into the next.
+    // An https test server's CA is a throwaway: Chromium skips verification instead of taking a CA file.
+    context = await browser.newContext({
+      viewport: { width: 1400, height: 1000 }, reducedMotion: 'reduce', ignoreHTTPSErrors: BASE.startsWith('https:'),
+    });
     context.setDefaultTimeout(20000);
+    const origin = new URL(BASE).origin;
+    if (!serverCsp) {
+      await context.route((url) => url.origin === origin && url.pathname === '/', async (route) => {
+        const response = await route.fetch();
+        await route.fulfill({ response, headers: { ...response.headers(), 'content-security-policy': RECOMMENDED_CSP } });
+      });
+    }
     page = await context.newPage();
     page.on('pageerror', (e) => console.error('page error:', e.message));
+    cspViolations = [];
+    page.on('console', (m) => /Content Security Policy/i.test(m.text()) && cspViolations.push(m.text()));
+    apiRequests = [];
+    page.on('request', (r) => {
+      const url = new URL(r.url());
+      if (url.origin === origin && /^\/apis?(\/|$)/.test(url.pathname)) apiRequests.push(r);
+    });
+    tokensUsed = [];
+    await logInThroughTheScreen(TOKEN);
+    await page.getByRole('button', { name: 'Log out' }).waitFor();
   });
   afterEach(async () => {
-    await context?.close();
+    try {
+      assert.deepEqual(cspViolations, [], 'the UI broke the Content-Security-Policy');
+      // Every API request carried a token this test logged in with, and no cookie.
+      assert.ok(apiRequests.length > 0, 'the page made no API request');
+      for (const r of apiRequests) {
+        const headers = await r.allHeaders();
+        assert.ok(tokensUsed.map((t) => `Bearer ${t}`).includes(headers.authorization), `${r.method()} ${r.url()} without the bearer token`);
+        assert.equal(headers.cookie, undefined, `${r.method()} ${r.url()} sent a cookie`);
+      }
+      assert.deepEqual(await context.cookies(), []);
+    } finally {
+      await context?.close();
+    }
   });
   after(async () => {
     for (const n of created) await apiJson('DELETE', vmPath(n)).catch(() => {});
     await browser?.close();
   });
+
+  /** Logs in through the login screen, as a user does (pasting the token). */
+  async function logInThroughTheScreen(token) {
+    tokensUsed.push(token);
+    if (!page.url().startsWith(BASE)) await page.goto(`${BASE}/#/vms`);
+    const form = page.getByRole('form', { name: 'Log in' });
+    await form.getByRole('tab', { name: 'Token' }).click();
+    await form.getByLabel('Bearer token').fill(token);
+    await form.getByRole('button', { name: 'Log in' }).click();
+  }
+  async function logOut() {
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await page.getByRole('form', { name: 'Log in' }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  }
 
   const shot = (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
   const yamlText = () => page.locator('.cm-content').innerText();
@@ -302,6 +414,14 @@ spec:
     assert.match(await volume.innerText(), /Bound/);
     await page.getByRole('table', { name: 'Conditions' }).getByText('Ready', { exact: false }).first().waitFor();
     await shot('vm-detail');
+    // The WebSocket handshake as Chromium sends it (page JavaScript cannot see these headers).
+    const cdp = await context.newCDPSession(page);
+    const handshakes = [];
+    const accepted = [];
+    const header = (headers, name) => Object.entries(headers).find(([k]) => k.toLowerCase() === name)?.[1];
+    cdp.on('Network.webSocketWillSendHandshakeRequest', (e) => handshakes.push(e.request.headers));
+    cdp.on('Network.webSocketHandshakeResponseReceived', (e) => accepted.push(e.response.headers));
+    await cdp.send('Network.enable');
     await page.getByRole('tab', { name: 'Serial console' }).click();
     const terminal = page.locator('[data-testid="serial-console"] .xterm-rows');
     await terminal.waitFor();
@@ -315,6 +435,15 @@ spec:
     }, 'output of the VM in the serial console', 60000);
     await page.waitForTimeout(1500);
     await shot('console');
+    // The token rides in a subprotocol after the real one; the server chose plain.kubevirt.io.
+    assert.ok(handshakes.length >= 1, 'no WebSocket handshake seen');
+    for (const h of handshakes) {
+      assert.equal(header(h, 'sec-websocket-protocol'), `plain.kubevirt.io, base64url.bearer.authorization.k8s.io.${base64url(TOKEN)}`);
+      assert.equal(header(h, 'authorization'), undefined);
+      assert.equal(header(h, 'cookie'), undefined);
+      assert.equal(header(h, 'origin'), new URL(BASE).origin);
+    }
+    assert.equal(header(accepted.at(-1), 'sec-websocket-protocol'), 'plain.kubevirt.io');
     console.log(`serial console shows: ${JSON.stringify(text.replace(/\s+/g, ' ').trim().slice(0, 300))}`);
     // Stop it again, as a user does (with the confirmation).
     await page.goto(`${BASE}/#/vms`);
@@ -355,5 +484,58 @@ spec:
     await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
     await row.waitFor({ state: 'detached' });
     assert.equal((await apiJson('GET', vmPath(name))).status, 404);
+  });
+
+  it('logs in with a kubeconfig (not with a client certificate), shows who is logged in, keeps no cookie, logs out', async () => {
+    await logOut();
+    await shot('login');
+    const form = page.getByRole('form', { name: 'Log in' });
+    await form.getByRole('tab', { name: 'Kubeconfig' }).click();
+    const box = form.getByRole('textbox', { name: 'Kubeconfig' });
+    await box.fill(kubeconfigText({ 'client-certificate-data': 'LS0tLS1CRUdJTg==', 'client-key-data': 'LS0tLS1CRUdJTg==' }));
+    await form.getByText(/user "admin" \(context "ferrovirt-admin"\) logs in with a client certificate, which the browser cannot use\. Log in with a bearer token instead/).waitFor();
+    assert.match(await form.innerText(), /<data-dir>\/admin\.kubeconfig/);
+    await shot('login-kubeconfig-certificate');
+    await form.getByRole('button', { name: 'Log in' }).click();
+    assert.equal(await page.getByRole('button', { name: 'Log out' }).count(), 0);
+
+    tokensUsed.push(TOKEN);
+    await box.fill(kubeconfigText({ token: TOKEN }));
+    await form.getByRole('status').filter({ hasText: 'Token of user admin (context ferrovirt-admin)' }).waitFor();
+    await form.getByRole('button', { name: 'Log in' }).click();
+    const who = page.getByTestId('current-user').filter({ hasText: 'Logged in as' });
+    await who.waitFor();
+    const user = (await who.innerText()).replace(/^Logged in as\s*/, '').trim();
+    console.log(`the UI shows: logged in as ${JSON.stringify(user)}`);
+    if (EXPECTED_USER) assert.equal(user, EXPECTED_USER);
+    else if (!authEnforced) assert.equal(user, 'token'); // no SelfSubjectReview without authentication
+    await page.locator('tr[data-vm], :text("No virtual machines yet.")').first().waitFor();
+    // The session survives a reload of the tab (sessionStorage), and lives nowhere else.
+    await page.reload();
+    await page.getByRole('button', { name: 'Log out' }).waitFor();
+    assert.equal(await page.evaluate(() => document.cookie), '');
+    assert.equal(await page.evaluate(() => localStorage.length), 0);
+    await logOut();
+  });
+
+  it('a token the server refuses returns to the login screen with the reason', { skip: !authEnforced && 'the server does not check tokens yet' }, async () => {
+    await logOut();
+    await logInThroughTheScreen(BOGUS_TOKEN);
+    const form = page.getByRole('form', { name: 'Log in' });
+    await form.getByRole('alert').filter({ hasText: REFUSED }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    await shot('login-refused');
+  });
+
+  it("a forbidden action shows the server's message where it was tried, without logging out", { skip: !VIEWER_TOKEN && 'FERROVIRT_E2E_VIEWER_TOKEN is not set' }, async () => {
+    await logOut();
+    await logInThroughTheScreen(VIEWER_TOKEN);
+    await page.getByRole('button', { name: 'Log out' }).waitFor();
+    await page.goto(`${BASE}/#/vms/new`);
+    await page.getByRole('textbox', { name: 'Name', exact: true }).fill(`e2e-forbidden-${suffix}`);
+    await page.getByRole('button', { name: 'Create', exact: true }).click();
+    await page.getByText(/is forbidden: User ".+" cannot create resource "virtualmachines" in API group "kubevirt.io"/).first().waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Log out' }).count(), 1);
+    await shot('forbidden');
   });
 });

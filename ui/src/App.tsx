@@ -1,5 +1,8 @@
-import { AppShell, Group, NavLink, Title, Text } from '@mantine/core';
-import { lazy, Suspense } from 'react';
+import { AppShell, Button, Group, NavLink, Title, Text } from '@mantine/core';
+import { lazy, Suspense, useEffect, useState, useSyncExternalStore } from 'react';
+import { whoAmI } from './api/client';
+import { getSession, logOut, subscribe } from './auth/session';
+import { Login } from './components/Login';
 import { href, useHashPath } from './router';
 import { VmList } from './pages/VmList';
 import { VmDetail } from './pages/VmDetail';
@@ -22,7 +25,38 @@ function Page({ parts }: { parts: string[] }) {
   return <VmList />;
 }
 
-export function App() {
+/** Who is logged in: the server's SelfSubjectReview username, or "token" when it cannot say. */
+function CurrentUser({ token }: { token: string }) {
+  const [user, setUser] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    setUser(null);
+    whoAmI().then(
+      (name) => live && setUser(name ?? 'token'),
+      () => live && setUser('token'),
+    );
+    return () => {
+      live = false;
+    };
+  }, [token]);
+  return (
+    <Group gap="xs">
+      <Text size="sm" data-testid="current-user">
+        {user === null ? '…' : <>Logged in as <b>{user}</b></>}
+      </Text>
+      <Button size="xs" variant="default" onClick={() => logOut()}>Log out</Button>
+    </Group>
+  );
+}
+
+/** The login screen while this tab has no token (or after a 401); the app otherwise. */
+export function Root() {
+  const session = useSyncExternalStore(subscribe, getSession);
+  // Keyed by the token: logging in again starts every view (lists, watches, console) afresh.
+  return session.token ? <App key={session.token} token={session.token} /> : <Login notice={session.notice} />;
+}
+
+export function App({ token }: { token: string }) {
   const parts = useHashPath();
   const section = parts[0] ?? 'vms';
   return (
@@ -30,7 +64,10 @@ export function App() {
       <AppShell.Header>
         <Group h="100%" px="md" justify="space-between">
           <Title order={3}>ferrovirt</Title>
-          <Text size="sm" c="dimmed">virtual machines with persistent TPM &amp; UEFI state</Text>
+          <Group gap="lg">
+            <Text size="sm" c="dimmed" visibleFrom="md">virtual machines with persistent TPM &amp; UEFI state</Text>
+            <CurrentUser token={token} />
+          </Group>
         </Group>
       </AppShell.Header>
       <AppShell.Navbar p="xs">

@@ -2,7 +2,7 @@ import '@mantine/core/styles.css';
 import { createTheme, MantineProvider } from '@mantine/core';
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
-import { App } from './App';
+import { Root } from './App';
 
 const theme = createTheme({ primaryColor: 'teal', defaultRadius: 'sm' });
 const root = document.getElementById('root');
@@ -10,7 +10,7 @@ if (root) {
   createRoot(root).render(
     <StrictMode>
       <MantineProvider theme={theme} defaultColorScheme="light">
-        <App />
+        <Root />
       </MantineProvider>
     </StrictMode>,
   );

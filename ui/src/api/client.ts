@@ -1,9 +1,12 @@
 /**
  * The REST client: plain `fetch` against the same-origin Kubernetes-style API.
- * Errors become `ApiError` carrying the server's `Status` object (with `details.causes`).
+ * Every request carries `Authorization: Bearer <token>` (from the tab's session, never a cookie:
+ * `credentials: 'omit'`), every request with a body its media type. Errors become `ApiError`
+ * carrying the server's `Status` object (with `details.causes`); a 401 also logs the tab out.
  */
+import { authHeaders, getToken, tokenRefused } from '../auth/session';
 import { isStatus, type K8sList, type K8sObject, type K8sStatus, type WatchEvent } from './types';
-import { watchUrl } from './paths';
+import { paths, watchUrl } from './paths';
 
 export class ApiError extends Error {
   readonly status: K8sStatus;
@@ -34,21 +37,43 @@ export function statusFromResponse(httpCode: number, statusText: string, body: s
   };
 }
 
-async function request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
-  let res: Response;
+/** The media types of request bodies the UI sends. */
+export const MEDIA = {
+  json: 'application/json',
+  mergePatch: 'application/merge-patch+json',
+} as const;
+export type BodyMediaType = (typeof MEDIA)[keyof typeof MEDIA];
+
+/** A failed response: 401 logs the tab out (the token that was sent was refused); then throw. */
+async function failure(res: Response, usedToken: string | null): Promise<never> {
+  const status = statusFromResponse(res.status, res.statusText, await res.text().catch(() => ''));
+  if (res.status === 401) tokenRefused(usedToken);
+  throw new ApiError(status);
+}
+
+/** `fetch` with the bearer token and without cookies; returns the response and the token sent. */
+async function send(method: string, path: string, init: { body?: string; contentType?: BodyMediaType; signal?: AbortSignal } = {}) {
+  const token = getToken();
+  const headers: Record<string, string> = { Accept: MEDIA.json, ...authHeaders(token) };
+  if (init.body !== undefined) headers['Content-Type'] = init.contentType ?? MEDIA.json;
   try {
-    res = await fetch(path, {
-      method,
-      headers: { Accept: 'application/json', ...(body !== undefined ? { 'Content-Type': contentType } : {}) },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    });
+    const res = await fetch(path, { method, headers, body: init.body, credentials: 'omit', signal: init.signal });
+    return { res, token };
   } catch (e) {
+    if (init.signal?.aborted) throw e;
     throw new ApiError({ kind: 'Status', status: 'Failure', message: `cannot reach the ferrovirt API at ${path}: ${String(e)}` });
   }
+}
+
+async function request<T>(method: string, path: string, body?: unknown, contentType: BodyMediaType = MEDIA.json): Promise<T> {
+  const { res, token } = await send(method, path, { body: body !== undefined ? JSON.stringify(body) : undefined, contentType });
+  if (!res.ok) return failure(res, token);
   const text = await res.text();
-  if (!res.ok) throw new ApiError(statusFromResponse(res.status, res.statusText, text));
   return (text ? JSON.parse(text) : {}) as T;
 }
+
+/** What a DELETE sends, as kubectl does: the server's default propagation applies. */
+const DELETE_OPTIONS = { kind: 'DeleteOptions', apiVersion: 'v1' };
 
 export const api = {
   get: <T extends K8sObject = K8sObject>(path: string) => request<T>('GET', path),
@@ -56,12 +81,33 @@ export const api = {
   create: <T extends K8sObject = K8sObject>(collection: string, obj: K8sObject) => request<T>('POST', collection, obj),
   /** PUT: the object must carry `metadata.resourceVersion` (optimistic concurrency). */
   replace: <T extends K8sObject = K8sObject>(path: string, obj: K8sObject) => request<T>('PUT', path, obj),
-  mergePatch: <T extends K8sObject = K8sObject>(path: string, patch: unknown) =>
-    request<T>('PATCH', path, patch, 'application/merge-patch+json'),
-  delete: (path: string) => request<K8sObject>('DELETE', path),
+  mergePatch: <T extends K8sObject = K8sObject>(path: string, patch: unknown) => request<T>('PATCH', path, patch, MEDIA.mergePatch),
+  delete: (path: string) => request<K8sObject>('DELETE', path, DELETE_OPTIONS),
   /** Subresource actions (start / stop / restart) take an empty JSON body. */
   action: (path: string) => request<unknown>('PUT', path, {}),
 };
+
+/** The user the server knows this token as (`SelfSubjectReview`), or null when it cannot say. */
+export async function whoAmI(): Promise<string | null> {
+  const review = await api.create<K8sObject>(paths.selfSubjectReviews(), { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' });
+  const username: unknown = review.status?.userInfo?.username;
+  return typeof username === 'string' && username ? username : null;
+}
+
+/**
+ * Why the server refused a WebSocket handshake, which the browser does not tell a page: the same
+ * URL fetched as a plain GET with the token goes through the same authentication and
+ * authorization. A 401 logs the tab out; returns the server's Status, or null when the GET was
+ * not refused with 401/403 (the cause is elsewhere, e.g. the VM is not running).
+ */
+export async function handshakeRefusal(path: string): Promise<K8sStatus | null> {
+  try {
+    await request<unknown>('GET', path);
+    return null;
+  } catch (e) {
+    return e instanceof ApiError && (e.code === 401 || e.code === 403) ? e.status : null;
+  }
+}
 
 /**
  * Splits a byte stream into newline-delimited JSON lines. Feed decoded text chunks; get back the
@@ -93,8 +139,8 @@ export async function watchOnce<T extends K8sObject>(
   onEvent: (e: WatchEvent<T>) => void,
   signal: AbortSignal,
 ): Promise<void> {
-  const res = await fetch(watchUrl(listUrl, resourceVersion), { headers: { Accept: 'application/json' }, signal });
-  if (!res.ok) throw new ApiError(statusFromResponse(res.status, res.statusText, await res.text()));
+  const { res, token } = await send('GET', watchUrl(listUrl, resourceVersion), { signal });
+  if (!res.ok) return failure(res, token);
   if (!res.body) return;
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
@@ -177,6 +223,11 @@ export function startInformer<T extends K8sObject>(
       } catch (e) {
         if (stopped) return;
         if (relist) continue; // our own abort after an ERROR event
+        if (e instanceof ApiError && e.code === 401) {
+          // The token was refused: the tab is logged out (the login screen replaces this view).
+          onError(e);
+          return;
+        }
         onError(e instanceof Error ? e : new Error(String(e)));
         await sleep(backoff);
         backoff = Math.min(backoff * 2, 10_000);

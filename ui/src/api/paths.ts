@@ -20,6 +20,7 @@ export const SUBRESOURCES = 'subresources.kubevirt.io/v1';
 export const HARVESTER = 'harvesterhci.io/v1beta1';
 export const STORAGE = 'storage.k8s.io/v1';
 export const CORE = 'v1';
+export const AUTHENTICATION = 'authentication.k8s.io/v1';
 
 export const paths = {
   vms: (ns?: string) => collectionPath(KUBEVIRT, 'virtualmachines', ns),
@@ -43,6 +44,8 @@ export const paths = {
   template: (ns: string, name: string) => objectPath(HARVESTER, 'virtualmachinetemplates', ns, name),
   templateVersions: (ns?: string) => collectionPath(HARVESTER, 'virtualmachinetemplateversions', ns),
   templateVersion: (ns: string, name: string) => objectPath(HARVESTER, 'virtualmachinetemplateversions', ns, name),
+  /** POST a `SelfSubjectReview`: who the server takes this token for (`status.userInfo`). */
+  selfSubjectReviews: () => collectionPath(AUTHENTICATION, 'selfsubjectreviews'),
 };
 
 /** Appends `watch=true&resourceVersion=RV` to a list URL (which may already carry a query). */
