@@ -247,11 +247,11 @@ pub struct Generations {
     vm_uuid: Option<String>,
 }
 
-struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
-fn lock_dir(dir: &Path) -> Result<DirLock, GenerationError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock, GenerationError> {
     atomic::create_dir_private(dir)?;
     let path = dir.join(LOCK_FILE);
     let file = fs::OpenOptions::new()
