@@ -41,7 +41,9 @@ pub enum VmStoreError {
     Generations(#[from] GenerationError),
     #[error("{0}")]
     Fs(#[from] AtomicError),
-    #[error("{path}: unreadable owner record: {problem}; move the file away to let the VM claim the store")]
+    #[error(
+        "{path}: unreadable owner record: {problem}; move the file away to let the VM claim the store"
+    )]
     BadOwner { path: PathBuf, problem: String },
     #[error(
         "the state generations of firmware UUID {uuid} ({dir}) belong to VirtualMachine \
@@ -437,15 +439,28 @@ mod tests {
         assert_eq!(dir, data.path().join("state-generations/vms").join(UUID));
         record_one(&dir, data.path());
         // The same VM again, and the VM re-created under its name (new uid): same store.
-        assert_eq!(store.open_for_vm(&vm("ns", "a", Some("u1")), None).unwrap(), dir);
-        assert_eq!(store.open_for_vm(&vm("ns", "a", Some("u2")), None).unwrap(), dir);
+        assert_eq!(
+            store.open_for_vm(&vm("ns", "a", Some("u1")), None).unwrap(),
+            dir
+        );
+        assert_eq!(
+            store.open_for_vm(&vm("ns", "a", Some("u2")), None).unwrap(),
+            dir
+        );
         let owner = read_owner(&dir.join(OWNER_FILE)).unwrap().unwrap();
         assert_eq!(owner.uid.as_deref(), Some("u2"));
         // Another VM with the same firmware UUID is refused, naming the owner.
         let err = store.open_for_vm(&vm("ns", "b", None), None).unwrap_err();
-        assert!(err.to_string().contains("belong to VirtualMachine ns/a"), "{err}");
+        assert!(
+            err.to_string().contains("belong to VirtualMachine ns/a"),
+            "{err}"
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.join(OWNER_FILE)).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(dir.join(OWNER_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 
@@ -457,24 +472,45 @@ mod tests {
         let dir = store.open_for_vm(&vm("ns", "a", Some("u1")), None).unwrap();
         record_one(&dir, data.path());
         // An existing VM's generations are never purged.
-        assert!(matches!(store.purge(&uuid), Err(VmStoreError::NotDeleted { .. })));
+        assert!(matches!(
+            store.purge(&uuid),
+            Err(VmStoreError::NotDeleted { .. })
+        ));
         assert!(store.list_deleted().unwrap().is_empty());
         assert!(store.mark_deleted(&uuid, 1_000).unwrap());
         let deleted = store.list_deleted().unwrap();
         assert_eq!(deleted.len(), 1);
         assert_eq!(deleted[0].generations, 1);
         assert_eq!(deleted[0].bytes, 9);
-        assert_eq!(deleted[0].expires_unix(DEFAULT_RETENTION), Some(1_000 + 604_800));
+        assert_eq!(
+            deleted[0].expires_unix(DEFAULT_RETENTION),
+            Some(1_000 + 604_800)
+        );
         // Another VM cannot take them; the error says how to get them back or purge them.
-        let err = store.open_for_vm(&vm("other", "b", None), None).unwrap_err();
-        assert!(err.to_string().contains("ferrovirt state purge --uuid"), "{err}");
+        let err = store
+            .open_for_vm(&vm("other", "b", None), None)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("ferrovirt state purge --uuid"),
+            "{err}"
+        );
         // Not expired yet: kept.
-        assert!(store.purge_expired(1_000 + 604_799, DEFAULT_RETENTION).unwrap().is_empty());
+        assert!(
+            store
+                .purge_expired(1_000 + 604_799, DEFAULT_RETENTION)
+                .unwrap()
+                .is_empty()
+        );
         assert!(dir.is_dir());
-        let purged = store.purge_expired(1_000 + 604_800, DEFAULT_RETENTION).unwrap();
+        let purged = store
+            .purge_expired(1_000 + 604_800, DEFAULT_RETENTION)
+            .unwrap();
         assert_eq!(purged[0].name, "a");
         assert!(!dir.exists());
-        assert!(matches!(store.purge(&uuid), Err(VmStoreError::NotFound { .. })));
+        assert!(matches!(
+            store.purge(&uuid),
+            Err(VmStoreError::NotFound { .. })
+        ));
     }
 
     #[test]

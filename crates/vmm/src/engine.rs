@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferrovirt_firmware::{DEFAULT_SEARCH_DIRS, FirmwareDescriptor, load_descriptors};
-use ferrovirt_storage::VmUuid;
+use ferrovirt_storage::{VmIdentity, VmStateStore, VmStoreError, VmUuid};
 
 use crate::disks::{DiskError, DiskPlan, prepare_disks};
 use crate::kvm::probe_accelerator;
@@ -24,7 +24,11 @@ use crate::state::{FirmwarePlan, PreparedState, StateFault, StatePlan, TpmPlan};
 pub struct VmPlan {
     pub namespace: String,
     pub name: String,
-    /// The stable `firmware.uuid`: names the runtime dir and the TPM state dir.
+    /// The VirtualMachine's `metadata.uid` (recorded as the owner of its state generations);
+    /// `None` for `ferrovirt run`.
+    pub vm_uid: Option<String>,
+    /// The stable `firmware.uuid`: names the runtime dir, the TPM state dir and the VM's state
+    /// generations (`<data>/state-generations/vms/<uuid>/`).
     pub uuid: VmUuid,
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -37,8 +41,9 @@ pub struct VmPlan {
     pub nics: Vec<Nic>,
     /// The backend-storage volume (a directory), when the TPM or EFI is persistent.
     pub state_volume: Option<PathBuf>,
-    /// Where that volume's generations live.
-    pub generations_dir: Option<PathBuf>,
+    /// Where versions before the per-VM stores kept this volume's generations
+    /// (`<data>/state-generations/<volume>/`); moved into the VM's store on first use.
+    pub legacy_generations_dir: Option<PathBuf>,
     /// `terminationGracePeriodSeconds`.
     pub grace: Duration,
 }
@@ -76,6 +81,8 @@ pub enum EngineError {
     },
     #[error("the VM {name} is already running (runtime dir {dir}); stop it first or adopt the run")]
     AlreadyRunning { name: String, dir: PathBuf },
+    #[error("state generations: {0}")]
+    StateStore(#[from] VmStoreError),
 }
 
 /// The engine of one data dir.
@@ -154,14 +161,19 @@ impl Engine {
         serial_log_path(&self.data_dir, uuid)
     }
 
-    fn state_plan<'a>(&'a self, plan: &'a VmPlan, runtime_dir: &'a Path) -> StatePlan<'a> {
+    fn state_plan<'a>(
+        &'a self,
+        plan: &'a VmPlan,
+        runtime_dir: &'a Path,
+        generations_dir: Option<&'a Path>,
+    ) -> StatePlan<'a> {
         StatePlan {
             vm_name: &plan.name,
             vm_uuid: &plan.uuid,
             tpm: plan.tpm,
             firmware: plan.firmware,
             volume: plan.state_volume.as_deref(),
-            generations_dir: plan.generations_dir.as_deref(),
+            generations_dir,
             runtime_dir,
             ephemeral_localca_dir: &self.ephemeral_localca,
             descriptors: &self.descriptors,
@@ -196,7 +208,8 @@ impl Engine {
     async fn start_in(&self, plan: VmPlan, runtime: RuntimeDir) -> Result<RunningVm, EngineError> {
         let state = {
             let root = runtime.root().to_path_buf();
-            let state_plan = self.state_plan(&plan, &root);
+            let generations = generations_dir(&self.data_dir, &plan)?;
+            let state_plan = self.state_plan(&plan, &root, generations.as_deref());
             tokio::task::block_in_place(|| crate::state::prepare(&state_plan))?
         };
         for warning in &state.warnings {
@@ -263,9 +276,13 @@ impl Engine {
 
     async fn finish(&self, plan: &VmPlan, exit: VmExit) -> Result<RunEnd, EngineError> {
         let runtime_path = self.runtime_path(&plan.uuid);
-        let recorded = {
-            let state_plan = self.state_plan(plan, &runtime_path);
-            tokio::task::block_in_place(|| crate::state::finish(&state_plan))
+        let recorded = match generations_dir(&self.data_dir, plan) {
+            Ok(generations) => {
+                let state_plan = self.state_plan(plan, &runtime_path, generations.as_deref());
+                tokio::task::block_in_place(|| crate::state::finish(&state_plan))
+                    .map_err(EngineError::from)
+            }
+            Err(e) => Err(e),
         };
         // The run is over whatever the state check said: its runtime dir (ephemeral state only)
         // must not block the next start. The persistent state stays where it is, untouched.
@@ -305,16 +322,38 @@ impl Engine {
     }
 }
 
+/// The directory of a VM's state generations (its per-VM store, claimed for this VM; older
+/// per-volume generations moved in), when the VM keeps persistent state.
+pub fn generations_dir(data_dir: &Path, plan: &VmPlan) -> Result<Option<PathBuf>, EngineError> {
+    if !plan.needs_backend_storage() {
+        return Ok(None);
+    }
+    let identity = VmIdentity {
+        namespace: plan.namespace.clone(),
+        name: plan.name.clone(),
+        uid: plan.vm_uid.clone(),
+        uuid: plan.uuid.clone(),
+    };
+    Ok(Some(VmStateStore::new(data_dir).open_for_vm(
+        &identity,
+        plan.legacy_generations_dir.as_deref(),
+    )?))
+}
+
 /// A state plan for the offline operations on persistent state (list, rollback): they touch
 /// neither firmware descriptors nor a runtime dir.
-fn offline_state_plan<'a>(plan: &'a VmPlan, scratch: &'a Path) -> StatePlan<'a> {
+fn offline_state_plan<'a>(
+    plan: &'a VmPlan,
+    scratch: &'a Path,
+    generations_dir: Option<&'a Path>,
+) -> StatePlan<'a> {
     StatePlan {
         vm_name: &plan.name,
         vm_uuid: &plan.uuid,
         tpm: plan.tpm,
         firmware: plan.firmware,
         volume: plan.state_volume.as_deref(),
-        generations_dir: plan.generations_dir.as_deref(),
+        generations_dir,
         runtime_dir: scratch,
         ephemeral_localca_dir: scratch,
         descriptors: &[],
@@ -327,9 +366,12 @@ pub fn state_generations(
     data_dir: &Path,
     plan: &VmPlan,
 ) -> Result<Vec<ferrovirt_storage::GenerationInfo>, EngineError> {
-    let scratch = runtime_base(data_dir);
+    let scratch = data_dir.join("run");
+    let generations = generations_dir(data_dir, plan)?;
     Ok(crate::state::generations(&offline_state_plan(
-        plan, &scratch,
+        plan,
+        &scratch,
+        generations.as_deref(),
     ))?)
 }
 
@@ -340,9 +382,10 @@ pub fn rollback_state(
     plan: &VmPlan,
     generation: ferrovirt_storage::GenerationId,
 ) -> Result<ferrovirt_storage::GenerationId, EngineError> {
-    let scratch = runtime_base(data_dir);
+    let scratch = data_dir.join("run");
+    let generations = generations_dir(data_dir, plan)?;
     Ok(crate::state::rollback(
-        &offline_state_plan(plan, &scratch),
+        &offline_state_plan(plan, &scratch, generations.as_deref()),
         generation,
     )?)
 }

@@ -30,6 +30,7 @@ fn plan(data: &Path, tpm: TpmPlan, firmware: FirmwarePlan) -> VmPlan {
     VmPlan {
         namespace: "default".into(),
         name: "vm1".into(),
+        vm_uid: Some("0c5e2a4e-uid-of-vm1".into()),
         uuid: VmUuid::parse(UUID).unwrap(),
         vcpus: 1,
         memory_mib: 128,
@@ -39,7 +40,7 @@ fn plan(data: &Path, tpm: TpmPlan, firmware: FirmwarePlan) -> VmPlan {
         disks: vec![],
         nics: vec![],
         state_volume: persistent.then(|| data.join("volumes/persistent-state-for-vm1-abcde")),
-        generations_dir: persistent
+        legacy_generations_dir: persistent
             .then(|| data.join("state-generations/persistent-state-for-vm1-abcde")),
         grace: Duration::from_millis(300),
     }
@@ -247,4 +248,121 @@ async fn a_deep_data_dir_still_stops_cleanly() {
     assert!(end.recorded.is_some(), "after-stop generation recorded");
     assert!(!engine.runtime_path(&running.plan.uuid).exists());
     assert!(!engine.runtime_path(&running.plan.uuid).starts_with(&data));
+}
+
+fn generation_digest(data: &Path, generation: u64, logical: &str) -> String {
+    let store = data.join("state-generations/vms").join(UUID);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.join(format!("{generation:010}/manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["logical_name"] == logical)
+        .unwrap()["files"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_volume_gets_the_last_generation_back_instead_of_a_fresh_tpm() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    start_and_stop(&engine, persistent_plan(data.path()))
+        .await
+        .unwrap();
+    let last = engine
+        .generations(&persistent_plan(data.path()))
+        .unwrap()
+        .last()
+        .unwrap()
+        .id;
+    let tpm_at_stop = std::fs::read(tpm_file(data.path())).unwrap();
+    let vars_at_stop = std::fs::read(vars_file(data.path())).unwrap();
+
+    // The PVC is deleted: its volume goes with it (as the storage controller deletes it); the
+    // generations, kept per VM, stay.
+    ferrovirt_storage::LocalPathProvisioner::new(data.path().join("volumes"))
+        .unwrap()
+        .delete_volume("persistent-state-for-vm1-abcde")
+        .unwrap();
+    assert!(!volume(data.path()).exists());
+    assert!(
+        data.path()
+            .join("state-generations/vms")
+            .join(UUID)
+            .is_dir()
+    );
+
+    // The next start gets a new, empty volume: the last generation is restored into it.
+    let running = engine.start(persistent_plan(data.path())).await.unwrap();
+    let state = running.state.as_ref().unwrap();
+    assert!(state.manufactured.is_none(), "no fresh TPM");
+    let restored = state.restored.as_ref().expect("StateRestored outcome");
+    assert_eq!(restored.generation, last);
+    assert_eq!(restored.restored, ["tpm-state", "vars"]);
+    assert!(
+        restored
+            .message(&volume(data.path()))
+            .contains(&format!("restored generation {}", last.0))
+    );
+    // What the VM started with is byte-identical to the last generation: the generation recorded
+    // before this start has the digests of the state at the last stop.
+    let before_start = state.recorded.expect("checked and recorded before start").0;
+    for (logical, bytes) in [("tpm-state", &tpm_at_stop), ("vars", &vars_at_stop)] {
+        assert_eq!(
+            generation_digest(data.path(), before_start, logical),
+            generation_digest(data.path(), last.0, logical),
+            "{logical}"
+        );
+        assert_eq!(
+            generation_digest(data.path(), last.0, logical),
+            ferrovirt_storage::generations::sha256_file(&{
+                let f = data.path().join(format!("{logical}.bin"));
+                std::fs::write(&f, bytes).unwrap();
+                f
+            })
+            .unwrap()
+            .1
+        );
+    }
+    engine.stop(&running).await.unwrap();
+    ferrovirt_tpm::check_state(tpm_file(data.path()).parent().unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_volume_without_a_good_generation_fails_naming_the_command() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    start_and_stop(&engine, persistent_plan(data.path()))
+        .await
+        .unwrap();
+    // Every generation's copy of the TPM state is damaged, then the volume is lost.
+    let store = data.path().join("state-generations/vms").join(UUID);
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let copy = entry.unwrap().path().join("data/tpm-state");
+        if copy.is_file() {
+            std::fs::write(&copy, b"damaged").unwrap();
+        }
+    }
+    std::fs::remove_dir_all(volume(data.path())).unwrap();
+    let error = match engine.start(persistent_plan(data.path())).await {
+        Err(e) => e,
+        Ok(_) => panic!("no usable generation must not become a fresh TPM"),
+    };
+    assert!(
+        matches!(
+            error,
+            EngineError::State(StateFault::NoGoodGeneration { .. })
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("ferrovirt state list vm1"),
+        "{error}"
+    );
+    assert!(!tpm_file(data.path()).exists(), "no fresh TPM was made");
 }
