@@ -83,6 +83,10 @@ pub enum EngineError {
     AlreadyRunning { name: String, dir: PathBuf },
     #[error("state generations: {0}")]
     StateStore(#[from] VmStoreError),
+    #[error(
+        "the VM {name} is running ({what} alive on this host); stop it before rolling its state back"
+    )]
+    StillRunning { name: String, what: &'static str },
 }
 
 /// The engine of one data dir.
@@ -304,6 +308,11 @@ impl Engine {
         })
     }
 
+    /// Whether the VM's QEMU or swtpm runs (see [`vm_processes_running`]).
+    pub fn processes_running(&self, uuid: &VmUuid) -> Result<VmProcesses, EngineError> {
+        vm_processes_running(&self.data_dir, uuid)
+    }
+
     /// Rolls a stopped VM's persistent state back to a generation.
     pub fn rollback(
         &self,
@@ -376,18 +385,74 @@ pub fn state_generations(
 }
 
 /// Puts generation `generation` of a stopped VM's persistent state back; returns the generation
-/// that keeps the state it replaced.
+/// that keeps the state it replaced. Refuses while the VM's QEMU or swtpm runs on this host
+/// ([`vm_processes_running`]), whatever the API status says.
 pub fn rollback_state(
     data_dir: &Path,
     plan: &VmPlan,
     generation: ferrovirt_storage::GenerationId,
 ) -> Result<ferrovirt_storage::GenerationId, EngineError> {
+    let running = vm_processes_running(data_dir, &plan.uuid)?;
+    if running.any_running() {
+        return Err(EngineError::StillRunning {
+            name: plan.name.clone(),
+            what: match (running.qemu, running.swtpm) {
+                (true, true) => "QEMU and swtpm",
+                (true, false) => "QEMU",
+                _ => "swtpm",
+            },
+        });
+    }
     let scratch = data_dir.join("run");
     let generations = generations_dir(data_dir, plan)?;
     Ok(crate::state::rollback(
         &offline_state_plan(plan, &scratch, generations.as_deref()),
         generation,
     )?)
+}
+
+/// Whether a VM's processes run, as the host sees them (not as any API status says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VmProcesses {
+    pub qemu: bool,
+    pub swtpm: bool,
+}
+
+impl VmProcesses {
+    /// QEMU or swtpm runs: the state must not be touched.
+    pub fn any_running(self) -> bool {
+        self.qemu || self.swtpm
+    }
+}
+
+/// Asks the host whether the VM's QEMU or swtpm runs: the runtime dir's `run.json` names them,
+/// and a recorded process counts as running only when a live process has its pid, start time and
+/// executable. A run still starting (no `run.json` yet) counts as running when a pid file names a
+/// live process. This is what the state-rollback guard must ask, never a status field a client
+/// can write.
+pub fn vm_processes_running(data_dir: &Path, uuid: &VmUuid) -> Result<VmProcesses, EngineError> {
+    let root = runtime_base(data_dir).join(uuid.as_str());
+    if !root.exists() {
+        return Ok(VmProcesses::default());
+    }
+    let runtime = RuntimeDir::open(&root)?;
+    if runtime.run_record().exists() {
+        let record = runtime.read_record()?;
+        return Ok(VmProcesses {
+            qemu: record.qemu.verify().is_ok(),
+            swtpm: record.swtpm.as_ref().is_some_and(|s| s.verify().is_ok()),
+        });
+    }
+    let pid_alive = |file: PathBuf| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+            .is_some_and(|pid| crate::process::ProcessIdentity::of(pid).is_ok())
+    };
+    Ok(VmProcesses {
+        qemu: pid_alive(runtime.qemu_pid_file()),
+        swtpm: pid_alive(runtime.swtpm_pid_file()),
+    })
 }
 
 /// The line the engine writes into a VM's serial log before each run, so that a reader can show

@@ -488,8 +488,8 @@ impl VmHandle {
         let events = qmp.subscribe();
         let record = RunRecord {
             machine,
-            qemu: qemu_process.identity,
-            swtpm: swtpm_process.as_ref().map(|p| p.identity),
+            qemu: qemu_process.identity.clone(),
+            swtpm: swtpm_process.as_ref().map(|p| p.identity.clone()),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -527,11 +527,11 @@ impl VmHandle {
         let record = runtime.read_record()?;
         let qemu_pidfd = record.qemu.open_pidfd()?;
         let qemu = Supervised {
-            identity: record.qemu,
+            identity: record.qemu.clone(),
             pidfd: qemu_pidfd,
             child: None,
         };
-        let swtpm = match record.swtpm {
+        let swtpm = match record.swtpm.clone() {
             Some(identity) => match identity.open_pidfd() {
                 Ok(pidfd) => Some(Supervised {
                     identity,

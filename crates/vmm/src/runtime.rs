@@ -198,6 +198,7 @@ mod tests {
             qemu: ProcessIdentity {
                 pid: 42,
                 start_time: 7,
+                exe: Some("/usr/bin/qemu-system-x86_64".into()),
             },
             swtpm: None,
             created_unix: 1,

@@ -366,3 +366,25 @@ async fn a_lost_volume_without_a_good_generation_fails_naming_the_command() {
     );
     assert!(!tpm_file(data.path()).exists(), "no fresh TPM was made");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_asks_the_host_whether_the_vm_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    let uuid = VmUuid::parse(UUID).unwrap();
+    assert!(!engine.processes_running(&uuid).unwrap().any_running());
+    let running = engine.start(persistent_plan(data.path())).await.unwrap();
+    let seen = engine.processes_running(&uuid).unwrap();
+    assert!(seen.qemu && seen.swtpm, "{seen:?}");
+    let plan = persistent_plan(data.path());
+    let first = engine.generations(&plan).unwrap()[0].id;
+    let error = engine.rollback(&plan, first).unwrap_err();
+    assert!(matches!(error, EngineError::StillRunning { .. }), "{error}");
+    assert!(
+        error.to_string().contains("QEMU and swtpm alive"),
+        "{error}"
+    );
+    engine.stop(&running).await.unwrap();
+    assert!(!engine.processes_running(&uuid).unwrap().any_running());
+    engine.rollback(&plan, first).unwrap();
+}
