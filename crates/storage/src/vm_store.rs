@@ -45,20 +45,11 @@ pub enum VmStoreError {
         "{path}: unreadable owner record: {problem}; move the file away to let the VM claim the store"
     )]
     BadOwner { path: PathBuf, problem: String },
-    #[error(
-        "the state generations of firmware UUID {uuid} ({dir}) belong to VirtualMachine \
-         {owner_namespace}/{owner_name}{deleted}, not to {namespace}/{name}; two VMs cannot share \
-         a firmware UUID. {hint}"
-    )]
+    #[error("{message}")]
     OwnedByAnother {
-        uuid: VmUuid,
-        dir: PathBuf,
-        owner_namespace: String,
-        owner_name: String,
-        namespace: String,
-        name: String,
-        deleted: String,
-        hint: String,
+        /// Who the store belongs to.
+        owner: Box<OwnerRecord>,
+        message: String,
     },
     #[error(
         "the state generations of firmware UUID {uuid} belong to VirtualMachine {namespace}/{name}, \
@@ -222,15 +213,19 @@ impl VmStateStore {
                             .into(),
                     ),
                 };
+                let message = format!(
+                    "the state generations of firmware UUID {} ({}) belong to VirtualMachine \
+                     {}/{}{deleted}, not to {}/{}; two VMs cannot share a firmware UUID. {hint}",
+                    vm.uuid,
+                    dir.display(),
+                    owner.namespace,
+                    owner.name,
+                    vm.namespace,
+                    vm.name
+                );
                 return Err(VmStoreError::OwnedByAnother {
-                    uuid: vm.uuid.clone(),
-                    dir,
-                    owner_namespace: owner.namespace,
-                    owner_name: owner.name,
-                    namespace: vm.namespace.clone(),
-                    name: vm.name.clone(),
-                    deleted,
-                    hint,
+                    owner: Box::new(owner),
+                    message,
                 });
             }
         }

@@ -250,9 +250,8 @@ fn disk_source(
             )
         })?;
         // KubeVirt's convention for a filesystem PVC: the image is `disk.img` inside it.
-        return Ok(DiskSource::HostFile {
+        return Ok(DiskSource::ClaimImage {
             path: dir.join("disk.img"),
-            create_with_capacity: None,
         });
     }
     let (kind, hint) = if volume.container_disk.is_some() {
@@ -459,9 +458,8 @@ mod tests {
         assert_eq!(plan.disks[0].boot_order, Some(1));
         assert_eq!(
             plan.disks[1].source,
-            DiskSource::HostFile {
+            DiskSource::ClaimImage {
                 path: "/vols/pvc-1/disk.img".into(),
-                create_with_capacity: None
             }
         );
         assert_eq!(

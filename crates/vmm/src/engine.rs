@@ -13,6 +13,7 @@ use ferrovirt_firmware::{DEFAULT_SEARCH_DIRS, FirmwareDescriptor, load_descripto
 use ferrovirt_storage::{VmIdentity, VmStateStore, VmStoreError, VmUuid};
 
 use crate::disks::{DiskError, DiskPlan, prepare_disks};
+use crate::hostpath::HostPathPolicy;
 use crate::kvm::probe_accelerator;
 use crate::launcher::{LaunchError, SwtpmConfig, VmExit, VmHandle};
 use crate::machine::{Accel, MachineConfig, MachineType, Nic, SerialConsole, TpmAttachment};
@@ -98,6 +99,8 @@ pub struct Engine {
     ephemeral_localca: PathBuf,
     accel: Accel,
     descriptors: Vec<FirmwareDescriptor>,
+    /// Where `hostDisk` files may lie (by default `<data>/images` only).
+    host_paths: HostPathPolicy,
 }
 
 /// A started VM and what its start did.
@@ -141,6 +144,7 @@ impl Engine {
         Ok(Self {
             run_base,
             ephemeral_localca: data_dir.join("localca-ephemeral"),
+            host_paths: HostPathPolicy::for_data_dir(&data_dir, &[]),
             data_dir,
             accel: probe_accelerator().await,
             descriptors: loaded.descriptors,
@@ -149,6 +153,18 @@ impl Engine {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Sets where `hostDisk` files may lie (`serve`/`run`: `<data>/images` and each
+    /// `--host-disk-root`, see [`HostPathPolicy::for_data_dir`]).
+    pub fn with_host_paths(mut self, policy: HostPathPolicy) -> Self {
+        self.host_paths = policy;
+        self
+    }
+
+    /// Where `hostDisk` files may lie.
+    pub fn host_paths(&self) -> &HostPathPolicy {
+        &self.host_paths
     }
 
     pub fn accel(&self) -> Accel {
@@ -219,7 +235,13 @@ impl Engine {
         for warning in &state.warnings {
             tracing::warn!(vm = %plan.name, "{warning}");
         }
-        let disks = prepare_disks(&plan.disks, runtime.root(), &plan.name, &plan.uuid)?;
+        let disks = prepare_disks(
+            &plan.disks,
+            runtime.root(),
+            &plan.name,
+            &plan.uuid,
+            &self.host_paths,
+        )?;
         let serial_log = self.serial_log_path(&plan.uuid);
         if let Some(dir) = serial_log.parent() {
             std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
@@ -242,7 +264,7 @@ impl Engine {
                 ctrl_socket: runtime.swtpm_ctrl_socket(),
                 model,
             }),
-            disks,
+            disks: disks.disks,
             nics: plan.nics.clone(),
             serial: SerialConsole {
                 socket: runtime.serial_socket(),
@@ -251,13 +273,14 @@ impl Engine {
             qmp_socket: runtime.qmp_socket(),
             pid_file: runtime.qemu_pid_file(),
             qemu_binary: None,
+            fd_sets: disks.fd_sets,
         };
         let swtpm = state.tpm_state_dir.clone().map(|state_dir| SwtpmConfig {
             state_dir,
             binary: None,
             extra_args: Vec::new(),
         });
-        let handle = VmHandle::start(machine, swtpm, runtime).await?;
+        let handle = VmHandle::start_with_fds(machine, swtpm, runtime, disks.fds).await?;
         Ok(RunningVm {
             plan,
             handle,

@@ -18,6 +18,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use command_fds::{CommandFdExt, FdMapping};
 use rustix::process::Signal;
 use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, watch};
@@ -364,6 +365,17 @@ impl VmHandle {
         swtpm: Option<SwtpmConfig>,
         runtime: RuntimeDir,
     ) -> Result<Self, LaunchError> {
+        Self::start_with_fds(machine, swtpm, runtime, Vec::new()).await
+    }
+
+    /// [`VmHandle::start`], with descriptors QEMU inherits at the given numbers (the fd sets of
+    /// `machine.fd_sets`); no other process gets them.
+    pub async fn start_with_fds(
+        machine: MachineConfig,
+        swtpm: Option<SwtpmConfig>,
+        runtime: RuntimeDir,
+        fds: Vec<(i32, OwnedFd)>,
+    ) -> Result<Self, LaunchError> {
         let started = Instant::now();
         if machine.tpm.is_some() != swtpm.is_some() {
             return Err(LaunchError::TpmMismatch {
@@ -421,6 +433,20 @@ impl VmHandle {
             .stdout(Stdio::null())
             .stderr(qemu_log)
             .process_group(0);
+        let mappings = fds
+            .into_iter()
+            .map(|(child_fd, parent_fd)| FdMapping {
+                parent_fd,
+                child_fd,
+            })
+            .collect();
+        if let Err(collision) = command.fd_mappings(mappings) {
+            abort_start(None, swtpm_process).await;
+            return Err(LaunchError::Spawn {
+                program: "qemu".into(),
+                source: std::io::Error::other(collision),
+            });
+        }
         let qemu_process = match command.spawn() {
             Ok(child) => Supervised::spawned(child, "qemu"),
             Err(source) => Err(LaunchError::Spawn {

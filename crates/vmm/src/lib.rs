@@ -7,6 +7,7 @@ pub mod console;
 pub mod convert;
 pub mod disks;
 pub mod engine;
+pub mod hostpath;
 pub mod kvm;
 pub mod launcher;
 pub mod machine;

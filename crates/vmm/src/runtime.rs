@@ -192,6 +192,7 @@ mod tests {
             qmp_socket: dir.qmp_socket(),
             pid_file: dir.qemu_pid_file(),
             qemu_binary: None,
+            fd_sets: Vec::new(),
         };
         let record = RunRecord {
             machine,

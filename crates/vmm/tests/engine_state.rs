@@ -388,3 +388,104 @@ async fn rollback_asks_the_host_whether_the_vm_runs() {
     assert!(!engine.processes_running(&uuid).unwrap().any_running());
     engine.rollback(&plan, first).unwrap();
 }
+
+fn disk(name: &str, path: &Path, read_only: bool) -> ferrovirt_vmm::disks::DiskPlan {
+    ferrovirt_vmm::disks::DiskPlan {
+        name: name.into(),
+        source: ferrovirt_vmm::disks::DiskSource::HostFile {
+            path: path.to_path_buf(),
+            create_with_capacity: None,
+        },
+        bus: ferrovirt_vmm::machine::DiskBus::Virtio,
+        read_only,
+        boot_order: None,
+        serial: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_disks_reach_qemu_as_descriptors_opened_beneath_their_root() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    let images = data.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let qcow = images.join("root.qcow2");
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&qcow)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(images.join("seed.img"), vec![0u8; 1 << 20]).unwrap();
+
+    let mut vm = plan(data.path(), TpmPlan::None, FirmwarePlan::Bios);
+    vm.disks = vec![
+        disk("seed", &images.join("seed.img"), true),
+        disk("root", &qcow, false),
+    ];
+    let running = engine.start(vm).await.unwrap();
+    let machine = &running.handle.record().machine;
+    assert_eq!(machine.disks[0].path, Path::new("/dev/fdset/1"));
+    assert_eq!(machine.disks[1].path, Path::new("/dev/fdset/2"));
+    let sets: Vec<(u32, i32)> = machine
+        .fd_sets
+        .iter()
+        .map(|e| (e.set, e.child_fd))
+        .collect();
+    assert_eq!(sets, [(1, 3), (2, 4), (2, 5)]);
+    // QEMU holds the descriptors we opened (qcow2 detected through the descriptor) and never
+    // saw the paths.
+    let fdsets = running
+        .handle
+        .qmp()
+        .execute("query-fdsets", None)
+        .await
+        .unwrap();
+    let mut opaque: Vec<String> = fdsets
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|set| set["fds"].as_array().unwrap().clone())
+        .map(|fd| fd["opaque"].as_str().unwrap().to_owned())
+        .collect();
+    opaque.sort();
+    assert_eq!(opaque, ["disk-root-ro", "disk-root-rw", "disk-seed-ro"]);
+    let blocks = running
+        .handle
+        .qmp()
+        .execute("query-named-block-nodes", None)
+        .await
+        .unwrap();
+    let text = blocks.to_string();
+    assert!(text.contains("\"drv\":\"qcow2\""), "{text}");
+    assert!(!text.contains("root.qcow2"), "QEMU got a path: {text}");
+    engine.stop(&running).await.unwrap();
+
+    // A symlink out of the root is refused before anything starts.
+    let outside = data.path().join("outside.img");
+    std::fs::write(&outside, vec![0u8; 4096]).unwrap();
+    std::os::unix::fs::symlink(&outside, images.join("link.img")).unwrap();
+    let mut vm = plan(data.path(), TpmPlan::None, FirmwarePlan::Bios);
+    vm.disks = vec![disk("root", &images.join("link.img"), false)];
+    let error = match engine.start(vm).await {
+        Err(e) => e,
+        Ok(_) => panic!("a symlink out of the root must not start"),
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("leads out of its allowed root"),
+        "{message}"
+    );
+    // A path outside every root is refused with the roots named.
+    let mut vm = plan(data.path(), TpmPlan::None, FirmwarePlan::Bios);
+    vm.disks = vec![disk("root", &outside, false)];
+    let message = match engine.start(vm).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a path outside the roots must not start"),
+    };
+    assert!(
+        message.contains(&format!("allowed roots: {}", images.display())),
+        "{message}"
+    );
+}

@@ -57,6 +57,7 @@ fn machine(f: &Fixture, firmware: Firmware, smm: bool, tpm: Option<TpmModel>) ->
         qmp_socket: rt.qmp_socket(),
         pid_file: rt.qemu_pid_file(),
         qemu_binary: None,
+        fd_sets: Vec::new(),
     }
 }
 
