@@ -6,6 +6,7 @@
 //! `run/<vm-uuid>/` (the runtime dir of the current run), `logs/<vm-uuid>/serial.log` (the serial
 //! output of every run, appended), `localca-ephemeral/` (the CA of ephemeral TPMs).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,12 +124,12 @@ impl Engine {
     /// reads the firmware descriptors.
     pub async fn new(data_dir: impl Into<PathBuf>) -> Result<Self, EngineError> {
         let data_dir = data_dir.into();
-        let run_base = runtime_base(&data_dir);
-        for dir in [
-            run_base.clone(),
-            data_dir.join("logs"),
-            data_dir.join("localca-ephemeral"),
-        ] {
+        ferrovirt_storage::atomic::prepare_private_dir(&data_dir).map_err(|e| EngineError::Io {
+            path: data_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let run_base = prepare_runtime_base(&data_dir)?;
+        for dir in [data_dir.join("logs"), data_dir.join("localca-ephemeral")] {
             ferrovirt_storage::atomic::create_dir_private(&dir).map_err(|e| EngineError::Io {
                 path: dir.clone(),
                 source: std::io::Error::other(e.to_string()),
@@ -243,13 +244,12 @@ impl Engine {
             &self.host_paths,
         )?;
         let serial_log = self.serial_log_path(&plan.uuid);
-        if let Some(dir) = serial_log.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
-                path: dir.to_path_buf(),
+        crate::serial_log::start_run(&serial_log, crate::serial_log::MAX_BYTES).map_err(
+            |source| EngineError::Io {
+                path: serial_log.clone(),
                 source,
-            })?;
-        }
-        append_run_marker(&serial_log)?;
+            },
+        )?;
         let machine = MachineConfig {
             name: format!("{}_{}", plan.namespace, plan.name),
             uuid: plan.uuid.as_str().to_string(),
@@ -478,45 +478,29 @@ pub fn vm_processes_running(data_dir: &Path, uuid: &VmUuid) -> Result<VmProcesse
     })
 }
 
-/// The line the engine writes into a VM's serial log before each run, so that a reader can show
-/// the current or last run alone (`ferrovirt logs`).
-pub const RUN_MARKER: &str = "[ferrovirt] run started";
+/// The line the engine writes into a VM's serial log before each run (see
+/// [`crate::serial_log`]).
+pub const RUN_MARKER: &str = crate::serial_log::RUN_MARKER;
 
-/// `<data>/logs/<vm-uuid>/serial.log`: the serial console of every run of a VM, appended.
+/// `<data>/logs/<vm-uuid>/serial.log`: the serial console of every run of a VM, appended (capped
+/// and rotated, see [`crate::serial_log`]).
 pub fn serial_log_path(data_dir: &Path, uuid: &VmUuid) -> PathBuf {
     data_dir.join("logs").join(uuid.as_str()).join("serial.log")
-}
-
-fn append_run_marker(serial_log: &Path) -> Result<(), EngineError> {
-    use std::io::Write;
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(serial_log)
-        .and_then(|mut log| write!(log, "\r\n{RUN_MARKER} (unix time {seconds})\r\n"))
-        .map_err(|source| EngineError::Io {
-            path: serial_log.to_path_buf(),
-            source,
-        })
 }
 
 /// Longest name of a socket in a runtime dir (`swtpm-ctrl.sock`), with the `/` before it.
 const LONGEST_SOCKET_NAME: usize = 20;
 
-/// The directory under which each run gets `<vm-uuid>/`: `<data>/run` when the sockets fit in a
-/// unix socket path from there, else a short directory in the system temp dir named after a
-/// stable hash of the data dir (so a restarted manager finds the same runs again).
-pub fn runtime_base(data_dir: &Path) -> PathBuf {
-    let preferred = data_dir.join("run");
-    let uuid_len = 1 + 36;
-    if preferred.as_os_str().len() + uuid_len + LONGEST_SOCKET_NAME <= MAX_SOCKET_PATH {
-        return preferred;
-    }
-    // FNV-1a: stable across builds and Rust versions (std's hasher is not).
+/// The file in a data dir that records a random runtime base (see [`prepare_runtime_base`]).
+pub const RUNTIME_BASE_RECORD: &str = "runtime-base";
+
+fn sockets_fit(base: &Path) -> bool {
+    base.as_os_str().len() + 1 + 36 + LONGEST_SOCKET_NAME <= MAX_SOCKET_PATH
+}
+
+/// A stable name for a data dir: FNV-1a of its path (stable across builds and Rust versions,
+/// which std's hasher is not), so that a restarted manager finds the same runs again.
+fn data_dir_hash(data_dir: &Path) -> String {
     let hash = data_dir
         .as_os_str()
         .as_encoded_bytes()
@@ -524,7 +508,114 @@ pub fn runtime_base(data_dir: &Path) -> PathBuf {
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-    std::env::temp_dir().join(format!("ferrovirt-run-{hash:016x}"))
+    format!("{hash:016x}")
+}
+
+/// A runtime base outside the data dir that no other user can create or enter: as root
+/// `/run/ferrovirt/<hash>`, otherwise `$XDG_RUNTIME_DIR/ferrovirt/<hash>` (a per-user 0700 dir).
+/// `None` where neither exists or the sockets would not fit.
+fn private_system_base(data_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let top = if rustix::process::geteuid().is_root() {
+        PathBuf::from("/run")
+    } else {
+        PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?)
+    };
+    if !top.is_absolute() || !top.is_dir() {
+        return None;
+    }
+    let parent = top.join("ferrovirt");
+    let base = parent.join(data_dir_hash(data_dir));
+    sockets_fit(&base).then_some((parent, base))
+}
+
+fn recorded_base(data_dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(data_dir.join(RUNTIME_BASE_RECORD)).ok()?;
+    let path = PathBuf::from(text.trim());
+    (path.is_absolute() && sockets_fit(&path)).then_some(path)
+}
+
+/// The directory under which each run gets `<vm-uuid>/`: `<data>/run` when the sockets fit in a
+/// unix socket path from there; else `/run/ferrovirt/<hash>` (root) or
+/// `$XDG_RUNTIME_DIR/ferrovirt/<hash>`; else the private random directory recorded in
+/// `<data>/runtime-base`. Never a predictable name in a shared directory. This only computes the
+/// path; [`prepare_runtime_base`] creates and checks it.
+pub fn runtime_base(data_dir: &Path) -> PathBuf {
+    let preferred = data_dir.join("run");
+    if sockets_fit(&preferred) {
+        return preferred;
+    }
+    if let Some((_, base)) = private_system_base(data_dir) {
+        return base;
+    }
+    recorded_base(data_dir).unwrap_or(preferred)
+}
+
+/// Creates (or checks) the runtime base of a data dir (see [`runtime_base`]): every directory on
+/// the way that ferrovirt owns is 0700 and ours (an existing one owned by someone else is
+/// refused). Where only the system temp dir is left, a directory with a random name is created
+/// there (mkdir fails on an existing name, so nobody can plant it) and recorded in
+/// `<data>/runtime-base` for the next start.
+pub fn prepare_runtime_base(data_dir: &Path) -> Result<PathBuf, EngineError> {
+    let private = |path: &Path| {
+        ferrovirt_storage::atomic::prepare_private_dir(path).map_err(|e| EngineError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    };
+    let preferred = data_dir.join("run");
+    if sockets_fit(&preferred) {
+        private(&preferred)?;
+        return Ok(preferred);
+    }
+    if let Some((parent, base)) = private_system_base(data_dir) {
+        private(&parent)?;
+        private(&base)?;
+        return Ok(base);
+    }
+    if let Some(base) = recorded_base(data_dir)
+        && base.exists()
+    {
+        private(&base)?;
+        return Ok(base);
+    }
+    let temp = std::env::temp_dir();
+    for _ in 0..16 {
+        let mut random = [0u8; 8];
+        rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty()).map_err(
+            |e| EngineError::Io {
+                path: temp.clone(),
+                source: e.into(),
+            },
+        )?;
+        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let base = temp.join(format!("ferrovirt-run-{name}"));
+        if !sockets_fit(&base) {
+            break;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&base) {
+            Ok(()) => {
+                private(&base)?;
+                let record = data_dir.join(RUNTIME_BASE_RECORD);
+                let text = base.as_os_str().as_encoded_bytes();
+                ferrovirt_storage::atomic::write_file(&record, text, 0o600).map_err(|e| {
+                    EngineError::Io {
+                        path: record.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                })?;
+                return Ok(base);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(EngineError::Io { path: base, source }),
+        }
+    }
+    Err(EngineError::Io {
+        path: temp,
+        source: std::io::Error::other(
+            "no runtime directory whose socket paths fit in 107 bytes could be created; use a \
+             shorter data dir path",
+        ),
+    })
 }
 
 fn remove_dir_if_exists(path: &Path) -> Result<(), EngineError> {

@@ -230,6 +230,8 @@ pub struct VmHandle {
     qemu_pidfd: OwnedFd,
     exit: watch::Receiver<Option<VmExit>>,
     monitor: JoinHandle<()>,
+    /// Rotates the serial log while the VM runs.
+    log_cap: JoinHandle<()>,
     start_to_running: Option<Duration>,
 }
 
@@ -237,6 +239,7 @@ impl Drop for VmHandle {
     /// Never kills the VM: only stops watching it (children are reaped by tokio later).
     fn drop(&mut self) {
         self.monitor.abort();
+        self.log_cap.abort();
     }
 }
 
@@ -643,6 +646,10 @@ impl VmHandle {
             tracing::info!(?exit, "VM exited");
             let _ = exit_tx.send(Some(exit));
         });
+        let log_cap = crate::serial_log::spawn_cap(
+            record.machine.serial.log_file.clone(),
+            crate::serial_log::MAX_BYTES,
+        );
         Ok(Self {
             runtime,
             record,
@@ -650,6 +657,7 @@ impl VmHandle {
             qemu_pidfd,
             exit,
             monitor,
+            log_cap,
             start_to_running,
         })
     }

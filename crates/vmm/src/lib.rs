@@ -14,4 +14,5 @@ pub mod machine;
 pub mod process;
 pub mod qmp;
 pub mod runtime;
+pub mod serial_log;
 pub mod state;

@@ -244,10 +244,75 @@ async fn a_deep_data_dir_still_stops_cleanly() {
         .join("a-data-dir-deep-enough-that-sockets-below-it-would-not-fit");
     let engine = Engine::new(&data).await.unwrap();
     let running = engine.start(persistent_plan(&data)).await.unwrap();
+    let runtime = engine.runtime_path(&running.plan.uuid);
     let end = engine.stop(&running).await.unwrap();
     assert!(end.recorded.is_some(), "after-stop generation recorded");
-    assert!(!engine.runtime_path(&running.plan.uuid).exists());
-    assert!(!engine.runtime_path(&running.plan.uuid).starts_with(&data));
+    assert!(!runtime.exists());
+    assert!(!runtime.starts_with(&data));
+    // Never a predictable name in a shared directory: as root /run/ferrovirt/<hash> (0700, ours).
+    let base = runtime.parent().unwrap();
+    if rustix::process::geteuid().is_root() {
+        assert!(base.starts_with("/run/ferrovirt"), "{}", base.display());
+    }
+    for dir in [base, base.parent().unwrap()] {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::symlink_metadata(dir).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            dir.display()
+        );
+        assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_files_and_dirs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let engine = Engine::new(&data).await.unwrap();
+    start_and_stop(&engine, persistent_plan(&data))
+        .await
+        .unwrap();
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data dir is tightened to 0700");
+    // Everything the engine created below the data dir: directories 0700 (libvirt's 0711 for
+    // swtpm/<uuid>/ aside), files 0600.
+    let mut stack = vec![data.clone()];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                let expected = if path.ends_with(UUID) && path.parent().unwrap().ends_with("swtpm")
+                {
+                    0o711
+                } else {
+                    0o700
+                };
+                assert_eq!(mode(&path), expected, "{}", path.display());
+                stack.push(path);
+            } else if path.ends_with("tpm2/.lock") {
+                // swtpm's own empty lock file (0640), inside the 0700 tpm2/ directory.
+                assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+            } else {
+                assert_eq!(
+                    mode(&path) & 0o077,
+                    0,
+                    "{} is {:o}",
+                    path.display(),
+                    mode(&path)
+                );
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 10, "walked {files} files");
 }
 
 fn generation_digest(data: &Path, generation: u64, logical: &str) -> String {
