@@ -39,7 +39,12 @@ fv() { "$bin" "$@"; }
 mkdir -p "$data_dir"
 data_dir=$(cd "$data_dir" && pwd)
 manifest="$data_dir/demo-vm.yaml"
-sed "s#GUEST_IMAGE#$root/.cache/guest/ferro-guest.img#" examples/demo-vm.yaml > "$manifest"
+# hostDisk paths must lie under an allowed root: <data-dir>/images is one. A hard link (a copy
+# across filesystems) puts the guest image there.
+mkdir -p "$data_dir/images"
+ln -f "$root/.cache/guest/ferro-guest.img" "$data_dir/images/ferro-guest.img" 2>/dev/null \
+  || cp -f "$root/.cache/guest/ferro-guest.img" "$data_dir/images/ferro-guest.img"
+sed "s#GUEST_IMAGE#$data_dir/images/ferro-guest.img#" examples/demo-vm.yaml > "$manifest"
 fv validate -f "$manifest"
 
 if fv get ns >/dev/null 2>&1; then

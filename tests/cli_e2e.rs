@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use server::{BIN, Server, manifest};
-use support::guest::{GuestReport, plain_image};
+use support::guest::{GuestReport, image_in_data_dir, plain_image};
 
-fn vm_manifest(name: &str) -> String {
+/// The demo VM, its disk the guest image placed under the server's allowed root
+/// `<data>/images` (a hostDisk elsewhere is refused).
+fn vm_manifest(server: &Server, name: &str) -> String {
+    let image = image_in_data_dir(&server.data_dir(), &plain_image());
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/demo-vm.yaml"
@@ -27,7 +30,7 @@ fn vm_manifest(name: &str) -> String {
     example
         .replace("name: demo", &format!("name: {name}"))
         .replace("guest: 256Mi", "guest: 384Mi")
-        .replace("GUEST_IMAGE", &plain_image().display().to_string())
+        .replace("GUEST_IMAGE", &image.display().to_string())
 }
 
 fn object(server: &Server, kind: &str, name: &str) -> Option<Value> {
@@ -74,7 +77,7 @@ fn assert_clean(report: &GuestReport, output: &str) {
 fn guest_boot_cli_apply_start_console_logs_restart_delete() {
     let server = Server::start(true);
     let name = format!("cli-{}", server.port);
-    let path = manifest(&server, "vm.yaml", &vm_manifest(&name));
+    let path = manifest(&server, "vm.yaml", &vm_manifest(&server, &name));
     let path = path.to_str().unwrap();
 
     assert_eq!(

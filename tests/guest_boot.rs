@@ -17,6 +17,7 @@ struct Vm {
     data_dir: tempfile::TempDir,
     manifest: PathBuf,
     name: &'static str,
+    image_root: PathBuf,
 }
 
 impl Vm {
@@ -61,6 +62,8 @@ spec:
             data_dir,
             manifest,
             name,
+            // The guest image lies outside the data dir: its directory is an allowed root.
+            image_root: image.parent().unwrap().to_path_buf(),
         }
     }
 
@@ -75,6 +78,8 @@ spec:
             .arg(&self.manifest)
             .arg("--data-dir")
             .arg(self.data())
+            .arg("--host-disk-root")
+            .arg(&self.image_root)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);

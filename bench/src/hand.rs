@@ -74,6 +74,7 @@ impl HandVm {
             qmp_socket: dir.join("qmp.sock"),
             pid_file: dir.join("qemu.pid"),
             qemu_binary: None,
+            fd_sets: Vec::new(),
         }
     }
 

@@ -70,3 +70,15 @@ impl GuestReport {
         log.matches("FERRO: boot").count()
     }
 }
+
+/// Puts `image` into `<data_dir>/images/` (the allowed host-disk root of a `ferrovirt serve` that
+/// has no `--host-disk-root`): a hard link, or a copy across filesystems. Returns its path there.
+pub fn image_in_data_dir(data_dir: &std::path::Path, image: &std::path::Path) -> PathBuf {
+    let images = data_dir.join("images");
+    std::fs::create_dir_all(&images).expect("create <data>/images");
+    let target = images.join(image.file_name().expect("image file name"));
+    if !target.exists() && std::fs::hard_link(image, &target).is_err() {
+        std::fs::copy(image, &target).expect("copy the guest image into <data>/images");
+    }
+    target
+}

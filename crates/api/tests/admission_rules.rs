@@ -686,3 +686,133 @@ fn cluster_objects() {
         "Invalid value: \"a.b\": must not contain dots",
     );
 }
+
+#[test]
+fn host_disk_paths_must_lie_under_an_allowed_root() {
+    use ferrovirt_api::validation::HostPathPolicy;
+    let policy = HostPathPolicy::for_data_dir(
+        std::path::Path::new("/var/lib/ferrovirt"),
+        &["/srv/images".into()],
+    );
+    let config = ClusterConfig::embedded_default();
+    let with_path = |path: &str| {
+        vm_with(|vm| {
+            tmpl(vm)["volumes"][0] =
+                json!({"name": "root", "hostDisk": {"path": path, "type": "Disk"}})
+        })
+    };
+    let admit_with = |value: &Value| match admit(
+        &object(value),
+        &AdmissionContext::create(&config).with_host_paths(&policy),
+    ) {
+        Ok(()) => Vec::new(),
+        Err(invalid) => invalid.causes,
+    };
+    assert!(admit_with(&with_path("/var/lib/ferrovirt/images/root.qcow2")).is_empty());
+    assert!(admit_with(&with_path("/srv/images/a/b.img")).is_empty());
+    assert_only_cause(
+        &admit_with(&with_path("/etc/shadow")),
+        &format!("{P}.volumes[0].hostDisk.path"),
+        "\"/etc/shadow\" is not under an allowed host-disk root (allowed roots: \
+         /var/lib/ferrovirt/images, /srv/images); put the image under one of them, or start the \
+         server with --host-disk-root DIR naming its directory",
+    );
+    let escaping = admit_with(&with_path("/srv/images/../../etc/shadow"));
+    assert_eq!(escaping[0].field, format!("{P}.volumes[0].hostDisk.path"));
+    assert!(escaping[0].message.contains("'..'"), "{escaping:?}");
+    // Without a policy (offline `ferrovirt validate`) the path is not judged.
+    assert!(causes(&with_path("/etc/shadow")).is_empty());
+    // A VMI's field path starts at `spec`.
+    let mut vmi = base_vmi();
+    vmi["spec"]["volumes"][0] =
+        json!({"name": "root", "hostDisk": {"path": "/root/x.img", "type": "Disk"}});
+    let vmi_causes = admit_with(&vmi);
+    assert_eq!(vmi_causes.len(), 1, "{vmi_causes:?}");
+    assert_eq!(vmi_causes[0].field, "spec.volumes[0].hostDisk.path");
+}
+
+#[test]
+fn two_vms_may_not_share_a_firmware_uuid() {
+    use ferrovirt_api::validation::FirmwareUuidOwner;
+    let uuid = "11111111-2222-4333-8444-555555555555";
+    let config = ClusterConfig::embedded_default();
+    let vm = vm_with(|vm| tmpl(vm)["domain"]["firmware"] = json!({"uuid": uuid}));
+    let others = vec![
+        FirmwareUuidOwner::from_vm_json(&json!({
+            "metadata": {"name": "other", "namespace": "team-a"},
+            "spec": {"template": {"spec": {"domain": {"firmware": {"uuid": uuid.to_uppercase()}}}}}
+        }))
+        .unwrap(),
+    ];
+    let err = admit(
+        &object(&vm),
+        &AdmissionContext::create(&config).with_firmware_uuids_in_use(&others),
+    )
+    .unwrap_err();
+    assert_eq!(err.causes.len(), 1, "{:?}", err.causes);
+    assert_eq!(err.causes[0].reason_type, CauseType::FieldValueDuplicate);
+    assert_cause(
+        &err.causes,
+        &format!("{P}.domain.firmware.uuid"),
+        &format!(
+            "Duplicate value: \"{uuid}\": VirtualMachine team-a/other already has this firmware \
+             UUID; it keys the VM's persistent TPM state, so two VMs cannot share it. Remove the \
+             field to get a generated UUID, or choose another one"
+        ),
+    );
+    // The VM's own stored copy is not a duplicate (an update lists it too).
+    let itself = vec![FirmwareUuidOwner {
+        namespace: "default".into(),
+        name: "vm".into(),
+        uuid: uuid.into(),
+    }];
+    assert!(
+        admit(
+            &object(&vm),
+            &AdmissionContext::create(&config).with_firmware_uuids_in_use(&itself),
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_bound_claim_keeps_its_volume_name() {
+    let pvc = |volume: Option<&str>, size: &str| {
+        let mut value = json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "default"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}},
+                     "storageClassName": "local-path", "volumeMode": "Filesystem"}
+        });
+        if let Some(volume) = volume {
+            value["spec"]["volumeName"] = json!(volume);
+        }
+        object(&value)
+    };
+    let config = ClusterConfig::embedded_default();
+    let update =
+        |new: &Object, old: &Object| match admit(new, &AdmissionContext::update(&config, old)) {
+            Ok(()) => Vec::new(),
+            Err(invalid) => invalid.causes,
+        };
+    let bound = pvc(Some("pvc-1"), "10Mi");
+    // Binding sets volumeName once; growing the request stays allowed.
+    assert!(update(&bound, &pvc(None, "10Mi")).is_empty());
+    assert!(update(&pvc(Some("pvc-1"), "20Mi"), &bound).is_empty());
+    let moved = update(&pvc(Some("pvc-2"), "10Mi"), &bound);
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0].reason_type, CauseType::FieldValueForbidden);
+    assert_eq!(moved[0].field, "spec");
+    assert_eq!(
+        moved[0].message,
+        "Forbidden: spec is immutable after creation except resources.requests and \
+         volumeAttributesClassName for bound claims\n  changed: spec.volumeName: \"pvc-1\" -> \"pvc-2\""
+    );
+    let cleared = update(&pvc(None, "10Mi"), &bound);
+    assert!(
+        cleared[0]
+            .message
+            .ends_with("spec.volumeName: \"pvc-1\" -> \"\""),
+        "{cleared:?}"
+    );
+}

@@ -48,6 +48,11 @@ pub enum AtomicError {
          (state directories must not contain links)"
     )]
     UnsupportedFileType { path: PathBuf },
+    #[error(
+        "{path} belongs to uid {owner}, not to this process (uid {us}): ferrovirt keeps VM state \
+         and secrets there, so it must own it; choose another directory or `chown` it"
+    )]
+    NotOurs { path: PathBuf, owner: u32, us: u32 },
 }
 
 impl AtomicError {
@@ -186,6 +191,34 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, AtomicError> {
         .and_then(|mut f| f.read_to_end(&mut buf))
         .map_err(ctx("read", path))?;
     Ok(buf)
+}
+
+/// Prepares a directory that only this process's user may enter (a data dir, a runtime base):
+/// creates it 0700 when missing; an existing one must be a real directory (not a symlink) owned
+/// by our effective uid, and a looser mode is tightened to 0700. Refuses a directory someone else
+/// owns rather than trusting what it holds.
+pub fn prepare_private_dir(path: &Path) -> Result<(), AtomicError> {
+    use std::os::unix::fs::MetadataExt;
+    create_dir_private(path)?;
+    let meta = fs::symlink_metadata(path).map_err(ctx("stat", path))?;
+    if !meta.is_dir() {
+        return Err(AtomicError::NotADirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    let us = rustix::process::geteuid().as_raw();
+    if meta.uid() != us {
+        return Err(AtomicError::NotOurs {
+            path: path.to_path_buf(),
+            owner: meta.uid(),
+            us,
+        });
+    }
+    if meta.permissions().mode() & 0o7777 != PRIVATE_DIR_MODE {
+        fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+            .map_err(ctx("set permissions 0700 of", path))?;
+    }
+    Ok(())
 }
 
 /// Creates `path` as a directory with mode 0700 (if it does not exist yet) and fsyncs its parent.
@@ -370,6 +403,32 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<usize, AtomicError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_dirs_are_created_tightened_or_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("a/data");
+        prepare_private_dir(&data).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&data), 0o700);
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_private_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        // A symlink is not the directory itself.
+        std::os::unix::fs::symlink(&data, tmp.path().join("link")).unwrap();
+        assert!(prepare_private_dir(&tmp.path().join("link")).is_err());
+        // Someone else's directory is refused (as root, make one owned by another uid).
+        if rustix::process::geteuid().is_root() {
+            let theirs = tmp.path().join("theirs");
+            fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            let err = prepare_private_dir(&theirs).unwrap_err();
+            assert!(
+                matches!(err, AtomicError::NotOurs { owner: 65534, .. }),
+                "{err}"
+            );
+        }
+    }
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o7777

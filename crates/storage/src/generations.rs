@@ -26,7 +26,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -247,17 +247,18 @@ pub struct Generations {
     vm_uuid: Option<String>,
 }
 
-struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
-fn lock_dir(dir: &Path) -> Result<DirLock, GenerationError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock, GenerationError> {
     atomic::create_dir_private(dir)?;
     let path = dir.join(LOCK_FILE);
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(PRIVATE_FILE_MODE)
         .open(&path)
         .map_err(ctx("open lock file", &path))?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {

@@ -1,13 +1,14 @@
 //! Bytes on disk that must survive: crash-safe file writes (temp file, fsync, rename, fsync dir),
 //! the local-path provisioner (a directory per volume), the backend-storage volume of a VM laid out
 //! as KubeVirt lays out its `persistent-state-for-<vm>` PVC, and state generations (last-good copies
-//! to roll back to).
+//! to roll back to), kept per VM so that they outlive its volume (`vm_store`).
 
 pub mod atomic;
 pub mod backend;
 pub mod generations;
 pub mod local_path;
 pub mod names;
+pub mod vm_store;
 
 pub use atomic::AtomicError;
 pub use backend::{BackendError, StateVolume, VmUuid};
@@ -16,3 +17,4 @@ pub use generations::{
 };
 pub use local_path::{LocalPathProvisioner, ProvisionError};
 pub use names::{NameError, VolumeName};
+pub use vm_store::{OwnerRecord, StoredVmState, VmIdentity, VmStateStore, VmStoreError};

@@ -98,6 +98,17 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
+    /// The database file could not be created private (mode 0600) or its mode fixed.
+    #[error(
+        "object store file {path}: {action}: {source}; check the data directory's owner and permissions"
+    )]
+    File {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// SQLite failed (disk full, I/O error, ...).
     #[error("object store database error while {action}: {source}")]
     Sqlite {
@@ -121,6 +132,7 @@ impl StoreError {
             StoreError::InUse { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::Corrupt { .. }
+            | StoreError::File { .. }
             | StoreError::Sqlite { .. } => 500,
         }
     }
@@ -137,6 +149,7 @@ impl StoreError {
             StoreError::InUse { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::Corrupt { .. }
+            | StoreError::File { .. }
             | StoreError::Sqlite { .. } => "InternalError",
         }
     }

@@ -39,6 +39,7 @@
 mod error;
 mod kind;
 mod names;
+pub mod retention;
 mod schema;
 pub mod selector;
 mod store;
@@ -54,5 +55,5 @@ pub use store::{
     DeleteOutcome, ListOptions, ObjectList, PRUNE_INTERVAL, Preconditions, Store, StoreOptions,
     StoredObject, parse_resource_version,
 };
-pub use time::{format_rfc3339, now_rfc3339};
+pub use time::{format_rfc3339, now_rfc3339, parse_rfc3339};
 pub use watch::{Watch, WatchEvent, WatchEventType, WatchOptions};

@@ -95,6 +95,52 @@ CREATE TABLE events (
 ";
 
 /// Opens (creating if needed) the database file with the store's pragmas and migrates it.
+/// Mode of the database file and its `-wal`/`-shm`/`-journal` companions: the objects may hold
+/// secrets, so only the owner reads them. SQLite gives the companions the database file's mode.
+pub const DATABASE_FILE_MODE: u32 = 0o600;
+
+/// Creates the database file 0600 before SQLite opens it (SQLite would create it 0644 under the
+/// usual umask), and tightens the mode of an existing file and of its companions.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file_error = |path: &Path, action| {
+        let path = path.to_path_buf();
+        move |source| StoreError::File {
+            path,
+            action,
+            source,
+        }
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .append(true)
+        .mode(DATABASE_FILE_MODE)
+        .open(path)
+        .map_err(file_error(path, "create with mode 0600"))?;
+    let mut companions = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        companions.push(name.into());
+    }
+    for file in companions {
+        match std::fs::symlink_metadata(&file) {
+            Ok(meta)
+                if meta.is_file() && meta.permissions().mode() & 0o777 != DATABASE_FILE_MODE =>
+            {
+                std::fs::set_permissions(
+                    &file,
+                    std::fs::Permissions::from_mode(DATABASE_FILE_MODE),
+                )
+                .map_err(file_error(&file, "set mode 0600"))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let in_use = |e: &rusqlite::Error| {
         matches!(
@@ -113,6 +159,7 @@ pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, St
             }
         }
     };
+    make_private(path)?;
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE

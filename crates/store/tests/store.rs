@@ -982,3 +982,23 @@ fn list_keys_names_every_object_of_a_kind_without_reading_it() {
         [(String::new(), "local".to_owned())]
     );
 }
+
+#[test]
+fn database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferrovirt.db");
+    // A file left 0644 by an older version is tightened too.
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    store.create(&vms(), vm("a")).unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{:?}", entry.file_name());
+        seen += 1;
+    }
+    assert!(seen >= 2, "the database and its WAL");
+}

@@ -197,6 +197,17 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
         args.opt("-device", format!("{device},tpmdev=tpm0,id=tpm0-dev"));
     }
 
+    for entry in &config.fd_sets {
+        valid_id("fd_sets.opaque", &entry.opaque)?;
+        args.opt(
+            "-add-fd",
+            format!(
+                "fd={},set={},opaque={}",
+                entry.child_fd, entry.set, entry.opaque
+            ),
+        );
+    }
+
     let mut seen = std::collections::BTreeSet::new();
     if config.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
         args.opt("-device", "virtio-scsi-pci,id=scsi0".into());
@@ -324,6 +335,7 @@ mod tests {
             qmp_socket: run.join("qmp.sock"),
             pid_file: run.join("qemu.pid"),
             qemu_binary: None,
+            fd_sets: Vec::new(),
         }
     }
 

@@ -29,7 +29,9 @@ pub struct ConvertContext<'a> {
     pub name: &'a str,
     /// `spec.template.spec` for a VM, `spec` for a VMI: prefixes field paths in errors.
     pub field_prefix: &'a str,
-    /// The backend-storage volume and its generations dir, when the VM needs one.
+    /// The backend-storage volume and where older versions kept its generations
+    /// (`<data>/state-generations/<volume>/`, moved into the VM's own store on first use), when
+    /// the VM needs one.
     pub state_volume: Option<(PathBuf, PathBuf)>,
     /// Finds the directory of a `persistentVolumeClaim` volume (a local-path volume).
     pub claim_dir: &'a dyn Fn(&str) -> Option<PathBuf>,
@@ -157,13 +159,14 @@ pub fn plan_from_spec(
 
     let nics = plan_nics(spec, ctx)?;
 
-    let (state_volume, generations_dir) = match &ctx.state_volume {
+    let (state_volume, legacy_generations_dir) = match &ctx.state_volume {
         Some((volume, generations)) => (Some(volume.clone()), Some(generations.clone())),
         None => (None, None),
     };
     Ok(VmPlan {
         namespace: ctx.namespace.to_string(),
         name: ctx.name.to_string(),
+        vm_uid: None,
         uuid,
         vcpus,
         memory_mib,
@@ -173,7 +176,7 @@ pub fn plan_from_spec(
         disks,
         nics,
         state_volume,
-        generations_dir,
+        legacy_generations_dir,
         grace: Duration::from_secs(
             ctx.termination_grace_period_seconds
                 .unwrap_or(DEFAULT_GRACE_SECONDS),
@@ -247,9 +250,8 @@ fn disk_source(
             )
         })?;
         // KubeVirt's convention for a filesystem PVC: the image is `disk.img` inside it.
-        return Ok(DiskSource::HostFile {
+        return Ok(DiskSource::ClaimImage {
             path: dir.join("disk.img"),
-            create_with_capacity: None,
         });
     }
     let (kind, hint) = if volume.container_disk.is_some() {
@@ -456,9 +458,8 @@ mod tests {
         assert_eq!(plan.disks[0].boot_order, Some(1));
         assert_eq!(
             plan.disks[1].source,
-            DiskSource::HostFile {
+            DiskSource::ClaimImage {
                 path: "/vols/pvc-1/disk.img".into(),
-                create_with_capacity: None
             }
         );
         assert_eq!(

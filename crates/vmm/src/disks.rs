@@ -1,26 +1,37 @@
 //! Disks of a run, from the KubeVirt volume kinds that make sense on one host: a host file
-//! (`hostDisk`, `persistentVolumeClaim` on a local-path volume), an `emptyDisk` (a sparse raw file
-//! in the runtime dir, gone at stop, as in KubeVirt), and a `cloudInitNoCloud` seed (a small FAT
-//! image labelled `cidata`, built with mtools).
+//! (`hostDisk`, opened beneath an allowed root and handed to QEMU as an fd set, see
+//! [`crate::hostpath`]), the image of a `persistentVolumeClaim` on a local-path volume, an
+//! `emptyDisk` (a sparse raw file in the runtime dir, gone at stop, as in KubeVirt), and a
+//! `cloudInitNoCloud` seed (a small FAT image labelled `cidata`, built with mtools).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ferrovirt_storage::VmUuid;
 
-use crate::machine::{Disk, DiskBus, DiskFormat};
+use crate::hostpath::{HostPathFault, HostPathPolicy, open_host_disk};
+use crate::machine::{Disk, DiskBus, DiskFormat, FdSetEntry};
+
+/// The first descriptor number QEMU gets for fd sets (after stdin, stdout, stderr).
+pub const FIRST_PASSED_FD: i32 = 3;
 
 /// Where a disk's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskSource {
-    /// An image file on the host; raw or qcow2 (detected from its header). With a capacity, a
-    /// missing file is created as a sparse raw image of that size (`hostDisk` `DiskOrCreate`).
+    /// A `hostDisk` image file; raw or qcow2 (detected from its header). It must lie beneath an
+    /// allowed root ([`HostPathPolicy`]). With a capacity, a missing file is created as a sparse
+    /// raw image of that size (`DiskOrCreate`).
     HostFile {
         path: PathBuf,
         create_with_capacity: Option<u64>,
     },
+    /// The image of a `persistentVolumeClaim` (`disk.img` in its local-path volume, which the
+    /// engine provisioned).
+    ClaimImage { path: PathBuf },
     /// A blank raw disk of this many bytes, created for the run.
     Empty { capacity_bytes: u64 },
     /// A NoCloud seed for cloud-init.
@@ -64,64 +75,110 @@ pub enum DiskError {
     },
     #[error("disk {disk}: building the cloud-init seed failed: {detail} (is `mtools` installed?)")]
     Seed { disk: String, detail: String },
+    #[error("disk {disk}: hostDisk path {fault}")]
+    HostPath {
+        disk: String,
+        #[source]
+        fault: HostPathFault,
+    },
+}
+
+/// The disks of a run, ready for QEMU: the disks, and the descriptors QEMU must inherit.
+#[derive(Debug, Default)]
+pub struct PreparedDisks {
+    pub disks: Vec<Disk>,
+    /// `-add-fd` entries for [`crate::machine::MachineConfig::fd_sets`].
+    pub fd_sets: Vec<FdSetEntry>,
+    /// `(descriptor number in QEMU, opened file)`, matching `fd_sets`.
+    pub fds: Vec<(i32, OwnedFd)>,
 }
 
 const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
 
-/// Turns the plan's disks into QEMU disks, creating the per-run files in `runtime_dir`.
+/// Turns the plan's disks into QEMU disks, creating the per-run files in `runtime_dir`; host
+/// disks are opened beneath their allowed root in `policy` and passed as fd sets.
 pub fn prepare_disks(
     plans: &[DiskPlan],
     runtime_dir: &Path,
     vm_name: &str,
     vm_uuid: &VmUuid,
-) -> Result<Vec<Disk>, DiskError> {
-    plans
-        .iter()
-        .map(|plan| {
-            let (path, format) = match &plan.source {
-                DiskSource::HostFile {
-                    path,
-                    create_with_capacity,
-                } => {
-                    if let Some(bytes) = create_with_capacity
-                        && !path.exists()
-                    {
-                        create_sparse(&plan.name, path, *bytes)?;
-                    }
-                    (path.clone(), detect_format(&plan.name, path)?)
-                }
-                DiskSource::Empty { capacity_bytes } => {
-                    let path = runtime_dir.join(format!("empty-{}.img", plan.name));
-                    create_sparse(&plan.name, &path, *capacity_bytes)?;
-                    (path, DiskFormat::Raw)
-                }
-                DiskSource::CloudInitNoCloud {
-                    user_data,
-                    network_data,
-                } => {
-                    let path = runtime_dir.join(format!("cloudinit-{}.img", plan.name));
-                    build_nocloud_seed(
-                        &plan.name,
-                        &path,
-                        vm_name,
-                        vm_uuid,
-                        user_data.as_deref(),
-                        network_data.as_deref(),
-                    )?;
-                    (path, DiskFormat::Raw)
-                }
-            };
-            Ok(Disk {
-                name: plan.name.clone(),
+    policy: &HostPathPolicy,
+) -> Result<PreparedDisks, DiskError> {
+    let mut prepared = PreparedDisks::default();
+    for plan in plans {
+        let (path, format) = match &plan.source {
+            DiskSource::HostFile {
                 path,
-                format,
-                bus: plan.bus,
-                read_only: plan.read_only,
-                boot_order: plan.boot_order,
-                serial: plan.serial.clone(),
-            })
-        })
-        .collect()
+                create_with_capacity,
+            } => {
+                let host_path = path.to_string_lossy();
+                let opened =
+                    open_host_disk(policy, &host_path, plan.read_only, *create_with_capacity)
+                        .map_err(|fault| DiskError::HostPath {
+                            disk: plan.name.clone(),
+                            fault,
+                        })?;
+                let mut magic = [0u8; 4];
+                let read = rustix::io::pread(&opened.read_only, &mut magic, 0).map_err(|e| {
+                    DiskError::HostFile {
+                        disk: plan.name.clone(),
+                        path: path.clone(),
+                        source: e.into(),
+                    }
+                })?;
+                let format = if read == 4 && &magic == QCOW2_MAGIC {
+                    DiskFormat::Qcow2
+                } else {
+                    DiskFormat::Raw
+                };
+                let set = prepared.fd_sets.last().map_or(1, |entry| entry.set + 1);
+                let descriptors = [("ro", Some(opened.read_only)), ("rw", opened.read_write)];
+                for (access, fd) in descriptors {
+                    let Some(fd) = fd else { continue };
+                    let child_fd =
+                        FIRST_PASSED_FD + i32::try_from(prepared.fds.len()).unwrap_or(i32::MAX - 3);
+                    prepared.fd_sets.push(FdSetEntry {
+                        set,
+                        child_fd,
+                        opaque: format!("disk-{}-{access}", plan.name),
+                    });
+                    prepared.fds.push((child_fd, fd));
+                }
+                (PathBuf::from(format!("/dev/fdset/{set}")), format)
+            }
+            DiskSource::ClaimImage { path } => (path.clone(), detect_format(&plan.name, path)?),
+            DiskSource::Empty { capacity_bytes } => {
+                let path = runtime_dir.join(format!("empty-{}.img", plan.name));
+                create_sparse(&plan.name, &path, *capacity_bytes)?;
+                (path, DiskFormat::Raw)
+            }
+            DiskSource::CloudInitNoCloud {
+                user_data,
+                network_data,
+            } => {
+                let path = runtime_dir.join(format!("cloudinit-{}.img", plan.name));
+                build_nocloud_seed(
+                    &plan.name,
+                    &path,
+                    vm_name,
+                    vm_uuid,
+                    user_data.as_deref(),
+                    network_data.as_deref(),
+                )?;
+                (path, DiskFormat::Raw)
+            }
+        };
+        prepared.disks.push(Disk {
+            name: plan.name.clone(),
+            path,
+            format,
+            bus: plan.bus,
+            read_only: plan.read_only,
+            boot_order: plan.boot_order,
+            serial: plan.serial.clone(),
+        });
+    }
+    Ok(prepared)
 }
 
 fn detect_format(disk: &str, path: &Path) -> Result<DiskFormat, DiskError> {
@@ -145,6 +202,7 @@ fn create_sparse(disk: &str, path: &Path, bytes: u64) -> Result<(), DiskError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .and_then(|f| f.set_len(bytes))
         .map_err(|source| DiskError::Create {
@@ -258,7 +316,15 @@ mod tests {
             boot_order: None,
             serial: None,
         }];
-        let disks = prepare_disks(&plans, dir.path(), "vm", &uuid()).unwrap();
+        let disks = prepare_disks(
+            &plans,
+            dir.path(),
+            "vm",
+            &uuid(),
+            &HostPathPolicy::default(),
+        )
+        .unwrap()
+        .disks;
         let meta = std::fs::metadata(&disks[0].path).unwrap();
         assert_eq!(meta.len(), 64 << 20);
         use std::os::unix::fs::MetadataExt;
@@ -279,7 +345,15 @@ mod tests {
             boot_order: None,
             serial: None,
         }];
-        let disks = prepare_disks(&plans, dir.path(), "vm1", &uuid()).unwrap();
+        let disks = prepare_disks(
+            &plans,
+            dir.path(),
+            "vm1",
+            &uuid(),
+            &HostPathPolicy::default(),
+        )
+        .unwrap()
+        .disks;
         let out = Command::new("mdir")
             .env("MTOOLS_SKIP_CHECK", "1")
             .arg("-i")

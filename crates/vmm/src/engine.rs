@@ -6,13 +6,15 @@
 //! `run/<vm-uuid>/` (the runtime dir of the current run), `logs/<vm-uuid>/serial.log` (the serial
 //! output of every run, appended), `localca-ephemeral/` (the CA of ephemeral TPMs).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferrovirt_firmware::{DEFAULT_SEARCH_DIRS, FirmwareDescriptor, load_descriptors};
-use ferrovirt_storage::VmUuid;
+use ferrovirt_storage::{VmIdentity, VmStateStore, VmStoreError, VmUuid};
 
 use crate::disks::{DiskError, DiskPlan, prepare_disks};
+use crate::hostpath::HostPathPolicy;
 use crate::kvm::probe_accelerator;
 use crate::launcher::{LaunchError, SwtpmConfig, VmExit, VmHandle};
 use crate::machine::{Accel, MachineConfig, MachineType, Nic, SerialConsole, TpmAttachment};
@@ -24,7 +26,11 @@ use crate::state::{FirmwarePlan, PreparedState, StateFault, StatePlan, TpmPlan};
 pub struct VmPlan {
     pub namespace: String,
     pub name: String,
-    /// The stable `firmware.uuid`: names the runtime dir and the TPM state dir.
+    /// The VirtualMachine's `metadata.uid` (recorded as the owner of its state generations);
+    /// `None` for `ferrovirt run`.
+    pub vm_uid: Option<String>,
+    /// The stable `firmware.uuid`: names the runtime dir, the TPM state dir and the VM's state
+    /// generations (`<data>/state-generations/vms/<uuid>/`).
     pub uuid: VmUuid,
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -37,8 +43,9 @@ pub struct VmPlan {
     pub nics: Vec<Nic>,
     /// The backend-storage volume (a directory), when the TPM or EFI is persistent.
     pub state_volume: Option<PathBuf>,
-    /// Where that volume's generations live.
-    pub generations_dir: Option<PathBuf>,
+    /// Where versions before the per-VM stores kept this volume's generations
+    /// (`<data>/state-generations/<volume>/`); moved into the VM's store on first use.
+    pub legacy_generations_dir: Option<PathBuf>,
     /// `terminationGracePeriodSeconds`.
     pub grace: Duration,
 }
@@ -76,6 +83,12 @@ pub enum EngineError {
     },
     #[error("the VM {name} is already running (runtime dir {dir}); stop it first or adopt the run")]
     AlreadyRunning { name: String, dir: PathBuf },
+    #[error("state generations: {0}")]
+    StateStore(#[from] VmStoreError),
+    #[error(
+        "the VM {name} is running ({what} alive on this host); stop it before rolling its state back"
+    )]
+    StillRunning { name: String, what: &'static str },
 }
 
 /// The engine of one data dir.
@@ -87,6 +100,8 @@ pub struct Engine {
     ephemeral_localca: PathBuf,
     accel: Accel,
     descriptors: Vec<FirmwareDescriptor>,
+    /// Where `hostDisk` files may lie (by default `<data>/images` only).
+    host_paths: HostPathPolicy,
 }
 
 /// A started VM and what its start did.
@@ -109,12 +124,12 @@ impl Engine {
     /// reads the firmware descriptors.
     pub async fn new(data_dir: impl Into<PathBuf>) -> Result<Self, EngineError> {
         let data_dir = data_dir.into();
-        let run_base = runtime_base(&data_dir);
-        for dir in [
-            run_base.clone(),
-            data_dir.join("logs"),
-            data_dir.join("localca-ephemeral"),
-        ] {
+        ferrovirt_storage::atomic::prepare_private_dir(&data_dir).map_err(|e| EngineError::Io {
+            path: data_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let run_base = prepare_runtime_base(&data_dir)?;
+        for dir in [data_dir.join("logs"), data_dir.join("localca-ephemeral")] {
             ferrovirt_storage::atomic::create_dir_private(&dir).map_err(|e| EngineError::Io {
                 path: dir.clone(),
                 source: std::io::Error::other(e.to_string()),
@@ -130,6 +145,7 @@ impl Engine {
         Ok(Self {
             run_base,
             ephemeral_localca: data_dir.join("localca-ephemeral"),
+            host_paths: HostPathPolicy::for_data_dir(&data_dir, &[]),
             data_dir,
             accel: probe_accelerator().await,
             descriptors: loaded.descriptors,
@@ -138,6 +154,18 @@ impl Engine {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Sets where `hostDisk` files may lie (`serve`/`run`: `<data>/images` and each
+    /// `--host-disk-root`, see [`HostPathPolicy::for_data_dir`]).
+    pub fn with_host_paths(mut self, policy: HostPathPolicy) -> Self {
+        self.host_paths = policy;
+        self
+    }
+
+    /// Where `hostDisk` files may lie.
+    pub fn host_paths(&self) -> &HostPathPolicy {
+        &self.host_paths
     }
 
     pub fn accel(&self) -> Accel {
@@ -154,14 +182,19 @@ impl Engine {
         serial_log_path(&self.data_dir, uuid)
     }
 
-    fn state_plan<'a>(&'a self, plan: &'a VmPlan, runtime_dir: &'a Path) -> StatePlan<'a> {
+    fn state_plan<'a>(
+        &'a self,
+        plan: &'a VmPlan,
+        runtime_dir: &'a Path,
+        generations_dir: Option<&'a Path>,
+    ) -> StatePlan<'a> {
         StatePlan {
             vm_name: &plan.name,
             vm_uuid: &plan.uuid,
             tpm: plan.tpm,
             firmware: plan.firmware,
             volume: plan.state_volume.as_deref(),
-            generations_dir: plan.generations_dir.as_deref(),
+            generations_dir,
             runtime_dir,
             ephemeral_localca_dir: &self.ephemeral_localca,
             descriptors: &self.descriptors,
@@ -196,21 +229,27 @@ impl Engine {
     async fn start_in(&self, plan: VmPlan, runtime: RuntimeDir) -> Result<RunningVm, EngineError> {
         let state = {
             let root = runtime.root().to_path_buf();
-            let state_plan = self.state_plan(&plan, &root);
+            let generations = generations_dir(&self.data_dir, &plan)?;
+            let state_plan = self.state_plan(&plan, &root, generations.as_deref());
             tokio::task::block_in_place(|| crate::state::prepare(&state_plan))?
         };
         for warning in &state.warnings {
             tracing::warn!(vm = %plan.name, "{warning}");
         }
-        let disks = prepare_disks(&plan.disks, runtime.root(), &plan.name, &plan.uuid)?;
+        let disks = prepare_disks(
+            &plan.disks,
+            runtime.root(),
+            &plan.name,
+            &plan.uuid,
+            &self.host_paths,
+        )?;
         let serial_log = self.serial_log_path(&plan.uuid);
-        if let Some(dir) = serial_log.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
-                path: dir.to_path_buf(),
+        crate::serial_log::start_run(&serial_log, crate::serial_log::MAX_BYTES).map_err(
+            |source| EngineError::Io {
+                path: serial_log.clone(),
                 source,
-            })?;
-        }
-        append_run_marker(&serial_log)?;
+            },
+        )?;
         let machine = MachineConfig {
             name: format!("{}_{}", plan.namespace, plan.name),
             uuid: plan.uuid.as_str().to_string(),
@@ -225,7 +264,7 @@ impl Engine {
                 ctrl_socket: runtime.swtpm_ctrl_socket(),
                 model,
             }),
-            disks,
+            disks: disks.disks,
             nics: plan.nics.clone(),
             serial: SerialConsole {
                 socket: runtime.serial_socket(),
@@ -234,13 +273,14 @@ impl Engine {
             qmp_socket: runtime.qmp_socket(),
             pid_file: runtime.qemu_pid_file(),
             qemu_binary: None,
+            fd_sets: disks.fd_sets,
         };
         let swtpm = state.tpm_state_dir.clone().map(|state_dir| SwtpmConfig {
             state_dir,
             binary: None,
             extra_args: Vec::new(),
         });
-        let handle = VmHandle::start(machine, swtpm, runtime).await?;
+        let handle = VmHandle::start_with_fds(machine, swtpm, runtime, disks.fds).await?;
         Ok(RunningVm {
             plan,
             handle,
@@ -263,9 +303,13 @@ impl Engine {
 
     async fn finish(&self, plan: &VmPlan, exit: VmExit) -> Result<RunEnd, EngineError> {
         let runtime_path = self.runtime_path(&plan.uuid);
-        let recorded = {
-            let state_plan = self.state_plan(plan, &runtime_path);
-            tokio::task::block_in_place(|| crate::state::finish(&state_plan))
+        let recorded = match generations_dir(&self.data_dir, plan) {
+            Ok(generations) => {
+                let state_plan = self.state_plan(plan, &runtime_path, generations.as_deref());
+                tokio::task::block_in_place(|| crate::state::finish(&state_plan))
+                    .map_err(EngineError::from)
+            }
+            Err(e) => Err(e),
         };
         // The run is over whatever the state check said: its runtime dir (ephemeral state only)
         // must not block the next start. The persistent state stays where it is, untouched.
@@ -287,6 +331,11 @@ impl Engine {
         })
     }
 
+    /// Whether the VM's QEMU or swtpm runs (see [`vm_processes_running`]).
+    pub fn processes_running(&self, uuid: &VmUuid) -> Result<VmProcesses, EngineError> {
+        vm_processes_running(&self.data_dir, uuid)
+    }
+
     /// Rolls a stopped VM's persistent state back to a generation.
     pub fn rollback(
         &self,
@@ -305,16 +354,38 @@ impl Engine {
     }
 }
 
+/// The directory of a VM's state generations (its per-VM store, claimed for this VM; older
+/// per-volume generations moved in), when the VM keeps persistent state.
+pub fn generations_dir(data_dir: &Path, plan: &VmPlan) -> Result<Option<PathBuf>, EngineError> {
+    if !plan.needs_backend_storage() {
+        return Ok(None);
+    }
+    let identity = VmIdentity {
+        namespace: plan.namespace.clone(),
+        name: plan.name.clone(),
+        uid: plan.vm_uid.clone(),
+        uuid: plan.uuid.clone(),
+    };
+    Ok(Some(VmStateStore::new(data_dir).open_for_vm(
+        &identity,
+        plan.legacy_generations_dir.as_deref(),
+    )?))
+}
+
 /// A state plan for the offline operations on persistent state (list, rollback): they touch
 /// neither firmware descriptors nor a runtime dir.
-fn offline_state_plan<'a>(plan: &'a VmPlan, scratch: &'a Path) -> StatePlan<'a> {
+fn offline_state_plan<'a>(
+    plan: &'a VmPlan,
+    scratch: &'a Path,
+    generations_dir: Option<&'a Path>,
+) -> StatePlan<'a> {
     StatePlan {
         vm_name: &plan.name,
         vm_uuid: &plan.uuid,
         tpm: plan.tpm,
         firmware: plan.firmware,
         volume: plan.state_volume.as_deref(),
-        generations_dir: plan.generations_dir.as_deref(),
+        generations_dir,
         runtime_dir: scratch,
         ephemeral_localca_dir: scratch,
         descriptors: &[],
@@ -327,65 +398,109 @@ pub fn state_generations(
     data_dir: &Path,
     plan: &VmPlan,
 ) -> Result<Vec<ferrovirt_storage::GenerationInfo>, EngineError> {
-    let scratch = runtime_base(data_dir);
+    let scratch = data_dir.join("run");
+    let generations = generations_dir(data_dir, plan)?;
     Ok(crate::state::generations(&offline_state_plan(
-        plan, &scratch,
+        plan,
+        &scratch,
+        generations.as_deref(),
     ))?)
 }
 
 /// Puts generation `generation` of a stopped VM's persistent state back; returns the generation
-/// that keeps the state it replaced.
+/// that keeps the state it replaced. Refuses while the VM's QEMU or swtpm runs on this host
+/// ([`vm_processes_running`]), whatever the API status says.
 pub fn rollback_state(
     data_dir: &Path,
     plan: &VmPlan,
     generation: ferrovirt_storage::GenerationId,
 ) -> Result<ferrovirt_storage::GenerationId, EngineError> {
-    let scratch = runtime_base(data_dir);
+    let running = vm_processes_running(data_dir, &plan.uuid)?;
+    if running.any_running() {
+        return Err(EngineError::StillRunning {
+            name: plan.name.clone(),
+            what: match (running.qemu, running.swtpm) {
+                (true, true) => "QEMU and swtpm",
+                (true, false) => "QEMU",
+                _ => "swtpm",
+            },
+        });
+    }
+    let scratch = data_dir.join("run");
+    let generations = generations_dir(data_dir, plan)?;
     Ok(crate::state::rollback(
-        &offline_state_plan(plan, &scratch),
+        &offline_state_plan(plan, &scratch, generations.as_deref()),
         generation,
     )?)
 }
 
-/// The line the engine writes into a VM's serial log before each run, so that a reader can show
-/// the current or last run alone (`ferrovirt logs`).
-pub const RUN_MARKER: &str = "[ferrovirt] run started";
-
-/// `<data>/logs/<vm-uuid>/serial.log`: the serial console of every run of a VM, appended.
-pub fn serial_log_path(data_dir: &Path, uuid: &VmUuid) -> PathBuf {
-    data_dir.join("logs").join(uuid.as_str()).join("serial.log")
+/// Whether a VM's processes run, as the host sees them (not as any API status says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VmProcesses {
+    pub qemu: bool,
+    pub swtpm: bool,
 }
 
-fn append_run_marker(serial_log: &Path) -> Result<(), EngineError> {
-    use std::io::Write;
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(serial_log)
-        .and_then(|mut log| write!(log, "\r\n{RUN_MARKER} (unix time {seconds})\r\n"))
-        .map_err(|source| EngineError::Io {
-            path: serial_log.to_path_buf(),
-            source,
-        })
+impl VmProcesses {
+    /// QEMU or swtpm runs: the state must not be touched.
+    pub fn any_running(self) -> bool {
+        self.qemu || self.swtpm
+    }
+}
+
+/// Asks the host whether the VM's QEMU or swtpm runs: the runtime dir's `run.json` names them,
+/// and a recorded process counts as running only when a live process has its pid, start time and
+/// executable. A run still starting (no `run.json` yet) counts as running when a pid file names a
+/// live process. This is what the state-rollback guard must ask, never a status field a client
+/// can write.
+pub fn vm_processes_running(data_dir: &Path, uuid: &VmUuid) -> Result<VmProcesses, EngineError> {
+    let root = runtime_base(data_dir).join(uuid.as_str());
+    if !root.exists() {
+        return Ok(VmProcesses::default());
+    }
+    let runtime = RuntimeDir::open(&root)?;
+    if runtime.run_record().exists() {
+        let record = runtime.read_record()?;
+        return Ok(VmProcesses {
+            qemu: record.qemu.verify().is_ok(),
+            swtpm: record.swtpm.as_ref().is_some_and(|s| s.verify().is_ok()),
+        });
+    }
+    let pid_alive = |file: PathBuf| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+            .is_some_and(|pid| crate::process::ProcessIdentity::of(pid).is_ok())
+    };
+    Ok(VmProcesses {
+        qemu: pid_alive(runtime.qemu_pid_file()),
+        swtpm: pid_alive(runtime.swtpm_pid_file()),
+    })
+}
+
+/// The line the engine writes into a VM's serial log before each run (see
+/// [`crate::serial_log`]).
+pub const RUN_MARKER: &str = crate::serial_log::RUN_MARKER;
+
+/// `<data>/logs/<vm-uuid>/serial.log`: the serial console of every run of a VM, appended (capped
+/// and rotated, see [`crate::serial_log`]).
+pub fn serial_log_path(data_dir: &Path, uuid: &VmUuid) -> PathBuf {
+    data_dir.join("logs").join(uuid.as_str()).join("serial.log")
 }
 
 /// Longest name of a socket in a runtime dir (`swtpm-ctrl.sock`), with the `/` before it.
 const LONGEST_SOCKET_NAME: usize = 20;
 
-/// The directory under which each run gets `<vm-uuid>/`: `<data>/run` when the sockets fit in a
-/// unix socket path from there, else a short directory in the system temp dir named after a
-/// stable hash of the data dir (so a restarted manager finds the same runs again).
-pub fn runtime_base(data_dir: &Path) -> PathBuf {
-    let preferred = data_dir.join("run");
-    let uuid_len = 1 + 36;
-    if preferred.as_os_str().len() + uuid_len + LONGEST_SOCKET_NAME <= MAX_SOCKET_PATH {
-        return preferred;
-    }
-    // FNV-1a: stable across builds and Rust versions (std's hasher is not).
+/// The file in a data dir that records a random runtime base (see [`prepare_runtime_base`]).
+pub const RUNTIME_BASE_RECORD: &str = "runtime-base";
+
+fn sockets_fit(base: &Path) -> bool {
+    base.as_os_str().len() + 1 + 36 + LONGEST_SOCKET_NAME <= MAX_SOCKET_PATH
+}
+
+/// A stable name for a data dir: FNV-1a of its path (stable across builds and Rust versions,
+/// which std's hasher is not), so that a restarted manager finds the same runs again.
+fn data_dir_hash(data_dir: &Path) -> String {
     let hash = data_dir
         .as_os_str()
         .as_encoded_bytes()
@@ -393,7 +508,114 @@ pub fn runtime_base(data_dir: &Path) -> PathBuf {
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-    std::env::temp_dir().join(format!("ferrovirt-run-{hash:016x}"))
+    format!("{hash:016x}")
+}
+
+/// A runtime base outside the data dir that no other user can create or enter: as root
+/// `/run/ferrovirt/<hash>`, otherwise `$XDG_RUNTIME_DIR/ferrovirt/<hash>` (a per-user 0700 dir).
+/// `None` where neither exists or the sockets would not fit.
+fn private_system_base(data_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let top = if rustix::process::geteuid().is_root() {
+        PathBuf::from("/run")
+    } else {
+        PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?)
+    };
+    if !top.is_absolute() || !top.is_dir() {
+        return None;
+    }
+    let parent = top.join("ferrovirt");
+    let base = parent.join(data_dir_hash(data_dir));
+    sockets_fit(&base).then_some((parent, base))
+}
+
+fn recorded_base(data_dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(data_dir.join(RUNTIME_BASE_RECORD)).ok()?;
+    let path = PathBuf::from(text.trim());
+    (path.is_absolute() && sockets_fit(&path)).then_some(path)
+}
+
+/// The directory under which each run gets `<vm-uuid>/`: `<data>/run` when the sockets fit in a
+/// unix socket path from there; else `/run/ferrovirt/<hash>` (root) or
+/// `$XDG_RUNTIME_DIR/ferrovirt/<hash>`; else the private random directory recorded in
+/// `<data>/runtime-base`. Never a predictable name in a shared directory. This only computes the
+/// path; [`prepare_runtime_base`] creates and checks it.
+pub fn runtime_base(data_dir: &Path) -> PathBuf {
+    let preferred = data_dir.join("run");
+    if sockets_fit(&preferred) {
+        return preferred;
+    }
+    if let Some((_, base)) = private_system_base(data_dir) {
+        return base;
+    }
+    recorded_base(data_dir).unwrap_or(preferred)
+}
+
+/// Creates (or checks) the runtime base of a data dir (see [`runtime_base`]): every directory on
+/// the way that ferrovirt owns is 0700 and ours (an existing one owned by someone else is
+/// refused). Where only the system temp dir is left, a directory with a random name is created
+/// there (mkdir fails on an existing name, so nobody can plant it) and recorded in
+/// `<data>/runtime-base` for the next start.
+pub fn prepare_runtime_base(data_dir: &Path) -> Result<PathBuf, EngineError> {
+    let private = |path: &Path| {
+        ferrovirt_storage::atomic::prepare_private_dir(path).map_err(|e| EngineError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    };
+    let preferred = data_dir.join("run");
+    if sockets_fit(&preferred) {
+        private(&preferred)?;
+        return Ok(preferred);
+    }
+    if let Some((parent, base)) = private_system_base(data_dir) {
+        private(&parent)?;
+        private(&base)?;
+        return Ok(base);
+    }
+    if let Some(base) = recorded_base(data_dir)
+        && base.exists()
+    {
+        private(&base)?;
+        return Ok(base);
+    }
+    let temp = std::env::temp_dir();
+    for _ in 0..16 {
+        let mut random = [0u8; 8];
+        rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty()).map_err(
+            |e| EngineError::Io {
+                path: temp.clone(),
+                source: e.into(),
+            },
+        )?;
+        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let base = temp.join(format!("ferrovirt-run-{name}"));
+        if !sockets_fit(&base) {
+            break;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&base) {
+            Ok(()) => {
+                private(&base)?;
+                let record = data_dir.join(RUNTIME_BASE_RECORD);
+                let text = base.as_os_str().as_encoded_bytes();
+                ferrovirt_storage::atomic::write_file(&record, text, 0o600).map_err(|e| {
+                    EngineError::Io {
+                        path: record.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                })?;
+                return Ok(base);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(EngineError::Io { path: base, source }),
+        }
+    }
+    Err(EngineError::Io {
+        path: temp,
+        source: std::io::Error::other(
+            "no runtime directory whose socket paths fit in 107 bytes could be created; use a \
+             shorter data dir path",
+        ),
+    })
 }
 
 fn remove_dir_if_exists(path: &Path) -> Result<(), EngineError> {

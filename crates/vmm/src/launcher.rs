@@ -18,6 +18,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use command_fds::{CommandFdExt, FdMapping};
 use rustix::process::Signal;
 use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, watch};
@@ -229,6 +230,8 @@ pub struct VmHandle {
     qemu_pidfd: OwnedFd,
     exit: watch::Receiver<Option<VmExit>>,
     monitor: JoinHandle<()>,
+    /// Rotates the serial log while the VM runs.
+    log_cap: JoinHandle<()>,
     start_to_running: Option<Duration>,
 }
 
@@ -236,6 +239,7 @@ impl Drop for VmHandle {
     /// Never kills the VM: only stops watching it (children are reaped by tokio later).
     fn drop(&mut self) {
         self.monitor.abort();
+        self.log_cap.abort();
     }
 }
 
@@ -364,6 +368,17 @@ impl VmHandle {
         swtpm: Option<SwtpmConfig>,
         runtime: RuntimeDir,
     ) -> Result<Self, LaunchError> {
+        Self::start_with_fds(machine, swtpm, runtime, Vec::new()).await
+    }
+
+    /// [`VmHandle::start`], with descriptors QEMU inherits at the given numbers (the fd sets of
+    /// `machine.fd_sets`); no other process gets them.
+    pub async fn start_with_fds(
+        machine: MachineConfig,
+        swtpm: Option<SwtpmConfig>,
+        runtime: RuntimeDir,
+        fds: Vec<(i32, OwnedFd)>,
+    ) -> Result<Self, LaunchError> {
         let started = Instant::now();
         if machine.tpm.is_some() != swtpm.is_some() {
             return Err(LaunchError::TpmMismatch {
@@ -421,6 +436,20 @@ impl VmHandle {
             .stdout(Stdio::null())
             .stderr(qemu_log)
             .process_group(0);
+        let mappings = fds
+            .into_iter()
+            .map(|(child_fd, parent_fd)| FdMapping {
+                parent_fd,
+                child_fd,
+            })
+            .collect();
+        if let Err(collision) = command.fd_mappings(mappings) {
+            abort_start(None, swtpm_process).await;
+            return Err(LaunchError::Spawn {
+                program: "qemu".into(),
+                source: std::io::Error::other(collision),
+            });
+        }
         let qemu_process = match command.spawn() {
             Ok(child) => Supervised::spawned(child, "qemu"),
             Err(source) => Err(LaunchError::Spawn {
@@ -488,8 +517,8 @@ impl VmHandle {
         let events = qmp.subscribe();
         let record = RunRecord {
             machine,
-            qemu: qemu_process.identity,
-            swtpm: swtpm_process.as_ref().map(|p| p.identity),
+            qemu: qemu_process.identity.clone(),
+            swtpm: swtpm_process.as_ref().map(|p| p.identity.clone()),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -527,11 +556,11 @@ impl VmHandle {
         let record = runtime.read_record()?;
         let qemu_pidfd = record.qemu.open_pidfd()?;
         let qemu = Supervised {
-            identity: record.qemu,
+            identity: record.qemu.clone(),
             pidfd: qemu_pidfd,
             child: None,
         };
-        let swtpm = match record.swtpm {
+        let swtpm = match record.swtpm.clone() {
             Some(identity) => match identity.open_pidfd() {
                 Ok(pidfd) => Some(Supervised {
                     identity,
@@ -617,6 +646,10 @@ impl VmHandle {
             tracing::info!(?exit, "VM exited");
             let _ = exit_tx.send(Some(exit));
         });
+        let log_cap = crate::serial_log::spawn_cap(
+            record.machine.serial.log_file.clone(),
+            crate::serial_log::MAX_BYTES,
+        );
         Ok(Self {
             runtime,
             record,
@@ -624,6 +657,7 @@ impl VmHandle {
             qemu_pidfd,
             exit,
             monitor,
+            log_cap,
             start_to_running,
         })
     }

@@ -1,16 +1,19 @@
 //! The virtual machine monitor layer (KubeVirt's virt-launcher, on one host): a VM run's runtime
 //! directory, the QEMU command line, our own QMP client, starting/stopping/adopting QEMU and swtpm as
-//! their parent.
+//! their parent, host disks opened beneath their allowed roots (`hostpath`), and the capped serial
+//! log (`serial_log`).
 
 pub mod cmdline;
 pub mod console;
 pub mod convert;
 pub mod disks;
 pub mod engine;
+pub mod hostpath;
 pub mod kvm;
 pub mod launcher;
 pub mod machine;
 pub mod process;
 pub mod qmp;
 pub mod runtime;
+pub mod serial_log;
 pub mod state;

@@ -146,6 +146,20 @@ pub struct MachineConfig {
     /// QEMU binary; `qemu-system-x86_64` on PATH when `None`.
     #[serde(default)]
     pub qemu_binary: Option<PathBuf>,
+    /// Descriptors QEMU inherits into fd sets (`-add-fd`): host disks opened beneath their
+    /// allowed root, given to QEMU as `/dev/fdset/<set>` instead of a path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fd_sets: Vec<FdSetEntry>,
+}
+
+/// One descriptor of an fd set: `-add-fd fd=<child_fd>,set=<set>,opaque=<opaque>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdSetEntry {
+    pub set: u32,
+    /// The descriptor number in QEMU (the launcher maps the opened file there).
+    pub child_fd: i32,
+    /// A label QEMU shows in `query-fdsets` (no commas).
+    pub opaque: String,
 }
 
 impl MachineConfig {

@@ -1,7 +1,9 @@
-//! Process identity and supervision primitives: `/proc/PID/stat` start times (defence against pid
-//! reuse), pidfds for processes we did not spawn, and waiting for their exit without being the parent.
+//! Process identity and supervision primitives: `/proc/PID/stat` start times and `/proc/PID/exe`
+//! (defence against pid reuse: a recorded process is the live one only when both match), pidfds
+//! for processes we did not spawn, and waiting for their exit without being the parent.
 
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
@@ -21,18 +23,40 @@ pub enum ProcessError {
         recorded: u64,
         actual: u64,
     },
+    #[error(
+        "pid {pid} runs {actual}, not the recorded {recorded} (the original process exited and \
+         the pid was reused)"
+    )]
+    OtherExecutable {
+        pid: i32,
+        recorded: String,
+        actual: String,
+    },
     #[error("invalid pid {0}")]
     InvalidPid(i32),
     #[error("pidfd for process {pid}: {reason}")]
     Pidfd { pid: i32, reason: String },
 }
 
-/// A pid plus its start time (clock ticks since boot, field 22 of /proc/PID/stat): unique over
-/// the host's uptime even when pids are reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A pid plus its start time (clock ticks since boot, field 22 of /proc/PID/stat), unique over
+/// the host's uptime even when pids are reused, and the executable it runs (`/proc/PID/exe`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessIdentity {
     pub pid: i32,
     pub start_time: u64,
+    /// The executable; absent in records of older versions (then the start time alone decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<PathBuf>,
+}
+
+/// The executable of a live process, without the ` (deleted)` the kernel appends once the file
+/// was replaced (a package upgrade while the VM runs must not make it look like another process).
+pub fn executable_of(pid: i32) -> Option<PathBuf> {
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let text = link.to_str()?;
+    Some(PathBuf::from(
+        text.strip_suffix(" (deleted)").unwrap_or(text),
+    ))
 }
 
 /// Parses field 22 (starttime) of a /proc/PID/stat line. The command name (field 2) may contain
@@ -63,10 +87,15 @@ impl ProcessIdentity {
         })?;
         let start_time = parse_start_time(&stat)
             .map_err(|reason| ProcessError::MalformedStat { pid, reason })?;
-        Ok(Self { pid, start_time })
+        Ok(Self {
+            pid,
+            start_time,
+            exe: executable_of(pid),
+        })
     }
 
-    /// Checks that the pid still names this very process (alive, same start time).
+    /// Checks that the pid still names this very process: alive, same start time, and (when
+    /// recorded) the same executable.
     pub fn verify(&self) -> Result<(), ProcessError> {
         let now = Self::of(self.pid)?;
         if now.start_time != self.start_time {
@@ -74,6 +103,18 @@ impl ProcessIdentity {
                 pid: self.pid,
                 recorded: self.start_time,
                 actual: now.start_time,
+            });
+        }
+        if let Some(recorded) = &self.exe
+            && now.exe.as_deref() != Some(recorded.as_path())
+        {
+            return Err(ProcessError::OtherExecutable {
+                pid: self.pid,
+                recorded: recorded.display().to_string(),
+                actual: now.exe.as_deref().map_or_else(
+                    || "an unreadable executable".into(),
+                    |e: &Path| e.display().to_string(),
+                ),
             });
         }
         Ok(())
@@ -145,12 +186,27 @@ mod tests {
     #[test]
     fn own_identity_verifies() {
         let me = ProcessIdentity::of(std::process::id() as i32).unwrap();
+        assert_eq!(me.exe.as_deref(), std::env::current_exe().ok().as_deref());
         me.verify().unwrap();
         let fake = ProcessIdentity {
             start_time: me.start_time + 1,
-            ..me
+            ..me.clone()
         };
         assert!(matches!(fake.verify(), Err(ProcessError::Reused { .. })));
+        // Same pid and start time, but another executable recorded: not this process.
+        let other = ProcessIdentity {
+            exe: Some("/usr/bin/qemu-system-x86_64".into()),
+            ..me.clone()
+        };
+        let err = other.verify().unwrap_err();
+        assert!(matches!(err, ProcessError::OtherExecutable { .. }), "{err}");
+        // Records of older versions carry no executable: the start time decides.
+        ProcessIdentity {
+            exe: None,
+            ..me.clone()
+        }
+        .verify()
+        .unwrap();
         assert!(!me.is_dead_or_zombie());
     }
 

@@ -33,6 +33,11 @@ pub enum RuntimeError {
         "runtime dir {path} is not a directory with mode 0700 (mode {mode:o}); fix or remove it"
     )]
     BadMode { path: PathBuf, mode: u32 },
+    #[error(
+        "runtime dir {path} belongs to uid {owner}, not to this process (uid {us}) or is not a \
+         real directory; remove it"
+    )]
+    NotOurs { path: PathBuf, owner: u32, us: u32 },
     #[error("{path}: malformed run record: {reason}")]
     BadRecord { path: PathBuf, reason: String },
 }
@@ -73,14 +78,31 @@ impl RuntimeDir {
             .mode(0o700)
             .create(&dir.root)
             .map_err(io(&dir.root, "create"))?;
+        dir.check_owner()?;
         fs::set_permissions(&dir.root, fs::Permissions::from_mode(0o700))
             .map_err(io(&dir.root, "chmod 0700"))?;
         Ok(dir)
     }
 
-    /// Opens an existing runtime dir (for adoption) and checks its mode.
+    /// A real directory (not a symlink) owned by our effective uid.
+    fn check_owner(&self) -> Result<(), RuntimeError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(&self.root).map_err(io(&self.root, "stat"))?;
+        let us = rustix::process::geteuid().as_raw();
+        if !meta.is_dir() || meta.uid() != us {
+            return Err(RuntimeError::NotOurs {
+                path: self.root.clone(),
+                owner: meta.uid(),
+                us,
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens an existing runtime dir (for adoption) and checks its owner and mode.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
         let dir = Self { root: root.into() };
+        dir.check_owner()?;
         let meta = fs::metadata(&dir.root).map_err(io(&dir.root, "stat"))?;
         let mode = meta.permissions().mode() & 0o7777;
         if !meta.is_dir() || mode != 0o700 {
@@ -192,12 +214,14 @@ mod tests {
             qmp_socket: dir.qmp_socket(),
             pid_file: dir.qemu_pid_file(),
             qemu_binary: None,
+            fd_sets: Vec::new(),
         };
         let record = RunRecord {
             machine,
             qemu: ProcessIdentity {
                 pid: 42,
                 start_time: 7,
+                exe: Some("/usr/bin/qemu-system-x86_64".into()),
             },
             swtpm: None,
             created_unix: 1,
@@ -233,6 +257,25 @@ mod tests {
             RuntimeDir::open(tmp.path()),
             Err(RuntimeError::BadMode { .. })
         ));
+    }
+
+    #[test]
+    fn open_refuses_a_dir_someone_else_owns_or_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = RuntimeDir::create(tmp.path().join("r")).unwrap();
+        std::os::unix::fs::symlink(real.root(), tmp.path().join("link")).unwrap();
+        assert!(matches!(
+            RuntimeDir::open(tmp.path().join("link")),
+            Err(RuntimeError::NotOurs { .. })
+        ));
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(real.root(), Some(65534), None).unwrap();
+            assert!(matches!(
+                RuntimeDir::open(real.root()),
+                Err(RuntimeError::NotOurs { owner: 65534, .. })
+            ));
+            assert!(RuntimeDir::create(real.root()).is_err());
+        }
     }
 
     #[test]

@@ -70,6 +70,33 @@ pub enum FirmwarePlan {
     Uefi { secure_boot: bool, persistent: bool },
 }
 
+/// A start found the VM's volume empty (new, or re-created after the PVC was deleted) while the
+/// VM has state generations: the last good generation was put into the volume instead of
+/// manufacturing a fresh TPM. The controller reports it as the Event `StateRestored`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredState {
+    /// The generation restored.
+    pub generation: GenerationId,
+    /// Why that generation was recorded (`after-stop`, `before-start`, ...).
+    pub reason: GenerationReason,
+    /// The generation that keeps what the empty volume held before (nothing of the state).
+    pub pre_restore: GenerationId,
+    /// The logical names restored (`tpm-state`, `vars`).
+    pub restored: Vec<String>,
+}
+
+impl RestoredState {
+    /// The message of the `StateRestored` Event.
+    pub fn message(&self, volume: &Path) -> String {
+        format!(
+            "The backend-storage volume {} held no TPM/EFI state, but the VM has state              generations: restored generation {} ({}) instead of creating a new TPM",
+            volume.display(),
+            self.generation.0,
+            self.restored.join(", ")
+        )
+    }
+}
+
 /// Everything [`prepare`] needs to know about one VM run.
 #[derive(Debug, Clone)]
 pub struct StatePlan<'a> {
@@ -103,6 +130,8 @@ pub struct PreparedState {
     pub recorded: Option<GenerationId>,
     /// Set when a TPM was manufactured for this run.
     pub manufactured: Option<ManufactureReport>,
+    /// Set when the volume was empty and the last good generation was restored into it.
+    pub restored: Option<RestoredState>,
     /// Things a user should know (e.g. the state changed while the VM was stopped).
     pub warnings: Vec<String>,
 }
@@ -137,6 +166,17 @@ pub enum StateFault {
         source: VarsError,
         vm: String,
         generation: Option<GenerationId>,
+    },
+    #[error(
+        "the VM's backend-storage volume {volume} holds no TPM/EFI state, but the VM has state \
+         generations in {generations} and none of them verifies; ferrovirt does not replace a lost \
+         state with a fresh one. List them with `ferrovirt state list {vm}` and roll one back with \
+         `ferrovirt state rollback {vm} --generation N` (or purge them deliberately)"
+    )]
+    NoGoodGeneration {
+        vm: String,
+        volume: PathBuf,
+        generations: PathBuf,
     },
     #[error(
         "spec.template.spec.domain: a persistent TPM or EFI needs a backend-storage volume, and \
@@ -233,6 +273,7 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
     let mut warnings = Vec::new();
     let mut recorded = None;
     let mut manufactured = None;
+    let mut restored = None;
 
     let selected = match plan.firmware {
         FirmwarePlan::Bios => None,
@@ -247,6 +288,7 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
     };
 
     if let Some(files) = &persistent {
+        restored = restore_into_empty_volume(files, &vm)?;
         let history = files.generations.list()?;
         let manifests: Vec<_> = history
             .iter()
@@ -376,7 +418,68 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
         tpm_model: plan.tpm.model(),
         recorded,
         manufactured,
+        restored,
         warnings,
+    })
+}
+
+/// A volume that holds none of the VM's state files (new, or re-created after its PVC was
+/// deleted) while the VM has generations: restore the newest generation that verifies and holds
+/// a state file (never a `pre-restore` one, which is a state someone rolled away from). No
+/// generation at all: a first start (`None`); generations but none usable: an error, never a
+/// fresh TPM.
+fn restore_into_empty_volume(
+    files: &PersistentFiles,
+    vm: &str,
+) -> Result<Option<RestoredState>, StateFault> {
+    let sources = files.sources();
+    if sources.iter().any(|(_, path)| path.exists()) {
+        return Ok(None);
+    }
+    let history = files.generations.list()?;
+    let held_state = |m: &ferrovirt_storage::Manifest| {
+        sources.iter().any(|(logical, _)| {
+            m.entry(logical)
+                .is_some_and(|entry| entry.kind == EntryKind::File)
+        })
+    };
+    if !history
+        .iter()
+        .filter_map(|g| g.manifest.as_ref().ok())
+        .any(held_state)
+    {
+        return Ok(None);
+    }
+    for info in history.iter().rev() {
+        let Ok(manifest) = files.generations.verify(info.id) else {
+            continue;
+        };
+        if matches!(manifest.reason, GenerationReason::PreRestore { .. }) || !held_state(&manifest)
+        {
+            continue;
+        }
+        let targets: Vec<(&str, &Path)> = sources
+            .iter()
+            .filter(|(logical, _)| manifest.entry(logical).is_some())
+            .copied()
+            .collect();
+        let outcome = files.generations.restore(info.id, &targets)?;
+        tracing::info!(
+            vm,
+            generation = info.id.0,
+            "restored the last good state generation into an empty backend-storage volume"
+        );
+        return Ok(Some(RestoredState {
+            generation: info.id,
+            reason: manifest.reason,
+            pre_restore: outcome.pre_restore,
+            restored: targets.iter().map(|(n, _)| (*n).to_owned()).collect(),
+        }));
+    }
+    Err(StateFault::NoGoodGeneration {
+        vm: vm.to_owned(),
+        volume: files.volume.root().to_path_buf(),
+        generations: files.generations.dir().to_path_buf(),
     })
 }
 

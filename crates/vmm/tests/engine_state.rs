@@ -30,6 +30,7 @@ fn plan(data: &Path, tpm: TpmPlan, firmware: FirmwarePlan) -> VmPlan {
     VmPlan {
         namespace: "default".into(),
         name: "vm1".into(),
+        vm_uid: Some("0c5e2a4e-uid-of-vm1".into()),
         uuid: VmUuid::parse(UUID).unwrap(),
         vcpus: 1,
         memory_mib: 128,
@@ -39,7 +40,7 @@ fn plan(data: &Path, tpm: TpmPlan, firmware: FirmwarePlan) -> VmPlan {
         disks: vec![],
         nics: vec![],
         state_volume: persistent.then(|| data.join("volumes/persistent-state-for-vm1-abcde")),
-        generations_dir: persistent
+        legacy_generations_dir: persistent
             .then(|| data.join("state-generations/persistent-state-for-vm1-abcde")),
         grace: Duration::from_millis(300),
     }
@@ -243,8 +244,313 @@ async fn a_deep_data_dir_still_stops_cleanly() {
         .join("a-data-dir-deep-enough-that-sockets-below-it-would-not-fit");
     let engine = Engine::new(&data).await.unwrap();
     let running = engine.start(persistent_plan(&data)).await.unwrap();
+    let runtime = engine.runtime_path(&running.plan.uuid);
     let end = engine.stop(&running).await.unwrap();
     assert!(end.recorded.is_some(), "after-stop generation recorded");
-    assert!(!engine.runtime_path(&running.plan.uuid).exists());
-    assert!(!engine.runtime_path(&running.plan.uuid).starts_with(&data));
+    assert!(!runtime.exists());
+    assert!(!runtime.starts_with(&data));
+    // Never a predictable name in a shared directory: as root /run/ferrovirt/<hash> (0700, ours).
+    let base = runtime.parent().unwrap();
+    if rustix::process::geteuid().is_root() {
+        assert!(base.starts_with("/run/ferrovirt"), "{}", base.display());
+    }
+    for dir in [base, base.parent().unwrap()] {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::symlink_metadata(dir).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            dir.display()
+        );
+        assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_files_and_dirs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let engine = Engine::new(&data).await.unwrap();
+    start_and_stop(&engine, persistent_plan(&data))
+        .await
+        .unwrap();
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data dir is tightened to 0700");
+    // Everything the engine created below the data dir: directories 0700 (libvirt's 0711 for
+    // swtpm/<uuid>/ aside), files 0600.
+    let mut stack = vec![data.clone()];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                let expected = if path.ends_with(UUID) && path.parent().unwrap().ends_with("swtpm")
+                {
+                    0o711
+                } else {
+                    0o700
+                };
+                assert_eq!(mode(&path), expected, "{}", path.display());
+                stack.push(path);
+            } else if path.ends_with("tpm2/.lock") {
+                // swtpm's own empty lock file (0640), inside the 0700 tpm2/ directory.
+                assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+            } else {
+                assert_eq!(
+                    mode(&path) & 0o077,
+                    0,
+                    "{} is {:o}",
+                    path.display(),
+                    mode(&path)
+                );
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 10, "walked {files} files");
+}
+
+fn generation_digest(data: &Path, generation: u64, logical: &str) -> String {
+    let store = data.join("state-generations/vms").join(UUID);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.join(format!("{generation:010}/manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["logical_name"] == logical)
+        .unwrap()["files"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_volume_gets_the_last_generation_back_instead_of_a_fresh_tpm() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    start_and_stop(&engine, persistent_plan(data.path()))
+        .await
+        .unwrap();
+    let last = engine
+        .generations(&persistent_plan(data.path()))
+        .unwrap()
+        .last()
+        .unwrap()
+        .id;
+    let tpm_at_stop = std::fs::read(tpm_file(data.path())).unwrap();
+    let vars_at_stop = std::fs::read(vars_file(data.path())).unwrap();
+
+    // The PVC is deleted: its volume goes with it (as the storage controller deletes it); the
+    // generations, kept per VM, stay.
+    ferrovirt_storage::LocalPathProvisioner::new(data.path().join("volumes"))
+        .unwrap()
+        .delete_volume("persistent-state-for-vm1-abcde")
+        .unwrap();
+    assert!(!volume(data.path()).exists());
+    assert!(
+        data.path()
+            .join("state-generations/vms")
+            .join(UUID)
+            .is_dir()
+    );
+
+    // The next start gets a new, empty volume: the last generation is restored into it.
+    let running = engine.start(persistent_plan(data.path())).await.unwrap();
+    let state = running.state.as_ref().unwrap();
+    assert!(state.manufactured.is_none(), "no fresh TPM");
+    let restored = state.restored.as_ref().expect("StateRestored outcome");
+    assert_eq!(restored.generation, last);
+    assert_eq!(restored.restored, ["tpm-state", "vars"]);
+    assert!(
+        restored
+            .message(&volume(data.path()))
+            .contains(&format!("restored generation {}", last.0))
+    );
+    // What the VM started with is byte-identical to the last generation: the generation recorded
+    // before this start has the digests of the state at the last stop.
+    let before_start = state.recorded.expect("checked and recorded before start").0;
+    for (logical, bytes) in [("tpm-state", &tpm_at_stop), ("vars", &vars_at_stop)] {
+        assert_eq!(
+            generation_digest(data.path(), before_start, logical),
+            generation_digest(data.path(), last.0, logical),
+            "{logical}"
+        );
+        assert_eq!(
+            generation_digest(data.path(), last.0, logical),
+            ferrovirt_storage::generations::sha256_file(&{
+                let f = data.path().join(format!("{logical}.bin"));
+                std::fs::write(&f, bytes).unwrap();
+                f
+            })
+            .unwrap()
+            .1
+        );
+    }
+    engine.stop(&running).await.unwrap();
+    ferrovirt_tpm::check_state(tpm_file(data.path()).parent().unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_volume_without_a_good_generation_fails_naming_the_command() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    start_and_stop(&engine, persistent_plan(data.path()))
+        .await
+        .unwrap();
+    // Every generation's copy of the TPM state is damaged, then the volume is lost.
+    let store = data.path().join("state-generations/vms").join(UUID);
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let copy = entry.unwrap().path().join("data/tpm-state");
+        if copy.is_file() {
+            std::fs::write(&copy, b"damaged").unwrap();
+        }
+    }
+    std::fs::remove_dir_all(volume(data.path())).unwrap();
+    let error = match engine.start(persistent_plan(data.path())).await {
+        Err(e) => e,
+        Ok(_) => panic!("no usable generation must not become a fresh TPM"),
+    };
+    assert!(
+        matches!(
+            error,
+            EngineError::State(StateFault::NoGoodGeneration { .. })
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("ferrovirt state list vm1"),
+        "{error}"
+    );
+    assert!(!tpm_file(data.path()).exists(), "no fresh TPM was made");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_asks_the_host_whether_the_vm_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    let uuid = VmUuid::parse(UUID).unwrap();
+    assert!(!engine.processes_running(&uuid).unwrap().any_running());
+    let running = engine.start(persistent_plan(data.path())).await.unwrap();
+    let seen = engine.processes_running(&uuid).unwrap();
+    assert!(seen.qemu && seen.swtpm, "{seen:?}");
+    let plan = persistent_plan(data.path());
+    let first = engine.generations(&plan).unwrap()[0].id;
+    let error = engine.rollback(&plan, first).unwrap_err();
+    assert!(matches!(error, EngineError::StillRunning { .. }), "{error}");
+    assert!(
+        error.to_string().contains("QEMU and swtpm alive"),
+        "{error}"
+    );
+    engine.stop(&running).await.unwrap();
+    assert!(!engine.processes_running(&uuid).unwrap().any_running());
+    engine.rollback(&plan, first).unwrap();
+}
+
+fn disk(name: &str, path: &Path, read_only: bool) -> ferrovirt_vmm::disks::DiskPlan {
+    ferrovirt_vmm::disks::DiskPlan {
+        name: name.into(),
+        source: ferrovirt_vmm::disks::DiskSource::HostFile {
+            path: path.to_path_buf(),
+            create_with_capacity: None,
+        },
+        bus: ferrovirt_vmm::machine::DiskBus::Virtio,
+        read_only,
+        boot_order: None,
+        serial: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_disks_reach_qemu_as_descriptors_opened_beneath_their_root() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    let images = data.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let qcow = images.join("root.qcow2");
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&qcow)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(images.join("seed.img"), vec![0u8; 1 << 20]).unwrap();
+
+    let mut vm = plan(data.path(), TpmPlan::None, FirmwarePlan::Bios);
+    vm.disks = vec![
+        disk("seed", &images.join("seed.img"), true),
+        disk("root", &qcow, false),
+    ];
+    let running = engine.start(vm).await.unwrap();
+    let machine = &running.handle.record().machine;
+    assert_eq!(machine.disks[0].path, Path::new("/dev/fdset/1"));
+    assert_eq!(machine.disks[1].path, Path::new("/dev/fdset/2"));
+    let sets: Vec<(u32, i32)> = machine
+        .fd_sets
+        .iter()
+        .map(|e| (e.set, e.child_fd))
+        .collect();
+    assert_eq!(sets, [(1, 3), (2, 4), (2, 5)]);
+    // QEMU holds the descriptors we opened (qcow2 detected through the descriptor) and never
+    // saw the paths.
+    let fdsets = running
+        .handle
+        .qmp()
+        .execute("query-fdsets", None)
+        .await
+        .unwrap();
+    let mut opaque: Vec<String> = fdsets
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|set| set["fds"].as_array().unwrap().clone())
+        .map(|fd| fd["opaque"].as_str().unwrap().to_owned())
+        .collect();
+    opaque.sort();
+    assert_eq!(opaque, ["disk-root-ro", "disk-root-rw", "disk-seed-ro"]);
+    let blocks = running
+        .handle
+        .qmp()
+        .execute("query-named-block-nodes", None)
+        .await
+        .unwrap();
+    let text = blocks.to_string();
+    assert!(text.contains("\"drv\":\"qcow2\""), "{text}");
+    assert!(!text.contains("root.qcow2"), "QEMU got a path: {text}");
+    engine.stop(&running).await.unwrap();
+
+    // A symlink out of the root is refused before anything starts.
+    let outside = data.path().join("outside.img");
+    std::fs::write(&outside, vec![0u8; 4096]).unwrap();
+    std::os::unix::fs::symlink(&outside, images.join("link.img")).unwrap();
+    let mut vm = plan(data.path(), TpmPlan::None, FirmwarePlan::Bios);
+    vm.disks = vec![disk("root", &images.join("link.img"), false)];
+    let error = match engine.start(vm).await {
+        Err(e) => e,
+        Ok(_) => panic!("a symlink out of the root must not start"),
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("leads out of its allowed root"),
+        "{message}"
+    );
+    // A path outside every root is refused with the roots named.
+    let mut vm = plan(data.path(), TpmPlan::None, FirmwarePlan::Bios);
+    vm.disks = vec![disk("root", &outside, false)];
+    let message = match engine.start(vm).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a path outside the roots must not start"),
+    };
+    assert!(
+        message.contains(&format!("allowed roots: {}", images.display())),
+        "{message}"
+    );
 }

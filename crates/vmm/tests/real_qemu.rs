@@ -57,6 +57,7 @@ fn machine(f: &Fixture, firmware: Firmware, smm: bool, tpm: Option<TpmModel>) ->
         qmp_socket: rt.qmp_socket(),
         pid_file: rt.qemu_pid_file(),
         qemu_binary: None,
+        fd_sets: Vec::new(),
     }
 }
 
@@ -202,7 +203,7 @@ async fn uefi_with_swtpm_connects_and_swtpm_exits_after_qemu() {
     let tpms = vm.qmp().execute("query-tpm", None).await.unwrap();
     assert_eq!(tpms[0]["model"], "tpm-crb", "{tpms}");
     assert_eq!(tpms[0]["options"]["type"], "emulator", "{tpms}");
-    let swtpm_pid = vm.record().swtpm.unwrap().pid;
+    let swtpm_pid = vm.record().swtpm.as_ref().unwrap().pid;
     let qemu_pid = vm.record().qemu.pid;
     // Let the firmware talk to the TPM (CMD_INIT + TPM2_Startup), then stop.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -232,7 +233,7 @@ async fn sigkill_of_qemu_is_reported_and_swtpm_follows() {
         .await
         .unwrap();
     let qemu_pid = vm.record().qemu.pid;
-    let swtpm_pid = vm.record().swtpm.unwrap().pid;
+    let swtpm_pid = vm.record().swtpm.as_ref().unwrap().pid;
     // An outside kill (OOM killer, admin): by pid, not through the handle.
     let pid = rustix::process::Pid::from_raw(qemu_pid).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
@@ -257,7 +258,31 @@ async fn adopt_after_manager_restart_keeps_vm_running() {
     drop(vm); // the manager "restarts": dropping must not kill the VM
     tokio::time::sleep(Duration::from_millis(300)).await;
     record.qemu.verify().unwrap();
-    record.swtpm.unwrap().verify().unwrap();
+    record.swtpm.as_ref().unwrap().verify().unwrap();
+    assert!(
+        record
+            .qemu
+            .exe
+            .as_ref()
+            .unwrap()
+            .ends_with("qemu-system-x86_64"),
+        "{:?}",
+        record.qemu.exe
+    );
+
+    // A run.json whose pid and start time match but whose executable does not is not adopted.
+    let mut forged = record.clone();
+    forged.qemu.exe = Some("/usr/bin/swtpm".into());
+    f.runtime.write_record(&forged).unwrap();
+    let refused = VmHandle::adopt(RuntimeDir::open(f.runtime.root()).unwrap())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        refused.to_string().contains("not the recorded"),
+        "{refused}"
+    );
+    f.runtime.write_record(&record).unwrap();
 
     let adopted = VmHandle::adopt(RuntimeDir::open(f.runtime.root()).unwrap())
         .await

@@ -8,11 +8,16 @@
 
 mod cluster;
 mod harvester;
+pub mod host_paths;
 mod metadata;
 pub mod names;
 mod spec;
+pub mod uniqueness;
 mod vm;
 mod volumes;
+
+pub use host_paths::{AllowedRoot, HostPathPolicy};
+pub use uniqueness::FirmwareUuidOwner;
 
 use crate::config::ClusterConfig;
 use crate::parse::Object;
@@ -26,6 +31,11 @@ pub struct AdmissionContext<'a> {
     pub cluster: &'a ClusterConfig,
     /// The object being replaced, for updates.
     pub old_object: Option<&'a Object>,
+    /// Where `hostDisk` paths may lie; `None` skips the check (offline `ferrovirt validate`).
+    pub host_paths: Option<&'a HostPathPolicy>,
+    /// The `firmware.uuid` of every other stored VirtualMachine (the object itself may be among
+    /// them: it is skipped by namespace and name); empty skips the check.
+    pub firmware_uuids_in_use: &'a [FirmwareUuidOwner],
 }
 
 impl<'a> AdmissionContext<'a> {
@@ -34,6 +44,8 @@ impl<'a> AdmissionContext<'a> {
         Self {
             cluster,
             old_object: None,
+            host_paths: None,
+            firmware_uuids_in_use: &[],
         }
     }
 
@@ -42,7 +54,21 @@ impl<'a> AdmissionContext<'a> {
         Self {
             cluster,
             old_object: Some(old_object),
+            host_paths: None,
+            firmware_uuids_in_use: &[],
         }
+    }
+
+    /// Also checks `hostDisk` paths against the allowed roots.
+    pub fn with_host_paths(mut self, policy: &'a HostPathPolicy) -> Self {
+        self.host_paths = Some(policy);
+        self
+    }
+
+    /// Also refuses a `firmware.uuid` that another VirtualMachine has.
+    pub fn with_firmware_uuids_in_use(mut self, owners: &'a [FirmwareUuidOwner]) -> Self {
+        self.firmware_uuids_in_use = owners;
+        self
     }
 }
 
@@ -93,7 +119,13 @@ pub fn admit(object: &Object, ctx: &AdmissionContext<'_>) -> Result<(), Invalid>
         Object::VirtualMachineInstance(vmi) => vm::validate_vmi(vmi, ctx),
         Object::KubeVirt(kv) => cluster::validate_kubevirt(kv),
         Object::StorageClass(sc) => cluster::validate_storage_class(sc),
-        Object::PersistentVolumeClaim(pvc) => cluster::validate_pvc(pvc),
+        Object::PersistentVolumeClaim(pvc) => {
+            let mut causes = cluster::validate_pvc(pvc);
+            if let Some(Object::PersistentVolumeClaim(old)) = ctx.old_object {
+                causes.extend(cluster::validate_pvc_update(pvc, old));
+            }
+            causes
+        }
         Object::Namespace(ns) => cluster::validate_namespace(ns),
         Object::VirtualMachineTemplate(t) => harvester::validate_template(t),
         Object::VirtualMachineTemplateVersion(v) => harvester::validate_template_version(v, ctx),

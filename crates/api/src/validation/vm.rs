@@ -23,6 +23,23 @@ pub(crate) fn validate_vm(vm: &VirtualMachine, ctx: &AdmissionContext<'_>) -> Ve
         old_spec,
         ctx,
     ));
+    if let Some(template) = &vm.spec.template {
+        let spec_path = "spec.template.spec";
+        if let Some(policy) = ctx.host_paths {
+            causes.extend(super::host_paths::validate_host_disk_paths(
+                spec_path,
+                &template.spec,
+                policy,
+            ));
+        }
+        causes.extend(super::uniqueness::validate_firmware_uuid_unique(
+            spec_path,
+            vm.metadata.namespace.as_deref().unwrap_or("default"),
+            vm.metadata.name.as_deref().unwrap_or_default(),
+            &template.spec,
+            ctx.firmware_uuids_in_use,
+        ));
+    }
     causes
 }
 
@@ -73,6 +90,13 @@ pub(crate) fn validate_vmi(
     causes.extend(validate_memory_present(&spec_path, &vmi.spec));
     if let Some(Object::VirtualMachineInstance(old)) = ctx.old_object {
         causes.extend(validate_uuid_unchanged(&spec_path, &old.spec, &vmi.spec));
+    }
+    if let Some(policy) = ctx.host_paths {
+        causes.extend(super::host_paths::validate_host_disk_paths(
+            spec_path.as_str(),
+            &vmi.spec,
+            policy,
+        ));
     }
     causes
 }

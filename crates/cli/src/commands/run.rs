@@ -25,6 +25,7 @@ use ferrovirt_storage::LocalPathProvisioner;
 use ferrovirt_storage::backend::legacy_pvc_name;
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{Engine, VmPlan};
+use ferrovirt_vmm::hostpath::{HostPathPolicy, check_host_disk_paths};
 use ferrovirt_vmm::launcher::ExitReason;
 
 use super::validate::{display_name, load_config, read_input};
@@ -47,6 +48,23 @@ pub struct RunArgs {
     /// Do not copy the serial console to standard output.
     #[arg(long)]
     pub quiet: bool,
+    /// A directory under which `hostDisk` paths may lie, besides `<data-dir>/images`
+    /// (repeatable). Paths are resolved beneath it without following a symlink out of it.
+    #[arg(long = "host-disk-root", value_name = "DIR")]
+    pub host_disk_roots: Vec<PathBuf>,
+}
+
+/// The `hostDisk` policy of `ferrovirt run`: `<data-dir>/images` and each `--host-disk-root`
+/// (made absolute, so that the roots in messages are the ones the engine opens).
+pub fn host_path_policy(data_dir: &Path, roots: &[PathBuf]) -> Result<HostPathPolicy, String> {
+    let absolute = |path: &Path| {
+        std::path::absolute(path).map_err(|e| format!("--host-disk-root {}: {e}", path.display()))
+    };
+    let roots = roots
+        .iter()
+        .map(|r| absolute(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HostPathPolicy::for_data_dir(&absolute(data_dir)?, &roots))
 }
 
 /// Runs `ferrovirt run`.
@@ -106,6 +124,7 @@ fn admit_and_record(
     mut vm: VirtualMachine,
     config: &ClusterConfig,
     data_dir: &Path,
+    host_paths: &HostPathPolicy,
 ) -> Result<VirtualMachine, String> {
     let namespace = vm
         .metadata
@@ -128,14 +147,28 @@ fn admit_and_record(
     defaults::apply_vm_defaults(&mut vm);
     let object = Object::VirtualMachine(Box::new(vm));
     let old_object = old.map(|vm| Object::VirtualMachine(Box::new(vm)));
-    let ctx = AdmissionContext {
-        cluster: config,
-        old_object: old_object.as_ref(),
-    };
+    let ctx = match &old_object {
+        Some(old) => AdmissionContext::update(config, old),
+        None => AdmissionContext::create(config),
+    }
+    .with_host_paths(host_paths);
     admit(&object, &ctx).map_err(|invalid| invalid.to_string())?;
     let Object::VirtualMachine(vm) = object else {
         return Err("internal error: the VM changed kind".into());
     };
+    // The paths resolved on this host: a symlink out of a root is refused before anything runs.
+    if let Some(template) = &vm.spec.template {
+        let causes = check_host_disk_paths("spec.template.spec", &template.spec, host_paths);
+        if !causes.is_empty() {
+            return Err(ferrovirt_api::Invalid {
+                kind: "VirtualMachine".into(),
+                group: "kubevirt.io".into(),
+                name: name.clone(),
+                causes,
+            }
+            .to_string());
+        }
+    }
     let bytes = serde_json::to_vec_pretty(&vm).map_err(|e| e.to_string())?;
     if let Some(dir) = record.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -208,11 +241,14 @@ fn retire_unused_volume(
 
 async fn run_vm(args: &RunArgs) -> Result<ExitCode, String> {
     let (vm, config) = load_vm(args)?;
-    let vm = admit_and_record(vm, &config, &args.data_dir)?;
+    ferrovirt_storage::atomic::prepare_private_dir(&args.data_dir).map_err(|e| e.to_string())?;
+    let host_paths = host_path_policy(&args.data_dir, &args.host_disk_roots)?;
+    let vm = admit_and_record(vm, &config, &args.data_dir, &host_paths)?;
     let plan = plan_for(&vm, &args.data_dir)?;
     let engine = Engine::new(&args.data_dir)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_host_paths(host_paths);
     let serial_log = engine.serial_log_path(&plan.uuid);
     let log_start = std::fs::metadata(&serial_log).map(|m| m.len()).unwrap_or(0);
     let running = engine.start(plan).await.map_err(|e| e.to_string())?;
@@ -229,6 +265,9 @@ async fn run_vm(args: &RunArgs) -> Result<ExitCode, String> {
         serial_log.display()
     );
     if let Some(state) = &running.state {
+        if let (Some(restored), Some(volume)) = (&state.restored, &running.plan.state_volume) {
+            eprintln!("StateRestored: {}", restored.message(volume));
+        }
         for warning in &state.warnings {
             eprintln!("warning: {warning}");
         }

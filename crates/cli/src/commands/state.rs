@@ -5,13 +5,19 @@
 //! Through the API server (the default; the kubeconfig's server and credentials, as every client
 //! command) for VMs that `ferrovirt serve` manages, or directly on a data dir (`--data-dir`) for
 //! VMs that `ferrovirt run` runs.
+//!
+//! `ferrovirt state list --deleted` shows the generations kept for deleted VMs (for the retention
+//! period, `--state-retention`, 7 days by default) and `ferrovirt state purge --uuid U` (or
+//! `--expired`) removes them: the only way generations are ever deleted. `--deleted` and `purge`
+//! work on a data dir (`--data-dir`) for now.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use ferrovirt_api::kubevirt::vm::VirtualMachine;
-use ferrovirt_storage::GenerationId;
+use ferrovirt_storage::vm_store::parse_duration;
+use ferrovirt_storage::{GenerationId, OwnerRecord, VmStateStore, VmUuid};
 use ferrovirt_vmm::engine::Engine;
 
 use super::run::plan_for;
@@ -20,8 +26,12 @@ use crate::client::ClientArgs;
 /// `ferrovirt state` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
-    /// List the generations of a VM's persistent state, oldest first.
-    List(StateArgs),
+    /// List the generations of a VM's persistent state, oldest first (`--deleted`: the stores of
+    /// deleted VMs, kept for the retention period).
+    List(ListArgs),
+    /// Remove the state generations of a deleted VM now (`--uuid`), or of every deleted VM whose
+    /// retention has passed (`--expired`). The generations of a VM that exists are never removed.
+    Purge(PurgeArgs),
     /// Put a generation back (the VM must be stopped).
     Rollback {
         #[command(flatten)]
@@ -55,6 +65,56 @@ impl StateArgs {
     }
 }
 
+/// `ferrovirt state list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The VM's name (not with --deleted).
+    #[arg(required_unless_present = "deleted", conflicts_with = "deleted")]
+    pub name: Option<String>,
+    /// List the state generations kept for deleted VMs instead.
+    #[arg(long)]
+    pub deleted: bool,
+    /// How long a deleted VM's generations are kept (for the EXPIRES column): 7d, 36h, ...
+    #[arg(
+        long = "state-retention",
+        value_name = "DURATION",
+        default_value = "7d"
+    )]
+    pub retention: String,
+    /// Work directly on the data dir of `ferrovirt run` instead of asking the server.
+    #[arg(long, value_name = "DIR", env = "FERROVIRT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server and credentials (when no --data-dir is given), and the namespace.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `ferrovirt state purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// The firmware UUID of the deleted VM (see `ferrovirt state list --deleted`).
+    #[arg(
+        long,
+        value_name = "UUID",
+        required_unless_present = "expired",
+        conflicts_with = "expired"
+    )]
+    pub uuid: Option<String>,
+    /// Purge every deleted VM's generations whose retention has passed.
+    #[arg(long)]
+    pub expired: bool,
+    /// How long a deleted VM's generations are kept: 7d, 36h, ...
+    #[arg(
+        long = "state-retention",
+        value_name = "DURATION",
+        default_value = "7d"
+    )]
+    pub retention: String,
+    /// The data dir.
+    #[arg(long, value_name = "DIR", env = "FERROVIRT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
 /// One generation, as listed.
 struct Row {
     generation: u64,
@@ -84,6 +144,7 @@ fn through_server(command: &StateCommand, target: &StateArgs) -> Result<(), Stri
         client.namespace(),
         target.name
     );
+
     match command {
         StateCommand::List(_) => {
             let list = client
@@ -122,6 +183,7 @@ fn through_server(command: &StateCommand, target: &StateArgs) -> Result<(), Stri
             print_rows(&rows);
             Ok(())
         }
+        StateCommand::Purge(args) => purge(args),
         StateCommand::Rollback { generation, .. } => {
             let answer = client
                 .send_json(
@@ -180,9 +242,98 @@ fn load(target: &StateArgs, data_dir: &std::path::Path) -> Result<VirtualMachine
     serde_json::from_slice(&bytes).map_err(|e| format!("{}: unreadable: {e}", record.display()))
 }
 
+fn format_time(unix: u64) -> String {
+    ferrovirt_store::format_rfc3339(i64::try_from(unix).unwrap_or(i64::MAX))
+}
+
+fn deleted_stores(args: &ListArgs) -> Result<(), String> {
+    let data_dir = args.data_dir.as_ref().ok_or(
+        "`ferrovirt state list --deleted` reads a data dir: pass --data-dir DIR (the server's \
+         --data-dir for VMs of `ferrovirt serve`)",
+    )?;
+    let retention = parse_duration(&args.retention)?;
+    let stores = VmStateStore::new(data_dir)
+        .list_deleted()
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{:<38} {:<16} {:<24} {:<21} {:<21} {:>11} {:>10}",
+        "UUID", "NAMESPACE", "NAME", "DELETED", "EXPIRES", "GENERATIONS", "BYTES"
+    );
+    for store in stores {
+        let owner = store.owner.clone().unwrap_or_else(|| OwnerRecord {
+            namespace: "?".into(),
+            name: "?".into(),
+            uid: None,
+            firmware_uuid: store.uuid.to_string(),
+            deleted_unix: None,
+        });
+        println!(
+            "{:<38} {:<16} {:<24} {:<21} {:<21} {:>11} {:>10}",
+            store.uuid.as_str(),
+            owner.namespace,
+            owner.name,
+            owner.deleted_unix.map(format_time).unwrap_or_default(),
+            store
+                .expires_unix(retention)
+                .map(format_time)
+                .unwrap_or_default(),
+            store.generations,
+            store.bytes
+        );
+    }
+    Ok(())
+}
+
+fn purge(args: &PurgeArgs) -> Result<(), String> {
+    let data_dir = args.data_dir.as_ref().ok_or(
+        "`ferrovirt state purge` works on a data dir: pass --data-dir DIR (the server's \
+         --data-dir for VMs of `ferrovirt serve`)",
+    )?;
+    let store = VmStateStore::new(data_dir);
+    if args.expired {
+        let retention = parse_duration(&args.retention)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let purged = store
+            .purge_expired(now, retention)
+            .map_err(|e| e.to_string())?;
+        for owner in &purged {
+            println!(
+                "purged the state generations of deleted VM {}/{} (firmware UUID {})",
+                owner.namespace, owner.name, owner.firmware_uuid
+            );
+        }
+        if purged.is_empty() {
+            println!("no deleted VM's state generations have passed their retention");
+        }
+        return Ok(());
+    }
+    let uuid = args.uuid.as_deref().unwrap_or_default();
+    let uuid = VmUuid::parse(uuid).map_err(|e| format!("--uuid: {e}"))?;
+    let owner = store.purge(&uuid).map_err(|e| e.to_string())?;
+    println!(
+        "purged the state generations of deleted VM {}/{} (firmware UUID {uuid})",
+        owner.namespace, owner.name
+    );
+    Ok(())
+}
+
 async fn execute(command: &StateCommand) -> Result<(), String> {
+    let list_target;
     let target = match command {
-        StateCommand::List(target) | StateCommand::Rollback { target, .. } => target,
+        StateCommand::Purge(args) => return purge(args),
+        StateCommand::List(args) if args.deleted => return deleted_stores(args),
+        StateCommand::List(args) => {
+            list_target = StateArgs {
+                name: args.name.clone().unwrap_or_default(),
+                data_dir: args.data_dir.clone(),
+                client: args.client.clone(),
+            };
+            &list_target
+        }
+        StateCommand::Rollback { target, .. } => target,
     };
     let Some(data_dir) = &target.data_dir else {
         return through_server(command, target);
@@ -222,14 +373,9 @@ async fn execute(command: &StateCommand) -> Result<(), String> {
             print_rows(&rows);
             Ok(())
         }
+        StateCommand::Purge(args) => purge(args),
         StateCommand::Rollback { generation, .. } => {
-            if engine.runtime_path(&plan.uuid).join("run.json").exists() {
-                return Err(format!(
-                    "the VM {} seems to be running ({}); stop it before rolling back",
-                    plan.name,
-                    engine.runtime_path(&plan.uuid).display()
-                ));
-            }
+            // The engine refuses while the VM's QEMU or swtpm runs (asked of the host).
             let kept = engine
                 .rollback(&plan, GenerationId(*generation))
                 .map_err(|e| e.to_string())?;
