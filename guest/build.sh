@@ -153,7 +153,7 @@ install -m 0755 "$INIT_SRC" "$R/init"
 install -m 0644 "$EFIVARFS_KO" "$R/lib/modules/efivarfs.ko"
 # virtio-net (network probe), virtio-blk + vfat (the NoCloud seed that asks for it).
 MODDIR=$P/lib/modules/$KVER/kernel
-for ko in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_pci_modern_dev \
+for ko in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
 	drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover \
 	drivers/net/net_failover drivers/net/virtio_net drivers/block/virtio_blk fs/fat/fat \
 	fs/fat/vfat fs/nls/nls_cp437 fs/nls/nls_ascii; do
