@@ -151,6 +151,15 @@ for applet in $("$BB" --list-full); do
 done
 install -m 0755 "$INIT_SRC" "$R/init"
 install -m 0644 "$EFIVARFS_KO" "$R/lib/modules/efivarfs.ko"
+# virtio-net (network probe), virtio-blk + vfat (the NoCloud seed that asks for it).
+MODDIR=$P/lib/modules/$KVER/kernel
+for ko in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
+	drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover \
+	drivers/net/net_failover drivers/net/virtio_net drivers/block/virtio_blk fs/fat/fat \
+	fs/fat/vfat fs/nls/nls_cp437 fs/nls/nls_ascii; do
+	[ -f "$MODDIR/$ko.ko" ] || die "$KERNEL_PKG: missing module $ko.ko"
+	install -m 0644 "$MODDIR/$ko.ko" "$R/lib/modules/$(basename "$ko").ko"
+done
 install -m 0755 "$P/usr/bin/tpm2" "$R/usr/bin/tpm2"
 
 # Libraries: what the unpacked dynamic loader lists (ldd) for tpm2 and for the

@@ -12,6 +12,7 @@ PACKAGES=(
   mtools dosfstools gdisk binutils systemd-boot-efi busybox-static  # test guest images
   ca-certificates
   passt                                # guest networking that cannot reach the host (issue 11)
+  iproute2                             # network namespaces for the guest network test
   chromium                             # browser tests of the web UI
 )
 
@@ -82,7 +83,7 @@ fi
 # QEMU's emulator and qemu-img must be of one version.
 absent=()
 for tool in qemu-system-x86_64 qemu-img swtpm swtpm_setup swtpm_localca kubectl chromium node npm \
-            tpm2 mformat mcopy sgdisk objcopy virt-fw-vars; do
+            tpm2 mformat mcopy sgdisk objcopy virt-fw-vars passt ip; do
   command -v "$tool" >/dev/null 2>&1 || absent+=("$tool")
 done
 for file in /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd \

@@ -9,6 +9,8 @@
 //!   UEFI uses pflash nodes wired with `-machine pflash0=,pflash1=`.
 //! - SMBIOS type 1 as KubeVirt emits it (manufacturer/family `KubeVirt`, product `None`, uuid).
 //! - `-cpu host` with KVM; QEMU's default CPU model with TCG.
+//! - Network cards are `-netdev stream` on an inherited socketpair fd whose other end is the card's
+//!   passt (`crate::passt`); QEMU's user-mode networking (`-netdev user`) is never used.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -269,7 +271,7 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
         }
         args.opt("-device", device);
     }
-    for nic in &config.nics {
+    for (index, nic) in config.nics.iter().enumerate() {
         valid_id("nic.name", &nic.name)?;
         if !seen.insert(nic.name.as_str()) {
             return Err(CmdlineError::DuplicateDisk {
@@ -277,7 +279,14 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
             });
         }
         let netdev = format!("net-{}", nic.name);
-        args.opt("-netdev", format!("user,id={netdev}"));
+        // passt holds the other end of this socketpair (crate::passt); never `-netdev user`.
+        args.opt(
+            "-netdev",
+            format!(
+                "stream,id={netdev},server=off,addr.type=fd,addr.str={}",
+                crate::passt::nic_fd(index)
+            ),
+        );
         let model = match nic.model {
             NicModel::Virtio => "virtio-net-pci",
             NicModel::E1000e => "e1000e",
@@ -399,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn user_mode_nics_without_and_with_pxe() {
+    fn passt_nics_without_and_with_pxe() {
         let mut config = base(uefi(false), false, None);
         config.nics = vec![
             Nic {

@@ -292,8 +292,8 @@ fn disk_source(
     Err((field, hint.to_string()))
 }
 
-/// Interfaces on the pod network become user-mode NAT cards (KubeVirt's masquerade; `bridge` and
-/// `slirp` bindings get the same NAT here, there being no pod to bridge into). With neither
+/// Interfaces on the pod network become NAT cards backed by passt (`crate::passt`; KubeVirt's
+/// masquerade; `bridge` and `slirp` bindings get the same NAT here, there being no pod to bridge into). With neither
 /// interfaces nor networks, KubeVirt attaches one pod interface (`autoattachPodInterface`), and so
 /// do we. Anything else is refused with its field path.
 fn plan_nics(
@@ -346,7 +346,7 @@ fn plan_nics(
                     .unwrap_or_default();
                 return Err(unsupported(
                     format!("networks[{i}].{kind}"),
-                    "only the pod network is available on a ferrovirt host (user-mode NAT); \
+                    "only the pod network is available on a ferrovirt host (NAT through passt); \
                      multus and other secondary networks are not supported"
                         .into(),
                 ));
@@ -372,7 +372,7 @@ fn plan_nics(
                 .unwrap_or("binding");
             return Err(unsupported(
                 format!("{field}.{other}"),
-                "ferrovirt connects interfaces with user-mode NAT: use `masquerade: {}`".into(),
+                "ferrovirt connects interfaces with NAT through passt: use `masquerade: {}`".into(),
             ));
         }
         let model = match interface.model.as_deref().unwrap_or("virtio") {

@@ -16,8 +16,8 @@ use ferrovirt_storage::VmUuid;
 use crate::hostpath::{HostPathFault, HostPathPolicy, open_host_disk};
 use crate::machine::{Disk, DiskBus, DiskFormat, FdSetEntry};
 
-/// The first descriptor number QEMU gets for fd sets (after stdin, stdout, stderr).
-pub const FIRST_PASSED_FD: i32 = 3;
+/// The first descriptor number QEMU gets for fd sets (3..63 are the network cards' sockets).
+pub const FIRST_PASSED_FD: i32 = 64;
 
 /// Where a disk's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,8 +135,8 @@ pub fn prepare_disks(
                 let descriptors = [("ro", Some(opened.read_only)), ("rw", opened.read_write)];
                 for (access, fd) in descriptors {
                     let Some(fd) = fd else { continue };
-                    let child_fd =
-                        FIRST_PASSED_FD + i32::try_from(prepared.fds.len()).unwrap_or(i32::MAX - 3);
+                    let child_fd = FIRST_PASSED_FD
+                        + i32::try_from(prepared.fds.len()).unwrap_or(i32::MAX - FIRST_PASSED_FD);
                     prepared.fd_sets.push(FdSetEntry {
                         set,
                         child_fd,

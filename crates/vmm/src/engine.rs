@@ -39,7 +39,7 @@ pub struct VmPlan {
     pub smm: bool,
     pub tpm: TpmPlan,
     pub disks: Vec<DiskPlan>,
-    /// Network cards (user-mode NAT, KubeVirt's masquerade binding).
+    /// Network cards (NAT through one passt each, KubeVirt's masquerade binding).
     pub nics: Vec<Nic>,
     /// The backend-storage volume (a directory), when the TPM or EFI is persistent.
     pub state_volume: Option<PathBuf>,

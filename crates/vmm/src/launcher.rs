@@ -7,6 +7,8 @@
 //!   through pidfds opened after checking their start time (pid-reuse safe).
 //! - After QEMU exits the monitor waits for swtpm (`--terminate`) to exit, so the TPM state is
 //!   flushed before [`VmHandle::wait_exited`] resolves. Fsyncing the state dir is the caller's job.
+//! - Each network card has its own passt (started before QEMU, same process group rules, recorded
+//!   in `run.json`; it exits when QEMU closes its socket, and is killed if it lingers).
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -26,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::cmdline::{CmdlineError, qemu_args};
 use crate::machine::MachineConfig;
+use crate::passt::{self, NicLink, PasstNotReady};
 use crate::process::{ProcessError, ProcessIdentity, pidfd_exited, pidfd_signal};
 use crate::qmp::{QmpClient, QmpError, QmpEvent, QmpEventKind, RunState};
 use crate::runtime::{RunRecord, RuntimeDir, RuntimeError};
@@ -38,6 +41,8 @@ pub const QUIT_GRACE: Duration = Duration::from_secs(5);
 pub const SWTPM_EXIT_GRACE: Duration = Duration::from_secs(10);
 /// QMP command timeout used by the launcher.
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a card's passt may take to exit after QEMU is gone before it is killed.
+pub const PASST_EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// Errors while starting, adopting or stopping a VM.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,17 @@ pub enum LaunchError {
     },
     #[error("the VM monitor task stopped unexpectedly")]
     MonitorGone,
+    #[error(
+        "network card {nic}: passt (the card's user-mode network, KubeVirt's passt binding) \
+         failed to start: {reason}; {hint}; its log {log} ends with: {tail}"
+    )]
+    Passt {
+        nic: String,
+        reason: String,
+        hint: &'static str,
+        log: PathBuf,
+        tail: String,
+    },
 }
 
 /// How to run swtpm for this VM.
@@ -140,6 +156,8 @@ pub struct VmExit {
     pub qemu: ProcessEnd,
     /// `None` without a TPM.
     pub swtpm: Option<ProcessEnd>,
+    /// One per network card.
+    pub passt: Vec<ProcessEnd>,
 }
 
 fn exit_reason(end: ProcessEnd, shutdown: Option<(bool, String)>) -> ExitReason {
@@ -222,6 +240,12 @@ impl Supervised {
     }
 }
 
+/// The processes that serve one QEMU: its swtpm and the passt of each network card.
+struct Companions {
+    swtpm: Option<Supervised>,
+    passt: Vec<Supervised>,
+}
+
 /// A running VM.
 pub struct VmHandle {
     runtime: RuntimeDir,
@@ -245,7 +269,13 @@ impl Drop for VmHandle {
 
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    // passt reports every line it could not send to the (absent) syslog: noise.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with("Failed to send"))
+        .rev()
+        .take(5)
+        .collect();
     lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
@@ -304,8 +334,8 @@ async fn wait_for_socket(
 }
 
 /// Kills what a failed start left behind, and reaps it.
-async fn abort_start(qemu: Option<Supervised>, swtpm: Option<Supervised>) {
-    for mut process in [qemu, swtpm].into_iter().flatten() {
+async fn abort_start(qemu: Option<Supervised>, swtpm: Option<Supervised>, passt: Vec<Supervised>) {
+    for mut process in [qemu, swtpm].into_iter().flatten().chain(passt) {
         process.signal(Signal::KILL);
         let _ = process.wait().await;
     }
@@ -358,6 +388,46 @@ fn swtpm_command(
         .process_group(0)
         .kill_on_drop(false);
     Ok(command)
+}
+
+/// Starts the passt of one card and waits until it has configured itself; returns it with QEMU's
+/// end of the link.
+async fn start_passt(
+    runtime: &RuntimeDir,
+    nic: &str,
+) -> Result<(Supervised, OwnedFd), LaunchError> {
+    let log = runtime.passt_log(nic);
+    let failed = |reason: String| LaunchError::Passt {
+        nic: nic.to_string(),
+        hint: passt::hint(&std::fs::read_to_string(&log).unwrap_or_default()),
+        reason,
+        log: log.clone(),
+        tail: log_tail(&log),
+    };
+    let link = NicLink::new().map_err(|e| failed(format!("socketpair: {e}")))?;
+    let mut command = passt::passt_command(&passt::passt_binary(), link.passt_end, open_log(&log)?)
+        .map_err(|e| failed(e.to_string()))?;
+    let child = command.spawn().map_err(|e| {
+        failed(format!(
+            "cannot run {}: {e} (install the `passt` package)",
+            passt::passt_binary().display()
+        ))
+    })?;
+    // Closes our copy of passt's end: passt then sees QEMU's close as the end of the link.
+    drop(command);
+    let mut process = Supervised::spawned(child, "passt")?;
+    let pid = process.identity.pid;
+    match passt::wait_ready(pid, || process.try_exited()).await {
+        Ok(()) => Ok((process, link.qemu_end)),
+        Err(not_ready) => {
+            let reason = match not_ready {
+                PasstNotReady::Exited(status) => format!("it exited ({status})"),
+                PasstNotReady::Timeout(after) => format!("it was not ready after {after:?}"),
+            };
+            abort_start(None, None, vec![process]).await;
+            Err(failed(reason))
+        }
+    }
 }
 
 impl VmHandle {
@@ -416,16 +486,34 @@ impl VmHandle {
             )
             .await
             {
-                abort_start(None, Some(process)).await;
+                abort_start(None, Some(process), Vec::new()).await;
                 return Err(e);
             }
             swtpm_process = Some(process);
         }
 
+        let mut passt_processes = Vec::new();
+        let mut nic_fds = Vec::new();
+        for (index, nic) in machine.nics.iter().enumerate() {
+            match start_passt(&runtime, &nic.name).await {
+                Ok((process, qemu_end)) => {
+                    passt_processes.push(process);
+                    nic_fds.push(FdMapping {
+                        parent_fd: qemu_end,
+                        child_fd: passt::nic_fd(index),
+                    });
+                }
+                Err(e) => {
+                    abort_start(None, swtpm_process, passt_processes).await;
+                    return Err(e);
+                }
+            }
+        }
+
         let qemu_log = match open_log(&runtime.qemu_log()) {
             Ok(f) => f,
             Err(e) => {
-                abort_start(None, swtpm_process).await;
+                abort_start(None, swtpm_process, passt_processes).await;
                 return Err(e);
             }
         };
@@ -436,31 +524,32 @@ impl VmHandle {
             .stdout(Stdio::null())
             .stderr(qemu_log)
             .process_group(0);
-        let mappings = fds
-            .into_iter()
-            .map(|(child_fd, parent_fd)| FdMapping {
-                parent_fd,
-                child_fd,
-            })
-            .collect();
-        if let Err(collision) = command.fd_mappings(mappings) {
-            abort_start(None, swtpm_process).await;
-            return Err(LaunchError::Spawn {
-                program: "qemu".into(),
-                source: std::io::Error::other(collision),
-            });
-        }
-        let qemu_process = match command.spawn() {
-            Ok(child) => Supervised::spawned(child, "qemu"),
-            Err(source) => Err(LaunchError::Spawn {
+        // Disk descriptors (from 64, `disks::FIRST_PASSED_FD`) and the network cards' socket
+        // ends (from 3, `passt::nic_fd`) reach QEMU at the numbers its command line names.
+        let mut mappings = nic_fds;
+        mappings.extend(fds.into_iter().map(|(child_fd, parent_fd)| FdMapping {
+            parent_fd,
+            child_fd,
+        }));
+        let qemu_process = match command.fd_mappings(mappings) {
+            Err(collision) => Err(LaunchError::Spawn {
                 program: machine.qemu_binary().display().to_string(),
-                source,
+                source: std::io::Error::other(format!("disk and network card fds: {collision}")),
             }),
+            Ok(command) => match command.spawn() {
+                Ok(child) => Supervised::spawned(child, "qemu"),
+                Err(source) => Err(LaunchError::Spawn {
+                    program: machine.qemu_binary().display().to_string(),
+                    source,
+                }),
+            },
         };
+        // Closes our copies of QEMU's link ends: only QEMU holds them now.
+        drop(command);
         let mut qemu_process = match qemu_process {
             Ok(p) => p,
             Err(e) => {
-                abort_start(None, swtpm_process).await;
+                abort_start(None, swtpm_process, passt_processes).await;
                 return Err(e);
             }
         };
@@ -510,7 +599,7 @@ impl VmHandle {
                     },
                     None => e,
                 };
-                abort_start(Some(qemu_process), swtpm_process).await;
+                abort_start(Some(qemu_process), swtpm_process, passt_processes).await;
                 return Err(e);
             }
         };
@@ -519,6 +608,7 @@ impl VmHandle {
             machine,
             qemu: qemu_process.identity.clone(),
             swtpm: swtpm_process.as_ref().map(|p| p.identity.clone()),
+            passt: passt_processes.iter().map(|p| p.identity.clone()).collect(),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -534,7 +624,7 @@ impl VmHandle {
         }
         .await;
         if let Err(e) = resumed {
-            abort_start(Some(qemu_process), swtpm_process).await;
+            abort_start(Some(qemu_process), swtpm_process, passt_processes).await;
             return Err(e);
         }
         let start_to_running = started.elapsed();
@@ -544,7 +634,10 @@ impl VmHandle {
             record,
             qmp,
             qemu_process,
-            swtpm_process,
+            Companions {
+                swtpm: swtpm_process,
+                passt: passt_processes,
+            },
             events,
             Some(start_to_running),
         )
@@ -574,11 +667,34 @@ impl VmHandle {
             },
             None => None,
         };
+        let passt = record
+            .passt
+            .iter()
+            .filter_map(|identity| match identity.open_pidfd() {
+                Ok(pidfd) => Some(Supervised {
+                    identity: identity.clone(),
+                    pidfd,
+                    child: None,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "adopted VM's passt is gone; its network card is down");
+                    None
+                }
+            })
+            .collect();
         let qmp = Arc::new(QmpClient::connect(&record.machine.qmp_socket, QMP_TIMEOUT).await?);
         let events = qmp.subscribe();
         let state = qmp.query_status().await?;
         tracing::info!(vm = %record.machine.name, ?state, "adopted VM");
-        Self::supervise(runtime, record, qmp, qemu, swtpm, events, None)
+        Self::supervise(
+            runtime,
+            record,
+            qmp,
+            qemu,
+            Companions { swtpm, passt },
+            events,
+            None,
+        )
     }
 
     fn supervise(
@@ -586,10 +702,11 @@ impl VmHandle {
         record: RunRecord,
         qmp: Arc<QmpClient>,
         mut qemu: Supervised,
-        swtpm: Option<Supervised>,
+        companions: Companions,
         mut events: broadcast::Receiver<QmpEvent>,
         start_to_running: Option<Duration>,
     ) -> Result<Self, LaunchError> {
+        let Companions { swtpm, passt } = companions;
         let qemu_pidfd = qemu.dup_pidfd()?;
         let (exit_tx, exit) = watch::channel(None);
         let qmp_for_monitor = qmp.clone();
@@ -638,10 +755,28 @@ impl VmHandle {
                     },
                 ),
             };
+            let mut passt_ends = Vec::new();
+            for mut process in passt {
+                passt_ends.push(
+                    match tokio::time::timeout(PASST_EXIT_GRACE, process.wait()).await {
+                        Ok(end) => end,
+                        Err(_) => {
+                            tracing::warn!(
+                                pid = process.identity.pid,
+                                "passt did not exit after QEMU; killing it"
+                            );
+                            process.signal(Signal::KILL);
+                            let _ = process.wait().await;
+                            ProcessEnd::KilledAfterGrace
+                        }
+                    },
+                );
+            }
             let exit = VmExit {
                 reason: exit_reason(qemu_end, shutdown),
                 qemu: qemu_end,
                 swtpm: swtpm_end,
+                passt: passt_ends,
             };
             tracing::info!(?exit, "VM exited");
             let _ = exit_tx.send(Some(exit));

@@ -1,7 +1,7 @@
 //! The virtual machine monitor layer (KubeVirt's virt-launcher, on one host): a VM run's runtime
 //! directory, the QEMU command line, our own QMP client, starting/stopping/adopting QEMU and swtpm as
-//! their parent, host disks opened beneath their allowed roots (`hostpath`), and the capped serial
-//! log (`serial_log`).
+//! their parent, one passt per pod-network card, host disks opened beneath their allowed roots
+//! (`hostpath`), and the capped serial log (`serial_log`).
 
 pub mod cmdline;
 pub mod console;
@@ -12,6 +12,7 @@ pub mod hostpath;
 pub mod kvm;
 pub mod launcher;
 pub mod machine;
+pub mod passt;
 pub mod process;
 pub mod qmp;
 pub mod runtime;

@@ -103,8 +103,8 @@ pub enum NicModel {
     E1000e,
 }
 
-/// One network card, on QEMU's user-mode network (NAT to the host's network, as KubeVirt's
-/// `masquerade` binding on the pod network).
+/// One network card on the pod network: NAT to the host's network through its own passt process
+/// (KubeVirt's passt binding; `crate::passt`), never through the host itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {
     /// QEMU id (the KubeVirt interface name).

@@ -1,7 +1,7 @@
 //! The per-run runtime directory (0700) and its `run.json` record of what runs there.
 //!
 //! Layout: `qmp.sock`, `swtpm-ctrl.sock`, `serial.sock`, `serial.log`, `qemu.pid`, `swtpm.pid`,
-//! `swtpm.log`, `qemu.log` (QEMU's stderr) and `run.json` (machine config, pids with start times,
+//! `swtpm.log`, `qemu.log` (QEMU's stderr), `passt-<card>.log` and `run.json` (machine config, pids with start times,
 //! creation time), written crash-safely (temp file, fsync, rename, fsync dir).
 
 use std::fs;
@@ -57,6 +57,9 @@ pub struct RunRecord {
     pub machine: MachineConfig,
     pub qemu: ProcessIdentity,
     pub swtpm: Option<ProcessIdentity>,
+    /// One passt per network card, in `machine.nics` order.
+    #[serde(default)]
+    pub passt: Vec<ProcessIdentity>,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
 }
@@ -156,6 +159,10 @@ impl RuntimeDir {
     pub fn qemu_log(&self) -> PathBuf {
         self.root.join("qemu.log")
     }
+    /// passt's output for the card `nic` (a QEMU id: no `/`).
+    pub fn passt_log(&self, nic: &str) -> PathBuf {
+        self.root.join(format!("passt-{nic}.log"))
+    }
     pub fn run_record(&self) -> PathBuf {
         self.root.join("run.json")
     }
@@ -224,6 +231,11 @@ mod tests {
                 exe: Some("/usr/bin/qemu-system-x86_64".into()),
             },
             swtpm: None,
+            passt: vec![ProcessIdentity {
+                pid: 43,
+                start_time: 8,
+                exe: Some("/usr/bin/passt".into()),
+            }],
             created_unix: 1,
         };
         dir.write_record(&record).unwrap();

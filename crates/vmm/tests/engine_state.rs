@@ -498,7 +498,8 @@ async fn host_disks_reach_qemu_as_descriptors_opened_beneath_their_root() {
         .iter()
         .map(|e| (e.set, e.child_fd))
         .collect();
-    assert_eq!(sets, [(1, 3), (2, 4), (2, 5)]);
+    let first = ferrovirt_vmm::disks::FIRST_PASSED_FD;
+    assert_eq!(sets, [(1, first), (2, first + 1), (2, first + 2)]);
     // QEMU holds the descriptors we opened (qcow2 detected through the descriptor) and never
     // saw the paths.
     let fdsets = running
