@@ -14,7 +14,7 @@ use crate::encode::{bytes_response, ok};
 use crate::error::ApiError;
 use crate::request::{ApiRequest, Target};
 use crate::route::Route;
-use crate::{console, discovery, handlers, serial_log, state_api, ui};
+use crate::{console, discovery, handlers, reviews, serial_log, state_api, ui};
 
 /// The body of a request, with the WebSocket upgrade when the client asked for one.
 pub struct RequestBody {
@@ -56,6 +56,14 @@ pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -
     match &request.target {
         Target::Invalid(error) => error.clone().into_response(),
         Target::Ui(path) => ui::serve(&request.method, path, request.accepted.html),
+        Target::SelfSubjectAccessReview | Target::SelfSubjectReview
+            if request.method == Method::POST =>
+        {
+            match crate::http::read_body(body.body).await {
+                Ok(bytes) => reviews::answer(app, request, &bytes),
+                Err(error) => error.into_response(),
+            }
+        }
         _ if !read && !matches!(request.target, Target::Api(_)) => {
             method_not_allowed(&request.method)
         }
@@ -71,6 +79,9 @@ pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -
             }
         },
         Target::Health => "ok".into_response(),
+        Target::SelfSubjectAccessReview | Target::SelfSubjectReview => {
+            method_not_allowed(&request.method)
+        }
         Target::Api(route) => api(app, request, route.clone(), body).await,
     }
 }

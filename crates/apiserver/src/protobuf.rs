@@ -126,6 +126,90 @@ fn object_meta(bytes: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// Decodes a protobuf-encoded Namespace into its JSON form.
+/// The kind and raw object bytes inside the `k8s\0` envelope (`runtime.Unknown`).
+fn envelope(body: &[u8]) -> Result<(String, &[u8]), ApiError> {
+    let unknown = body
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| malformed("missing the k8s envelope"))?;
+    let mut kind = String::new();
+    let mut raw: &[u8] = &[];
+    for (number, field) in fields(unknown)? {
+        match (number, field) {
+            (1, Field::Bytes(type_meta)) => {
+                for (n, f) in fields(type_meta)? {
+                    if let (2, Field::Bytes(b)) = (n, f) {
+                        kind = text(b)?;
+                    }
+                }
+            }
+            (2, Field::Bytes(b)) => raw = b,
+            _ => {}
+        }
+    }
+    Ok((kind, raw))
+}
+
+/// The string fields of a message, by field number -> JSON name.
+fn strings(bytes: &[u8], names: &[(u64, &str)]) -> Result<Value, ApiError> {
+    let mut out = Map::new();
+    for (number, field) in fields(bytes)? {
+        if let (Some((_, name)), Field::Bytes(b)) =
+            (names.iter().find(|(n, _)| *n == number), field)
+        {
+            out.insert((*name).to_owned(), json!(text(b)?));
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// What `kubectl auth can-i` and `kubectl auth whoami` post: a `SelfSubjectAccessReview`
+/// (`authorization.k8s.io/v1`: spec.resourceAttributes 1 / nonResourceAttributes 2) or a
+/// `SelfSubjectReview` (`authentication.k8s.io/v1`, nothing but metadata), as JSON.
+pub fn decode_review(body: &[u8]) -> Result<Value, ApiError> {
+    let (kind, raw) = envelope(body)?;
+    let mut metadata = json!({});
+    let mut spec = Map::new();
+    for (number, field) in fields(raw)? {
+        match (number, field) {
+            (1, Field::Bytes(b)) => metadata = object_meta(b)?,
+            (2, Field::Bytes(b)) if kind == "SelfSubjectAccessReview" => {
+                for (n, f) in fields(b)? {
+                    match (n, f) {
+                        (1, Field::Bytes(r)) => {
+                            let names = [
+                                (1, "namespace"),
+                                (2, "verb"),
+                                (3, "group"),
+                                (4, "version"),
+                                (5, "resource"),
+                                (6, "subresource"),
+                                (7, "name"),
+                            ];
+                            spec.insert("resourceAttributes".into(), strings(r, &names)?);
+                        }
+                        (2, Field::Bytes(r)) => {
+                            let names = [(1, "path"), (2, "verb")];
+                            spec.insert("nonResourceAttributes".into(), strings(r, &names)?);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    match kind.as_str() {
+        "SelfSubjectAccessReview" => Ok(json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": kind,
+            "metadata": metadata, "spec": spec})),
+        "SelfSubjectReview" => Ok(json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": kind, "metadata": metadata})),
+        _ => Err(ApiError::unsupported_media_type(&format!(
+            "{MEDIA_TYPE} (kind {kind:?}; send JSON)"
+        ))),
+    }
+}
+
 pub fn decode_namespace(body: &[u8]) -> Result<Value, ApiError> {
     let unknown = body
         .strip_prefix(MAGIC)

@@ -106,13 +106,8 @@ impl RequestAttributes {
     }
 }
 
-/// The user a request acts for (Kubernetes' `user.Info`), set by an authentication stage.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct UserInfo {
-    pub name: String,
-    pub uid: String,
-    pub groups: Vec<String>,
-}
+/// The user a request acts for (Kubernetes' `user.Info`), set by the authentication stage.
+pub use ferrovirt_auth::UserInfo;
 
 /// What the client accepts in return (the `Accept` header, read once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -215,8 +210,12 @@ pub enum Target {
     OpenApiV3Root,
     /// `/openapi/v3/<group-version path>`.
     OpenApiV3(String),
-    /// `/healthz`, `/readyz`.
+    /// `/healthz`, `/readyz`, `/livez`.
     Health,
+    /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
+    SelfSubjectAccessReview,
+    /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`, the UI).
+    SelfSubjectReview,
     /// Anything else: a file or page of the web UI (or a 404 under the API prefixes).
     Ui(String),
     /// A request that cannot be served as asked (unknown API path, malformed query): the error is
@@ -246,6 +245,10 @@ pub struct ApiRequest {
     pub websocket: bool,
     /// The token of `Authorization: Bearer <token>`.
     pub bearer_token: Option<BearerToken>,
+    /// `Sec-WebSocket-Protocol` (a browser's WebSocket carries its bearer token there).
+    pub websocket_protocol: Option<String>,
+    /// `User-Agent`, for the audit log.
+    pub user_agent: Option<String>,
     pub connection: Connection,
     /// The authenticated user: `None` until an authentication stage sets it.
     pub user: Option<UserInfo>,
@@ -286,7 +289,11 @@ fn target_of(path: &str) -> Target {
         "/apis" | "/apis/" => return Target::GroupList,
         "/openapi/v2" => return Target::OpenApiV2,
         "/openapi/v3" => return Target::OpenApiV3Root,
-        "/healthz" | "/readyz" => return Target::Health,
+        "/healthz" | "/readyz" | "/livez" => return Target::Health,
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => {
+            return Target::SelfSubjectAccessReview;
+        }
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews" => return Target::SelfSubjectReview,
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/openapi/v3/") {
@@ -330,11 +337,12 @@ impl ApiRequest {
             Some("Warn") => FieldValidation::Warn,
             _ => FieldValidation::Ignore,
         };
-        let bearer_token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| BearerToken(t.trim().to_owned()));
+        let bearer_token = ferrovirt_auth::authn::bearer_token(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        )
+        .map(|t| BearerToken(t.to_owned()));
         let websocket = headers
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
@@ -365,6 +373,8 @@ impl ApiRequest {
             origin: header_text(headers, header::ORIGIN),
             websocket,
             bearer_token,
+            websocket_protocol: header_text(headers, header::SEC_WEBSOCKET_PROTOCOL),
+            user_agent: header_text(headers, header::USER_AGENT),
             connection,
             user: None,
         }

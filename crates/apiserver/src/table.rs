@@ -487,8 +487,103 @@ const TEMPLATE_VERSION_COLUMNS: &[Column] = &[
     },
 ];
 
+/// Kubernetes' columns for Role and ClusterRole.
+const ROLE_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "Created At",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/metadata/creationTimestamp")),
+    },
+];
+
+/// The subjects of a binding of one kind, joined by `, ` (`namespace/name` for service accounts).
+fn subjects(o: &Value, kind: &str) -> Value {
+    let names: Vec<String> = o
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
+        .map(|s| {
+            let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+            match s.get("namespace").and_then(Value::as_str) {
+                Some(ns) if kind == "ServiceAccount" => format!("{ns}/{name}"),
+                _ => name.to_owned(),
+            }
+        })
+        .collect();
+    Value::String(names.join(", "))
+}
+
+/// Kubernetes' columns for RoleBinding and ClusterRoleBinding.
+const BINDING_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "Role",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| {
+            let kind = o
+                .pointer("/roleRef/kind")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let name = o
+                .pointer("/roleRef/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            Value::String(format!("{kind}/{name}"))
+        },
+    },
+    Column {
+        name: "Age",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+    Column {
+        name: "Users",
+        kind: "string",
+        format: "",
+        priority: 1,
+        cell: |o, _| subjects(o, "User"),
+    },
+    Column {
+        name: "Groups",
+        kind: "string",
+        format: "",
+        priority: 1,
+        cell: |o, _| subjects(o, "Group"),
+    },
+    Column {
+        name: "ServiceAccounts",
+        kind: "string",
+        format: "",
+        priority: 1,
+        cell: |o, _| subjects(o, "ServiceAccount"),
+    },
+];
+
 fn columns(resource: &ResourceDef) -> &'static [Column] {
     match resource.plural {
+        "roles" | "clusterroles" => ROLE_COLUMNS,
+        "rolebindings" | "clusterrolebindings" => BINDING_COLUMNS,
         "virtualmachinetemplates" => TEMPLATE_COLUMNS,
         "virtualmachinetemplateversions" => TEMPLATE_VERSION_COLUMNS,
         "virtualmachines" => VM_COLUMNS,

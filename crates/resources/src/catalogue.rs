@@ -150,8 +150,54 @@ pub const TEMPLATE_VERSIONS: ResourceDef = ResourceDef {
     categories: &[],
 };
 
+/// The RBAC group: `rbac.authorization.k8s.io/v1`.
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+pub const ROLES: ResourceDef = ResourceDef {
+    group: RBAC_GROUP,
+    version: "v1",
+    plural: "roles",
+    singular: "role",
+    kind: "Role",
+    short_names: &[],
+    namespaced: true,
+    categories: &[],
+};
+pub const CLUSTER_ROLES: ResourceDef = ResourceDef {
+    group: RBAC_GROUP,
+    version: "v1",
+    plural: "clusterroles",
+    singular: "clusterrole",
+    kind: "ClusterRole",
+    short_names: &[],
+    namespaced: false,
+    categories: &[],
+};
+pub const ROLE_BINDINGS: ResourceDef = ResourceDef {
+    group: RBAC_GROUP,
+    version: "v1",
+    plural: "rolebindings",
+    singular: "rolebinding",
+    kind: "RoleBinding",
+    short_names: &[],
+    namespaced: true,
+    categories: &[],
+};
+pub const CLUSTER_ROLE_BINDINGS: ResourceDef = ResourceDef {
+    group: RBAC_GROUP,
+    version: "v1",
+    plural: "clusterrolebindings",
+    singular: "clusterrolebinding",
+    kind: "ClusterRoleBinding",
+    short_names: &[],
+    namespaced: false,
+    categories: &[],
+};
+
+/// The four RBAC resources, whose objects make the authorization policy.
+pub const RBAC: [ResourceDef; 4] = [ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS];
+
 /// Every served resource.
-pub const ALL: [ResourceDef; 9] = [
+pub const ALL: [ResourceDef; 13] = [
     NAMESPACES,
     PVCS,
     EVENTS,
@@ -161,14 +207,19 @@ pub const ALL: [ResourceDef; 9] = [
     STORAGE_CLASSES,
     TEMPLATES,
     TEMPLATE_VERSIONS,
+    ROLES,
+    CLUSTER_ROLES,
+    ROLE_BINDINGS,
+    CLUSTER_ROLE_BINDINGS,
 ];
 
 /// The API group of the VM subresources (`start`, `stop`, `restart`, `console`).
 pub const SUBRESOURCES_GROUP: &str = "subresources.kubevirt.io";
 
 /// The group/versions served, in discovery order.
-pub const GROUP_VERSIONS: [(&str, &str); 4] = [
+pub const GROUP_VERSIONS: [(&str, &str); 5] = [
     ("kubevirt.io", "v1"),
+    (RBAC_GROUP, "v1"),
     ("storage.k8s.io", "v1"),
     (SUBRESOURCES_GROUP, "v1"),
     ("harvesterhci.io", "v1beta1"),

@@ -4,16 +4,36 @@
 //! the API server's router (`ferrovirt-apiserver`) with its chain of stages, and serves it until
 //! SIGTERM/SIGINT.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::extract::ConnectInfo;
+use ferrovirt_apiserver::request::ClientCertificates;
+use ferrovirt_apiserver::security::{self, PolicyHandle, SecurityConfig, authorities_of};
 use ferrovirt_apiserver::{AppState, Chain, router};
+use ferrovirt_auth::Authenticator;
+use ferrovirt_auth::audit::{AuditLog, Rotation};
+use ferrovirt_auth::kubeconfig::{AuthInfo, Kubeconfig};
+use ferrovirt_auth::pki::{Pki, ServingNames};
+use ferrovirt_auth::tokens::AdminToken;
+use ferrovirt_auth::user::ADMIN_USER;
 use ferrovirt_controllers::ObjectClient;
 use ferrovirt_store::{Store, StoreError, StoreOptions};
 
+mod rbac_objects;
+
 /// The database file in the data dir.
 pub const DATABASE_FILE: &str = "ferrovirt.db";
+/// The admin kubeconfig in the data dir (0600): what `kubectl --kubeconfig` and `ferrovirt` use.
+pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
+/// The admin token in the data dir (0600; also inside the admin kubeconfig).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The audit log in the data dir (0600).
+pub const AUDIT_LOG: &str = "audit.log";
+/// The PKI directory in the data dir (0700: CA, serving certificate and their keys).
+pub const PKI_DIR: &str = "pki";
 
 /// What `ferrovirt serve` was asked to do.
 #[derive(Debug, Clone)]
@@ -22,17 +42,20 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Run the controllers and the engine (tests of the API alone switch them off).
     pub controllers: bool,
+    /// More names (DNS or IP) for the serving certificate and the `Host` check (`--tls-san`).
+    pub tls_sans: Vec<String>,
+    /// Plain HTTP instead of TLS (`--insecure-http`): only on a loopback address. Tokens and RBAC
+    /// still apply.
+    pub insecure_http: bool,
+    /// A kube-apiserver style static token file (`--token-auth-file`).
+    pub token_auth_file: Option<PathBuf>,
 }
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot prepare the data directory: {0}")]
+    DataDir(#[from] ferrovirt_storage::atomic::AtomicError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -41,40 +64,90 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "--insecure-http serves the API without TLS and is only allowed on a loopback address, not on --listen {0}; drop --insecure-http (TLS is the default) or listen on 127.0.0.1 / ::1"
+    )]
+    InsecureBeyondLoopback(SocketAddr),
+    #[error("the server's certificates: {0}")]
+    Pki(#[from] ferrovirt_auth::pki::PkiError),
+    #[error("the admin token: {0}")]
+    AdminToken(#[from] ferrovirt_auth::tokens::AdminTokenError),
+    #[error("--token-auth-file: {0}")]
+    TokenFile(#[from] ferrovirt_auth::tokens::TokenFileError),
+    #[error("the admin kubeconfig: {0}")]
+    Kubeconfig(#[from] ferrovirt_auth::kubeconfig::KubeconfigError),
+    #[error("the audit log: {0}")]
+    Audit(#[from] ferrovirt_auth::audit::AuditError),
     #[error("the controllers could not start: {0}")]
     Controllers(#[from] ferrovirt_controllers::StartError),
     #[error("the HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }
 
-/// Opens the store in `data_dir` and creates the embedded defaults on first run (see
-/// `ferrovirt_resources::cluster::seed_defaults`).
-pub fn open_store(data_dir: &std::path::Path) -> Result<Store, ServeError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
+/// Opens the store in `data_dir` (created 0700) and creates the embedded defaults and the
+/// default RBAC roles and bindings on first run (see `ferrovirt_resources::cluster::seed_defaults`).
+pub fn open_store(data_dir: &Path) -> Result<Store, ServeError> {
+    ferrovirt_storage::atomic::prepare_private_dir(data_dir)?;
     let store = Store::open(data_dir.join(DATABASE_FILE), StoreOptions::default())?;
     ferrovirt_resources::cluster::seed_defaults(&store)?;
+    rbac_objects::seed_defaults(&store)?;
     Ok(store)
 }
 
-/// The stages of the API server's chain (none yet besides the request log: the server listens
-/// on loopback without authentication).
-fn chain() -> Chain {
-    Chain::new(Vec::new())
+/// The `https://` (or `http://`) URL clients on this host use: the listen address, or loopback
+/// when it listens on all addresses.
+pub fn client_url(listen: SocketAddr, scheme: &str) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        ip => ip,
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, listen.port()))
+}
+
+/// Writes `<data-dir>/admin.kubeconfig` (0600) for the admin token.
+fn write_admin_kubeconfig(
+    config: &ServeConfig,
+    listen: SocketAddr,
+    ca_pem: Option<&str>,
+    token: &AdminToken,
+) -> Result<PathBuf, ServeError> {
+    let scheme = if ca_pem.is_some() { "https" } else { "http" };
+    let mut kubeconfig = Kubeconfig::single(
+        &client_url(listen, scheme),
+        ca_pem.unwrap_or_default(),
+        ADMIN_USER,
+        AuthInfo::with_token(token.as_str()),
+    );
+    if ca_pem.is_none() {
+        for cluster in &mut kubeconfig.clusters {
+            cluster.cluster.certificate_authority_data = None;
+        }
+    }
+    let path = config.data_dir.join(ADMIN_KUBECONFIG);
+    kubeconfig.write(&path)?;
+    Ok(path)
+}
+
+/// Everything a request's `Host` may say: every certificate name and listen address, with the port.
+fn authorities(names: &ServingNames, listen: SocketAddr, scheme: &str) -> HashSet<String> {
+    let port = listen.port();
+    let mut hosts: Vec<String> = names.ips.iter().map(IpAddr::to_string).collect();
+    hosts.extend(names.dns.iter().cloned());
+    hosts.push(listen.ip().to_string());
+    hosts
+        .iter()
+        .flat_map(|host| authorities_of(host, port, scheme))
+        .collect()
 }
 
 /// Runs the server until SIGTERM/SIGINT. Running VMs are left running (they are adopted by the
 /// next `serve`).
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
-    let store = open_store(&config.data_dir)?;
-    let client: Arc<dyn ObjectClient> = Arc::new(store.clone());
-    ferrovirt_controllers::gc::spawn(client.clone());
-    if config.controllers {
-        ferrovirt_controllers::spawn(client, config.data_dir.clone()).await?;
+    if config.insecure_http && !config.listen.ip().is_loopback() {
+        return Err(ServeError::InsecureBeyondLoopback(config.listen));
     }
-    let state = AppState::with_chain(store, config.data_dir.clone(), chain());
+    let store = open_store(&config.data_dir)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -82,19 +155,118 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(config.listen);
-    if !local.ip().is_loopback() {
-        tracing::warn!(listen = %local, "listening beyond loopback: the API has no authentication; anyone who reaches this address controls the VMs");
+    let names = ServingNames::new([local.ip()], &config.tls_sans)?;
+    let pki = if config.insecure_http {
+        None
+    } else {
+        Some(Pki::load_or_create(&config.data_dir.join(PKI_DIR), &names)?)
+    };
+    let scheme = if pki.is_some() { "https" } else { "http" };
+    let (admin_token, _) = AdminToken::load_or_create(&config.data_dir.join(ADMIN_TOKEN_FILE))?;
+    let kubeconfig =
+        write_admin_kubeconfig(&config, local, pki.as_ref().map(Pki::ca_pem), &admin_token)?;
+    let authenticator =
+        Authenticator::with_token_file(Some(admin_token), config.token_auth_file.as_deref())?;
+    let policy = PolicyHandle::default();
+    rbac_objects::keep_policy_current(store.clone(), policy.clone())?;
+    let audit = AuditLog::open(&config.data_dir.join(AUDIT_LOG), Rotation::default())?;
+    let chain = Chain::new(security::stages(SecurityConfig {
+        authenticator,
+        policy: policy.clone(),
+        authorities: authorities(&names, local, scheme),
+        scheme,
+        audit: Some(audit),
+    }));
+
+    let client: Arc<dyn ObjectClient> = Arc::new(store.clone());
+    ferrovirt_controllers::gc::spawn(client.clone());
+    if config.controllers {
+        ferrovirt_controllers::spawn(client, config.data_dir.clone()).await?;
     }
-    tracing::info!(listen = %local, data_dir = %config.data_dir.display(), "ferrovirt API server ready");
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app);
-    tokio::select! {
-        result = server => result.map_err(ServeError::Http)?,
-        () = shutdown_signal() => {
-            tracing::info!("shutting down; running VMs keep running and are adopted by the next start");
+    let state = AppState::with_chain(store, config.data_dir.clone(), chain, policy);
+    tracing::info!(listen = %local, url = %client_url(local, scheme), data_dir = %config.data_dir.display(), "ferrovirt API server ready");
+    tracing::info!("admin kubeconfig: {}", kubeconfig.display());
+    let app = router(state);
+    match pki {
+        Some(pki) => {
+            let mut tls = (*pki.server_config()?).clone();
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            tokio::select! {
+                () = serve_tls(listener, acceptor, app) => {}
+                () = shutdown_signal() => log_shutdown(),
+            }
+        }
+        None => {
+            tracing::warn!(listen = %local, "--insecure-http: the API is served without TLS (tokens and RBAC still apply)");
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            tokio::select! {
+                result = axum::serve(listener, app) => result.map_err(ServeError::Http)?,
+                () = shutdown_signal() => log_shutdown(),
+            }
         }
     }
     Ok(())
+}
+
+fn log_shutdown() {
+    tracing::info!("shutting down; running VMs keep running and are adopted by the next start");
+}
+
+/// Accepts TLS connections forever; each request carries the peer address and the client
+/// certificate chain rustls verified against the CA (for the authentication stage).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "TLS handshake refused");
+                    return;
+                }
+            };
+            let certificates = ClientCertificates(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|chain| chain.iter().map(|c| c.to_vec()).collect())
+                    .unwrap_or_default(),
+            );
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request.extensions_mut().insert(certificates.clone());
+                    let app = app.clone();
+                    async move {
+                        use tower::ServiceExt;
+                        app.oneshot(request.map(axum::body::Body::new)).await
+                    }
+                },
+            );
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(error) = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
 }
 
 async fn shutdown_signal() {

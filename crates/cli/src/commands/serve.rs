@@ -1,5 +1,7 @@
-//! `ferrovirt serve --data-dir DIR --listen ADDR`: the API server, controllers and engine.
-//! Logs go to stderr through `tracing` (filter with `RUST_LOG`, default `info`).
+//! `ferrovirt serve --data-dir DIR --listen ADDR`: the API server, controllers and engine, over
+//! TLS with tokens, client certificates and RBAC (the first start writes the CA, the serving
+//! certificate, the admin token and `<data-dir>/admin.kubeconfig`). Logs go to stderr through
+//! `tracing` (filter with `RUST_LOG`, default `info`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,16 +12,28 @@ use clap::Args;
 /// Arguments of `ferrovirt serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Where the state lives: ferrovirt.db, volumes/, run/, logs/.
+    /// Where the state lives (created 0700): ferrovirt.db, pki/, admin.kubeconfig, audit.log,
+    /// volumes/, logs/.
     #[arg(
         long = "data-dir",
         value_name = "DIR",
         default_value = "/var/lib/ferrovirt"
     )]
     pub data_dir: PathBuf,
-    /// Address to listen on (loopback by default: the API has no authentication).
+    /// Address to listen on (HTTPS; loopback by default).
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Another name (DNS or IP) clients use for this server: added to the serving certificate
+    /// and accepted in the Host header. Repeatable.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// Serve plain HTTP instead of TLS, only on a loopback --listen address (tokens and RBAC
+    /// still apply).
+    #[arg(long = "insecure-http")]
+    pub insecure_http: bool,
+    /// A kube-apiserver static token file: lines `token,user,uid[,"group1,group2"]`.
+    #[arg(long = "token-auth-file", value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
 }
 
 /// Runs the server until SIGTERM/SIGINT.
@@ -44,6 +58,9 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         controllers: std::env::var_os("FERROVIRT_NO_CONTROLLERS").is_none(),
+        tls_sans: args.tls_san.clone(),
+        insecure_http: args.insecure_http,
+        token_auth_file: args.token_auth_file.clone(),
     };
     let result = runtime.block_on(ferrovirt_server::serve(config));
     // Do not wait for in-flight watches or VM monitors: the VMs run on without us.
