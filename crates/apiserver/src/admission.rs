@@ -90,6 +90,90 @@ fn typed(object: &Value) -> Result<Object, ApiError> {
     })
 }
 
+/// The Invalid (422) error of an RBAC object, with the field path, as Kubernetes words it.
+fn rbac_invalid(resource: &ResourceDef, object: &Value, field: &str, message: String) -> ApiError {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    ApiError {
+        details: Some(
+            json!({"name": name, "group": resource.group, "kind": resource.kind,
+            "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]}),
+        ),
+        ..ApiError::invalid(format!(
+            "{}.{} {name:?} is invalid: {field}: {message}",
+            resource.kind, resource.group
+        ))
+    }
+}
+
+/// Checks a Role, ClusterRole, RoleBinding or ClusterRoleBinding the way the RBAC evaluator will
+/// read it (its types from `ferrovirt_auth::rbac`): it must parse, and a binding must name a
+/// `Role` or `ClusterRole` (a ClusterRoleBinding only a ClusterRole) and only `User`, `Group` or
+/// `ServiceAccount` subjects.
+fn admit_rbac(resource: &ResourceDef, object: Value) -> Result<Value, ApiError> {
+    use ferrovirt_auth::rbac::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Subject};
+    let parse_error = |e: serde_json::Error| {
+        rbac_invalid(
+            resource,
+            &object,
+            "(body)",
+            format!("{e}; see `kubectl explain {}`", resource.plural),
+        )
+    };
+    let check_binding = |role_kind: &str, subjects: &[Subject], cluster: bool| {
+        let kinds: &[&str] = if cluster {
+            &["ClusterRole"]
+        } else {
+            &["Role", "ClusterRole"]
+        };
+        if !kinds.contains(&role_kind) {
+            return Err(rbac_invalid(
+                resource,
+                &object,
+                "roleRef.kind",
+                format!(
+                    "Unsupported value: {role_kind:?}: supported values: {}",
+                    kinds.join(", ")
+                ),
+            ));
+        }
+        for (i, subject) in subjects.iter().enumerate() {
+            if !["User", "Group", "ServiceAccount"].contains(&subject.kind.as_str()) {
+                return Err(rbac_invalid(
+                    resource,
+                    &object,
+                    &format!("subjects[{i}].kind"),
+                    format!(
+                        "Unsupported value: {:?}: supported values: \"ServiceAccount\", \"User\", \"Group\"",
+                        subject.kind
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    };
+    match resource.plural {
+        "roles" => {
+            serde_json::from_value::<Role>(object.clone()).map_err(parse_error)?;
+        }
+        "clusterroles" => {
+            serde_json::from_value::<ClusterRole>(object.clone()).map_err(parse_error)?;
+        }
+        "rolebindings" => {
+            let b = serde_json::from_value::<RoleBinding>(object.clone()).map_err(parse_error)?;
+            check_binding(&b.role_ref.kind, &b.subjects, false)?;
+        }
+        _ => {
+            let b = serde_json::from_value::<ClusterRoleBinding>(object.clone())
+                .map_err(parse_error)?;
+            check_binding(&b.role_ref.kind, &b.subjects, true)?;
+        }
+    }
+    Ok(object)
+}
+
 /// Types, defaults and admits an object being created; returns the JSON to store.
 pub fn admit_create(
     resource: &ResourceDef,
@@ -98,6 +182,9 @@ pub fn admit_create(
 ) -> Result<Value, ApiError> {
     if resource.plural == "events" {
         return Ok(object);
+    }
+    if resource.group == ferrovirt_resources::RBAC_GROUP {
+        return admit_rbac(resource, object);
     }
     let mut typed_object = typed(&object)?;
     match &mut typed_object {
@@ -120,6 +207,9 @@ pub fn admit_update(
 ) -> Result<Value, ApiError> {
     if resource.plural == "events" {
         return Ok(object);
+    }
+    if resource.group == ferrovirt_resources::RBAC_GROUP {
+        return admit_rbac(resource, object);
     }
     let mut typed_object = typed(&object)?;
     let old_typed = typed(old).ok();
