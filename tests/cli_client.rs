@@ -51,8 +51,8 @@ fn apply_get_delete_like_kubectl() {
     );
     // From stdin, with a label changed and one removed: configured, and the old label is gone.
     let changed = VM.replace("    app: web\n", "    tier: front\n");
-    let mut child = Command::new(BIN)
-        .args(["apply", "-f", "-", "--server", &server.url()])
+    let mut child = server
+        .cli_cmd(&["apply", "-f", "-", "--server", &server.url()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -161,12 +161,12 @@ fn apply_get_delete_like_kubectl() {
     );
     let out = server.cli(&["get", "pods"]);
     assert_eq!(out.status.code(), Some(1));
-    let out = Command::new(BIN)
-        .args(["get", "vms", "--server", "http://127.0.0.1:1"])
+    let out = server
+        .cli_cmd(&["get", "vms", "--server", "https://127.0.0.1:1"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("http://127.0.0.1:1"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://127.0.0.1:1"));
 
     assert_eq!(
         server.cli_ok(&["delete", "-f", path]),

@@ -98,9 +98,8 @@ fn guest_boot_cli_apply_start_console_logs_restart_delete() {
     );
 
     // The console waits for the instance, then shows the guest until it powers off.
-    let mut console = Command::new(BIN)
-        .args(["console", &name, "--timeout", "2"])
-        .env("FERROVIRT_SERVER", server.url())
+    let mut console = server
+        .cli_cmd(&["console", &name, "--timeout", "2"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

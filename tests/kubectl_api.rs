@@ -286,15 +286,16 @@ fn same_resource_version_conflicts_exactly_once() {
     assert_eq!(code, 201, "{vm}");
     for round in 0..5 {
         let (_, current) = server.json("GET", &format!("{VMS}/c1"), None);
-        let port = server.port;
+        let endpoint = server.endpoint();
         let writers: Vec<_> = (0..2)
             .map(|i| {
                 let mut body = current.clone();
+                let endpoint = endpoint.clone();
                 body["metadata"]["labels"] = json!({"writer": format!("{round}-{i}")});
                 std::thread::spawn(move || {
                     let bytes = serde_json::to_vec(&body).unwrap();
                     server::http_request(
-                        port,
+                        &endpoint,
                         "PUT",
                         &format!("{VMS}/c1"),
                         Some("application/json"),

@@ -162,14 +162,16 @@ fn persistent_vm_runs_survives_restart_and_cleans_up() {
     );
 
     // The serial console over the WebSocket: OVMF writes to it.
-    let mut ws = server::websocket(server.port, &format!(
+    let mut ws = server::websocket(&server.endpoint(), &format!(
         "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{name}/console"
     ))
     .unwrap();
     server::ws_send_binary(&mut ws, b"\r").unwrap();
     let mut received = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(40);
-    ws.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    ws.sock
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
     while received.len() < 8 && Instant::now() < deadline {
         match server::ws_read_frame(&mut ws) {
             Ok((2, payload)) => received.extend(payload),

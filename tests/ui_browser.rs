@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use server::Server;
 
-/// The bearer token the browser tests log in with.
-const E2E_TOKEN: &str = "ferrovirt-e2e-token";
+/// The token of the `view` user in the server's `--token-auth-file` (the 403 test).
+const VIEWER_TOKEN: &str = "ferrovirt-e2e-viewer-token";
 
 /// The number after `# <label> ` in node's test runner summary.
 fn summary_count(stdout: &str, label: &str) -> Option<u32> {
@@ -58,7 +58,21 @@ fn missing_prerequisite(server: &Server, ui: &Path) -> Option<String> {
 fn web_ui_in_chromium_against_a_real_server() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ui = root.join("ui");
-    let server = Server::start(true);
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), format!("{VIEWER_TOKEN},e2e-viewer,2001\n")).unwrap();
+    let server = Server::start_with(
+        true,
+        &["--token-auth-file", tokens.path().to_str().unwrap()],
+    );
+    // The viewer may read (ClusterRole `view`), not create.
+    let binding = server::manifest(
+        &server,
+        "viewer.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: e2e-viewer}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\n\
+         subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: e2e-viewer}]\n",
+    );
+    server.kubectl_ok(&["apply", "-f", binding.to_str().unwrap()]);
     if let Some(reason) = missing_prerequisite(&server, &ui) {
         assert!(
             std::env::var("FERROVIRT_REQUIRE_UI_E2E").as_deref() != Ok("1"),
@@ -75,9 +89,10 @@ fn web_ui_in_chromium_against_a_real_server() {
         .env("FERROVIRT_URL", server.url())
         .env("FERROVIRT_UI_ARTIFACTS", &artifacts)
         .env("KUBECTL", server::KUBECTL)
-        // The server does not check tokens yet: any token logs in. Once it does, pass the admin
-        // token (and FERROVIRT_E2E_CA with an https url) here.
-        .env("FERROVIRT_E2E_TOKEN", E2E_TOKEN)
+        .env("FERROVIRT_E2E_TOKEN", server.admin_token())
+        .env("FERROVIRT_E2E_USER", "ferrovirt-admin")
+        .env("FERROVIRT_E2E_CA", server.data_dir().join("pki/ca.crt"))
+        .env("FERROVIRT_E2E_VIEWER_TOKEN", VIEWER_TOKEN)
         .output()
         .expect("npm runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -109,11 +124,13 @@ fn web_ui_in_chromium_against_a_real_server() {
         output.status,
         server.log()
     );
-    // 9 tests; the 401 test also runs once the server checks tokens, the 403 one with a viewer token.
+    // Every test runs: the 401 test (the server checks tokens) and the 403 one (viewer token).
     let passed = summary_count(&stdout, "pass").unwrap_or(0);
     assert!(
-        passed >= 9 && summary_count(&stdout, "fail") == Some(0),
-        "expected at least 9 passing and no failing browser tests:\n{stdout}"
+        passed >= 11
+            && summary_count(&stdout, "fail") == Some(0)
+            && summary_count(&stdout, "skipped") == Some(0),
+        "expected at least 11 passing, no failing and no skipped browser tests:\n{stdout}"
     );
     for shot in [
         "vm-list",

@@ -1,6 +1,7 @@
 //! A `ferrovirt serve` child on a free loopback port with a temporary data dir, the real kubectl
-//! pointed at it (private KUBECONFIG/HOME), and a tiny HTTP/1.1 + WebSocket client for what kubectl
-//! cannot send (concurrent writers, hostile bodies, the console).
+//! pointed at it with the admin kubeconfig the server wrote (`--kubeconfig <data>/admin.kubeconfig`,
+//! private HOME), and a tiny HTTPS/1.1 + WebSocket client for what kubectl cannot send (concurrent
+//! writers, hostile bodies, the console): TLS with the server's CA, the admin bearer token.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +9,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio_rustls::rustls;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrovirt");
 pub const KUBECTL: &str = "/usr/bin/kubectl";
@@ -19,6 +23,53 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     pub controllers: bool,
+    /// More `serve` flags (`--token-auth-file ...`).
+    pub extra_args: Vec<String>,
+}
+
+/// How the test client reaches the server: the port, the TLS trust (the server's CA from the
+/// admin kubeconfig) and the bearer token (`None`: anonymous).
+#[derive(Clone)]
+pub struct Endpoint {
+    pub port: u16,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub token: Option<String>,
+}
+
+/// The TLS stream of the test client.
+pub type Stream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+impl Endpoint {
+    /// The endpoint of a data dir's admin kubeconfig (`None` until the server wrote it).
+    pub fn from_admin_kubeconfig(data_dir: &Path, port: u16) -> Option<Self> {
+        let path = data_dir.join("admin.kubeconfig");
+        let config = ferrovirt_auth::kubeconfig::Kubeconfig::load(&path).ok()?;
+        let credentials = config.resolve(None).ok()?;
+        Some(Endpoint {
+            port,
+            tls: credentials.rustls_client_config().ok()?,
+            token: credentials.token.clone(),
+        })
+    }
+
+    /// The same server as another user (`None`: no credentials).
+    pub fn with_token(&self, token: Option<&str>) -> Self {
+        Endpoint {
+            token: token.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+
+    /// A TLS connection to the server (the certificate verified for `127.0.0.1`).
+    pub fn connect(&self) -> std::io::Result<Stream> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let name =
+            rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(std::io::Error::other)?;
+        let connection =
+            rustls::ClientConnection::new(self.tls.clone(), name).map_err(std::io::Error::other)?;
+        Ok(rustls::StreamOwned::new(connection, tcp))
+    }
 }
 
 fn free_port() -> u16 {
@@ -30,13 +81,39 @@ fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Runs the `ferrovirt` CLI against this server.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("FERROVIRT_SERVER", self.url())
-            .output()
+    /// The admin kubeconfig `serve` wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("admin.kubeconfig")
+    }
+
+    /// The admin token `serve` created.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
             .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// How the test client reaches this server as the admin.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::from_admin_kubeconfig(&self.data_dir(), self.port)
+            .expect("the server wrote a usable admin.kubeconfig")
+    }
+
+    /// Runs the `ferrovirt` CLI against this server (KUBECONFIG: the admin kubeconfig).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_cmd(args).output().unwrap()
+    }
+
+    pub fn cli_cmd(&self, args: &[&str]) -> Command {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", &home)
+            .env_remove("FERROVIRT_SERVER");
+        cmd
     }
 
     /// Runs the `ferrovirt` CLI against this server; it must succeed; returns its stdout.
@@ -54,6 +131,11 @@ impl Server {
 
     /// Starts a server; `controllers: false` serves the API alone (no engine).
     pub fn start(controllers: bool) -> Self {
+        Self::start_with(controllers, &[])
+    }
+
+    /// Starts a server with more `serve` flags.
+    pub fn start_with(controllers: bool, extra_args: &[&str]) -> Self {
         // A short path keeps the runtime dirs' unix sockets under <data>/run (sun_path holds 107
         // bytes; deeper data dirs fall back to the temp dir).
         let dir = tempfile::Builder::new()
@@ -65,6 +147,7 @@ impl Server {
             dir,
             child: None,
             controllers,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.spawn();
         server
@@ -85,6 +168,7 @@ impl Server {
         cmd.args(["serve", "--data-dir"])
             .arg(self.data_dir())
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.extra_args)
             .env("FERROVIRT_ACCEL", "tcg")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -95,7 +179,9 @@ impl Server {
         self.child = Some(cmd.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok((200, _)) = self.try_request("GET", "/version", None, &[]) {
+            if let Some(endpoint) = Endpoint::from_admin_kubeconfig(&self.data_dir(), self.port)
+                && let Ok((200, _)) = http_request(&endpoint, "GET", "/version", None, &[])
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -127,7 +213,7 @@ impl Server {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     /// Runs kubectl against this server.
@@ -139,11 +225,11 @@ impl Server {
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
         let mut cmd = ferrovirt_testkit::host_tool("kubectl");
-        cmd.arg("--server")
-            .arg(self.url())
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
             .args(args)
             .env("HOME", &home)
-            .env("KUBECONFIG", home.join("kubeconfig"))
+            .env_remove("KUBECONFIG")
             .env_remove("KUBERNETES_SERVICE_HOST");
         cmd
     }
@@ -198,7 +284,7 @@ impl Server {
         content_type: Option<&str>,
         body: &[u8],
     ) -> std::io::Result<(u16, Vec<u8>)> {
-        http_request(self.port, method, path, content_type, body)
+        http_request(&self.endpoint(), method, path, content_type, body)
     }
 
     pub fn json(
@@ -227,27 +313,50 @@ impl Drop for Server {
     }
 }
 
-/// A minimal HTTP/1.1 client (Connection: close; chunked bodies decoded).
+/// A minimal HTTPS/1.1 client (Connection: close; chunked bodies decoded), with the endpoint's
+/// bearer token.
 pub fn http_request(
-    port: u16,
+    endpoint: &Endpoint,
     method: &str,
     path: &str,
     content_type: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|ct| ("Content-Type", ct))
+        .into_iter()
+        .collect();
+    send(endpoint, method, path, &headers, body).map(|(code, _, body)| (code, body))
+}
+
+/// One request with extra headers (a `Host` given here replaces `127.0.0.1:<port>`): (status,
+/// response head, body).
+pub fn send(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut stream = endpoint.connect()?;
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: 127.0.0.1:{}\r\n", endpoint.port));
+    }
+    if let Some(token) = &endpoint.token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     // The server may answer (413) before reading everything: ignore a reset while writing.
     let _ = stream.write_all(body);
+    let _ = stream.flush();
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text_end = response
@@ -267,7 +376,7 @@ pub fn http_request(
     {
         payload = dechunk(&payload);
     }
-    Ok((code, payload))
+    Ok((code, head, payload))
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
@@ -285,16 +394,29 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Opens a WebSocket and returns the raw stream after the 101 response.
-pub fn websocket(port: u16, path: &str) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+/// Opens a WebSocket (bearer token in the header, `extra` headers such as `Origin`) and returns
+/// the TLS stream after the 101 response; anything else is an error with the response head.
+pub fn websocket_with(
+    endpoint: &Endpoint,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> std::io::Result<Stream> {
+    let mut stream = endpoint.connect()?;
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: plain.kubevirt.io\r\n\r\n"
+         Sec-WebSocket-Protocol: plain.kubevirt.io\r\n",
+        endpoint.port
     );
+    if let Some(token) = &endpoint.token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (k, v) in extra {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
+    stream.flush()?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -308,8 +430,13 @@ pub fn websocket(port: u16, path: &str) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Opens a WebSocket as the endpoint's user.
+pub fn websocket(endpoint: &Endpoint, path: &str) -> std::io::Result<Stream> {
+    websocket_with(endpoint, path, &[])
+}
+
 /// Reads one WebSocket frame from the server: (opcode, payload).
-pub fn ws_read_frame(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+pub fn ws_read_frame(stream: &mut impl Read) -> std::io::Result<(u8, Vec<u8>)> {
     let mut h = [0u8; 2];
     stream.read_exact(&mut h)?;
     let opcode = h[0] & 0x0f;
@@ -329,14 +456,15 @@ pub fn ws_read_frame(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
 }
 
 /// Sends one masked binary frame (clients must mask).
-pub fn ws_send_binary(stream: &mut TcpStream, payload: &[u8]) -> std::io::Result<()> {
+pub fn ws_send_binary(stream: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
     let mask = [0x12u8, 0x34, 0x56, 0x78];
     let mut frame = vec![0x82u8];
     assert!(payload.len() < 126);
     frame.push(0x80 | payload.len() as u8);
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    stream.write_all(&frame)
+    stream.write_all(&frame)?;
+    stream.flush()
 }
 
 /// The fixtures of the api crate.

@@ -4,13 +4,14 @@
 //!    `<data-dir>/audit.log` for every write and every read of a VM's console, serial log or
 //!    state generations (`ferrovirt_auth::audit::should_audit`), with the user, verb, object and
 //!    response code, including refused requests (401, 403, 415, 421).
-//! 2. [`RequestChecks`]: what protects browsers: the `Host` must name this server (421), a
-//!    WebSocket's `Origin`, when sent, must be the server's own origin (403), and a write must
-//!    carry a JSON, YAML or patch media type (415), so a cross-site form cannot post.
-//! 3. [`Authentication`]: a verified client certificate, else a bearer token (header or
+//! 2. [`Authentication`]: a verified client certificate, else a bearer token (header or
 //!    WebSocket subprotocol) -> [`ApiRequest::user`]; none -> 401. Anonymous paths: the health
 //!    checks (`/healthz`, `/livez`, `/readyz`) and the web UI's static files (the login page is
-//!    one of them; they hold no data). Everything else needs credentials.
+//!    one of them; they hold no data). Everything else needs credentials. It runs before the
+//!    request checks so that the audit log names who was refused.
+//! 3. [`RequestChecks`]: what protects browsers: the `Host` must name this server (421), a
+//!    WebSocket's `Origin`, when sent, must be the server's own origin (403), and a write must
+//!    carry a JSON, YAML or patch media type (415), so a cross-site form cannot post.
 //! 4. [`Authorization`]: RBAC as Kubernetes evaluates it ([`RbacPolicy`], held in memory in a
 //!    [`PolicyHandle`] and swapped whole when the roles change); a denial is kube-apiserver's 403.
 //!
@@ -87,12 +88,12 @@ pub fn stages(config: SecurityConfig) -> Vec<Arc<dyn Stage>> {
         .iter()
         .map(|authority| format!("{}://{authority}", config.scheme))
         .collect();
+    stages.push(Arc::new(Authentication {
+        authenticator: config.authenticator,
+    }));
     stages.push(Arc::new(RequestChecks {
         authorities: config.authorities,
         origins,
-    }));
-    stages.push(Arc::new(Authentication {
-        authenticator: config.authenticator,
     }));
     stages.push(Arc::new(Authorization {
         policy: config.policy,
@@ -164,7 +165,12 @@ impl Stage for RequestChecks {
                 ),
             ));
         }
-        let write = matches!(request.method, Method::POST | Method::PUT | Method::PATCH);
+        // Only what accepts writes is checked; other paths answer 404/405 to any write anyway.
+        let write = matches!(request.method, Method::POST | Method::PUT | Method::PATCH)
+            && matches!(
+                request.target,
+                Target::Api(_) | Target::SelfSubjectAccessReview | Target::SelfSubjectReview
+            );
         if write && !WRITE_MEDIA_TYPES.contains(&request.content_type.as_str()) {
             return Err(ApiError::unsupported_media_type(&request.content_type));
         }

@@ -51,6 +51,10 @@ fn is_api_path(path: &str) -> bool {
     .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
 }
 
+/// The Content-Security-Policy the UI runs under (ui/README.md: styles need `'unsafe-inline'` for
+/// Mantine, CodeMirror and xterm.js; scripts nothing inline; `connect-src 'self'` covers `wss:`).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 fn respond(path: &str, bytes: &'static [u8], immutable: bool) -> Response {
     let cache = if immutable {
         "public, max-age=31536000, immutable"
@@ -67,6 +71,15 @@ fn respond(path: &str, bytes: &'static [u8], immutable: bool) -> Response {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
     );
     response
 }

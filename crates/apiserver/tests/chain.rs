@@ -77,7 +77,12 @@ async fn every_route_passes_the_stages() {
     let seen = Arc::new(Mutex::new(Seen::new()));
     let chain = Chain::new(vec![Arc::new(Recorder { seen: seen.clone() })]);
     assert_eq!(chain.names(), ["recorder", "request-log"]);
-    let app = router(AppState::with_chain(store, dir.path().to_path_buf(), chain));
+    let app = router(AppState::with_chain(
+        store,
+        dir.path().to_path_buf(),
+        chain,
+        ferrovirt_apiserver::security::PolicyHandle::default(),
+    ));
     let sub = "/apis/subresources.kubevirt.io/v1/namespaces/default";
     let requests = [
         ("GET", "/api/v1/namespaces".to_owned()),

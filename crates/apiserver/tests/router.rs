@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ferrovirt_apiserver::{AppState, router};
+use ferrovirt_apiserver::router;
 use ferrovirt_store::{Store, StoreOptions};
 
 /// A fresh store with the defaults `ferrovirt serve` seeds.
@@ -17,7 +19,13 @@ fn open_store(dir: &std::path::Path) -> Result<Store, ferrovirt_store::StoreErro
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+/// A request as the admin.
 async fn call(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    call_as(app, support::as_admin(request)).await
+}
+
+/// A request with the credentials it carries (none: anonymous).
+async fn call_as(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -37,7 +45,7 @@ fn get(uri: &str) -> Request<Body> {
 async fn discovery_crud_tables_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path()).unwrap();
-    let app = router(AppState::new(store, dir.path().to_path_buf()));
+    let app = router(support::secured_state(store, dir.path()));
 
     let (code, core) = call(&app, get("/api/v1")).await;
     assert_eq!(code, StatusCode::OK);
@@ -119,7 +127,126 @@ async fn discovery_crud_tables_and_errors() {
         .unwrap();
     assert_eq!(call(&app, request).await.0, StatusCode::NOT_FOUND);
     let request = Request::post("/apis/kubevirt.io/v1/namespaces/default/virtualmachines/x")
-        .body(Body::empty())
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
         .unwrap();
     assert_eq!(call(&app, request).await.0, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// The security stages in-process: anonymous 401 (kube-apiserver's Status), public health checks
+/// and UI files (with the CSP), 415 for a write without a media type, 421 for a foreign Host, a
+/// foreign Origin on the console refused, RBAC 403 with Kubernetes' message, the reviews, and
+/// the audit log's lines.
+#[tokio::test]
+async fn security_stages_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).unwrap();
+    let app = router(support::secured_state(store, dir.path()));
+    let vms = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
+
+    let (code, status) = call_as(&app, get(vms)).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status,
+        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+               "message":"Unauthorized","reason":"Unauthorized","code":401})
+    );
+    assert_eq!(call_as(&app, get("/healthz")).await.0, StatusCode::OK);
+    assert_eq!(
+        call_as(&app, get("/version")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let response = app.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    assert!(
+        response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+
+    let post = |content_type: Option<&str>| {
+        let mut builder = Request::post(vms);
+        if let Some(ct) = content_type {
+            builder = builder.header("content-type", ct);
+        }
+        support::as_admin(builder.body(Body::from("{}")).unwrap())
+    };
+    let (code, status) = call_as(&app, post(None)).await;
+    assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{status}");
+    let (code, _) = call_as(&app, post(Some("text/plain"))).await;
+    assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let foreign_host = Request::get(vms)
+        .header("host", "evil.example:8443")
+        .body(Body::empty())
+        .unwrap();
+    let (code, status) = call(&app, foreign_host).await;
+    assert_eq!(code, StatusCode::MISDIRECTED_REQUEST, "{status}");
+    let own_host = Request::get(vms)
+        .header("host", "localhost:8443")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&app, own_host).await.0, StatusCode::OK);
+
+    let console =
+        "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/vm1/console";
+    let websocket = |origin: &str| {
+        Request::get(console)
+            .header("host", "localhost:8443")
+            .header("origin", origin)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (code, status) = call(&app, websocket("https://evil.example")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{status}");
+    // The server's own origin passes the check (and then finds no such VMI).
+    let (code, _) = call(&app, websocket("https://localhost:8443")).await;
+    assert_ne!(code, StatusCode::FORBIDDEN);
+
+    let review = json!({"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview",
+        "spec":{"resourceAttributes":{"namespace":"default","verb":"create","group":"kubevirt.io","resource":"virtualmachines"}}});
+    let request = Request::post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        .header("content-type", "application/json")
+        .body(Body::from(review.to_string()))
+        .unwrap();
+    let (code, answer) = call(&app, request).await;
+    assert_eq!(code, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["status"]["allowed"], true);
+    let request = Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+        ))
+        .unwrap();
+    let (code, answer) = call(&app, request).await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert_eq!(answer["status"]["userInfo"]["username"], "test-admin");
+
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let events: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["verb"] == "create"
+            && e["objectRef"]["resource"] == "virtualmachines"
+            && e["user"]["username"] == "test-admin"
+            && e["responseStatus"]["code"] == 415),
+        "{audit}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["objectRef"]["subresource"] == "console"
+                && e["responseStatus"]["code"] == 403),
+        "{audit}"
+    );
+    // Reads are not audited.
+    assert!(!events.iter().any(|e| e["verb"] == "list"), "{audit}");
 }

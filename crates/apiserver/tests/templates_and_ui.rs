@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use ferrovirt_apiserver::{AppState, router};
+use ferrovirt_apiserver::router;
 use ferrovirt_store::{Store, StoreOptions};
 
 /// A fresh store with the defaults `ferrovirt serve` seeds.
@@ -22,7 +24,7 @@ const HV: &str = "/apis/harvesterhci.io/v1beta1/namespaces/default";
 fn app() -> (tempfile::TempDir, axum::Router) {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path()).unwrap();
-    let app = router(AppState::new(store, dir.path().to_path_buf()));
+    let app = router(support::secured_state(store, dir.path()));
     (dir, app)
 }
 
@@ -30,7 +32,11 @@ async fn raw(
     app: &axum::Router,
     request: Request<Body>,
 ) -> (StatusCode, header::HeaderMap, Vec<u8>) {
-    let response = app.clone().oneshot(request).await.unwrap();
+    let response = app
+        .clone()
+        .oneshot(support::as_admin(request))
+        .await
+        .unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
