@@ -11,11 +11,11 @@ mod server;
 mod support;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use server::{BIN, Server, manifest};
+use server::{Server, manifest};
 use support::guest::{GuestReport, image_in_data_dir, plain_image};
 
 /// The demo VM, its disk the guest image placed under the server's allowed root

@@ -478,3 +478,17 @@ pub fn manifest(server: &Server, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// kubectl with another kubeconfig (a user's), HOME private.
+pub fn kubectl_with(kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
+    std::fs::create_dir_all(home).unwrap();
+    ferrovirt_testkit::host_tool("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env("HOME", home)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap()
+}
