@@ -8,6 +8,8 @@
 #   scripts/demo.sh [--once] [DATA_DIR]    (default .cache/demo; delete it for a fresh TPM)
 #   --once: exit after the demonstration instead of serving on.
 #   FERROVIRT_LISTEN=127.0.0.1:8080 sets the address.
+# The server serves HTTPS with tokens and RBAC; the first start writes <data-dir>/admin.kubeconfig
+# (CA + admin token), which this script, ferrovirt and kubectl use.
 set -euo pipefail
 # Every failure says where it happened (set -e alone ends the script silently).
 trap 'status=$?; echo "demo.sh: failed (exit $status) at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -25,8 +27,8 @@ for arg in "$@"; do
   esac
 done
 listen="${FERROVIRT_LISTEN:-127.0.0.1:8080}"
-server="http://$listen"
-export FERROVIRT_SERVER="$server"
+server="https://$listen"
+unset FERROVIRT_SERVER
 
 ./scripts/setup.sh
 guest/build.sh "$root/.cache/guest"
@@ -37,7 +39,10 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release/ferrovirt"
 fv() { "$bin" "$@"; }
 
 mkdir -p "$data_dir"
+chmod 700 "$data_dir"
 data_dir=$(cd "$data_dir" && pwd)
+kubeconfig="$data_dir/admin.kubeconfig"
+export KUBECONFIG="$kubeconfig"
 manifest="$data_dir/demo-vm.yaml"
 # hostDisk paths must lie under an allowed root: <data-dir>/images is one. A hard link (a copy
 # across filesystems) puts the guest image there.
@@ -47,8 +52,8 @@ ln -f "$root/.cache/guest/ferro-guest.img" "$data_dir/images/ferro-guest.img" 2>
 sed "s#GUEST_IMAGE#$data_dir/images/ferro-guest.img#" examples/demo-vm.yaml > "$manifest"
 fv validate -f "$manifest"
 
-if fv get ns >/dev/null 2>&1; then
-  echo "error: something already serves $server; stop it or set FERROVIRT_LISTEN" >&2
+if (exec 3<>"/dev/tcp/${listen%:*}/${listen##*:}") 2>/dev/null; then
+  echo "error: something already listens on $listen; stop it or set FERROVIRT_LISTEN" >&2
   exit 1
 fi
 echo "=== ferrovirt serve --data-dir $data_dir --listen $listen (log: $data_dir/serve.log)"
@@ -71,13 +76,15 @@ fv apply -f "$manifest"
 
 cat <<EOF
 
-=== ferrovirt is serving $server. Try, from another terminal:
-  kubectl --server $server get vms,vmi,pvc
+=== ferrovirt is serving $server (TLS, tokens, RBAC). Try, from another terminal:
+  kubectl --kubeconfig $kubeconfig get vms,vmi,pvc
+  export KUBECONFIG=$kubeconfig
   $bin get vms
   $bin describe vm demo
   $bin console demo        (Ctrl-] detaches)
   $bin logs demo -f
-  web UI: $server/         (when the UI is built in)
+  web UI: $server/         (log in with the admin token: cat $data_dir/admin.token;
+                           the browser must trust $data_dir/pki/ca.crt, or accept the warning)
 EOF
 
 # The VirtualMachineInstance's phase from the table (empty when there is none).

@@ -2,7 +2,6 @@
 //! flight (one keep-alive connection each), lists of all of them (JSON and Table), and the
 //! latency from a write to its watch event.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::BenchError;
 use crate::ferro::{VMS, halted_vm};
-use crate::http::{ACCEPT_TABLE, Connection};
+use crate::http::{ACCEPT_TABLE, Api, Connection};
 use crate::stats::Samples;
 
 /// Results of the control-plane runs.
@@ -37,7 +36,7 @@ impl ControlResults {
 
 /// Creates `objects` VMs named `cp-<i>` with `concurrency` workers.
 pub async fn apply(
-    addr: SocketAddr,
+    addr: &Api,
     objects: usize,
     concurrency: usize,
 ) -> Result<(Duration, Samples), BenchError> {
@@ -91,7 +90,7 @@ pub async fn apply(
 
 /// Waits until the server's resourceVersion has not moved for `quiet` (the controllers have
 /// written the status of every new VM), at most `limit`.
-pub async fn settle(addr: SocketAddr, quiet: Duration, limit: Duration) -> Result<(), BenchError> {
+pub async fn settle(addr: &Api, quiet: Duration, limit: Duration) -> Result<(), BenchError> {
     let mut conn = Connection::open(addr).await?;
     let deadline = Instant::now() + limit;
     let mut last = String::new();
@@ -114,7 +113,7 @@ pub async fn settle(addr: SocketAddr, quiet: Duration, limit: Duration) -> Resul
 
 /// Lists the VMs `runs` times as JSON and as a Table; checks the count.
 pub async fn lists(
-    addr: SocketAddr,
+    addr: &Api,
     expected: usize,
     runs: usize,
     results: &mut ControlResults,
@@ -151,7 +150,7 @@ pub async fn lists(
 
 /// `writes` sequential creates; for each, the time from sending the request to receiving its
 /// ADDED event on a watch of the collection opened beforehand.
-pub async fn watch_latency(addr: SocketAddr, writes: usize) -> Result<Samples, BenchError> {
+pub async fn watch_latency(addr: &Api, writes: usize) -> Result<Samples, BenchError> {
     let mut conn = Connection::open(addr).await?;
     let rv = conn
         .get_json(&format!("{VMS}?limit=1"))

@@ -1,7 +1,6 @@
 //! The ferrovirt contender: `ferrovirt serve` as a child process, VMs through its REST API, start
 //! and stop timed from the subresource request to the VM's `status.printableStatus` in a watch.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 use crate::BenchError;
-use crate::http::Connection;
+use crate::http::{Api, Connection};
 
 /// The VirtualMachine collection of the `default` namespace.
 pub const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
@@ -19,7 +18,8 @@ pub const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
 /// A running `ferrovirt serve`.
 pub struct Server {
     child: Child,
-    pub addr: SocketAddr,
+    /// The admin's access (TLS + token), once the server wrote its kubeconfig.
+    pub api: Api,
 }
 
 impl Server {
@@ -46,20 +46,21 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot run {}: {e}", binary.display())))?;
-        let mut server = Server { child, addr };
+        let mut child = child;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 return Err(BenchError::Setup(format!(
                     "ferrovirt serve exited ({status}); see {}/serve.log",
                     data_dir.display()
                 )));
             }
-            if let Ok(mut c) = Connection::open(addr).await
+            if let Some(api) = Api::from_admin_kubeconfig(data_dir, addr)
+                && let Ok(mut c) = Connection::open(&api).await
                 && let Ok(r) = c.request(Method::GET, "/healthz", None, "*/*").await
                 && r.status.is_success()
             {
-                return Ok(server);
+                return Ok(Server { child, api });
             }
             if Instant::now() > deadline {
                 return Err(BenchError::Setup(format!(
@@ -148,7 +149,7 @@ fn printable(object: &Value) -> &str {
 /// `PUT .../<action>` on a VM, then waits in a watch for `printableStatus == want`; the time from
 /// the request to the event. The watch is opened before the clock starts.
 pub async fn action_until(
-    addr: SocketAddr,
+    addr: &Api,
     name: &str,
     action: &str,
     want: &str,
@@ -201,7 +202,7 @@ pub async fn action_until(
 
 /// Waits (polling the list) until `names` all show `printableStatus == want`.
 pub async fn wait_all(
-    addr: SocketAddr,
+    addr: &Api,
     names: &[String],
     want: &str,
     timeout: Duration,

@@ -1,8 +1,11 @@
-//! A small HTTP/1.1 client for the ferrovirt API: one keep-alive connection per [`Connection`]
-//! (so N concurrent workers are N connections, as N kubectl clients would be), JSON requests, and a
-//! line-by-line reader for watch streams.
+//! A small HTTPS/1.1 client for the ferrovirt API as `serve` ships it (TLS with the CA of
+//! `<data-dir>/admin.kubeconfig`, the admin bearer token on every request): one keep-alive
+//! connection per [`Connection`] (so N concurrent workers are N connections, as N kubectl clients
+//! would be), JSON requests, and a line-by-line reader for watch streams.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -17,10 +20,34 @@ use crate::BenchError;
 /// `Accept` header that asks for a `meta.k8s.io/v1` Table (what `kubectl get` asks for).
 pub const ACCEPT_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
 
-/// One keep-alive HTTP/1.1 connection to the API server.
+/// Where the API server is and how to talk to it: the address, the TLS trust and the token.
+#[derive(Clone)]
+pub struct Api {
+    pub addr: SocketAddr,
+    tls: tokio_rustls::TlsConnector,
+    authorization: Arc<str>,
+}
+
+impl Api {
+    /// The admin's access from the kubeconfig `serve` wrote (`None` until it is there).
+    pub fn from_admin_kubeconfig(data_dir: &Path, addr: SocketAddr) -> Option<Self> {
+        let config =
+            ferrovirt_auth::kubeconfig::Kubeconfig::load(&data_dir.join("admin.kubeconfig"))
+                .ok()?;
+        let credentials = config.resolve(None).ok()?;
+        Some(Api {
+            addr,
+            tls: tokio_rustls::TlsConnector::from(credentials.rustls_client_config().ok()?),
+            authorization: credentials.authorization_header()?.into(),
+        })
+    }
+}
+
+/// One keep-alive HTTPS/1.1 connection to the API server.
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
     addr: SocketAddr,
+    authorization: Arc<str>,
 }
 
 /// A response: status and whole body.
@@ -45,19 +72,30 @@ impl Reply {
 }
 
 impl Connection {
-    /// Opens a connection (TCP_NODELAY, like every HTTP client).
-    pub async fn open(addr: SocketAddr) -> Result<Self, BenchError> {
+    /// Opens a connection (TCP_NODELAY, like every HTTP client) and its TLS session.
+    pub async fn open(api: &Api) -> Result<Self, BenchError> {
+        let addr = api.addr;
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| BenchError::Http(format!("cannot connect to {addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let stream = api
+            .tls
+            .connect(name, stream)
+            .await
+            .map_err(|e| BenchError::Http(format!("TLS handshake with {addr}: {e}")))?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| BenchError::Http(format!("HTTP handshake with {addr}: {e}")))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Self { sender, addr })
+        Ok(Self {
+            sender,
+            addr,
+            authorization: api.authorization.clone(),
+        })
     }
 
     async fn send(
@@ -71,6 +109,7 @@ impl Connection {
             .method(method)
             .uri(path)
             .header("host", self.addr.to_string())
+            .header("authorization", &*self.authorization)
             .header("accept", accept);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");

@@ -125,7 +125,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Start and stop latency, interleaved: ferrovirt, hand, libvirt, ferrovirt, ...
 async fn lifecycle(o: &Options, server: &ferro::Server, r: &mut Results) -> Result<(), BenchError> {
-    let a = server.addr;
+    let a = &server.api;
     let mut conn = http::Connection::open(a).await?;
     ferro::create_vm(&mut conn, &ferro::vm_manifest("bench", "Halted")).await?;
     let hand_vm = hand::HandVm::fresh(&o.work.join("hand"))?;
@@ -177,20 +177,20 @@ async fn memory(o: &Options, server: &ferro::Server, r: &mut Results) -> Result<
     let pid = server.pid().unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     r.ferro_idle = mem::of_pid(pid);
-    let mut conn = http::Connection::open(server.addr).await?;
+    let mut conn = http::Connection::open(&server.api).await?;
     let names: Vec<String> = (0..o.mem_vms).map(|i| format!("mem-{i}")).collect();
     eprintln!("ferrovirt: starting {} VMs ...", names.len());
     for name in &names {
         ferro::create_vm(&mut conn, &ferro::vm_manifest(name, "Halted")).await?;
         ferro::action(&mut conn, name, "start").await?;
     }
-    ferro::wait_all(server.addr, &names, "Running", Duration::from_secs(180)).await?;
+    ferro::wait_all(&server.api, &names, "Running", Duration::from_secs(180)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     r.ferro_busy = mem::of_pid(pid);
     for name in &names {
         ferro::action(&mut conn, name, "stop").await?;
     }
-    ferro::wait_all(server.addr, &names, "Stopped", Duration::from_secs(120)).await?;
+    ferro::wait_all(&server.api, &names, "Stopped", Duration::from_secs(120)).await?;
 
     if o.libvirt {
         r.libvirt_idle = Some(libvirt_memory());
@@ -214,7 +214,7 @@ async fn memory(o: &Options, server: &ferro::Server, r: &mut Results) -> Result<
 
 async fn control_plane(o: &Options, r: &mut Results) -> Result<(), BenchError> {
     let server = ferro::Server::start(&o.ferrovirt, &o.work.join("cp-data")).await?;
-    let a = server.addr;
+    let a = &server.api;
     eprintln!(
         "control plane: {} VMs, {} in flight ...",
         o.objects, o.concurrency
