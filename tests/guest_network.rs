@@ -205,6 +205,9 @@ fn run_in(netns: &str, manifest: &std::path::Path, data: &std::path::Path) -> Ou
         .arg(manifest)
         .arg("--data-dir")
         .arg(data)
+        // The guest image's directory is an allowed hostDisk root.
+        .arg("--host-disk-root")
+        .arg(plain_image().parent().unwrap())
         .output()
         .unwrap()
 }

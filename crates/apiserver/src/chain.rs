@@ -13,13 +13,13 @@
 //! the REST API, watch streams, the console WebSocket, serial-log, the state subresources,
 //! discovery, OpenAPI, health checks and the web UI's files all pass here.
 //!
-//! A [`Stage`] is the seam for what comes next: request checks (415 for a write without a
-//! JSON/YAML/patch media type, 421 for a `Host` that does not name the server, 403 for a WebSocket
-//! from a foreign `Origin`), authentication (sets [`ApiRequest::user`] from
-//! [`ApiRequest::bearer_token`] or [`crate::request::Connection::client_certificates`]), audit
-//! (records user, verb, resource, name, namespace and the response code in
-//! [`Stage::completed`]) and RBAC authorization (reads [`ApiRequest::attributes`]). Each is one
-//! more `Stage` in [`Chain::new`]'s list; no handler changes.
+//! `ferrovirt serve` runs [`crate::security::stages`]: audit (in [`Stage::completed`]: user,
+//! verb, resource, name, namespace and the response code), authentication (sets
+//! [`ApiRequest::user`] from [`crate::request::Connection::client_certificates`] or
+//! [`ApiRequest::bearer_token`]; 401), request checks (415 for a write without a JSON/YAML/patch
+//! media type, 421 for a `Host` that does not name the server, 403 for a WebSocket from a foreign
+//! `Origin`) and RBAC authorization (reads [`ApiRequest::attributes`]; 403). Each is one `Stage`
+//! in [`Chain::new`]'s list; no handler knows about them.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,11 @@
-//! `ferrovirt serve`: the wiring, and nothing more. It opens the store (seeded with the defaults
-//! on first run), hands it to the controller manager (`ferrovirt-controllers`, which starts the
-//! engine) and to the garbage collector as their [`ferrovirt_controllers::ObjectClient`], builds
-//! the API server's router (`ferrovirt-apiserver`) with its chain of stages, and serves it until
-//! SIGTERM/SIGINT.
+//! `ferrovirt serve`: the wiring, and nothing more. It prepares the private data dir, opens the
+//! store (seeded with the defaults and the default RBAC roles and bindings), loads or creates the
+//! PKI, the admin token and `<data-dir>/admin.kubeconfig` (`ferrovirt-auth`), keeps the RBAC
+//! policy current from the store's watch ([`rbac_objects`]), hands the store to the controller
+//! manager (`ferrovirt-controllers`, which starts the engine) and to the garbage collector as
+//! their [`ferrovirt_controllers::ObjectClient`], builds the API server's router
+//! (`ferrovirt-apiserver`) with its security stages, and serves it over TLS (HTTP/2 and
+//! HTTP/1.1; plain HTTP only with `--insecure-http` on loopback) until SIGTERM/SIGINT.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +25,7 @@ use ferrovirt_auth::user::ADMIN_USER;
 use ferrovirt_controllers::ObjectClient;
 use ferrovirt_store::{Store, StoreError, StoreOptions};
 
-mod rbac_objects;
+pub mod rbac_objects;
 
 /// The database file in the data dir.
 pub const DATABASE_FILE: &str = "ferrovirt.db";
