@@ -2,8 +2,9 @@
 //! generations) and the chain of stages.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use ferrovirt_api::validation::HostPathPolicy;
 use ferrovirt_store::Store;
 
 use crate::chain::Chain;
@@ -14,6 +15,13 @@ pub struct AppState {
     pub store: Store,
     pub data_dir: PathBuf,
     pub chain: Arc<Chain>,
+    /// Where `hostDisk` paths may lie (`<data>/images` and each `--host-disk-root`).
+    pub host_paths: Arc<HostPathPolicy>,
+    /// Held while a VirtualMachine is admitted and written: the `firmware.uuid` uniqueness check
+    /// lists the other VMs, so two concurrent writes must not both pass it.
+    pub vm_writes: Arc<Mutex<()>>,
+    /// Open watches per client (the limit of [`crate::handlers`]' watch).
+    pub watches: Arc<crate::watch_limit::WatchLimiter>,
 }
 
 impl AppState {
@@ -23,10 +31,22 @@ impl AppState {
     }
 
     pub fn with_chain(store: Store, data_dir: PathBuf, chain: Chain) -> Self {
+        let host_paths = HostPathPolicy::for_data_dir(&data_dir, &[]);
         Self {
             store,
             data_dir,
             chain: Arc::new(chain),
+            host_paths: Arc::new(host_paths),
+            vm_writes: Arc::new(Mutex::new(())),
+            watches: Arc::new(crate::watch_limit::WatchLimiter::new(
+                crate::watch_limit::DEFAULT_WATCHES_PER_CLIENT,
+            )),
         }
+    }
+
+    /// The same state with `policy` as the `hostDisk` roots.
+    pub fn with_host_paths(mut self, policy: HostPathPolicy) -> Self {
+        self.host_paths = Arc::new(policy);
+        self
     }
 }

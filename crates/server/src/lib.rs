@@ -5,12 +5,14 @@
 //! SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferrovirt_apiserver::{AppState, Chain, router};
 use ferrovirt_controllers::ObjectClient;
 use ferrovirt_store::{Store, StoreError, StoreOptions};
+use ferrovirt_vmm::hostpath::HostPathPolicy;
 
 /// The database file in the data dir.
 pub const DATABASE_FILE: &str = "ferrovirt.db";
@@ -22,6 +24,10 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Run the controllers and the engine (tests of the API alone switch them off).
     pub controllers: bool,
+    /// Where `hostDisk` paths may lie besides `<data-dir>/images` (`--host-disk-root`).
+    pub host_disk_roots: Vec<PathBuf>,
+    /// How long the state generations of a deleted VM are kept (`--state-retention`).
+    pub state_retention: Duration,
 }
 
 /// Why the server could not run.
@@ -29,6 +35,14 @@ pub struct ServeConfig {
 pub enum ServeError {
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the data directory {path} cannot be used: {message}")]
+    PrivateDataDir { path: PathBuf, message: String },
+    #[error("--host-disk-root {path}: {source}")]
+    HostDiskRoot {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -49,14 +63,35 @@ pub enum ServeError {
 
 /// Opens the store in `data_dir` and creates the embedded defaults on first run (see
 /// `ferrovirt_resources::cluster::seed_defaults`).
-pub fn open_store(data_dir: &std::path::Path) -> Result<Store, ServeError> {
+pub fn open_store(data_dir: &Path) -> Result<Store, ServeError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.to_path_buf(),
         source,
     })?;
+    ferrovirt_storage::atomic::prepare_private_dir(data_dir).map_err(|e| {
+        ServeError::PrivateDataDir {
+            path: data_dir.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
     let store = Store::open(data_dir.join(DATABASE_FILE), StoreOptions::default())?;
     ferrovirt_resources::cluster::seed_defaults(&store)?;
     Ok(store)
+}
+
+/// The `hostDisk` policy: `<data-dir>/images` and each `--host-disk-root`, as absolute paths.
+pub fn host_path_policy(data_dir: &Path, roots: &[PathBuf]) -> Result<HostPathPolicy, ServeError> {
+    let absolute = |path: &Path| {
+        std::path::absolute(path).map_err(|source| ServeError::HostDiskRoot {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let roots = roots
+        .iter()
+        .map(|r| absolute(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HostPathPolicy::for_data_dir(&absolute(data_dir)?, &roots))
 }
 
 /// The stages of the API server's chain (none yet besides the request log: the server listens
@@ -68,13 +103,20 @@ fn chain() -> Chain {
 /// Runs the server until SIGTERM/SIGINT. Running VMs are left running (they are adopted by the
 /// next `serve`).
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let host_paths = host_path_policy(&config.data_dir, &config.host_disk_roots)?;
     let store = open_store(&config.data_dir)?;
     let client: Arc<dyn ObjectClient> = Arc::new(store.clone());
     ferrovirt_controllers::gc::spawn(client.clone());
+    ferrovirt_controllers::housekeeping::spawn(
+        client.clone(),
+        config.data_dir.clone(),
+        config.state_retention,
+    );
     if config.controllers {
-        ferrovirt_controllers::spawn(client, config.data_dir.clone()).await?;
+        ferrovirt_controllers::spawn(client, config.data_dir.clone(), host_paths.clone()).await?;
     }
-    let state = AppState::with_chain(store, config.data_dir.clone(), chain());
+    let state =
+        AppState::with_chain(store, config.data_dir.clone(), chain()).with_host_paths(host_paths);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -20,6 +21,19 @@ pub struct ServeArgs {
     /// Address to listen on (loopback by default: the API has no authentication).
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// A directory whose files VMs may use as `hostDisk` (repeatable); `<data-dir>/images` is
+    /// always allowed.
+    #[arg(long = "host-disk-root", value_name = "DIR")]
+    pub host_disk_roots: Vec<PathBuf>,
+    /// How long the TPM/EFI state generations of a deleted VM are kept before they are purged
+    /// (`7d`, `36h`, `90m`, `1d12h`).
+    #[arg(
+        long = "state-retention",
+        value_name = "DURATION",
+        default_value = "7d",
+        value_parser = ferrovirt_storage::vm_store::parse_duration
+    )]
+    pub state_retention: Duration,
 }
 
 /// Runs the server until SIGTERM/SIGINT.
@@ -44,6 +58,8 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         controllers: std::env::var_os("FERROVIRT_NO_CONTROLLERS").is_none(),
+        host_disk_roots: args.host_disk_roots.clone(),
+        state_retention: args.state_retention,
     };
     let result = runtime.block_on(ferrovirt_server::serve(config));
     // Do not wait for in-flight watches or VM monitors: the VMs run on without us.
