@@ -20,6 +20,8 @@ pub struct AppState {
     /// Held while a VirtualMachine is admitted and written: the `firmware.uuid` uniqueness check
     /// lists the other VMs, so two concurrent writes must not both pass it.
     pub vm_writes: Arc<Mutex<()>>,
+    /// How long a deleted VM's state generations are kept (`--state-retention`).
+    pub state_retention: std::time::Duration,
     /// Open watches per client (the limit of [`crate::handlers`]' watch).
     pub watches: Arc<crate::watch_limit::WatchLimiter>,
 }
@@ -38,10 +40,17 @@ impl AppState {
             chain: Arc::new(chain),
             host_paths: Arc::new(host_paths),
             vm_writes: Arc::new(Mutex::new(())),
+            state_retention: ferrovirt_storage::vm_store::DEFAULT_RETENTION,
             watches: Arc::new(crate::watch_limit::WatchLimiter::new(
                 crate::watch_limit::DEFAULT_WATCHES_PER_CLIENT,
             )),
         }
+    }
+
+    /// The same state with `retention` as the state retention of deleted VMs.
+    pub fn with_state_retention(mut self, retention: std::time::Duration) -> Self {
+        self.state_retention = retention;
+        self
     }
 
     /// The same state with `policy` as the `hostDisk` roots.
