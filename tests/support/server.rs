@@ -19,6 +19,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     pub controllers: bool,
+    /// More `ferrovirt serve` arguments (e.g. `--host-disk-root DIR`).
+    pub extra_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -54,6 +56,11 @@ impl Server {
 
     /// Starts a server; `controllers: false` serves the API alone (no engine).
     pub fn start(controllers: bool) -> Self {
+        Self::start_with(controllers, &[])
+    }
+
+    /// Starts a server with more `ferrovirt serve` arguments.
+    pub fn start_with(controllers: bool, extra_args: &[&str]) -> Self {
         // A short path keeps the runtime dirs' unix sockets under <data>/run (sun_path holds 107
         // bytes; deeper data dirs fall back to the temp dir).
         let dir = tempfile::Builder::new()
@@ -65,6 +72,7 @@ impl Server {
             dir,
             child: None,
             controllers,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.spawn();
         server
@@ -85,6 +93,7 @@ impl Server {
         cmd.args(["serve", "--data-dir"])
             .arg(self.data_dir())
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.extra_args)
             .env("FERROVIRT_ACCEL", "tcg")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

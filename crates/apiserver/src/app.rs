@@ -53,6 +53,12 @@ impl AppState {
         self
     }
 
+    /// The same state with at most `limit` open watches per client.
+    pub fn with_watch_limit(mut self, limit: usize) -> Self {
+        self.watches = Arc::new(crate::watch_limit::WatchLimiter::new(limit));
+        self
+    }
+
     /// The same state with `policy` as the `hostDisk` roots.
     pub fn with_host_paths(mut self, policy: HostPathPolicy) -> Self {
         self.host_paths = Arc::new(policy);

@@ -14,6 +14,8 @@ use ferrovirt_controllers::ObjectClient;
 use ferrovirt_store::{Store, StoreError, StoreOptions};
 use ferrovirt_vmm::hostpath::HostPathPolicy;
 
+pub use ferrovirt_apiserver::watch_limit::DEFAULT_WATCHES_PER_CLIENT;
+
 /// The database file in the data dir.
 pub const DATABASE_FILE: &str = "ferrovirt.db";
 
@@ -28,6 +30,8 @@ pub struct ServeConfig {
     pub host_disk_roots: Vec<PathBuf>,
     /// How long the state generations of a deleted VM are kept (`--state-retention`).
     pub state_retention: Duration,
+    /// How many watches one client may hold open (`--max-watches-per-client`).
+    pub max_watches_per_client: usize,
 }
 
 /// Why the server could not run.
@@ -115,8 +119,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if config.controllers {
         ferrovirt_controllers::spawn(client, config.data_dir.clone(), host_paths.clone()).await?;
     }
-    let state =
-        AppState::with_chain(store, config.data_dir.clone(), chain()).with_host_paths(host_paths);
+    let state = AppState::with_chain(store, config.data_dir.clone(), chain())
+        .with_host_paths(host_paths)
+        .with_state_retention(config.state_retention)
+        .with_watch_limit(config.max_watches_per_client);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {

@@ -34,6 +34,10 @@ pub struct ServeArgs {
         value_parser = ferrovirt_storage::vm_store::parse_duration
     )]
     pub state_retention: Duration,
+    /// How many watches one client (peer address) may hold open at once; more are answered
+    /// with 429 TooManyRequests.
+    #[arg(long = "max-watches-per-client", value_name = "N", default_value_t = ferrovirt_server::DEFAULT_WATCHES_PER_CLIENT)]
+    pub max_watches_per_client: usize,
 }
 
 /// Runs the server until SIGTERM/SIGINT.
@@ -60,6 +64,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         controllers: std::env::var_os("FERROVIRT_NO_CONTROLLERS").is_none(),
         host_disk_roots: args.host_disk_roots.clone(),
         state_retention: args.state_retention,
+        max_watches_per_client: args.max_watches_per_client,
     };
     let result = runtime.block_on(ferrovirt_server::serve(config));
     // Do not wait for in-flight watches or VM monitors: the VMs run on without us.
