@@ -263,12 +263,17 @@ mod tests {
             "spec": {"runStrategy": "Always", "template": {"spec": {"domain": {
                 "devices": {"tpm": {"persistent": true}}, "resources": {"requests": {"memory": "128Mi"}}}}}}});
         let policy = HostPathPolicy::default();
-        let inputs = |cluster| AdmissionInputs {
-            cluster,
+        let (plain, embedded) = (ClusterConfig::default(), ClusterConfig::embedded_default());
+        let inputs = |cluster: &'static str| AdmissionInputs {
+            cluster: if cluster == "embedded" {
+                &embedded
+            } else {
+                &plain
+            },
             host_paths: &policy,
             firmware_uuids_in_use: &[],
         };
-        let err = admit_create(&VMS, vm.clone(), &inputs(&ClusterConfig::default())).unwrap_err();
+        let err = admit_create(&VMS, vm.clone(), &inputs("plain")).unwrap_err();
         assert_eq!(err.code, 422);
         let causes = err.details.unwrap()["causes"].clone();
         assert!(
@@ -277,7 +282,7 @@ mod tests {
                 .contains("spec.template.spec.domain.devices.tpm.persistent"),
             "{causes}"
         );
-        let admitted = admit_create(&VMS, vm, &inputs(&ClusterConfig::embedded_default())).unwrap();
+        let admitted = admit_create(&VMS, vm, &inputs("embedded")).unwrap();
         assert!(
             admitted
                 .pointer("/spec/template/spec/domain/firmware/uuid")
@@ -285,7 +290,7 @@ mod tests {
         );
         let bad_type = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
             "metadata": {"name": "a"}, "spec": {"running": "yes"}});
-        let err = admit_create(&VMS, bad_type, &inputs(&ClusterConfig::default())).unwrap_err();
+        let err = admit_create(&VMS, bad_type, &inputs("plain")).unwrap_err();
         assert_eq!(err.code, 422);
         assert!(err.message.contains("spec.running"), "{}", err.message);
     }
