@@ -6,7 +6,10 @@ use ferrovirt_api::defaults::{
     apply_vm_defaults, apply_vmi_defaults, carry_over_firmware_identity,
 };
 use ferrovirt_api::parse::ParseError;
-use ferrovirt_api::{AdmissionContext, ClusterConfig, Object, admit};
+use ferrovirt_api::validation::{FirmwareUuidOwner, HostPathPolicy};
+use ferrovirt_api::{AdmissionContext, ClusterConfig, Invalid, Object, StatusCause, admit};
+use ferrovirt_store::{ListOptions, Store};
+use ferrovirt_vmm::hostpath::check_host_disk_paths;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -174,11 +177,88 @@ fn admit_rbac(resource: &ResourceDef, object: Value) -> Result<Value, ApiError> 
     Ok(object)
 }
 
+/// What admission sees besides the object: the cluster configuration, the `hostDisk` roots and
+/// the `firmware.uuid`s of the stored VirtualMachines.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionInputs<'a> {
+    pub cluster: &'a ClusterConfig,
+    pub host_paths: &'a HostPathPolicy,
+    pub firmware_uuids_in_use: &'a [FirmwareUuidOwner],
+}
+
+impl<'a> AdmissionInputs<'a> {
+    fn context(&self, old: Option<&'a Object>) -> AdmissionContext<'a> {
+        match old {
+            Some(old) => AdmissionContext::update(self.cluster, old),
+            None => AdmissionContext::create(self.cluster),
+        }
+        .with_host_paths(self.host_paths)
+        .with_firmware_uuids_in_use(self.firmware_uuids_in_use)
+    }
+}
+
+/// The `firmware.uuid` of every stored VirtualMachine (for the uniqueness rule).
+pub fn firmware_uuid_owners(store: &Store) -> Vec<FirmwareUuidOwner> {
+    store
+        .list(
+            &ferrovirt_resources::VMS.store_kind(),
+            &ListOptions::default(),
+        )
+        .map(|list| {
+            list.items
+                .iter()
+                .filter_map(FirmwareUuidOwner::from_vm_json)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Admits the typed object: KubeVirt's rules, then the `hostDisk` paths resolved on this host (a
+/// symlink out of a root is refused here, not at the start).
+fn admit_typed(
+    object: &Object,
+    ctx: &AdmissionContext<'_>,
+    policy: &HostPathPolicy,
+) -> Result<(), ApiError> {
+    admit(object, ctx)?;
+    let (spec_path, spec, kind, group, name) = match object {
+        Object::VirtualMachine(vm) => match &vm.spec.template {
+            Some(template) => (
+                "spec.template.spec",
+                &template.spec,
+                "VirtualMachine",
+                "kubevirt.io",
+                vm.metadata.name.clone(),
+            ),
+            None => return Ok(()),
+        },
+        Object::VirtualMachineInstance(vmi) => (
+            "spec",
+            &vmi.spec,
+            "VirtualMachineInstance",
+            "kubevirt.io",
+            vmi.metadata.name.clone(),
+        ),
+        _ => return Ok(()),
+    };
+    let causes: Vec<StatusCause> = check_host_disk_paths(spec_path, spec, policy);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(Invalid {
+        kind: kind.into(),
+        group: group.into(),
+        name: name.unwrap_or_default(),
+        causes,
+    }
+    .into())
+}
+
 /// Types, defaults and admits an object being created; returns the JSON to store.
 pub fn admit_create(
     resource: &ResourceDef,
     object: Value,
-    cluster: &ClusterConfig,
+    inputs: &AdmissionInputs<'_>,
 ) -> Result<Value, ApiError> {
     if resource.plural == "events" {
         return Ok(object);
@@ -192,7 +272,7 @@ pub fn admit_create(
         Object::VirtualMachineInstance(vmi) => apply_vmi_defaults(vmi),
         _ => {}
     }
-    admit(&typed_object, &AdmissionContext::create(cluster))?;
+    admit_typed(&typed_object, &inputs.context(None), inputs.host_paths)?;
     typed_object
         .to_json()
         .map_err(|e| ApiError::internal(format!("could not serialize the object: {e}")))
@@ -203,7 +283,7 @@ pub fn admit_update(
     resource: &ResourceDef,
     object: Value,
     old: &Value,
-    cluster: &ClusterConfig,
+    inputs: &AdmissionInputs<'_>,
 ) -> Result<Value, ApiError> {
     if resource.plural == "events" {
         return Ok(object);
@@ -219,11 +299,11 @@ pub fn admit_update(
         carry_over_firmware_identity(new, old);
         apply_vm_defaults(new);
     }
-    let ctx = match &old_typed {
-        Some(old) => AdmissionContext::update(cluster, old),
-        None => AdmissionContext::create(cluster),
-    };
-    admit(&typed_object, &ctx)?;
+    admit_typed(
+        &typed_object,
+        &inputs.context(old_typed.as_ref()),
+        inputs.host_paths,
+    )?;
     typed_object
         .to_json()
         .map_err(|e| ApiError::internal(format!("could not serialize the object: {e}")))
@@ -272,7 +352,18 @@ mod tests {
             "metadata": {"name": "a", "namespace": "default"},
             "spec": {"runStrategy": "Always", "template": {"spec": {"domain": {
                 "devices": {"tpm": {"persistent": true}}, "resources": {"requests": {"memory": "128Mi"}}}}}}});
-        let err = admit_create(&VMS, vm.clone(), &ClusterConfig::default()).unwrap_err();
+        let policy = HostPathPolicy::default();
+        let (plain, embedded) = (ClusterConfig::default(), ClusterConfig::embedded_default());
+        let inputs = |cluster: &'static str| AdmissionInputs {
+            cluster: if cluster == "embedded" {
+                &embedded
+            } else {
+                &plain
+            },
+            host_paths: &policy,
+            firmware_uuids_in_use: &[],
+        };
+        let err = admit_create(&VMS, vm.clone(), &inputs("plain")).unwrap_err();
         assert_eq!(err.code, 422);
         let causes = err.details.unwrap()["causes"].clone();
         assert!(
@@ -281,7 +372,7 @@ mod tests {
                 .contains("spec.template.spec.domain.devices.tpm.persistent"),
             "{causes}"
         );
-        let admitted = admit_create(&VMS, vm, &ClusterConfig::embedded_default()).unwrap();
+        let admitted = admit_create(&VMS, vm, &inputs("embedded")).unwrap();
         assert!(
             admitted
                 .pointer("/spec/template/spec/domain/firmware/uuid")
@@ -289,7 +380,7 @@ mod tests {
         );
         let bad_type = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
             "metadata": {"name": "a"}, "spec": {"running": "yes"}});
-        let err = admit_create(&VMS, bad_type, &ClusterConfig::default()).unwrap_err();
+        let err = admit_create(&VMS, bad_type, &inputs("plain")).unwrap_err();
         assert_eq!(err.code, 422);
         assert!(err.message.contains("spec.running"), "{}", err.message);
     }

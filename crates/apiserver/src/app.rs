@@ -2,8 +2,9 @@
 //! generations) and the chain of stages.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use ferrovirt_api::validation::HostPathPolicy;
 use ferrovirt_store::Store;
 
 use crate::chain::Chain;
@@ -17,6 +18,15 @@ pub struct AppState {
     pub chain: Arc<Chain>,
     /// The RBAC policy the authorization stage and `SelfSubjectAccessReview` evaluate.
     pub policy: PolicyHandle,
+    /// Where `hostDisk` paths may lie (`<data>/images` and each `--host-disk-root`).
+    pub host_paths: Arc<HostPathPolicy>,
+    /// Held while a VirtualMachine is admitted and written: the `firmware.uuid` uniqueness check
+    /// lists the other VMs, so two concurrent writes must not both pass it.
+    pub vm_writes: Arc<Mutex<()>>,
+    /// How long a deleted VM's state generations are kept (`--state-retention`).
+    pub state_retention: std::time::Duration,
+    /// Open watches per client (the limit of [`crate::handlers`]' watch).
+    pub watches: Arc<crate::watch_limit::WatchLimiter>,
 }
 
 impl AppState {
@@ -27,11 +37,36 @@ impl AppState {
 
     /// The state with `chain` (see `security::stages`) and the RBAC policy it enforces.
     pub fn with_chain(store: Store, data_dir: PathBuf, chain: Chain, policy: PolicyHandle) -> Self {
+        let host_paths = HostPathPolicy::for_data_dir(&data_dir, &[]);
         Self {
             store,
             data_dir,
             chain: Arc::new(chain),
             policy,
+            host_paths: Arc::new(host_paths),
+            vm_writes: Arc::new(Mutex::new(())),
+            state_retention: ferrovirt_storage::vm_store::DEFAULT_RETENTION,
+            watches: Arc::new(crate::watch_limit::WatchLimiter::new(
+                crate::watch_limit::DEFAULT_WATCHES_PER_CLIENT,
+            )),
         }
+    }
+
+    /// The same state with `retention` as the state retention of deleted VMs.
+    pub fn with_state_retention(mut self, retention: std::time::Duration) -> Self {
+        self.state_retention = retention;
+        self
+    }
+
+    /// The same state with at most `limit` open watches per client.
+    pub fn with_watch_limit(mut self, limit: usize) -> Self {
+        self.watches = Arc::new(crate::watch_limit::WatchLimiter::new(limit));
+        self
+    }
+
+    /// The same state with `policy` as the `hostDisk` roots.
+    pub fn with_host_paths(mut self, policy: HostPathPolicy) -> Self {
+        self.host_paths = Arc::new(policy);
+        self
     }
 }

@@ -105,6 +105,21 @@ async fn api(app: &AppState, request: &ApiRequest, route: Route, body: RequestBo
                 Err(error) => error.into_response(),
             }
         }
+        Route::DeletedVmStates { namespace } if read => {
+            state_api::list_deleted(app, namespace.as_deref()).await
+        }
+        Route::DeletedVmStates {
+            namespace: Some(namespace),
+        } if request.method == Method::DELETE => state_api::purge_expired(app, &namespace).await,
+        Route::DeletedVmState { namespace, uuid } if read => {
+            state_api::get_deleted(app, &namespace, &uuid).await
+        }
+        Route::DeletedVmState { namespace, uuid } if request.method == Method::DELETE => {
+            state_api::purge(app, &namespace, &uuid).await
+        }
+        Route::DeletedVmStates { .. } | Route::DeletedVmState { .. } => {
+            method_not_allowed(&request.method)
+        }
         route => handlers::handle(app, request, route, body.body)
             .await
             .unwrap_or_else(IntoResponse::into_response),

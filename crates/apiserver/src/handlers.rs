@@ -65,7 +65,10 @@ pub async fn handle(
             Method::GET,
         ) => {
             if request.attributes.verb == "watch" {
-                watch(state, resource, namespace, params, as_table).await
+                let client =
+                    crate::watch_limit::WatchClient::from_peer(request.connection.remote_addr);
+                let permit = state.watches.acquire(client)?;
+                watch(state, resource, namespace, params, as_table, permit).await
             } else {
                 list(state, resource, namespace, params, as_table).await
             }
@@ -399,6 +402,7 @@ async fn watch(
     namespace: Option<String>,
     params: &Params,
     as_table: bool,
+    permit: crate::watch_limit::WatchPermit,
 ) -> ApiResult<Response> {
     let resource_version = match params.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => None,
@@ -423,6 +427,8 @@ async fn watch(
     let stream =
         futures_util::stream::unfold((watch, true, false), move |(mut watch, first, done)| {
             let fields = fields.clone();
+            // The slot is held as long as the stream lives.
+            let _held = &permit;
             async move {
                 if done {
                     return None;
@@ -514,12 +520,21 @@ pub async fn create(
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let host_paths = state.host_paths.clone();
+    let vm_writes = state.vm_writes.clone();
     blocking(&state.store, move |s| {
         if let Some(ns) = &ns {
             s.get(&NAMESPACES.store_kind(), None, ns)?;
         }
+        let _serialized = lock_vm_writes(&resource, &vm_writes);
         let cluster = admission::cluster_config(s);
-        let mut admitted = match admission::admit_create(&resource, object, &cluster) {
+        let owners = uuid_owners_for(&resource, s);
+        let inputs = admission::AdmissionInputs {
+            cluster: &cluster,
+            host_paths: &host_paths,
+            firmware_uuids_in_use: &owners,
+        };
+        let mut admitted = match admission::admit_create(&resource, object, &inputs) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
@@ -536,6 +551,32 @@ pub async fn create(
         Ok(Ok(created))
     })
     .await?
+}
+
+/// Serializes the writes of VirtualMachines (admission of `firmware.uuid` uniqueness, then the
+/// write): `None` for other resources.
+fn lock_vm_writes<'a>(
+    resource: &ResourceDef,
+    vm_writes: &'a std::sync::Mutex<()>,
+) -> Option<std::sync::MutexGuard<'a, ()>> {
+    (*resource == VMS).then(|| {
+        vm_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    })
+}
+
+/// The stored VMs' `firmware.uuid`s when `resource` is VirtualMachines (other kinds skip the
+/// rule).
+fn uuid_owners_for(
+    resource: &ResourceDef,
+    store: &Store,
+) -> Vec<ferrovirt_api::validation::FirmwareUuidOwner> {
+    if *resource == VMS {
+        admission::firmware_uuid_owners(store)
+    } else {
+        Vec::new()
+    }
 }
 
 /// Template bookkeeping after a template or a version was written or deleted.
@@ -573,8 +614,11 @@ pub async fn replace(
             ));
         }
     }
+    let host_paths = state.host_paths.clone();
+    let vm_writes = state.vm_writes.clone();
     blocking(&state.store, move |s| {
         let kind = resource.store_kind();
+        let _serialized = (!status_only).then(|| lock_vm_writes(&resource, &vm_writes));
         let old = s.get(&kind, namespace.as_deref(), &name)?;
         if status_only {
             if dry_run {
@@ -583,7 +627,13 @@ pub async fn replace(
             return s.update_status(&kind, object).map(Ok);
         }
         let cluster = admission::cluster_config(s);
-        let admitted = match admission::admit_update(&resource, object, &old, &cluster) {
+        let owners = uuid_owners_for(&resource, s);
+        let inputs = admission::AdmissionInputs {
+            cluster: &cluster,
+            host_paths: &host_paths,
+            firmware_uuids_in_use: &owners,
+        };
+        let admitted = match admission::admit_update(&resource, object, &old, &inputs) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };

@@ -40,6 +40,7 @@ pub mod strict;
 pub mod table;
 pub mod templates;
 pub mod ui;
+pub mod watch_limit;
 
 pub use app::AppState;
 pub use chain::{Chain, Stage};

@@ -1,6 +1,7 @@
 //! URL paths under `/api` and `/apis` to a [`Route`]: discovery of a group/version, a collection
 //! (namespaced or cluster-wide), one object, its `status`, or a KubeVirt VM/VMI subresource
-//! (`start`/`stop`/`restart`, `console`, `serial-log`, `stategenerations`, `staterollback`).
+//! (`start`/`stop`/`restart`, `console`, `serial-log`, `stategenerations`, `staterollback`), and
+//! the kept state of deleted VMs (`deletedvmstates`).
 
 use crate::error::ApiError;
 use ferrovirt_resources::{self as resources, ResourceDef, SUBRESOURCES_GROUP};
@@ -51,6 +52,11 @@ pub enum Route {
     StateGenerations { namespace: String, name: String },
     /// `PUT .../virtualmachines/NAME/staterollback`: put a generation back.
     StateRollback { namespace: String, name: String },
+    /// `/apis/subresources.kubevirt.io/v1/[namespaces/NS/]deletedvmstates`: the state
+    /// generations kept for deleted VMs (`namespace: None`: all namespaces).
+    DeletedVmStates { namespace: Option<String> },
+    /// `.../namespaces/NS/deletedvmstates/UUID`: one deleted VM's kept state (by firmware UUID).
+    DeletedVmState { namespace: String, uuid: String },
 }
 
 fn unknown(path: &str) -> ApiError {
@@ -98,6 +104,14 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
     }
     if group == SUBRESOURCES_GROUP {
         return match tail {
+            ["deletedvmstates"] => Ok(Route::DeletedVmStates { namespace: None }),
+            ["namespaces", ns, "deletedvmstates"] => Ok(Route::DeletedVmStates {
+                namespace: Some((*ns).to_owned()),
+            }),
+            ["namespaces", ns, "deletedvmstates", uuid] => Ok(Route::DeletedVmState {
+                namespace: (*ns).to_owned(),
+                uuid: (*uuid).to_owned(),
+            }),
             ["namespaces", ns, "virtualmachines", name, "serial-log"] => Ok(Route::SerialLog {
                 namespace: (*ns).to_owned(),
                 name: (*name).to_owned(),

@@ -3,8 +3,9 @@
 //! virtualmachines/NAME/serial-log[?follow=true][&tailLines=N]` streams
 //! the current or last run of the VM from `<data-dir>/logs/<firmware-uuid>/serial.log` (every run
 //! appended, each after the engine's run marker line) as `text/plain`; `allRuns=true` streams them
-//! all. With `follow=true` the stream goes on while the VM's instance is active and ends
-//! once it has finished and the rest of the file is sent. A missing VM or log is a 404 Status.
+//! all (the part rotated to `serial.log.1` first). With `follow=true` the stream goes on while the VM's instance is active and ends
+//! once it has finished and the rest of the file is sent; when the log rotates (it is truncated in
+//! place) the follower goes on from its start. A missing VM or log is a 404 Status.
 
 use std::io::SeekFrom;
 use std::path::PathBuf;
@@ -150,10 +151,27 @@ pub async fn handler(
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let state = state.clone();
+    // All runs: the part rotated away (`serial.log.1`) comes first.
+    let rotated =
+        (all_runs && tail_lines.is_none()).then(|| ferrovirt_vmm::serial_log::rotated_path(&path));
     tokio::spawn(async move {
+        if let Some(rotated) = rotated
+            && let Ok(older) = tokio::fs::read(&rotated).await
+            && !older.is_empty()
+            && tx.send(Bytes::from(older)).await.is_err()
+        {
+            return;
+        }
         let mut buffer = vec![0u8; 64 * 1024];
         let mut finishing = false;
         loop {
+            // The log is truncated in place when it rotates: a file now shorter than what was
+            // sent is read again from its start.
+            if let Ok(meta) = file.metadata().await
+                && meta.len() < position
+            {
+                position = 0;
+            }
             if file.seek(SeekFrom::Start(position)).await.is_err() {
                 return;
             }
@@ -179,12 +197,6 @@ pub async fn handler(
             tokio::select! {
                 () = tokio::time::sleep(FOLLOW_POLL) => {}
                 () = tx.closed() => return,
-            }
-            // A log that shrank (replaced) is read again from its start.
-            if let Ok(meta) = tokio::fs::metadata(&path).await
-                && meta.len() < position
-            {
-                position = 0;
             }
         }
     });

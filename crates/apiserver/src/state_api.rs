@@ -6,19 +6,29 @@
 //!   "reason", "files": [{"name", "kind", "size", "sha256"}]}]}`;
 //! - `PUT  .../virtualmachines/NAME/staterollback` with `{"generation": N}` puts one back while the
 //!   VM is stopped (409 while it runs) and answers with the generation that keeps the state it
-//!   replaced.
+//!   replaced. The guard is the host's: the VM's QEMU or swtpm alive (whatever the API status
+//!   says) answers 409 Conflict.
+//! - `GET  /apis/subresources.kubevirt.io/v1/namespaces/NS/deletedvmstates` (or without
+//!   `namespaces/NS` for all) lists the state generations kept for deleted VMs:
+//!   `{"kind": "DeletedVmStateList", "items": [{"uuid", "namespace", "name", "uid", "deleted",
+//!   "expires", "generations", "bytes"}]}`; `GET .../deletedvmstates/UUID` one of them;
+//! - `DELETE .../namespaces/NS/deletedvmstates/UUID` purges one now (409 while its VM exists),
+//!   `DELETE .../namespaces/NS/deletedvmstates` the ones whose retention has passed.
+//!
+//! Request attributes (for RBAC): group `subresources.kubevirt.io`, resource `deletedvmstates`,
+//! verbs `list`/`get`/`delete`/`deletecollection`.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use ferrovirt_api::kubevirt::vm::VirtualMachine;
-use ferrovirt_storage::GenerationId;
+use ferrovirt_storage::vm_store::{StoredVmState, VmStoreError};
+use ferrovirt_storage::{GenerationId, VmStateStore, VmUuid};
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
-use ferrovirt_vmm::engine::{VmPlan, rollback_state, state_generations};
+use ferrovirt_vmm::engine::{EngineError, VmPlan, rollback_state, state_generations};
 use serde_json::{Value, json};
 
+use ferrovirt_resources::VMS;
 use ferrovirt_resources::cluster::find_backend_pvc;
-use ferrovirt_resources::kubevirt::vmi_is_active;
-use ferrovirt_resources::{VMIS, VMS};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -27,6 +37,10 @@ use crate::error::ApiError;
 async fn state_plan(state: &AppState, namespace: &str, name: &str) -> Result<VmPlan, ApiError> {
     let object =
         crate::handlers::get(state, VMS, Some(namespace.to_owned()), name.to_owned()).await?;
+    let vm_uid = object
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let vm: VirtualMachine = serde_json::from_value(object).map_err(|e| {
         ApiError::internal(format!("the stored VirtualMachine cannot be read: {e}"))
     })?;
@@ -62,7 +76,7 @@ async fn state_plan(state: &AppState, namespace: &str, name: &str) -> Result<VmP
         .and_then(|p| p.volume_path(&volume))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let no_claims = |_: &str| None;
-    plan_from_spec(
+    let mut plan = plan_from_spec(
         &spec,
         &ConvertContext {
             namespace,
@@ -93,7 +107,9 @@ async fn state_plan(state: &AppState, namespace: &str, name: &str) -> Result<VmP
             },
         )
         .map_err(|_| ApiError::invalid(unsupported.to_string()))
-    })
+    })?;
+    plan.vm_uid = vm_uid;
+    Ok(plan)
 }
 
 /// `GET .../virtualmachines/NAME/stategenerations`.
@@ -147,15 +163,8 @@ pub async fn rollback(state: &AppState, namespace: &str, name: &str, body: &[u8]
         Ok(plan) => plan,
         Err(e) => return e.into_response(),
     };
-    let running = crate::handlers::get(state, VMIS, Some(namespace.to_owned()), name.to_owned())
-        .await
-        .is_ok_and(|vmi| vmi_is_active(&vmi));
-    if running {
-        return ApiError::conflict(format!(
-            "VirtualMachine {name} is running: stop it before rolling its state back"
-        ))
-        .into_response();
-    }
+    // The engine asks the host whether the VM's QEMU or swtpm runs: the API status could be
+    // stale or written by anyone with access to it.
     match rollback_state(&state.data_dir, &plan, generation) {
         Ok(kept) => Json(json!({
             "kind": "StateRollback",
@@ -164,6 +173,180 @@ pub async fn rollback(state: &AppState, namespace: &str, name: &str, body: &[u8]
             "preRestore": kept.0,
         }))
         .into_response(),
+        Err(e @ EngineError::StillRunning { .. }) => {
+            ApiError::conflict(e.to_string()).into_response()
+        }
         Err(e) => ApiError::invalid(e.to_string()).into_response(),
+    }
+}
+
+fn time_text(unix: u64) -> String {
+    ferrovirt_store::format_rfc3339(i64::try_from(unix).unwrap_or(i64::MAX))
+}
+
+/// One deleted VM's kept state, as the API shows it.
+fn deleted_item(store: &StoredVmState, retention: std::time::Duration) -> Value {
+    let owner = store.owner.as_ref();
+    json!({
+        "uuid": store.uuid.as_str(),
+        "namespace": owner.map(|o| o.namespace.as_str()),
+        "name": owner.map(|o| o.name.as_str()),
+        "uid": owner.and_then(|o| o.uid.as_deref()),
+        "deleted": owner.and_then(|o| o.deleted_unix).map(time_text),
+        "expires": store.expires_unix(retention).map(time_text),
+        "generations": store.generations,
+        "bytes": store.bytes,
+    })
+}
+
+fn in_namespace(store: &StoredVmState, namespace: &str) -> bool {
+    store
+        .owner
+        .as_ref()
+        .is_some_and(|o| o.namespace == namespace)
+}
+
+async fn on_state_stores<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&VmStateStore) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = VmStateStore::new(&state.data_dir);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::internal(format!("state store task failed: {e}")))?
+}
+
+fn store_error(error: VmStoreError) -> ApiError {
+    match error {
+        VmStoreError::NotFound { .. } => ApiError::not_found(error.to_string()),
+        VmStoreError::NotDeleted { .. } => ApiError::conflict(error.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn deleted_vm_state_not_found(namespace: &str, uuid: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "deletedvmstates.subresources.kubevirt.io \"{uuid}\" not found in namespace {namespace}: \
+         no kept state of a deleted VM with that firmware UUID (see `ferrovirt state list --deleted`)"
+    ))
+}
+
+/// `GET .../[namespaces/NS/]deletedvmstates`.
+pub async fn list_deleted(state: &AppState, namespace: Option<&str>) -> Response {
+    let retention = state.state_retention;
+    let namespace = namespace.map(str::to_owned);
+    let listed = on_state_stores(state, move |stores| {
+        let deleted = stores.list_deleted().map_err(store_error)?;
+        Ok(deleted
+            .iter()
+            .filter(|s| namespace.as_deref().is_none_or(|ns| in_namespace(s, ns)))
+            .map(|s| deleted_item(s, retention))
+            .collect::<Vec<_>>())
+    })
+    .await;
+    match listed {
+        Ok(items) => Json(json!({
+            "kind": "DeletedVmStateList",
+            "apiVersion": "subresources.kubevirt.io/v1",
+            "retentionSeconds": retention.as_secs(),
+            "items": items,
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The deleted VM's store `uuid` in `namespace`, or 404.
+fn find_deleted(
+    stores: &VmStateStore,
+    namespace: &str,
+    uuid: &str,
+) -> Result<StoredVmState, ApiError> {
+    let parsed = VmUuid::parse(uuid)
+        .map_err(|e| ApiError::bad_request(format!("{uuid:?} is not a firmware UUID: {e}")))?;
+    stores
+        .list()
+        .map_err(store_error)?
+        .into_iter()
+        .find(|s| s.uuid == parsed && in_namespace(s, namespace))
+        .ok_or_else(|| deleted_vm_state_not_found(namespace, uuid))
+}
+
+/// `GET .../namespaces/NS/deletedvmstates/UUID`.
+pub async fn get_deleted(state: &AppState, namespace: &str, uuid: &str) -> Response {
+    let retention = state.state_retention;
+    let (namespace, uuid) = (namespace.to_owned(), uuid.to_owned());
+    let found = on_state_stores(state, move |stores| {
+        let store = find_deleted(stores, &namespace, &uuid)?;
+        if store
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.deleted_unix.is_none())
+        {
+            return Err(deleted_vm_state_not_found(&namespace, &uuid));
+        }
+        Ok(deleted_item(&store, retention))
+    })
+    .await;
+    match found {
+        Ok(item) => Json(item).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE .../namespaces/NS/deletedvmstates/UUID`: purges it now.
+pub async fn purge(state: &AppState, namespace: &str, uuid: &str) -> Response {
+    let (namespace, uuid) = (namespace.to_owned(), uuid.to_owned());
+    let purged = on_state_stores(state, move |stores| {
+        let store = find_deleted(stores, &namespace, &uuid)?;
+        stores.purge(&store.uuid).map_err(store_error)
+    })
+    .await;
+    match purged {
+        Ok(owner) => Json(json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Success",
+            "details": {"name": owner.firmware_uuid, "group": "subresources.kubevirt.io",
+                "kind": "deletedvmstates"},
+            "message": format!(
+                "purged the state generations of deleted VM {}/{} (firmware UUID {})",
+                owner.namespace, owner.name, owner.firmware_uuid
+            ),
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE .../namespaces/NS/deletedvmstates`: purges the ones whose retention has passed.
+pub async fn purge_expired(state: &AppState, namespace: &str) -> Response {
+    let retention = state.state_retention;
+    let namespace = namespace.to_owned();
+    let purged = on_state_stores(state, move |stores| {
+        let now = u64::try_from(ferrovirt_resources::time::now_unix()).unwrap_or(0);
+        let mut purged = Vec::new();
+        for store in stores.list_deleted().map_err(store_error)? {
+            if in_namespace(&store, &namespace)
+                && store.expires_unix(retention).is_some_and(|at| at <= now)
+            {
+                let owner = stores.purge(&store.uuid).map_err(store_error)?;
+                purged.push(
+                    json!({"uuid": owner.firmware_uuid, "namespace": owner.namespace,
+                    "name": owner.name}),
+                );
+            }
+        }
+        Ok(purged)
+    })
+    .await;
+    match purged {
+        Ok(items) => Json(json!({
+            "kind": "DeletedVmStateList",
+            "apiVersion": "subresources.kubevirt.io/v1",
+            "items": items,
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
     }
 }

@@ -96,6 +96,16 @@ async fn every_route_passes_the_stages() {
         ("GET", "/openapi/v3".to_owned()),
         ("GET", "/healthz".to_owned()),
         ("GET", "/".to_owned()),
+        (
+            "GET",
+            "/apis/subresources.kubevirt.io/v1/deletedvmstates".to_owned(),
+        ),
+        ("GET", format!("{sub}/deletedvmstates")),
+        (
+            "DELETE",
+            format!("{sub}/deletedvmstates/2b7d1f0e-6c1a-4f0e-9d7e-3a4b5c6d7e8f"),
+        ),
+        ("DELETE", format!("{sub}/deletedvmstates")),
     ];
     for (method, uri) in &requests {
         let request = Request::builder()
@@ -171,4 +181,35 @@ async fn every_route_passes_the_stages() {
         assert_eq!(row(i).2, "", "non-resource URL {}", seen[i].6);
         assert_eq!(row(i).6, 200, "{}", seen[i].6);
     }
+    // The kept state of deleted VMs: a resource of subresources.kubevirt.io RBAC can name.
+    let group = "subresources.kubevirt.io";
+    assert_eq!(row(11), ("list", group, "deletedvmstates", "", "", "", 200));
+    assert_eq!(
+        row(12),
+        ("list", group, "deletedvmstates", "", "default", "", 200)
+    );
+    assert_eq!(
+        row(13),
+        (
+            "delete",
+            group,
+            "deletedvmstates",
+            "",
+            "default",
+            "2b7d1f0e-6c1a-4f0e-9d7e-3a4b5c6d7e8f",
+            403
+        )
+    );
+    assert_eq!(
+        row(14),
+        (
+            "deletecollection",
+            group,
+            "deletedvmstates",
+            "",
+            "default",
+            "",
+            200
+        )
+    );
 }

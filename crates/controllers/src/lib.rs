@@ -12,6 +12,7 @@
 //!   pvc-protection).
 //! - [`gc`]: the garbage collector (owner references).
 //! - [`events`]: Kubernetes Events about objects.
+//! - [`housekeeping`]: the periodic pass: expired Events, the state retention of deleted VMs.
 //!
 //! Nothing here depends on the API server: the controllers see only objects.
 
@@ -19,6 +20,7 @@ pub mod action;
 pub mod client;
 pub mod events;
 pub mod gc;
+pub mod housekeeping;
 pub mod runtime;
 pub mod storage;
 pub mod vm;

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use ferrovirt_apiserver::request::ClientCertificates;
@@ -24,6 +25,9 @@ use ferrovirt_auth::tokens::AdminToken;
 use ferrovirt_auth::user::ADMIN_USER;
 use ferrovirt_controllers::ObjectClient;
 use ferrovirt_store::{Store, StoreError, StoreOptions};
+use ferrovirt_vmm::hostpath::HostPathPolicy;
+
+pub use ferrovirt_apiserver::watch_limit::DEFAULT_WATCHES_PER_CLIENT;
 
 pub mod rbac_objects;
 
@@ -52,6 +56,12 @@ pub struct ServeConfig {
     pub insecure_http: bool,
     /// A kube-apiserver style static token file (`--token-auth-file`).
     pub token_auth_file: Option<PathBuf>,
+    /// Where `hostDisk` paths may lie besides `<data-dir>/images` (`--host-disk-root`).
+    pub host_disk_roots: Vec<PathBuf>,
+    /// How long the state generations of a deleted VM are kept (`--state-retention`).
+    pub state_retention: Duration,
+    /// How many watches one client may hold open (`--max-watches-per-client`).
+    pub max_watches_per_client: usize,
 }
 
 /// Why the server could not run.
@@ -59,6 +69,12 @@ pub struct ServeConfig {
 pub enum ServeError {
     #[error("cannot prepare the data directory: {0}")]
     DataDir(#[from] ferrovirt_storage::atomic::AtomicError),
+    #[error("--host-disk-root {path}: {source}")]
+    HostDiskRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -144,12 +160,28 @@ fn authorities(names: &ServingNames, listen: SocketAddr, scheme: &str) -> HashSe
         .collect()
 }
 
+/// The `hostDisk` policy: `<data-dir>/images` and each `--host-disk-root`, as absolute paths.
+pub fn host_path_policy(data_dir: &Path, roots: &[PathBuf]) -> Result<HostPathPolicy, ServeError> {
+    let absolute = |path: &Path| {
+        std::path::absolute(path).map_err(|source| ServeError::HostDiskRoot {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let roots = roots
+        .iter()
+        .map(|r| absolute(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HostPathPolicy::for_data_dir(&absolute(data_dir)?, &roots))
+}
+
 /// Runs the server until SIGTERM/SIGINT. Running VMs are left running (they are adopted by the
 /// next `serve`).
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if config.insecure_http && !config.listen.ip().is_loopback() {
         return Err(ServeError::InsecureBeyondLoopback(config.listen));
     }
+    let host_paths = host_path_policy(&config.data_dir, &config.host_disk_roots)?;
     let store = open_store(&config.data_dir)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -183,10 +215,18 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
     let client: Arc<dyn ObjectClient> = Arc::new(store.clone());
     ferrovirt_controllers::gc::spawn(client.clone());
+    ferrovirt_controllers::housekeeping::spawn(
+        client.clone(),
+        config.data_dir.clone(),
+        config.state_retention,
+    );
     if config.controllers {
-        ferrovirt_controllers::spawn(client, config.data_dir.clone()).await?;
+        ferrovirt_controllers::spawn(client, config.data_dir.clone(), host_paths.clone()).await?;
     }
-    let state = AppState::with_chain(store, config.data_dir.clone(), chain, policy);
+    let state = AppState::with_chain(store, config.data_dir.clone(), chain, policy)
+        .with_host_paths(host_paths)
+        .with_state_retention(config.state_retention)
+        .with_watch_limit(config.max_watches_per_client);
     tracing::info!(listen = %local, url = %client_url(local, scheme), data_dir = %config.data_dir.display(), "ferrovirt API server ready");
     tracing::info!("admin kubeconfig: {}", kubeconfig.display());
     let app = router(state);

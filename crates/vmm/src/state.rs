@@ -89,7 +89,7 @@ impl RestoredState {
     /// The message of the `StateRestored` Event.
     pub fn message(&self, volume: &Path) -> String {
         format!(
-            "The backend-storage volume {} held no TPM/EFI state, but the VM has state              generations: restored generation {} ({}) instead of creating a new TPM",
+            "The backend-storage volume {} held no TPM/EFI state, but the VM has state generations: restored generation {} ({}) instead of creating a new TPM",
             volume.display(),
             self.generation.0,
             self.restored.join(", ")

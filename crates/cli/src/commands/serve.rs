@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -34,6 +35,23 @@ pub struct ServeArgs {
     /// A kube-apiserver static token file: lines `token,user,uid[,"group1,group2"]`.
     #[arg(long = "token-auth-file", value_name = "FILE")]
     pub token_auth_file: Option<PathBuf>,
+    /// A directory whose files VMs may use as `hostDisk` (repeatable); `<data-dir>/images` is
+    /// always allowed.
+    #[arg(long = "host-disk-root", value_name = "DIR")]
+    pub host_disk_roots: Vec<PathBuf>,
+    /// How long the TPM/EFI state generations of a deleted VM are kept before they are purged
+    /// (`7d`, `36h`, `90m`, `1d12h`).
+    #[arg(
+        long = "state-retention",
+        value_name = "DURATION",
+        default_value = "7d",
+        value_parser = ferrovirt_storage::vm_store::parse_duration
+    )]
+    pub state_retention: Duration,
+    /// How many watches one client (peer address) may hold open at once; more are answered
+    /// with 429 TooManyRequests.
+    #[arg(long = "max-watches-per-client", value_name = "N", default_value_t = ferrovirt_server::DEFAULT_WATCHES_PER_CLIENT)]
+    pub max_watches_per_client: usize,
 }
 
 /// Runs the server until SIGTERM/SIGINT.
@@ -61,6 +79,9 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         tls_sans: args.tls_san.clone(),
         insecure_http: args.insecure_http,
         token_auth_file: args.token_auth_file.clone(),
+        host_disk_roots: args.host_disk_roots.clone(),
+        state_retention: args.state_retention,
+        max_watches_per_client: args.max_watches_per_client,
     };
     let result = runtime.block_on(ferrovirt_server::serve(config));
     // Do not wait for in-flight watches or VM monitors: the VMs run on without us.

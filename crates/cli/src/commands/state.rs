@@ -8,8 +8,9 @@
 //!
 //! `ferrovirt state list --deleted` shows the generations kept for deleted VMs (for the retention
 //! period, `--state-retention`, 7 days by default) and `ferrovirt state purge --uuid U` (or
-//! `--expired`) removes them: the only way generations are ever deleted. `--deleted` and `purge`
-//! work on a data dir (`--data-dir`) for now.
+//! `--expired`) removes them: the only way generations are ever deleted. Both go through the
+//! server (`deletedvmstates` of `subresources.kubevirt.io`, in the namespace of `-n`; `-A` lists
+//! all namespaces) unless `--data-dir` names a data dir.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,7 +75,11 @@ pub struct ListArgs {
     /// List the state generations kept for deleted VMs instead.
     #[arg(long)]
     pub deleted: bool,
-    /// How long a deleted VM's generations are kept (for the EXPIRES column): 7d, 36h, ...
+    /// With --deleted through the server: every namespace.
+    #[arg(short = 'A', long = "all-namespaces", requires = "deleted")]
+    pub all_namespaces: bool,
+    /// How long a deleted VM's generations are kept (for the EXPIRES column with --data-dir; the
+    /// server uses its own --state-retention): 7d, 36h, ...
     #[arg(
         long = "state-retention",
         value_name = "DURATION",
@@ -103,16 +108,20 @@ pub struct PurgeArgs {
     /// Purge every deleted VM's generations whose retention has passed.
     #[arg(long)]
     pub expired: bool,
-    /// How long a deleted VM's generations are kept: 7d, 36h, ...
+    /// How long a deleted VM's generations are kept (with --data-dir; the server uses its own
+    /// --state-retention): 7d, 36h, ...
     #[arg(
         long = "state-retention",
         value_name = "DURATION",
         default_value = "7d"
     )]
     pub retention: String,
-    /// The data dir.
+    /// Work directly on a data dir instead of asking the server.
     #[arg(long, value_name = "DIR", env = "FERROVIRT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The server and credentials (when no --data-dir is given), and the namespace.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// One generation, as listed.
@@ -246,19 +255,100 @@ fn format_time(unix: u64) -> String {
     ferrovirt_store::format_rfc3339(i64::try_from(unix).unwrap_or(i64::MAX))
 }
 
+const DELETED_HEADER: [&str; 7] = [
+    "UUID",
+    "NAMESPACE",
+    "NAME",
+    "DELETED",
+    "EXPIRES",
+    "GENERATIONS",
+    "BYTES",
+];
+
+fn print_deleted_row(cells: [&str; 7]) {
+    println!(
+        "{:<38} {:<16} {:<24} {:<21} {:<21} {:>11} {:>10}",
+        cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
+    );
+}
+
+/// `ferrovirt state list --deleted` through the server.
+fn deleted_stores_through_server(args: &ListArgs) -> Result<(), String> {
+    let client = crate::client::Client::from_args(&args.client).map_err(|e| e.to_string())?;
+    let path = if args.all_namespaces {
+        "/apis/subresources.kubevirt.io/v1/deletedvmstates".to_owned()
+    } else {
+        format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{}/deletedvmstates",
+            client.namespace()
+        )
+    };
+    let list = client.get(&path).map_err(|e| e.to_string())?;
+    print_deleted_row(DELETED_HEADER);
+    for item in list["items"].as_array().into_iter().flatten() {
+        let text = |key: &str| item[key].as_str().unwrap_or("").to_owned();
+        let number = |key: &str| item[key].as_u64().unwrap_or_default().to_string();
+        print_deleted_row([
+            &text("uuid"),
+            &text("namespace"),
+            &text("name"),
+            &text("deleted"),
+            &text("expires"),
+            &number("generations"),
+            &number("bytes"),
+        ]);
+    }
+    Ok(())
+}
+
+/// `ferrovirt state purge` through the server.
+fn purge_through_server(args: &PurgeArgs) -> Result<(), String> {
+    let client = crate::client::Client::from_args(&args.client).map_err(|e| e.to_string())?;
+    let base = format!(
+        "/apis/subresources.kubevirt.io/v1/namespaces/{}/deletedvmstates",
+        client.namespace()
+    );
+    if args.expired {
+        let answer = client
+            .json("DELETE", &base, "application/json", None)
+            .map_err(|e| e.to_string())?;
+        let items = answer["items"].as_array().cloned().unwrap_or_default();
+        for item in &items {
+            println!(
+                "purged the state generations of deleted VM {}/{} (firmware UUID {})",
+                item["namespace"].as_str().unwrap_or("?"),
+                item["name"].as_str().unwrap_or("?"),
+                item["uuid"].as_str().unwrap_or("?")
+            );
+        }
+        if items.is_empty() {
+            println!("no deleted VM's state generations have passed their retention");
+        }
+        return Ok(());
+    }
+    let uuid = args.uuid.as_deref().unwrap_or_default();
+    let uuid = VmUuid::parse(uuid).map_err(|e| format!("--uuid: {e}"))?;
+    let answer = client
+        .json(
+            "DELETE",
+            &format!("{base}/{}", uuid.as_str()),
+            "application/json",
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+    println!("{}", answer["message"].as_str().unwrap_or("purged"));
+    Ok(())
+}
+
 fn deleted_stores(args: &ListArgs) -> Result<(), String> {
-    let data_dir = args.data_dir.as_ref().ok_or(
-        "`ferrovirt state list --deleted` reads a data dir: pass --data-dir DIR (the server's \
-         --data-dir for VMs of `ferrovirt serve`)",
-    )?;
+    let Some(data_dir) = args.data_dir.as_ref() else {
+        return deleted_stores_through_server(args);
+    };
     let retention = parse_duration(&args.retention)?;
     let stores = VmStateStore::new(data_dir)
         .list_deleted()
         .map_err(|e| e.to_string())?;
-    println!(
-        "{:<38} {:<16} {:<24} {:<21} {:<21} {:>11} {:>10}",
-        "UUID", "NAMESPACE", "NAME", "DELETED", "EXPIRES", "GENERATIONS", "BYTES"
-    );
+    print_deleted_row(DELETED_HEADER);
     for store in stores {
         let owner = store.owner.clone().unwrap_or_else(|| OwnerRecord {
             namespace: "?".into(),
@@ -267,28 +357,26 @@ fn deleted_stores(args: &ListArgs) -> Result<(), String> {
             firmware_uuid: store.uuid.to_string(),
             deleted_unix: None,
         });
-        println!(
-            "{:<38} {:<16} {:<24} {:<21} {:<21} {:>11} {:>10}",
+        print_deleted_row([
             store.uuid.as_str(),
-            owner.namespace,
-            owner.name,
-            owner.deleted_unix.map(format_time).unwrap_or_default(),
-            store
+            &owner.namespace,
+            &owner.name,
+            &owner.deleted_unix.map(format_time).unwrap_or_default(),
+            &store
                 .expires_unix(retention)
                 .map(format_time)
                 .unwrap_or_default(),
-            store.generations,
-            store.bytes
-        );
+            &store.generations.to_string(),
+            &store.bytes.to_string(),
+        ]);
     }
     Ok(())
 }
 
 fn purge(args: &PurgeArgs) -> Result<(), String> {
-    let data_dir = args.data_dir.as_ref().ok_or(
-        "`ferrovirt state purge` works on a data dir: pass --data-dir DIR (the server's \
-         --data-dir for VMs of `ferrovirt serve`)",
-    )?;
+    let Some(data_dir) = args.data_dir.as_ref() else {
+        return purge_through_server(args);
+    };
     let store = VmStateStore::new(data_dir);
     if args.expired {
         let retention = parse_duration(&args.retention)?;

@@ -19,10 +19,11 @@ use futures_util::StreamExt;
 mod backend_storage;
 
 use crate::action::Action;
-use crate::client::{ClientError, ObjectClient, optional};
+use crate::client::{ClientError, EventKind, ObjectClient, optional};
 use crate::storage::{self, PvcWorld};
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{Engine, RunningVm, VmPlan};
+use ferrovirt_vmm::hostpath::HostPathPolicy;
 use ferrovirt_vmm::launcher::ExitReason;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -94,8 +95,12 @@ pub(crate) fn meta_str<'a>(object: &'a Value, key: &str) -> &'a str {
 }
 
 /// Starts the engine, the controllers' watches, the resync ticker and the worker.
-pub async fn spawn(client: Arc<dyn ObjectClient>, data_dir: PathBuf) -> Result<(), StartError> {
-    let engine = Engine::new(&data_dir).await?;
+pub async fn spawn(
+    client: Arc<dyn ObjectClient>,
+    data_dir: PathBuf,
+    host_paths: HostPathPolicy,
+) -> Result<(), StartError> {
+    let engine = Engine::new(&data_dir).await?.with_host_paths(host_paths);
     tracing::info!(accel = ?engine.accel(), "engine ready");
     let provisioner =
         LocalPathProvisioner::new(data_dir.join("volumes")).map_err(|e| StartError::Volumes {
@@ -210,6 +215,10 @@ impl Controller {
             while let Some(Ok(event)) = watch.next().await {
                 let o = &event.object;
                 let (ns, name) = (meta_str(o, "namespace"), meta_str(o, "name"));
+                if resource == VMS && event.kind == EventKind::Deleted {
+                    let now = u64::try_from(ferrovirt_resources::time::now_unix()).unwrap_or(0);
+                    crate::housekeeping::mark_vm_state_deleted(&self.data_dir, o, now);
+                }
                 match resource.plural {
                     "virtualmachines" | "virtualmachineinstances" => self.enqueue_vm(ns, name),
                     "persistentvolumeclaims" => {
@@ -644,9 +653,10 @@ impl Controller {
             claim_dir: &claim_dir,
             termination_grace_period_seconds: grace,
         };
-        plan_from_spec(&typed.spec, &ctx)
-            .map(Some)
-            .map_err(|u| format!("cannot run this VirtualMachineInstance here: {u}"))
+        let mut plan = plan_from_spec(&typed.spec, &ctx)
+            .map_err(|u| format!("cannot run this VirtualMachineInstance here: {u}"))?;
+        plan.vm_uid = vm_owner_uid(vmi);
+        Ok(Some(plan))
     }
 
     /// Starts (or adopts) a VM and follows it until it ends.
@@ -705,6 +715,18 @@ impl Controller {
                 "Started",
                 "VirtualMachineInstance started.",
             );
+            if let (Some(restored), Some(volume)) = (
+                running.state.as_ref().and_then(|s| s.restored.as_ref()),
+                running.plan.state_volume.as_ref(),
+            ) {
+                record(
+                    &*self.client,
+                    &vmi,
+                    EventType::Normal,
+                    "StateRestored",
+                    &restored.message(volume),
+                );
+            }
         }
         self.enqueue_vm(&key.0, &key.1);
         let end = self.engine.wait(&running).await;
@@ -837,10 +859,8 @@ impl Controller {
                     self.provisioner
                         .delete_volume(&volume)
                         .map_err(|e| ReconcileError::Other(e.to_string()))?;
-                    let generations = self.data_dir.join("state-generations").join(&volume);
-                    if generations.exists() {
-                        let _ = std::fs::remove_dir_all(&generations);
-                    }
+                    // The VM's state generations (`state-generations/vms/<uuid>/`) stay: the
+                    // next start restores the last one into a new volume.
                     tracing::info!(volume, "deleted the volume of a deleted PVC");
                     Ok(())
                 }
@@ -891,6 +911,16 @@ fn owner_is_vm(vmi: &Value) -> bool {
             refs.iter()
                 .any(|r| r.get("kind") == Some(&json!("VirtualMachine")))
         })
+}
+
+/// The `metadata.uid` of the VirtualMachine a VMI belongs to (`None` for a standalone VMI).
+fn vm_owner_uid(vmi: &Value) -> Option<String> {
+    vmi.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|r| r.get("kind") == Some(&json!("VirtualMachine")))
+        .and_then(|r| r.get("uid").and_then(Value::as_str))
+        .map(str::to_owned)
 }
 
 /// The VM a VMI belongs to (its own name for a standalone VMI).
