@@ -338,10 +338,25 @@ pub fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, String, Vec<u8>)> {
+    send_declaring(endpoint, method, path, headers, body.len(), body)
+}
+
+/// Like [`send`], but the request head declares `declared_len` body bytes while only `body` is
+/// sent (then the response is read). For a body over the server's limit: the server answers 413
+/// once it has read one byte too many; sending no more than that keeps unread bytes out of its
+/// socket, whose close would otherwise reset the connection and drop the answer (TLS makes that
+/// race likely).
+pub fn send_declaring(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    declared_len: usize,
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut stream = endpoint.connect()?;
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {declared_len}\r\n"
     );
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         head.push_str(&format!("Host: 127.0.0.1:{}\r\n", endpoint.port));
