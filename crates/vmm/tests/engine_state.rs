@@ -475,13 +475,17 @@ async fn host_disks_reach_qemu_as_descriptors_opened_beneath_their_root() {
     let images = data.path().join("images");
     std::fs::create_dir_all(&images).unwrap();
     let qcow = images.join("root.qcow2");
-    let status = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&qcow)
-        .arg("16M")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ferrovirt_testkit::run_host_tool(
+        "qemu-img",
+        [
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            qcow.as_os_str(),
+            "16M".as_ref(),
+        ],
+    );
     std::fs::write(images.join("seed.img"), vec![0u8; 1 << 20]).unwrap();
 
     let mut vm = plan(data.path(), TpmPlan::None, FirmwarePlan::Bios);
