@@ -1,12 +1,40 @@
 //! What a reconciler asks for: [`Action`]s, carried out in one place
 //! ([`crate::runtime::Controller::execute`]): object writes through the
-//! [`crate::client::ObjectClient`], Events, and the local-path volumes of PVCs. A reconciler that
-//! returns actions is a plain function, tested as a table (given objects -> expected actions).
+//! [`crate::client::ObjectClient`], Events, the local-path volumes of PVCs, the engine (start,
+//! stop) and the work queue. A reconciler that returns actions is a plain function, tested as a
+//! table (given objects -> expected actions).
+
+use std::time::Duration;
 
 use ferrovirt_resources::ResourceDef;
 use serde_json::Value;
 
 use crate::events::EventType;
+
+/// What a reconcile is about: the key of the work queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A VM and/or the VMI of the same name.
+    Vm { namespace: String, name: String },
+    /// A PersistentVolumeClaim.
+    Pvc { namespace: String, name: String },
+}
+
+impl Key {
+    pub fn vm(namespace: &str, name: &str) -> Self {
+        Self::Vm {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn pvc(namespace: &str, name: &str) -> Self {
+        Self::Pvc {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
 
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +42,15 @@ pub enum Action {
     Create {
         resource: ResourceDef,
         object: Value,
+    },
+    /// Create an object named by `generateName` and record an Event about `involved` naming it:
+    /// `message` with `{name}` replaced by the name the object got.
+    CreateAndRecord {
+        resource: ResourceDef,
+        object: Value,
+        involved: Value,
+        reason: String,
+        message: String,
     },
     /// Replace the object (its `metadata.resourceVersion` is the precondition).
     Update {
@@ -38,6 +75,28 @@ pub enum Action {
     },
     /// Create the local-path volume directory (idempotent).
     ProvisionVolume { volume: String },
-    /// Delete a volume directory and its state generations.
+    /// Delete a volume directory (the VM's state generations stay).
     DeleteVolume { volume: String },
+    /// Persistence switched off: move the volume under `<data>/retired/` (recoverable) and
+    /// record an Event about `vm` saying where it went.
+    RetireVolume {
+        volume: String,
+        vm: Value,
+        pvc_name: String,
+    },
+    /// Start (or, `adopt`, re-attach to) the VM of a VMI on the engine; its progress and end
+    /// come back as the run's [`crate::vmi_reconciler::RunView`] and a new reconcile.
+    StartEngine { vmi: Value, adopt: bool },
+    /// Stop the running VM of the VMI with this uid gracefully (its grace period, then kill).
+    StopEngine {
+        namespace: String,
+        name: String,
+        vmi_uid: String,
+    },
+    /// The run's start or adoption has been reported (its Events and phase are written).
+    MarkRunReported { namespace: String, name: String },
+    /// The run has ended and its end is written: forget it.
+    ForgetRun { namespace: String, name: String },
+    /// Reconcile a key again after a delay.
+    Requeue { key: Key, after: Duration },
 }

@@ -24,6 +24,9 @@ pub mod housekeeping;
 pub mod runtime;
 pub mod storage;
 pub mod vm;
+pub mod vm_reconciler;
+pub mod vmi_reconciler;
+pub mod world;
 
 pub use client::{ClientError, ObjectClient};
 pub use runtime::{StartError, spawn};

@@ -1,0 +1,199 @@
+//! The engine's runs, one per VM name: what the engine is doing with a VMI (starting, running,
+//! ended), the only controller state that is not in the store. The reconcilers see a run as a
+//! [`RunView`]; the run tasks (one per started VM, following it until it ends) move it along and
+//! ask for a reconcile at each step.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ferrovirt_vmm::engine::RunningVm;
+use ferrovirt_vmm::launcher::ExitReason;
+
+use crate::world::{RunOutcome, RunPhase, RunView};
+
+/// A VM's place in the table: (namespace, name).
+pub type RunKey = (String, String);
+
+enum RunState {
+    Starting,
+    Running {
+        vm: Arc<RunningVm>,
+        adopted: bool,
+        reported: bool,
+        restored: Option<String>,
+    },
+    Ended(RunOutcome),
+}
+
+struct Run {
+    vmi_uid: String,
+    state: RunState,
+    stopping: bool,
+    /// The backend-storage volume the run uses (a PVC is not deleted under a running VM).
+    volume: Option<PathBuf>,
+}
+
+/// The runs of this host's engine.
+#[derive(Default)]
+pub struct RunTable {
+    runs: Mutex<HashMap<RunKey, Run>>,
+}
+
+impl RunTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<RunKey, Run>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The run of a VM name, as the reconcilers see it.
+    pub fn view(&self, key: &RunKey) -> Option<RunView> {
+        let runs = self.lock();
+        let run = runs.get(key)?;
+        let phase = match &run.state {
+            RunState::Starting => RunPhase::Starting,
+            RunState::Running {
+                adopted,
+                reported,
+                restored,
+                ..
+            } => RunPhase::Running {
+                adopted: *adopted,
+                reported: *reported,
+                restored: restored.clone(),
+            },
+            RunState::Ended(outcome) => RunPhase::Ended(outcome.clone()),
+        };
+        Some(RunView {
+            vmi_uid: run.vmi_uid.clone(),
+            phase,
+            stopping: run.stopping,
+        })
+    }
+
+    /// Registers a starting run; `false` if the name has a run already.
+    pub fn begin(&self, key: RunKey, vmi_uid: &str, volume: Option<PathBuf>) -> bool {
+        let mut runs = self.lock();
+        if runs.contains_key(&key) {
+            return false;
+        }
+        runs.insert(
+            key,
+            Run {
+                vmi_uid: vmi_uid.to_owned(),
+                state: RunState::Starting,
+                stopping: false,
+                volume,
+            },
+        );
+        true
+    }
+
+    /// A run that could not begin (no plan): recorded as ended so its end is reported.
+    pub fn refuse(&self, key: RunKey, vmi_uid: &str, outcome: RunOutcome) {
+        self.lock().insert(
+            key,
+            Run {
+                vmi_uid: vmi_uid.to_owned(),
+                state: RunState::Ended(outcome),
+                stopping: false,
+                volume: None,
+            },
+        );
+    }
+
+    pub fn running(
+        &self,
+        key: &RunKey,
+        vm: Arc<RunningVm>,
+        adopted: bool,
+        restored: Option<String>,
+    ) {
+        if let Some(run) = self.lock().get_mut(key) {
+            run.state = RunState::Running {
+                vm,
+                adopted,
+                reported: false,
+                restored,
+            };
+        }
+    }
+
+    pub fn ended(&self, key: &RunKey, outcome: RunOutcome) {
+        if let Some(run) = self.lock().get_mut(key) {
+            run.state = RunState::Ended(outcome);
+            run.volume = None;
+        }
+    }
+
+    pub fn mark_reported(&self, key: &RunKey) {
+        if let Some(run) = self.lock().get_mut(key)
+            && let RunState::Running { reported, .. } = &mut run.state
+        {
+            *reported = true;
+        }
+    }
+
+    /// Forgets an ended run (a run still going is kept).
+    pub fn forget(&self, key: &RunKey) {
+        let mut runs = self.lock();
+        if runs
+            .get(key)
+            .is_some_and(|r| matches!(r.state, RunState::Ended(_)))
+        {
+            runs.remove(key);
+        }
+    }
+
+    /// Marks the run of this VMI as stopping and returns its VM (`None`: not running, or
+    /// stopping already).
+    pub fn stop(&self, key: &RunKey, vmi_uid: &str) -> Option<Arc<RunningVm>> {
+        let mut runs = self.lock();
+        let run = runs
+            .get_mut(key)
+            .filter(|r| r.vmi_uid == vmi_uid && !r.stopping)?;
+        match &run.state {
+            RunState::Running { vm, .. } => {
+                run.stopping = true;
+                Some(vm.clone())
+            }
+            _ => None,
+        }
+    }
+
+    pub fn stopping(&self, key: &RunKey) -> bool {
+        self.lock().get(key).is_some_and(|r| r.stopping)
+    }
+
+    /// The volumes of runs that are not over (by volume name).
+    pub fn volumes_in_use(&self) -> HashSet<String> {
+        self.lock()
+            .values()
+            .filter(|r| !matches!(r.state, RunState::Ended(_)))
+            .filter_map(|r| {
+                r.volume
+                    .as_deref()?
+                    .file_name()?
+                    .to_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+/// How a run that the engine followed to its end ended (`stopping`: a stop was asked for).
+pub fn outcome_of(exit: &ExitReason, stopping: bool) -> RunOutcome {
+    match exit {
+        ExitReason::GuestPoweroff { .. }
+        | ExitReason::HostShutdown { .. }
+        | ExitReason::Unobserved => {
+            RunOutcome::succeeded("The VirtualMachineInstance was shut down.")
+        }
+        ExitReason::Killed { .. } if stopping => {
+            RunOutcome::succeeded("The VirtualMachineInstance was killed after its grace period.")
+        }
+        other => RunOutcome::failed(
+            "Crashed",
+            format!("The VirtualMachineInstance crashed: {other:?}"),
+        ),
+    }
+}

@@ -1,0 +1,275 @@
+//! The VM reconciler (virt-controller's part): a pure function of a VirtualMachine, its VMI and
+//! the world, returning the [`Action`]s of KubeVirt's run-strategy semantics ([`crate::vm`]):
+//! create the VMI (and the backend-storage PVC it needs first), delete it, pop a done state
+//! change request, record a crash loop's back-off, and keep the VM's status current.
+
+use std::time::Duration;
+
+use ferrovirt_api::defaults::apply_instance_spec_defaults;
+use ferrovirt_api::kubevirt::VirtualMachine;
+use ferrovirt_resources::kubevirt::meta_str;
+use ferrovirt_resources::{PVCS, VMIS, VMS};
+use ferrovirt_storage::backend::{PVC_LABEL_KEY, PVC_SIZE, pvc_generate_name};
+use serde_json::{Value, json};
+
+use crate::action::{Action, Key};
+use crate::events::EventType;
+use crate::storage::{PVC_PROTECTION, choose_storage_class};
+use crate::vm::{self, Decision, VMI_FINALIZER};
+use crate::vmi_reconciler::bound_volume;
+use crate::world::VmWorld;
+
+/// What to do for the VM (`vmi`: the VMI of the same name, whoever owns it).
+pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Action> {
+    if vm::deleting(vm) {
+        return write_status(vm, vmi, false, None, world)
+            .into_iter()
+            .collect();
+    }
+    // A VMI of another (older) VM with the same name is not ours.
+    let vmi = vmi.filter(|v| owned_by(v, meta_str(vm, "uid")));
+    let backoff = backoff_remaining(vm, world.now_unix);
+    let mut actions = Vec::new();
+    if let Some(remaining) = backoff {
+        actions.push(Action::Requeue {
+            key: Key::vm(meta_str(vm, "namespace"), meta_str(vm, "name")),
+            after: remaining + Duration::from_millis(100),
+        });
+    }
+    match vm::decide(vm, vmi, backoff.is_some()) {
+        Decision::Nothing => actions.extend(write_status(vm, vmi, backoff.is_some(), None, world)),
+        Decision::PopRequest => {
+            let mut updated = vm.clone();
+            if let Some(list) = updated
+                .pointer_mut("/status/stateChangeRequests")
+                .and_then(Value::as_array_mut)
+                && !list.is_empty()
+            {
+                list.remove(0);
+            }
+            actions.push(Action::UpdateStatus {
+                resource: VMS,
+                object: updated,
+            });
+        }
+        Decision::DeleteInstance => {
+            if let Some(vmi) = vmi {
+                if vm::phase(vmi) == "Failed"
+                    && let Some(noted) = note_start_failure(vm, vmi, world.now_unix)
+                {
+                    actions.push(noted);
+                }
+                actions.push(Action::Delete {
+                    resource: VMIS,
+                    namespace: Some(meta_str(vm, "namespace").to_owned()),
+                    name: meta_str(vm, "name").to_owned(),
+                });
+                actions.push(event(
+                    vm,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    &format!(
+                        "Stopped the virtual machine by deleting the virtual machine instance {}",
+                        meta_str(vmi, "uid")
+                    ),
+                ));
+            }
+        }
+        Decision::CreateInstance => match create_instance(vm, world) {
+            Ok(created) => actions.extend(created),
+            Err(message) => {
+                actions.push(event(vm, EventType::Warning, "FailedCreate", &message));
+                actions.extend(write_status(vm, vmi, false, Some(&message), world));
+            }
+        },
+    }
+    actions
+}
+
+/// The VM's status as it should be, if it differs from the stored one.
+fn write_status(
+    vm: &Value,
+    vmi: Option<&Value>,
+    backoff: bool,
+    failure: Option<&str>,
+    world: &VmWorld,
+) -> Option<Action> {
+    let mut status = vm::vm_status(vm, vmi, backoff, failure, &world.now_rfc3339());
+    if vmi.is_some_and(|v| vm::phase(v) == "Running")
+        && let Some(obj) = status.as_object_mut()
+    {
+        obj.remove("startFailure");
+    }
+    if let Some(volumes) = vmi.and_then(|v| v.pointer("/status/volumeStatus")) {
+        status["volumeStatus"] = volumes.clone();
+    }
+    if vm.get("status") == Some(&status) {
+        return None;
+    }
+    let mut updated = vm.clone();
+    updated["status"] = status;
+    Some(Action::UpdateStatus {
+        resource: VMS,
+        object: updated,
+    })
+}
+
+/// Time left before a crash-looping VM may start again.
+pub fn backoff_remaining(vm: &Value, now_unix: i64) -> Option<Duration> {
+    let retry_after = vm
+        .pointer("/status/startFailure/retryAfterTimestamp")
+        .and_then(Value::as_str)
+        .and_then(ferrovirt_resources::time::parse_rfc3339)?;
+    (retry_after > now_unix).then(|| Duration::from_secs((retry_after - now_unix) as u64))
+}
+
+/// Records a failed run in `status.startFailure` (exponential back-off, as KubeVirt: 10 s
+/// doubling up to 5 minutes); `None` if this VMI's failure is recorded already.
+fn note_start_failure(vm: &Value, vmi: &Value, now_unix: i64) -> Option<Action> {
+    let vmi_uid = meta_str(vmi, "uid");
+    if vm
+        .pointer("/status/startFailure/lastFailedVMIUID")
+        .and_then(Value::as_str)
+        == Some(vmi_uid)
+    {
+        return None;
+    }
+    let count = vm
+        .pointer("/status/startFailure/consecutiveFailCount")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        + 1;
+    let delay = (5u64 << count.min(6)).min(300);
+    let retry = ferrovirt_store::format_rfc3339(now_unix + delay as i64);
+    let mut updated = vm.clone();
+    let status = updated
+        .as_object_mut()
+        .map(|o| o.entry("status").or_insert_with(|| json!({})));
+    if let Some(status) = status {
+        status["startFailure"] = json!({
+            "consecutiveFailCount": count,
+            "lastFailedVMIUID": vmi_uid,
+            "retryAfterTimestamp": retry,
+        });
+    }
+    Some(Action::UpdateStatus {
+        resource: VMS,
+        object: updated,
+    })
+}
+
+/// The VMI of a VM, with its backend storage asked for first (or retired when no longer
+/// wanted); `Err` says why it cannot be created.
+fn create_instance(vm: &Value, world: &VmWorld) -> Result<Vec<Action>, String> {
+    let typed: VirtualMachine = serde_json::from_value(vm.clone())
+        .map_err(|e| format!("the stored VM cannot be read: {e}"))?;
+    let template = typed.spec.template.clone().unwrap_or_default();
+    let mut spec = template.spec.clone();
+    apply_instance_spec_defaults(&mut spec);
+    let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
+    let mut actions = Vec::new();
+    if spec.needs_backend_storage() {
+        if world.backend_pvc().is_none() {
+            actions.push(create_backend_pvc(vm, world)?);
+        }
+    } else if let Some(pvc) = world.backend_pvc() {
+        if let Some(volume) = bound_volume(pvc) {
+            actions.push(Action::RetireVolume {
+                volume: volume.to_owned(),
+                vm: vm.clone(),
+                pvc_name: meta_str(pvc, "name").to_owned(),
+            });
+        }
+        actions.push(Action::Delete {
+            resource: PVCS,
+            namespace: Some(ns.to_owned()),
+            name: meta_str(pvc, "name").to_owned(),
+        });
+    }
+    let template_meta = template.metadata.clone().unwrap_or_default();
+    let mut labels = template_meta.labels.clone().unwrap_or_default();
+    labels.insert("kubevirt.io/vm".into(), name.to_owned());
+    let vmi = json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": labels,
+            "annotations": template_meta.annotations.clone().unwrap_or_default(),
+            "ownerReferences": [{
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": name,
+                "uid": meta_str(vm, "uid"), "controller": true, "blockOwnerDeletion": true,
+            }],
+            "finalizers": [VMI_FINALIZER],
+        },
+        "spec": spec,
+        "status": {"phase": "Pending"},
+    });
+    actions.push(Action::CreateAndRecord {
+        resource: VMIS,
+        object: vmi,
+        involved: vm.clone(),
+        reason: "SuccessfulCreate".into(),
+        message: "Started the virtual machine by creating the new virtual machine instance {name}"
+            .into(),
+    });
+    Ok(actions)
+}
+
+/// The backend-storage PVC of a VM, in KubeVirt's storage class order.
+fn create_backend_pvc(vm: &Value, world: &VmWorld) -> Result<Action, String> {
+    let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
+    let cluster = ferrovirt_resources::cluster::config_of(world.kubevirt);
+    let class = choose_storage_class(
+        cluster.vm_state_storage_class.as_deref(),
+        world.storage_classes,
+    )
+    .map_err(|e| e.to_string())?;
+    let pvc = json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "generateName": pvc_generate_name(name),
+            "namespace": ns,
+            "labels": {PVC_LABEL_KEY: name},
+            "ownerReferences": [{
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": name,
+                "uid": meta_str(vm, "uid"), "controller": true, "blockOwnerDeletion": true,
+            }],
+            "finalizers": [PVC_PROTECTION],
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": PVC_SIZE}},
+            "storageClassName": class,
+            "volumeMode": "Filesystem",
+        },
+        "status": {"phase": "Pending"},
+    });
+    Ok(Action::CreateAndRecord {
+        resource: PVCS,
+        object: pvc,
+        involved: vm.clone(),
+        reason: "SuccessfulCreate".into(),
+        message: "Created backend storage PVC {name} for the VM's persistent TPM/EFI state".into(),
+    })
+}
+
+fn event(involved: &Value, event_type: EventType, reason: &str, message: &str) -> Action {
+    Action::Event {
+        involved: involved.clone(),
+        event_type,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+fn owned_by(vmi: &Value, vm_uid: &str) -> bool {
+    vmi.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("uid").and_then(Value::as_str) == Some(vm_uid))
+        })
+}

@@ -1,0 +1,296 @@
+//! The VMI reconciler (virt-handler's part): a pure function of a VirtualMachineInstance, the
+//! engine's run of it and the world, returning the [`Action`]s that bring the engine and the VMI's
+//! status together: start the engine for a new VMI (once its backend storage is bound), adopt a
+//! running one after a restart, write `Scheduled`/`Running`/`Succeeded`/`Failed` with their
+//! Events as the run moves, stop the engine when the VMI is being deleted and release the VMI's
+//! finalizer once the run is over.
+
+use ferrovirt_api::kubevirt::VirtualMachineInstanceSpec;
+use ferrovirt_resources::VMIS;
+use ferrovirt_resources::kubevirt::meta_str;
+use serde_json::{Value, json};
+
+use crate::action::{Action, Key};
+use crate::events::EventType;
+use crate::vm::{self, VMI_FINALIZER};
+use crate::world::{RunOutcome, RunPhase, RunView, VmWorld};
+
+/// What to do for the VMI `namespace/name` (`vmi`: the stored VMI, if any).
+pub fn reconcile_vmi(
+    namespace: &str,
+    name: &str,
+    vmi: Option<&Value>,
+    world: &VmWorld,
+) -> Vec<Action> {
+    let run = world.run;
+    if let Some(RunView {
+        phase: RunPhase::Ended(outcome),
+        vmi_uid,
+        ..
+    }) = run
+    {
+        return report_end(namespace, name, vmi, vmi_uid, outcome, world);
+    }
+    let Some(vmi) = vmi else {
+        return Vec::new();
+    };
+    let uid = meta_str(vmi, "uid");
+    let own_run = run.filter(|r| r.vmi_uid == uid);
+    if vm::deleting(vmi) {
+        return match (run, own_run) {
+            (_, Some(r)) if matches!(r.phase, RunPhase::Running { .. }) && !r.stopping => vec![
+                event(
+                    vmi,
+                    EventType::Normal,
+                    "ShuttingDown",
+                    "Signaled Graceful Shutdown",
+                ),
+                Action::StopEngine {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    vmi_uid: uid.to_owned(),
+                },
+            ],
+            (None, _) => release(vmi).into_iter().collect(),
+            _ => Vec::new(), // the run is starting or stopping: looked at again when it moves
+        };
+    }
+    match (run, own_run) {
+        (_, Some(r)) => match &r.phase {
+            RunPhase::Running {
+                adopted,
+                reported: false,
+                restored,
+            } => report_running(namespace, name, vmi, *adopted, restored.as_deref(), world),
+            _ => Vec::new(),
+        },
+        (Some(_), None) => Vec::new(), // an older VMI's run is still ending
+        (None, _) if vm::is_final(vmi) => Vec::new(),
+        (None, _) => start(vmi, world),
+    }
+}
+
+/// A VMI without a run: start it (or adopt it when it was already running).
+fn start(vmi: &Value, world: &VmWorld) -> Vec<Action> {
+    let adopt = vm::phase(vmi) == "Running";
+    if needs_backend_storage(vmi) {
+        match world.backend_pvc() {
+            Some(pvc) if bound_volume(pvc).is_some() => {}
+            Some(_) => return Vec::new(), // looked at again when the PVC is bound
+            None if owner_is_vm(vmi) => return Vec::new(), // the VM's reconcile creates it
+            None => {
+                let message = format!(
+                    "VirtualMachineInstance {} needs backend storage (persistent TPM or EFI); create it through a VirtualMachine",
+                    meta_str(vmi, "name")
+                );
+                return vec![
+                    event(vmi, EventType::Warning, "FailedCreate", &message),
+                    set_phase(vmi, "Failed", Some(("FailedCreate", &message)), world),
+                ];
+            }
+        }
+    }
+    let mut actions = Vec::new();
+    if !adopt {
+        actions.push(set_phase(vmi, "Scheduled", None, world));
+    }
+    actions.push(Action::StartEngine {
+        vmi: vmi.clone(),
+        adopt,
+    });
+    actions
+}
+
+/// The run is up: write `Running` and say so (once).
+fn report_running(
+    namespace: &str,
+    name: &str,
+    vmi: &Value,
+    adopted: bool,
+    restored: Option<&str>,
+    world: &VmWorld,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if adopted {
+        actions.push(event(
+            vmi,
+            EventType::Normal,
+            "Adopted",
+            "VirtualMachineInstance adopted after a ferrovirt restart.",
+        ));
+    } else {
+        actions.push(set_phase(vmi, "Running", None, world));
+        actions.push(event(
+            vmi,
+            EventType::Normal,
+            "Started",
+            "VirtualMachineInstance started.",
+        ));
+        if let Some(message) = restored {
+            actions.push(event(vmi, EventType::Normal, "StateRestored", message));
+        }
+    }
+    actions.push(Action::MarkRunReported {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    });
+    actions
+}
+
+/// The run is over: write the VMI's final phase (if it is still the run's VMI), forget the run,
+/// and look again at the VM's PVCs (a PVC deleted while the VM ran waits for it).
+fn report_end(
+    namespace: &str,
+    name: &str,
+    vmi: Option<&Value>,
+    run_uid: &str,
+    outcome: &RunOutcome,
+    world: &VmWorld,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    // The run's VMI gets the outcome even if its phase was written by someone else meanwhile
+    // (a status patch cannot hide how the run ended); once written it is not written again.
+    let written = |v: &Value| {
+        vm::phase(v) == outcome.phase
+            && v.pointer("/status/reason").and_then(Value::as_str) == Some(outcome.reason)
+    };
+    if let Some(vmi) = vmi.filter(|v| meta_str(v, "uid") == run_uid && !written(v)) {
+        let event_type = if outcome.phase == "Failed" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        actions.push(set_phase(
+            vmi,
+            outcome.phase,
+            Some((outcome.reason, &outcome.message)),
+            world,
+        ));
+        actions.push(event(vmi, event_type, outcome.reason, &outcome.message));
+    }
+    actions.push(Action::ForgetRun {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    });
+    for pvc in world.backend_pvcs {
+        actions.push(Action::Requeue {
+            key: Key::pvc(namespace, meta_str(pvc, "name")),
+            after: std::time::Duration::ZERO,
+        });
+    }
+    actions
+}
+
+/// Removes the VMI finalizer: the VMI disappears.
+fn release(vmi: &Value) -> Option<Action> {
+    let finalizers = vmi
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)?;
+    if !finalizers.iter().any(|f| f.as_str() == Some(VMI_FINALIZER)) {
+        return None;
+    }
+    let mut released = vmi.clone();
+    if let Some(finalizers) = released
+        .pointer_mut("/metadata/finalizers")
+        .and_then(Value::as_array_mut)
+    {
+        finalizers.retain(|f| f.as_str() != Some(VMI_FINALIZER));
+    }
+    Some(Action::Update {
+        resource: VMIS,
+        object: released,
+    })
+}
+
+/// The VMI with a new phase, its Ready condition, node, reason and transition timestamp.
+pub fn set_phase(
+    vmi: &Value,
+    phase: &str,
+    reason: Option<(&str, &str)>,
+    world: &VmWorld,
+) -> Action {
+    let now = world.now_rfc3339();
+    let mut updated = vmi.clone();
+    let mut status = vmi.get("status").cloned().unwrap_or_else(|| json!({}));
+    status["phase"] = json!(phase);
+    let ready = phase == "Running";
+    status["conditions"] = json!([{"type": "Ready", "status": if ready { "True" } else { "False" },
+        "lastProbeTime": null, "lastTransitionTime": now}]);
+    if phase != "Pending" {
+        status["nodeName"] = json!(world.node_name);
+    }
+    if let Some((reason, message)) = reason {
+        status["reason"] = json!(reason);
+        status["message"] = json!(message);
+    }
+    let transitions = status.as_object_mut().map(|s| {
+        s.entry("phaseTransitionTimestamps")
+            .or_insert_with(|| json!([]))
+    });
+    if let Some(Value::Array(list)) = transitions {
+        list.push(json!({"phase": phase, "phaseTransitionTimestamp": now}));
+    }
+    if ready {
+        status["volumeStatus"] = backend_volume_status(vmi, world);
+    }
+    updated["status"] = status;
+    Action::UpdateStatus {
+        resource: VMIS,
+        object: updated,
+    }
+}
+
+/// The VMI's `volumeStatus` entry for the backend storage.
+fn backend_volume_status(vmi: &Value, world: &VmWorld) -> Value {
+    match world.backend_pvc() {
+        Some(pvc) if needs_backend_storage(vmi) => {
+            let claim = meta_str(pvc, "name");
+            json!([{
+                "name": claim,
+                "target": "",
+                "phase": "Ready",
+                "reason": "PVCReady",
+                "persistentVolumeClaimInfo": {
+                    "claimName": claim,
+                    "accessModes": pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
+                    "capacity": pvc.pointer("/status/capacity").cloned().unwrap_or(json!({})),
+                    "requests": pvc.pointer("/spec/resources/requests").cloned().unwrap_or(json!({})),
+                    "volumeMode": "Filesystem",
+                },
+            }])
+        }
+        _ => json!([]),
+    }
+}
+
+fn event(involved: &Value, event_type: EventType, reason: &str, message: &str) -> Action {
+    Action::Event {
+        involved: involved.clone(),
+        event_type,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// Whether the VMI keeps a persistent TPM or EFI (and so needs backend storage).
+pub fn needs_backend_storage(vmi: &Value) -> bool {
+    vmi.get("spec")
+        .and_then(|spec| serde_json::from_value::<VirtualMachineInstanceSpec>(spec.clone()).ok())
+        .is_some_and(|spec| spec.needs_backend_storage())
+}
+
+/// The local-path volume a PVC is bound to.
+pub fn bound_volume(pvc: &Value) -> Option<&str> {
+    pvc.pointer("/spec/volumeName")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+pub(crate) fn owner_is_vm(vmi: &Value) -> bool {
+    vmi.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("kind") == Some(&json!("VirtualMachine")))
+        })
+}

@@ -1,0 +1,87 @@
+//! The read-only view of the world a VM's reconcile sees besides the VM and its VMI: the engine's
+//! run of the VM (if any), the VM's backend-storage PVCs, what choosing a storage class needs, the
+//! clock and the node. The runtime builds it from the informer cache and the engine's run table;
+//! tests build it by hand.
+
+use ferrovirt_api::core::StorageClass;
+use serde_json::Value;
+
+/// The engine's run of a VMI, as the reconcilers see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunView {
+    /// The VMI the run belongs to (a run of an older VMI of the same name is not this VMI's).
+    pub vmi_uid: String,
+    pub phase: RunPhase,
+    /// A graceful stop was asked for.
+    pub stopping: bool,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunPhase {
+    /// The engine is starting (or adopting) the VM.
+    Starting,
+    /// The VM runs. `reported`: its start (or adoption) has been written to the VMI.
+    Running {
+        adopted: bool,
+        reported: bool,
+        /// The `StateRestored` message, when the start restored the state from a generation.
+        restored: Option<String>,
+    },
+    /// The run is over (or never started): what to write to the VMI.
+    Ended(RunOutcome),
+}
+
+/// How a run ended: the VMI's final phase, the Event's reason and message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// `Succeeded` or `Failed`.
+    pub phase: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl RunOutcome {
+    pub fn failed(reason: &'static str, message: String) -> Self {
+        Self {
+            phase: "Failed",
+            reason,
+            message,
+        }
+    }
+
+    pub fn succeeded(message: &str) -> Self {
+        Self {
+            phase: "Succeeded",
+            reason: "Stopped",
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// Everything a VM key's reconcile reads besides the VM and the VMI.
+#[derive(Debug, Clone, Copy)]
+pub struct VmWorld<'a> {
+    /// The engine's run for this VM name, if any.
+    pub run: Option<&'a RunView>,
+    /// The PVCs labelled as this VM's backend storage (including ones being deleted).
+    pub backend_pvcs: &'a [Value],
+    /// The KubeVirt object (cluster configuration), if any.
+    pub kubevirt: Option<&'a Value>,
+    pub storage_classes: &'a [StorageClass],
+    pub now_unix: i64,
+    pub node_name: &'a str,
+}
+
+impl VmWorld<'_> {
+    /// The VM's live backend-storage PVC (one being deleted is not it).
+    pub fn backend_pvc(&self) -> Option<&Value> {
+        self.backend_pvcs
+            .iter()
+            .find(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+    }
+
+    pub fn now_rfc3339(&self) -> String {
+        ferrovirt_store::format_rfc3339(self.now_unix)
+    }
+}

@@ -1,0 +1,503 @@
+//! The VM and VMI reconcilers as plain functions: given objects and a world, the actions they
+//! return (a table per reconciler). No store, no engine, no HTTP.
+
+use ferrovirt_api::core::StorageClass;
+use ferrovirt_controllers::action::{Action, Key};
+use ferrovirt_controllers::vm_reconciler::reconcile_vm;
+use ferrovirt_controllers::vmi_reconciler::reconcile_vmi;
+use ferrovirt_controllers::world::{RunOutcome, RunPhase, RunView, VmWorld};
+use serde_json::{Value, json};
+
+const NOW: i64 = 1_800_000_000;
+
+/// One line per action, the part a table can compare.
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Create { resource, object } => {
+            format!("create {} {}", resource.plural, object["metadata"]["name"])
+        }
+        Action::CreateAndRecord {
+            resource, reason, ..
+        } => format!("create {} +event {reason}", resource.plural),
+        Action::Update { resource, object } => format!(
+            "update {} finalizers={}",
+            resource.plural, object["metadata"]["finalizers"]
+        ),
+        Action::UpdateStatus { resource, object } => match resource.plural {
+            "virtualmachineinstances" => format!("vmi status {}", object["status"]["phase"]),
+            _ => format!(
+                "vm status {} requests={} failures={}",
+                object["status"]["printableStatus"],
+                object["status"]["stateChangeRequests"],
+                object["status"]["startFailure"]["consecutiveFailCount"]
+            ),
+        },
+        Action::Delete { resource, name, .. } => format!("delete {} {name}", resource.plural),
+        Action::Event { reason, .. } => format!("event {reason}"),
+        Action::ProvisionVolume { volume } => format!("provision {volume}"),
+        Action::DeleteVolume { volume } => format!("delete volume {volume}"),
+        Action::RetireVolume { volume, .. } => format!("retire {volume}"),
+        Action::StartEngine { adopt, .. } => format!("start engine adopt={adopt}"),
+        Action::StopEngine { vmi_uid, .. } => format!("stop engine {vmi_uid}"),
+        Action::MarkRunReported { .. } => "mark reported".into(),
+        Action::ForgetRun { .. } => "forget run".into(),
+        Action::Requeue { key, after } => format!("requeue {key:?} after {}s", after.as_secs()),
+    }
+}
+
+fn vm(spec: Value, status: Value) -> Value {
+    json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "vm", "namespace": "d", "uid": "vm-uid", "generation": 1, "resourceVersion": "5"},
+        "spec": spec,
+        "status": status,
+    })
+}
+
+fn template(persistent_tpm: bool) -> Value {
+    let devices = if persistent_tpm {
+        json!({"tpm": {"persistent": true}})
+    } else {
+        json!({})
+    };
+    json!({"spec": {"domain": {"devices": devices, "resources": {"requests": {"memory": "64Mi"}}}}})
+}
+
+fn vmi(phase: &str, persistent_tpm: bool) -> Value {
+    let devices = if persistent_tpm {
+        json!({"tpm": {"persistent": true}})
+    } else {
+        json!({})
+    };
+    json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "vm", "namespace": "d", "uid": "vmi-uid",
+            "finalizers": ["foregroundDeleteVirtualMachine"],
+            "ownerReferences": [{"kind": "VirtualMachine", "name": "vm", "uid": "vm-uid"}]},
+        "spec": {"domain": {"devices": devices}},
+        "status": {"phase": phase},
+    })
+}
+
+fn deleting(mut object: Value) -> Value {
+    object["metadata"]["deletionTimestamp"] = json!("2027-01-01T00:00:00Z");
+    object
+}
+
+fn pvc(bound: bool) -> Value {
+    let mut pvc = json!({"metadata": {"name": "persistent-state-for-vm-x1", "namespace": "d", "uid": "p1"},
+        "spec": {}, "status": {"phase": "Pending"}});
+    if bound {
+        pvc["spec"]["volumeName"] = json!("pvc-p1");
+        pvc["status"]["phase"] = json!("Bound");
+    }
+    pvc
+}
+
+fn default_class() -> Vec<StorageClass> {
+    let mut class = StorageClass::default();
+    class.metadata.name = Some("local-path".into());
+    class.metadata.annotations = Some(
+        [(
+            "storageclass.kubernetes.io/is-default-class".to_owned(),
+            "true".to_owned(),
+        )]
+        .into(),
+    );
+    vec![class]
+}
+
+fn run(phase: RunPhase, stopping: bool) -> RunView {
+    RunView {
+        vmi_uid: "vmi-uid".into(),
+        phase,
+        stopping,
+    }
+}
+
+fn running(reported: bool, adopted: bool) -> RunPhase {
+    RunPhase::Running {
+        adopted,
+        reported,
+        restored: None,
+    }
+}
+
+struct World {
+    run: Option<RunView>,
+    pvcs: Vec<Value>,
+    classes: Vec<StorageClass>,
+}
+
+impl World {
+    fn new(run: Option<RunView>, pvcs: Vec<Value>) -> Self {
+        Self {
+            run,
+            pvcs,
+            classes: default_class(),
+        }
+    }
+
+    fn view(&self) -> VmWorld<'_> {
+        VmWorld {
+            run: self.run.as_ref(),
+            backend_pvcs: &self.pvcs,
+            kubevirt: None,
+            storage_classes: &self.classes,
+            now_unix: NOW,
+            node_name: "node1",
+        }
+    }
+}
+
+fn vmi_actions(vmi: Option<&Value>, world: &World) -> Vec<String> {
+    reconcile_vmi("d", "vm", vmi, &world.view())
+        .iter()
+        .map(describe)
+        .collect()
+}
+
+fn vm_actions(vm: &Value, vmi: Option<&Value>, world: &World) -> Vec<String> {
+    reconcile_vm(vm, vmi, &world.view())
+        .iter()
+        .map(describe)
+        .collect()
+}
+
+#[test]
+fn vmi_reconcile_table() {
+    let ended_ok = RunPhase::Ended(RunOutcome::succeeded("shut down"));
+    let crashed = RunPhase::Ended(RunOutcome::failed("Crashed", "boom".into()));
+    type VmiCase = (&'static str, Option<Value>, World, Vec<&'static str>);
+    let cases: Vec<VmiCase> = vec![
+        ("no VMI, no run", None, World::new(None, vec![]), vec![]),
+        (
+            "new VMI without backend storage: scheduled and started",
+            Some(vmi("Pending", false)),
+            World::new(None, vec![]),
+            vec!["vmi status \"Scheduled\"", "start engine adopt=false"],
+        ),
+        (
+            "persistent TPM, PVC not bound yet: wait",
+            Some(vmi("Pending", true)),
+            World::new(None, vec![pvc(false)]),
+            vec![],
+        ),
+        (
+            "persistent TPM, PVC missing, VM-owned: wait for the VM's reconcile",
+            Some(vmi("Pending", true)),
+            World::new(None, vec![]),
+            vec![],
+        ),
+        (
+            "persistent TPM, PVC bound: start",
+            Some(vmi("Pending", true)),
+            World::new(None, vec![pvc(true)]),
+            vec!["vmi status \"Scheduled\"", "start engine adopt=false"],
+        ),
+        (
+            "a VMI found Running without a run (server restart): adopt",
+            Some(vmi("Running", false)),
+            World::new(None, vec![]),
+            vec!["start engine adopt=true"],
+        ),
+        (
+            "starting: nothing yet",
+            Some(vmi("Scheduled", false)),
+            World::new(Some(run(RunPhase::Starting, false)), vec![]),
+            vec![],
+        ),
+        (
+            "running, not reported: Running, Started, reported",
+            Some(vmi("Scheduled", false)),
+            World::new(Some(run(running(false, false), false)), vec![]),
+            vec!["vmi status \"Running\"", "event Started", "mark reported"],
+        ),
+        (
+            "adopted, not reported: Adopted event only",
+            Some(vmi("Running", false)),
+            World::new(Some(run(running(false, true), false)), vec![]),
+            vec!["event Adopted", "mark reported"],
+        ),
+        (
+            "running and reported: nothing",
+            Some(vmi("Running", false)),
+            World::new(Some(run(running(true, false), false)), vec![]),
+            vec![],
+        ),
+        (
+            "deleted while running: graceful stop, once",
+            Some(deleting(vmi("Running", false))),
+            World::new(Some(run(running(true, false), false)), vec![]),
+            vec!["event ShuttingDown", "stop engine vmi-uid"],
+        ),
+        (
+            "deleted while stopping: nothing",
+            Some(deleting(vmi("Running", false))),
+            World::new(Some(run(running(true, false), true)), vec![]),
+            vec![],
+        ),
+        (
+            "deleted, no run: release the finalizer",
+            Some(deleting(vmi("Succeeded", false))),
+            World::new(None, vec![]),
+            vec!["update virtualmachineinstances finalizers=[]"],
+        ),
+        (
+            "run ended cleanly: Succeeded, forget, look at the PVCs again",
+            Some(vmi("Running", true)),
+            World::new(Some(run(ended_ok, false)), vec![pvc(true)]),
+            vec![
+                "vmi status \"Succeeded\"",
+                "event Stopped",
+                "forget run",
+                "requeue Pvc { namespace: \"d\", name: \"persistent-state-for-vm-x1\" } after 0s",
+            ],
+        ),
+        (
+            "run crashed: Failed with a Warning",
+            Some(vmi("Running", false)),
+            World::new(Some(run(crashed.clone(), false)), vec![]),
+            vec!["vmi status \"Failed\"", "event Crashed", "forget run"],
+        ),
+        (
+            "run ended while its VMI's phase was patched to Succeeded: the outcome is still written",
+            Some(vmi("Succeeded", false)),
+            World::new(Some(run(crashed.clone(), false)), vec![]),
+            vec!["vmi status \"Failed\"", "event Crashed", "forget run"],
+        ),
+        (
+            "run ended and its outcome written already: forget only",
+            Some({
+                let mut v = vmi("Failed", false);
+                v["status"]["reason"] = json!("Crashed");
+                v
+            }),
+            World::new(Some(run(crashed.clone(), false)), vec![]),
+            vec!["forget run"],
+        ),
+        (
+            "run ended, VMI gone: forget",
+            None,
+            World::new(Some(run(crashed.clone(), false)), vec![]),
+            vec!["forget run"],
+        ),
+        (
+            "a new VMI while an older VMI's run is still going: wait",
+            Some({
+                let mut v = vmi("Pending", false);
+                v["metadata"]["uid"] = json!("newer");
+                v
+            }),
+            World::new(Some(run(running(true, false), true)), vec![]),
+            vec![],
+        ),
+        (
+            "final VMI without a run: nothing",
+            Some(vmi("Failed", false)),
+            World::new(None, vec![]),
+            vec![],
+        ),
+    ];
+    for (case, vmi, world, expected) in cases {
+        assert_eq!(vmi_actions(vmi.as_ref(), &world), expected, "case: {case}");
+    }
+}
+
+#[test]
+fn standalone_vmi_needing_backend_storage_fails_with_reason() {
+    let mut standalone = vmi("Pending", true);
+    standalone["metadata"]["ownerReferences"] = json!([]);
+    let actions = reconcile_vmi(
+        "d",
+        "vm",
+        Some(&standalone),
+        &World::new(None, vec![]).view(),
+    );
+    assert_eq!(
+        actions.iter().map(describe).collect::<Vec<_>>(),
+        ["event FailedCreate", "vmi status \"Failed\""]
+    );
+    let Action::UpdateStatus { object, .. } = &actions[1] else {
+        panic!("expected a status write")
+    };
+    assert!(
+        object["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("create it through a VirtualMachine")),
+        "{object}"
+    );
+}
+
+#[test]
+fn vm_reconcile_table() {
+    let always = json!({"runStrategy": "Always", "template": template(false)});
+    let always_tpm = json!({"runStrategy": "Always", "template": template(true)});
+    let halted = json!({"runStrategy": "Halted", "template": template(true)});
+    let manual = json!({"runStrategy": "Manual", "template": template(false)});
+    let retry_later = ferrovirt_store::format_rfc3339(NOW + 40);
+    type VmCase = (&'static str, Value, Option<Value>, World, Vec<&'static str>);
+    let cases: Vec<VmCase> = vec![
+        (
+            "Always, no VMI: create it",
+            vm(always.clone(), json!({})),
+            None,
+            World::new(None, vec![]),
+            vec!["create virtualmachineinstances +event SuccessfulCreate"],
+        ),
+        (
+            "Always with a persistent TPM, no PVC: the PVC first, then the VMI",
+            vm(always_tpm.clone(), json!({})),
+            None,
+            World::new(None, vec![]),
+            vec![
+                "create persistentvolumeclaims +event SuccessfulCreate",
+                "create virtualmachineinstances +event SuccessfulCreate",
+            ],
+        ),
+        (
+            "Always with a persistent TPM and its PVC: only the VMI",
+            vm(always_tpm.clone(), json!({})),
+            None,
+            World::new(None, vec![pvc(false)]),
+            vec!["create virtualmachineinstances +event SuccessfulCreate"],
+        ),
+        (
+            "persistence switched off: retire the volume, delete the PVC, create the VMI",
+            vm(always.clone(), json!({})),
+            None,
+            World::new(None, vec![pvc(true)]),
+            vec![
+                "retire pvc-p1",
+                "delete persistentvolumeclaims persistent-state-for-vm-x1",
+                "create virtualmachineinstances +event SuccessfulCreate",
+            ],
+        ),
+        (
+            "Always, VMI running: the status says Running",
+            vm(always.clone(), json!({})),
+            Some(vmi("Running", false)),
+            World::new(None, vec![]),
+            vec!["vm status \"Running\" requests=null failures=null"],
+        ),
+        (
+            "Halted, VMI running: delete it",
+            vm(halted.clone(), json!({})),
+            Some(vmi("Running", true)),
+            World::new(None, vec![pvc(true)]),
+            vec![
+                "delete virtualmachineinstances vm",
+                "event SuccessfulDelete",
+            ],
+        ),
+        (
+            "Always, VMI failed: record the failure (back-off), delete the VMI",
+            vm(always.clone(), json!({})),
+            Some(vmi("Failed", false)),
+            World::new(None, vec![]),
+            vec![
+                "vm status null requests=null failures=1",
+                "delete virtualmachineinstances vm",
+                "event SuccessfulDelete",
+            ],
+        ),
+        (
+            "Always, in back-off, no VMI: wait and come back when it ends",
+            vm(
+                always.clone(),
+                json!({"startFailure": {"consecutiveFailCount": 2, "lastFailedVMIUID": "x", "retryAfterTimestamp": retry_later}}),
+            ),
+            None,
+            World::new(None, vec![]),
+            vec![
+                "requeue Vm { namespace: \"d\", name: \"vm\" } after 40s",
+                "vm status \"CrashLoopBackOff\" requests=null failures=2",
+            ],
+        ),
+        (
+            "Manual with a Start request: create the VMI",
+            vm(
+                manual.clone(),
+                json!({"stateChangeRequests": [{"action": "Start"}]}),
+            ),
+            None,
+            World::new(None, vec![]),
+            vec!["create virtualmachineinstances +event SuccessfulCreate"],
+        ),
+        (
+            "Manual with a Start request and a running VMI: the request is done",
+            vm(
+                manual.clone(),
+                json!({"stateChangeRequests": [{"action": "Start"}]}),
+            ),
+            Some(vmi("Running", false)),
+            World::new(None, vec![]),
+            vec!["vm status null requests=[] failures=null"],
+        ),
+        (
+            "a VMI of an older VM of the same name is not this VM's",
+            vm(manual.clone(), json!({})),
+            Some({
+                let mut v = vmi("Running", false);
+                v["metadata"]["ownerReferences"][0]["uid"] = json!("older");
+                v
+            }),
+            World::new(None, vec![]),
+            vec!["vm status \"Stopped\" requests=null failures=null"],
+        ),
+        (
+            "being deleted: only the status (Terminating)",
+            deleting(vm(always.clone(), json!({}))),
+            Some(vmi("Running", false)),
+            World::new(None, vec![]),
+            vec!["vm status \"Terminating\" requests=null failures=null"],
+        ),
+    ];
+    for (case, vm, vmi, world, expected) in cases {
+        assert_eq!(
+            vm_actions(&vm, vmi.as_ref(), &world),
+            expected,
+            "case: {case}"
+        );
+    }
+}
+
+#[test]
+fn no_storage_class_is_a_failed_create_in_the_status() {
+    let vm = vm(
+        json!({"runStrategy": "Always", "template": template(true)}),
+        json!({}),
+    );
+    let mut world = World::new(None, vec![]);
+    world.classes.clear();
+    let actions = reconcile_vm(&vm, None, &world.view());
+    assert_eq!(
+        actions.iter().map(describe).collect::<Vec<_>>(),
+        [
+            "event FailedCreate",
+            "vm status \"ErrorPvcNotFound\" requests=null failures=null"
+        ]
+    );
+    let Action::UpdateStatus { object, .. } = &actions[1] else {
+        panic!("expected a status write")
+    };
+    assert_eq!(
+        object["status"]["conditions"][1]["message"],
+        "no default storage class found"
+    );
+}
+
+#[test]
+fn a_current_status_is_not_written_again() {
+    let world = World::new(None, vec![]);
+    let stopped = vm(
+        json!({"runStrategy": "Halted", "template": template(false)}),
+        json!({}),
+    );
+    let first = reconcile_vm(&stopped, None, &world.view());
+    let [Action::UpdateStatus { object, .. }] = first.as_slice() else {
+        panic!("expected one status write, got {first:?}")
+    };
+    assert!(reconcile_vm(object, None, &world.view()).is_empty());
+    let _ = Key::vm("d", "vm");
+}
