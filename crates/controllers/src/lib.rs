@@ -21,6 +21,7 @@ pub mod client;
 pub mod events;
 pub mod gc;
 pub mod housekeeping;
+pub mod queue;
 pub mod runtime;
 pub mod storage;
 pub mod vm;
