@@ -10,12 +10,17 @@
 //! `ErrorResponse` codes 404/409 to [`ClientError::NotFound`]/[`ClientError::Conflict`] (409 with
 //! reason `AlreadyExists` to [`ClientError::AlreadyExists`]). Nothing else of the controllers
 //! would change: they never see the store, SQLite or HTTP.
+//!
+//! The informers ([`crate::cache`]) need a list and a watch without a gap between them:
+//! [`ObjectClient::list_with_version`] returns the resourceVersion the list was read at and
+//! [`ObjectClient::watch_from`] starts from it, as a Kubernetes reflector does.
 
 use std::pin::Pin;
 
 use ferrovirt_resources::ResourceDef;
 use ferrovirt_store::{
-    ListOptions, Preconditions, Selector, Store, StoreError, WatchEventType, WatchOptions,
+    ListOptions, Preconditions, Selector, Store, StoreError, Watch, WatchEventType, WatchOptions,
+    parse_resource_version,
 };
 use futures_util::Stream;
 use serde_json::Value;
@@ -67,8 +72,25 @@ pub struct ObjectEvent {
 /// The changes of one resource from the moment the watch was opened.
 pub type ObjectWatch = Pin<Box<dyn Stream<Item = Result<ObjectEvent, ClientError>> + Send>>;
 
+/// Every object of a resource, with the resourceVersion the list was read at (Kubernetes'
+/// `List.metadata.resourceVersion`): a watch from there misses nothing and repeats nothing.
+#[derive(Debug, Clone, Default)]
+pub struct VersionedList {
+    pub items: Vec<Value>,
+    /// Opaque, as in Kubernetes: only ever handed back to [`ObjectClient::watch_from`].
+    pub resource_version: String,
+}
+
 /// What the controllers may do with objects. Calls block (run them off the async threads);
-/// `watch` returns an async stream.
+/// `watch` and `watch_from` return an async stream.
+///
+/// With kube-rs (`Api<DynamicObject>` for the resource, all namespaces), the list-then-watch
+/// pair maps to: [`ObjectClient::list_with_version`] = `Api::list(&ListParams::default())`,
+/// taking `items` and `metadata.resource_version`; [`ObjectClient::watch_from`] =
+/// `Api::watch(&WatchParams::default().allow_bookmarks(), resource_version)`, mapping
+/// `WatchEvent::Added/Modified/Deleted` to [`ObjectEvent`], skipping `Bookmark`, and
+/// `WatchEvent::Error` (410 Gone when the version is too old) to a [`ClientError`] item, on
+/// which the informer lists again (kube-runtime's `watcher` does the same).
 pub trait ObjectClient: Send + Sync + 'static {
     fn get(
         &self,
@@ -92,6 +114,18 @@ pub trait ObjectClient: Send + Sync + 'static {
 
     /// Changes from now on.
     fn watch(&self, resource: &ResourceDef) -> Result<ObjectWatch, ClientError>;
+
+    /// Every object of the resource (all namespaces) and the resourceVersion of that list.
+    fn list_with_version(&self, resource: &ResourceDef) -> Result<VersionedList, ClientError>;
+
+    /// The changes after `resource_version` (from [`ObjectClient::list_with_version`]), then
+    /// live ones. Fails, or ends the stream with an error, when that version is no longer
+    /// available (Kubernetes' 410 Gone): list again.
+    fn watch_from(
+        &self,
+        resource: &ResourceDef,
+        resource_version: &str,
+    ) -> Result<ObjectWatch, ClientError>;
 
     fn create(&self, resource: &ResourceDef, object: Value) -> Result<Value, ClientError>;
 
@@ -117,6 +151,25 @@ pub fn optional(result: Result<Value, ClientError>) -> Result<Option<Value>, Cli
         Err(ClientError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// A store watch as an [`ObjectWatch`] stream.
+fn object_watch(watch: Watch) -> ObjectWatch {
+    Box::pin(futures_util::stream::unfold(
+        watch,
+        |mut watch| async move {
+            let next = watch.next().await?;
+            let item = next.map_err(ClientError::from).map(|event| ObjectEvent {
+                kind: match event.event_type {
+                    WatchEventType::Added => EventKind::Added,
+                    WatchEventType::Modified => EventKind::Modified,
+                    WatchEventType::Deleted => EventKind::Deleted,
+                },
+                object: event.object,
+            });
+            Some((item, watch))
+        },
+    ))
 }
 
 /// The store, in-process.
@@ -159,21 +212,28 @@ impl ObjectClient for Store {
             ..WatchOptions::default()
         };
         let watch = Store::watch(self, &resource.store_kind(), options)?;
-        Ok(Box::pin(futures_util::stream::unfold(
-            watch,
-            |mut watch| async move {
-                let next = watch.next().await?;
-                let item = next.map_err(ClientError::from).map(|event| ObjectEvent {
-                    kind: match event.event_type {
-                        WatchEventType::Added => EventKind::Added,
-                        WatchEventType::Modified => EventKind::Modified,
-                        WatchEventType::Deleted => EventKind::Deleted,
-                    },
-                    object: event.object,
-                });
-                Some((item, watch))
-            },
-        )))
+        Ok(object_watch(watch))
+    }
+
+    fn list_with_version(&self, resource: &ResourceDef) -> Result<VersionedList, ClientError> {
+        let list = Store::list(self, &resource.store_kind(), &ListOptions::default())?;
+        Ok(VersionedList {
+            items: list.items,
+            resource_version: list.resource_version.to_string(),
+        })
+    }
+
+    fn watch_from(
+        &self,
+        resource: &ResourceDef,
+        resource_version: &str,
+    ) -> Result<ObjectWatch, ClientError> {
+        let options = WatchOptions {
+            resource_version: Some(parse_resource_version(resource_version)?),
+            ..WatchOptions::default()
+        };
+        let watch = Store::watch(self, &resource.store_kind(), options)?;
+        Ok(object_watch(watch))
     }
 
     fn create(&self, resource: &ResourceDef, object: Value) -> Result<Value, ClientError> {
@@ -202,5 +262,66 @@ impl ObjectClient for Store {
             &Preconditions::default(),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrovirt_resources::VMS;
+    use ferrovirt_store::{PRUNE_INTERVAL, StoreOptions};
+    use futures_util::StreamExt;
+    use serde_json::json;
+
+    fn vm(name: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "default"}, "spec": {}})
+    }
+
+    fn open(options: StoreOptions) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("db"), options).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_watch_from_the_lists_version_sees_every_later_change_and_nothing_earlier() {
+        let (_dir, store) = open(StoreOptions::default());
+        let client: &dyn ObjectClient = &store;
+        client.create(&VMS, vm("before")).unwrap();
+        let list = client.list_with_version(&VMS).unwrap();
+        assert_eq!(list.items.len(), 1);
+        assert_eq!(list.resource_version, "1");
+        // Written after the list, before the watch opens: the gap a reflector must not have.
+        client.create(&VMS, vm("between")).unwrap();
+        let mut watch = client.watch_from(&VMS, &list.resource_version).unwrap();
+        client.delete(&VMS, Some("default"), "before").unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let event = watch.next().await.unwrap().unwrap();
+            seen.push((event.kind, event.object["metadata"]["name"].clone()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (EventKind::Added, json!("between")),
+                (EventKind::Deleted, json!("before"))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_watch_from_a_version_the_log_no_longer_holds_fails() {
+        let (_dir, store) = open(StoreOptions {
+            event_log_retention: 1,
+            ..StoreOptions::default()
+        });
+        let client: &dyn ObjectClient = &store;
+        for i in 0..=PRUNE_INTERVAL {
+            client.create(&VMS, vm(&format!("vm-{i}"))).unwrap();
+        }
+        let error = client.watch_from(&VMS, "1").err().unwrap();
+        assert!(error.to_string().contains("too old"), "{error}");
+        let error = client.watch_from(&VMS, "x").err().unwrap();
+        assert!(error.to_string().contains("resourceVersion"), "{error}");
     }
 }

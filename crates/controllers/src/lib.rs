@@ -3,8 +3,14 @@
 //! engine (`ferrovirt-vmm`).
 //!
 //! - [`client`]: [`client::ObjectClient`], the narrow client trait (get/list/watch/create/update/
-//!   update_status/delete) through which the controllers reach objects; the store implements it
-//!   in-process, a Kubernetes client (kube-rs) could implement it against a real cluster.
+//!   update_status/delete, and list-with-version/watch-from for the informers) through which the
+//!   controllers reach objects; the store implements it in-process, a Kubernetes client (kube-rs)
+//!   could implement it against a real cluster.
+//! - [`cache`]: the informers: per resource, a reflector (list, then watch from the list's
+//!   resourceVersion, list again when the watch ends) keeping a read-only in-memory view with an
+//!   owner index, and a channel of its changes for controllers to enqueue keys from.
+//! - [`queue`]: the work queue (client-go's rate-limiting workqueue): de-duplicated keys, never
+//!   one key on two workers, delayed adds, per-key exponential backoff.
 //! - [`runtime`]: the work queue (one key per VM/VMI pair or PVC, fed by watches and a resync),
 //!   the VM/VMI reconcile and the engine runs (start, stop, exit, adopt).
 //! - [`vm`]: KubeVirt's run-strategy semantics and the VM status, as pure functions.
@@ -17,10 +23,12 @@
 //! Nothing here depends on the API server: the controllers see only objects.
 
 pub mod action;
+pub mod cache;
 pub mod client;
 pub mod events;
 pub mod gc;
 pub mod housekeeping;
+pub mod queue;
 pub mod runtime;
 pub mod storage;
 pub mod vm;
