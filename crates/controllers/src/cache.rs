@@ -209,63 +209,6 @@ impl Informer {
     }
 }
 
-/// The informers of several resources: what a controller manager starts once and every
-/// controller reads (client-go's `SharedInformerFactory`).
-#[derive(Clone)]
-pub struct Cache {
-    informers: Vec<Informer>,
-}
-
-impl Cache {
-    /// Starts one informer per resource (a resource named twice gets one informer).
-    pub fn spawn(client: Arc<dyn ObjectClient>, resources: &[ResourceDef]) -> Self {
-        let mut informers: Vec<Informer> = Vec::new();
-        for resource in resources {
-            if !informers.iter().any(|i| i.resource() == resource) {
-                informers.push(Informer::spawn(client.clone(), *resource));
-            }
-        }
-        Self { informers }
-    }
-
-    /// The informer of `resource`, if the cache was started with it.
-    pub fn informer(&self, resource: &ResourceDef) -> Option<&Informer> {
-        self.informers.iter().find(|i| i.resource() == resource)
-    }
-
-    /// Every informer, in the order of [`Cache::spawn`]'s resources.
-    pub fn informers(&self) -> &[Informer] {
-        &self.informers
-    }
-
-    /// Whether every informer has its first list.
-    pub fn has_synced(&self) -> bool {
-        self.informers.iter().all(Informer::has_synced)
-    }
-
-    /// Waits until every informer has its first list.
-    pub async fn wait_synced(&self) {
-        for informer in &self.informers {
-            informer.wait_synced().await;
-        }
-    }
-
-    /// The cached objects of every resource whose `ownerReferences` name the owner `uid`
-    /// (what the garbage collector deletes once that owner is gone).
-    pub fn dependents(&self, uid: &str) -> Vec<(ResourceDef, Arc<Value>)> {
-        self.informers
-            .iter()
-            .flat_map(|informer| {
-                let resource = *informer.resource();
-                informer
-                    .by_owner_uid(uid)
-                    .into_iter()
-                    .map(move |object| (resource, object))
-            })
-            .collect()
-    }
-}
-
 impl Shared {
     // No code of a caller runs under these locks and every change of the index is whole
     // before anything could panic, so a poisoned lock still guards a usable index.
@@ -784,39 +727,6 @@ mod tests {
         assert_eq!(deleted, ["doomed"]);
         let added = seen.iter().filter(|e| e.kind == EventKind::Added).count();
         assert_eq!(added, 20, "every object announced once: {seen:?}");
-    }
-
-    #[tokio::test]
-    async fn a_cache_finds_dependents_across_resources() {
-        let (_dir, store) = open_store(StoreOptions::default());
-        let owned_vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-            "metadata": {"name": "child", "namespace": "default",
-                "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "o", "uid": "uid-1"}]},
-            "spec": {}});
-        store.create(&VMS.store_kind(), owned_vm).unwrap();
-        store
-            .create(&PVCS.store_kind(), pvc("p1", json!({}), &["uid-1"]))
-            .unwrap();
-        let cache = Cache::spawn(Arc::new(store), &[VMS, PVCS, VMS]);
-        assert_eq!(cache.informers().len(), 2);
-        tokio::time::timeout(WAIT, cache.wait_synced())
-            .await
-            .unwrap();
-        assert!(cache.has_synced());
-        let dependents: Vec<_> = cache
-            .dependents("uid-1")
-            .into_iter()
-            .map(|(resource, object)| (resource.plural, metadata_str(&object, "name").to_owned()))
-            .collect();
-        assert_eq!(
-            dependents,
-            [
-                ("virtualmachines", "child".to_owned()),
-                ("persistentvolumeclaims", "p1".to_owned())
-            ]
-        );
-        assert!(cache.informer(&PVCS).is_some());
-        assert!(cache.informer(&ferrovirt_resources::EVENTS).is_none());
     }
 
     #[tokio::test]

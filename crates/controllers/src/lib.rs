@@ -11,11 +11,19 @@
 //!   owner index, and a channel of its changes for controllers to enqueue keys from.
 //! - [`queue`]: the work queue (client-go's rate-limiting workqueue): de-duplicated keys, never
 //!   one key on two workers, delayed adds, per-key exponential backoff.
-//! - [`runtime`]: the work queue (one key per VM/VMI pair or PVC, fed by watches and a resync),
-//!   the VM/VMI reconcile and the engine runs (start, stop, exit, adopt).
+//! - [`vm_reconciler`]: the VM reconciler (virt-controller's part), a pure function of (VM, VMI,
+//!   world) returning [`action::Action`]s: create/delete the VMI, the backend PVC, the status.
+//! - [`vmi_reconciler`]: the VMI reconciler (virt-handler's part), a pure function of (VMI, the
+//!   engine's run, world): start, adopt, report, stop, release.
+//! - [`world`]: the read-only view a VM key's reconcile gets (run, backend PVCs, storage classes,
+//!   clock, node).
+//! - [`action`]: the work-queue [`action::Key`] and the actions reconcilers return.
+//! - [`runtime`]: the controller manager's loop: informers -> queue -> workers -> reconcilers ->
+//!   [`runtime::Controller::execute`] (the one place actions are carried out), and the engine's
+//!   run table and run tasks.
 //! - [`vm`]: KubeVirt's run-strategy semantics and the VM status, as pure functions.
-//! - [`storage`]: backend-storage PVCs (storage class choice, local-path binding, retirement,
-//!   pvc-protection).
+//! - [`storage`]: the PVC reconciler (local-path binding, pvc-protection) and the storage class
+//!   choice.
 //! - [`gc`]: the garbage collector (owner references).
 //! - [`events`]: Kubernetes Events about objects.
 //! - [`housekeeping`]: the periodic pass: expired Events, the state retention of deleted VMs.

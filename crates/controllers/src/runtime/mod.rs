@@ -1,9 +1,16 @@
-//! The controllers' runtime: watches feed a work queue of [`Key`]s (a VM and its VMI share one
-//! key, a PVC has its own) plus a periodic resync; one worker takes a key, builds the world the
-//! reconcilers read, calls the pure reconcilers ([`crate::vm_reconciler`],
-//! [`crate::vmi_reconciler`], [`crate::storage`]) and carries out the [`Action`]s they return in
+//! The controllers' runtime. The informer cache ([`crate::cache`]) mirrors the objects the
+//! controllers read (VMs, VMIs, PVCs, the KubeVirt object, StorageClasses); its change events and
+//! a periodic resync feed one [`WorkQueue`] of [`Key`]s (a VM and its VMI share one key, a PVC has
+//! its own). Workers take a key, build the world the reconcilers read from the cache and the
+//! engine's run table, call the pure reconcilers ([`crate::vm_reconciler`],
+//! [`crate::vmi_reconciler`], [`crate::storage`]) and carry out the [`Action`]s they return in
 //! [`Controller::execute`]: the one place where the controllers write objects, record Events,
-//! touch volumes, start and stop the engine.
+//! touch volumes, start and stop the engine. A failed reconcile is retried with the key's
+//! exponential back-off; a write that meets a newer object requeues the key at once.
+//!
+//! Read-your-writes: after carrying out a key's writes, the worker waits (bounded) until the
+//! cache has seen them, so the key's next reconcile never acts on a world older than its own
+//! writes (a second backend PVC from a stale view, a status written twice).
 //!
 //! - `runs`: the engine's runs (the only controller state that is not in the store) and the run
 //!   tasks that follow a started VM to its end.
@@ -15,14 +22,15 @@ use std::time::Duration;
 use ferrovirt_api::core::StorageClass;
 use ferrovirt_api::kubevirt::VirtualMachineInstance;
 use ferrovirt_storage::LocalPathProvisioner;
-use futures_util::StreamExt;
 
 mod runs;
 
 pub use runs::{RunKey, RunTable, outcome_of};
 
 use crate::action::{Action, Key};
-use crate::client::{ClientError, EventKind, ObjectClient, optional};
+use crate::cache::{CacheEvent, Informer};
+use crate::client::{ClientError, EventKind, ObjectClient};
+use crate::queue::WorkQueue;
 use crate::storage::{self, PvcWorld};
 use crate::world::{RunOutcome, VmWorld};
 use crate::{vm_reconciler, vmi_reconciler};
@@ -30,13 +38,54 @@ use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{Engine, VmPlan};
 use ferrovirt_vmm::hostpath::HostPathPolicy;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::events::{EventType, record};
 use ferrovirt_resources::{KUBEVIRTS, PVCS, STORAGE_CLASSES, VMIS, VMS};
 
 /// How often every object is reconciled again, events or not.
 pub const RESYNC: Duration = Duration::from_secs(10);
+
+/// Workers reconciling different keys at once (a key is never reconciled twice at once).
+const WORKERS: usize = 2;
+
+/// The longest a worker waits for the cache to see its own writes.
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The informers of what the controllers read.
+struct Informers {
+    vms: Informer,
+    vmis: Informer,
+    pvcs: Informer,
+    kubevirts: Informer,
+    storage_classes: Informer,
+}
+
+impl Informers {
+    fn spawn(client: Arc<dyn ObjectClient>) -> Self {
+        let informer = |resource| Informer::spawn(client.clone(), resource);
+        Self {
+            vms: informer(VMS),
+            vmis: informer(VMIS),
+            pvcs: informer(PVCS),
+            kubevirts: informer(KUBEVIRTS),
+            storage_classes: informer(STORAGE_CLASSES),
+        }
+    }
+
+    fn all(&self) -> [&Informer; 5] {
+        [
+            &self.vms,
+            &self.vmis,
+            &self.pvcs,
+            &self.kubevirts,
+            &self.storage_classes,
+        ]
+    }
+
+    fn of(&self, resource: &ferrovirt_resources::ResourceDef) -> Option<&Informer> {
+        self.all().into_iter().find(|i| i.resource() == resource)
+    }
+}
 
 /// The controllers' shared state.
 pub struct Controller {
@@ -45,7 +94,8 @@ pub struct Controller {
     pub(crate) data_dir: PathBuf,
     pub(crate) provisioner: LocalPathProvisioner,
     runs: RunTable,
-    pub(crate) queue: mpsc::UnboundedSender<Key>,
+    informers: Informers,
+    queue: WorkQueue<Key>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) node_name: String,
 }
@@ -89,137 +139,126 @@ pub async fn spawn(
             message: e.to_string(),
         })?;
     let _ = provisioner.remove_stale();
-    let (tx, rx) = mpsc::unbounded_channel();
     let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned());
+    let informers = Informers::spawn(client.clone());
+    for informer in informers.all() {
+        informer.wait_synced().await;
+    }
     let controller = Arc::new(Controller {
         client,
         engine,
         data_dir,
         provisioner,
         runs: RunTable::default(),
-        queue: tx,
+        informers,
+        queue: WorkQueue::new(),
         runtime: tokio::runtime::Handle::current(),
         node_name,
     });
-    for resource in [VMS, VMIS, PVCS, KUBEVIRTS] {
+    for informer in controller.informers.all() {
+        let mut events = informer.subscribe();
         let controller = controller.clone();
-        tokio::spawn(async move { controller.watch_kind(resource).await });
+        let resource = *informer.resource();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                controller.on_change(&resource, &event);
+            }
+        });
     }
     {
         let controller = controller.clone();
         tokio::spawn(async move {
             loop {
-                controller.enqueue_all();
                 tokio::time::sleep(RESYNC).await;
+                controller.enqueue_all();
             }
         });
     }
-    tokio::spawn(worker(controller, rx));
+    for _ in 0..WORKERS {
+        tokio::spawn(worker(controller.clone()));
+    }
     Ok(())
 }
 
-async fn worker(controller: Arc<Controller>, mut rx: mpsc::UnboundedReceiver<Key>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(key) = rx.try_recv() {
-            batch.push(key);
-        }
-        let mut seen = std::collections::HashSet::new();
-        batch.retain(|k| seen.insert(k.clone()));
-        for key in batch {
-            let c = controller.clone();
-            let k = key.clone();
-            let result = tokio::task::spawn_blocking(move || c.reconcile(&k)).await;
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(?key, %error, "reconcile failed; retrying at the next resync")
-                }
-                Err(error) => tracing::error!(?key, %error, "reconcile panicked"),
+/// Takes keys off the queue and reconciles them (on a blocking thread: the client and the
+/// engine's preparation block).
+async fn worker(controller: Arc<Controller>) {
+    while let Some(key) = controller.queue.next().await {
+        let c = controller.clone();
+        let k = key.clone();
+        match tokio::task::spawn_blocking(move || c.reconcile(&k)).await {
+            Ok(Ok(())) => controller.queue.forget(&key),
+            Ok(Err(error)) => {
+                let retries = controller.queue.num_requeues(&key);
+                tracing::warn!(?key, %error, retries, "reconcile failed; retrying with back-off");
+                controller.queue.add_rate_limited(key.clone());
+            }
+            Err(error) => {
+                tracing::error!(?key, %error, "reconcile panicked; retrying with back-off");
+                controller.queue.add_rate_limited(key.clone());
             }
         }
+        controller.queue.done(&key);
     }
 }
 
 impl Controller {
     fn enqueue(&self, key: Key) {
-        let _ = self.queue.send(key);
+        self.queue.add(key);
     }
 
-    fn enqueue_after(self: &Arc<Self>, key: Key, delay: Duration) {
-        if delay.is_zero() {
-            return self.enqueue(key);
-        }
-        let me = self.clone();
-        self.runtime.spawn(async move {
-            tokio::time::sleep(delay).await;
-            me.enqueue(key);
-        });
+    fn enqueue_after(&self, key: Key, delay: Duration) {
+        self.queue.add_after(key, delay);
     }
 
-    /// Enqueues every VM, VMI and PVC (names only: the objects are read by the reconcile).
+    /// Enqueues every VM, VMI and PVC the cache holds (the resync).
     fn enqueue_all(&self) {
-        for resource in [VMS, VMIS] {
-            if let Ok(keys) = self.client.list_names(&resource) {
-                for (namespace, name) in keys {
-                    self.enqueue(Key::Vm { namespace, name });
-                }
+        for informer in [&self.informers.vms, &self.informers.vmis] {
+            for key in informer.keys() {
+                self.enqueue(Key::vm(&key.namespace, &key.name));
             }
         }
-        if let Ok(keys) = self.client.list_names(&PVCS) {
-            for (namespace, name) in keys {
-                self.enqueue(Key::Pvc { namespace, name });
-            }
+        for key in self.informers.pvcs.keys() {
+            self.enqueue(Key::pvc(&key.namespace, &key.name));
         }
     }
 
-    async fn watch_kind(self: Arc<Self>, resource: ferrovirt_resources::ResourceDef) {
-        loop {
-            let mut watch = match self.client.watch(&resource) {
-                Ok(w) => w,
-                Err(error) => {
-                    tracing::warn!(%error, "controller watch failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            while let Some(Ok(event)) = watch.next().await {
-                let o = &event.object;
-                let (ns, name) = (meta_str(o, "namespace"), meta_str(o, "name"));
-                if resource == VMS && event.kind == EventKind::Deleted {
-                    let now = u64::try_from(ferrovirt_resources::time::now_unix()).unwrap_or(0);
-                    crate::housekeeping::mark_vm_state_deleted(&self.data_dir, o, now);
-                }
-                match resource.plural {
-                    "virtualmachines" | "virtualmachineinstances" => {
-                        self.enqueue(Key::vm(ns, name))
-                    }
-                    "persistentvolumeclaims" => {
-                        self.enqueue(Key::pvc(ns, name));
-                        if let Some(vm) = o
-                            .pointer(&format!(
-                                "/metadata/labels/{}",
-                                ferrovirt_storage::backend::PVC_LABEL_KEY
-                            ))
-                            .and_then(Value::as_str)
-                        {
-                            self.enqueue(Key::vm(ns, vm));
-                        }
-                    }
-                    _ => self.enqueue_all(),
+    /// A change seen by the cache: the keys it concerns.
+    fn on_change(&self, resource: &ferrovirt_resources::ResourceDef, event: &CacheEvent) {
+        let o = &*event.object;
+        let (ns, name) = (meta_str(o, "namespace"), meta_str(o, "name"));
+        if *resource == VMS && event.kind == EventKind::Deleted {
+            let now = u64::try_from(ferrovirt_resources::time::now_unix()).unwrap_or(0);
+            crate::housekeeping::mark_vm_state_deleted(&self.data_dir, o, now);
+        }
+        match resource.plural {
+            "virtualmachines" | "virtualmachineinstances" => self.enqueue(Key::vm(ns, name)),
+            "persistentvolumeclaims" => {
+                self.enqueue(Key::pvc(ns, name));
+                if let Some(vm) = o
+                    .pointer(&format!(
+                        "/metadata/labels/{}",
+                        ferrovirt_storage::backend::PVC_LABEL_KEY
+                    ))
+                    .and_then(Value::as_str)
+                {
+                    self.enqueue(Key::vm(ns, vm));
                 }
             }
+            // The cluster configuration or the storage classes changed: look at everything.
+            _ if event.kind != EventKind::Added => self.enqueue_all(),
+            _ => {}
         }
     }
 
     /// One reconcile (runs on a blocking thread): read the world, ask the reconciler, act.
     pub fn reconcile(self: &Arc<Self>, key: &Key) -> Result<(), ReconcileError> {
         let actions = match key {
-            Key::Vm { namespace, name } => self.reconcile_vm_key(namespace, name)?,
+            Key::Vm { namespace, name } => self.reconcile_vm_key(namespace, name),
             Key::Pvc { namespace, name } => {
-                let Some(pvc) = optional(self.client.get(&PVCS, Some(namespace), name))? else {
+                let Some(pvc) = self.informers.pvcs.get(Some(namespace), name) else {
                     return Ok(());
                 };
                 let world = PvcWorld {
@@ -231,49 +270,101 @@ impl Controller {
         self.execute(key, actions)
     }
 
+    /// The backend-storage PVCs of a VM (by KubeVirt's label), from the cache.
+    fn backend_pvcs(&self, ns: &str, vm_name: &str) -> Vec<Value> {
+        self.informers
+            .pvcs
+            .list(
+                Some(ns),
+                &[(ferrovirt_storage::backend::PVC_LABEL_KEY, vm_name)],
+            )
+            .into_iter()
+            .map(|p| (*p).clone())
+            .collect()
+    }
+
     /// A VM key: the VMI's actions first (the engine side), then, if the VMI reconciler had
     /// nothing to do, the VM's.
-    fn reconcile_vm_key(&self, ns: &str, name: &str) -> Result<Vec<Action>, ReconcileError> {
-        let vm = optional(self.client.get(&VMS, Some(ns), name))?;
-        let vmi = optional(self.client.get(&VMIS, Some(ns), name))?;
+    fn reconcile_vm_key(&self, ns: &str, name: &str) -> Vec<Action> {
+        let vm = self.informers.vms.get(Some(ns), name);
+        let vmi = self.informers.vmis.get(Some(ns), name);
         let run = self.runs.view(&(ns.to_owned(), name.to_owned()));
         let owner = vmi
-            .as_ref()
+            .as_deref()
             .map(vm_owner_name)
             .unwrap_or_else(|| name.to_owned());
-        let selector = ferrovirt_resources::cluster::backend_pvc_selector_text(&owner);
-        let backend_pvcs = self.client.list(&PVCS, Some(ns), Some(&selector))?;
-        let wants_pvc = vm.is_some() && backend_pvcs.is_empty();
-        let kubevirt = if wants_pvc {
-            self.client.list(&KUBEVIRTS, None, None)?.into_iter().next()
-        } else {
-            None
-        };
-        let storage_classes: Vec<StorageClass> = if wants_pvc {
-            self.client
-                .list(&STORAGE_CLASSES, None, None)?
-                .into_iter()
-                .filter_map(|c| serde_json::from_value(c).ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let backend_pvcs = self.backend_pvcs(ns, &owner);
+        let kubevirt = self.informers.kubevirts.list(None, &[]).into_iter().next();
+        let storage_classes: Vec<StorageClass> = self
+            .informers
+            .storage_classes
+            .list(None, &[])
+            .into_iter()
+            .filter_map(|c| serde_json::from_value((*c).clone()).ok())
+            .collect();
         let world = VmWorld {
             run: run.as_ref(),
             backend_pvcs: &backend_pvcs,
-            kubevirt: kubevirt.as_ref(),
+            kubevirt: kubevirt.as_deref(),
             storage_classes: &storage_classes,
             now_unix: ferrovirt_resources::time::now_unix(),
             node_name: &self.node_name,
         };
-        let actions = vmi_reconciler::reconcile_vmi(ns, name, vmi.as_ref(), &world);
+        let actions = vmi_reconciler::reconcile_vmi(ns, name, vmi.as_deref(), &world);
         if !actions.is_empty() {
-            return Ok(actions); // the VMI's writes trigger the VM's reconcile
+            return actions; // the VMI's writes trigger the VM's reconcile
         }
-        Ok(match &vm {
-            Some(vm) => vm_reconciler::reconcile_vm(vm, vmi.as_ref(), &world),
+        match vm.as_deref() {
+            Some(vm) => vm_reconciler::reconcile_vm(vm, vmi.as_deref(), &world),
             None => Vec::new(),
-        })
+        }
+    }
+
+    fn observe_write(&self, resource: &ferrovirt_resources::ResourceDef, written: &Value) {
+        let namespace = Some(meta_str(written, "namespace")).filter(|n| !n.is_empty());
+        self.await_observed(
+            resource,
+            namespace,
+            meta_str(written, "name"),
+            Some(written),
+        );
+    }
+
+    /// Waits (bounded) until the cache holds `written` (or a newer version of it), or, for a
+    /// delete (`written: None`), until the object is gone or marked for deletion.
+    fn await_observed(
+        &self,
+        resource: &ferrovirt_resources::ResourceDef,
+        namespace: Option<&str>,
+        name: &str,
+        written: Option<&Value>,
+    ) {
+        let Some(informer) = self.informers.of(resource) else {
+            return;
+        };
+        let version = |o: &Value| meta_str(o, "resourceVersion").parse::<u64>().ok();
+        let wanted = written.and_then(version);
+        let seen = || match (informer.get(namespace, name), written) {
+            (None, None) => true,
+            (Some(o), None) => o.pointer("/metadata/deletionTimestamp").is_some(),
+            (None, Some(_)) => false, // not there yet (or deleted since: the timeout ends it)
+            (Some(o), Some(_)) => match (version(&o), wanted) {
+                (Some(have), Some(want)) => have >= want,
+                _ => true,
+            },
+        };
+        let deadline = std::time::Instant::now() + OBSERVE_TIMEOUT;
+        while !seen() {
+            if std::time::Instant::now() > deadline {
+                tracing::debug!(
+                    resource = resource.plural,
+                    name,
+                    "the cache has not seen a write yet"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Carries out a reconciler's actions, in order. A write that meets a changed or deleted
@@ -286,7 +377,9 @@ impl Controller {
         for action in actions {
             let written = match action {
                 Action::Create { resource, object } => {
-                    self.client.create(&resource, object).map(drop)
+                    self.client.create(&resource, object).map(|created| {
+                        self.observe_write(&resource, &created);
+                    })
                 }
                 Action::CreateAndRecord {
                     resource,
@@ -303,19 +396,26 @@ impl Controller {
                         &reason,
                         &message,
                     );
+                    self.observe_write(&resource, &created);
                 }),
                 Action::Update { resource, object } => {
-                    self.client.update(&resource, object).map(drop)
+                    self.client.update(&resource, object).map(|updated| {
+                        self.observe_write(&resource, &updated);
+                    })
                 }
-                Action::UpdateStatus { resource, object } => {
-                    self.client.update_status(&resource, object).map(drop)
-                }
+                Action::UpdateStatus { resource, object } => self
+                    .client
+                    .update_status(&resource, object)
+                    .map(|updated| self.observe_write(&resource, &updated)),
                 Action::Delete {
                     resource,
                     namespace,
                     name,
                 } => match self.client.delete(&resource, namespace.as_deref(), &name) {
-                    Err(ClientError::NotFound(_)) => Ok(()),
+                    Ok(()) | Err(ClientError::NotFound(_)) => {
+                        self.await_observed(&resource, namespace.as_deref(), &name, None);
+                        Ok(())
+                    }
                     other => other,
                 },
                 Action::Event {
@@ -386,7 +486,12 @@ impl Controller {
             };
             match written {
                 Ok(()) => {}
-                Err(ClientError::Conflict(_) | ClientError::NotFound(_)) => {
+                Err(
+                    ClientError::Conflict(_)
+                    | ClientError::NotFound(_)
+                    | ClientError::AlreadyExists(_),
+                ) => {
+                    // The reconciler read an older world: again from the newer one.
                     self.enqueue(key.clone());
                     return Ok(());
                 }
@@ -517,11 +622,8 @@ impl Controller {
         let ns = meta_str(vmi, "namespace");
         let owner = vm_owner_name(vmi);
         let state_volume = if typed.spec.needs_backend_storage() {
-            let selector = ferrovirt_resources::cluster::backend_pvc_selector_text(&owner);
             let pvc = self
-                .client
-                .list(&PVCS, Some(ns), Some(&selector))
-                .map_err(|e| e.to_string())?
+                .backend_pvcs(ns, &owner)
                 .into_iter()
                 .find(|p| p.pointer("/metadata/deletionTimestamp").is_none());
             match pvc.as_ref().and_then(vmi_reconciler::bound_volume) {
@@ -537,7 +639,7 @@ impl Controller {
             None
         };
         let claim_dir = |claim: &str| -> Option<PathBuf> {
-            let pvc = self.client.get(&PVCS, Some(ns), claim).ok()?;
+            let pvc = self.informers.pvcs.get(Some(ns), claim)?;
             let volume = pvc.pointer("/spec/volumeName").and_then(Value::as_str)?;
             self.provisioner.volume_path(volume).ok()
         };
