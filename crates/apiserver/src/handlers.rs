@@ -50,6 +50,7 @@ pub async fn handle(
 ) -> ApiResult<Response> {
     let params = &request.params;
     let as_table = request.output == Output::Table;
+    let status_subresource = matches!(route, Route::Status { .. });
     match (route, request.method.clone()) {
         (Route::GroupVersion { group, version }, Method::GET) => {
             Ok(ok(&crate::discovery::resource_list(&group, &version)))
@@ -173,28 +174,8 @@ pub async fn handle(
                 resource,
                 namespace,
                 name,
-            },
-            Method::PATCH,
-        ) => {
-            let kind = PatchKind::from_content_type(&request.content_type)?;
-            let bytes = http::read_body(body).await?;
-            Ok(ok(&patch_object(
-                state,
-                resource,
-                namespace,
-                name,
-                kind,
-                bytes,
-                WriteFlags {
-                    status_only: false,
-                    strict: request.field_validation == FieldValidation::Strict,
-                    dry_run: request.dry_run,
-                },
-            )
-            .await?))
-        }
-        (
-            Route::Status {
+            }
+            | Route::Status {
                 resource,
                 namespace,
                 name,
@@ -211,8 +192,10 @@ pub async fn handle(
                 kind,
                 bytes,
                 WriteFlags {
-                    status_only: true,
-                    strict: false,
+                    status_only: status_subresource,
+                    // Unknown fields are checked on the object, not on a status patch.
+                    strict: !status_subresource
+                        && request.field_validation == FieldValidation::Strict,
                     dry_run: request.dry_run,
                 },
             )
@@ -528,7 +511,7 @@ pub async fn create(
         }
         let _serialized = lock_vm_writes(&resource, &vm_writes);
         let cluster = admission::cluster_config(s);
-        let owners = uuid_owners_for(&resource, s);
+        let owners = uuid_owners_for(&resource, s, &object, None);
         let inputs = admission::AdmissionInputs {
             cluster: &cluster,
             host_paths: &host_paths,
@@ -566,13 +549,21 @@ fn lock_vm_writes<'a>(
     })
 }
 
-/// The stored VMs' `firmware.uuid`s when `resource` is VirtualMachines (other kinds skip the
-/// rule).
+/// The stored VMs' `firmware.uuid`s for the uniqueness rule, listed only when the write can bring
+/// a UUID no stored VM had before: a VirtualMachine that names its `firmware.uuid` and is new or
+/// had another one (the UUID is immutable once set, so that update is refused anyway). A VM
+/// without one gets a fresh random UUID from the defaults, so the common create and every
+/// ordinary update skip the listing of all VMs.
 fn uuid_owners_for(
     resource: &ResourceDef,
     store: &Store,
+    object: &Value,
+    old: Option<&Value>,
 ) -> Vec<ferrovirt_api::validation::FirmwareUuidOwner> {
-    if *resource == VMS {
+    const UUID: &str = "/spec/template/spec/domain/firmware/uuid";
+    let named = object.pointer(UUID).and_then(Value::as_str);
+    let before = old.and_then(|o| o.pointer(UUID)).and_then(Value::as_str);
+    if *resource == VMS && named.is_some() && named != before {
         admission::firmware_uuid_owners(store)
     } else {
         Vec::new()
@@ -627,7 +618,7 @@ pub async fn replace(
             return s.update_status(&kind, object).map(Ok);
         }
         let cluster = admission::cluster_config(s);
-        let owners = uuid_owners_for(&resource, s);
+        let owners = uuid_owners_for(&resource, s, &object, Some(&old));
         let inputs = admission::AdmissionInputs {
             cluster: &cluster,
             host_paths: &host_paths,
