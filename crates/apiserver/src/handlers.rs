@@ -550,20 +550,24 @@ fn lock_vm_writes<'a>(
 }
 
 /// The stored VMs' `firmware.uuid`s for the uniqueness rule, listed only when the write can bring
-/// a UUID no stored VM had before: a VirtualMachine that names its `firmware.uuid` and is new or
-/// had another one (the UUID is immutable once set, so that update is refused anyway). A VM
-/// without one gets a fresh random UUID from the defaults, so the common create and every
-/// ordinary update skip the listing of all VMs.
+/// a UUID no stored VM had before: a VirtualMachine whose manifest names a `firmware.uuid` and is
+/// new, or had another one (such an update is refused anyway: the UUID is immutable once set).
+/// Every other write skips the listing of all VMs: a create without a UUID gets a fresh random one
+/// from the defaults, an update without one keeps the stored one, an update naming the stored one
+/// changes nothing. Other kinds have no such rule.
 fn uuid_owners_for(
     resource: &ResourceDef,
     store: &Store,
     object: &Value,
     old: Option<&Value>,
 ) -> Vec<ferrovirt_api::validation::FirmwareUuidOwner> {
-    const UUID: &str = "/spec/template/spec/domain/firmware/uuid";
-    let named = object.pointer(UUID).and_then(Value::as_str);
-    let before = old.and_then(|o| o.pointer(UUID)).and_then(Value::as_str);
-    if *resource == VMS && named.is_some() && named != before {
+    fn uuid_of(vm: &Value) -> Option<&str> {
+        vm.pointer("/spec/template/spec/domain/firmware/uuid")
+            .and_then(Value::as_str)
+            .filter(|uuid| !uuid.is_empty())
+    }
+    let named = uuid_of(object);
+    if *resource == VMS && named.is_some() && named != old.and_then(uuid_of) {
         admission::firmware_uuid_owners(store)
     } else {
         Vec::new()
