@@ -768,45 +768,82 @@ async fn vm_action(
     action: VmAction,
 ) -> ApiResult<()> {
     blocking(&state.store, move |s| {
-        let vm_kind = VMS.store_kind();
-        let vm = s.get(&vm_kind, Some(&namespace), &name)?;
-        let strategy = run_strategy_of(&vm);
-        let vmi = s.get(&VMIS.store_kind(), Some(&namespace), &name).ok();
-        let vmi_active = vmi.as_ref().is_some_and(vmi_is_active);
-        let fail = |code: u16, msg: String| Ok(Err(ApiError::new(code, if code == 409 { "Conflict" } else { "BadRequest" }, msg)));
-        match action {
-            VmAction::Start => {
-                if vmi_active {
-                    return fail(409, format!("Always does not support manual start requests: VM {name} is already running"));
-                }
-                match strategy.as_str() {
-                    "Manual" => push_state_change(s, vm, &[("Start", None)])?,
-                    "Always" | "RerunOnFailure" => {
-                        // Not running although it should: nothing to change, the controller starts it.
-                    }
-                    _ => set_run_strategy(s, vm, "Always")?,
-                }
-            }
-            VmAction::Stop => {
-                if !vmi_active && strategy != "Always" && strategy != "RerunOnFailure" {
-                    return fail(409, format!("VM {name} is not running"));
-                }
-                match strategy.as_str() {
-                    "Manual" => push_state_change(s, vm, &[("Stop", vmi.as_ref().and_then(uid_of))])?,
-                    _ => set_run_strategy(s, vm, "Halted")?,
-                }
-            }
-            VmAction::Restart => {
-                if !vmi_active {
-                    return fail(409, format!("VM {name} is not running"));
-                }
-                let vmi_uid = vmi.as_ref().and_then(uid_of);
-                push_state_change(s, vm, &[("Stop", vmi_uid), ("Start", None)])?;
+        // The controllers write the VM's status at any time (a start makes several writes): an
+        // action that meets a newer resourceVersion is decided again from a fresh read, as
+        // KubeVirt's start/stop patches are not refused for a status written meanwhile.
+        let mut attempts = 1;
+        loop {
+            match vm_action_once(s, &namespace, &name, action) {
+                Err(StoreError::Conflict { .. }) if attempts < VM_ACTION_ATTEMPTS => attempts += 1,
+                outcome => return outcome,
             }
         }
-        Ok(Ok(()))
     })
     .await?
+}
+
+/// How often a VM action is tried against concurrent writers before the conflict is answered.
+const VM_ACTION_ATTEMPTS: u32 = 10;
+
+/// One attempt of a VM action from a fresh read: `Err(Conflict)` when the VM changed meanwhile.
+fn vm_action_once(
+    s: &Store,
+    namespace: &str,
+    name: &str,
+    action: VmAction,
+) -> Result<ApiResult<()>, StoreError> {
+    let vm_kind = VMS.store_kind();
+    let vm = s.get(&vm_kind, Some(namespace), name)?;
+    let strategy = run_strategy_of(&vm);
+    let vmi = s.get(&VMIS.store_kind(), Some(namespace), name).ok();
+    let vmi_active = vmi.as_ref().is_some_and(vmi_is_active);
+    let fail = |code: u16, msg: String| {
+        Ok(Err(ApiError::new(
+            code,
+            if code == 409 {
+                "Conflict"
+            } else {
+                "BadRequest"
+            },
+            msg,
+        )))
+    };
+    match action {
+        VmAction::Start => {
+            if vmi_active {
+                return fail(
+                    409,
+                    format!(
+                        "Always does not support manual start requests: VM {name} is already running"
+                    ),
+                );
+            }
+            match strategy.as_str() {
+                "Manual" => push_state_change(s, vm, &[("Start", None)])?,
+                "Always" | "RerunOnFailure" => {
+                    // Not running although it should: nothing to change, the controller starts it.
+                }
+                _ => set_run_strategy(s, vm, "Always")?,
+            }
+        }
+        VmAction::Stop => {
+            if !vmi_active && strategy != "Always" && strategy != "RerunOnFailure" {
+                return fail(409, format!("VM {name} is not running"));
+            }
+            match strategy.as_str() {
+                "Manual" => push_state_change(s, vm, &[("Stop", vmi.as_ref().and_then(uid_of))])?,
+                _ => set_run_strategy(s, vm, "Halted")?,
+            }
+        }
+        VmAction::Restart => {
+            if !vmi_active {
+                return fail(409, format!("VM {name} is not running"));
+            }
+            let vmi_uid = vmi.as_ref().and_then(uid_of);
+            push_state_change(s, vm, &[("Stop", vmi_uid), ("Start", None)])?;
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn uid_of(object: &Value) -> Option<String> {

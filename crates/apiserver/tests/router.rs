@@ -434,3 +434,77 @@ async fn firmware_uuids_stay_unique_and_patches_reach_the_object_or_its_status()
     assert_eq!(stored["spec"]["runStrategy"], "Halted");
     assert_eq!(stored["metadata"]["labels"]["patched"], "yes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_and_stop_are_not_refused_while_the_status_changes() {
+    const VM: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines/busy";
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).unwrap();
+    let app = router(support::secured_state(store.clone(), dir.path()));
+    let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "busy"},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}, "memory": {"guest": "64Mi"}}}}}});
+    let (code, created) = call(
+        &app,
+        with_body(
+            "POST",
+            "/apis/kubevirt.io/v1/namespaces/default/virtualmachines",
+            "application/json",
+            &vm,
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+
+    // A controller writing the VM's status all the time, as the VM controller does while a VM
+    // starts and stops: each write is a new resourceVersion.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let kind = ferrovirt_resources::VMS.store_kind();
+            let mut writes = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut current = store.get(&kind, Some("default"), "busy").unwrap();
+                current["status"] =
+                    json!({"printableStatus": "Stopped", "observedGeneration": writes});
+                match store.update_status(&kind, current) {
+                    Ok(_) => writes += 1,
+                    Err(ferrovirt_store::StoreError::Conflict { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            writes
+        })
+    };
+    let action = |name: &str| {
+        support::as_admin(
+            Request::put(format!(
+                "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/busy/{name}"
+            ))
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap(),
+        )
+    };
+    let mut refused = Vec::new();
+    for _ in 0..200 {
+        for (name, strategy) in [("start", "Always"), ("stop", "Halted")] {
+            let (code, body) = call_as(&app, action(name)).await;
+            if code != StatusCode::ACCEPTED {
+                refused.push(format!("{name}: {code} {body}"));
+                continue;
+            }
+            let (_, stored) = call(&app, get(VM)).await;
+            assert_eq!(stored["spec"]["runStrategy"], strategy);
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes > 0, "the status writer never wrote");
+    assert!(
+        refused.is_empty(),
+        "{} of 400 actions refused while the status changed ({writes} status writes): {:?}",
+        refused.len(),
+        &refused[..refused.len().min(3)]
+    );
+}
