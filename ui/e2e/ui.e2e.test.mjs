@@ -105,6 +105,28 @@ ${Object.entries(user).map(([k, v]) => `    ${k}: ${v}`).join('\n')}
 /** base64url without padding, as the WebSocket bearer subprotocol carries a token. */
 const base64url = (text) => Buffer.from(text, 'utf8').toString('base64url');
 
+/**
+ * How long a started (stopped) VM may take to show Running (Stopped). Under TCG on a loaded 2-core
+ * machine (the browser, the server and other tests' guests at once) a start takes seconds, but can
+ * take tens: the server tests give a VM 60-120 s to run (tests/kubectl_vm.rs,
+ * tests/state_restore_serve.rs). The wait ends as soon as the state shows.
+ */
+const VM_STATE_TIMEOUT_MS = 120000;
+
+/** What the server says about VM `name`: its status, its VMI's status and the events of both. */
+async function vmDiagnosis(name) {
+  const lines = [];
+  const vm = await apiJson('GET', vmPath(name)).catch((e) => ({ status: 0, json: String(e) }));
+  lines.push(`VM ${NS}/${name} (GET ${vm.status}): spec.runStrategy=${vm.json?.spec?.runStrategy} status=${JSON.stringify(vm.json?.status ?? vm.json)}`);
+  const vmi = await apiJson('GET', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachineinstances/${name}`).catch((e) => ({ status: 0, json: String(e) }));
+  lines.push(`VMI (GET ${vmi.status}): status=${JSON.stringify(vmi.json?.status ?? vmi.json)}`);
+  const events = await apiJson('GET', `/api/v1/namespaces/${NS}/events?fieldSelector=${encodeURIComponent(`involvedObject.name=${name}`)}`).catch(() => ({ json: null }));
+  for (const e of events.json?.items ?? []) {
+    lines.push(`event ${e.lastTimestamp ?? e.eventTime ?? ''} ${e.involvedObject?.kind} ${e.type} ${e.reason}: ${e.message}`);
+  }
+  return lines.join('\n');
+}
+
 async function waitFor(fn, what, timeoutMs = 30000) {
   const deadline = Date.now() + timeoutMs;
   let last;
@@ -201,6 +223,32 @@ describe('ferrovirt web UI', { skip }, () => {
   }
 
   const shot = (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+
+  /** Clicks (`click`) a VM action in the list and checks that the server accepted its request. */
+  async function vmActionThroughTheRow(row, name, action, click) {
+    const path = `/virtualmachines/${name}/${action}`;
+    const response = page.waitForResponse((r) => r.request().method() === 'PUT' && new URL(r.url()).pathname.endsWith(path));
+    await click();
+    const answer = await response;
+    assert.ok(answer.ok(), `PUT ...${path} answered ${answer.status()}: ${await answer.text().catch(() => '')}\nrow: ${await row.innerText().catch(() => '?')}`);
+  }
+
+  /**
+   * Waits until the VM's row in the list shows `want`. On timeout it fails with what the row, the
+   * page's alerts and the server (VM, VMI, events) say, so that a failure tells why.
+   */
+  async function waitForRowStatus(row, name, want) {
+    const since = Date.now();
+    try {
+      await row.getByText(want, { exact: true }).waitFor({ timeout: VM_STATE_TIMEOUT_MS });
+    } catch (error) {
+      const alerts = await page.getByRole('alert').allInnerTexts().catch(() => []);
+      await page.screenshot({ path: join(ARTIFACTS, `timeout-${name}-${want}.png`), fullPage: true }).catch(() => {});
+      assert.fail(`VM ${name} did not show ${want} in the list within ${VM_STATE_TIMEOUT_MS} ms (${String(error.message).split('\n')[0]})\n` +
+        `row: ${await row.innerText().catch(() => '?')}\nalerts on the page: ${JSON.stringify(alerts)}\n${await vmDiagnosis(name)}`);
+    }
+    console.log(`VM ${name} shows ${want} in the list ${Date.now() - since} ms after the request was accepted`);
+  }
   const yamlText = () => page.locator('.cm-content').innerText();
 
   it('TPM persistent state appears only once TPM is enabled, and the YAML follows', async () => {
@@ -405,8 +453,8 @@ spec:
     created.add(name);
     await page.goto(`${BASE}/#/vms`);
     const row = page.locator(`tr[data-vm="${name}"]`);
-    await row.getByRole('button', { name: `Start ${name}`, exact: true }).click();
-    await row.getByText('Running', { exact: true }).waitFor({ timeout: 60000 });
+    await vmActionThroughTheRow(row, name, 'start', () => row.getByRole('button', { name: `Start ${name}`, exact: true }).click());
+    await waitForRowStatus(row, name, 'Running');
     // The detail page: status, the backend-storage PVC (live), conditions.
     await page.goto(`${BASE}/#/vms/${NS}/${name}`);
     const volume = page.getByRole('table', { name: 'Backend-storage volume' });
@@ -448,8 +496,8 @@ spec:
     // Stop it again, as a user does (with the confirmation).
     await page.goto(`${BASE}/#/vms`);
     await row.getByRole('button', { name: 'Stop' }).click();
-    await page.getByRole('dialog').getByRole('button', { name: 'Stop' }).click();
-    await row.getByText('Stopped', { exact: true }).waitFor({ timeout: 60000 });
+    await vmActionThroughTheRow(row, name, 'stop', () => page.getByRole('dialog').getByRole('button', { name: 'Stop' }).click());
+    await waitForRowStatus(row, name, 'Stopped');
   });
 
   it('settings: the VMPersistentState gate and vmStateStorageClass are written to the KubeVirt CR', async () => {

@@ -50,6 +50,7 @@ pub async fn handle(
 ) -> ApiResult<Response> {
     let params = &request.params;
     let as_table = request.output == Output::Table;
+    let status_subresource = matches!(route, Route::Status { .. });
     match (route, request.method.clone()) {
         (Route::GroupVersion { group, version }, Method::GET) => {
             Ok(ok(&crate::discovery::resource_list(&group, &version)))
@@ -173,28 +174,8 @@ pub async fn handle(
                 resource,
                 namespace,
                 name,
-            },
-            Method::PATCH,
-        ) => {
-            let kind = PatchKind::from_content_type(&request.content_type)?;
-            let bytes = http::read_body(body).await?;
-            Ok(ok(&patch_object(
-                state,
-                resource,
-                namespace,
-                name,
-                kind,
-                bytes,
-                WriteFlags {
-                    status_only: false,
-                    strict: request.field_validation == FieldValidation::Strict,
-                    dry_run: request.dry_run,
-                },
-            )
-            .await?))
-        }
-        (
-            Route::Status {
+            }
+            | Route::Status {
                 resource,
                 namespace,
                 name,
@@ -211,8 +192,10 @@ pub async fn handle(
                 kind,
                 bytes,
                 WriteFlags {
-                    status_only: true,
-                    strict: false,
+                    status_only: status_subresource,
+                    // Unknown fields are checked on the object, not on a status patch.
+                    strict: !status_subresource
+                        && request.field_validation == FieldValidation::Strict,
                     dry_run: request.dry_run,
                 },
             )
@@ -528,7 +511,7 @@ pub async fn create(
         }
         let _serialized = lock_vm_writes(&resource, &vm_writes);
         let cluster = admission::cluster_config(s);
-        let owners = uuid_owners_for(&resource, s);
+        let owners = uuid_owners_for(&resource, s, &object, None);
         let inputs = admission::AdmissionInputs {
             cluster: &cluster,
             host_paths: &host_paths,
@@ -566,13 +549,25 @@ fn lock_vm_writes<'a>(
     })
 }
 
-/// The stored VMs' `firmware.uuid`s when `resource` is VirtualMachines (other kinds skip the
-/// rule).
+/// The stored VMs' `firmware.uuid`s for the uniqueness rule, listed only when the write can bring
+/// a UUID no stored VM had before: a VirtualMachine whose manifest names a `firmware.uuid` and is
+/// new, or had another one (such an update is refused anyway: the UUID is immutable once set).
+/// Every other write skips the listing of all VMs: a create without a UUID gets a fresh random one
+/// from the defaults, an update without one keeps the stored one, an update naming the stored one
+/// changes nothing. Other kinds have no such rule.
 fn uuid_owners_for(
     resource: &ResourceDef,
     store: &Store,
+    object: &Value,
+    old: Option<&Value>,
 ) -> Vec<ferrovirt_api::validation::FirmwareUuidOwner> {
-    if *resource == VMS {
+    fn uuid_of(vm: &Value) -> Option<&str> {
+        vm.pointer("/spec/template/spec/domain/firmware/uuid")
+            .and_then(Value::as_str)
+            .filter(|uuid| !uuid.is_empty())
+    }
+    let named = uuid_of(object);
+    if *resource == VMS && named.is_some() && named != old.and_then(uuid_of) {
         admission::firmware_uuid_owners(store)
     } else {
         Vec::new()
@@ -627,7 +622,7 @@ pub async fn replace(
             return s.update_status(&kind, object).map(Ok);
         }
         let cluster = admission::cluster_config(s);
-        let owners = uuid_owners_for(&resource, s);
+        let owners = uuid_owners_for(&resource, s, &object, Some(&old));
         let inputs = admission::AdmissionInputs {
             cluster: &cluster,
             host_paths: &host_paths,
@@ -773,45 +768,82 @@ async fn vm_action(
     action: VmAction,
 ) -> ApiResult<()> {
     blocking(&state.store, move |s| {
-        let vm_kind = VMS.store_kind();
-        let vm = s.get(&vm_kind, Some(&namespace), &name)?;
-        let strategy = run_strategy_of(&vm);
-        let vmi = s.get(&VMIS.store_kind(), Some(&namespace), &name).ok();
-        let vmi_active = vmi.as_ref().is_some_and(vmi_is_active);
-        let fail = |code: u16, msg: String| Ok(Err(ApiError::new(code, if code == 409 { "Conflict" } else { "BadRequest" }, msg)));
-        match action {
-            VmAction::Start => {
-                if vmi_active {
-                    return fail(409, format!("Always does not support manual start requests: VM {name} is already running"));
-                }
-                match strategy.as_str() {
-                    "Manual" => push_state_change(s, vm, &[("Start", None)])?,
-                    "Always" | "RerunOnFailure" => {
-                        // Not running although it should: nothing to change, the controller starts it.
-                    }
-                    _ => set_run_strategy(s, vm, "Always")?,
-                }
-            }
-            VmAction::Stop => {
-                if !vmi_active && strategy != "Always" && strategy != "RerunOnFailure" {
-                    return fail(409, format!("VM {name} is not running"));
-                }
-                match strategy.as_str() {
-                    "Manual" => push_state_change(s, vm, &[("Stop", vmi.as_ref().and_then(uid_of))])?,
-                    _ => set_run_strategy(s, vm, "Halted")?,
-                }
-            }
-            VmAction::Restart => {
-                if !vmi_active {
-                    return fail(409, format!("VM {name} is not running"));
-                }
-                let vmi_uid = vmi.as_ref().and_then(uid_of);
-                push_state_change(s, vm, &[("Stop", vmi_uid), ("Start", None)])?;
+        // The controllers write the VM's status at any time (a start makes several writes): an
+        // action that meets a newer resourceVersion is decided again from a fresh read, as
+        // KubeVirt's start/stop patches are not refused for a status written meanwhile.
+        let mut attempts = 1;
+        loop {
+            match vm_action_once(s, &namespace, &name, action) {
+                Err(StoreError::Conflict { .. }) if attempts < VM_ACTION_ATTEMPTS => attempts += 1,
+                outcome => return outcome,
             }
         }
-        Ok(Ok(()))
     })
     .await?
+}
+
+/// How often a VM action is tried against concurrent writers before the conflict is answered.
+const VM_ACTION_ATTEMPTS: u32 = 10;
+
+/// One attempt of a VM action from a fresh read: `Err(Conflict)` when the VM changed meanwhile.
+fn vm_action_once(
+    s: &Store,
+    namespace: &str,
+    name: &str,
+    action: VmAction,
+) -> Result<ApiResult<()>, StoreError> {
+    let vm_kind = VMS.store_kind();
+    let vm = s.get(&vm_kind, Some(namespace), name)?;
+    let strategy = run_strategy_of(&vm);
+    let vmi = s.get(&VMIS.store_kind(), Some(namespace), name).ok();
+    let vmi_active = vmi.as_ref().is_some_and(vmi_is_active);
+    let fail = |code: u16, msg: String| {
+        Ok(Err(ApiError::new(
+            code,
+            if code == 409 {
+                "Conflict"
+            } else {
+                "BadRequest"
+            },
+            msg,
+        )))
+    };
+    match action {
+        VmAction::Start => {
+            if vmi_active {
+                return fail(
+                    409,
+                    format!(
+                        "Always does not support manual start requests: VM {name} is already running"
+                    ),
+                );
+            }
+            match strategy.as_str() {
+                "Manual" => push_state_change(s, vm, &[("Start", None)])?,
+                "Always" | "RerunOnFailure" => {
+                    // Not running although it should: nothing to change, the controller starts it.
+                }
+                _ => set_run_strategy(s, vm, "Always")?,
+            }
+        }
+        VmAction::Stop => {
+            if !vmi_active && strategy != "Always" && strategy != "RerunOnFailure" {
+                return fail(409, format!("VM {name} is not running"));
+            }
+            match strategy.as_str() {
+                "Manual" => push_state_change(s, vm, &[("Stop", vmi.as_ref().and_then(uid_of))])?,
+                _ => set_run_strategy(s, vm, "Halted")?,
+            }
+        }
+        VmAction::Restart => {
+            if !vmi_active {
+                return fail(409, format!("VM {name} is not running"));
+            }
+            let vmi_uid = vmi.as_ref().and_then(uid_of);
+            push_state_change(s, vm, &[("Stop", vmi_uid), ("Start", None)])?;
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn uid_of(object: &Value) -> Option<String> {

@@ -125,7 +125,6 @@ fn object_meta(bytes: &[u8]) -> Result<Value, ApiError> {
     Ok(Value::Object(meta))
 }
 
-/// Decodes a protobuf-encoded Namespace into its JSON form.
 /// The kind and raw object bytes inside the `k8s\0` envelope (`runtime.Unknown`).
 fn envelope(body: &[u8]) -> Result<(String, &[u8]), ApiError> {
     let unknown = body
@@ -210,25 +209,9 @@ pub fn decode_review(body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
+/// Decodes a protobuf-encoded Namespace into its JSON form.
 pub fn decode_namespace(body: &[u8]) -> Result<Value, ApiError> {
-    let unknown = body
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| malformed("missing the k8s envelope"))?;
-    let mut kind = String::new();
-    let mut raw: &[u8] = &[];
-    for (number, field) in fields(unknown)? {
-        match (number, field) {
-            (1, Field::Bytes(type_meta)) => {
-                for (n, f) in fields(type_meta)? {
-                    if let (2, Field::Bytes(b)) = (n, f) {
-                        kind = text(b)?;
-                    }
-                }
-            }
-            (2, Field::Bytes(b)) => raw = b,
-            _ => {}
-        }
-    }
+    let (kind, raw) = envelope(body)?;
     if kind != "Namespace" {
         return Err(ApiError::unsupported_media_type(&format!(
             "{MEDIA_TYPE} (kind {kind:?}; only Namespace is decoded, send JSON)"

@@ -250,3 +250,261 @@ async fn security_stages_in_process() {
     // Reads are not audited.
     assert!(!events.iter().any(|e| e["verb"] == "list"), "{audit}");
 }
+
+/// A request with a JSON body of `content_type`.
+fn with_body(method: &str, uri: &str, content_type: &str, body: &Value) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", content_type)
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+/// The `field`s of a Status's causes.
+fn cause_fields(status: &Value) -> Vec<String> {
+    status["details"]["causes"]
+        .as_array()
+        .map(|causes| {
+            causes
+                .iter()
+                .filter_map(|c| c["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn firmware_uuids_stay_unique_and_patches_reach_the_object_or_its_status() {
+    const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
+    const UUID_FIELD: &str = "spec.template.spec.domain.firmware.uuid";
+    let uuid = "5d307ca9-b3ef-428c-8861-06e72d69f223";
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).unwrap();
+    let app = router(support::secured_state(store, dir.path()));
+    let vm = |name: &str, firmware: Value| {
+        json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+            "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {
+                "firmware": firmware, "devices": {}, "memory": {"guest": "64Mi"}}}}}})
+    };
+    let json_type = "application/json";
+    let merge = "application/merge-patch+json";
+
+    // Two VMs with one explicit firmware UUID: the second is refused at the field, naming the first
+    // (also when it spells the UUID in capitals).
+    let (code, first) = call(
+        &app,
+        with_body("POST", VMS, json_type, &vm("first", json!({"uuid": uuid}))),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{first}");
+    for spelled in [uuid.to_owned(), uuid.to_uppercase()] {
+        let (code, refused) = call(
+            &app,
+            with_body(
+                "POST",
+                VMS,
+                json_type,
+                &vm("second", json!({"uuid": spelled})),
+            ),
+        )
+        .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        assert_eq!(refused["reason"], "Invalid");
+        assert!(
+            cause_fields(&refused).contains(&UUID_FIELD.to_owned()),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("VirtualMachine default/first"),
+            "{refused}"
+        );
+    }
+    // Without a UUID it gets its own generated one.
+    let (code, second) = call(
+        &app,
+        with_body("POST", VMS, json_type, &vm("second", json!({}))),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{second}");
+    let second_uuid = second["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(second_uuid.to_lowercase(), uuid);
+
+    // Taking the first VM's UUID on update is refused at the field as well.
+    let mut taken = second.clone();
+    taken["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"] = json!(uuid);
+    let (code, refused) = call(
+        &app,
+        with_body("PUT", &format!("{VMS}/second"), json_type, &taken),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(
+        cause_fields(&refused).contains(&UUID_FIELD.to_owned()),
+        "{refused}"
+    );
+
+    // Updates of a VM that keeps its UUID go through: a PUT of the stored object, a PUT of the
+    // manifest without the UUID (it is carried over), a merge patch.
+    let mut labelled = first.clone();
+    labelled["metadata"]["labels"] = json!({"kept": "uuid"});
+    let (code, updated) = call(
+        &app,
+        with_body("PUT", &format!("{VMS}/first"), json_type, &labelled),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+    let (code, reapplied) = call(
+        &app,
+        with_body(
+            "PUT",
+            &format!("{VMS}/first"),
+            json_type,
+            &vm("first", json!({})),
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{reapplied}");
+    assert_eq!(
+        reapplied["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"],
+        uuid
+    );
+    let (code, patched) = call(
+        &app,
+        with_body(
+            "PATCH",
+            &format!("{VMS}/first"),
+            merge,
+            &json!({"metadata": {"labels": {"patched": "yes"}}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{patched}");
+    assert_eq!(patched["metadata"]["labels"]["patched"], "yes");
+    // A patch that changes the UUID is refused: it is immutable once set.
+    let (code, refused) = call(
+        &app,
+        with_body(
+            "PATCH",
+            &format!("{VMS}/first"),
+            merge,
+            &json!({"spec": {"template": {"spec": {"domain": {"firmware": {"uuid": second_uuid}}}}}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(
+        cause_fields(&refused).contains(&UUID_FIELD.to_owned()),
+        "{refused}"
+    );
+
+    // A strict object patch refuses an unknown field; a status patch (kubectl sends
+    // fieldValidation=Strict) writes the status only, never the spec.
+    let (code, refused) = call(
+        &app,
+        with_body(
+            "PATCH",
+            &format!("{VMS}/first?fieldValidation=Strict"),
+            merge,
+            &json!({"spec": {"notAField": 1}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("notAField"),
+        "{refused}"
+    );
+    let (code, status_patched) = call(
+        &app,
+        with_body(
+            "PATCH",
+            &format!("{VMS}/first/status?fieldValidation=Strict"),
+            merge,
+            &json!({"spec": {"runStrategy": "Always"}, "status": {"printableStatus": "Stopped"}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{status_patched}");
+    let (_, stored) = call(&app, get(&format!("{VMS}/first"))).await;
+    assert_eq!(stored["status"]["printableStatus"], "Stopped");
+    assert_eq!(stored["spec"]["runStrategy"], "Halted");
+    assert_eq!(stored["metadata"]["labels"]["patched"], "yes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_and_stop_are_not_refused_while_the_status_changes() {
+    const VM: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines/busy";
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).unwrap();
+    let app = router(support::secured_state(store.clone(), dir.path()));
+    let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "busy"},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}, "memory": {"guest": "64Mi"}}}}}});
+    let (code, created) = call(
+        &app,
+        with_body(
+            "POST",
+            "/apis/kubevirt.io/v1/namespaces/default/virtualmachines",
+            "application/json",
+            &vm,
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+
+    // A controller writing the VM's status all the time, as the VM controller does while a VM
+    // starts and stops: each write is a new resourceVersion.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let kind = ferrovirt_resources::VMS.store_kind();
+            let mut writes = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut current = store.get(&kind, Some("default"), "busy").unwrap();
+                current["status"] =
+                    json!({"printableStatus": "Stopped", "observedGeneration": writes});
+                match store.update_status(&kind, current) {
+                    Ok(_) => writes += 1,
+                    Err(ferrovirt_store::StoreError::Conflict { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            writes
+        })
+    };
+    let action = |name: &str| {
+        support::as_admin(
+            Request::put(format!(
+                "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/busy/{name}"
+            ))
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap(),
+        )
+    };
+    let mut refused = Vec::new();
+    for _ in 0..200 {
+        for (name, strategy) in [("start", "Always"), ("stop", "Halted")] {
+            let (code, body) = call_as(&app, action(name)).await;
+            if code != StatusCode::ACCEPTED {
+                refused.push(format!("{name}: {code} {body}"));
+                continue;
+            }
+            let (_, stored) = call(&app, get(VM)).await;
+            assert_eq!(stored["spec"]["runStrategy"], strategy);
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes > 0, "the status writer never wrote");
+    assert!(
+        refused.is_empty(),
+        "{} of 400 actions refused while the status changed ({writes} status writes): {:?}",
+        refused.len(),
+        &refused[..refused.len().min(3)]
+    );
+}
