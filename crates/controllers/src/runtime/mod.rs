@@ -347,7 +347,9 @@ impl Controller {
         let seen = || match (informer.get(namespace, name), written) {
             (None, None) => true,
             (Some(o), None) => o.pointer("/metadata/deletionTimestamp").is_some(),
-            (None, Some(_)) => false, // not there yet (or deleted since: the timeout ends it)
+            // Gone: a write that released the last finalizer of a deleted object deletes it;
+            // any other write is not in the cache yet.
+            (None, Some(w)) => w.pointer("/metadata/deletionTimestamp").is_some(),
             (Some(o), Some(_)) => match (version(&o), wanted) {
                 (Some(have), Some(want)) => have >= want,
                 _ => true,
