@@ -3,6 +3,8 @@
 //! converter to QEMU's `-cpu`, and real QEMU (TCG, paused with `-S`, no guest) accepting it:
 //! QMP answers `prelaunch` and the vCPU's `hv-*` properties read back as set.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
