@@ -173,9 +173,17 @@ async fn qemu_accepts_the_windows_cpu_flags_paused() {
         assert!(Instant::now() < deadline, "QMP socket never appeared");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let qmp = QmpClient::connect(&sock, Duration::from_secs(10))
-        .await
-        .unwrap();
+    // The socket file appears just before QEMU listens on it: retry a refused connect.
+    let qmp = loop {
+        match QmpClient::connect(&sock, Duration::from_secs(10)).await {
+            Ok(qmp) => break qmp,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("QMP: {e}"),
+        }
+    };
     assert_eq!(qmp.query_status().await.unwrap(), RunState::Prelaunch);
     // The vCPU has the properties the flags set.
     let cpus = qmp.execute("query-cpus-fast", None).await.unwrap();
