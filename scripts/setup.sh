@@ -10,6 +10,7 @@ PACKAGES=(
   ovmf                                 # UEFI firmware + QEMU firmware descriptors
   tpm2-tools libtss2-dev pkg-config    # TPM tooling for tests
   mtools dosfstools gdisk binutils systemd-boot-efi busybox-static  # test guest images
+  xorriso                              # the guest ISO (El Torito EFI) the CD-ROM boot test builds
   ca-certificates
   passt                                # guest networking that cannot reach the host (issue 11)
   iproute2                             # network namespaces for the guest network test
@@ -83,7 +84,7 @@ fi
 # QEMU's emulator and qemu-img must be of one version.
 absent=()
 for tool in qemu-system-x86_64 qemu-img swtpm swtpm_setup swtpm_localca kubectl chromium node npm \
-            tpm2 mformat mcopy sgdisk objcopy virt-fw-vars passt ip; do
+            tpm2 mformat mcopy mkfs.vfat xorriso sgdisk objcopy virt-fw-vars passt ip; do
   command -v "$tool" >/dev/null 2>&1 || absent+=("$tool")
 done
 for file in /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd \

@@ -65,6 +65,7 @@ impl HandVm {
                 ctrl_socket: dir.join("swtpm.sock"),
                 model: TpmModel::Crb,
             }),
+            hyperv: None,
             disks: vec![],
             nics: vec![],
             serial: SerialConsole {

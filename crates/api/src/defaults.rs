@@ -1,9 +1,12 @@
 //! KubeVirt's defaults. For a VirtualMachine (its mutating webhook, on create): a stable
 //! `firmware.uuid` and `firmware.serial` assigned once, `architecture: amd64`, `machine.type: q35`.
 //! For a VirtualMachineInstance (its defaulters): also guest memory from requests/limits, the CPU
-//! topology, disk targets and buses, `features.smm.enabled: true` when `smm` is present, and
-//! `secureBoot: true` made explicit when `efi` is present.
+//! topology, disk targets and buses (a CD-ROM read-only with its tray closed),
+//! `features.smm.enabled: true` when `smm` is present, `secureBoot: true` made explicit when `efi`
+//! is present, and the Hyper-V enlightenments' switches and dependencies
+//! (`crate::hyperv_dependencies`).
 
+use crate::hyperv_dependencies;
 use crate::kubevirt::{
     Cpu, DiskTarget, Firmware, Machine, Memory, VirtualMachine, VirtualMachineInstance,
     VirtualMachineInstanceSpec,
@@ -126,11 +129,31 @@ pub fn apply_instance_spec_defaults(spec: &mut VirtualMachineInstanceSpec) {
                 target.bus = Some(DEFAULT_DISK_BUS.to_owned());
             }
         }
-        if let Some(cdrom) = disk.cdrom.as_mut()
-            && cdrom.read_only.is_none()
-        {
-            cdrom.read_only = Some(true);
+        if let Some(cdrom) = disk.cdrom.as_mut() {
+            cdrom.read_only.get_or_insert(true);
+            cdrom.tray.get_or_insert_with(|| "closed".to_owned());
         }
+    }
+    if let Some(hyperv) = domain.features.as_mut().and_then(|f| f.hyperv.as_mut()) {
+        hyperv.apply_defaults();
+        hyperv_dependencies::set_requirements(hyperv);
+    }
+    let evmcs = domain
+        .features
+        .as_ref()
+        .and_then(|f| f.hyperv.as_ref())
+        .and_then(|h| h.evmcs.as_ref())
+        .is_some_and(|evmcs| evmcs.is_enabled());
+    if evmcs {
+        hyperv_dependencies::require_vmx(domain.cpu.get_or_insert_with(Cpu::default));
+    }
+    if let Some(timer) = domain
+        .clock
+        .as_mut()
+        .and_then(|c| c.timer.as_mut())
+        .and_then(|t| t.hyperv.as_mut())
+    {
+        timer.present.get_or_insert(true);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod defaults;
 pub mod harvester;
+pub mod hyperv_dependencies;
 pub mod kubevirt;
 pub mod meta;
 pub mod parse;

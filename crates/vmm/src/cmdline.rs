@@ -18,7 +18,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::machine::{
-    Accel, DiskBus, DiskFormat, Firmware, MachineConfig, MachineType, NicModel, TpmModel,
+    Accel, DiskBus, DiskFormat, DiskMedia, Firmware, MachineConfig, MachineType, NicModel, TpmModel,
 };
 
 /// Why a machine description cannot become a command line.
@@ -42,6 +42,14 @@ pub enum CmdlineError {
     Zero { field: String },
     #[error("disk {disk}: serial {serial:?} may only contain letters, digits, '-', '_', '.'")]
     InvalidSerial { disk: String, serial: String },
+    #[error(
+        "disk {disk}: the SATA controller has {ports} ports, all taken; put some disks or CD-ROMs on scsi or virtio"
+    )]
+    SataPortsFull { disk: String, ports: u32 },
+    #[error(transparent)]
+    Cdrom(#[from] crate::cdrom::CdromError),
+    #[error(transparent)]
+    Hyperv(#[from] crate::hyperv::HypervError),
 }
 
 fn utf8<'a>(field: &str, path: &'a Path) -> Result<&'a str, CmdlineError> {
@@ -83,6 +91,30 @@ impl Args {
     }
 }
 
+/// `-cpu`: `host` with KVM, QEMU's default model (`qemu64`) with TCG; followed by the Hyper-V
+/// enlightenments (`crate::hyperv`; under TCG without those that need KVM). `None`: no `-cpu`.
+fn cpu_option(config: &MachineConfig) -> Result<Option<String>, CmdlineError> {
+    let kvm = config.accel == Accel::Kvm;
+    let flags = match &config.hyperv {
+        Some(hyperv) => {
+            hyperv.check()?;
+            hyperv.flags(kvm)
+        }
+        None => Vec::new(),
+    };
+    let model = match (kvm, flags.is_empty()) {
+        (true, _) => "host",
+        (false, true) => return Ok(None),
+        (false, false) => "qemu64",
+    };
+    Ok(Some(
+        std::iter::once(model.to_string())
+            .chain(flags)
+            .collect::<Vec<_>>()
+            .join(","),
+    ))
+}
+
 /// The full QEMU argument vector (without the binary itself).
 pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> {
     let mut args = Args::default();
@@ -109,8 +141,8 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
     args.opt("-msg", "timestamp=on".into());
     args.opt("-display", "none".into());
     args.opt("-accel", config.accel.as_qemu().into());
-    if config.accel == Accel::Kvm {
-        args.opt("-cpu", "host".into());
+    if let Some(cpu) = cpu_option(config)? {
+        args.opt("-cpu", cpu);
     }
 
     let MachineType::Q35 { smm } = config.machine;
@@ -222,16 +254,18 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
                 disk: disk.name.clone(),
             });
         }
-        if disk.bus == DiskBus::Sata && disk.read_only {
+        if disk.bus == DiskBus::Sata && disk.read_only && disk.media == DiskMedia::Disk {
             return Err(CmdlineError::ReadOnlySata {
                 disk: disk.name.clone(),
             });
         }
         let node = format!("disk-{}", disk.name);
+        // A CD-ROM is read-only whatever its `readonly` says (libvirt forces it too).
+        let read_only = disk.read_only || disk.media == DiskMedia::Cdrom;
         args.opt(
             "-blockdev",
             json!({"driver": "file", "filename": utf8(&format!("disk {}", disk.name), &disk.path)?,
-                   "node-name": format!("{node}-storage"), "read-only": disk.read_only})
+                   "node-name": format!("{node}-storage"), "read-only": read_only})
             .to_string(),
         );
         let format = match disk.format {
@@ -241,18 +275,30 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
         args.opt(
             "-blockdev",
             json!({"driver": format, "file": format!("{node}-storage"), "node-name": format!("{node}-format"),
-                   "read-only": disk.read_only})
+                   "read-only": read_only})
             .to_string(),
         );
-        let mut device = match disk.bus {
-            DiskBus::Virtio => format!("virtio-blk-pci,drive={node}-format,id={node}"),
-            DiskBus::Sata => {
-                let d = format!("ide-hd,bus=ide.{sata_port},drive={node}-format,id={node}");
-                sata_port += 1;
-                d
+        if disk.bus == DiskBus::Sata && sata_port >= crate::cdrom::SATA_PORTS {
+            return Err(CmdlineError::SataPortsFull {
+                disk: disk.name.clone(),
+                ports: crate::cdrom::SATA_PORTS,
+            });
+        }
+        let mut device = match (disk.media, disk.bus) {
+            (DiskMedia::Cdrom, bus) => crate::cdrom::device(&disk.name, bus, &node, sata_port)?,
+            (DiskMedia::Disk, DiskBus::Virtio) => {
+                format!("virtio-blk-pci,drive={node}-format,id={node}")
             }
-            DiskBus::Scsi => format!("scsi-hd,bus=scsi0.0,drive={node}-format,id={node}"),
+            (DiskMedia::Disk, DiskBus::Sata) => {
+                format!("ide-hd,bus=ide.{sata_port},drive={node}-format,id={node}")
+            }
+            (DiskMedia::Disk, DiskBus::Scsi) => {
+                format!("scsi-hd,bus=scsi0.0,drive={node}-format,id={node}")
+            }
         };
+        if disk.bus == DiskBus::Sata {
+            sata_port += 1;
+        }
         if let Some(serial) = &disk.serial {
             if serial.is_empty()
                 || !serial
@@ -335,6 +381,7 @@ mod tests {
                 ctrl_socket: run.join("swtpm-ctrl.sock"),
                 model,
             }),
+            hyperv: None,
             disks: vec![],
             nics: vec![],
             serial: SerialConsole {
@@ -393,6 +440,7 @@ mod tests {
                 read_only: false,
                 boot_order: Some(1),
                 serial: Some("root-0001".into()),
+                media: DiskMedia::Disk,
             },
             Disk {
                 name: "cloudinit".into(),
@@ -402,6 +450,7 @@ mod tests {
                 read_only: true,
                 boot_order: None,
                 serial: None,
+                media: DiskMedia::Disk,
             },
         ];
         insta::assert_snapshot!(render(&config));
@@ -451,8 +500,103 @@ mod tests {
             read_only: false,
             boot_order: Some(2),
             serial: None,
+            media: DiskMedia::Disk,
         }];
         insta::assert_snapshot!(render(&config));
+    }
+
+    fn cdrom(name: &str, bus: DiskBus, boot_order: Option<u32>) -> Disk {
+        Disk {
+            name: name.into(),
+            path: "/dev/fdset/1".into(),
+            format: DiskFormat::Raw,
+            bus,
+            read_only: true,
+            boot_order,
+            serial: None,
+            media: DiskMedia::Cdrom,
+        }
+    }
+
+    #[test]
+    fn cdroms_on_sata_and_scsi_boot_first() {
+        let mut config = base(uefi(false), false, None);
+        config.disks = vec![
+            cdrom("install", DiskBus::Sata, Some(1)),
+            Disk {
+                name: "rootdisk".into(),
+                path: "/d/root.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                bus: DiskBus::Sata,
+                read_only: false,
+                boot_order: Some(2),
+                serial: None,
+                media: DiskMedia::Disk,
+            },
+            cdrom("drivers", DiskBus::Scsi, None),
+        ];
+        insta::assert_snapshot!(render(&config));
+    }
+
+    #[test]
+    fn cdrom_on_virtio_and_a_seventh_sata_device_are_refused() {
+        let mut config = base(Firmware::Bios, false, None);
+        config.disks = vec![cdrom("iso", DiskBus::Virtio, None)];
+        let error = qemu_args(&config).unwrap_err();
+        assert!(error.to_string().contains("virtio"), "{error}");
+        config.disks = (0..7)
+            .map(|i| cdrom(&format!("cd{i}"), DiskBus::Sata, None))
+            .collect();
+        let error = qemu_args(&config).unwrap_err();
+        assert!(error.to_string().contains("cd6"), "{error}");
+    }
+
+    /// The Hyper-V set of KubeVirt's common-instancetypes Windows preferences (windows.11):
+    /// relaxed, vapic, vpindex, spinlocks 8191, synic, synictimer with direct, tlbflush,
+    /// frequencies, reenlightenment, ipi, runtime, reset, and the hyperv clock.
+    pub(crate) fn windows_hyperv() -> crate::hyperv::Hyperv {
+        crate::hyperv::Hyperv {
+            time: true,
+            relaxed: true,
+            vapic: true,
+            spinlocks: Some(8191),
+            vpindex: true,
+            runtime: true,
+            synic: true,
+            stimer: true,
+            stimer_direct: true,
+            reset: true,
+            vendor_id: None,
+            frequencies: true,
+            reenlightenment: true,
+            tlbflush: true,
+            tlbflush_direct: false,
+            tlbflush_extended: false,
+            ipi: true,
+            evmcs: false,
+        }
+    }
+
+    #[test]
+    fn windows_11_hyperv_with_kvm() {
+        let mut config = base(uefi(true), true, Some(TpmModel::Crb));
+        config.accel = Accel::Kvm;
+        config.hyperv = Some(windows_hyperv());
+        insta::assert_snapshot!(render(&config));
+    }
+
+    #[test]
+    fn windows_11_hyperv_with_tcg() {
+        let mut config = base(uefi(true), true, Some(TpmModel::Crb));
+        config.hyperv = Some(windows_hyperv());
+        let args = render(&config);
+        let cpu = args
+            .lines()
+            .skip_while(|l| *l != "-cpu")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        insta::assert_snapshot!(cpu);
     }
 
     #[test]
@@ -474,6 +618,7 @@ mod tests {
             read_only: true,
             boot_order: None,
             serial: None,
+            media: DiskMedia::Disk,
         }];
         let err = qemu_args(&config).unwrap_err();
         assert!(err.to_string().contains("SATA refuses read-only"), "{err}");
@@ -496,6 +641,7 @@ mod tests {
             read_only: false,
             boot_order: None,
             serial: None,
+            media: DiskMedia::Disk,
         }];
         assert!(matches!(
             qemu_args(&config),

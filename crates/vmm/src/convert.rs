@@ -12,7 +12,8 @@ use ferrovirt_storage::VmUuid;
 
 use crate::disks::{DiskPlan, DiskSource};
 use crate::engine::VmPlan;
-use crate::machine::{DiskBus, Nic, NicModel};
+use crate::hyperv::Hyperv;
+use crate::machine::{DiskBus, DiskMedia, Nic, NicModel};
 use crate::state::{FirmwarePlan, TpmPlan};
 
 /// A part of the spec this host cannot run.
@@ -114,34 +115,41 @@ pub fn plan_from_spec(
                     &format!("disk {:?} has no volume of that name", disk.name),
                 )
             })?;
-        let (bus, read_only) = match (&disk.disk, &disk.cdrom, &disk.lun) {
-            (Some(target), None, None) => {
-                let bus = match target.bus.as_deref().unwrap_or("virtio") {
-                    "virtio" => DiskBus::Virtio,
-                    "sata" => DiskBus::Sata,
-                    "scsi" => DiskBus::Scsi,
-                    other => {
+        let (bus, read_only, media) = match (&disk.disk, &disk.cdrom, &disk.lun) {
+            (Some(target), None, None) => (
+                disk_bus(target.bus.as_deref())
+                    .map_err(|message| unsupported(&format!("{disk_field}.disk.bus"), &message))?,
+                target.read_only.unwrap_or(false),
+                DiskMedia::Disk,
+            ),
+            (None, None, None) => (DiskBus::Virtio, false, DiskMedia::Disk),
+            // A CD-ROM: sata unless set (KubeVirt's default on amd64), always read-only.
+            (None, Some(target), None) => {
+                let bus_field = format!("{disk_field}.cdrom.bus");
+                let bus = match target.bus.as_deref() {
+                    None | Some("") => DiskBus::Sata,
+                    Some("virtio") => {
                         return Err(unsupported(
-                            &format!("{disk_field}.disk.bus"),
-                            &format!(
-                                "bus {other:?} is not supported by ferrovirt; use virtio, sata or scsi"
-                            ),
+                            &bus_field,
+                            "Bus type virtio is invalid for CD-ROM device; use sata or scsi",
                         ));
                     }
+                    other => {
+                        disk_bus(other).map_err(|message| unsupported(&bus_field, &message))?
+                    }
                 };
-                (bus, target.read_only.unwrap_or(false))
+                (bus, true, DiskMedia::Cdrom)
             }
-            (None, None, None) => (DiskBus::Virtio, false),
-            (_, Some(_), _) => {
+            (_, _, Some(_)) => {
                 return Err(unsupported(
-                    &format!("{disk_field}.cdrom"),
-                    "CD-ROM drives are not supported by ferrovirt yet; attach the image as a disk",
+                    &format!("{disk_field}.lun"),
+                    "LUN passthrough is not supported on ferrovirt; attach the image as a disk",
                 ));
             }
             _ => {
                 return Err(unsupported(
-                    &format!("{disk_field}.lun"),
-                    "LUN passthrough is not supported on ferrovirt; attach the image as a disk",
+                    &disk_field,
+                    "a disk can only have a single target type defined (disk, cdrom or lun)",
                 ));
             }
         };
@@ -154,6 +162,7 @@ pub fn plan_from_spec(
             read_only,
             boot_order: disk.boot_order,
             serial: disk.serial.clone(),
+            media,
         });
     }
 
@@ -172,6 +181,7 @@ pub fn plan_from_spec(
         memory_mib,
         firmware,
         smm: spec.smm_enabled(),
+        hyperv: hyperv_from_spec(spec),
         tpm,
         disks,
         nics,
@@ -181,6 +191,77 @@ pub fn plan_from_spec(
             ctx.termination_grace_period_seconds
                 .unwrap_or(DEFAULT_GRACE_SECONDS),
         ),
+    })
+}
+
+/// A disk's bus (`virtio` when unset); `Err` names what is supported.
+fn disk_bus(bus: Option<&str>) -> Result<DiskBus, String> {
+    match bus.unwrap_or("virtio") {
+        "" | "virtio" => Ok(DiskBus::Virtio),
+        "sata" => Ok(DiskBus::Sata),
+        "scsi" => Ok(DiskBus::Scsi),
+        other => Err(format!(
+            "bus {other:?} is not supported by ferrovirt; use virtio, sata or scsi"
+        )),
+    }
+}
+
+/// `domain.features.hyperv` and `clock.timer.hyperv` as KubeVirt's converter passes them on:
+/// each present switch not `enabled: false` (the defaulter has already added the requirements
+/// admission checked); spinlocks with KubeVirt's default 4096 retries.
+fn hyperv_from_spec(spec: &VirtualMachineInstanceSpec) -> Option<Hyperv> {
+    use ferrovirt_api::kubevirt::FeatureState;
+    let domain = &spec.domain;
+    let time = domain
+        .clock
+        .as_ref()
+        .and_then(|c| c.timer.as_ref())
+        .and_then(|t| t.hyperv.as_ref())
+        .is_some_and(|timer| timer.present.unwrap_or(true));
+    let features = domain.features.as_ref().and_then(|f| f.hyperv.as_ref());
+    if features.is_none() && !time {
+        return None;
+    }
+    let Some(h) = features else {
+        return Some(Hyperv {
+            time,
+            ..Default::default()
+        });
+    };
+    let on = |s: &Option<FeatureState>| s.as_ref().is_some_and(FeatureState::is_enabled);
+    let enabled = |present: bool, e: Option<bool>| present && e.unwrap_or(true);
+    let stimer = h.synictimer.as_ref();
+    let tlbflush = h.tlbflush.as_ref();
+    Some(Hyperv {
+        time,
+        relaxed: on(&h.relaxed),
+        vapic: on(&h.vapic),
+        spinlocks: h
+            .spinlocks
+            .as_ref()
+            .filter(|s| s.enabled.unwrap_or(true))
+            .map(|s| {
+                s.spinlocks
+                    .unwrap_or(ferrovirt_api::kubevirt::hyperv::DEFAULT_SPINLOCK_RETRIES)
+            }),
+        vpindex: on(&h.vpindex),
+        runtime: on(&h.runtime),
+        synic: on(&h.synic),
+        stimer: enabled(stimer.is_some(), stimer.and_then(|t| t.enabled)),
+        stimer_direct: stimer.is_some_and(|t| on(&t.direct)),
+        reset: on(&h.reset),
+        vendor_id: h
+            .vendorid
+            .as_ref()
+            .filter(|v| v.enabled.unwrap_or(true))
+            .and_then(|v| v.vendorid.clone()),
+        frequencies: on(&h.frequencies),
+        reenlightenment: on(&h.reenlightenment),
+        tlbflush: enabled(tlbflush.is_some(), tlbflush.and_then(|t| t.enabled)),
+        tlbflush_direct: tlbflush.is_some_and(|t| on(&t.direct)),
+        tlbflush_extended: tlbflush.is_some_and(|t| on(&t.extended)),
+        ipi: on(&h.ipi),
+        evmcs: on(&h.evmcs),
     })
 }
 
@@ -488,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_claims_and_cdroms_are_refused() {
+    fn unknown_claims_and_luns_are_refused() {
         let spec1 = spec(&format!(
             "{BASE}  devices:\n    disks: [{{name: d}}]\nvolumes:\n- {{name: d, persistentVolumeClaim: {{claimName: nope}}}}\n"
         ));
@@ -498,12 +579,66 @@ mod tests {
             "spec.template.spec.volumes[0].persistentVolumeClaim.claimName"
         );
         let spec2 = spec(&format!(
-            "{BASE}  devices:\n    disks: [{{name: d, cdrom: {{}}}}]\nvolumes:\n- {{name: d, emptyDisk: {{capacity: 1Mi}}}}\n"
+            "{BASE}  devices:\n    disks: [{{name: d, lun: {{}}}}]\nvolumes:\n- {{name: d, emptyDisk: {{capacity: 1Mi}}}}\n"
         ));
         assert_eq!(
             convert(&spec2).unwrap_err().field,
-            "spec.template.spec.domain.devices.disks[0].cdrom"
+            "spec.template.spec.domain.devices.disks[0].lun"
         );
+    }
+
+    #[test]
+    fn cdroms_are_read_only_sata_or_scsi_drives_with_their_boot_order() {
+        let spec1 = spec(&format!(
+            "{BASE}  devices:\n    disks:\n    - {{name: iso, cdrom: {{readonly: false}}, bootOrder: 1}}\n    - {{name: drivers, cdrom: {{bus: scsi}}}}\n    - {{name: data, disk: {{}}, bootOrder: 2}}\nvolumes:\n- {{name: iso, hostDisk: {{path: /img/install.iso, type: Disk}}}}\n- {{name: drivers, persistentVolumeClaim: {{claimName: data}}}}\n- {{name: data, emptyDisk: {{capacity: 1Mi}}}}\n"
+        ));
+        let plan = convert(&spec1).unwrap();
+        let iso = &plan.disks[0];
+        assert_eq!(iso.media, DiskMedia::Cdrom);
+        assert_eq!(iso.bus, DiskBus::Sata);
+        assert!(
+            iso.read_only,
+            "a CD-ROM is read-only whatever readonly says"
+        );
+        assert_eq!(iso.boot_order, Some(1));
+        assert_eq!(
+            iso.source,
+            DiskSource::HostFile {
+                path: "/img/install.iso".into(),
+                create_with_capacity: None
+            }
+        );
+        assert_eq!(plan.disks[1].media, DiskMedia::Cdrom);
+        assert_eq!(plan.disks[1].bus, DiskBus::Scsi);
+        assert_eq!(plan.disks[2].media, DiskMedia::Disk);
+
+        let virtio = spec(&format!(
+            "{BASE}  devices:\n    disks: [{{name: iso, cdrom: {{bus: virtio}}}}]\nvolumes:\n- {{name: iso, hostDisk: {{path: /img/install.iso, type: Disk}}}}\n"
+        ));
+        let error = convert(&virtio).unwrap_err();
+        assert_eq!(
+            error.field,
+            "spec.template.spec.domain.devices.disks[0].cdrom.bus"
+        );
+        assert!(
+            error
+                .message
+                .contains("Bus type virtio is invalid for CD-ROM device")
+        );
+    }
+
+    #[test]
+    fn hyperv_switches_follow_kubevirt() {
+        let spec1 = spec(&format!(
+            "{BASE}  features:\n    hyperv:\n      relaxed: {{}}\n      vapic: {{enabled: false}}\n      spinlocks: {{}}\n      synictimer: {{direct: {{}}}}\n      vendorid: {{vendorid: KVMKVMKVM}}\n  clock:\n    utc: {{}}\n    timer: {{hyperv: {{}}}}\n"
+        ));
+        let hyperv = convert(&spec1).unwrap().hyperv.unwrap();
+        assert!(hyperv.time && hyperv.relaxed && hyperv.stimer && hyperv.stimer_direct);
+        assert!(!hyperv.vapic);
+        assert_eq!(hyperv.spinlocks, Some(4096));
+        assert_eq!(hyperv.vendor_id.as_deref(), Some("KVMKVMKVM"));
+        let none = spec(BASE);
+        assert_eq!(convert(&none).unwrap().hyperv, None);
     }
 
     #[test]

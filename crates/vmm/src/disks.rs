@@ -14,7 +14,7 @@ use std::process::Command;
 use ferrovirt_storage::VmUuid;
 
 use crate::hostpath::{HostPathFault, HostPathPolicy, open_host_disk};
-use crate::machine::{Disk, DiskBus, DiskFormat, FdSetEntry};
+use crate::machine::{Disk, DiskBus, DiskFormat, DiskMedia, FdSetEntry};
 
 /// The first descriptor number QEMU gets for fd sets (3..63 are the network cards' sockets).
 pub const FIRST_PASSED_FD: i32 = 64;
@@ -51,6 +51,8 @@ pub struct DiskPlan {
     pub read_only: bool,
     pub boot_order: Option<u32>,
     pub serial: Option<String>,
+    /// Hard disk or CD-ROM (a CD-ROM's image is opened read-only).
+    pub media: DiskMedia,
 }
 
 /// Why a disk could not be prepared.
@@ -106,18 +108,18 @@ pub fn prepare_disks(
 ) -> Result<PreparedDisks, DiskError> {
     let mut prepared = PreparedDisks::default();
     for plan in plans {
+        let read_only = plan.read_only || plan.media == DiskMedia::Cdrom;
         let (path, format) = match &plan.source {
             DiskSource::HostFile {
                 path,
                 create_with_capacity,
             } => {
                 let host_path = path.to_string_lossy();
-                let opened =
-                    open_host_disk(policy, &host_path, plan.read_only, *create_with_capacity)
-                        .map_err(|fault| DiskError::HostPath {
-                            disk: plan.name.clone(),
-                            fault,
-                        })?;
+                let opened = open_host_disk(policy, &host_path, read_only, *create_with_capacity)
+                    .map_err(|fault| DiskError::HostPath {
+                    disk: plan.name.clone(),
+                    fault,
+                })?;
                 let mut magic = [0u8; 4];
                 let read = rustix::io::pread(&opened.read_only, &mut magic, 0).map_err(|e| {
                     DiskError::HostFile {
@@ -173,9 +175,10 @@ pub fn prepare_disks(
             path,
             format,
             bus: plan.bus,
-            read_only: plan.read_only,
+            read_only,
             boot_order: plan.boot_order,
             serial: plan.serial.clone(),
+            media: plan.media,
         });
     }
     Ok(prepared)
@@ -315,6 +318,7 @@ mod tests {
             read_only: false,
             boot_order: None,
             serial: None,
+            media: DiskMedia::Disk,
         }];
         let disks = prepare_disks(
             &plans,
@@ -344,6 +348,7 @@ mod tests {
             read_only: false,
             boot_order: None,
             serial: None,
+            media: DiskMedia::Disk,
         }];
         let disks = prepare_disks(
             &plans,

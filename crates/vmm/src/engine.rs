@@ -15,6 +15,7 @@ use ferrovirt_storage::{VmIdentity, VmStateStore, VmStoreError, VmUuid};
 
 use crate::disks::{DiskError, DiskPlan, prepare_disks};
 use crate::hostpath::HostPathPolicy;
+use crate::hyperv::Hyperv;
 use crate::kvm::probe_accelerator;
 use crate::launcher::{LaunchError, SwtpmConfig, VmExit, VmHandle};
 use crate::machine::{Accel, MachineConfig, MachineType, Nic, SerialConsole, TpmAttachment};
@@ -37,6 +38,8 @@ pub struct VmPlan {
     pub firmware: FirmwarePlan,
     /// `domain.features.smm` enabled (Secure Boot firmware turns it on regardless).
     pub smm: bool,
+    /// Hyper-V enlightenments (`domain.features.hyperv`, `clock.timer.hyperv`).
+    pub hyperv: Option<Hyperv>,
     pub tpm: TpmPlan,
     pub disks: Vec<DiskPlan>,
     /// Network cards (NAT through one passt each, KubeVirt's masquerade binding).
@@ -243,6 +246,18 @@ impl Engine {
             &plan.uuid,
             &self.host_paths,
         )?;
+        if self.accel == Accel::Tcg
+            && let Some(hyperv) = &plan.hyperv
+        {
+            let left_off = hyperv.left_off_under_tcg();
+            if !left_off.is_empty() {
+                tracing::warn!(
+                    vm = %plan.name,
+                    "Hyper-V enlightenments {} left off: they need KVM, and QEMU runs this VM with TCG",
+                    left_off.join(", ")
+                );
+            }
+        }
         let serial_log = self.serial_log_path(&plan.uuid);
         crate::serial_log::start_run(&serial_log, crate::serial_log::MAX_BYTES).map_err(
             |source| EngineError::Io {
@@ -264,6 +279,7 @@ impl Engine {
                 ctrl_socket: runtime.swtpm_ctrl_socket(),
                 model,
             }),
+            hyperv: plan.hyperv.clone(),
             disks: disks.disks,
             nics: plan.nics.clone(),
             serial: SerialConsole {

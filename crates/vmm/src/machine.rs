@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hyperv::Hyperv;
+
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +82,16 @@ pub enum DiskBus {
     Scsi,
 }
 
+/// What the guest sees on a disk's bus: a hard disk, or a CD-ROM drive (`ide-cd`/`scsi-cd`,
+/// always read-only, as libvirt makes every cdrom).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskMedia {
+    #[default]
+    Disk,
+    Cdrom,
+}
+
 /// One disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disk {
@@ -93,6 +105,9 @@ pub struct Disk {
     pub boot_order: Option<u32>,
     /// Serial number the guest sees.
     pub serial: Option<String>,
+    /// Hard disk or CD-ROM.
+    #[serde(default)]
+    pub media: DiskMedia,
 }
 
 /// Network card model.
@@ -137,6 +152,9 @@ pub struct MachineConfig {
     pub machine: MachineType,
     pub firmware: Firmware,
     pub tpm: Option<TpmAttachment>,
+    /// Hyper-V enlightenments on `-cpu` (`crate::hyperv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyperv: Option<Hyperv>,
     pub disks: Vec<Disk>,
     #[serde(default)]
     pub nics: Vec<Nic>,

@@ -212,6 +212,7 @@ mod tests {
             machine: MachineType::Q35 { smm: false },
             firmware: Firmware::Bios,
             tpm: None,
+            hyperv: None,
             disks: vec![],
             nics: vec![],
             serial: SerialConsole {

@@ -36,6 +36,7 @@ fn plan(data: &Path, tpm: TpmPlan, firmware: FirmwarePlan) -> VmPlan {
         memory_mib: 128,
         firmware,
         smm: false,
+        hyperv: None,
         tpm,
         disks: vec![],
         nics: vec![],
@@ -465,6 +466,7 @@ fn disk(name: &str, path: &Path, read_only: bool) -> ferrovirt_vmm::disks::DiskP
         read_only,
         boot_order: None,
         serial: None,
+        media: ferrovirt_vmm::machine::DiskMedia::Disk,
     }
 }
 

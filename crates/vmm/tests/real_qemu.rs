@@ -48,6 +48,7 @@ fn machine(f: &Fixture, firmware: Firmware, smm: bool, tpm: Option<TpmModel>) ->
             ctrl_socket: rt.swtpm_ctrl_socket(),
             model,
         }),
+        hyperv: None,
         disks: vec![],
         nics: vec![],
         serial: SerialConsole {
@@ -349,6 +350,7 @@ async fn secure_boot_smm_two_disks_command_line_is_accepted_by_qemu() {
             read_only: false,
             boot_order: Some(1),
             serial: Some("root1".into()),
+            media: DiskMedia::Disk,
         },
         Disk {
             name: "cloudinit".into(),
@@ -358,6 +360,7 @@ async fn secure_boot_smm_two_disks_command_line_is_accepted_by_qemu() {
             read_only: true,
             boot_order: None,
             serial: None,
+            media: DiskMedia::Disk,
         },
     ];
     let vm = VmHandle::start(config, Some(swtpm(&f)), f.runtime.clone())

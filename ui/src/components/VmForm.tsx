@@ -88,6 +88,49 @@ export function VmForm(props: {
         </Stack>
       </Fieldset>
 
+      <Fieldset legend="CD-ROM (installer ISO)">
+        <Stack gap="xs">
+          <Checkbox
+            label="Attach an ISO as a CD-ROM"
+            description="A read-only SATA CD-ROM drive, e.g. a Windows or Linux installer"
+            disabled={disabled}
+            checked={v.cdrom !== null}
+            onChange={(e) =>
+              set(
+                e.currentTarget.checked
+                  ? { cdrom: { name: freshDiskName([...v.disks.map((d) => d.name), 'disk-0'], 'hostDisk').replace('disk', 'cdrom'), source: 'hostDisk', path: '', claimName: '' }, bootFrom: 'cdrom' }
+                  : { cdrom: null, bootFrom: '' },
+              )
+            }
+          />
+          {v.cdrom ? (
+            <Group align="flex-start" grow>
+              <Select
+                label="ISO source"
+                disabled={disabled}
+                allowDeselect={false}
+                data={[{ value: 'hostDisk', label: 'Image file on the host' }, { value: 'pvc', label: 'PersistentVolumeClaim' }]}
+                value={v.cdrom.source}
+                onChange={(x) => x && v.cdrom && set({ cdrom: { ...v.cdrom, source: x as 'hostDisk' | 'pvc' } })}
+              />
+              {v.cdrom.source === 'hostDisk' ? (
+                <TextInput label="ISO path on the host" placeholder="/var/lib/ferrovirt/images/install.iso" disabled={disabled} value={v.cdrom.path} onChange={(e) => v.cdrom && set({ cdrom: { ...v.cdrom, path: e.currentTarget.value } })} />
+              ) : (
+                <TextInput label="PVC name" placeholder="win11-iso" disabled={disabled} value={v.cdrom.claimName} onChange={(e) => v.cdrom && set({ cdrom: { ...v.cdrom, claimName: e.currentTarget.value } })} />
+              )}
+            </Group>
+          ) : null}
+          <Select
+            label="Boot order"
+            disabled={disabled}
+            data={[{ value: 'cdrom', label: 'CD-ROM first' }, { value: 'disk', label: 'Disk first' }, { value: 'none', label: 'Not set' }]}
+            value={v.bootFrom || 'none'}
+            allowDeselect={false}
+            onChange={(x) => set({ bootFrom: x === 'cdrom' || x === 'disk' ? x : '' })}
+          />
+        </Stack>
+      </Fieldset>
+
       <Fieldset legend="Disks">
         <Stack gap="sm">
           {v.disks.length === 0 ? <Text size="sm" c="dimmed">No disks.</Text> : null}

@@ -312,3 +312,86 @@ describe('nameError', () => {
     expect(nameError('-a')).not.toBeNull();
   });
 });
+
+describe('CD-ROM and boot order <-> YAML', () => {
+  const vmYaml = `apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: win}
+spec:
+  template:
+    spec:
+      domain:
+        devices:
+          disks:
+            - name: root
+              disk: {bus: sata}
+      volumes:
+        - name: root
+          persistentVolumeClaim: {claimName: win-root}
+`;
+
+  it('attaches a host ISO as a sata cdrom that boots first, and reads it back', () => {
+    const d = parseDocument(vmYaml);
+    const v = readForm(d.toJS());
+    expect(v.cdrom).toBeNull();
+    expect(v.bootFrom).toBe('');
+    applyForm(d, VM_ROOT, { ...v, cdrom: { name: 'cdrom-0', source: 'hostDisk', path: '/var/lib/ferrovirt/images/win11.iso', claimName: '' }, bootFrom: 'cdrom' });
+    const obj = d.toJS();
+    const t = obj.spec.template.spec;
+    expect(t.domain.devices.disks).toEqual([
+      { name: 'root', disk: { bus: 'sata' }, bootOrder: 2 },
+      { name: 'cdrom-0', cdrom: { bus: 'sata' }, bootOrder: 1 },
+    ]);
+    expect(t.volumes[1]).toEqual({ name: 'cdrom-0', hostDisk: { path: '/var/lib/ferrovirt/images/win11.iso', type: 'Disk' } });
+    const back = readForm(obj);
+    expect(back.cdrom).toEqual({ name: 'cdrom-0', source: 'hostDisk', path: '/var/lib/ferrovirt/images/win11.iso', claimName: '' });
+    expect(back.bootFrom).toBe('cdrom');
+    // The CD-ROM's volume is not listed among the disks.
+    expect(back.disks.map((x) => x.name)).toEqual(['root']);
+  });
+
+  it('switches the ISO to a PVC, then disk first, then detaches it', () => {
+    const d = parseDocument(vmYaml);
+    const v = readForm(d.toJS());
+    applyForm(d, VM_ROOT, { ...v, cdrom: { name: 'cdrom-0', source: 'hostDisk', path: '/x.iso', claimName: '' }, bootFrom: 'cdrom' });
+    const withIso = readForm(d.toJS());
+    applyForm(d, VM_ROOT, { ...withIso, cdrom: { ...withIso.cdrom!, source: 'pvc', claimName: 'win11-iso' }, bootFrom: 'disk' });
+    let t = d.toJS().spec.template.spec;
+    expect(t.volumes[1]).toEqual({ name: 'cdrom-0', persistentVolumeClaim: { claimName: 'win11-iso' } });
+    expect(t.domain.devices.disks[0].bootOrder).toBe(1);
+    expect(t.domain.devices.disks[1].bootOrder).toBe(2);
+    expect(readForm(d.toJS()).bootFrom).toBe('disk');
+    applyForm(d, VM_ROOT, { ...readForm(d.toJS()), cdrom: null, bootFrom: '' });
+    t = d.toJS().spec.template.spec;
+    expect(t.volumes).toEqual([{ name: 'root', persistentVolumeClaim: { claimName: 'win-root' } }]);
+    expect(t.domain.devices.disks).toEqual([{ name: 'root', disk: { bus: 'sata' } }]);
+  });
+
+  it('reads a cdrom written in YAML, and edits disks around it by name', () => {
+    const d = parseDocument(`apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: x}
+spec:
+  template:
+    spec:
+      domain:
+        devices:
+          disks:
+            - {name: install, cdrom: {bus: scsi}, bootOrder: 1}
+            - {name: data, disk: {}}
+      volumes:
+        - {name: install, persistentVolumeClaim: {claimName: iso-pvc}}
+        - {name: data, emptyDisk: {capacity: 1Gi}}
+`);
+    const v = readForm(d.toJS());
+    expect(v.cdrom).toEqual({ name: 'install', source: 'pvc', path: '', claimName: 'iso-pvc' });
+    expect(v.bootFrom).toBe('cdrom');
+    expect(v.disks).toHaveLength(1);
+    applyForm(d, VM_ROOT, { ...v, disks: [{ ...v.disks[0], capacity: '2Gi' }] });
+    const t = d.toJS().spec.template.spec;
+    expect(t.volumes[0]).toEqual({ name: 'install', persistentVolumeClaim: { claimName: 'iso-pvc' } });
+    expect(t.volumes[1]).toEqual({ name: 'data', emptyDisk: { capacity: '2Gi' } });
+    // The cdrom's own settings (scsi) are kept.
+    expect(t.domain.devices.disks[0].cdrom).toEqual({ bus: 'scsi' });
+  });
+});

@@ -27,6 +27,20 @@ export interface DiskEntry {
   otherSource: string;
 }
 
+/** The installer ISO, attached as a CD-ROM (`disks[].cdrom`, bus sata): a host file or a PVC. */
+export interface CdromEntry {
+  /** Volume name (= disk name). */
+  name: string;
+  source: 'hostDisk' | 'pvc';
+  /** hostDisk.path */
+  path: string;
+  /** persistentVolumeClaim.claimName */
+  claimName: string;
+}
+
+/** Which boots first: the CD-ROM (`bootOrder: 1`) or the first disk; '' leaves boot order unset. */
+export type BootFrom = 'cdrom' | 'disk' | '';
+
 export interface VmFormValues {
   name: string;
   namespace: string;
@@ -40,7 +54,11 @@ export interface VmFormValues {
   efiPersistent: boolean;
   tpmEnabled: boolean;
   tpmPersistent: boolean;
+  /** Disks other than the CD-ROM below. */
   disks: DiskEntry[];
+  /** The first CD-ROM, or null. */
+  cdrom: CdromEntry | null;
+  bootFrom: BootFrom;
 }
 
 export const VM_ROOT: Path = [];
@@ -83,6 +101,33 @@ export function diskFromVolume(volume: unknown): DiskEntry {
   return { ...entry, otherSource: src };
 }
 
+/** The first `cdrom` disk of devices.disks: its name and boot order. */
+function firstCdromDisk(obj: unknown, root: Path): { name: string; bootOrder?: number } | undefined {
+  const disks = getPath(obj, [...devices(root), 'disks']);
+  if (!Array.isArray(disks)) return undefined;
+  const d = disks.map(asObj).find((x) => x && x.cdrom !== undefined);
+  return d ? { name: String(d.name ?? ''), bootOrder: typeof d.bootOrder === 'number' ? d.bootOrder : undefined } : undefined;
+}
+
+/** The first disk (not a CD-ROM) of devices.disks. */
+function firstHardDisk(obj: unknown, root: Path): { name: string; bootOrder?: number } | undefined {
+  const disks = getPath(obj, [...devices(root), 'disks']);
+  if (!Array.isArray(disks)) return undefined;
+  const d = disks.map(asObj).find((x) => x && x.cdrom === undefined);
+  return d ? { name: String(d.name ?? ''), bootOrder: typeof d.bootOrder === 'number' ? d.bootOrder : undefined } : undefined;
+}
+
+function cdromFromVolume(volume: unknown): CdromEntry {
+  const v = asObj(volume) ?? {};
+  const pvc = asObj(v.persistentVolumeClaim);
+  return {
+    name: String(v.name ?? ''),
+    source: pvc ? 'pvc' : 'hostDisk',
+    path: String(asObj(v.hostDisk)?.path ?? ''),
+    claimName: String(pvc?.claimName ?? ''),
+  };
+}
+
 /** Reads the form values from a whole object (VM, or template version with root ['spec','vm']). */
 export function readForm(obj: unknown, root: Path = VM_ROOT): VmFormValues {
   const meta = asObj(getPath(obj, ['metadata'])) ?? {};
@@ -98,6 +143,16 @@ export function readForm(obj: unknown, root: Path = VM_ROOT): VmFormValues {
   const volumes = getPath(obj, [...tspec(root), 'volumes']);
   const vmSpec = asObj(getPath(obj, [...root, 'spec'])) ?? {};
   const cores = cpu.cores;
+  const cd = firstCdromDisk(obj, root);
+  const hd = firstHardDisk(obj, root);
+  const allVolumes = Array.isArray(volumes) ? volumes : [];
+  const cdVolume = cd ? allVolumes.find((x) => asObj(x)?.name === cd.name) : undefined;
+  const bootFrom: BootFrom =
+    cd?.bootOrder === undefined && hd?.bootOrder === undefined
+      ? ''
+      : cd?.bootOrder !== undefined && (hd?.bootOrder === undefined || cd.bootOrder < hd.bootOrder)
+        ? 'cdrom'
+        : 'disk';
   return {
     name: String(meta.name ?? ''),
     namespace: String(meta.namespace ?? ''),
@@ -116,7 +171,9 @@ export function readForm(obj: unknown, root: Path = VM_ROOT): VmFormValues {
     efiPersistent: efi ? efi.persistent === true : false,
     tpmEnabled,
     tpmPersistent: tpmEnabled && tpm?.persistent === true,
-    disks: Array.isArray(volumes) ? volumes.map(diskFromVolume) : [],
+    disks: allVolumes.filter((x) => !cd || asObj(x)?.name !== cd.name).map(diskFromVolume),
+    cdrom: cd ? (cdVolume ? cdromFromVolume(cdVolume) : { name: cd.name, source: 'hostDisk', path: '', claimName: '' }) : null,
+    bootFrom,
   };
 }
 
@@ -250,6 +307,78 @@ function diskIndexByName(doc: Document, root: Path, name: string): number {
   return disks.items.findIndex((n) => isMap(n) && n.get('name') === name);
 }
 
+/** The index in `volumes` of the form's disk `i` (the form's disks leave out the CD-ROM's volume). */
+function volumeIndex(doc: Document, root: Path, i: number): number {
+  const cd = firstCdromDisk(doc.toJS(), root);
+  const vols = getPath(doc.toJS(), [...tspec(root), 'volumes']);
+  if (!cd || !Array.isArray(vols)) return i;
+  let seen = -1;
+  for (let j = 0; j < vols.length; j++) {
+    if (asObj(vols[j])?.name === cd.name) continue;
+    seen++;
+    if (seen === i) return j;
+  }
+  return vols.length;
+}
+
+function cdromSource(c: CdromEntry): Record<string, unknown> {
+  return c.source === 'pvc' ? { persistentVolumeClaim: { claimName: c.claimName } } : { hostDisk: { path: c.path, type: 'Disk' } };
+}
+
+/** Attaches, changes or removes the CD-ROM (a `cdrom` disk on the sata bus and its volume). */
+export function setCdrom(doc: Document, root: Path, next: CdromEntry | null): void {
+  const cur = readForm(doc.toJS(), root).cdrom;
+  const volsPath: Path = [...tspec(root), 'volumes'];
+  const volIndex = (name: string) => (getSeq(doc, volsPath)?.items ?? []).findIndex((n) => isMap(n) && n.get('name') === name);
+  if (cur && (!next || next.name !== cur.name)) {
+    const vi = volIndex(cur.name);
+    if (vi >= 0) getSeq(doc, volsPath)?.delete(vi);
+    const di = diskIndexByName(doc, root, cur.name);
+    if (di >= 0) getSeq(doc, [...devices(root), 'disks'])?.delete(di);
+  }
+  if (!next) return;
+  const vi = cur && cur.name === next.name ? volIndex(next.name) : -1;
+  if (vi < 0) {
+    ensureSeq(doc, volsPath).add(doc.createNode({ name: next.name, ...cdromSource(next) }));
+    if (diskIndexByName(doc, root, next.name) < 0) {
+      ensureSeq(doc, [...devices(root), 'disks']).add(doc.createNode({ name: next.name, cdrom: { bus: 'sata' } }));
+    }
+    return;
+  }
+  if (JSON.stringify(cur) === JSON.stringify(next)) return;
+  if (cur?.source !== next.source) {
+    for (const k of SOURCE_KEYS) deleteIn(doc, [...volsPath, vi, k]);
+    for (const [k, v] of Object.entries(cdromSource(next))) setJs(doc, [...volsPath, vi, k], v);
+  } else if (next.source === 'pvc') {
+    setJs(doc, [...volsPath, vi, 'persistentVolumeClaim', 'claimName'], next.claimName);
+  } else {
+    setJs(doc, [...volsPath, vi, 'hostDisk', 'path'], next.path);
+    if (!doc.hasIn([...volsPath, vi, 'hostDisk', 'type'])) setJs(doc, [...volsPath, vi, 'hostDisk', 'type'], 'Disk');
+  }
+}
+
+/** CD-ROM first: the CD-ROM gets `bootOrder: 1` and the first disk `2`; disk first: the reverse. */
+export function setBootFrom(doc: Document, root: Path, from: BootFrom): void {
+  const obj = doc.toJS();
+  const cd = firstCdromDisk(obj, root);
+  const hd = firstHardDisk(obj, root);
+  const order = (name: string | undefined, value: number | null) => {
+    if (name === undefined) return;
+    const di = diskIndexByName(doc, root, name);
+    if (di < 0) return;
+    const path: Path = [...devices(root), 'disks', di, 'bootOrder'];
+    if (value === null) deleteIn(doc, path);
+    else setJs(doc, path, value);
+  };
+  if (from === '') {
+    order(cd?.name, null);
+    order(hd?.name, null);
+  } else {
+    order(cd?.name, from === 'cdrom' ? 1 : 2);
+    order(hd?.name, from === 'cdrom' ? 2 : 1);
+  }
+}
+
 export function removeDisk(doc: Document, root: Path, index: number): void {
   const vols = getSeq(doc, [...tspec(root), 'volumes']);
   if (!vols || index < 0 || index >= vols.items.length) return;
@@ -309,21 +438,23 @@ export function applyForm(doc: Document, root: Path, next: VmFormValues, opts: {
   if (next.tpmEnabled && next.tpmPersistent !== readForm(doc.toJS(), root).tpmPersistent) {
     setTpmPersistent(doc, root, next.tpmPersistent);
   }
+  if (JSON.stringify(next.cdrom) !== JSON.stringify(cur.cdrom)) setCdrom(doc, root, next.cdrom);
+  if (next.bootFrom !== readForm(doc.toJS(), root).bootFrom) setBootFrom(doc, root, next.bootFrom);
   // One disk removed from the middle: remove exactly that one (keeps the others' disk settings).
   if (next.disks.length === cur.disks.length - 1) {
     const same = (a: DiskEntry, b: DiskEntry) => JSON.stringify(a) === JSON.stringify(b);
     const i = next.disks.findIndex((d, j) => !same(d, cur.disks[j]));
     const at = i < 0 ? cur.disks.length - 1 : i;
     if (next.disks.every((d, j) => same(d, cur.disks[j < at ? j : j + 1]))) {
-      removeDisk(doc, root, at);
+      removeDisk(doc, root, volumeIndex(doc, root, at));
       return;
     }
   }
   const common = Math.min(cur.disks.length, next.disks.length);
   for (let i = 0; i < common; i++) {
-    if (JSON.stringify(cur.disks[i]) !== JSON.stringify(next.disks[i])) updateDisk(doc, root, i, next.disks[i]);
+    if (JSON.stringify(cur.disks[i]) !== JSON.stringify(next.disks[i])) updateDisk(doc, root, volumeIndex(doc, root, i), next.disks[i]);
   }
-  for (let i = cur.disks.length - 1; i >= next.disks.length; i--) removeDisk(doc, root, i);
+  for (let i = cur.disks.length - 1; i >= next.disks.length; i--) removeDisk(doc, root, volumeIndex(doc, root, i));
   for (let i = common; i < next.disks.length; i++) addDisk(doc, root, next.disks[i]);
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kubevirt::hyperv::{Clock, FeatureHyperv};
 use crate::meta::Extra;
 use crate::quantity::Quantity;
 
@@ -24,6 +25,8 @@ pub struct DomainSpec {
     pub firmware: Option<Firmware>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Features>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<Clock>,
     #[serde(default)]
     pub devices: Devices,
     #[serde(flatten)]
@@ -145,7 +148,7 @@ pub struct Efi {
     pub extra: Extra,
 }
 
-/// `v1.Features` (`smm`, `acpi`, ...; the others are kept as written).
+/// `v1.Features` (`smm`, `acpi`, `hyperv`; the others are kept as written).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Features {
@@ -153,6 +156,8 @@ pub struct Features {
     pub smm: Option<FeatureState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acpi: Option<FeatureState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyperv: Option<FeatureHyperv>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -246,6 +251,9 @@ pub struct DiskTarget {
     /// KubeVirt spells this one in lower case: `readonly`.
     #[serde(rename = "readonly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+    /// A CD-ROM's tray: `open` or `closed` (KubeVirt's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tray: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_address: Option<String>,
     #[serde(flatten)]

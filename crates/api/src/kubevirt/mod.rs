@@ -3,6 +3,7 @@
 //! KubeVirt cluster-configuration object. Every struct keeps unknown fields in `extra`.
 
 pub mod domain;
+pub mod hyperv;
 pub mod kubevirt_cr;
 pub mod vm;
 pub mod vmi;
@@ -11,6 +12,10 @@ pub mod volume;
 pub use domain::{
     Bios, Bootloader, Cpu, Devices, Disk, DiskTarget, DomainSpec, Efi, FeatureState, Features,
     Firmware, Interface, Machine, Memory, ResourceRequirements, Tpm,
+};
+pub use hyperv::{
+    Clock, FeatureHyperv, FeatureSpinlocks, FeatureVendorId, HypervTimer, SyNicTimer, Timer,
+    TlbFlush,
 };
 pub use kubevirt_cr::{DeveloperConfiguration, KubeVirt, KubeVirtConfiguration, KubeVirtSpec};
 pub use vm::{RunStrategy, VirtualMachine, VirtualMachineSpec};

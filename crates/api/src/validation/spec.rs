@@ -327,6 +327,7 @@ fn validate_domain(field: &FieldPath, domain: &DomainSpec, causes: &mut Vec<Stat
         domain.devices.disks(),
         causes,
     );
+    super::hyperv::validate_hyperv(field, domain, causes);
     if let Some(bootloader) = domain.firmware.as_ref().and_then(|f| f.bootloader.as_ref())
         && bootloader.efi.is_some()
         && bootloader.bios.is_some()
@@ -419,6 +420,15 @@ fn validate_disks(field: &FieldPath, disks: &[Disk], causes: &mut Vec<StatusCaus
                     format!("{path} is set with an unrecognized bus {other}, must be one of: {SUPPORTED_BUSES}"),
                 )),
             }
+        }
+        if let Some(tray) = disk.cdrom.as_ref().and_then(|c| c.tray.as_deref())
+            && !matches!(tray, "" | "open" | "closed")
+        {
+            causes.push(StatusCause::new(
+                CauseType::FieldValueNotSupported,
+                path.children(&["cdrom", "tray"]).as_str(),
+                format!("Unsupported value: \"{tray}\": supported values: \"closed\", \"open\""),
+            ));
         }
         if let Some(serial) = disk.serial.as_deref().filter(|s| !s.is_empty()) {
             let valid_chars = serial
