@@ -54,6 +54,8 @@ fn machine(f: &Fixture, firmware: Firmware, smm: bool, tpm: Option<TpmModel>) ->
             socket: rt.serial_socket(),
             log_file: rt.serial_log(),
         },
+        graphics: None,
+        inputs: Vec::new(),
         qmp_socket: rt.qmp_socket(),
         pid_file: rt.qemu_pid_file(),
         qemu_binary: None,

@@ -10,7 +10,7 @@ pub mod volume;
 
 pub use domain::{
     Bios, Bootloader, Cpu, Devices, Disk, DiskTarget, DomainSpec, Efi, FeatureState, Features,
-    Firmware, Interface, Machine, Memory, ResourceRequirements, Tpm,
+    Firmware, Input, Interface, Machine, Memory, ResourceRequirements, Tpm,
 };
 pub use kubevirt_cr::{DeveloperConfiguration, KubeVirt, KubeVirtConfiguration, KubeVirtSpec};
 pub use vm::{RunStrategy, VirtualMachine, VirtualMachineSpec};

@@ -9,6 +9,7 @@
 mod cluster;
 mod harvester;
 pub mod host_paths;
+mod inputs;
 mod metadata;
 pub mod names;
 mod spec;
