@@ -2,8 +2,8 @@
 //! TCG) and runs the Playwright tests in `ui/e2e` (`npm run e2e`, headless Debian Chromium, no
 //! browser download) against it. They create VMs through the form (TPM + persistent state, checked
 //! with the real kubectl), edit the YAML both ways, save template versions and create 3 VMs from
-//! one, start a VM and read OVMF's output in the xterm.js serial console. Screenshots land in
-//! `target/ui-artifacts/`.
+//! one, start a VM and read OVMF's output in the xterm.js serial console and see its screen in the
+//! noVNC console. Screenshots land in `target/ui-artifacts/`.
 //!
 //! The tests log in through the UI's login screen with `FERROVIRT_E2E_TOKEN` (the UI sends it as a
 //! bearer header, and as a WebSocket subprotocol to the console) and call the API and kubectl with
@@ -137,6 +137,7 @@ fn web_ui_in_chromium_against_a_real_server() {
         "form-tpm-persistent",
         "yaml-tab",
         "console",
+        "vnc-console",
         "templates",
         "login",
         "login-kubeconfig-certificate",

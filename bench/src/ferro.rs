@@ -97,7 +97,8 @@ impl Server {
 
 /// The benchmark's VM: q35, OVMF with Secure Boot (SMM), persistent TPM (tpm-crb is what
 /// ferrovirt uses for TPM 2.0) and persistent EFI variables, 1 vCPU, 256 MiB, no disk, and no
-/// network card (`autoattachPodInterface: false`), like the hand launch and the libvirt domain.
+/// network card (`autoattachPodInterface: false`) nor display (`autoattachGraphicsDevice: false`),
+/// like the hand launch and the libvirt domain.
 pub fn vm_manifest(name: &str, run_strategy: &str) -> Value {
     json!({
         "apiVersion": "kubevirt.io/v1",
@@ -112,7 +113,7 @@ pub fn vm_manifest(name: &str, run_strategy: &str) -> Value {
                     "memory": {"guest": "256Mi"},
                     "features": {"smm": {"enabled": true}},
                     "firmware": {"bootloader": {"efi": {"secureBoot": true, "persistent": true}}},
-                    "devices": {"tpm": {"persistent": true}, "autoattachPodInterface": false},
+                    "devices": {"tpm": {"persistent": true}, "autoattachPodInterface": false, "autoattachGraphicsDevice": false},
                 },
             }},
         },

@@ -72,6 +72,10 @@ impl HandVm {
                 socket: dir.join("serial.sock"),
                 log_file: dir.join("serial.log"),
             },
+            // Headless, as the benchmark's ferrovirt VM (autoattachGraphicsDevice: false) and
+            // libvirt domain: the same machine on all three sides.
+            graphics: None,
+            inputs: Vec::new(),
             qmp_socket: dir.join("qmp.sock"),
             pid_file: dir.join("qemu.pid"),
             qemu_binary: None,

@@ -444,7 +444,7 @@ spec:
     await shot('templates');
   });
 
-  it('starts a persistent-TPM VM: Running, its backend-storage volume, OVMF output in the serial console', async () => {
+  it('starts a persistent-TPM VM: Running, its backend-storage volume, OVMF output in the serial console and its screen in the VNC console', async () => {
     const name = `e2e-run-${suffix}`;
     const manifest = vmManifest(name);
     manifest.spec.template.spec.domain.devices.tpm = { persistent: true };
@@ -493,6 +493,29 @@ spec:
     }
     assert.equal(header(accepted.at(-1), 'sec-websocket-protocol'), 'plain.kubevirt.io');
     console.log(`serial console shows: ${JSON.stringify(text.replace(/\s+/g, ' ').trim().slice(0, 300))}`);
+    // The graphical console: noVNC over the vnc WebSocket shows OVMF's screen (the firmware's own
+    // video mode, not QEMU's 640x480 "not initialized" placeholder, and not blank).
+    await page.getByRole('tab', { name: 'Console', exact: true }).click();
+    const vnc = page.locator('[data-testid="vnc-console"]');
+    await vnc.locator('canvas').waitFor();
+    await page.getByText('open', { exact: true }).waitFor();
+    const screen = await waitFor(async () => {
+      const s = await vnc.locator('canvas').evaluate((canvas) => {
+        const ctx = canvas.getContext('2d');
+        const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        let uniform = true;
+        for (let i = 4; i < data.length && uniform; i += 4) {
+          if (data[i] !== data[0] || data[i + 1] !== data[1] || data[i + 2] !== data[2]) uniform = false;
+        }
+        return { width: canvas.width, height: canvas.height, uniform };
+      });
+      return s.width > 640 && s.height > 480 && !s.uniform ? s : null;
+    }, "OVMF's screen in the noVNC console", 90000);
+    assert.equal(await page.getByRole('button', { name: 'Ctrl-Alt-Del' }).isEnabled(), true);
+    await page.waitForTimeout(1000);
+    await shot('vnc-console');
+    assert.equal(header(accepted.at(-1), 'sec-websocket-protocol'), 'plain.kubevirt.io');
+    console.log(`the VNC console shows a ${screen.width}x${screen.height} screen`);
     // Stop it again, as a user does (with the confirmation).
     await page.goto(`${BASE}/#/vms`);
     await row.getByRole('button', { name: 'Stop' }).click();

@@ -13,12 +13,12 @@ use ferrovirt_resources::VMIS;
 use crate::app::AppState;
 use crate::error::ApiError;
 
-/// The serial socket of a running VMI.
-async fn serial_socket(
+/// The runtime dir of a running VMI (its console sockets are there).
+pub(crate) async fn running_vmi_runtime(
     state: &AppState,
     namespace: &str,
     name: &str,
-) -> Result<std::path::PathBuf, ApiError> {
+) -> Result<ferrovirt_vmm::runtime::RuntimeDir, ApiError> {
     let vmi =
         crate::handlers::get(state, VMIS, Some(namespace.to_owned()), name.to_owned()).await?;
     if vmi.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
@@ -35,15 +35,14 @@ async fn serial_socket(
                 "VirtualMachineInstance {name} has no firmware UUID"
             ))
         })?;
-    let runtime = ferrovirt_vmm::runtime::RuntimeDir::open(
+    ferrovirt_vmm::runtime::RuntimeDir::open(
         ferrovirt_vmm::engine::runtime_base(&state.data_dir).join(uuid.as_str()),
     )
     .map_err(|e| {
         ApiError::bad_request(format!(
             "VirtualMachineInstance {name} has no runtime dir: {e}"
         ))
-    })?;
-    Ok(runtime.serial_socket())
+    })
 }
 
 /// `GET .../virtualmachineinstances/NAME/console` with `Upgrade: websocket`.
@@ -62,8 +61,8 @@ pub async fn handler(
             .into_response();
         }
     };
-    let socket_path = match serial_socket(state, namespace, name).await {
-        Ok(path) => path,
+    let socket_path = match running_vmi_runtime(state, namespace, name).await {
+        Ok(runtime) => runtime.serial_socket(),
         Err(e) => return e.into_response(),
     };
     let serial = match ferrovirt_vmm::console::attach(&socket_path).await {
@@ -84,7 +83,8 @@ pub async fn handler(
         .on_upgrade(move |socket| bridge(socket, serial))
 }
 
-async fn bridge(socket: WebSocket, serial: tokio::net::UnixStream) {
+/// Relays binary frames between a WebSocket and a unix socket until either side closes.
+pub(crate) async fn bridge(socket: WebSocket, serial: tokio::net::UnixStream) {
     let (mut ws_tx, mut ws_rx) = socket.split();
     let (mut serial_rx, mut serial_tx) = serial.into_split();
     let to_ws = async {

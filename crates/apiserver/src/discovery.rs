@@ -104,13 +104,15 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 "verbs": ["update"],
             }));
         }
-        list.push(json!({
-            "name": "virtualmachineinstances/console",
-            "singularName": "",
-            "namespaced": true,
-            "kind": "VirtualMachineInstance",
-            "verbs": ["get"],
-        }));
+        for subresource in ["console", "vnc", "vnc/screenshot"] {
+            list.push(json!({
+                "name": format!("virtualmachineinstances/{subresource}"),
+                "singularName": "",
+                "namespaced": true,
+                "kind": "VirtualMachineInstance",
+                "verbs": ["get"],
+            }));
+        }
     }
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
 }

@@ -14,7 +14,7 @@ use crate::encode::{bytes_response, ok};
 use crate::error::ApiError;
 use crate::request::{ApiRequest, Target};
 use crate::route::Route;
-use crate::{console, discovery, handlers, reviews, serial_log, state_api, ui};
+use crate::{console, discovery, handlers, reviews, serial_log, state_api, ui, vnc};
 
 /// The body of a request, with the WebSocket upgrade when the client asked for one.
 pub struct RequestBody {
@@ -92,6 +92,12 @@ async fn api(app: &AppState, request: &ApiRequest, route: Route, body: RequestBo
     match route {
         Route::Console { namespace, name } if read => {
             console::handler(app, &namespace, &name, body.upgrade).await
+        }
+        Route::Vnc { namespace, name } if read => {
+            vnc::handler(app, &namespace, &name, body.upgrade).await
+        }
+        Route::VncScreenshot { namespace, name } if read => {
+            vnc::screenshot(app, &namespace, &name).await
         }
         Route::SerialLog { namespace, name } if read => {
             serial_log::handler(app, request, namespace, name).await

@@ -2,7 +2,7 @@
 //! request is parsed once into a typed [`request::ApiRequest`] (Kubernetes' request attributes,
 //! what it addresses, how it is encoded, the slot for the authenticated user) and flows through
 //! one visible chain: [`chain`]'s stages (where authentication, audit, authorization and request
-//! checks go) -> [`dispatch`] -> the handler ([`handlers`] for the REST API; [`console`],
+//! checks go) -> [`dispatch`] -> the handler ([`handlers`] for the REST API; [`console`], [`vnc`],
 //! [`serial_log`], [`state_api`], [`discovery`], [`ui`]) -> [`encode`]. The router has a single
 //! entry, so no path bypasses the stages. Writes pass [`admission`] (KubeVirt's defaults and
 //! `ferrovirt_api::admit`) before the store.
@@ -14,8 +14,8 @@
 //! -> resource), [`http`] (bodies, field selectors), [`patch`], [`protobuf`], [`strict`], [`table`]
 //! <- [`request`] (the typed request) <- [`chain`] (stages) <- [`app`] (shared state) <-
 //! [`admission`], [`templates`] (Harvester version numbering), [`cascade`] (orphaning, namespace
-//! deletion) <- [`handlers`], [`console`], [`serial_log`], [`state_api`], [`discovery`], [`ui`] <-
-//! [`dispatch`] (the entry). No module imports one that imports it back.
+//! deletion) <- [`handlers`], [`console`] (<- [`vnc`]), [`serial_log`], [`state_api`],
+//! [`discovery`], [`ui`] <- [`dispatch`] (the entry). No module imports one that imports it back.
 
 pub mod admission;
 pub mod app;
@@ -40,6 +40,7 @@ pub mod strict;
 pub mod table;
 pub mod templates;
 pub mod ui;
+pub mod vnc;
 pub mod watch_limit;
 
 pub use app::AppState;

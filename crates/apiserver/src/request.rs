@@ -517,6 +517,20 @@ mod tests {
                     "vm",
                 ),
             ),
+            // As kube-apiserver and KubeVirt's virt-api: the subresource is the segment after
+            // the name, so a screenshot is authorized as `virtualmachineinstances/vnc`.
+            (
+                "GET",
+                "/apis/subresources.kubevirt.io/v1/namespaces/d/virtualmachineinstances/vm/vnc/screenshot",
+                (
+                    "get",
+                    "subresources.kubevirt.io",
+                    "virtualmachineinstances",
+                    "vnc",
+                    "d",
+                    "vm",
+                ),
+            ),
             (
                 "GET",
                 "/api/v1/namespaces/kubevirt",

@@ -1,6 +1,6 @@
 //! URL paths under `/api` and `/apis` to a [`Route`]: discovery of a group/version, a collection
 //! (namespaced or cluster-wide), one object, its `status`, or a KubeVirt VM/VMI subresource
-//! (`start`/`stop`/`restart`, `console`, `serial-log`, `stategenerations`, `staterollback`), and
+//! (`start`/`stop`/`restart`, `console`, `vnc`, `vnc/screenshot`, `serial-log`, `stategenerations`, `staterollback`), and
 //! the kept state of deleted VMs (`deletedvmstates`).
 
 use crate::error::ApiError;
@@ -46,6 +46,10 @@ pub enum Route {
     },
     /// `GET .../virtualmachineinstances/NAME/console` (WebSocket).
     Console { namespace: String, name: String },
+    /// `GET .../virtualmachineinstances/NAME/vnc` (WebSocket): the graphical console.
+    Vnc { namespace: String, name: String },
+    /// `GET .../virtualmachineinstances/NAME/vnc/screenshot`: a PNG of the screen.
+    VncScreenshot { namespace: String, name: String },
     /// `GET .../virtualmachines/NAME/serial-log`: the serial output of the VM's runs.
     SerialLog { namespace: String, name: String },
     /// `GET .../virtualmachines/NAME/stategenerations`: the persistent-state generations.
@@ -146,6 +150,21 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
                 })
             }
             ["namespaces", ns, "virtualmachineinstances", name, "console"] => Ok(Route::Console {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+            }),
+            ["namespaces", ns, "virtualmachineinstances", name, "vnc"] => Ok(Route::Vnc {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+            }),
+            [
+                "namespaces",
+                ns,
+                "virtualmachineinstances",
+                name,
+                "vnc",
+                "screenshot",
+            ] => Ok(Route::VncScreenshot {
                 namespace: (*ns).to_owned(),
                 name: (*name).to_owned(),
             }),
@@ -324,6 +343,28 @@ mod tests {
                 name: "vm".into()
             }
         );
+        assert_eq!(
+            parse(
+                false,
+                "subresources.kubevirt.io/v1/namespaces/d/virtualmachineinstances/vm/vnc"
+            )
+            .unwrap(),
+            Route::Vnc {
+                namespace: "d".into(),
+                name: "vm".into()
+            }
+        );
+        assert_eq!(
+            parse(
+                false,
+                "subresources.kubevirt.io/v1/namespaces/d/virtualmachineinstances/vm/vnc/screenshot"
+            )
+            .unwrap(),
+            Route::VncScreenshot {
+                namespace: "d".into(),
+                name: "vm".into()
+            }
+        );
         for bad in [
             "kubevirt.io/v1/namespaces/default/storageclasses",
             "kubevirt.io/v1/virtualmachines/vm1",
@@ -331,6 +372,7 @@ mod tests {
             "kubevirt.io/v2/virtualmachines",
             "harvesterhci.io/v1/virtualmachinetemplates",
             "kubevirt.io/v1/namespaces/d/virtualmachines/vm/a/b",
+            "subresources.kubevirt.io/v1/namespaces/d/virtualmachineinstances/vm/vnc/other",
         ] {
             assert_eq!(parse(false, bad).unwrap_err().code, 404, "{bad}");
         }

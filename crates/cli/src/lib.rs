@@ -61,6 +61,9 @@ pub enum Command {
     Restart(commands::vm_action::VmActionArgs),
     /// Attach to the serial console of a running VirtualMachine; Ctrl-] detaches (virtctl console).
     Console(commands::console::ConsoleArgs),
+    /// The graphical console of a running VirtualMachine for a local VNC viewer, or a PNG of its
+    /// screen with `vnc screenshot NAME -f FILE` (virtctl vnc).
+    Vnc(commands::vnc::VncArgs),
     /// Print the serial console output of a VirtualMachine; -f follows it (kubectl logs).
     Logs(commands::logs::LogsArgs),
     /// Kubeconfig files for other users (run on the server's host).
@@ -113,6 +116,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop(args) => commands::vm_action::run(&args, Action::Stop),
         Command::Restart(args) => commands::vm_action::run(&args, Action::Restart),
         Command::Console(args) => commands::console::run(&args),
+        Command::Vnc(args) => commands::vnc::run(&args),
         Command::Logs(args) => commands::logs::run(&args),
         Command::Kubeconfig(command) => commands::kubeconfig::run(&command),
         Command::Audit(args) => commands::audit::run(&args),

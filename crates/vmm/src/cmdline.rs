@@ -9,6 +9,10 @@
 //!   UEFI uses pflash nodes wired with `-machine pflash0=,pflash1=`.
 //! - SMBIOS type 1 as KubeVirt emits it (manufacturer/family `KubeVirt`, product `None`, uuid).
 //! - `-cpu host` with KVM; QEMU's default CPU model with TCG.
+//! - `-display none` always (no window on the host); a VM with a display gets QEMU's VNC server
+//!   on a unix socket in its runtime dir (`-vnc unix:`; never a TCP port), a second QMP monitor
+//!   for screenshots, and the video device KubeVirt picks (`crate::display`). Tablets are
+//!   `usb-tablet` on one `qemu-xhci` controller, or `virtio-tablet-pci`.
 //! - Network cards are `-netdev stream` on an inherited socketpair fd whose other end is the card's
 //!   passt (`crate::passt`); QEMU's user-mode networking (`-netdev user`) is never used.
 
@@ -18,7 +22,8 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::machine::{
-    Accel, DiskBus, DiskFormat, DiskMedia, Firmware, MachineConfig, MachineType, NicModel, TpmModel,
+    Accel, DiskBus, DiskFormat, DiskMedia, Firmware, InputBus, MachineConfig, MachineType,
+    NicModel, TpmModel, VideoModel,
 };
 
 /// Why a machine description cannot become a command line.
@@ -38,6 +43,8 @@ pub enum CmdlineError {
     ReadOnlySata { disk: String },
     #[error("disk names must be unique: {disk} appears twice")]
     DuplicateDisk { disk: String },
+    #[error("input names must be unique: {input} appears twice")]
+    DuplicateInput { input: String },
     #[error("{field} must be at least 1")]
     Zero { field: String },
     #[error("disk {disk}: serial {serial:?} may only contain letters, digits, '-', '_', '.'")]
@@ -215,6 +222,29 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
     );
     args.opt("-serial", "chardev:serial0".into());
 
+    if let Some(graphics) = &config.graphics {
+        args.opt(
+            "-vnc",
+            format!(
+                "unix:{}",
+                opt_path("graphics.vnc_socket", &graphics.vnc_socket)?
+            ),
+        );
+        args.opt(
+            "-chardev",
+            format!(
+                "socket,id=qmp-screen,path={},server=on,wait=off",
+                opt_path("graphics.screen_qmp_socket", &graphics.screen_qmp_socket)?
+            ),
+        );
+        args.opt("-mon", "chardev=qmp-screen,mode=control".into());
+        let video = match graphics.video {
+            VideoModel::Vga => "VGA,id=video0,vgamem_mb=16",
+            VideoModel::Bochs => "bochs-display,id=video0",
+        };
+        args.opt("-device", video.into());
+    }
+
     if let Some(tpm) = &config.tpm {
         args.opt(
             "-chardev",
@@ -358,17 +388,38 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
         }
         args.opt("-device", device);
     }
+    if config.inputs.iter().any(|i| i.bus == InputBus::Usb) {
+        args.opt("-device", "qemu-xhci,id=usb0".into());
+    }
+    let mut inputs_seen = std::collections::BTreeSet::new();
+    for input in &config.inputs {
+        valid_id("input.name", &input.name)?;
+        if !inputs_seen.insert(input.name.as_str()) {
+            return Err(CmdlineError::DuplicateInput {
+                input: input.name.clone(),
+            });
+        }
+        let device = match input.bus {
+            InputBus::Usb => format!("usb-tablet,id=input-{},bus=usb0.0", input.name),
+            InputBus::Virtio => format!("virtio-tablet-pci,id=input-{}", input.name),
+        };
+        args.opt("-device", device);
+    }
     Ok(args.0.into_iter().map(OsString::from).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::{Disk, Nic, SerialConsole, TpmAttachment};
+    use crate::machine::{Disk, Graphics, InputDevice, Nic, SerialConsole, TpmAttachment};
     use std::path::PathBuf;
 
     fn base(firmware: Firmware, smm: bool, tpm: Option<TpmModel>) -> MachineConfig {
         let run = PathBuf::from("/run/ferrovirt/vms/ns_vm/run-1");
+        let video = match firmware {
+            Firmware::Bios => VideoModel::Vga,
+            Firmware::Uefi { .. } => VideoModel::Bochs,
+        };
         MachineConfig {
             name: "default_testvm".into(),
             uuid: "5e2f3a7c-4b8d-4c1e-9f60-2a1b3c4d5e6f".into(),
@@ -388,6 +439,15 @@ mod tests {
                 socket: run.join("serial.sock"),
                 log_file: run.join("serial.log"),
             },
+            graphics: Some(Graphics {
+                video,
+                vnc_socket: run.join("vnc.sock"),
+                screen_qmp_socket: run.join("qmp-screen.sock"),
+            }),
+            inputs: vec![InputDevice {
+                name: "tablet".into(),
+                bus: InputBus::Usb,
+            }],
             qmp_socket: run.join("qmp.sock"),
             pid_file: run.join("qemu.pid"),
             qemu_binary: None,
@@ -487,6 +547,27 @@ mod tests {
         }];
         let error = qemu_args(&config).unwrap_err();
         assert!(error.to_string().contains("52:54:00:12:34"), "{error}");
+    }
+
+    #[test]
+    fn headless_without_display_and_a_virtio_tablet() {
+        let mut config = base(uefi(false), false, None);
+        config.graphics = None;
+        config.inputs = vec![InputDevice {
+            name: "tablet1".into(),
+            bus: InputBus::Virtio,
+        }];
+        insta::assert_snapshot!(render(&config));
+    }
+
+    #[test]
+    fn input_names_must_be_unique() {
+        let mut config = base(Firmware::Bios, false, None);
+        config.inputs.push(config.inputs[0].clone());
+        assert!(matches!(
+            qemu_args(&config),
+            Err(CmdlineError::DuplicateInput { .. })
+        ));
     }
 
     #[test]

@@ -167,6 +167,7 @@ pub fn plan_from_spec(
     }
 
     let nics = plan_nics(spec, ctx)?;
+    let display = crate::display::plan_display(spec, &firmware, ctx.field_prefix)?;
 
     let (state_volume, legacy_generations_dir) = match &ctx.state_volume {
         Some((volume, generations)) => (Some(volume.clone()), Some(generations.clone())),
@@ -185,6 +186,7 @@ pub fn plan_from_spec(
         tpm,
         disks,
         nics,
+        display,
         state_volume,
         legacy_generations_dir,
         grace: Duration::from_secs(

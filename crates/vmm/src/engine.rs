@@ -44,6 +44,8 @@ pub struct VmPlan {
     pub disks: Vec<DiskPlan>,
     /// Network cards (NAT through one passt each, KubeVirt's masquerade binding).
     pub nics: Vec<Nic>,
+    /// The video device (VNC) and tablets (`crate::display`).
+    pub display: crate::display::DisplayPlan,
     /// The backend-storage volume (a directory), when the TPM or EFI is persistent.
     pub state_volume: Option<PathBuf>,
     /// Where versions before the per-VM stores kept this volume's generations
@@ -286,6 +288,8 @@ impl Engine {
                 socket: runtime.serial_socket(),
                 log_file: serial_log,
             },
+            graphics: plan.display.graphics(&runtime),
+            inputs: plan.display.inputs.clone(),
             qmp_socket: runtime.qmp_socket(),
             pid_file: runtime.qemu_pid_file(),
             qemu_binary: None,

@@ -303,6 +303,17 @@ fn remove_stale_socket(path: &Path) -> Result<(), LaunchError> {
     }
 }
 
+/// Makes a socket QEMU created readable and writable by its owner only (mode 0600).
+fn restrict_socket(path: &Path) -> Result<(), LaunchError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        LaunchError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
 async fn wait_for_socket(
     path: &Path,
     process: &mut Supervised,
@@ -468,6 +479,10 @@ impl VmHandle {
         for socket in [&machine.qmp_socket, &machine.serial.socket] {
             remove_stale_socket(socket)?;
         }
+        if let Some(graphics) = &machine.graphics {
+            remove_stale_socket(&graphics.vnc_socket)?;
+            remove_stale_socket(&graphics.screen_qmp_socket)?;
+        }
 
         let mut swtpm_process = None;
         if let (Some(config), Some(tpm)) = (&swtpm, &machine.tpm) {
@@ -603,6 +618,14 @@ impl VmHandle {
                 return Err(e);
             }
         };
+        // QEMU made its sockets before it listened on QMP; the VNC server has no password, so
+        // its socket is the owner's alone (the runtime dir is 0700 too).
+        if let Some(graphics) = &machine.graphics
+            && let Err(e) = restrict_socket(&graphics.vnc_socket)
+        {
+            abort_start(Some(qemu_process), swtpm_process, passt_processes).await;
+            return Err(e);
+        }
         let events = qmp.subscribe();
         let record = RunRecord {
             machine,

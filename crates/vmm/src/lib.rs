@@ -1,14 +1,16 @@
 //! The virtual machine monitor layer (KubeVirt's virt-launcher, on one host): a VM run's runtime
 //! directory, the QEMU command line, our own QMP client, starting/stopping/adopting QEMU and swtpm as
-//! their parent, one passt per pod-network card, host disks opened beneath their allowed roots
-//! (`hostpath`), CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), and the capped
-//! serial log (`serial_log`).
+//! their parent, the graphical console (`display`: video device, tablets, VNC on a unix socket),
+//! one passt per pod-network card, host disks opened beneath their allowed roots (`hostpath`),
+//! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), and the capped serial log
+//! (`serial_log`).
 
 pub mod cdrom;
 pub mod cmdline;
 pub mod console;
 pub mod convert;
 pub mod disks;
+pub mod display;
 pub mod engine;
 pub mod hostpath;
 pub mod hyperv;

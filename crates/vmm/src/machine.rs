@@ -139,6 +139,43 @@ pub struct SerialConsole {
     pub log_file: PathBuf,
 }
 
+/// The video device, as KubeVirt picks it on x86_64 (`AddGraphicsDevice`): `vga` (16 MiB of
+/// VGA memory) for BIOS, `bochs` (a display without VGA compatibility) for EFI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoModel {
+    Vga,
+    Bochs,
+}
+
+/// The graphical console: a video device whose screen QEMU's VNC server shows on a unix socket
+/// in the runtime dir (never a TCP port), and the QMP monitor the API server takes screenshots
+/// through (separate from the engine's, so neither waits for the other).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Graphics {
+    pub video: VideoModel,
+    pub vnc_socket: PathBuf,
+    pub screen_qmp_socket: PathBuf,
+}
+
+/// The bus of a tablet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputBus {
+    /// `usb-tablet` on a `qemu-xhci` controller.
+    Usb,
+    /// `virtio-tablet-pci`.
+    Virtio,
+}
+
+/// A tablet (absolute pointer) the guest sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputDevice {
+    /// QEMU id (the KubeVirt input name).
+    pub name: String,
+    pub bus: InputBus,
+}
+
 /// Everything QEMU needs for one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineConfig {
@@ -159,6 +196,12 @@ pub struct MachineConfig {
     #[serde(default)]
     pub nics: Vec<Nic>,
     pub serial: SerialConsole,
+    /// The display and its VNC server; `None`: no display at all (`autoattachGraphicsDevice:
+    /// false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphics: Option<Graphics>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputDevice>,
     pub qmp_socket: PathBuf,
     pub pid_file: PathBuf,
     /// QEMU binary; `qemu-system-x86_64` on PATH when `None`.

@@ -1,6 +1,7 @@
 //! The per-run runtime directory (0700) and its `run.json` record of what runs there.
 //!
-//! Layout: `qmp.sock`, `swtpm-ctrl.sock`, `serial.sock`, `serial.log`, `qemu.pid`, `swtpm.pid`,
+//! Layout: `qmp.sock`, `swtpm-ctrl.sock`, `serial.sock`, `serial.log`, `vnc.sock` (QEMU's VNC
+//! server, mode 0600), `qmp-screen.sock` (the API server's QMP monitor for screenshots), `screenshot-*.png`, `qemu.pid`, `swtpm.pid`,
 //! `swtpm.log`, `qemu.log` (QEMU's stderr), `passt-<card>.log` and `run.json` (machine config, pids with start times,
 //! creation time), written crash-safely (temp file, fsync, rename, fsync dir).
 
@@ -123,6 +124,8 @@ impl RuntimeDir {
             self.qmp_socket(),
             self.swtpm_ctrl_socket(),
             self.serial_socket(),
+            self.vnc_socket(),
+            self.screen_qmp_socket(),
         ] {
             let len = path.as_os_str().len();
             if len > MAX_SOCKET_PATH {
@@ -143,6 +146,15 @@ impl RuntimeDir {
     }
     pub fn serial_socket(&self) -> PathBuf {
         self.root.join("serial.sock")
+    }
+    /// QEMU's VNC server (the graphical console), when the VM has a display.
+    pub fn vnc_socket(&self) -> PathBuf {
+        self.root.join("vnc.sock")
+    }
+    /// A second QMP monitor, for the API server's screenshots (`screendump`), so that it never
+    /// waits for the engine's monitor nor the engine for it.
+    pub fn screen_qmp_socket(&self) -> PathBuf {
+        self.root.join("qmp-screen.sock")
     }
     pub fn serial_log(&self) -> PathBuf {
         self.root.join("serial.log")
@@ -219,6 +231,8 @@ mod tests {
                 socket: dir.serial_socket(),
                 log_file: dir.serial_log(),
             },
+            graphics: None,
+            inputs: Vec::new(),
             qmp_socket: dir.qmp_socket(),
             pid_file: dir.qemu_pid_file(),
             qemu_binary: None,

@@ -40,6 +40,7 @@ fn plan(data: &Path, tpm: TpmPlan, firmware: FirmwarePlan) -> VmPlan {
         tpm,
         disks: vec![],
         nics: vec![],
+        display: Default::default(),
         state_volume: persistent.then(|| data.join("volumes/persistent-state-for-vm1-abcde")),
         legacy_generations_dir: persistent
             .then(|| data.join("state-generations/persistent-state-for-vm1-abcde")),

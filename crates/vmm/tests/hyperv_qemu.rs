@@ -91,6 +91,8 @@ fn machine(runtime: &RuntimeDir, accel: Accel) -> MachineConfig {
         firmware: Firmware::Bios,
         tpm: None,
         hyperv: plan.hyperv,
+        graphics: None,
+        inputs: Vec::new(),
         disks: vec![],
         nics: vec![],
         serial: SerialConsole {

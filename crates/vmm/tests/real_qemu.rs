@@ -55,6 +55,8 @@ fn machine(f: &Fixture, firmware: Firmware, smm: bool, tpm: Option<TpmModel>) ->
             socket: rt.serial_socket(),
             log_file: rt.serial_log(),
         },
+        graphics: None,
+        inputs: Vec::new(),
         qmp_socket: rt.qmp_socket(),
         pid_file: rt.qemu_pid_file(),
         qemu_binary: None,
@@ -120,9 +122,18 @@ async fn qmp_client_against_real_qemu() {
         assert!(Instant::now() < deadline, "QMP socket never appeared");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let qmp = QmpClient::connect(&sock, Duration::from_secs(10))
-        .await
-        .unwrap();
+    // The socket file appears at bind(), a moment before QEMU listens: a refused connection in
+    // that moment is retried until the deadline.
+    let qmp = loop {
+        match QmpClient::connect(&sock, Duration::from_secs(10)).await {
+            Ok(qmp) => break qmp,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("QMP not listening yet ({error}); retrying");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("QMP never accepted a connection: {error}"),
+        }
+    };
     assert_eq!(qmp.greeting()["version"]["qemu"]["major"], 7);
     let mut events = qmp.subscribe();
     assert_eq!(qmp.query_status().await.unwrap(), RunState::Prelaunch);

@@ -32,6 +32,7 @@ export const paths = {
     `${objectPath(SUBRESOURCES, 'virtualmachines', ns, name)}/${action}`,
   /** WebSocket (binary frames, raw serial bytes). */
   vmiConsole: (ns: string, name: string) => `${objectPath(SUBRESOURCES, 'virtualmachineinstances', ns, name)}/console`,
+  vmiVnc: (ns: string, name: string) => `${objectPath(SUBRESOURCES, 'virtualmachineinstances', ns, name)}/vnc`,
   events: (ns: string, involvedName: string) =>
     `${collectionPath(CORE, 'events', ns)}?fieldSelector=${enc(`involvedObject.name=${involvedName}`)}`,
   /** The VM's backend-storage volume (TPM / EFI persistent state). */

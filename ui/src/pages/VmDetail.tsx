@@ -9,6 +9,7 @@ import { href, navigate } from '../router';
 import { VmActions } from './VmList';
 
 const SerialConsole = lazy(() => import('../components/SerialConsole'));
+const VncConsole = lazy(() => import('../components/VncConsole'));
 
 function Field({ label, children }: { label: string; children: React.ReactNode }) {
   return (
@@ -53,6 +54,7 @@ export function VmDetail({ namespace, name }: { namespace: string; name: string 
         <Tabs.List>
           <Tabs.Tab value="overview">Overview</Tabs.Tab>
           <Tabs.Tab value="events">Events ({events.items.length})</Tabs.Tab>
+          <Tabs.Tab value="vnc">Console</Tabs.Tab>
           <Tabs.Tab value="console">Serial console</Tabs.Tab>
         </Tabs.List>
         <Tabs.Panel value="overview" pt="md">
@@ -138,6 +140,19 @@ export function VmDetail({ namespace, name }: { namespace: string; name: string 
               ))}
             </Table.Tbody>
           </Table>
+        </Tabs.Panel>
+        <Tabs.Panel value="vnc" pt="md">
+          {status === 'Running' || vmi ? (
+            vmi?.spec?.domain?.devices?.autoattachGraphicsDevice === false ? (
+              <Text c="dimmed">This VM has no display (devices.autoattachGraphicsDevice is false): use the serial console.</Text>
+            ) : (
+              <Suspense fallback={<Loading />}>
+                <VncConsole namespace={namespace} name={name} />
+              </Suspense>
+            )
+          ) : (
+            <Text c="dimmed">The VM is not running: start it to see its screen.</Text>
+          )}
         </Tabs.Panel>
         <Tabs.Panel value="console" pt="md">
           {status === 'Running' || vmi ? (

@@ -189,11 +189,44 @@ pub struct Devices {
     pub interfaces: Option<Vec<Interface>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<Tpm>,
+    /// Whether a graphics device (and VNC) is attached; KubeVirt's default is yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoattach_graphics_device: Option<bool>,
+    /// Input devices (KubeVirt allows only `type: tablet`, bus `usb` or `virtio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<Input>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `v1.Input`: a pointing device the guest sees (a tablet: absolute coordinates, so a VNC
+/// viewer's pointer and the guest's stay together).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Input {
+    #[serde(default)]
+    pub name: String,
+    /// `tablet` (the only type KubeVirt accepts).
+    #[serde(default, rename = "type")]
+    pub input_type: String,
+    /// `usb` (the default when empty) or `virtio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
 impl Devices {
+    /// Whether a graphics device is attached (KubeVirt's `autoattachGraphicsDevice`, default true).
+    pub fn graphics_attached(&self) -> bool {
+        self.autoattach_graphics_device.unwrap_or(true)
+    }
+
+    /// The input devices, empty when none are listed.
+    pub fn inputs(&self) -> &[Input] {
+        self.inputs.as_deref().unwrap_or(&[])
+    }
+
     /// The disks, empty when none are listed.
     pub fn disks(&self) -> &[Disk] {
         self.disks.as_deref().unwrap_or(&[])

@@ -11,7 +11,7 @@ pub mod volume;
 
 pub use domain::{
     Bios, Bootloader, Cpu, Devices, Disk, DiskTarget, DomainSpec, Efi, FeatureState, Features,
-    Firmware, Interface, Machine, Memory, ResourceRequirements, Tpm,
+    Firmware, Input, Interface, Machine, Memory, ResourceRequirements, Tpm,
 };
 pub use hyperv::{
     Clock, FeatureHyperv, FeatureSpinlocks, FeatureVendorId, HypervTimer, SyNicTimer, Timer,

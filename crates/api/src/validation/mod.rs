@@ -10,6 +10,7 @@ mod cluster;
 mod harvester;
 pub mod host_paths;
 mod hyperv;
+mod inputs;
 mod metadata;
 pub mod names;
 mod spec;

@@ -27,6 +27,7 @@ pub(crate) fn validate_instance_spec(
     validate_start_strategy(field, spec, &mut causes);
     validate_boot_order_and_disk_volumes(field, spec, &mut causes);
     validate_domain(&field.child("domain"), &spec.domain, &mut causes);
+    super::inputs::validate_input_devices(field, spec.domain.devices.inputs(), &mut causes);
     causes.extend(validate_volumes(
         &field.child("volumes"),
         spec.volumes(),

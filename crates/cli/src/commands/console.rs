@@ -86,8 +86,14 @@ struct ConsoleTarget {
     tls: bool,
 }
 
-/// The console URL of `name` on `server` (`http://` -> `ws://`, `https://` -> `wss://`).
-fn console_target(server: &str, namespace: &str, name: &str) -> Result<ConsoleTarget, ClientError> {
+/// The URL of the `subresource` (`console`, `vnc`) of the instance `name` on `server`
+/// (`http://` -> `ws://`, `https://` -> `wss://`).
+fn console_target(
+    server: &str,
+    namespace: &str,
+    name: &str,
+    subresource: &str,
+) -> Result<ConsoleTarget, ClientError> {
     let uri: Uri = server
         .parse()
         .map_err(|e| ClientError::Usage(format!("the server {server:?} is not a URL: {e}")))?;
@@ -106,7 +112,7 @@ fn console_target(server: &str, namespace: &str, name: &str) -> Result<ConsoleTa
     let address = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
     let prefix = uri.path().trim_end_matches('/');
     let url = format!(
-        "{scheme}://{address}{prefix}/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}/console"
+        "{scheme}://{address}{prefix}/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}/{subresource}"
     );
     Ok(ConsoleTarget {
         url,
@@ -140,13 +146,13 @@ pub fn run(args: &ConsoleArgs) -> ExitCode {
 }
 
 /// A TCP or TLS stream.
-trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
-type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Transport>>;
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Transport>>;
 
-/// How to reach the console: where, with which TLS settings and `Authorization` header.
-struct Dialer {
+/// How to reach a console WebSocket: where, with which TLS settings and `Authorization` header.
+pub(crate) struct Dialer {
     target: ConsoleTarget,
     server: String,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
@@ -154,8 +160,13 @@ struct Dialer {
 }
 
 impl Dialer {
-    fn new(connection: &Connection, name: &str) -> Result<Self, ClientError> {
-        let target = console_target(&connection.server, &connection.namespace, name)?;
+    /// The dialer of the `subresource` WebSocket (`console`, `vnc`) of the instance `name`.
+    pub(crate) fn new(
+        connection: &Connection,
+        name: &str,
+        subresource: &str,
+    ) -> Result<Self, ClientError> {
+        let target = console_target(&connection.server, &connection.namespace, name, subresource)?;
         let tls = match connection.tls_credentials()? {
             Some(credentials) if target.tls => {
                 let config = credentials
@@ -189,7 +200,7 @@ impl Dialer {
         })
     }
 
-    async fn connect(&self) -> Result<Socket, Retry> {
+    pub(crate) async fn connect(&self) -> Result<Socket, Retry> {
         let transport = |detail: String| {
             Retry::No(ClientError::Transport {
                 server: self.server.clone(),
@@ -245,13 +256,14 @@ impl Dialer {
     }
 }
 
-enum Retry {
+/// A failed connect: worth retrying (the instance is not running yet) or not.
+pub(crate) enum Retry {
     Yes(ClientError),
     No(ClientError),
 }
 
 async fn console(args: &ConsoleArgs) -> Result<(), ClientError> {
-    let dialer = Dialer::new(&Connection::from_args(&args.client)?, &args.name)?;
+    let dialer = Dialer::new(&Connection::from_args(&args.client)?, &args.name, "console")?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout.saturating_mul(60));
     let mut said_waiting = false;
     let socket = loop {
@@ -354,7 +366,7 @@ mod tests {
 
     #[test]
     fn console_urls() {
-        let target = console_target("http://127.0.0.1:8080", "default", "demo").unwrap();
+        let target = console_target("http://127.0.0.1:8080", "default", "demo", "console").unwrap();
         assert_eq!(
             target.url,
             "ws://127.0.0.1:8080/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/demo/console"
@@ -362,22 +374,23 @@ mod tests {
         assert_eq!(target.address, "127.0.0.1:8080");
         assert!(!target.tls);
         assert_eq!(
-            console_target("http://localhost", "d", "v")
+            console_target("http://localhost", "d", "v", "console")
                 .unwrap()
                 .address,
             "localhost:80"
         );
-        let secure = console_target("https://[::1]:8443/", "d", "v").unwrap();
+        let secure = console_target("https://[::1]:8443/", "d", "v", "vnc").unwrap();
         assert!(secure.tls);
         assert_eq!(secure.address, "[::1]:8443");
         assert_eq!(secure.host, "::1");
         assert!(secure.url.starts_with("wss://[::1]:8443/apis/"));
+        assert!(secure.url.ends_with("/virtualmachineinstances/v/vnc"));
         assert_eq!(
-            console_target("https://vm-host.example", "d", "v")
+            console_target("https://vm-host.example", "d", "v", "console")
                 .unwrap()
                 .address,
             "vm-host.example:443"
         );
-        assert!(console_target("ftp://x:1", "d", "v").is_err());
+        assert!(console_target("ftp://x:1", "d", "v", "console").is_err());
     }
 }

@@ -14,3 +14,4 @@ pub mod serve;
 pub mod state;
 pub mod validate;
 pub mod vm_action;
+pub mod vnc;
