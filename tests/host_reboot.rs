@@ -2,7 +2,8 @@
 //! (nothing of theirs runs a shutdown path) and the runtime dir is emptied (a tmpfs such as
 //! /run/ferrovirt does not survive a reboot). The next `serve` on the same data dir brings back
 //! the VMs whose run strategy says so (`Always`, `RerunOnFailure`, as KubeVirt does after a node
-//! failure) with new QEMU processes, and leaves a `Halted` VM off. The VMs have no disk and BIOS
+//! failure) with new QEMU processes (and a new swtpm on the persistent TPM state that no clean
+//! stop recorded), and leaves a `Halted` VM off. The VMs have no disk and BIOS
 //! firmware (SeaBIOS stops at "No bootable device": a running VM that costs little CPU) and no
 //! network card, so nothing depends on the host's network.
 
@@ -16,7 +17,16 @@ use std::time::Duration;
 
 use server::{Server, manifest};
 
-fn vm(name: &str, run_strategy: &str) -> String {
+/// A VM without disk or network card; `tpm`: with a persistent TPM (swtpm runs beside QEMU, and
+/// its state was never recorded by a clean stop when the host goes down).
+fn vm(name: &str, run_strategy: &str, tpm: bool) -> String {
+    let tpm = if tpm {
+        "
+          tpm:
+            persistent: true"
+    } else {
+        ""
+    };
     format!(
         "apiVersion: kubevirt.io/v1
 kind: VirtualMachine
@@ -29,7 +39,7 @@ spec:
       terminationGracePeriodSeconds: 1
       domain:
         devices:
-          autoattachPodInterface: false
+          autoattachPodInterface: false{tpm}
         memory:
           guest: 64Mi
 "
@@ -70,6 +80,13 @@ fn qemu_of(dir: &Path, name: &str) -> Option<i32> {
         .find(|(_, cmdline)| {
             cmdline.contains("qemu-system") && cmdline.contains(&format!("guest=default_{name},"))
         })
+        .map(|(pid, _)| pid)
+}
+
+fn swtpm_of(dir: &Path) -> Option<i32> {
+    processes_using(dir)
+        .into_iter()
+        .find(|(_, cmdline)| cmdline.starts_with("swtpm ") || cmdline.contains("/swtpm "))
         .map(|(pid, _)| pid)
 }
 
@@ -119,12 +136,12 @@ fn after_a_host_reboot_always_and_rerun_on_failure_vms_come_back_and_halted_ones
     let _cleanup = KillOnDrop(vec![server.data_dir(), runtime_dir.clone()]);
 
     let vms = [
-        ("always", "Always"),
-        ("rerun", "RerunOnFailure"),
-        ("halted", "Halted"),
+        ("always", "Always", true),
+        ("rerun", "RerunOnFailure", false),
+        ("halted", "Halted", false),
     ];
-    for (name, strategy) in vms {
-        let path = manifest(&server, &format!("{name}.yaml"), &vm(name, strategy));
+    for (name, strategy, tpm) in vms {
+        let path = manifest(&server, &format!("{name}.yaml"), &vm(name, strategy, tpm));
         server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
     }
     server.wait_for(
@@ -142,6 +159,7 @@ fn after_a_host_reboot_always_and_rerun_on_failure_vms_come_back_and_halted_ones
         .map(|name| qemu_of(&runtime_dir, name).expect("QEMU runs in the chosen runtime dir"))
         .collect();
     assert!(qemu_of(&runtime_dir, "halted").is_none());
+    let swtpm_before = swtpm_of(&runtime_dir).expect("swtpm of the Always VM runs");
     assert!(
         server.data_dir().join("runtime-base").is_file(),
         "the data dir records its runtime dir"
@@ -170,6 +188,8 @@ fn after_a_host_reboot_always_and_rerun_on_failure_vms_come_back_and_halted_ones
     for (old, new) in before.iter().zip(&after) {
         assert_ne!(old, new, "a new QEMU, not the killed one");
     }
+    let swtpm_after = swtpm_of(&runtime_dir).expect("a new swtpm for the Always VM");
+    assert_ne!(swtpm_before, swtpm_after);
     // The Halted VM stays off.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(printable_status(&server, "halted"), "Stopped");
