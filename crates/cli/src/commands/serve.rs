@@ -174,3 +174,95 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn args(argv: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .unwrap()
+            .serve
+    }
+
+    #[test]
+    fn without_file_or_flags_the_defaults_are_todays() {
+        let config = args(&[]).resolve(&ServeFile::default()).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/ferrovirt"));
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.state_retention, Duration::from_secs(7 * 86400));
+        assert_eq!(
+            config.max_watches_per_client,
+            ferrovirt_server::DEFAULT_WATCHES_PER_CLIENT
+        );
+        assert!(config.tls_sans.is_empty() && config.host_disk_roots.is_empty());
+        assert!(!config.insecure_http);
+        assert_eq!(config.runtime_dir, None);
+        assert_eq!(config.admin_kubeconfig, None);
+        assert_eq!(config.token_auth_file, None);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_the_defaults() {
+        let file = ServeFile::parse(
+            "dataDir: /var/lib/ferrovirt
+runtimeDir: /run/ferrovirt
+adminKubeconfig: /etc/ferrovirt/admin.kubeconfig
+listen: 0.0.0.0:8443
+tlsSANs: [a.example]
+hostDiskRoots: [/srv/a]
+stateRetention: 36h
+maxWatchesPerClient: 8
+",
+        )
+        .unwrap();
+        let from_file = args(&[]).resolve(&file).unwrap();
+        assert_eq!(from_file.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(from_file.runtime_dir, Some(PathBuf::from("/run/ferrovirt")));
+        assert_eq!(
+            from_file.admin_kubeconfig,
+            Some(PathBuf::from("/etc/ferrovirt/admin.kubeconfig"))
+        );
+        assert_eq!(from_file.tls_sans, vec!["a.example".to_owned()]);
+        assert_eq!(from_file.host_disk_roots, vec![PathBuf::from("/srv/a")]);
+        assert_eq!(from_file.state_retention, Duration::from_secs(36 * 3600));
+        assert_eq!(from_file.max_watches_per_client, 8);
+
+        let flags = args(&[
+            "--data-dir",
+            "/tmp/d",
+            "--runtime-dir",
+            "/tmp/r",
+            "--admin-kubeconfig",
+            "/tmp/k",
+            "--listen",
+            "127.0.0.1:9000",
+            "--tls-san",
+            "b.example",
+            "--host-disk-root",
+            "/srv/b",
+            "--state-retention",
+            "90m",
+            "--max-watches-per-client",
+            "3",
+        ])
+        .resolve(&file)
+        .unwrap();
+        assert_eq!(flags.data_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(flags.runtime_dir, Some(PathBuf::from("/tmp/r")));
+        assert_eq!(flags.admin_kubeconfig, Some(PathBuf::from("/tmp/k")));
+        assert_eq!(flags.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(flags.tls_sans, vec!["b.example".to_owned()]);
+        assert_eq!(flags.host_disk_roots, vec![PathBuf::from("/srv/b")]);
+        assert_eq!(flags.state_retention, Duration::from_secs(90 * 60));
+        assert_eq!(flags.max_watches_per_client, 3);
+    }
+}
