@@ -88,11 +88,9 @@ impl ServeFile {
         if !meaningful {
             return Ok(Self::default());
         }
-        let file: Self = serde_saphyr::from_str(text).map_err(|e| {
-            format!(
-                "{e} (keys: dataDir, runtimeDir, adminKubeconfig, listen, tlsSANs, insecureHTTP, tokenAuthFile, hostDiskRoots, stateRetention, maxWatchesPerClient)"
-            )
-        })?;
+        // The parser's message names the line, the column and, for an unknown key, the known ones.
+        let file: Self = serde_saphyr::from_str(text)
+            .map_err(|e| e.to_string().trim_start_matches("error: ").to_owned())?;
         file.check_paths()?;
         file.retention()?;
         Ok(file)
@@ -212,7 +210,9 @@ maxWatchesPerClient: 16
         let err = ServeFile::parse("dataDir: /var/lib/ferrovirt\nlisten_address: 1.2.3.4:1\n")
             .unwrap_err();
         assert!(
-            err.contains("listen_address") && err.contains("keys: dataDir"),
+            err.contains("listen_address")
+                && err.contains("line 2 column 1")
+                && err.contains("expected one of dataDir"),
             "{err}"
         );
         let err = ServeFile::parse("dataDir: var/lib/ferrovirt\n").unwrap_err();
