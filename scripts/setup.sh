@@ -14,6 +14,7 @@ PACKAGES=(
   ca-certificates
   passt                                # guest networking that cannot reach the host (issue 11)
   iproute2                             # network namespaces for the guest network test
+  systemd                              # systemd-analyze verify of the packaged unit
   chromium                             # browser tests of the web UI
 )
 
@@ -80,11 +81,16 @@ command -v virt-fw-vars >/dev/null 2>&1 || python3 -m pip install --quiet virt-f
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+# The Debian package (scripts/package.sh, checked by the tests).
+if ! cargo deb --version >/dev/null 2>&1; then
+  cargo install --locked cargo-deb
+fi
 # Never leave the machine worse than found: every tool the project runs must be there now, and
 # QEMU's emulator and qemu-img must be of one version.
 absent=()
 for tool in qemu-system-x86_64 qemu-img swtpm swtpm_setup swtpm_localca kubectl chromium node npm \
-            tpm2 mformat mcopy mkfs.vfat xorriso sgdisk objcopy virt-fw-vars passt ip; do
+            tpm2 mformat mcopy mkfs.vfat xorriso sgdisk objcopy virt-fw-vars passt ip dpkg-deb \
+            systemd-analyze; do
   command -v "$tool" >/dev/null 2>&1 || absent+=("$tool")
 done
 for file in /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd \

@@ -39,6 +39,12 @@ for run in 1 2; do
 done
 [ -n "$demo_failed" ] || rm -rf "$demo_dir"
 
+# The Debian package, from the release build the demo made (cargo-deb finds it up to date) and the
+# UI built above; tests/package.rs checks it and runs its binary with its configuration.
+echo "=== test.sh: ./scripts/package.sh --ui-built"
+FERROVIRT_DEB=$(./scripts/package.sh --ui-built | tail -n 1)
+export FERROVIRT_DEB
+
 # Every test; the demo's verdict is given after them (the test summary stays the last lines).
 cargo nextest run --workspace --locked --no-fail-fast
 if [ -n "$demo_failed" ]; then

@@ -440,13 +440,17 @@ fn kubeconfig_create_issues_a_client_certificate_the_server_accepts() {
 #[test]
 fn without_a_kubeconfig_the_error_says_where_it_looked() {
     let site = Site::new();
-    let fallback = Path::new("/var/lib/ferrovirt/admin.kubeconfig");
-    if fallback.exists() {
-        eprintln!(
-            "skipped: {} exists on this host and would be used",
-            fallback.display()
-        );
-        return;
+    for fallback in [
+        Path::new("/etc/ferrovirt/admin.kubeconfig"),
+        Path::new("/var/lib/ferrovirt/admin.kubeconfig"),
+    ] {
+        if fallback.exists() {
+            eprintln!(
+                "skipped: {} exists on this host and would be used",
+                fallback.display()
+            );
+            return;
+        }
     }
     let stderr = failed(&site.cli(&["get", "vms"]));
     assert!(
@@ -454,7 +458,9 @@ fn without_a_kubeconfig_the_error_says_where_it_looked() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(".kube/config") && stderr.contains("/var/lib/ferrovirt/admin.kubeconfig"),
+        stderr.contains(".kube/config")
+            && stderr
+                .contains("/etc/ferrovirt/admin.kubeconfig, /var/lib/ferrovirt/admin.kubeconfig"),
         "{stderr}"
     );
     assert!(stderr.contains("--kubeconfig FILE"), "{stderr}");

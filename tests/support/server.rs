@@ -208,6 +208,14 @@ impl Server {
         }
     }
 
+    /// SIGKILL, as a crash or a power cut ends it (no shutdown path runs).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }

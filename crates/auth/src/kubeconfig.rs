@@ -6,8 +6,9 @@
 //! kubectl's loading rules ([`LoadingRules`]): an explicit `--kubeconfig` file (which must
 //! exist), else every file of `$KUBECONFIG` (colon-separated; missing files skipped; merged so
 //! that the first file to define a cluster, user, context or the current context wins), else
-//! `~/.kube/config`. ferrovirt adds a last fallback the caller names (the default data dir's
-//! `admin.kubeconfig`), used when the rules found nothing and it is readable. Relative file
+//! `~/.kube/config`. ferrovirt adds last fallbacks the caller names (the service's
+//! `/etc/ferrovirt/admin.kubeconfig`, then the default data dir's `admin.kubeconfig`): the first
+//! readable one is used when the rules found nothing. Relative file
 //! paths inside a kubeconfig are relative to that file's directory.
 
 use std::path::{Path, PathBuf};
@@ -429,18 +430,19 @@ pub struct LoadingRules {
     pub kubeconfig_env: Option<String>,
     /// `$HOME` (for `~/.kube/config`).
     pub home: Option<PathBuf>,
-    /// ferrovirt's last resort, e.g. `/var/lib/ferrovirt/admin.kubeconfig`.
-    pub fallback: Option<PathBuf>,
+    /// ferrovirt's last resorts, in order, e.g. `/etc/ferrovirt/admin.kubeconfig` and
+    /// `/var/lib/ferrovirt/admin.kubeconfig`: the first readable one is used.
+    pub fallbacks: Vec<PathBuf>,
 }
 
 impl LoadingRules {
     /// The rules from this process's environment (`KUBECONFIG`, `HOME`).
-    pub fn from_env(explicit: Option<PathBuf>, fallback: Option<PathBuf>) -> Self {
+    pub fn from_env(explicit: Option<PathBuf>, fallbacks: Vec<PathBuf>) -> Self {
         LoadingRules {
             explicit,
             kubeconfig_env: std::env::var("KUBECONFIG").ok().filter(|v| !v.is_empty()),
             home: std::env::var_os("HOME").map(PathBuf::from),
-            fallback,
+            fallbacks,
         }
     }
 
@@ -481,7 +483,7 @@ impl LoadingRules {
         {
             return Ok((config, sources));
         }
-        if let Some(fallback) = &self.fallback {
+        for fallback in &self.fallbacks {
             looked.push(fallback.clone());
             if let Ok(config) = Kubeconfig::load(fallback) {
                 return Ok((config, vec![fallback.clone()]));

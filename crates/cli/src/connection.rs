@@ -1,6 +1,7 @@
 //! Where the client commands connect and as whom, with kubectl's rules: the kubeconfig of
 //! `--kubeconfig FILE`, else the files of `$KUBECONFIG`, else `~/.kube/config`, else the admin
-//! kubeconfig that `ferrovirt serve` writes into its default data dir; its `--context` (or current
+//! kubeconfig of the installed service (`/etc/ferrovirt/admin.kubeconfig`), else the one
+//! `ferrovirt serve` writes into its default data dir; its `--context` (or current
 //! context) gives the server, the CA, the token or client certificate and the namespace.
 //! `--server` (or `$FERROVIRT_SERVER`) only replaces the server URL, as kubectl's `--server`
 //! does. With no kubeconfig at all an explicit `--server http://...` is used without
@@ -26,9 +27,16 @@ pub fn admin_kubeconfig(data_dir: &Path) -> PathBuf {
     data_dir.join(ADMIN_KUBECONFIG)
 }
 
-/// The last place credentials are looked for: the admin kubeconfig of the default data dir.
-pub fn default_fallback() -> PathBuf {
-    admin_kubeconfig(Path::new(DEFAULT_DATA_DIR))
+/// The admin kubeconfig the installed service writes (its packaged configuration says so).
+pub const SERVICE_ADMIN_KUBECONFIG: &str = "/etc/ferrovirt/admin.kubeconfig";
+
+/// The last places credentials are looked for, in order: the installed service's admin
+/// kubeconfig, then the admin kubeconfig of the default data dir.
+pub fn default_fallbacks() -> Vec<PathBuf> {
+    vec![
+        PathBuf::from(SERVICE_ADMIN_KUBECONFIG),
+        admin_kubeconfig(Path::new(DEFAULT_DATA_DIR)),
+    ]
 }
 
 /// A resolved connection: the server URL, the namespace, and the kubeconfig's credentials
@@ -43,7 +51,7 @@ pub struct Connection {
 impl Connection {
     /// The connection `args` select, with this process's `$KUBECONFIG` and `$HOME`.
     pub fn from_args(args: &ClientArgs) -> Result<Self, ClientError> {
-        let rules = LoadingRules::from_env(args.kubeconfig.clone(), Some(default_fallback()));
+        let rules = LoadingRules::from_env(args.kubeconfig.clone(), default_fallbacks());
         Self::resolve(args, &rules)
     }
 
@@ -72,7 +80,7 @@ impl Connection {
             Err(KubeconfigError::NotFound { looked }) => {
                 return match (server_override, context) {
                     (Some(server), None) => without_credentials(server),
-                    _ => Err(not_found(&looked, rules.fallback.as_deref())),
+                    _ => Err(not_found(&looked, &rules.fallbacks)),
                 };
             }
             Err(e) => return Err(ClientError::Credentials(e.to_string())),
@@ -170,10 +178,10 @@ fn show_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// No kubeconfig anywhere: where we looked and how to fix it; when the fallback exists but cannot
+/// No kubeconfig anywhere: where we looked and how to fix it; when a fallback exists but cannot
 /// be read (a non-root user and the server's 0600 file) that is said too.
-fn not_found(looked: &str, fallback: Option<&Path>) -> ClientError {
-    let unreadable = fallback.and_then(|path| match std::fs::File::open(path) {
+fn not_found(looked: &str, fallbacks: &[PathBuf]) -> ClientError {
+    let unreadable = fallbacks.iter().find_map(|path| match std::fs::File::open(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(format!(
             "; {} exists but cannot be read ({e}): run as its owner, or copy it to ~/.kube/config",
             path.display()
@@ -181,8 +189,8 @@ fn not_found(looked: &str, fallback: Option<&Path>) -> ClientError {
         _ => None,
     });
     ClientError::Credentials(format!(
-        "no kubeconfig found (looked at {looked}); pass --kubeconfig FILE, set KUBECONFIG, or run this on the host of `ferrovirt serve`, which writes <data-dir>/{ADMIN_KUBECONFIG} (default {}){}",
-        default_fallback().display(),
+        "no kubeconfig found (looked at {looked}); pass --kubeconfig FILE, set KUBECONFIG, or run this on the host of `ferrovirt serve`, which writes <data-dir>/{ADMIN_KUBECONFIG} (default {}; the installed service also {SERVICE_ADMIN_KUBECONFIG}){}",
+        admin_kubeconfig(Path::new(DEFAULT_DATA_DIR)).display(),
         unreadable.unwrap_or_default()
     ))
 }

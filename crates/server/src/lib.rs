@@ -5,7 +5,8 @@
 //! manager (`ferrovirt-controllers`, which starts the engine) and to the garbage collector as
 //! their [`ferrovirt_controllers::ObjectClient`], builds the API server's router
 //! (`ferrovirt-apiserver`) with its security stages, and serves it over TLS (HTTP/2 and
-//! HTTP/1.1; plain HTTP only with `--insecure-http` on loopback) until SIGTERM/SIGINT.
+//! HTTP/1.1; plain HTTP only with `--insecure-http` on loopback) until SIGTERM/SIGINT. Under
+//! systemd (`Type=notify`) it says `READY=1` once the API is served ([`notify`]).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,7 @@ use ferrovirt_vmm::hostpath::HostPathPolicy;
 
 pub use ferrovirt_apiserver::watch_limit::DEFAULT_WATCHES_PER_CLIENT;
 
+pub mod notify;
 pub mod rbac_objects;
 
 /// The database file in the data dir.
@@ -62,6 +64,13 @@ pub struct ServeConfig {
     pub state_retention: Duration,
     /// How many watches one client may hold open (`--max-watches-per-client`).
     pub max_watches_per_client: usize,
+    /// Where the runs' runtime dirs (sockets, pid files) live instead of `<data-dir>/run`
+    /// (`--runtime-dir`; the service's `/run/ferrovirt`), recorded in the data dir.
+    pub runtime_dir: Option<PathBuf>,
+    /// Another place the admin kubeconfig is written to (0600), besides
+    /// `<data-dir>/admin.kubeconfig` (`--admin-kubeconfig`; the service's
+    /// `/etc/ferrovirt/admin.kubeconfig`, where the client looks for credentials).
+    pub admin_kubeconfig: Option<PathBuf>,
 }
 
 /// Why the server could not run.
@@ -97,6 +106,8 @@ pub enum ServeError {
     Kubeconfig(#[from] ferrovirt_auth::kubeconfig::KubeconfigError),
     #[error("the audit log: {0}")]
     Audit(#[from] ferrovirt_auth::audit::AuditError),
+    #[error("--runtime-dir: {0}")]
+    RuntimeDir(#[source] ferrovirt_vmm::engine::EngineError),
     #[error("the controllers could not start: {0}")]
     Controllers(#[from] ferrovirt_controllers::StartError),
     #[error("the HTTP server failed: {0}")]
@@ -145,7 +156,13 @@ fn write_admin_kubeconfig(
     }
     let path = config.data_dir.join(ADMIN_KUBECONFIG);
     kubeconfig.write(&path)?;
-    Ok(path)
+    match &config.admin_kubeconfig {
+        Some(copy) => {
+            kubeconfig.write(copy)?;
+            Ok(copy.clone())
+        }
+        None => Ok(path),
+    }
 }
 
 /// Everything a request's `Host` may say: every certificate name and listen address, with the port.
@@ -183,6 +200,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     let host_paths = host_path_policy(&config.data_dir, &config.host_disk_roots)?;
     let store = open_store(&config.data_dir)?;
+    if let Some(runtime_dir) = &config.runtime_dir {
+        ferrovirt_vmm::engine::set_runtime_base(&config.data_dir, runtime_dir)
+            .map_err(ServeError::RuntimeDir)?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -230,6 +251,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     tracing::info!(listen = %local, url = %client_url(local, scheme), data_dir = %config.data_dir.display(), "ferrovirt API server ready");
     tracing::info!("admin kubeconfig: {}", kubeconfig.display());
     let app = router(state);
+    // The listener is bound and every part is up: connections from now on are answered.
+    notify::ready();
     match pki {
         Some(pki) => {
             let mut tls = (*pki.server_config()?).clone();
@@ -253,6 +276,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 }
 
 fn log_shutdown() {
+    notify::stopping();
     tracing::info!("shutting down; running VMs keep running and are adopted by the next start");
 }
 

@@ -29,6 +29,8 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("virt-fw-vars", "virt-firmware from PyPI"),
     ("passt", "passt"),
     ("ip", "iproute2"),
+    ("dpkg-deb", "dpkg"),
+    ("systemd-analyze", "systemd"),
 ];
 
 /// Where `tool` is on `PATH`, or `None`.

@@ -511,7 +511,9 @@ pub fn serial_log_path(data_dir: &Path, uuid: &VmUuid) -> PathBuf {
 /// Longest name of a socket in a runtime dir (`swtpm-ctrl.sock`), with the `/` before it.
 const LONGEST_SOCKET_NAME: usize = 20;
 
-/// The file in a data dir that records a random runtime base (see [`prepare_runtime_base`]).
+/// The file in a data dir that records its runtime base when it is not `<data>/run`: a random
+/// one in the temp dir, or the one `serve --runtime-dir` chose (see [`prepare_runtime_base`] and
+/// [`set_runtime_base`]).
 pub const RUNTIME_BASE_RECORD: &str = "runtime-base";
 
 fn sockets_fit(base: &Path) -> bool {
@@ -560,6 +562,9 @@ fn recorded_base(data_dir: &Path) -> Option<PathBuf> {
 /// `<data>/runtime-base`. Never a predictable name in a shared directory. This only computes the
 /// path; [`prepare_runtime_base`] creates and checks it.
 pub fn runtime_base(data_dir: &Path) -> PathBuf {
+    if let Some(base) = recorded_base(data_dir).filter(|base| base.is_dir()) {
+        return base;
+    }
     let preferred = data_dir.join("run");
     if sockets_fit(&preferred) {
         return preferred;
@@ -582,6 +587,10 @@ pub fn prepare_runtime_base(data_dir: &Path) -> Result<PathBuf, EngineError> {
             source: std::io::Error::other(e.to_string()),
         })
     };
+    if let Some(base) = recorded_base(data_dir).filter(|base| base.is_dir()) {
+        private(&base)?;
+        return Ok(base);
+    }
     let preferred = data_dir.join("run");
     if sockets_fit(&preferred) {
         private(&preferred)?;
@@ -636,6 +645,45 @@ pub fn prepare_runtime_base(data_dir: &Path) -> Result<PathBuf, EngineError> {
              shorter data dir path",
         ),
     })
+}
+
+/// Makes `base` the runtime base of a data dir (`serve --runtime-dir`, e.g. `/run/ferrovirt`,
+/// a tmpfs that a reboot empties): created or checked 0700 and ours, and recorded in
+/// `<data>/runtime-base`, so that every process that opens the data dir (a later `serve` without
+/// the flag, `ferrovirt state rollback --data-dir`) finds the runs there. The record is used
+/// whenever the directory exists.
+pub fn set_runtime_base(data_dir: &Path, base: &Path) -> Result<PathBuf, EngineError> {
+    let invalid = |message: String| EngineError::Io {
+        path: base.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+    };
+    if !base.is_absolute() {
+        return Err(invalid(
+            "the runtime dir must be an absolute path (e.g. /run/ferrovirt)".to_owned(),
+        ));
+    }
+    if !sockets_fit(base) {
+        return Err(invalid(format!(
+            "the runtime dir is too long: its sockets' paths must fit in {MAX_SOCKET_PATH} bytes; use a shorter path (e.g. /run/ferrovirt)"
+        )));
+    }
+    ferrovirt_storage::atomic::prepare_private_dir(data_dir).map_err(|e| EngineError::Io {
+        path: data_dir.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    ferrovirt_storage::atomic::prepare_private_dir(base).map_err(|e| EngineError::Io {
+        path: base.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    if recorded_base(data_dir).as_deref() != Some(base) {
+        let record = data_dir.join(RUNTIME_BASE_RECORD);
+        ferrovirt_storage::atomic::write_file(&record, base.as_os_str().as_encoded_bytes(), 0o600)
+            .map_err(|e| EngineError::Io {
+                path: record.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+    }
+    Ok(base.to_path_buf())
 }
 
 fn remove_dir_if_exists(path: &Path) -> Result<(), EngineError> {

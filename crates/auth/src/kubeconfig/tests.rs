@@ -88,7 +88,7 @@ fn loading_rules_follow_kubectl() {
     );
     let rules = LoadingRules {
         kubeconfig_env: Some(env_list),
-        fallback: Some(fallback.clone()),
+        fallbacks: vec![fallback.clone()],
         ..LoadingRules::default()
     };
     let (merged, sources) = rules.load().unwrap();
@@ -126,7 +126,7 @@ fn loading_rules_follow_kubectl() {
     std::fs::create_dir_all(home.join(".kube")).unwrap();
     let home_rules = LoadingRules {
         home: Some(home.clone()),
-        fallback: Some(fallback.clone()),
+        fallbacks: vec![fallback.clone()],
         ..LoadingRules::default()
     };
     let (config, sources) = home_rules.load().unwrap();
@@ -143,9 +143,24 @@ fn loading_rules_follow_kubectl() {
         vec![home.join(".kube").join("config")]
     );
 
+    // Several fallbacks: the first readable one wins (/etc/ferrovirt before the data dir's).
+    let etc = dir.path().join("etc-admin.kubeconfig");
+    let fallbacks_rules = LoadingRules {
+        home: Some(dir.path().join("nohome")),
+        fallbacks: vec![etc.clone(), fallback.clone()],
+        ..LoadingRules::default()
+    };
+    assert_eq!(fallbacks_rules.load().unwrap().1, vec![fallback.clone()]);
+    Kubeconfig::single("https://etc:4", CA, "admin", AuthInfo::with_token("te"))
+        .write(&etc)
+        .unwrap();
+    let (config, sources) = fallbacks_rules.load().unwrap();
+    assert_eq!(sources, vec![etc.clone()]);
+    assert_eq!(config.resolve(None).unwrap().server, "https://etc:4");
+
     let nothing = LoadingRules {
         home: Some(dir.path().join("nohome")),
-        fallback: Some(dir.path().join("nofallback")),
+        fallbacks: vec![dir.path().join("nofallback")],
         ..LoadingRules::default()
     };
     let err = nothing.load().unwrap_err().to_string();

@@ -11,6 +11,7 @@ pub mod kubeconfig;
 pub mod logs;
 pub mod run;
 pub mod serve;
+pub mod serve_config;
 pub mod state;
 pub mod validate;
 pub mod vm_action;

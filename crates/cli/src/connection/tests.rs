@@ -29,7 +29,7 @@ fn rules(home: &Path) -> LoadingRules {
         explicit: None,
         kubeconfig_env: None,
         home: Some(home.to_path_buf()),
-        fallback: None,
+        fallbacks: Vec::new(),
     }
 }
 
@@ -44,7 +44,7 @@ fn an_explicit_kubeconfig_gives_server_token_and_namespace() {
     // The fallback is not looked at when a kubeconfig was found.
     let other = dir.path().join("admin.kubeconfig");
     write_kubeconfig(&other, &ca, "https://127.0.0.1:9999", "t-admin");
-    rules.fallback = Some(other);
+    rules.fallbacks = vec![other];
 
     let connection = Connection::resolve(&args(), &rules).unwrap();
     assert_eq!(connection.server, "https://127.0.0.1:8443");
@@ -141,7 +141,7 @@ fn the_admin_kubeconfig_is_the_fallback_and_server_overrides_only_the_url() {
     let admin = admin_kubeconfig(dir.path());
     write_kubeconfig(&admin, &ca, "https://127.0.0.1:8443", "t-admin");
     let mut rules = rules(dir.path());
-    rules.fallback = Some(admin);
+    rules.fallbacks = vec![admin];
     let connection = Connection::resolve(&args(), &rules).unwrap();
     assert_eq!(connection.server, "https://127.0.0.1:8443");
 
@@ -168,7 +168,7 @@ fn the_admin_kubeconfig_is_the_fallback_and_server_overrides_only_the_url() {
 fn without_any_kubeconfig_only_an_explicit_server_works() {
     let dir = tempfile::tempdir().unwrap();
     let mut rules = rules(dir.path());
-    rules.fallback = Some(dir.path().join("data").join(ADMIN_KUBECONFIG));
+    rules.fallbacks = vec![dir.path().join("data").join(ADMIN_KUBECONFIG)];
 
     let err = Connection::resolve(&args(), &rules)
         .unwrap_err()

@@ -14,6 +14,8 @@
 //!
 //! - `runs`: the engine's runs (the only controller state that is not in the store) and the run
 //!   tasks that follow a started VM to its end.
+//! - `start_slots`: at most [`MAX_CONCURRENT_STARTS`] engine starts at once (a host reboot starts
+//!   every `Always` VM together).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,8 +26,10 @@ use ferrovirt_api::kubevirt::VirtualMachineInstance;
 use ferrovirt_storage::LocalPathProvisioner;
 
 mod runs;
+mod start_slots;
 
 pub use runs::{RunKey, RunTable, outcome_of};
+pub use start_slots::{MAX_CONCURRENT_STARTS, StartSlots};
 
 use crate::action::{Action, Key};
 use crate::cache::{CacheEvent, Informer};
@@ -94,6 +98,7 @@ pub struct Controller {
     pub(crate) data_dir: PathBuf,
     pub(crate) provisioner: LocalPathProvisioner,
     runs: RunTable,
+    start_slots: StartSlots,
     informers: Informers,
     queue: WorkQueue<Key>,
     pub(crate) runtime: tokio::runtime::Handle,
@@ -152,6 +157,7 @@ pub async fn spawn(
         data_dir,
         provisioner,
         runs: RunTable::default(),
+        start_slots: StartSlots::new(MAX_CONCURRENT_STARTS),
         informers,
         queue: WorkQueue::new(),
         runtime: tokio::runtime::Handle::current(),
@@ -576,6 +582,7 @@ impl Controller {
         let result = if adopt {
             self.engine.adopt(plan).await
         } else {
+            let _slot = self.start_slots.acquire(&key.1).await;
             self.engine.start(plan).await
         };
         let running = match result {
