@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use ferrovirt_api::core::StorageClass;
 use ferrovirt_api::defaults::apply_instance_spec_defaults;
 use ferrovirt_api::kubevirt::VirtualMachine;
 use ferrovirt_resources::kubevirt::meta_str;
@@ -221,11 +222,13 @@ fn create_instance(vm: &Value, world: &VmWorld) -> Result<Vec<Action>, String> {
 fn create_backend_pvc(vm: &Value, world: &VmWorld) -> Result<Action, String> {
     let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
     let cluster = ferrovirt_resources::cluster::config_of(world.kubevirt);
-    let class = choose_storage_class(
-        cluster.vm_state_storage_class.as_deref(),
-        world.storage_classes,
-    )
-    .map_err(|e| e.to_string())?;
+    let classes: Vec<StorageClass> = world
+        .storage_classes
+        .iter()
+        .filter_map(|c| serde_json::from_value((**c).clone()).ok())
+        .collect();
+    let class = choose_storage_class(cluster.vm_state_storage_class.as_deref(), &classes)
+        .map_err(|e| e.to_string())?;
     let pvc = json!({
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",

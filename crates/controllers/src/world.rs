@@ -3,7 +3,8 @@
 //! clock and the node. The runtime builds it from the informer cache and the engine's run table;
 //! tests build it by hand.
 
-use ferrovirt_api::core::StorageClass;
+use std::sync::Arc;
+
 use serde_json::Value;
 
 /// The engine's run of a VMI, as the reconcilers see it.
@@ -68,7 +69,8 @@ pub struct VmWorld<'a> {
     pub backend_pvcs: &'a [Value],
     /// The KubeVirt object (cluster configuration), if any.
     pub kubevirt: Option<&'a Value>,
-    pub storage_classes: &'a [StorageClass],
+    /// The StorageClasses as stored (parsed only when a backend PVC is to be created).
+    pub storage_classes: &'a [Arc<Value>],
     pub now_unix: i64,
     pub node_name: &'a str,
 }

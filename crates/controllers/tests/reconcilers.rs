@@ -1,7 +1,8 @@
 //! The VM and VMI reconcilers as plain functions: given objects and a world, the actions they
 //! return (a table per reconciler). No store, no engine, no HTTP.
 
-use ferrovirt_api::core::StorageClass;
+use std::sync::Arc;
+
 use ferrovirt_controllers::action::{Action, Key};
 use ferrovirt_controllers::vm_reconciler::reconcile_vm;
 use ferrovirt_controllers::vmi_reconciler::reconcile_vmi;
@@ -94,17 +95,13 @@ fn pvc(bound: bool) -> Value {
     pvc
 }
 
-fn default_class() -> Vec<StorageClass> {
-    let mut class = StorageClass::default();
-    class.metadata.name = Some("local-path".into());
-    class.metadata.annotations = Some(
-        [(
-            "storageclass.kubernetes.io/is-default-class".to_owned(),
-            "true".to_owned(),
-        )]
-        .into(),
-    );
-    vec![class]
+fn default_class() -> Vec<Arc<Value>> {
+    vec![Arc::new(
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-path",
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "rancher.io/local-path"}),
+    )]
 }
 
 fn run(phase: RunPhase, stopping: bool) -> RunView {
@@ -126,7 +123,7 @@ fn running(reported: bool, adopted: bool) -> RunPhase {
 struct World {
     run: Option<RunView>,
     pvcs: Vec<Value>,
-    classes: Vec<StorageClass>,
+    classes: Vec<Arc<Value>>,
 }
 
 impl World {

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrovirt_api::core::StorageClass;
 use ferrovirt_api::kubevirt::VirtualMachineInstance;
 use ferrovirt_storage::LocalPathProvisioner;
 
@@ -301,13 +300,7 @@ impl Controller {
             .unwrap_or_else(|| name.to_owned());
         let backend_pvcs = self.backend_pvcs(ns, &owner);
         let kubevirt = self.informers.kubevirts.list(None, &[]).into_iter().next();
-        let storage_classes: Vec<StorageClass> = self
-            .informers
-            .storage_classes
-            .list(None, &[])
-            .into_iter()
-            .filter_map(|c| serde_json::from_value((*c).clone()).ok())
-            .collect();
+        let storage_classes = self.informers.storage_classes.list(None, &[]);
         let world = VmWorld {
             run: run.as_ref(),
             backend_pvcs: &backend_pvcs,
