@@ -100,3 +100,15 @@ pub enum Action {
     /// Reconcile a key again after a delay.
     Requeue { key: Key, after: Duration },
 }
+
+impl Action {
+    /// An Event about `involved`.
+    pub fn event(involved: &Value, event_type: EventType, reason: &str, message: &str) -> Self {
+        Self::Event {
+            involved: involved.clone(),
+            event_type,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+}

@@ -65,7 +65,7 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
                     namespace: Some(meta_str(vm, "namespace").to_owned()),
                     name: meta_str(vm, "name").to_owned(),
                 });
-                actions.push(event(
+                actions.push(Action::event(
                     vm,
                     EventType::Normal,
                     "SuccessfulDelete",
@@ -79,7 +79,12 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
         Decision::CreateInstance => match create_instance(vm, world) {
             Ok(created) => actions.extend(created),
             Err(message) => {
-                actions.push(event(vm, EventType::Warning, "FailedCreate", &message));
+                actions.push(Action::event(
+                    vm,
+                    EventType::Warning,
+                    "FailedCreate",
+                    &message,
+                ));
                 actions.extend(write_status(vm, vmi, false, Some(&message), world));
             }
         },
@@ -257,15 +262,6 @@ fn create_backend_pvc(vm: &Value, world: &VmWorld) -> Result<Action, String> {
         reason: "SuccessfulCreate".into(),
         message: "Created backend storage PVC {name} for the VM's persistent TPM/EFI state".into(),
     })
-}
-
-fn event(involved: &Value, event_type: EventType, reason: &str, message: &str) -> Action {
-    Action::Event {
-        involved: involved.clone(),
-        event_type,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-    }
 }
 
 fn owned_by(vmi: &Value, vm_uid: &str) -> bool {

@@ -39,7 +39,7 @@ pub fn reconcile_vmi(
     if vm::deleting(vmi) {
         return match (run, own_run) {
             (_, Some(r)) if matches!(r.phase, RunPhase::Running { .. }) && !r.stopping => vec![
-                event(
+                Action::event(
                     vmi,
                     EventType::Normal,
                     "ShuttingDown",
@@ -84,7 +84,7 @@ fn start(vmi: &Value, world: &VmWorld) -> Vec<Action> {
                     meta_str(vmi, "name")
                 );
                 return vec![
-                    event(vmi, EventType::Warning, "FailedCreate", &message),
+                    Action::event(vmi, EventType::Warning, "FailedCreate", &message),
                     set_phase(vmi, "Failed", Some(("FailedCreate", &message)), world),
                 ];
             }
@@ -112,7 +112,7 @@ fn report_running(
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     if adopted {
-        actions.push(event(
+        actions.push(Action::event(
             vmi,
             EventType::Normal,
             "Adopted",
@@ -120,14 +120,19 @@ fn report_running(
         ));
     } else {
         actions.push(set_phase(vmi, "Running", None, world));
-        actions.push(event(
+        actions.push(Action::event(
             vmi,
             EventType::Normal,
             "Started",
             "VirtualMachineInstance started.",
         ));
         if let Some(message) = restored {
-            actions.push(event(vmi, EventType::Normal, "StateRestored", message));
+            actions.push(Action::event(
+                vmi,
+                EventType::Normal,
+                "StateRestored",
+                message,
+            ));
         }
     }
     actions.push(Action::MarkRunReported {
@@ -166,7 +171,12 @@ fn report_end(
             Some((outcome.reason, &outcome.message)),
             world,
         ));
-        actions.push(event(vmi, event_type, outcome.reason, &outcome.message));
+        actions.push(Action::event(
+            vmi,
+            event_type,
+            outcome.reason,
+            &outcome.message,
+        ));
     }
     actions.push(Action::ForgetRun {
         namespace: namespace.to_owned(),
@@ -260,15 +270,6 @@ fn backend_volume_status(vmi: &Value, world: &VmWorld) -> Value {
             }])
         }
         _ => json!([]),
-    }
-}
-
-fn event(involved: &Value, event_type: EventType, reason: &str, message: &str) -> Action {
-    Action::Event {
-        involved: involved.clone(),
-        event_type,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
     }
 }
 
