@@ -65,22 +65,29 @@ pub async fn handler(
         Ok(runtime) => runtime.serial_socket(),
         Err(e) => return e.into_response(),
     };
-    let serial = match ferrovirt_vmm::console::attach(&socket_path).await {
-        Ok(s) => s,
-        Err(e) => {
-            return ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!(
-                    "cannot attach to the serial console {}: {e}",
-                    socket_path.display()
-                ),
-            )
-            .into_response();
-        }
-    };
-    ws.protocols(["plain.kubevirt.io"])
-        .on_upgrade(move |socket| bridge(socket, serial))
+    let serial = ferrovirt_vmm::console::attach(&socket_path).await;
+    relay_or_unavailable(ws, serial, "attach to the serial console", &socket_path)
+}
+
+/// Upgrades to a WebSocket relaying the connected unix socket (KubeVirt's `plain.kubevirt.io`
+/// subprotocol), or answers 503 naming what could not be reached.
+pub(crate) fn relay_or_unavailable<E: std::fmt::Display>(
+    ws: WebSocketUpgrade,
+    connected: Result<tokio::net::UnixStream, E>,
+    what: &str,
+    socket_path: &std::path::Path,
+) -> Response {
+    match connected {
+        Ok(stream) => ws
+            .protocols(["plain.kubevirt.io"])
+            .on_upgrade(move |socket| bridge(socket, stream)),
+        Err(e) => ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("cannot {what} {}: {e}", socket_path.display()),
+        )
+        .into_response(),
+    }
 }
 
 /// Relays binary frames between a WebSocket and a unix socket until either side closes.

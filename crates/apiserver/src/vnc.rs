@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use ferrovirt_vmm::display::ScreenshotError;
 
 use crate::app::AppState;
-use crate::console::{bridge, running_vmi_runtime};
+use crate::console::{relay_or_unavailable, running_vmi_runtime};
 use crate::error::ApiError;
 
 /// `GET .../virtualmachineinstances/NAME/vnc` with `Upgrade: websocket`.
@@ -36,22 +36,8 @@ pub async fn handler(
     if !socket_path.exists() {
         return no_display(name).into_response();
     }
-    let vnc = match tokio::net::UnixStream::connect(&socket_path).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            return ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!(
-                    "cannot connect to the VNC server {}: {e}",
-                    socket_path.display()
-                ),
-            )
-            .into_response();
-        }
-    };
-    ws.protocols(["plain.kubevirt.io"])
-        .on_upgrade(move |socket| bridge(socket, vnc))
+    let vnc = tokio::net::UnixStream::connect(&socket_path).await;
+    relay_or_unavailable(ws, vnc, "connect to the VNC server", &socket_path)
 }
 
 fn no_display(name: &str) -> ApiError {
