@@ -156,59 +156,19 @@ pub fn openapi_v3_root() -> Value {
     json!({"paths": paths})
 }
 
-/// `GET /openapi/v3/<api|apis/group>/<version>`: the PATCH operations of each kind, declaring the
-/// `fieldValidation` query parameter. kubectl reads this to decide that the server validates
-/// (`apply` then sends `fieldValidation=Strict` and leaves validation to admission) instead of
-/// validating client-side against an OpenAPI v2 document it can only read as protobuf.
-pub fn openapi_v3_group_version(path: &str) -> Option<Value> {
-    let (group, version) = match path
+/// `GET /openapi/v3/<api|apis/group>/<version>`: the document of one group/version (see
+/// [`crate::openapi`]).
+pub fn openapi_v3_group_version(path: &str) -> Option<&'static Value> {
+    match path
         .trim_matches('/')
         .split('/')
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["api", v] => ("", *v),
-        ["apis", g, v] => (*g, *v),
-        _ => return None,
-    };
-    if !(group.is_empty() || GROUP_VERSIONS.iter().any(|(g, _)| *g == group)) {
-        return None;
+        ["api", v] => crate::openapi::group_version_document("", v),
+        ["apis", g, v] => crate::openapi::group_version_document(g, v),
+        _ => None,
     }
-    let mut paths = serde_json::Map::new();
-    for r in resources::in_group_version(group, version) {
-        let prefix = if group.is_empty() {
-            format!("/api/{version}")
-        } else {
-            format!("/apis/{group}/{version}")
-        };
-        let item = if r.namespaced {
-            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-        } else {
-            format!("{prefix}/{}/{{name}}", r.plural)
-        };
-        let gvk = json!({"group": group, "version": version, "kind": r.kind});
-        let params = json!([
-            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-        ]);
-        let op = |verb: &str| {
-            json!({
-                "operationId": format!("{verb}{}", r.kind),
-                "parameters": params,
-                "responses": {"200": {"description": "OK"}},
-                "x-kubernetes-action": verb,
-                "x-kubernetes-group-version-kind": gvk,
-            })
-        };
-        paths.insert(item, json!({"patch": op("patch"), "put": op("put"), "get": op("get"), "delete": op("delete")}));
-    }
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "ferrovirt", "version": version},
-        "paths": paths,
-        "components": {"schemas": {}},
-    }))
 }
 
 #[cfg(test)]

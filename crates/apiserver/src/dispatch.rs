@@ -73,7 +73,7 @@ pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -
         Target::OpenApiV2 => openapi_v2(request),
         Target::OpenApiV3Root => ok(&discovery::openapi_v3_root()),
         Target::OpenApiV3(path) => match discovery::openapi_v3_group_version(path) {
-            Some(doc) => ok(&doc),
+            Some(doc) => ok(doc),
             None => {
                 ApiError::not_found(format!("no OpenAPI v3 document for {path}")).into_response()
             }

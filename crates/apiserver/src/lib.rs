@@ -15,7 +15,7 @@
 //! <- [`request`] (the typed request) <- [`chain`] (stages) <- [`app`] (shared state) <-
 //! [`admission`], [`templates`] (Harvester version numbering), [`cascade`] (orphaning, namespace
 //! deletion) <- [`handlers`], [`console`] (<- [`vnc`]), [`serial_log`], [`state_api`],
-//! [`discovery`], [`ui`] <- [`dispatch`] (the entry). No module imports one that imports it back.
+//! [`discovery`] (<- [`openapi`]), [`ui`] <- [`dispatch`] (the entry). No module imports one that imports it back.
 
 pub mod admission;
 pub mod app;
@@ -28,6 +28,7 @@ pub mod encode;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod request;
