@@ -140,37 +140,6 @@ pub fn openapi_v2() -> Value {
     doc
 }
 
-/// `GET /openapi/v3`: one entry per served group/version.
-pub fn openapi_v3_root() -> Value {
-    let mut paths = serde_json::Map::new();
-    paths.insert(
-        "api/v1".into(),
-        json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=ferrovirt-v1"}),
-    );
-    for (g, v) in GROUP_VERSIONS {
-        paths.insert(
-            format!("apis/{g}/{v}"),
-            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=ferrovirt-v1")}),
-        );
-    }
-    json!({"paths": paths})
-}
-
-/// `GET /openapi/v3/<api|apis/group>/<version>`: the document of one group/version (see
-/// [`crate::openapi`]).
-pub fn openapi_v3_group_version(path: &str) -> Option<&'static Value> {
-    match path
-        .trim_matches('/')
-        .split('/')
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["api", v] => crate::openapi::group_version_document("", v),
-        ["apis", g, v] => crate::openapi::group_version_document(g, v),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

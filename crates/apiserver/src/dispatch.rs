@@ -71,8 +71,8 @@ pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -
         Target::CoreVersions => ok(&discovery::core_versions()),
         Target::GroupList => ok(&discovery::group_list()),
         Target::OpenApiV2 => openapi_v2(request),
-        Target::OpenApiV3Root => ok(&discovery::openapi_v3_root()),
-        Target::OpenApiV3(path) => match discovery::openapi_v3_group_version(path) {
+        Target::OpenApiV3Root => ok(&crate::openapi::root()),
+        Target::OpenApiV3(path) => match crate::openapi::document_at(path) {
             Some(doc) => ok(doc),
             None => {
                 ApiError::not_found(format!("no OpenAPI v3 document for {path}")).into_response()

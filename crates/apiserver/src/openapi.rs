@@ -44,6 +44,49 @@ fn kubevirt_definitions() -> &'static Map<String, Value> {
     })
 }
 
+/// `GET /openapi/v3`: one entry per served group/version, each URL carrying a hash of its
+/// document (clients such as kubectl cache the documents by it, so it must change with them).
+pub fn root() -> Value {
+    let mut paths = Map::new();
+    for (group, version) in std::iter::once(("", "v1")).chain(GROUP_VERSIONS) {
+        let path = if group.is_empty() {
+            format!("api/{version}")
+        } else {
+            format!("apis/{group}/{version}")
+        };
+        let hash = group_version_document(group, version)
+            .map(|doc| content_hash(&serde_json::to_vec(doc).unwrap_or_default()))
+            .unwrap_or_default();
+        paths.insert(
+            path.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// FNV-1a of the bytes, as 16 hex digits (stable across builds, unlike std's hasher).
+fn content_hash(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016X}")
+}
+
+/// `GET /openapi/v3/<api|apis/group>/<version>`: the document at that path, if one is served.
+pub fn document_at(path: &str) -> Option<&'static Value> {
+    match path
+        .trim_matches('/')
+        .split('/')
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["api", v] => group_version_document("", v),
+        ["apis", g, v] => group_version_document(g, v),
+        _ => None,
+    }
+}
+
 /// The document of `group`/`version` (`""` = the core group), built once per group/version.
 pub fn group_version_document(group: &str, version: &str) -> Option<&'static Value> {
     static DOCUMENTS: OnceLock<HashMap<(String, String), Value>> = OnceLock::new();
@@ -56,17 +99,34 @@ pub fn group_version_document(group: &str, version: &str) -> Option<&'static Val
     documents.get(&(group.to_owned(), version.to_owned()))
 }
 
-/// Builds the document of one group/version from the resource catalogue.
+/// Builds the document of one group/version from what discovery lists for it: each resource,
+/// its `status` where discovery lists one, and the KubeVirt subresources.
 fn build(group: &str, version: &str) -> Value {
     let mut schemas = SchemaSet::default();
     for name in [OBJECT_META, LIST_META, STATUS, DELETE_OPTIONS] {
         schemas.include(name);
     }
+    let listed = crate::discovery::resource_list(group, version);
+    let listed: Vec<&Value> = listed["resources"]
+        .as_array()
+        .map(|list| list.iter().collect())
+        .unwrap_or_default();
+    let status_listed = |plural: &str| {
+        listed
+            .iter()
+            .any(|entry| entry["name"] == format!("{plural}/status").as_str())
+    };
     let mut paths = Map::new();
     for resource in resources::in_group_version(group, version) {
         let kind_schema = schemas.kind(&resource);
         let list_schema = schemas.list(&resource, &kind_schema);
-        for (path, item) in resource_paths(&resource, &kind_schema, &list_schema) {
+        let with_status = status_listed(resource.plural);
+        for (path, item) in resource_paths(&resource, &kind_schema, &list_schema, with_status) {
+            paths.insert(path, item);
+        }
+    }
+    for entry in &listed {
+        if let Some((path, item)) = subresource_path(group, version, entry) {
             paths.insert(path, item);
         }
     }
@@ -76,6 +136,56 @@ fn build(group: &str, version: &str) -> Value {
         "paths": paths,
         "components": {"schemas": schemas.into_map()},
     })
+}
+
+/// A KubeVirt subresource (`virtualmachines/start`, `virtualmachineinstances/vnc`, ...) that
+/// discovery lists in the subresources group: `update` is a PUT, `get` a GET (the WebSocket ones
+/// answer a plain GET with a Status saying to upgrade).
+fn subresource_path(group: &str, version: &str, entry: &Value) -> Option<(String, Value)> {
+    if group != resources::SUBRESOURCES_GROUP {
+        return None;
+    }
+    let (plural, subresource) = entry["name"].as_str()?.split_once('/')?;
+    let kind = entry["kind"].as_str()?;
+    let parameters = [
+        path_parameter("namespace", "The object's namespace."),
+        path_parameter("name", "The object's name."),
+    ];
+    let id_suffix: String = subresource
+        .split(['/', '-'])
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect::<String>()
+            })
+        })
+        .collect();
+    let mut item = json!({"parameters": parameters});
+    let verbs = entry["verbs"].as_array()?;
+    let gvk = json!({"group": group, "version": version, "kind": kind});
+    for verb in verbs.iter().filter_map(Value::as_str) {
+        let (method, action) = match verb {
+            "update" => ("put", "put"),
+            "get" => ("get", "get"),
+            _ => continue,
+        };
+        item[method] = json!({
+            "operationId": format!("v1{}{kind}{id_suffix}", if method == "put" { "Put" } else { "Get" }),
+            "description": format!("The `{subresource}` subresource of a {kind}."),
+            "responses": {
+                "200": {"description": "OK"},
+                "202": {"description": "Accepted"},
+                "default": {"description": "A Kubernetes Status naming what was wrong.",
+                            "content": {"application/json": {"schema": schema_ref(STATUS)}}},
+            },
+            "x-kubernetes-action": action,
+            "x-kubernetes-group-version-kind": gvk,
+        });
+    }
+    Some((
+        format!("/apis/{group}/{version}/namespaces/{{namespace}}/{plural}/{{name}}/{subresource}"),
+        item,
+    ))
 }
 
 /// The schemas one document carries: KubeVirt's definitions that its kinds reference (in OpenAPI
@@ -346,13 +456,13 @@ fn operation(
     op
 }
 
-/// Whether the REST API serves `<object>/status` for a kind (the kinds with a status of their own).
-fn has_status(resource: &ResourceDef) -> bool {
-    !matches!(resource.group, resources::RBAC_GROUP | "storage.k8s.io") && resource.kind != "Event"
-}
-
 /// The paths of one kind: collection (+ all namespaces for namespaced kinds), object, status.
-fn resource_paths(resource: &ResourceDef, kind: &str, list: &str) -> Vec<(String, Value)> {
+fn resource_paths(
+    resource: &ResourceDef,
+    kind: &str,
+    list: &str,
+    with_status: bool,
+) -> Vec<(String, Value)> {
     let prefix = if resource.group.is_empty() {
         format!("/api/{}", resource.version)
     } else {
@@ -448,7 +558,7 @@ fn resource_paths(resource: &ResourceDef, kind: &str, list: &str) -> Vec<(String
     };
 
     let mut paths = vec![(collection, collection_item), object_item("", "", true)];
-    if has_status(resource) {
+    if with_status {
         paths.push(object_item("/status", "Status", false));
     }
     if resource.namespaced {
@@ -565,5 +675,14 @@ mod tests {
             "cluster-scoped kinds have no namespace in their path"
         );
         assert!(core["paths"]["/api/v1/persistentvolumeclaims"]["get"].is_object());
+        assert!(core["paths"]["/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}/status"]["put"].is_object());
+        let sub = group_version_document(resources::SUBRESOURCES_GROUP, "v1").unwrap();
+        let start = &sub["paths"]["/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}/start"];
+        assert_eq!(start["put"]["operationId"], "v1PutVirtualMachineStart");
+        let screenshot = &sub["paths"]["/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}/vnc/screenshot"];
+        assert_eq!(
+            screenshot["get"]["operationId"],
+            "v1GetVirtualMachineInstanceVncScreenshot"
+        );
     }
 }
