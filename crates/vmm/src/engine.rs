@@ -219,7 +219,12 @@ impl Engine {
                 dir: runtime_path,
             });
         }
-        // A leftover runtime dir of a run that is gone: its ephemeral state is garbage.
+        // A leftover runtime dir of a run that is gone: its ephemeral state is garbage. A start
+        // that never finished (no `run.json`) may have left swtpm and a paused QEMU behind on
+        // this VM's state: they end first, so no second swtpm ever runs on the same state.
+        if let Ok(leftover) = RuntimeDir::open(&runtime_path) {
+            tokio::task::block_in_place(|| crate::orphans::reap_unrecorded_start(&leftover));
+        }
         remove_dir_if_exists(&runtime_path)?;
         let runtime = RuntimeDir::create(&runtime_path)?;
         match self.start_in(plan, runtime).await {
@@ -337,6 +342,17 @@ impl Engine {
         Ok(RunEnd {
             exit,
             recorded: recorded?,
+        })
+    }
+
+    /// Whether a run of this VM is recorded (`run.json`) and its QEMU still runs: a VM to adopt,
+    /// never to start again (a previous manager may have ended between recording the run and
+    /// reporting it).
+    pub fn recorded_run_alive(&self, uuid: &VmUuid) -> bool {
+        RuntimeDir::open(self.runtime_path(uuid)).is_ok_and(|runtime| {
+            runtime
+                .read_record()
+                .is_ok_and(|record| record.qemu.verify().is_ok())
         })
     }
 

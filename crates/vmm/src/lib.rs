@@ -3,7 +3,8 @@
 //! their parent, the graphical console (`display`: video device, tablets, VNC on a unix socket),
 //! one passt per pod-network card, host disks opened beneath their allowed roots (`hostpath`),
 //! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), and the capped serial log
-//! (`serial_log`).
+//! (`serial_log`), and the ending of processes a start left unrecorded when its manager died
+//! (`orphans`).
 
 pub mod cdrom;
 pub mod cmdline;
@@ -17,6 +18,7 @@ pub mod hyperv;
 pub mod kvm;
 pub mod launcher;
 pub mod machine;
+pub mod orphans;
 pub mod passt;
 pub mod process;
 pub mod qmp;

@@ -572,6 +572,9 @@ impl Controller {
     async fn follow_run(self: Arc<Self>, key: RunKey, plan: VmPlan, adopt: bool) {
         let vm_key = Key::vm(&key.0, &key.1);
         let started = std::time::Instant::now();
+        // A run recorded by a previous manager that ended before it reported the start: the
+        // guest runs, so it is adopted, never started a second time.
+        let adopt = adopt || self.engine.recorded_run_alive(&plan.uuid);
         let result = if adopt {
             self.engine.adopt(plan).await
         } else {
