@@ -27,6 +27,8 @@ pub struct AppState {
     pub state_retention: std::time::Duration,
     /// Open watches per client (the limit of [`crate::handlers`]' watch).
     pub watches: Arc<crate::watch_limit::WatchLimiter>,
+    /// What `/metrics` serves (`None`: the endpoint answers 404).
+    pub metrics: Option<Arc<ferrovirt_metrics::Metrics>>,
 }
 
 impl AppState {
@@ -49,7 +51,14 @@ impl AppState {
             watches: Arc::new(crate::watch_limit::WatchLimiter::new(
                 crate::watch_limit::DEFAULT_WATCHES_PER_CLIENT,
             )),
+            metrics: None,
         }
+    }
+
+    /// The same state serving `metrics` at `/metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ferrovirt_metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The same state with `retention` as the state retention of deleted VMs.

@@ -108,3 +108,24 @@ impl Stage for RequestLog {
         );
     }
 }
+
+/// Counts every request and its latency into the server's metrics (`apiserver_request_total`,
+/// `apiserver_request_duration_seconds`).
+pub struct RequestMetrics(pub std::sync::Arc<ferrovirt_metrics::Metrics>);
+
+impl Stage for RequestMetrics {
+    fn name(&self) -> &'static str {
+        "request-metrics"
+    }
+
+    fn completed(&self, request: &ApiRequest, status: StatusCode, elapsed: Duration) {
+        let a = &request.attributes;
+        self.0.request(
+            &a.verb,
+            &a.api_group,
+            (&a.resource, &a.subresource),
+            status.as_u16(),
+            elapsed,
+        );
+    }
+}

@@ -79,6 +79,7 @@ pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -
             }
         },
         Target::Health => "ok".into_response(),
+        Target::Metrics => metrics(app),
         Target::SelfSubjectAccessReview | Target::SelfSubjectReview => {
             method_not_allowed(&request.method)
         }
@@ -146,4 +147,22 @@ fn openapi_v2(request: &ApiRequest) -> Response {
     let bytes =
         DOC.get_or_init(|| serde_json::to_vec(&discovery::openapi_v2()).unwrap_or_default());
     bytes_response(StatusCode::OK, bytes.clone())
+}
+
+/// `GET /metrics`: the Prometheus text of the server's metrics.
+fn metrics(state: &AppState) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return ApiError::not_found("this server keeps no metrics").into_response();
+    };
+    match metrics.encode() {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                ferrovirt_metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError::internal("the metrics could not be encoded").into_response(),
+    }
 }

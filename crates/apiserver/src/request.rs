@@ -212,6 +212,8 @@ pub enum Target {
     OpenApiV3(String),
     /// `/healthz`, `/readyz`, `/livez`.
     Health,
+    /// `/metrics` (Prometheus; authenticated and authorized like every other path).
+    Metrics,
     /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
     SelfSubjectAccessReview,
     /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`, the UI).
@@ -290,6 +292,7 @@ fn target_of(path: &str) -> Target {
         "/openapi/v2" => return Target::OpenApiV2,
         "/openapi/v3" => return Target::OpenApiV3Root,
         "/healthz" | "/readyz" | "/livez" => return Target::Health,
+        "/metrics" => return Target::Metrics,
         "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => {
             return Target::SelfSubjectAccessReview;
         }

@@ -54,6 +54,12 @@ impl WatchLimiter {
         }
     }
 
+    /// The watches open on the server, all clients together.
+    pub fn open_total(&self) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.values().sum()
+    }
+
     /// The watches `client` holds open.
     pub fn open_for(&self, client: &WatchClient) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);

@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use ferrovirt_apiserver::chain::RequestMetrics;
 use ferrovirt_apiserver::request::ClientCertificates;
 use ferrovirt_apiserver::security::{self, PolicyHandle, SecurityConfig, authorities_of};
+use ferrovirt_apiserver::watch_limit::WatchLimiter;
 use ferrovirt_apiserver::{AppState, Chain, router};
 use ferrovirt_auth::Authenticator;
 use ferrovirt_auth::audit::{AuditLog, Rotation};
@@ -25,11 +27,13 @@ use ferrovirt_auth::pki::{Pki, ServingNames};
 use ferrovirt_auth::tokens::AdminToken;
 use ferrovirt_auth::user::ADMIN_USER;
 use ferrovirt_controllers::ObjectClient;
+use ferrovirt_metrics::Metrics;
 use ferrovirt_store::{Store, StoreError, StoreOptions};
 use ferrovirt_vmm::hostpath::HostPathPolicy;
 
 pub use ferrovirt_apiserver::watch_limit::DEFAULT_WATCHES_PER_CLIENT;
 
+pub mod host_view;
 pub mod notify;
 pub mod rbac_objects;
 
@@ -226,13 +230,22 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let policy = PolicyHandle::default();
     rbac_objects::keep_policy_current(store.clone(), policy.clone())?;
     let audit = AuditLog::open(&config.data_dir.join(AUDIT_LOG), Rotation::default())?;
-    let chain = Chain::new(security::stages(SecurityConfig {
+    let watches = Arc::new(WatchLimiter::new(config.max_watches_per_client));
+    let metrics = Arc::new(Metrics::new(Arc::new(host_view::ServeHostView {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        watches: watches.clone(),
+        node: host_name(),
+    })));
+    let mut stages = security::stages(SecurityConfig {
         authenticator,
         policy: policy.clone(),
         authorities: authorities(&names, local, scheme),
         scheme,
         audit: Some(audit),
-    }));
+    });
+    stages.push(Arc::new(RequestMetrics(metrics.clone())));
+    let chain = Chain::new(stages);
 
     let client: Arc<dyn ObjectClient> = Arc::new(store.clone());
     ferrovirt_controllers::gc::spawn(client.clone());
@@ -242,12 +255,19 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         config.state_retention,
     );
     if config.controllers {
-        ferrovirt_controllers::spawn(client, config.data_dir.clone(), host_paths.clone()).await?;
+        ferrovirt_controllers::spawn(
+            client,
+            config.data_dir.clone(),
+            host_paths.clone(),
+            Some(metrics.clone()),
+        )
+        .await?;
     }
-    let state = AppState::with_chain(store, config.data_dir.clone(), chain, policy)
+    let mut state = AppState::with_chain(store, config.data_dir.clone(), chain, policy)
         .with_host_paths(host_paths)
         .with_state_retention(config.state_retention)
-        .with_watch_limit(config.max_watches_per_client);
+        .with_metrics(metrics);
+    state.watches = watches;
     tracing::info!(listen = %local, url = %client_url(local, scheme), data_dir = %config.data_dir.display(), "ferrovirt API server ready");
     tracing::info!("admin kubeconfig: {}", kubeconfig.display());
     let app = router(state);
@@ -352,4 +372,11 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// This host's name (the VMIs' node), as the controllers name it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
 }

@@ -514,6 +514,35 @@ pub fn vm_processes_running(data_dir: &Path, uuid: &VmUuid) -> Result<VmProcesse
     })
 }
 
+/// What a running VM's QEMU process uses, as the host counts it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VmUsage {
+    /// CPU time in user and system mode (vCPUs and QEMU's own threads).
+    pub cpu_seconds: f64,
+    /// Resident set size.
+    pub resident_bytes: u64,
+}
+
+/// The usage of the VM's QEMU when a recorded run of it is alive (`None` otherwise).
+pub fn vm_usage(data_dir: &Path, uuid: &VmUuid) -> Option<VmUsage> {
+    let runtime = RuntimeDir::open(runtime_base(data_dir).join(uuid.as_str())).ok()?;
+    let record = runtime.read_record().ok()?;
+    record.qemu.verify().ok()?;
+    let pid = record.qemu.pid;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is field 3, utime 14 and stime 15.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let ticks_per_second = rustix::param::clock_ticks_per_second().max(1);
+    Some(VmUsage {
+        cpu_seconds: ticks as f64 / ticks_per_second as f64,
+        resident_bytes: resident_pages * rustix::param::page_size() as u64,
+    })
+}
+
 /// The line the engine writes into a VM's serial log before each run (see
 /// [`crate::serial_log`]).
 pub const RUN_MARKER: &str = crate::serial_log::RUN_MARKER;

@@ -160,6 +160,24 @@ fn kubernetes_roles() -> Vec<ClusterRole> {
                 ],
             )],
         ),
+        // Kubernetes' role for scrapers: bind it to Prometheus' user to read `/metrics`.
+        kube_role(
+            "system:monitoring",
+            &[],
+            vec![PolicyRule::urls(
+                &["get"],
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/metrics/slis",
+                    "/readyz",
+                    "/readyz/*",
+                ],
+            )],
+        ),
         kube_role(
             "system:public-info-viewer",
             &[],

@@ -102,6 +102,10 @@ pub struct Controller {
     queue: WorkQueue<Key>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) node_name: String,
+    /// Start and stop latencies go here (`None`: not recorded).
+    metrics: Option<Arc<ferrovirt_metrics::Metrics>>,
+    /// When each run being stopped was asked to stop (for the stop -> durable latency).
+    stop_requested: std::sync::Mutex<std::collections::HashMap<RunKey, std::time::Instant>>,
 }
 
 /// Why the controllers could not start.
@@ -134,6 +138,7 @@ pub async fn spawn(
     client: Arc<dyn ObjectClient>,
     data_dir: PathBuf,
     host_paths: HostPathPolicy,
+    metrics: Option<Arc<ferrovirt_metrics::Metrics>>,
 ) -> Result<(), StartError> {
     let engine = Engine::new(&data_dir).await?.with_host_paths(host_paths);
     tracing::info!(accel = ?engine.accel(), "engine ready");
@@ -161,6 +166,8 @@ pub async fn spawn(
         queue: WorkQueue::new(),
         runtime: tokio::runtime::Handle::current(),
         node_name,
+        metrics,
+        stop_requested: Default::default(),
     });
     for informer in controller.informers.all() {
         let mut events = informer.subscribe();
@@ -460,7 +467,13 @@ impl Controller {
                     name,
                     vmi_uid,
                 } => {
-                    if let Some(running) = self.runs.stop(&(namespace, name), &vmi_uid) {
+                    let run_key = (namespace, name);
+                    if let Some(running) = self.runs.stop(&run_key, &vmi_uid) {
+                        self.stop_requested
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .entry(run_key)
+                            .or_insert_with(std::time::Instant::now);
                         self.runtime.spawn(async move {
                             let grace = running.plan.grace;
                             if let Err(error) = running.handle.stop(grace).await {
@@ -589,6 +602,9 @@ impl Controller {
                         "the VM is no longer running (it ended while ferrovirt was not running): {error}"
                     )
                 } else {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.vm_start_failed();
+                    }
                     format!("failed to start the VM: {error}")
                 };
                 self.runs
@@ -598,6 +614,13 @@ impl Controller {
         };
         if !adopt {
             tracing::info!(vm = %key.1, elapsed_ms = started.elapsed().as_millis() as u64, "VM started");
+            if let Some(metrics) = &self.metrics {
+                let first = running
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.manufactured.is_some());
+                metrics.vm_started(first, started.elapsed());
+            }
         }
         let restored = match (
             running.state.as_ref().and_then(|s| s.restored.as_ref()),
@@ -609,6 +632,14 @@ impl Controller {
         self.runs.running(&key, running.clone(), adopt, restored);
         self.enqueue(vm_key.clone());
         let end = self.engine.wait(&running).await;
+        let stop_requested = self
+            .stop_requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
+        if let (Some(asked), Some(metrics), Ok(_)) = (stop_requested, &self.metrics, &end) {
+            metrics.vm_stopped(asked.elapsed());
+        }
         let outcome = match &end {
             Ok(end) => outcome_of(&end.exit.reason, self.runs.stopping(&key)),
             Err(error) => RunOutcome::failed(
