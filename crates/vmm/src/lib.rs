@@ -3,7 +3,8 @@
 //! their parent, the graphical console (`display`: video device, tablets, VNC on a unix socket),
 //! one passt per pod-network card, host disks opened beneath their allowed roots (`hostpath`),
 //! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), and the capped serial log
-//! (`serial_log`).
+//! (`serial_log`), and snapshots of a VM's state and disks, offline and online, and restoring them
+//! (`vm_snapshot`).
 
 pub mod cdrom;
 pub mod cmdline;
@@ -23,3 +24,4 @@ pub mod qmp;
 pub mod runtime;
 pub mod serial_log;
 pub mod state;
+pub mod vm_snapshot;
