@@ -22,6 +22,8 @@ pub enum Key {
     Snapshot { namespace: String, name: String },
     /// A VirtualMachineRestore.
     Restore { namespace: String, name: String },
+    /// A VirtualMachineClone.
+    Clone { namespace: String, name: String },
 }
 
 impl Key {
@@ -41,6 +43,13 @@ impl Key {
 
     pub fn restore(namespace: &str, name: &str) -> Self {
         Self::Restore {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn clone_of(namespace: &str, name: &str) -> Self {
+        Self::Clone {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }

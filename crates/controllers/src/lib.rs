@@ -28,7 +28,8 @@
 //!   VirtualMachineRestore controllers as pure functions; the work (copying state and disks) is
 //!   done by the executor ([`Action::TakeSnapshot`](action::Action::TakeSnapshot),
 //!   [`Action::RestoreSnapshot`](action::Action::RestoreSnapshot)) through `ferrovirt_vmm::vm_snapshot`,
-//!   and its outcome kept in [`jobs`] until the reconciler writes it.
+//!   and its outcome kept in [`jobs`] until the reconciler writes it; [`clone_reconciler`]:
+//!   KubeVirt's VirtualMachineClone as a snapshot and a restore to a new VM.
 //! - [`gc`]: the garbage collector (owner references).
 //! - [`events`]: Kubernetes Events about objects.
 //! - [`housekeeping`]: the periodic pass: expired Events, the state retention of deleted VMs.
@@ -38,6 +39,7 @@
 pub mod action;
 pub mod cache;
 pub mod client;
+pub mod clone_reconciler;
 pub mod events;
 pub mod gc;
 pub mod housekeeping;

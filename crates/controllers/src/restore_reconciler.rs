@@ -21,7 +21,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferrovirt_api::clone::{EFI_POLICY_ANNOTATION, EfiClonePolicy, TPM_POLICY_ANNOTATION, TpmClonePolicy, filter_keys};
+use ferrovirt_api::clone::{
+    EFI_POLICY_ANNOTATION, EfiClonePolicy, TPM_POLICY_ANNOTATION, TpmClonePolicy, filter_keys,
+};
 use ferrovirt_resources::{VM_RESTORES, VMS};
 use ferrovirt_vmm::vm_snapshot::StatePolicy;
 use serde_json::{Value, json};
@@ -245,7 +247,10 @@ pub fn new_vm_from_snapshot(restore: &Value, source_vm: &Value) -> Value {
 
 /// The run strategy a VM's spec asks for (`running: true` reads as `Always`).
 fn run_strategy(spec: &Value) -> String {
-    match (spec.get("runStrategy").and_then(Value::as_str), spec.get("running")) {
+    match (
+        spec.get("runStrategy").and_then(Value::as_str),
+        spec.get("running"),
+    ) {
         (Some(s), _) => s.to_owned(),
         (None, Some(Value::Bool(true))) => "Always".into(),
         _ => "Halted".into(),

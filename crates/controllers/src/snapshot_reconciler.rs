@@ -219,10 +219,8 @@ fn in_progress(
     content: String,
     now: &str,
 ) -> Vec<Action> {
-    let created = ferrovirt_resources::time::parse_rfc3339(text(
-        snapshot,
-        "/metadata/creationTimestamp",
-    ));
+    let created =
+        ferrovirt_resources::time::parse_rfc3339(text(snapshot, "/metadata/creationTimestamp"));
     let deadline = i64::try_from(deadline_seconds(snapshot)).unwrap_or(i64::MAX);
     if let Some(created) = created
         && world.now_unix > created.saturating_add(deadline)
@@ -279,7 +277,10 @@ fn succeeded(
             .as_object_mut()
             .map(|m| m.entry("annotations").or_insert_with(|| json!({})));
         if let Some(Value::Object(map)) = annotations {
-            map.insert(SIZE_ANNOTATION.into(), json!(summary.size_bytes.to_string()));
+            map.insert(
+                SIZE_ANNOTATION.into(),
+                json!(summary.size_bytes.to_string()),
+            );
             map.insert(
                 DURATION_ANNOTATION.into(),
                 json!(summary.duration_ms.to_string()),
@@ -363,8 +364,13 @@ fn succeeded(
     status["virtualMachineSnapshotContentName"] = json!(content);
     status["indications"] = json!(indications);
     status["sourceIndications"] = json!(source_indications);
-    status["snapshotVolumes"] = json!({"includedVolumes": summary.included, "excludedVolumes": excluded});
-    status["conditions"] = conditions((false, "Operation complete"), (true, "Operation complete"), now);
+    status["snapshotVolumes"] =
+        json!({"includedVolumes": summary.included, "excludedVolumes": excluded});
+    status["conditions"] = conditions(
+        (false, "Operation complete"),
+        (true, "Operation complete"),
+        now,
+    );
     actions.push(with_status(snapshot, status));
     let state = match (summary.has_tpm, summary.has_vars) {
         (true, true) => "TPM state and UEFI variables",

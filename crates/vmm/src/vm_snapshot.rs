@@ -110,9 +110,7 @@ pub fn snapshot_parts(plan: &VmPlan) -> Result<SnapshotParts, SnapshotFault> {
                 "hostDisk {} is a file on the host that ferrovirt does not own; back it up yourself",
                 path.display()
             ),
-            DiskSource::Empty { .. } => {
-                "emptyDisk is created blank for every run".to_owned()
-            }
+            DiskSource::Empty { .. } => "emptyDisk is created blank for every run".to_owned(),
             DiskSource::CloudInitNoCloud { .. } => {
                 "cloudInitNoCloud is generated from the spec at every start".to_owned()
             }

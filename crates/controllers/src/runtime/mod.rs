@@ -33,22 +33,24 @@ pub use start_slots::{MAX_CONCURRENT_STARTS, StartSlots};
 use crate::action::{Action, Key};
 use crate::cache::{CacheEvent, Informer};
 use crate::client::{ClientError, EventKind, ObjectClient};
-use crate::queue::WorkQueue;
-use crate::storage::{self, PvcWorld};
+use crate::clone_reconciler::{self, CloneWorld};
 use crate::jobs::{JobOutcome, JobTable, RestoreSummary, SnapshotSummary};
+use crate::queue::WorkQueue;
 use crate::restore_reconciler::{self, RestoreWorld};
 use crate::snapshot_reconciler::{self, SnapshotWorld};
+use crate::storage::{self, PvcWorld};
 use crate::world::{RunOutcome, VmWorld};
 use crate::{vm_reconciler, vmi_reconciler};
-use ferrovirt_vmm::vm_snapshot;
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{Engine, VmPlan};
 use ferrovirt_vmm::hostpath::HostPathPolicy;
+use ferrovirt_vmm::vm_snapshot;
 use serde_json::{Value, json};
 
 use crate::events::{EventType, record};
 use ferrovirt_resources::{
-    KUBEVIRTS, PVCS, STORAGE_CLASSES, VM_RESTORES, VM_SNAPSHOT_CONTENTS, VM_SNAPSHOTS, VMIS, VMS,
+    KUBEVIRTS, PVCS, STORAGE_CLASSES, VM_CLONES, VM_RESTORES, VM_SNAPSHOT_CONTENTS, VM_SNAPSHOTS,
+    VMIS, VMS,
 };
 
 /// How often every object is reconciled again, events or not.
@@ -70,6 +72,7 @@ struct Informers {
     snapshots: Informer,
     snapshot_contents: Informer,
     restores: Informer,
+    clones: Informer,
 }
 
 impl Informers {
@@ -84,10 +87,11 @@ impl Informers {
             snapshots: informer(VM_SNAPSHOTS),
             snapshot_contents: informer(VM_SNAPSHOT_CONTENTS),
             restores: informer(VM_RESTORES),
+            clones: informer(VM_CLONES),
         }
     }
 
-    fn all(&self) -> [&Informer; 8] {
+    fn all(&self) -> [&Informer; 9] {
         [
             &self.vms,
             &self.vmis,
@@ -97,6 +101,7 @@ impl Informers {
             &self.snapshots,
             &self.snapshot_contents,
             &self.restores,
+            &self.clones,
         ]
     }
 
@@ -257,6 +262,25 @@ impl Controller {
         for key in self.informers.restores.keys() {
             self.enqueue(Key::restore(&key.namespace, &key.name));
         }
+        for key in self.informers.clones.keys() {
+            self.enqueue(Key::clone_of(&key.namespace, &key.name));
+        }
+    }
+
+    /// The clones that own an object (their temporary snapshot or restore changed).
+    fn enqueue_owning_clones(&self, ns: &str, object: &Value) {
+        for owner in object
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if owner["kind"] == "VirtualMachineClone"
+                && let Some(name) = owner["name"].as_str()
+            {
+                self.enqueue(Key::clone_of(ns, name));
+            }
+        }
     }
 
     /// The restores and in-progress snapshots about the VM `ns/name` (a VM that stopped or
@@ -268,7 +292,11 @@ impl Controller {
             }
         }
         for snapshot in self.informers.snapshots.list(Some(ns), &[]) {
-            if snapshot.pointer("/spec/source/name").and_then(Value::as_str) == Some(name) {
+            if snapshot
+                .pointer("/spec/source/name")
+                .and_then(Value::as_str)
+                == Some(name)
+            {
                 self.enqueue(Key::snapshot(ns, meta_str(&snapshot, "name")));
             }
         }
@@ -287,8 +315,30 @@ impl Controller {
                 self.enqueue(Key::vm(ns, name));
                 self.enqueue_for_vm(ns, name);
             }
-            "virtualmachinesnapshots" => self.enqueue(Key::snapshot(ns, name)),
-            "virtualmachinerestores" => self.enqueue(Key::restore(ns, name)),
+            "virtualmachinesnapshots" => {
+                self.enqueue(Key::snapshot(ns, name));
+                self.enqueue_owning_clones(ns, o);
+                // Clones whose source is this snapshot.
+                for clone in self.informers.clones.list(Some(ns), &[]) {
+                    if clone.pointer("/spec/source/name").and_then(Value::as_str) == Some(name) {
+                        self.enqueue(Key::clone_of(ns, meta_str(&clone, "name")));
+                    }
+                }
+                for restore in self.informers.restores.list(Some(ns), &[]) {
+                    if restore
+                        .pointer("/spec/virtualMachineSnapshotName")
+                        .and_then(Value::as_str)
+                        == Some(name)
+                    {
+                        self.enqueue(Key::restore(ns, meta_str(&restore, "name")));
+                    }
+                }
+            }
+            "virtualmachinerestores" => {
+                self.enqueue(Key::restore(ns, name));
+                self.enqueue_owning_clones(ns, o);
+            }
+            "virtualmachineclones" => self.enqueue(Key::clone_of(ns, name)),
             "virtualmachinesnapshotcontents" => {
                 if let Some(snapshot) = o
                     .pointer("/spec/virtualMachineSnapshotName")
@@ -339,6 +389,7 @@ impl Controller {
             }
             Key::Snapshot { namespace, name } => self.reconcile_snapshot_key(key, namespace, name),
             Key::Restore { namespace, name } => self.reconcile_restore_key(key, namespace, name),
+            Key::Clone { namespace, name } => self.reconcile_clone_key(namespace, name),
         };
         self.execute(key, actions)
     }
@@ -445,9 +496,42 @@ impl Controller {
         restore_reconciler::reconcile_restore(&restore, &world)
     }
 
+    fn reconcile_clone_key(&self, ns: &str, name: &str) -> Vec<Action> {
+        let Some(clone) = self.informers.clones.get(Some(ns), name) else {
+            return Vec::new();
+        };
+        let snapshot = self
+            .informers
+            .snapshots
+            .get(Some(ns), &clone_reconciler::snapshot_name(&clone));
+        let restore = self.informers.restores.get(
+            Some(ns),
+            &clone_reconciler::tmp_restore_name(meta_str(&clone, "uid")),
+        );
+        let world = CloneWorld {
+            snapshot: snapshot.as_deref(),
+            restore: restore.as_deref(),
+            target_exists: self
+                .informers
+                .vms
+                .get(Some(ns), &clone_reconciler::target_name(&clone))
+                .is_some(),
+            now_unix: ferrovirt_resources::time::now_unix(),
+        };
+        clone_reconciler::reconcile_clone(&clone, &world)
+    }
+
     /// Takes a snapshot of the VM `vm` (online through its run, offline otherwise).
-    fn take_snapshot(&self, vm: &Value, content: &str, online: bool) -> Result<SnapshotSummary, String> {
-        let key = (meta_str(vm, "namespace").to_owned(), meta_str(vm, "name").to_owned());
+    fn take_snapshot(
+        &self,
+        vm: &Value,
+        content: &str,
+        online: bool,
+    ) -> Result<SnapshotSummary, String> {
+        let key = (
+            meta_str(vm, "namespace").to_owned(),
+            meta_str(vm, "name").to_owned(),
+        );
         let taken = if online {
             let running = self.runs.running_vm(&key).ok_or_else(|| {
                 format!("VirtualMachine {:?} stopped while its online snapshot was being taken; it is taken again offline", key.1)
