@@ -16,6 +16,9 @@
 //!    certificate is signed by another CA); `ferrovirt clone` (copy/copy) reads S1/E1; the old
 //!    VM's state files are unchanged.
 //!
+//! 6. a killed server leaves at most a temporary directory, removed at its next start;
+//! 7. deleting the VM deletes its snapshots and their data, except a `deletionPolicy: Retain` one.
+//!
 //! Prints the snapshot times (offline, online) and the pause.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -421,6 +424,48 @@ fn snapshots_and_restores_carry_the_tpm_and_the_efi_variables() {
     // The old VM is unchanged.
     assert_eq!(digest(&old_tpm), old_tpm_digest);
     assert_eq!(digest(&old_vars), old_vars_digest);
+
+    // 6. A killed server leaves at most a temporary directory, removed at the next start; the
+    //    published snapshots are intact.
+    let mut server = server;
+    server.kill();
+    let leftover = snapshots_dir.join(".vmsnapshot-content-x.tmp-4242-0");
+    std::fs::create_dir_all(leftover.join("data")).unwrap();
+    std::fs::write(leftover.join("data/vars"), b"half").unwrap();
+    server.spawn();
+    server.wait_for(
+        "the leftover to be removed",
+        Duration::from_secs(30),
+        || (!leftover.exists()).then_some(()),
+    );
+    assert!(manifest_path.is_file());
+    assert_eq!(
+        object(&server, "vmsnapshot", "a").unwrap()["status"]["readyToUse"],
+        true
+    );
+
+    // 7. Retention: deleting the VM deletes its snapshots and their data, except `Retain`.
+    server.cli_ok(&["snapshot", &name, "--name", "kept", "--retain"]);
+    let kept = object(&server, "vmsnapshot", "kept").unwrap();
+    let kept_content = kept["status"]["virtualMachineSnapshotContentName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.kubectl_ok(&["delete", "vm", &name, "--timeout=60s"]);
+    server.wait_for("the VM's snapshots to go", Duration::from_secs(60), || {
+        let names = server.kubectl_ok(&["get", "vmsnapshot", "-o", "name"]);
+        (names.trim() == "virtualmachinesnapshot.snapshot.kubevirt.io/kept").then_some(())
+    });
+    server.wait_for("their data to go", Duration::from_secs(30), || {
+        (!snapshots_dir.join(&content).exists()).then_some(())
+    });
+    assert!(
+        snapshots_dir
+            .join(&kept_content)
+            .join("manifest.json")
+            .is_file()
+    );
+    assert!(object(&server, "vmsnapshotcontent", &kept_content).is_some());
     assert!(!server.log().contains("panicked"));
 
     eprintln!(

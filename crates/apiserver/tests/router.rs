@@ -540,7 +540,10 @@ async fn snapshots_restores_and_clones_are_served_admitted_and_immutable() {
         assert!(names.contains(&name), "{names:?}");
     }
     let (_, clones) = call(&app, get("/apis/clone.kubevirt.io/v1beta1")).await;
-    assert_eq!(clones["resources"][0]["shortNames"], json!(["vmclone", "vmclones"]));
+    assert_eq!(
+        clones["resources"][0]["shortNames"],
+        json!(["vmclone", "vmclones"])
+    );
     let (code, _) = call(&app, get("/openapi/v3/apis/snapshot.kubevirt.io/v1beta1")).await;
     assert_eq!(code, StatusCode::OK);
 
@@ -551,12 +554,23 @@ async fn snapshots_restores_and_clones_are_served_admitted_and_immutable() {
     };
     let (code, status) = call(
         &app,
-        with_body("POST", SNAPSHOTS, json_type, &snapshot(json!({"kind": "VirtualMachine", "name": "vm"}))),
+        with_body(
+            "POST",
+            SNAPSHOTS,
+            json_type,
+            &snapshot(json!({"kind": "VirtualMachine", "name": "vm"})),
+        ),
     )
     .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
     assert_eq!(cause_fields(&status), ["spec.source.apiGroup"]);
-    assert!(status["message"].as_str().unwrap().contains("missing apiGroup"), "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing apiGroup"),
+        "{status}"
+    );
     let good = snapshot(json!({"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"}));
     let (code, created) = call(&app, with_body("POST", SNAPSHOTS, json_type, &good)).await;
     assert_eq!(code, StatusCode::CREATED, "{created}");
@@ -569,7 +583,12 @@ async fn snapshots_restores_and_clones_are_served_admitted_and_immutable() {
     )
     .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
-    assert!(status["message"].as_str().unwrap().contains("spec in immutable after creation"));
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec in immutable after creation")
+    );
 
     // A clone's identity policy is checked.
     let clone = json!({"apiVersion": "clone.kubevirt.io/v1beta1", "kind": "VirtualMachineClone",
@@ -578,6 +597,14 @@ async fn snapshots_restores_and_clones_are_served_admitted_and_immutable() {
             "target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "b"}}});
     let (code, status) = call(&app, with_body("POST", CLONES, json_type, &clone)).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
-    assert_eq!(cause_fields(&status), ["metadata.annotations[clone.ferrovirt.io/tpm]"]);
-    assert!(status["message"].as_str().unwrap().contains("\"copy\", \"fresh\""));
+    assert_eq!(
+        cause_fields(&status),
+        ["metadata.annotations[clone.ferrovirt.io/tpm]"]
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"copy\", \"fresh\"")
+    );
 }
