@@ -308,6 +308,28 @@ pub fn reconcile_restore(restore: &Value, world: &RestoreWorld<'_>) -> Vec<Actio
     let content_name = text(content, "/metadata/name").to_owned();
 
     let Some(target) = world.target else {
+        let claims: Vec<&str> = source_vm
+            .pointer("/spec/template/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|v| v.get("persistentVolumeClaim").is_some())
+            .filter_map(|v| v.get("name").and_then(Value::as_str))
+            .collect();
+        if !claims.is_empty() {
+            // Two VMs must never write one PVC's image: new PVCs for a new VM are not made yet.
+            return waiting(
+                restore,
+                "Failed",
+                &format!(
+                    "the snapshot's VM has persistentVolumeClaim volumes ({}); restoring or cloning it into a new VM would share them, and ferrovirt does not create new PVCs for a new VM yet: restore into {:?} instead, or remove those volumes from the source",
+                    claims.join(", "),
+                    text(&source_vm, "/metadata/name")
+                ),
+                true,
+                &now,
+            );
+        }
         return vec![Action::CreateAndRecord {
             resource: VMS,
             object: new_vm_from_snapshot(restore, &source_vm),

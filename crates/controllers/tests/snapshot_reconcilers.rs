@@ -591,6 +591,36 @@ fn restore_table() {
             "{what}"
         );
     }
+    // A new VM from a snapshot of a VM with PVC disks is refused (it would share them).
+    let mut with_pvc = content();
+    with_pvc["spec"]["source"]["virtualMachine"]["spec"]["template"]["spec"]["volumes"] =
+        json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]);
+    let world = RestoreWorld {
+        snapshot: Some(&snap),
+        content: Some(&with_pvc),
+        target: None,
+        run: None,
+        job: None,
+        now_unix: NOW,
+    };
+    let actions = reconcile_restore(&restore("new", json!({})), &world);
+    assert_eq!(
+        describe_all(&actions),
+        [
+            "virtualmachinerestores status phase=null ready=null complete=false",
+            "event VirtualMachineRestoreError"
+        ]
+    );
+    let Action::UpdateStatus { object, .. } = &actions[0] else {
+        panic!()
+    };
+    assert!(
+        object["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(data)")
+    );
+
     // KubeVirt's messages.
     let world = RestoreWorld {
         snapshot: Some(&snap),
