@@ -534,7 +534,7 @@ impl Controller {
         );
         let taken = if online {
             let running = self.runs.running_vm(&key).ok_or_else(|| {
-                format!("VirtualMachine {:?} stopped while its online snapshot was being taken; it is taken again offline", key.1)
+                format!("VirtualMachine {:?} began to stop as its online snapshot was to be taken; take the snapshot again once it is stopped (offline)", key.1)
             })?;
             self.runtime
                 .block_on(vm_snapshot::take_online(&self.data_dir, &running, content, vm))
