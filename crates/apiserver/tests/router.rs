@@ -590,6 +590,46 @@ async fn snapshots_restores_and_clones_are_served_admitted_and_immutable() {
             .contains("spec in immutable after creation")
     );
 
+    // KubeVirt's restore admitter: a target VM that starts by itself is refused.
+    let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm"},
+        "spec": {"running": true, "template": {"spec": {"domain": {"devices": {}, "memory": {"guest": "64Mi"}}}}}});
+    let (code, body) = call(
+        &app,
+        with_body(
+            "POST",
+            "/apis/kubevirt.io/v1/namespaces/default/virtualmachines",
+            json_type,
+            &vm,
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let restore = |target: &str| {
+        json!({"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+            "metadata": {"name": format!("r-{target}")},
+            "spec": {"target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": target},
+                "virtualMachineSnapshotName": "s"}})
+    };
+    const RESTORES: &str =
+        "/apis/snapshot.kubevirt.io/v1beta1/namespaces/default/virtualmachinerestores";
+    let (code, status) = call(&app, with_body("POST", RESTORES, json_type, &restore("vm"))).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    assert_eq!(cause_fields(&status), ["spec.target"]);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("VirtualMachine \"vm\" is not stopped"),
+        "{status}"
+    );
+    // A VM that does not exist yet is a new VM: accepted.
+    let (code, _) = call(
+        &app,
+        with_body("POST", RESTORES, json_type, &restore("new-vm")),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+
     // A clone's identity policy is checked.
     let clone = json!({"apiVersion": "clone.kubevirt.io/v1beta1", "kind": "VirtualMachineClone",
         "metadata": {"name": "c", "annotations": {"clone.ferrovirt.io/tpm": "new"}},
