@@ -16,6 +16,7 @@ PACKAGES=(
   iproute2                             # network namespaces for the guest network test
   systemd                              # systemd-analyze verify of the packaged unit
   chromium                             # browser tests of the web UI
+  xfsprogs                             # an XFS loop mount where snapshots are reflinks (storage test)
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

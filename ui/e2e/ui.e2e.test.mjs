@@ -523,6 +523,54 @@ spec:
     await waitForRowStatus(row, name, 'Stopped');
   });
 
+  it('snapshots tab: takes an offline snapshot (size, offline), restores it as a new VM, clones with a fresh TPM, deletes it', async () => {
+    const name = `e2e-run-${suffix}`;
+    await page.goto(`${BASE}/#/vms/${NS}/${name}`);
+    await page.getByRole('tab', { name: 'Snapshots' }).click();
+    await page.getByRole('button', { name: 'Take snapshot' }).click();
+    const table = page.getByRole('table', { name: 'Snapshots' });
+    await table.getByText('Succeeded').waitFor({ timeout: 60000 });
+    const row = table.locator('tbody tr').first();
+    await waitFor(async () => (/KiB/.test(await row.innerText()) ? true : null), 'the snapshot size', 30000);
+    assert.match(await row.innerText(), /offline/);
+    await shot('snapshots');
+    // Restore as a new VM: a new VM with another firmware UUID.
+    const copy = `${name}-restored`;
+    await row.getByRole('button', { name: 'Restore as new VM' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Restore' }).click();
+    created.add(copy);
+    const restored = await waitFor(async () => {
+      const r = await apiJson('GET', vmPath(copy));
+      return r.status === 200 && !r.json.metadata?.annotations?.['restore.ferrovirt.io/created-by'] ? r.json : null;
+    }, 'the restored VM', 60000);
+    const original = (await apiJson('GET', vmPath(name))).json;
+    assert.notEqual(restored.spec.template.spec.domain.firmware.uuid, original.spec.template.spec.domain.firmware.uuid);
+    // Clone, with the two identity choices explained in one line each.
+    const clone = `${name}-golden`;
+    await page.getByRole('button', { name: `Clone ${name}` }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.getByText('BitLocker', { exact: false }).waitFor();
+    await dialog.getByText('own EK certificate', { exact: false }).waitFor();
+    await dialog.getByLabel('New VM name').fill(clone);
+    await dialog.getByText('Fresh:', { exact: false }).click();
+    await dialog.getByText('Reset:', { exact: false }).click();
+    await shot('clone-dialog');
+    await dialog.getByRole('button', { name: 'Clone' }).click();
+    created.add(clone);
+    const clones = await waitFor(async () => {
+      const list = (await apiJson('GET', `/apis/clone.kubevirt.io/v1beta1/namespaces/${NS}/virtualmachineclones`)).json;
+      const done = (list.items ?? []).find((c) => c.spec?.target?.name === clone && c.status?.phase === 'Succeeded');
+      return done ?? null;
+    }, 'the clone to succeed', 60000);
+    assert.equal(clones.metadata.annotations['clone.ferrovirt.io/tpm'], 'fresh');
+    assert.equal(clones.metadata.annotations['clone.ferrovirt.io/efi'], 'reset');
+    assert.equal((await apiJson('GET', vmPath(clone))).status, 200);
+    // Delete the snapshot.
+    await row.getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+    await page.getByText('No snapshots of this VM.').waitFor({ timeout: 30000 });
+  });
+
   it('settings: the VMPersistentState gate and vmStateStorageClass are written to the KubeVirt CR', async () => {
     const kv = '/apis/kubevirt.io/v1/namespaces/kubevirt/kubevirts/kubevirt';
     const before = (await apiJson('GET', kv)).json;

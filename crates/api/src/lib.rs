@@ -1,11 +1,13 @@
 //! The KubeVirt-compatible API model: typed `kubevirt.io/v1` VirtualMachine,
-//! VirtualMachineInstance and KubeVirt objects, Harvester's `harvesterhci.io/v1beta1` VM templates
+//! VirtualMachineInstance and KubeVirt objects, KubeVirt's `snapshot.kubevirt.io` snapshots, snapshot contents and
+//! restores and `clone.kubevirt.io` clones, Harvester's `harvesterhci.io/v1beta1` VM templates
 //! and template versions, the Kubernetes objects they lean on (metadata,
 //! StorageClass, PersistentVolumeClaim), parsing of YAML/JSON manifests, KubeVirt's defaults and its
 //! admission validation (same rules, messages and field paths). Fields ferrovirt does not act on are
 //! kept as written, so what a user applies comes back unchanged. Nothing here touches disk, processes
 //! or the network.
 
+pub mod clone;
 pub mod config;
 pub mod core;
 pub mod defaults;
@@ -15,6 +17,7 @@ pub mod kubevirt;
 pub mod meta;
 pub mod parse;
 pub mod quantity;
+pub mod snapshot;
 pub mod status;
 pub mod validation;
 

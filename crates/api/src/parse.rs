@@ -6,6 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::clone::{CLONE_API_VERSION, VirtualMachineClone};
 use crate::core::{Namespace, PersistentVolumeClaim, StorageClass};
 use crate::harvester::{
     HARVESTER_API_VERSION, VirtualMachineTemplate, VirtualMachineTemplateVersion,
@@ -14,6 +15,10 @@ use crate::kubevirt::{
     API_VERSION, API_VERSION_V1ALPHA3, GROUP, KubeVirt, VirtualMachine, VirtualMachineInstance,
 };
 use crate::meta::ObjectMeta;
+use crate::snapshot::{
+    SNAPSHOT_API_VERSION, VirtualMachineRestore, VirtualMachineSnapshot,
+    VirtualMachineSnapshotContent,
+};
 
 /// Largest manifest accepted (the Kubernetes API server refuses requests above 3 MiB).
 pub const MAX_INPUT_BYTES: usize = 8 * 1024 * 1024;
@@ -107,6 +112,10 @@ pub enum Object {
     Namespace(Box<Namespace>),
     VirtualMachineTemplate(Box<VirtualMachineTemplate>),
     VirtualMachineTemplateVersion(Box<VirtualMachineTemplateVersion>),
+    VirtualMachineSnapshot(Box<VirtualMachineSnapshot>),
+    VirtualMachineSnapshotContent(Box<VirtualMachineSnapshotContent>),
+    VirtualMachineRestore(Box<VirtualMachineRestore>),
+    VirtualMachineClone(Box<VirtualMachineClone>),
     Unknown(Box<UnknownObject>),
 }
 
@@ -122,6 +131,10 @@ impl Object {
             Object::Namespace(o) => &o.kind,
             Object::VirtualMachineTemplate(o) => &o.kind,
             Object::VirtualMachineTemplateVersion(o) => &o.kind,
+            Object::VirtualMachineSnapshot(o) => &o.kind,
+            Object::VirtualMachineSnapshotContent(o) => &o.kind,
+            Object::VirtualMachineRestore(o) => &o.kind,
+            Object::VirtualMachineClone(o) => &o.kind,
             Object::Unknown(o) => &o.kind,
         }
     }
@@ -137,6 +150,10 @@ impl Object {
             Object::Namespace(o) => &o.api_version,
             Object::VirtualMachineTemplate(o) => &o.api_version,
             Object::VirtualMachineTemplateVersion(o) => &o.api_version,
+            Object::VirtualMachineSnapshot(o) => &o.api_version,
+            Object::VirtualMachineSnapshotContent(o) => &o.api_version,
+            Object::VirtualMachineRestore(o) => &o.api_version,
+            Object::VirtualMachineClone(o) => &o.api_version,
             Object::Unknown(o) => &o.api_version,
         }
     }
@@ -160,6 +177,10 @@ impl Object {
             Object::Namespace(o) => Some(&o.metadata),
             Object::VirtualMachineTemplate(o) => Some(&o.metadata),
             Object::VirtualMachineTemplateVersion(o) => Some(&o.metadata),
+            Object::VirtualMachineSnapshot(o) => Some(&o.metadata),
+            Object::VirtualMachineSnapshotContent(o) => Some(&o.metadata),
+            Object::VirtualMachineRestore(o) => Some(&o.metadata),
+            Object::VirtualMachineClone(o) => Some(&o.metadata),
             Object::Unknown(_) => None,
         }
     }
@@ -199,6 +220,10 @@ impl Object {
             Object::Namespace(o) => serde_json::to_value(o),
             Object::VirtualMachineTemplate(o) => serde_json::to_value(o),
             Object::VirtualMachineTemplateVersion(o) => serde_json::to_value(o),
+            Object::VirtualMachineSnapshot(o) => serde_json::to_value(o),
+            Object::VirtualMachineSnapshotContent(o) => serde_json::to_value(o),
+            Object::VirtualMachineRestore(o) => serde_json::to_value(o),
+            Object::VirtualMachineClone(o) => serde_json::to_value(o),
             Object::Unknown(o) => Ok(o.raw.clone()),
         }
     }
@@ -261,6 +286,18 @@ impl Object {
             }
             (_, HARVESTER_API_VERSION, "VirtualMachineTemplateVersion") => {
                 Object::VirtualMachineTemplateVersion(ctx.typed(value)?)
+            }
+            (_, SNAPSHOT_API_VERSION, "VirtualMachineSnapshot") => {
+                Object::VirtualMachineSnapshot(ctx.typed(value)?)
+            }
+            (_, SNAPSHOT_API_VERSION, "VirtualMachineSnapshotContent") => {
+                Object::VirtualMachineSnapshotContent(ctx.typed(value)?)
+            }
+            (_, SNAPSHOT_API_VERSION, "VirtualMachineRestore") => {
+                Object::VirtualMachineRestore(ctx.typed(value)?)
+            }
+            (_, CLONE_API_VERSION, "VirtualMachineClone") => {
+                Object::VirtualMachineClone(ctx.typed(value)?)
             }
             _ => Object::Unknown(Box::new(UnknownObject {
                 api_version,

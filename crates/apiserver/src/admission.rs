@@ -254,6 +254,37 @@ fn admit_typed(
     .into())
 }
 
+/// KubeVirt's restore admitter on the target: a VirtualMachine that exists must be stopped.
+/// `running: true` is refused with `VirtualMachine "x" is not stopped`, a run strategy that starts
+/// the VM by itself (`Always`, `RerunOnFailure`) with `VirtualMachine "x" run strategy has to be
+/// Halted` (field `spec.target`). `Manual` passes: the controller waits until nothing runs. A
+/// target that does not exist is a new VM.
+pub fn check_restore_target(store: &Store, restore: &Value) -> Result<(), ApiError> {
+    let text = |p: &str| restore.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let (namespace, target) = (text("/metadata/namespace"), text("/spec/target/name"));
+    let Ok(vm) = store.get(
+        &ferrovirt_resources::VMS.store_kind(),
+        Some(namespace),
+        target,
+    ) else {
+        return Ok(());
+    };
+    let message = match ferrovirt_resources::kubevirt::run_strategy_of(&vm).as_str() {
+        "Halted" | "Manual" => return Ok(()),
+        _ if vm.pointer("/spec/running") == Some(&json!(true)) => {
+            format!("VirtualMachine {target:?} is not stopped")
+        }
+        _ => format!("VirtualMachine {target:?} run strategy has to be Halted"),
+    };
+    Err(Invalid {
+        kind: "VirtualMachineRestore".into(),
+        group: "snapshot.kubevirt.io".into(),
+        name: text("/metadata/name").to_owned(),
+        causes: vec![StatusCause::invalid("spec.target", message)],
+    }
+    .into())
+}
+
 /// Types, defaults and admits an object being created; returns the JSON to store.
 pub fn admit_create(
     resource: &ResourceDef,

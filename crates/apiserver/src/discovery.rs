@@ -83,7 +83,14 @@ pub fn resource_list(group: &str, version: &str) -> Value {
         list.push(entry);
         if matches!(
             r.plural,
-            "virtualmachines" | "virtualmachineinstances" | "persistentvolumeclaims" | "namespaces"
+            "virtualmachines"
+                | "virtualmachineinstances"
+                | "persistentvolumeclaims"
+                | "namespaces"
+                | "virtualmachinesnapshots"
+                | "virtualmachinesnapshotcontents"
+                | "virtualmachinerestores"
+                | "virtualmachineclones"
         ) {
             list.push(json!({
                 "name": format!("{}/status", r.plural),

@@ -526,6 +526,11 @@ pub async fn create(
         {
             return Ok(Err(e));
         }
+        if resource == ferrovirt_resources::VM_RESTORES
+            && let Err(e) = admission::check_restore_target(s, &admitted)
+        {
+            return Ok(Err(e));
+        }
         if dry_run {
             return Ok(Ok(admitted));
         }

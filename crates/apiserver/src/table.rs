@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use ferrovirt_api::snapshot::SIZE_ANNOTATION as SNAPSHOT_SIZE_ANNOTATION;
 use ferrovirt_resources::ResourceDef;
 use ferrovirt_resources::time::{now_unix, parse_rfc3339};
 
@@ -35,6 +36,14 @@ fn age(o: &Value, now: i64) -> Value {
         .map(|created| human_duration(now - created))
         .unwrap_or_else(|| "<unknown>".to_owned());
     Value::String(age)
+}
+
+/// The age of an RFC 3339 time, as the CRD table converter prints `date` columns.
+fn age_of(time: Option<&Value>, now: i64) -> Value {
+    match time.and_then(Value::as_str).and_then(parse_rfc3339) {
+        Some(t) => Value::String(human_duration(now - t)),
+        None => Value::String(String::new()),
+    }
 }
 
 fn condition_status(o: &Value, kind: &str) -> Value {
@@ -487,6 +496,223 @@ const TEMPLATE_VERSION_COLUMNS: &[Column] = &[
     },
 ];
 
+/// A snapshot's size on disk, from ferrovirt's annotation, in binary units (`12.5Mi`).
+fn snapshot_size(o: &Value, _: i64) -> Value {
+    let bytes = o
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(SNAPSHOT_SIZE_ANNOTATION))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<u64>().ok());
+    match bytes {
+        None => Value::String(String::new()),
+        Some(bytes) => Value::String(human_bytes(bytes)),
+    }
+}
+
+/// `1536` -> `1.5Ki`, `0` -> `0`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["Ki", "Mi", "Gi", "Ti", "Pi"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text}{}", UNITS[unit])
+}
+
+/// KubeVirt's printer columns for VirtualMachineSnapshot, with ferrovirt's SIZE.
+const VM_SNAPSHOT_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "SourceKind",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/source/kind")),
+    },
+    Column {
+        name: "SourceName",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/source/name")),
+    },
+    Column {
+        name: "Phase",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/phase")),
+    },
+    Column {
+        name: "ReadyToUse",
+        kind: "boolean",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/readyToUse")),
+    },
+    Column {
+        name: "CreationTime",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: |o, now| age_of(o.pointer("/status/creationTime"), now),
+    },
+    Column {
+        name: "Size",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: snapshot_size,
+    },
+    Column {
+        name: "Error",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/error/message")),
+    },
+];
+
+/// KubeVirt's printer columns for VirtualMachineSnapshotContent.
+const VM_SNAPSHOT_CONTENT_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "ReadyToUse",
+        kind: "boolean",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/readyToUse")),
+    },
+    Column {
+        name: "CreationTime",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: |o, now| age_of(o.pointer("/status/creationTime"), now),
+    },
+    Column {
+        name: "Error",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/error/message")),
+    },
+];
+
+/// KubeVirt's printer columns for VirtualMachineRestore.
+const VM_RESTORE_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "TargetKind",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/target/kind")),
+    },
+    Column {
+        name: "TargetName",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/target/name")),
+    },
+    Column {
+        name: "Complete",
+        kind: "boolean",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/complete")),
+    },
+    Column {
+        name: "RestoreTime",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: |o, now| age_of(o.pointer("/status/restoreTime"), now),
+    },
+    Column {
+        name: "Error",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| failure_message(o),
+    },
+];
+
+/// KubeVirt's printer columns for VirtualMachineClone.
+const VM_CLONE_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "Phase",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/status/phase")),
+    },
+    Column {
+        name: "SourceVirtualMachine",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/source/name")),
+    },
+    Column {
+        name: "TargetVirtualMachine",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| text(o.pointer("/spec/target/name")),
+    },
+];
+
+/// The message of a `Failure` condition that is `True` (empty otherwise).
+fn failure_message(o: &Value) -> Value {
+    let message = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Failure")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        })
+        .and_then(|c| c.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Value::String(message.to_owned())
+}
+
 /// Kubernetes' columns for Role and ClusterRole.
 const ROLE_COLUMNS: &[Column] = &[
     Column {
@@ -586,6 +812,10 @@ fn columns(resource: &ResourceDef) -> &'static [Column] {
         "rolebindings" | "clusterrolebindings" => BINDING_COLUMNS,
         "virtualmachinetemplates" => TEMPLATE_COLUMNS,
         "virtualmachinetemplateversions" => TEMPLATE_VERSION_COLUMNS,
+        "virtualmachinesnapshots" => VM_SNAPSHOT_COLUMNS,
+        "virtualmachinesnapshotcontents" => VM_SNAPSHOT_CONTENT_COLUMNS,
+        "virtualmachinerestores" => VM_RESTORE_COLUMNS,
+        "virtualmachineclones" => VM_CLONE_COLUMNS,
         "virtualmachines" => VM_COLUMNS,
         "virtualmachineinstances" => VMI_COLUMNS,
         "persistentvolumeclaims" => PVC_COLUMNS,
@@ -759,6 +989,52 @@ mod tests {
         assert_eq!(human_duration(20 * 3600), "20h");
         assert_eq!(human_duration(3 * 86400 + 4 * 3600), "3d4h");
         assert_eq!(human_duration(40 * 86400), "40d");
+    }
+
+    #[test]
+    fn snapshot_restore_and_clone_rows() {
+        let now = parse_rfc3339("2026-01-01T00:10:00Z").unwrap();
+        let snapshot = json!({"metadata": {"name": "s", "annotations": {SNAPSHOT_SIZE_ANNOTATION: "1572864"}},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"}},
+            "status": {"phase": "Succeeded", "readyToUse": true, "creationTime": "2026-01-01T00:00:00Z"}});
+        let snapshots = ferrovirt_resources::VM_SNAPSHOTS;
+        assert_eq!(
+            row(&snapshots, &snapshot, now)["cells"],
+            json!([
+                "s",
+                "VirtualMachine",
+                "vm",
+                "Succeeded",
+                "true",
+                "10m",
+                "1.5Mi",
+                ""
+            ])
+        );
+        let restore = json!({"metadata": {"name": "r"},
+            "spec": {"target": {"kind": "VirtualMachine", "name": "vm"}, "virtualMachineSnapshotName": "s"},
+            "status": {"complete": false, "conditions": [{"type": "Failure", "status": "True",
+                "message": "VirtualMachine \"vm\" is not stopped"}]}});
+        assert_eq!(
+            row(&ferrovirt_resources::VM_RESTORES, &restore, now)["cells"],
+            json!([
+                "r",
+                "VirtualMachine",
+                "vm",
+                "false",
+                "",
+                "VirtualMachine \"vm\" is not stopped"
+            ])
+        );
+        let clone = json!({"metadata": {"name": "c"}, "spec": {"source": {"name": "a"}, "target": {"name": "b"}},
+            "status": {"phase": "Succeeded"}});
+        assert_eq!(
+            row(&ferrovirt_resources::VM_CLONES, &clone, now)["cells"],
+            json!(["c", "Succeeded", "a", "b"])
+        );
+        assert_eq!(human_bytes(512), "512");
+        assert_eq!(human_bytes(2048), "2Ki");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5Gi");
     }
 
     #[test]

@@ -512,3 +512,139 @@ async fn start_and_stop_are_not_refused_while_the_status_changes() {
         &refused[..refused.len().min(3)]
     );
 }
+
+#[tokio::test]
+async fn snapshots_restores_and_clones_are_served_admitted_and_immutable() {
+    const SNAPSHOTS: &str =
+        "/apis/snapshot.kubevirt.io/v1beta1/namespaces/default/virtualmachinesnapshots";
+    const CLONES: &str = "/apis/clone.kubevirt.io/v1beta1/namespaces/default/virtualmachineclones";
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).unwrap();
+    let app = router(support::secured_state(store, dir.path()));
+    let json_type = "application/json";
+
+    // Discovery: the groups, short names and status subresources, as KubeVirt's CRDs.
+    let (_, list) = call(&app, get("/apis/snapshot.kubevirt.io/v1beta1")).await;
+    let names: Vec<&str> = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "virtualmachinesnapshots",
+        "virtualmachinesnapshots/status",
+        "virtualmachinesnapshotcontents",
+        "virtualmachinerestores",
+    ] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    let (_, clones) = call(&app, get("/apis/clone.kubevirt.io/v1beta1")).await;
+    assert_eq!(
+        clones["resources"][0]["shortNames"],
+        json!(["vmclone", "vmclones"])
+    );
+    let (code, _) = call(&app, get("/openapi/v3/apis/snapshot.kubevirt.io/v1beta1")).await;
+    assert_eq!(code, StatusCode::OK);
+
+    // KubeVirt's admitter: the source must be a kubevirt.io VirtualMachine.
+    let snapshot = |source: Value| {
+        json!({"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": "s"}, "spec": {"source": source}})
+    };
+    let (code, status) = call(
+        &app,
+        with_body(
+            "POST",
+            SNAPSHOTS,
+            json_type,
+            &snapshot(json!({"kind": "VirtualMachine", "name": "vm"})),
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    assert_eq!(cause_fields(&status), ["spec.source.apiGroup"]);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing apiGroup"),
+        "{status}"
+    );
+    let good = snapshot(json!({"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "vm"}));
+    let (code, created) = call(&app, with_body("POST", SNAPSHOTS, json_type, &good)).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    // The spec never changes after creation.
+    let mut changed = created.clone();
+    changed["spec"]["source"]["name"] = json!("other");
+    let (code, status) = call(
+        &app,
+        with_body("PUT", &format!("{SNAPSHOTS}/s"), json_type, &changed),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec in immutable after creation")
+    );
+
+    // KubeVirt's restore admitter: a target VM that starts by itself is refused.
+    let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm"},
+        "spec": {"running": true, "template": {"spec": {"domain": {"devices": {}, "memory": {"guest": "64Mi"}}}}}});
+    let (code, body) = call(
+        &app,
+        with_body(
+            "POST",
+            "/apis/kubevirt.io/v1/namespaces/default/virtualmachines",
+            json_type,
+            &vm,
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let restore = |target: &str| {
+        json!({"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+            "metadata": {"name": format!("r-{target}")},
+            "spec": {"target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": target},
+                "virtualMachineSnapshotName": "s"}})
+    };
+    const RESTORES: &str =
+        "/apis/snapshot.kubevirt.io/v1beta1/namespaces/default/virtualmachinerestores";
+    let (code, status) = call(&app, with_body("POST", RESTORES, json_type, &restore("vm"))).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    assert_eq!(cause_fields(&status), ["spec.target"]);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("VirtualMachine \"vm\" is not stopped"),
+        "{status}"
+    );
+    // A VM that does not exist yet is a new VM: accepted.
+    let (code, _) = call(
+        &app,
+        with_body("POST", RESTORES, json_type, &restore("new-vm")),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+
+    // A clone's identity policy is checked.
+    let clone = json!({"apiVersion": "clone.kubevirt.io/v1beta1", "kind": "VirtualMachineClone",
+        "metadata": {"name": "c", "annotations": {"clone.ferrovirt.io/tpm": "new"}},
+        "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "a"},
+            "target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "b"}}});
+    let (code, status) = call(&app, with_body("POST", CLONES, json_type, &clone)).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    assert_eq!(
+        cause_fields(&status),
+        ["metadata.annotations[clone.ferrovirt.io/tpm]"]
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"copy\", \"fresh\"")
+    );
+}

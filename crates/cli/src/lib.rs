@@ -47,7 +47,8 @@ pub enum Command {
     Serve(commands::serve::ServeArgs),
     /// Create or update objects from manifests (kubectl apply).
     Apply(commands::apply::ApplyArgs),
-    /// List or show objects: vm, vmi, pvc, sc, kubevirt, ns, events (kubectl get).
+    /// List or show objects: vm, vmi, pvc, sc, kubevirt, ns, events, vmsnapshot, vmrestore,
+    /// vmclone (kubectl get).
     Get(commands::get::GetArgs),
     /// Show a VirtualMachine: firmware, TPM, state persistence, status, PVC, events.
     Describe(commands::describe::DescribeArgs),
@@ -59,6 +60,14 @@ pub enum Command {
     Stop(commands::vm_action::VmActionArgs),
     /// Restart a VirtualMachine (virtctl restart).
     Restart(commands::vm_action::VmActionArgs),
+    /// Snapshot a VirtualMachine (its spec, persistent TPM state, UEFI variables and PVC disks):
+    /// offline when stopped, online (vCPUs paused briefly) when running; waits for it.
+    Snapshot(commands::snapshot::SnapshotArgs),
+    /// Restore a VirtualMachineSnapshot into its stopped VM, or with --to into a new VM.
+    Restore(commands::snapshot::RestoreArgs),
+    /// Clone a VirtualMachine into a new one (new firmware UUID); --tpm fresh / --efi reset give
+    /// the clone a new TPM identity / the firmware's default UEFI variables.
+    Clone(commands::snapshot::CloneArgs),
     /// Attach to the serial console of a running VirtualMachine; Ctrl-] detaches (virtctl console).
     Console(commands::console::ConsoleArgs),
     /// The graphical console of a running VirtualMachine for a local VNC viewer, or a PNG of its
@@ -115,6 +124,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Start(args) => commands::vm_action::run(&args, Action::Start),
         Command::Stop(args) => commands::vm_action::run(&args, Action::Stop),
         Command::Restart(args) => commands::vm_action::run(&args, Action::Restart),
+        Command::Snapshot(args) => commands::snapshot::run_snapshot(&args),
+        Command::Restore(args) => commands::snapshot::run_restore(&args),
+        Command::Clone(args) => commands::snapshot::run_clone(&args),
         Command::Console(args) => commands::console::run(&args),
         Command::Vnc(args) => commands::vnc::run(&args),
         Command::Logs(args) => commands::logs::run(&args),

@@ -24,7 +24,7 @@ pub fn resolve(name: &str) -> Result<ResourceDef, ClientError> {
         })
         .ok_or_else(|| {
             ClientError::Usage(format!(
-                "the server doesn't have a resource type \"{name}\" (known: vm, vmi, pvc, sc, kubevirt, ns, events)"
+                "the server doesn't have a resource type \"{name}\" (known: vm, vmi, pvc, sc, kubevirt, ns, events, vmsnapshot, vmsnapshotcontent, vmrestore, vmclone)"
             ))
         })
 }

@@ -18,11 +18,38 @@ pub enum Key {
     Vm { namespace: String, name: String },
     /// A PersistentVolumeClaim.
     Pvc { namespace: String, name: String },
+    /// A VirtualMachineSnapshot.
+    Snapshot { namespace: String, name: String },
+    /// A VirtualMachineRestore.
+    Restore { namespace: String, name: String },
+    /// A VirtualMachineClone.
+    Clone { namespace: String, name: String },
 }
 
 impl Key {
     pub fn vm(namespace: &str, name: &str) -> Self {
         Self::Vm {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn snapshot(namespace: &str, name: &str) -> Self {
+        Self::Snapshot {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn restore(namespace: &str, name: &str) -> Self {
+        Self::Restore {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn clone_of(namespace: &str, name: &str) -> Self {
+        Self::Clone {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }
@@ -99,6 +126,27 @@ pub enum Action {
     ForgetRun { namespace: String, name: String },
     /// Reconcile a key again after a delay.
     Requeue { key: Key, after: Duration },
+    /// Snapshot the VM `vm` into the snapshot data `content` (`<data>/snapshots/<content>/`):
+    /// online (pausing the running VM's vCPUs) or offline. The outcome is kept as the job of
+    /// `key` for its next reconcile ([`crate::jobs::JobOutcome`]).
+    TakeSnapshot {
+        key: Key,
+        vm: Value,
+        content: String,
+        online: bool,
+    },
+    /// Restore the snapshot data `content` into the stopped VM `target`, TPM state and VARS as
+    /// `policy` says; the outcome is kept as the job of `key`.
+    RestoreSnapshot {
+        key: Key,
+        target: Value,
+        content: String,
+        policy: ferrovirt_vmm::vm_snapshot::StatePolicy,
+    },
+    /// Delete the snapshot data `content` (idempotent).
+    DeleteSnapshotData { content: String },
+    /// The outcome of `key`'s job is written: forget it.
+    ForgetJob { key: Key },
 }
 
 impl Action {

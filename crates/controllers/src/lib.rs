@@ -24,6 +24,12 @@
 //! - [`vm`]: KubeVirt's run-strategy semantics and the VM status, as pure functions.
 //! - [`storage`]: the PVC reconciler (local-path binding, pvc-protection) and the storage class
 //!   choice.
+//! - [`snapshot_reconciler`], [`restore_reconciler`]: KubeVirt's VirtualMachineSnapshot and
+//!   VirtualMachineRestore controllers as pure functions; the work (copying state and disks) is
+//!   done by the executor ([`Action::TakeSnapshot`](action::Action::TakeSnapshot),
+//!   [`Action::RestoreSnapshot`](action::Action::RestoreSnapshot)) through `ferrovirt_vmm::vm_snapshot`,
+//!   and its outcome kept in [`jobs`] until the reconciler writes it; [`clone_reconciler`]:
+//!   KubeVirt's VirtualMachineClone as a snapshot and a restore to a new VM.
 //! - [`gc`]: the garbage collector (owner references).
 //! - [`events`]: Kubernetes Events about objects.
 //! - [`housekeeping`]: the periodic pass: expired Events, the state retention of deleted VMs.
@@ -33,11 +39,15 @@
 pub mod action;
 pub mod cache;
 pub mod client;
+pub mod clone_reconciler;
 pub mod events;
 pub mod gc;
 pub mod housekeeping;
+pub mod jobs;
 pub mod queue;
+pub mod restore_reconciler;
 pub mod runtime;
+pub mod snapshot_reconciler;
 pub mod storage;
 pub mod vm;
 pub mod vm_reconciler;

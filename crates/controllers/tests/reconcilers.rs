@@ -43,6 +43,17 @@ fn describe(action: &Action) -> String {
         Action::MarkRunReported { .. } => "mark reported".into(),
         Action::ForgetRun { .. } => "forget run".into(),
         Action::Requeue { key, after } => format!("requeue {key:?} after {}s", after.as_secs()),
+        Action::TakeSnapshot {
+            content, online, ..
+        } => format!("take snapshot {content} online={online}"),
+        Action::RestoreSnapshot {
+            content, policy, ..
+        } => format!(
+            "restore {content} tpm={} efi={}",
+            policy.copy_tpm, policy.copy_efi
+        ),
+        Action::DeleteSnapshotData { content } => format!("delete data {content}"),
+        Action::ForgetJob { .. } => "forget job".into(),
     }
 }
 

@@ -150,6 +150,51 @@ pub const TEMPLATE_VERSIONS: ResourceDef = ResourceDef {
     categories: &[],
 };
 
+/// KubeVirt's snapshot group (`snapshot.kubevirt.io/v1beta1`, short names as KubeVirt's CRDs).
+pub const SNAPSHOT_GROUP: &str = "snapshot.kubevirt.io";
+pub const VM_SNAPSHOTS: ResourceDef = ResourceDef {
+    group: SNAPSHOT_GROUP,
+    version: "v1beta1",
+    plural: "virtualmachinesnapshots",
+    singular: "virtualmachinesnapshot",
+    kind: "VirtualMachineSnapshot",
+    short_names: &["vmsnapshot", "vmsnapshots"],
+    namespaced: true,
+    categories: &["all"],
+};
+pub const VM_SNAPSHOT_CONTENTS: ResourceDef = ResourceDef {
+    group: SNAPSHOT_GROUP,
+    version: "v1beta1",
+    plural: "virtualmachinesnapshotcontents",
+    singular: "virtualmachinesnapshotcontent",
+    kind: "VirtualMachineSnapshotContent",
+    short_names: &["vmsnapshotcontent", "vmsnapshotcontents"],
+    namespaced: true,
+    categories: &["all"],
+};
+pub const VM_RESTORES: ResourceDef = ResourceDef {
+    group: SNAPSHOT_GROUP,
+    version: "v1beta1",
+    plural: "virtualmachinerestores",
+    singular: "virtualmachinerestore",
+    kind: "VirtualMachineRestore",
+    short_names: &["vmrestore", "vmrestores"],
+    namespaced: true,
+    categories: &["all"],
+};
+/// KubeVirt's clone group (`clone.kubevirt.io/v1beta1`).
+pub const CLONE_GROUP: &str = "clone.kubevirt.io";
+pub const VM_CLONES: ResourceDef = ResourceDef {
+    group: CLONE_GROUP,
+    version: "v1beta1",
+    plural: "virtualmachineclones",
+    singular: "virtualmachineclone",
+    kind: "VirtualMachineClone",
+    short_names: &["vmclone", "vmclones"],
+    namespaced: true,
+    categories: &["all"],
+};
+
 /// The RBAC group: `rbac.authorization.k8s.io/v1`.
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 pub const ROLES: ResourceDef = ResourceDef {
@@ -197,7 +242,7 @@ pub const CLUSTER_ROLE_BINDINGS: ResourceDef = ResourceDef {
 pub const RBAC: [ResourceDef; 4] = [ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS];
 
 /// Every served resource.
-pub const ALL: [ResourceDef; 13] = [
+pub const ALL: [ResourceDef; 17] = [
     NAMESPACES,
     PVCS,
     EVENTS,
@@ -207,6 +252,10 @@ pub const ALL: [ResourceDef; 13] = [
     STORAGE_CLASSES,
     TEMPLATES,
     TEMPLATE_VERSIONS,
+    VM_SNAPSHOTS,
+    VM_SNAPSHOT_CONTENTS,
+    VM_RESTORES,
+    VM_CLONES,
     ROLES,
     CLUSTER_ROLES,
     ROLE_BINDINGS,
@@ -217,12 +266,14 @@ pub const ALL: [ResourceDef; 13] = [
 pub const SUBRESOURCES_GROUP: &str = "subresources.kubevirt.io";
 
 /// The group/versions served, in discovery order.
-pub const GROUP_VERSIONS: [(&str, &str); 5] = [
+pub const GROUP_VERSIONS: [(&str, &str); 7] = [
     ("kubevirt.io", "v1"),
     (RBAC_GROUP, "v1"),
     ("storage.k8s.io", "v1"),
     (SUBRESOURCES_GROUP, "v1"),
     ("harvesterhci.io", "v1beta1"),
+    (SNAPSHOT_GROUP, "v1beta1"),
+    (CLONE_GROUP, "v1beta1"),
 ];
 
 /// The resource served at `group/version/plural`.
@@ -269,5 +320,10 @@ mod tests {
             Some(TEMPLATE_VERSIONS)
         );
         assert_eq!(in_group_version("harvesterhci.io", "v1beta1").len(), 2);
+        assert_eq!(in_group_version(SNAPSHOT_GROUP, "v1beta1").len(), 3);
+        assert_eq!(
+            find(CLONE_GROUP, "v1beta1", "virtualmachineclones"),
+            Some(VM_CLONES)
+        );
     }
 }

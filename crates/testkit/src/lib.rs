@@ -31,6 +31,8 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("dpkg-deb", "dpkg"),
     ("systemd-analyze", "systemd"),
+    ("mkfs.xfs", "xfsprogs"),
+    ("mount", "mount"),
 ];
 
 /// Where `tool` is on `PATH`, or `None`.

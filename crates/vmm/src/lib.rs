@@ -3,7 +3,8 @@
 //! their parent, the graphical console (`display`: video device, tablets, VNC on a unix socket),
 //! one passt per pod-network card, host disks opened beneath their allowed roots (`hostpath`),
 //! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), and the capped serial log
-//! (`serial_log`), and the ending of processes a start left unrecorded when its manager died
+//! (`serial_log`), snapshots of a VM's state and disks, offline and online, and restoring them
+//! (`vm_snapshot`), and the ending of processes a start left unrecorded when its manager died
 //! (`orphans`).
 
 pub mod cdrom;
@@ -25,3 +26,4 @@ pub mod qmp;
 pub mod runtime;
 pub mod serial_log;
 pub mod state;
+pub mod vm_snapshot;

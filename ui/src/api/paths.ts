@@ -21,6 +21,8 @@ export const HARVESTER = 'harvesterhci.io/v1beta1';
 export const STORAGE = 'storage.k8s.io/v1';
 export const CORE = 'v1';
 export const AUTHENTICATION = 'authentication.k8s.io/v1';
+export const SNAPSHOT = 'snapshot.kubevirt.io/v1beta1';
+export const CLONE = 'clone.kubevirt.io/v1beta1';
 
 export const paths = {
   vms: (ns?: string) => collectionPath(KUBEVIRT, 'virtualmachines', ns),
@@ -38,6 +40,10 @@ export const paths = {
   /** The VM's backend-storage volume (TPM / EFI persistent state). */
   statePvcs: (ns: string, vm: string) =>
     `${collectionPath(CORE, 'persistentvolumeclaims', ns)}?labelSelector=${enc(`persistent-state-for=${vm}`)}`,
+  snapshots: (ns?: string) => collectionPath(SNAPSHOT, 'virtualmachinesnapshots', ns),
+  snapshot: (ns: string, name: string) => objectPath(SNAPSHOT, 'virtualmachinesnapshots', ns, name),
+  restores: (ns?: string) => collectionPath(SNAPSHOT, 'virtualmachinerestores', ns),
+  clones: (ns?: string) => collectionPath(CLONE, 'virtualmachineclones', ns),
   namespaces: () => collectionPath(CORE, 'namespaces'),
   storageClasses: () => collectionPath(STORAGE, 'storageclasses'),
   kubevirt: () => objectPath(KUBEVIRT, 'kubevirts', 'kubevirt', 'kubevirt'),

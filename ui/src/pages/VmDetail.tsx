@@ -7,6 +7,8 @@ import { useLiveList } from '../hooks';
 import { firmwareLabel, formatAge, printableStatus, tpmMode } from '../model/summary';
 import { href, navigate } from '../router';
 import { VmActions } from './VmList';
+import { CloneVm } from '../components/CloneVm';
+import { Snapshots } from '../components/Snapshots';
 
 const SerialConsole = lazy(() => import('../components/SerialConsole'));
 const VncConsole = lazy(() => import('../components/VncConsole'));
@@ -45,6 +47,7 @@ export function VmDetail({ namespace, name }: { namespace: string; name: string 
         </Group>
         <Group>
           <Button variant="default" size="xs" onClick={() => navigate('vms', namespace, name, 'edit')}>Edit</Button>
+          <CloneVm namespace={namespace} vm={name} onError={setActionError} />
           <VmActions vm={vm} onError={setActionError} onDeleted={() => navigate('vms')} />
         </Group>
       </Group>
@@ -54,6 +57,7 @@ export function VmDetail({ namespace, name }: { namespace: string; name: string 
         <Tabs.List>
           <Tabs.Tab value="overview">Overview</Tabs.Tab>
           <Tabs.Tab value="events">Events ({events.items.length})</Tabs.Tab>
+          <Tabs.Tab value="snapshots">Snapshots</Tabs.Tab>
           <Tabs.Tab value="vnc">Console</Tabs.Tab>
           <Tabs.Tab value="console">Serial console</Tabs.Tab>
         </Tabs.List>
@@ -140,6 +144,9 @@ export function VmDetail({ namespace, name }: { namespace: string; name: string 
               ))}
             </Table.Tbody>
           </Table>
+        </Tabs.Panel>
+        <Tabs.Panel value="snapshots" pt="md">
+          <Snapshots namespace={namespace} vm={name} stopped={status === 'Stopped'} />
         </Tabs.Panel>
         <Tabs.Panel value="vnc" pt="md">
           {status === 'Running' || vmi ? (

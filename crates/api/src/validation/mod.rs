@@ -13,6 +13,7 @@ mod hyperv;
 mod inputs;
 mod metadata;
 pub mod names;
+mod snapshot;
 mod spec;
 pub mod uniqueness;
 mod vm;
@@ -131,13 +132,19 @@ pub fn admit(object: &Object, ctx: &AdmissionContext<'_>) -> Result<(), Invalid>
         Object::Namespace(ns) => cluster::validate_namespace(ns),
         Object::VirtualMachineTemplate(t) => harvester::validate_template(t),
         Object::VirtualMachineTemplateVersion(v) => harvester::validate_template_version(v, ctx),
+        Object::VirtualMachineSnapshot(s) => snapshot::validate_snapshot(s, ctx),
+        Object::VirtualMachineSnapshotContent(c) => snapshot::validate_snapshot_content(c, ctx),
+        Object::VirtualMachineRestore(r) => snapshot::validate_restore(r, ctx),
+        Object::VirtualMachineClone(c) => snapshot::validate_clone(c, ctx),
         Object::Unknown(unknown) => vec![StatusCause::new(
             CauseType::FieldValueNotSupported,
             "kind",
             format!(
                 "ferrovirt does not serve {}/{}; it serves kubevirt.io/v1 VirtualMachine, \
                  VirtualMachineInstance and KubeVirt, storage.k8s.io/v1 StorageClass, \
-                 v1 PersistentVolumeClaim, v1 Namespace and harvesterhci.io/v1beta1 \
+                 v1 PersistentVolumeClaim, v1 Namespace, snapshot.kubevirt.io/v1beta1 \
+                 VirtualMachineSnapshot, VirtualMachineSnapshotContent and VirtualMachineRestore, \
+                 clone.kubevirt.io/v1beta1 VirtualMachineClone and harvesterhci.io/v1beta1 \
                  VirtualMachineTemplate and VirtualMachineTemplateVersion",
                 unknown.api_version, unknown.kind
             ),

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod run;
 pub mod serve;
 pub mod serve_config;
+pub mod snapshot;
 pub mod state;
 pub mod validate;
 pub mod vm_action;

@@ -33,17 +33,25 @@ pub use start_slots::{MAX_CONCURRENT_STARTS, StartSlots};
 use crate::action::{Action, Key};
 use crate::cache::{CacheEvent, Informer};
 use crate::client::{ClientError, EventKind, ObjectClient};
+use crate::clone_reconciler::{self, CloneWorld};
+use crate::jobs::{JobOutcome, JobTable, RestoreSummary, SnapshotSummary};
 use crate::queue::WorkQueue;
+use crate::restore_reconciler::{self, RestoreWorld};
+use crate::snapshot_reconciler::{self, SnapshotWorld};
 use crate::storage::{self, PvcWorld};
 use crate::world::{RunOutcome, VmWorld};
 use crate::{vm_reconciler, vmi_reconciler};
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{Engine, VmPlan};
 use ferrovirt_vmm::hostpath::HostPathPolicy;
+use ferrovirt_vmm::vm_snapshot;
 use serde_json::{Value, json};
 
 use crate::events::{EventType, record};
-use ferrovirt_resources::{KUBEVIRTS, PVCS, STORAGE_CLASSES, VMIS, VMS};
+use ferrovirt_resources::{
+    KUBEVIRTS, PVCS, STORAGE_CLASSES, VM_CLONES, VM_RESTORES, VM_SNAPSHOT_CONTENTS, VM_SNAPSHOTS,
+    VMIS, VMS,
+};
 
 /// How often every object is reconciled again, events or not.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -61,6 +69,10 @@ struct Informers {
     pvcs: Informer,
     kubevirts: Informer,
     storage_classes: Informer,
+    snapshots: Informer,
+    snapshot_contents: Informer,
+    restores: Informer,
+    clones: Informer,
 }
 
 impl Informers {
@@ -72,16 +84,24 @@ impl Informers {
             pvcs: informer(PVCS),
             kubevirts: informer(KUBEVIRTS),
             storage_classes: informer(STORAGE_CLASSES),
+            snapshots: informer(VM_SNAPSHOTS),
+            snapshot_contents: informer(VM_SNAPSHOT_CONTENTS),
+            restores: informer(VM_RESTORES),
+            clones: informer(VM_CLONES),
         }
     }
 
-    fn all(&self) -> [&Informer; 5] {
+    fn all(&self) -> [&Informer; 9] {
         [
             &self.vms,
             &self.vmis,
             &self.pvcs,
             &self.kubevirts,
             &self.storage_classes,
+            &self.snapshots,
+            &self.snapshot_contents,
+            &self.restores,
+            &self.clones,
         ]
     }
 
@@ -97,6 +117,7 @@ pub struct Controller {
     pub(crate) data_dir: PathBuf,
     pub(crate) provisioner: LocalPathProvisioner,
     runs: RunTable,
+    jobs: JobTable,
     start_slots: StartSlots,
     informers: Informers,
     queue: WorkQueue<Key>,
@@ -148,6 +169,12 @@ pub async fn spawn(
             message: e.to_string(),
         })?;
     let _ = provisioner.remove_stale();
+    // What an interrupted snapshot left (a temporary directory, never a published snapshot).
+    match ferrovirt_storage::SnapshotStore::new(&data_dir).remove_stale() {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed unfinished snapshot data"),
+        Err(error) => tracing::warn!(%error, "cannot clean up unfinished snapshot data"),
+    }
     let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned());
@@ -161,6 +188,7 @@ pub async fn spawn(
         data_dir,
         provisioner,
         runs: RunTable::default(),
+        jobs: JobTable::default(),
         start_slots: StartSlots::new(MAX_CONCURRENT_STARTS),
         informers,
         queue: WorkQueue::new(),
@@ -235,6 +263,50 @@ impl Controller {
         for key in self.informers.pvcs.keys() {
             self.enqueue(Key::pvc(&key.namespace, &key.name));
         }
+        for key in self.informers.snapshots.keys() {
+            self.enqueue(Key::snapshot(&key.namespace, &key.name));
+        }
+        for key in self.informers.restores.keys() {
+            self.enqueue(Key::restore(&key.namespace, &key.name));
+        }
+        for key in self.informers.clones.keys() {
+            self.enqueue(Key::clone_of(&key.namespace, &key.name));
+        }
+    }
+
+    /// The clones that own an object (their temporary snapshot or restore changed).
+    fn enqueue_owning_clones(&self, ns: &str, object: &Value) {
+        for owner in object
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if owner["kind"] == "VirtualMachineClone"
+                && let Some(name) = owner["name"].as_str()
+            {
+                self.enqueue(Key::clone_of(ns, name));
+            }
+        }
+    }
+
+    /// The restores and in-progress snapshots about the VM `ns/name` (a VM that stopped or
+    /// started lets them go on).
+    fn enqueue_for_vm(&self, ns: &str, name: &str) {
+        for restore in self.informers.restores.list(Some(ns), &[]) {
+            if restore.pointer("/spec/target/name").and_then(Value::as_str) == Some(name) {
+                self.enqueue(Key::restore(ns, meta_str(&restore, "name")));
+            }
+        }
+        for snapshot in self.informers.snapshots.list(Some(ns), &[]) {
+            if snapshot
+                .pointer("/spec/source/name")
+                .and_then(Value::as_str)
+                == Some(name)
+            {
+                self.enqueue(Key::snapshot(ns, meta_str(&snapshot, "name")));
+            }
+        }
     }
 
     /// A change seen by the cache: the keys it concerns.
@@ -246,7 +318,51 @@ impl Controller {
             crate::housekeeping::mark_vm_state_deleted(&self.data_dir, o, now);
         }
         match resource.plural {
-            "virtualmachines" | "virtualmachineinstances" => self.enqueue(Key::vm(ns, name)),
+            "virtualmachines" | "virtualmachineinstances" => {
+                self.enqueue(Key::vm(ns, name));
+                self.enqueue_for_vm(ns, name);
+            }
+            "virtualmachinesnapshots" => {
+                self.enqueue(Key::snapshot(ns, name));
+                self.enqueue_owning_clones(ns, o);
+                // Clones whose source is this snapshot.
+                for clone in self.informers.clones.list(Some(ns), &[]) {
+                    if clone.pointer("/spec/source/name").and_then(Value::as_str) == Some(name) {
+                        self.enqueue(Key::clone_of(ns, meta_str(&clone, "name")));
+                    }
+                }
+                for restore in self.informers.restores.list(Some(ns), &[]) {
+                    if restore
+                        .pointer("/spec/virtualMachineSnapshotName")
+                        .and_then(Value::as_str)
+                        == Some(name)
+                    {
+                        self.enqueue(Key::restore(ns, meta_str(&restore, "name")));
+                    }
+                }
+            }
+            "virtualmachinerestores" => {
+                self.enqueue(Key::restore(ns, name));
+                self.enqueue_owning_clones(ns, o);
+            }
+            "virtualmachineclones" => self.enqueue(Key::clone_of(ns, name)),
+            "virtualmachinesnapshotcontents" => {
+                if let Some(snapshot) = o
+                    .pointer("/spec/virtualMachineSnapshotName")
+                    .and_then(Value::as_str)
+                {
+                    self.enqueue(Key::snapshot(ns, snapshot));
+                    for restore in self.informers.restores.list(Some(ns), &[]) {
+                        if restore
+                            .pointer("/spec/virtualMachineSnapshotName")
+                            .and_then(Value::as_str)
+                            == Some(snapshot)
+                        {
+                            self.enqueue(Key::restore(ns, meta_str(&restore, "name")));
+                        }
+                    }
+                }
+            }
             "persistentvolumeclaims" => {
                 self.enqueue(Key::pvc(ns, name));
                 if let Some(vm) = o
@@ -278,6 +394,9 @@ impl Controller {
                 };
                 storage::reconcile_pvc(&pvc, &world)
             }
+            Key::Snapshot { namespace, name } => self.reconcile_snapshot_key(key, namespace, name),
+            Key::Restore { namespace, name } => self.reconcile_restore_key(key, namespace, name),
+            Key::Clone { namespace, name } => self.reconcile_clone_key(namespace, name),
         };
         self.execute(key, actions)
     }
@@ -324,6 +443,163 @@ impl Controller {
             Some(vm) => vm_reconciler::reconcile_vm(vm, vmi.as_deref(), &world),
             None => Vec::new(),
         }
+    }
+
+    fn reconcile_snapshot_key(&self, key: &Key, ns: &str, name: &str) -> Vec<Action> {
+        let Some(snapshot) = self.informers.snapshots.get(Some(ns), name) else {
+            self.jobs.forget(key);
+            return Vec::new();
+        };
+        let vm_name = snapshot
+            .pointer("/spec/source/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let vm = self.informers.vms.get(Some(ns), vm_name);
+        let run = self.runs.view(&(ns.to_owned(), vm_name.to_owned()));
+        let content = snapshot_reconciler::content_name(meta_str(&snapshot, "uid"));
+        let job = self.jobs.get(key);
+        let world = SnapshotWorld {
+            vm: vm.as_deref(),
+            run: run.as_ref(),
+            content_exists: self
+                .informers
+                .snapshot_contents
+                .get(Some(ns), &content)
+                .is_some(),
+            job: job.as_ref(),
+            now_unix: ferrovirt_resources::time::now_unix(),
+        };
+        snapshot_reconciler::reconcile_snapshot(&snapshot, &world)
+    }
+
+    fn reconcile_restore_key(&self, key: &Key, ns: &str, name: &str) -> Vec<Action> {
+        let Some(restore) = self.informers.restores.get(Some(ns), name) else {
+            self.jobs.forget(key);
+            return Vec::new();
+        };
+        let text = |p: &str| restore.pointer(p).and_then(Value::as_str).unwrap_or("");
+        let snapshot = self
+            .informers
+            .snapshots
+            .get(Some(ns), text("/spec/virtualMachineSnapshotName"));
+        let content = snapshot.as_deref().and_then(|s| {
+            let content = s
+                .pointer("/status/virtualMachineSnapshotContentName")
+                .and_then(Value::as_str)?;
+            self.informers.snapshot_contents.get(Some(ns), content)
+        });
+        let target_name = text("/spec/target/name");
+        let target = self.informers.vms.get(Some(ns), target_name);
+        let run = self.runs.view(&(ns.to_owned(), target_name.to_owned()));
+        let job = self.jobs.get(key);
+        let world = RestoreWorld {
+            snapshot: snapshot.as_deref(),
+            content: content.as_deref(),
+            target: target.as_deref(),
+            run: run.as_ref(),
+            job: job.as_ref(),
+            now_unix: ferrovirt_resources::time::now_unix(),
+        };
+        restore_reconciler::reconcile_restore(&restore, &world)
+    }
+
+    fn reconcile_clone_key(&self, ns: &str, name: &str) -> Vec<Action> {
+        let Some(clone) = self.informers.clones.get(Some(ns), name) else {
+            return Vec::new();
+        };
+        let snapshot = self
+            .informers
+            .snapshots
+            .get(Some(ns), &clone_reconciler::snapshot_name(&clone));
+        let restore = self.informers.restores.get(
+            Some(ns),
+            &clone_reconciler::tmp_restore_name(meta_str(&clone, "uid")),
+        );
+        let world = CloneWorld {
+            snapshot: snapshot.as_deref(),
+            restore: restore.as_deref(),
+            target_exists: self
+                .informers
+                .vms
+                .get(Some(ns), &clone_reconciler::target_name(&clone))
+                .is_some(),
+            now_unix: ferrovirt_resources::time::now_unix(),
+        };
+        clone_reconciler::reconcile_clone(&clone, &world)
+    }
+
+    /// Takes a snapshot of the VM `vm` (online through its run, offline otherwise).
+    fn take_snapshot(
+        &self,
+        vm: &Value,
+        content: &str,
+        online: bool,
+    ) -> Result<SnapshotSummary, String> {
+        let key = (
+            meta_str(vm, "namespace").to_owned(),
+            meta_str(vm, "name").to_owned(),
+        );
+        let taken = if online {
+            let running = self.runs.running_vm(&key).ok_or_else(|| {
+                format!("VirtualMachine {:?} began to stop as its online snapshot was to be taken; take the snapshot again once it is stopped (offline)", key.1)
+            })?;
+            self.runtime
+                .block_on(vm_snapshot::take_online(&self.data_dir, &running, content, vm))
+        } else {
+            let plan = self.plan_for_vm(vm)?;
+            vm_snapshot::take_offline(&self.data_dir, &plan, content, vm)
+        }
+        .map_err(|e| format!("failed to take the snapshot: {e}"))?;
+        let manifest = &taken.manifest;
+        Ok(SnapshotSummary {
+            size_bytes: manifest.total_bytes(),
+            duration_ms: u64::try_from(taken.duration.as_millis()).unwrap_or(u64::MAX),
+            pause_ms: manifest.pause_ms,
+            online: manifest.online,
+            included: taken.parts.included.clone(),
+            excluded: manifest
+                .excluded
+                .iter()
+                .map(|e| (e.volume.clone(), e.reason.clone()))
+                .collect(),
+            created_unix: i64::try_from(manifest.created_unix_secs).unwrap_or(0),
+            has_tpm: manifest.file(ferrovirt_vmm::state::TPM_STATE).is_some(),
+            has_vars: manifest.file(ferrovirt_vmm::state::VARS).is_some(),
+        })
+    }
+
+    /// Restores the snapshot data `content` into the stopped VM `target`.
+    fn restore_snapshot(
+        &self,
+        target: &Value,
+        content: &str,
+        policy: vm_snapshot::StatePolicy,
+    ) -> Result<RestoreSummary, String> {
+        let plan = self.plan_for_vm(target)?;
+        let report = vm_snapshot::restore_state(&self.data_dir, &plan, content, policy)
+            .map_err(|e| format!("failed to restore the snapshot: {e}"))?;
+        Ok(RestoreSummary {
+            imported_generation: report.imported.map(|g| g.0),
+            pre_restore_generation: report.pre_restore.map(|g| g.0),
+            disks: report.disks,
+        })
+    }
+
+    /// The engine plan of a VM that is not running (its backend volume, if it has one bound).
+    fn plan_for_vm(&self, vm: &Value) -> Result<VmPlan, String> {
+        let vmi = json!({
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachineInstance",
+            "metadata": {
+                "name": meta_str(vm, "name"),
+                "namespace": meta_str(vm, "namespace"),
+                "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                    "name": meta_str(vm, "name"), "uid": meta_str(vm, "uid")}],
+            },
+            "spec": vm.pointer("/spec/template/spec").cloned().unwrap_or_else(|| json!({})),
+        });
+        self.plan_with(&vmi, false)?
+            .ok_or_else(|| "the VM cannot be planned".to_owned())
     }
 
     fn observe_write(&self, resource: &ferrovirt_resources::ResourceDef, written: &Value) {
@@ -497,6 +773,44 @@ impl Controller {
                     self.enqueue_after(key, after);
                     Ok(())
                 }
+                Action::TakeSnapshot {
+                    key,
+                    vm,
+                    content,
+                    online,
+                } => {
+                    let outcome = self.take_snapshot(&vm, &content, online);
+                    if let Err(message) = &outcome {
+                        tracing::warn!(?key, message, "snapshot failed");
+                    }
+                    self.jobs.finish(key.clone(), JobOutcome::Snapshot(outcome));
+                    self.enqueue(key);
+                    Ok(())
+                }
+                Action::RestoreSnapshot {
+                    key,
+                    target,
+                    content,
+                    policy,
+                } => {
+                    let outcome = self.restore_snapshot(&target, &content, policy);
+                    if let Err(message) = &outcome {
+                        tracing::warn!(?key, message, "restore failed");
+                    }
+                    self.jobs.finish(key.clone(), JobOutcome::Restore(outcome));
+                    self.enqueue(key);
+                    Ok(())
+                }
+                Action::DeleteSnapshotData { content } => {
+                    ferrovirt_storage::SnapshotStore::new(&self.data_dir)
+                        .delete(&content)
+                        .map_err(|e| ReconcileError::Other(e.to_string()))?;
+                    Ok(())
+                }
+                Action::ForgetJob { key } => {
+                    self.jobs.forget(&key);
+                    Ok(())
+                }
             };
             match written {
                 Ok(()) => {}
@@ -653,6 +967,12 @@ impl Controller {
 
     /// The engine plan of a VMI; `Ok(None)` while its backend storage is not bound yet.
     fn plan_for(&self, vmi: &Value) -> Result<Option<VmPlan>, String> {
+        self.plan_with(vmi, true)
+    }
+
+    /// The engine plan of a VMI; without `require_volume`, a backend storage that is not bound
+    /// yet leaves `state_volume` empty instead of `Ok(None)`.
+    fn plan_with(&self, vmi: &Value, require_volume: bool) -> Result<Option<VmPlan>, String> {
         let typed: VirtualMachineInstance = serde_json::from_value(vmi.clone())
             .map_err(|e| format!("the stored VMI cannot be read: {e}"))?;
         let ns = meta_str(vmi, "namespace");
@@ -669,7 +989,8 @@ impl Controller {
                         .map_err(|e| e.to_string())?,
                     self.data_dir.join("state-generations").join(volume),
                 )),
-                None => return Ok(None),
+                None if require_volume => return Ok(None),
+                None => None,
             }
         } else {
             None

@@ -70,6 +70,16 @@ impl RunTable {
         })
     }
 
+    /// The running VM of a name (not one that is stopping), for an online snapshot.
+    pub fn running_vm(&self, key: &RunKey) -> Option<Arc<RunningVm>> {
+        let runs = self.lock();
+        let run = runs.get(key).filter(|r| !r.stopping)?;
+        match &run.state {
+            RunState::Running { vm, .. } => Some(vm.clone()),
+            _ => None,
+        }
+    }
+
     /// Registers a starting run; `false` if the name has a run already.
     pub fn begin(&self, key: RunKey, vmi_uid: &str, volume: Option<PathBuf>) -> bool {
         let mut runs = self.lock();
