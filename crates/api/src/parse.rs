@@ -10,6 +10,10 @@ use crate::core::{Namespace, PersistentVolumeClaim, StorageClass};
 use crate::harvester::{
     HARVESTER_API_VERSION, VirtualMachineTemplate, VirtualMachineTemplateVersion,
 };
+use crate::instancetype::{
+    API_VERSION as INSTANCETYPE_API_VERSION, CLUSTER_INSTANCETYPE_KIND, CLUSTER_PREFERENCE_KIND,
+    INSTANCETYPE_KIND, PREFERENCE_KIND, VirtualMachineInstancetype, VirtualMachinePreference,
+};
 use crate::kubevirt::{
     API_VERSION, API_VERSION_V1ALPHA3, GROUP, KubeVirt, VirtualMachine, VirtualMachineInstance,
 };
@@ -107,6 +111,10 @@ pub enum Object {
     Namespace(Box<Namespace>),
     VirtualMachineTemplate(Box<VirtualMachineTemplate>),
     VirtualMachineTemplateVersion(Box<VirtualMachineTemplateVersion>),
+    /// `VirtualMachineInstancetype` or `VirtualMachineClusterInstancetype`.
+    Instancetype(Box<VirtualMachineInstancetype>),
+    /// `VirtualMachinePreference` or `VirtualMachineClusterPreference`.
+    Preference(Box<VirtualMachinePreference>),
     Unknown(Box<UnknownObject>),
 }
 
@@ -122,6 +130,8 @@ impl Object {
             Object::Namespace(o) => &o.kind,
             Object::VirtualMachineTemplate(o) => &o.kind,
             Object::VirtualMachineTemplateVersion(o) => &o.kind,
+            Object::Instancetype(o) => &o.kind,
+            Object::Preference(o) => &o.kind,
             Object::Unknown(o) => &o.kind,
         }
     }
@@ -137,6 +147,8 @@ impl Object {
             Object::Namespace(o) => &o.api_version,
             Object::VirtualMachineTemplate(o) => &o.api_version,
             Object::VirtualMachineTemplateVersion(o) => &o.api_version,
+            Object::Instancetype(o) => &o.api_version,
+            Object::Preference(o) => &o.api_version,
             Object::Unknown(o) => &o.api_version,
         }
     }
@@ -160,6 +172,8 @@ impl Object {
             Object::Namespace(o) => Some(&o.metadata),
             Object::VirtualMachineTemplate(o) => Some(&o.metadata),
             Object::VirtualMachineTemplateVersion(o) => Some(&o.metadata),
+            Object::Instancetype(o) => Some(&o.metadata),
+            Object::Preference(o) => Some(&o.metadata),
             Object::Unknown(_) => None,
         }
     }
@@ -199,6 +213,8 @@ impl Object {
             Object::Namespace(o) => serde_json::to_value(o),
             Object::VirtualMachineTemplate(o) => serde_json::to_value(o),
             Object::VirtualMachineTemplateVersion(o) => serde_json::to_value(o),
+            Object::Instancetype(o) => serde_json::to_value(o),
+            Object::Preference(o) => serde_json::to_value(o),
             Object::Unknown(o) => Ok(o.raw.clone()),
         }
     }
@@ -261,6 +277,12 @@ impl Object {
             }
             (_, HARVESTER_API_VERSION, "VirtualMachineTemplateVersion") => {
                 Object::VirtualMachineTemplateVersion(ctx.typed(value)?)
+            }
+            (_, INSTANCETYPE_API_VERSION, INSTANCETYPE_KIND | CLUSTER_INSTANCETYPE_KIND) => {
+                Object::Instancetype(ctx.typed(value)?)
+            }
+            (_, INSTANCETYPE_API_VERSION, PREFERENCE_KIND | CLUSTER_PREFERENCE_KIND) => {
+                Object::Preference(ctx.typed(value)?)
             }
             _ => Object::Unknown(Box::new(UnknownObject {
                 api_version,

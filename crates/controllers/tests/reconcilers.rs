@@ -143,6 +143,7 @@ impl World {
             storage_classes: &self.classes,
             now_unix: NOW,
             node_name: "node1",
+            references: Default::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod harvester;
 pub mod host_paths;
 mod hyperv;
 mod inputs;
+mod instancetype;
 mod metadata;
 pub mod names;
 mod spec;
@@ -22,6 +23,7 @@ pub use host_paths::{AllowedRoot, HostPathPolicy};
 pub use uniqueness::FirmwareUuidOwner;
 
 use crate::config::ClusterConfig;
+use crate::instancetype::ReferencedSpecs;
 use crate::parse::Object;
 use crate::status::{CauseType, Invalid, StatusCause};
 
@@ -38,6 +40,9 @@ pub struct AdmissionContext<'a> {
     /// The `firmware.uuid` of every other stored VirtualMachine (the object itself may be among
     /// them: it is skipped by namespace and name); empty skips the check.
     pub firmware_uuids_in_use: &'a [FirmwareUuidOwner],
+    /// The instancetype and preference a VM refers to, as found in the store; `None` (offline
+    /// `ferrovirt validate`) checks the VM's template as written.
+    pub references: Option<&'a ReferencedSpecs>,
 }
 
 impl<'a> AdmissionContext<'a> {
@@ -48,6 +53,7 @@ impl<'a> AdmissionContext<'a> {
             old_object: None,
             host_paths: None,
             firmware_uuids_in_use: &[],
+            references: None,
         }
     }
 
@@ -58,12 +64,20 @@ impl<'a> AdmissionContext<'a> {
             old_object: Some(old_object),
             host_paths: None,
             firmware_uuids_in_use: &[],
+            references: None,
         }
     }
 
     /// Also checks `hostDisk` paths against the allowed roots.
     pub fn with_host_paths(mut self, policy: &'a HostPathPolicy) -> Self {
         self.host_paths = Some(policy);
+        self
+    }
+
+    /// Also applies the instancetype and preference a VM refers to (conflicts are refused, the
+    /// resulting template is validated).
+    pub fn with_references(mut self, references: &'a ReferencedSpecs) -> Self {
+        self.references = Some(references);
         self
     }
 
@@ -131,14 +145,18 @@ pub fn admit(object: &Object, ctx: &AdmissionContext<'_>) -> Result<(), Invalid>
         Object::Namespace(ns) => cluster::validate_namespace(ns),
         Object::VirtualMachineTemplate(t) => harvester::validate_template(t),
         Object::VirtualMachineTemplateVersion(v) => harvester::validate_template_version(v, ctx),
+        Object::Instancetype(o) => instancetype::validate_instancetype(o),
+        Object::Preference(o) => instancetype::validate_preference(o),
         Object::Unknown(unknown) => vec![StatusCause::new(
             CauseType::FieldValueNotSupported,
             "kind",
             format!(
                 "ferrovirt does not serve {}/{}; it serves kubevirt.io/v1 VirtualMachine, \
                  VirtualMachineInstance and KubeVirt, storage.k8s.io/v1 StorageClass, \
-                 v1 PersistentVolumeClaim, v1 Namespace and harvesterhci.io/v1beta1 \
-                 VirtualMachineTemplate and VirtualMachineTemplateVersion",
+                 v1 PersistentVolumeClaim, v1 Namespace, harvesterhci.io/v1beta1 \
+                 VirtualMachineTemplate and VirtualMachineTemplateVersion, and \
+                 instancetype.kubevirt.io/v1beta1 VirtualMachine(Cluster)Instancetype and \
+                 VirtualMachine(Cluster)Preference",
                 unknown.api_version, unknown.kind
             ),
         )],
