@@ -144,3 +144,35 @@ pub fn seed_defaults(store: &Store) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_instancetypes_parse_and_pass_admission() {
+        let objects = ferrovirt_api::parse_documents(
+            COMMON_INSTANCETYPES.as_bytes(),
+            "common-instancetypes.yaml",
+        )
+        .unwrap_or_default();
+        assert_eq!(objects.len(), common_instancetypes().len());
+        let config = ClusterConfig::embedded_default();
+        for object in &objects {
+            let verdict =
+                ferrovirt_api::admit(object, &ferrovirt_api::AdmissionContext::create(&config));
+            assert!(verdict.is_ok(), "{}: {verdict:?}", object.name());
+        }
+        let names: Vec<&str> = objects.iter().map(|o| o.name()).collect();
+        for wanted in [
+            "windows.11",
+            "windows.2k22",
+            "fedora",
+            "ubuntu",
+            "debian",
+            "u1.small",
+        ] {
+            assert!(names.contains(&wanted), "{wanted} in {names:?}");
+        }
+    }
+}

@@ -279,3 +279,54 @@ fn apply_hyperv(preferred: &FeatureHyperv, hyperv: &mut FeatureHyperv) {
     fill(&mut hyperv.vpindex, &preferred.vpindex);
     fill(&mut hyperv.vendorid, &preferred.vendorid);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instancetype::CpuPreferences;
+
+    fn preferring(topology: &str) -> PreferenceSpec {
+        PreferenceSpec {
+            cpu: Some(CpuPreferences {
+                preferred_cpu_topology: Some(topology.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn topology_follows_the_preferred_cpu_topology() {
+        assert_eq!(topology(4, None), (4, 1, 1));
+        assert_eq!(topology(4, Some(&preferring("cores"))), (1, 4, 1));
+        assert_eq!(topology(4, Some(&preferring("threads"))), (1, 1, 4));
+        assert_eq!(topology(4, Some(&preferring("spread"))), (2, 2, 1));
+        assert_eq!(topology(1, Some(&preferring("cores"))), (1, 1, 1));
+    }
+
+    #[test]
+    fn every_conflict_is_named() {
+        let instancetype: InstancetypeSpec = serde_json::from_value(
+            serde_json::json!({"cpu": {"guest": 2}, "memory": {"guest": "1Gi"}}),
+        )
+        .unwrap_or_default();
+        let mut spec: VirtualMachineInstanceSpec = serde_json::from_value(serde_json::json!({
+            "domain": {"cpu": {"sockets": 2, "cores": 2}, "resources": {"requests": {"cpu": "1"}},
+                "devices": {}}
+        }))
+        .unwrap_or_default();
+        let fields: Vec<String> =
+            apply_to_instance_spec("spec.template.spec", Some(&instancetype), None, &mut spec)
+                .into_iter()
+                .map(|c| c.field)
+                .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.template.spec.domain.resources.requests.cpu",
+                "spec.template.spec.domain.cpu.sockets",
+                "spec.template.spec.domain.cpu.cores",
+            ]
+        );
+    }
+}
