@@ -8,7 +8,7 @@ use std::time::Duration;
 use ferrovirt_api::core::StorageClass;
 use ferrovirt_api::defaults::apply_instance_spec_defaults;
 use ferrovirt_api::instancetype::ReferencedSpecs;
-use ferrovirt_api::instancetype::apply::apply_to_instance_spec;
+use ferrovirt_api::instancetype::apply::{apply_to_instance_spec, set_default_network_interface};
 use ferrovirt_api::kubevirt::VirtualMachine;
 use ferrovirt_resources::kubevirt::meta_str;
 use ferrovirt_resources::{PVCS, VMIS, VMS};
@@ -206,8 +206,12 @@ fn create_instance(
         .map_err(|e| format!("the stored VM cannot be read: {e}"))?;
     let template = typed.spec.template.clone().unwrap_or_default();
     let mut spec = template.spec.clone();
-    // KubeVirt's VM controller: the instancetype and preference (from the VM's revisions) are
-    // applied to the new VMI's spec, then the VMI defaults.
+    // KubeVirt's VM controller: the default pod interface is added, the instancetype and
+    // preference (from the VM's revisions) are applied to the new VMI's spec, then the VMI
+    // defaults. (Without references the engine attaches the default interface itself.)
+    if references.instancetype.is_some() || references.preference.is_some() {
+        set_default_network_interface(&mut spec);
+    }
     let conflicts = apply_to_instance_spec(
         "spec.template.spec",
         references.instancetype.as_ref(),

@@ -141,6 +141,39 @@ fn apply_memory(
     Vec::new()
 }
 
+/// KubeVirt's `SetDefaultNetworkInterface`, which its VM controller runs before applying the
+/// instancetype and preference (so the default interface gets `preferredInterfaceModel`): with
+/// neither interfaces nor networks and `autoattachPodInterface` not false, one `default`
+/// interface (masquerade) on the pod network.
+pub fn set_default_network_interface(spec: &mut VirtualMachineInstanceSpec) {
+    let devices = &mut spec.domain.devices;
+    let auto = devices
+        .extra
+        .get("autoattachPodInterface")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(true);
+    let has_networks = spec
+        .extra
+        .get("networks")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|n| !n.is_empty());
+    if !auto || has_networks || devices.interfaces.as_ref().is_some_and(|i| !i.is_empty()) {
+        return;
+    }
+    let mut interface = crate::kubevirt::Interface {
+        name: "default".into(),
+        ..Default::default()
+    };
+    interface
+        .extra
+        .insert("masquerade".into(), serde_json::json!({}));
+    devices.interfaces = Some(vec![interface]);
+    spec.extra.insert(
+        "networks".into(),
+        serde_json::json!([{"name": "default", "pod": {}}]),
+    );
+}
+
 /// Sets `slot` to `preferred` when the VM left it unset.
 fn fill<T: Clone>(slot: &mut Option<T>, preferred: &Option<T>) {
     if slot.is_none() {
