@@ -62,7 +62,7 @@ export function VmForm(props: {
           <TextInput label="Namespace" disabled={disabled || props.lockIdentity} value={v.namespace} onChange={(e) => set({ namespace: e.currentTarget.value })} error={err(errors, 'namespace')} />
         </Group>
       ) : null}
-      <Fieldset legend="Operating system">
+      <Fieldset legend="Guest OS">
         <Stack gap="xs">
           <Select
             label="Operating system"
