@@ -196,6 +196,50 @@ fn windows_11_preference_gives_efi_secure_boot_smm_persistent_tpm_and_hyperv() {
     let command_line = qemu_command_line(&server, name);
     insta::assert_snapshot!("windows_11_qemu_command_line", command_line);
 
+    // kubectl lists the seeded cluster preferences by KubeVirt's short name, and applies a
+    // namespaced one (server-side strict validation with KubeVirt's schema).
+    let listed = server.kubectl_ok(&["get", "vmcp"]);
+    assert!(
+        listed.contains("windows.11") && listed.contains("debian"),
+        "{listed}"
+    );
+    let mine = manifest(
+        &server,
+        "pref.yaml",
+        "apiVersion: instancetype.kubevirt.io/v1beta1\nkind: VirtualMachinePreference\n\
+         metadata: {name: mine}\nspec: {devices: {preferredDiskBus: virtio}}\n",
+    );
+    let applied = server.kubectl_ok(&["apply", "-f", mine.to_str().unwrap()]);
+    assert!(
+        applied.contains("virtualmachinepreference.instancetype.kubevirt.io/mine created"),
+        "{applied}"
+    );
+
+    // A VM naming a preference that does not exist: KubeVirt's failure, and no VMI.
+    let missing = manifest(
+        &server,
+        "missing.yaml",
+        &vm_manifest("nopref")
+            .replace("name: windows.11", "name: windows.12")
+            .replace(UUID, "5f0c1b2a-3d4e-4f60-8a7b-9c0d1e2f3a4c"),
+    );
+    server.kubectl_ok(&["apply", "-f", missing.to_str().unwrap()]);
+    let failure = server.wait_for("the Failure condition", Duration::from_secs(30), || {
+        let vm = get_json(&server, &["vm", "nopref"]);
+        vm["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Failure")
+            .cloned()
+    });
+    assert_eq!(failure["reason"], "FailedFindPreference");
+    assert_eq!(
+        failure["message"],
+        "virtualmachineclusterpreferences.instancetype.kubevirt.io \"windows.12\" not found"
+    );
+    assert!(!server.kubectl(&["get", "vmi", "nopref"]).status.success());
+    server.kubectl_ok(&["delete", "vm", "nopref"]);
+
     // Deleting the VM stops QEMU and swtpm (serve itself never stops VMs).
     server.kubectl_ok(&["delete", "vm", name]);
     server.wait_for("QEMU to stop", Duration::from_secs(60), || {
