@@ -127,14 +127,15 @@ fn web_ui_in_chromium_against_a_real_server() {
     // Every test runs: the 401 test (the server checks tokens) and the 403 one (viewer token).
     let passed = summary_count(&stdout, "pass").unwrap_or(0);
     assert!(
-        passed >= 11
+        passed >= 12
             && summary_count(&stdout, "fail") == Some(0)
             && summary_count(&stdout, "skipped") == Some(0),
-        "expected at least 11 passing, no failing and no skipped browser tests:\n{stdout}"
+        "expected at least 12 passing, no failing and no skipped browser tests:\n{stdout}"
     );
     for shot in [
         "vm-list",
         "form-tpm-persistent",
+        "form-windows-11",
         "yaml-tab",
         "console",
         "vnc-console",

@@ -363,6 +363,37 @@ spec:
     await shot('vm-list');
   });
 
+  it('choosing Windows 11 sets spec.preference: the form shows what it brings, the YAML and kubectl show the reference', async () => {
+    const name = `e2e-win11-${suffix}`;
+    await page.goto(`${BASE}/#/vms/new`);
+    await page.getByRole('textbox', { name: 'Name', exact: true }).fill(name);
+    await page.getByLabel('Namespace').fill(NS);
+    await page.getByRole('combobox', { name: 'Operating system' }).click();
+    await page.getByRole('option', { name: 'Windows 11', exact: true }).click();
+    const brings = page.getByTestId('preference-brings');
+    for (const item of ['EFI', 'Secure Boot', 'persistent EFI', 'persistent TPM', 'SMM', 'Hyper-V enlightenments']) {
+      await brings.getByText(item, { exact: true }).waitFor();
+    }
+    assert.match(await page.getByTestId('firmware-from-preference').innerText(), /EFI, Secure Boot, persistent EFI variables/);
+    assert.match(await page.getByTestId('tpm-from-preference').innerText(), /persistent state/);
+    await shot('form-windows-11');
+    await page.getByRole('tab', { name: 'YAML' }).click();
+    const yaml = await yamlText();
+    assert.match(yaml, /preference:\s*\n\s*kind: VirtualMachineClusterPreference\s*\n\s*name: windows.11/);
+    assert.doesNotMatch(yaml, /bootloader|tpm:|preferredEfi/, 'the YAML holds the reference, not an expanded copy');
+    await page.getByRole('button', { name: 'Create', exact: true }).click();
+    created.add(name);
+    await page.waitForURL(new RegExp(`#/vms/${NS}/${name}$`));
+    const { json } = await apiJson('GET', vmPath(name));
+    assert.deepEqual(json.spec.preference, { kind: 'VirtualMachineClusterPreference', name: 'windows.11' });
+    assert.equal(json.spec.template.spec.domain.firmware?.bootloader, undefined);
+    assert.equal(json.spec.template.spec.domain.devices.tpm, undefined);
+    assert.match(kubectl('get', 'vm', name, '-n', NS, '-o', 'yaml'), /preference:\n\s+kind: VirtualMachineClusterPreference\n\s+name: windows.11/);
+    // Editing it again: the form reads the choice back from the stored VM.
+    await page.goto(`${BASE}/#/vms/${NS}/${name}/edit`);
+    await page.getByTestId('preference-brings').getByText('persistent TPM', { exact: true }).waitFor();
+  });
+
   it('shows a server cause inline at "TPM persistent state" when the feature gate is off', async () => {
     const kv = '/apis/kubevirt.io/v1/namespaces/kubevirt/kubevirts/kubevirt';
     const before = (await apiJson('GET', kv)).json;

@@ -1,7 +1,8 @@
 //! The KubeVirt-compatible API model: typed `kubevirt.io/v1` VirtualMachine,
 //! VirtualMachineInstance and KubeVirt objects, KubeVirt's `snapshot.kubevirt.io` snapshots, snapshot contents and
 //! restores and `clone.kubevirt.io` clones, Harvester's `harvesterhci.io/v1beta1` VM templates
-//! and template versions, the Kubernetes objects they lean on (metadata,
+//! and template versions, `instancetype.kubevirt.io/v1beta1` instancetypes and preferences (and how
+//! they are applied to a VM), the Kubernetes objects they lean on (metadata,
 //! StorageClass, PersistentVolumeClaim), parsing of YAML/JSON manifests, KubeVirt's defaults and its
 //! admission validation (same rules, messages and field paths). Fields ferrovirt does not act on are
 //! kept as written, so what a user applies comes back unchanged. Nothing here touches disk, processes
@@ -13,6 +14,7 @@ pub mod core;
 pub mod defaults;
 pub mod harvester;
 pub mod hyperv_dependencies;
+pub mod instancetype;
 pub mod kubevirt;
 pub mod meta;
 pub mod parse;

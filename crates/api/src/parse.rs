@@ -11,6 +11,10 @@ use crate::core::{Namespace, PersistentVolumeClaim, StorageClass};
 use crate::harvester::{
     HARVESTER_API_VERSION, VirtualMachineTemplate, VirtualMachineTemplateVersion,
 };
+use crate::instancetype::{
+    API_VERSION as INSTANCETYPE_API_VERSION, CLUSTER_INSTANCETYPE_KIND, CLUSTER_PREFERENCE_KIND,
+    INSTANCETYPE_KIND, PREFERENCE_KIND, VirtualMachineInstancetype, VirtualMachinePreference,
+};
 use crate::kubevirt::{
     API_VERSION, API_VERSION_V1ALPHA3, GROUP, KubeVirt, VirtualMachine, VirtualMachineInstance,
 };
@@ -116,6 +120,10 @@ pub enum Object {
     VirtualMachineSnapshotContent(Box<VirtualMachineSnapshotContent>),
     VirtualMachineRestore(Box<VirtualMachineRestore>),
     VirtualMachineClone(Box<VirtualMachineClone>),
+    /// `VirtualMachineInstancetype` or `VirtualMachineClusterInstancetype`.
+    Instancetype(Box<VirtualMachineInstancetype>),
+    /// `VirtualMachinePreference` or `VirtualMachineClusterPreference`.
+    Preference(Box<VirtualMachinePreference>),
     Unknown(Box<UnknownObject>),
 }
 
@@ -135,6 +143,8 @@ impl Object {
             Object::VirtualMachineSnapshotContent(o) => &o.kind,
             Object::VirtualMachineRestore(o) => &o.kind,
             Object::VirtualMachineClone(o) => &o.kind,
+            Object::Instancetype(o) => &o.kind,
+            Object::Preference(o) => &o.kind,
             Object::Unknown(o) => &o.kind,
         }
     }
@@ -154,6 +164,8 @@ impl Object {
             Object::VirtualMachineSnapshotContent(o) => &o.api_version,
             Object::VirtualMachineRestore(o) => &o.api_version,
             Object::VirtualMachineClone(o) => &o.api_version,
+            Object::Instancetype(o) => &o.api_version,
+            Object::Preference(o) => &o.api_version,
             Object::Unknown(o) => &o.api_version,
         }
     }
@@ -181,6 +193,8 @@ impl Object {
             Object::VirtualMachineSnapshotContent(o) => Some(&o.metadata),
             Object::VirtualMachineRestore(o) => Some(&o.metadata),
             Object::VirtualMachineClone(o) => Some(&o.metadata),
+            Object::Instancetype(o) => Some(&o.metadata),
+            Object::Preference(o) => Some(&o.metadata),
             Object::Unknown(_) => None,
         }
     }
@@ -224,6 +238,8 @@ impl Object {
             Object::VirtualMachineSnapshotContent(o) => serde_json::to_value(o),
             Object::VirtualMachineRestore(o) => serde_json::to_value(o),
             Object::VirtualMachineClone(o) => serde_json::to_value(o),
+            Object::Instancetype(o) => serde_json::to_value(o),
+            Object::Preference(o) => serde_json::to_value(o),
             Object::Unknown(o) => Ok(o.raw.clone()),
         }
     }
@@ -298,6 +314,12 @@ impl Object {
             }
             (_, CLONE_API_VERSION, "VirtualMachineClone") => {
                 Object::VirtualMachineClone(ctx.typed(value)?)
+            }
+            (_, INSTANCETYPE_API_VERSION, INSTANCETYPE_KIND | CLUSTER_INSTANCETYPE_KIND) => {
+                Object::Instancetype(ctx.typed(value)?)
+            }
+            (_, INSTANCETYPE_API_VERSION, PREFERENCE_KIND | CLUSTER_PREFERENCE_KIND) => {
+                Object::Preference(ctx.typed(value)?)
             }
             _ => Object::Unknown(Box::new(UnknownObject {
                 api_version,

@@ -5,6 +5,7 @@
 use ferrovirt_api::defaults::{
     apply_vm_defaults, apply_vmi_defaults, carry_over_firmware_identity,
 };
+use ferrovirt_api::instancetype::ReferencedSpecs;
 use ferrovirt_api::parse::ParseError;
 use ferrovirt_api::validation::{FirmwareUuidOwner, HostPathPolicy};
 use ferrovirt_api::{AdmissionContext, ClusterConfig, Invalid, Object, StatusCause, admit};
@@ -184,6 +185,9 @@ pub struct AdmissionInputs<'a> {
     pub cluster: &'a ClusterConfig,
     pub host_paths: &'a HostPathPolicy,
     pub firmware_uuids_in_use: &'a [FirmwareUuidOwner],
+    /// The instancetype and preference a VM refers to (`ferrovirt_resources::instancetypes::
+    /// find_referenced`).
+    pub references: &'a ReferencedSpecs,
 }
 
 impl<'a> AdmissionInputs<'a> {
@@ -194,6 +198,7 @@ impl<'a> AdmissionInputs<'a> {
         }
         .with_host_paths(self.host_paths)
         .with_firmware_uuids_in_use(self.firmware_uuids_in_use)
+        .with_references(self.references)
     }
 }
 
@@ -291,7 +296,8 @@ pub fn admit_create(
     object: Value,
     inputs: &AdmissionInputs<'_>,
 ) -> Result<Value, ApiError> {
-    if resource.plural == "events" {
+    // Events and ControllerRevisions are the controllers' records, stored as written.
+    if resource.plural == "events" || resource.plural == "controllerrevisions" {
         return Ok(object);
     }
     if resource.group == ferrovirt_resources::RBAC_GROUP {
@@ -316,7 +322,8 @@ pub fn admit_update(
     old: &Value,
     inputs: &AdmissionInputs<'_>,
 ) -> Result<Value, ApiError> {
-    if resource.plural == "events" {
+    // Events and ControllerRevisions are the controllers' records, stored as written.
+    if resource.plural == "events" || resource.plural == "controllerrevisions" {
         return Ok(object);
     }
     if resource.group == ferrovirt_resources::RBAC_GROUP {
@@ -378,6 +385,59 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_setting_what_its_instancetype_sets_is_refused_with_kubevirts_message() {
+        let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"runStrategy": "Always",
+                "instancetype": {"name": "u1.large"},
+                "preference": {"name": "windows.11"},
+                "template": {"spec": {"domain": {"cpu": {"sockets": 4}, "devices": {}}}}}});
+        let references = ReferencedSpecs {
+            instancetype: serde_json::from_value(
+                json!({"cpu": {"guest": 2}, "memory": {"guest": "8Gi"}}),
+            )
+            .ok(),
+            preference: None,
+        };
+        let (policy, cluster) = (HostPathPolicy::default(), ClusterConfig::embedded_default());
+        let inputs = AdmissionInputs {
+            cluster: &cluster,
+            host_paths: &policy,
+            firmware_uuids_in_use: &[],
+            references: &references,
+        };
+        let err = admit_create(&VMS, vm.clone(), &inputs).unwrap_err();
+        assert_eq!(err.code, 422);
+        let causes = err.details.unwrap()["causes"].clone();
+        assert_eq!(
+            causes,
+            json!([{"reason": "FieldValueInvalid",
+                "message": "VM field(s) spec.template.spec.domain.cpu.sockets conflicts with selected instance type",
+                "field": "spec.template.spec.domain.cpu.sockets"}])
+        );
+        // Without the conflicting field the VM is admitted (its memory is the instancetype's), and
+        // what is stored is the reference, not an expanded copy.
+        let mut fine = vm.clone();
+        fine["spec"]["template"]["spec"]["domain"]["cpu"] = json!({});
+        let stored = admit_create(&VMS, fine, &inputs).unwrap();
+        assert_eq!(stored["spec"]["preference"], json!({"name": "windows.11"}));
+        assert!(
+            stored
+                .pointer("/spec/template/spec/domain/memory")
+                .is_none()
+        );
+        // A matcher naming a kind of the other role is refused with the field path.
+        let mut wrong = vm.clone();
+        wrong["spec"]["preference"]["kind"] = json!("VirtualMachineInstancetype");
+        wrong["spec"]["template"]["spec"]["domain"]["cpu"] = json!({});
+        let err = admit_create(&VMS, wrong, &inputs).unwrap_err();
+        assert_eq!(
+            err.details.unwrap()["causes"][0]["field"],
+            "spec.preference.kind"
+        );
+    }
+
+    #[test]
     fn admission_rejects_with_field_paths() {
         let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
             "metadata": {"name": "a", "namespace": "default"},
@@ -385,6 +445,7 @@ mod tests {
                 "devices": {"tpm": {"persistent": true}}, "resources": {"requests": {"memory": "128Mi"}}}}}}});
         let policy = HostPathPolicy::default();
         let (plain, embedded) = (ClusterConfig::default(), ClusterConfig::embedded_default());
+        let none = ReferencedSpecs::default();
         let inputs = |cluster: &'static str| AdmissionInputs {
             cluster: if cluster == "embedded" {
                 &embedded
@@ -393,6 +454,7 @@ mod tests {
             },
             host_paths: &policy,
             firmware_uuids_in_use: &[],
+            references: &none,
         };
         let err = admit_create(&VMS, vm.clone(), &inputs("plain")).unwrap_err();
         assert_eq!(err.code, 422);

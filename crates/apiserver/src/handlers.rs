@@ -512,10 +512,12 @@ pub async fn create(
         let _serialized = lock_vm_writes(&resource, &vm_writes);
         let cluster = admission::cluster_config(s);
         let owners = uuid_owners_for(&resource, s, &object, None);
+        let references = references_for(&resource, s, &object);
         let inputs = admission::AdmissionInputs {
             cluster: &cluster,
             host_paths: &host_paths,
             firmware_uuids_in_use: &owners,
+            references: &references,
         };
         let mut admitted = match admission::admit_create(&resource, object, &inputs) {
             Ok(v) => v,
@@ -579,6 +581,21 @@ fn uuid_owners_for(
     }
 }
 
+/// The instancetype and preference a VirtualMachine refers to (none for other kinds).
+fn references_for(
+    resource: &ResourceDef,
+    store: &Store,
+    object: &Value,
+) -> ferrovirt_api::instancetype::ReferencedSpecs {
+    let refers = object.pointer("/spec/instancetype").is_some()
+        || object.pointer("/spec/preference").is_some();
+    if *resource == VMS && refers {
+        ferrovirt_resources::instancetypes::find_referenced(store, object)
+    } else {
+        Default::default()
+    }
+}
+
 /// Template bookkeeping after a template or a version was written or deleted.
 fn sync_templates_after_write(store: &Store, resource: &ResourceDef, object: &Value) {
     let key = if *resource == TEMPLATE_VERSIONS {
@@ -628,10 +645,18 @@ pub async fn replace(
         }
         let cluster = admission::cluster_config(s);
         let owners = uuid_owners_for(&resource, s, &object, Some(&old));
+        let mut with_status = object.clone();
+        if with_status.get("status").is_none()
+            && let Some(status) = old.get("status")
+        {
+            with_status["status"] = status.clone();
+        }
+        let references = references_for(&resource, s, &with_status);
         let inputs = admission::AdmissionInputs {
             cluster: &cluster,
             host_paths: &host_paths,
             firmware_uuids_in_use: &owners,
+            references: &references,
         };
         let admitted = match admission::admit_update(&resource, object, &old, &inputs) {
             Ok(v) => v,

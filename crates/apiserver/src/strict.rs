@@ -41,6 +41,10 @@ pub fn unknown_fields(kind: &str, object: &Value) -> Vec<String> {
         "VirtualMachine" => "v1.VirtualMachine",
         "VirtualMachineInstance" => "v1.VirtualMachineInstance",
         "KubeVirt" => "v1.KubeVirt",
+        "VirtualMachineInstancetype" => "v1beta1.VirtualMachineInstancetype",
+        "VirtualMachineClusterInstancetype" => "v1beta1.VirtualMachineClusterInstancetype",
+        "VirtualMachinePreference" => "v1beta1.VirtualMachinePreference",
+        "VirtualMachineClusterPreference" => "v1beta1.VirtualMachineClusterPreference",
         _ => return Vec::new(),
     };
     let Some(schema) = definitions().get(definition) else {

@@ -806,6 +806,57 @@ const BINDING_COLUMNS: &[Column] = &[
     },
 ];
 
+/// kubectl's ControllerRevision columns: NAME, CONTROLLER (`kind.group/name` of the controlling
+/// owner), REVISION, AGE.
+const CONTROLLER_REVISION_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        kind: "string",
+        format: "name",
+        priority: 0,
+        cell: name,
+    },
+    Column {
+        name: "Controller",
+        kind: "string",
+        format: "",
+        priority: 0,
+        cell: |o, _| {
+            let owner = o
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|refs| {
+                    refs.iter()
+                        .find(|r| r.get("controller") == Some(&json!(true)))
+                });
+            Value::String(owner.map_or_else(String::new, |r| {
+                let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                let group = field("apiVersion").split_once('/').map_or("", |(g, _)| g);
+                let kind = field("kind").to_lowercase();
+                if group.is_empty() {
+                    format!("{kind}/{}", field("name"))
+                } else {
+                    format!("{kind}.{group}/{}", field("name"))
+                }
+            }))
+        },
+    },
+    Column {
+        name: "Revision",
+        kind: "integer",
+        format: "",
+        priority: 0,
+        cell: |o, _| o.get("revision").cloned().unwrap_or(json!(0)),
+    },
+    Column {
+        name: "Age",
+        kind: "date",
+        format: "",
+        priority: 0,
+        cell: age,
+    },
+];
+
 fn columns(resource: &ResourceDef) -> &'static [Column] {
     match resource.plural {
         "roles" | "clusterroles" => ROLE_COLUMNS,
@@ -822,6 +873,12 @@ fn columns(resource: &ResourceDef) -> &'static [Column] {
         "events" => EVENT_COLUMNS,
         "namespaces" => NAMESPACE_COLUMNS,
         "storageclasses" => STORAGE_CLASS_COLUMNS,
+        // KubeVirt's instancetype CRDs declare no printer columns: NAME, AGE.
+        "virtualmachineinstancetypes"
+        | "virtualmachineclusterinstancetypes"
+        | "virtualmachinepreferences"
+        | "virtualmachineclusterpreferences" => &KUBEVIRT_COLUMNS[..2],
+        "controllerrevisions" => CONTROLLER_REVISION_COLUMNS,
         _ => KUBEVIRT_COLUMNS,
     }
 }

@@ -13,10 +13,12 @@
 //!   one key on two workers, delayed adds, per-key exponential backoff.
 //! - [`vm_reconciler`]: the VM reconciler (virt-controller's part), a pure function of (VM, VMI,
 //!   world) returning [`action::Action`]s: create/delete the VMI, the backend PVC, the status.
+//! - [`references`]: a VM's instancetype and preference: the ControllerRevisions that keep the
+//!   copies it uses, its status references, the failure when one is missing (pure).
 //! - [`vmi_reconciler`]: the VMI reconciler (virt-handler's part), a pure function of (VMI, the
 //!   engine's run, world): start, adopt, report, stop, release.
 //! - [`world`]: the read-only view a VM key's reconcile gets (run, backend PVCs, storage classes,
-//!   clock, node).
+//!   clock, node, the VM's instancetype, preference and revisions).
 //! - [`action`]: the work-queue [`action::Key`] and the actions reconcilers return.
 //! - [`runtime`]: the controller manager's loop: informers -> queue -> workers -> reconcilers ->
 //!   [`runtime::Controller::execute`] (the one place actions are carried out), and the engine's
@@ -46,6 +48,7 @@ pub mod housekeeping;
 pub mod jobs;
 pub mod queue;
 pub mod restore_reconciler;
+pub mod references;
 pub mod runtime;
 pub mod snapshot_reconciler;
 pub mod storage;

@@ -80,14 +80,14 @@ pub fn printable_status(
     vm: &Value,
     vmi: Option<&Value>,
     backoff_active: bool,
-    failure: Option<&str>,
+    failure: Option<&SyncFailure>,
 ) -> &'static str {
     if deleting(vm) {
         return "Terminating";
     }
     match vmi {
         None if backoff_active => "CrashLoopBackOff",
-        None if failure.is_some() => "ErrorPvcNotFound",
+        None if failure.is_some_and(|f| f.reason == "FailedCreate") => "ErrorPvcNotFound",
         None => "Stopped",
         Some(v) if deleting(v) => "Stopping",
         Some(v) => match phase(v) {
@@ -100,12 +100,19 @@ pub fn printable_status(
     }
 }
 
+/// Why the VM's last sync failed: the `Failure` condition's reason and message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncFailure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// The VM's new status (keeps `stateChangeRequests` and `startFailure` from `current`).
 pub fn vm_status(
     vm: &Value,
     vmi: Option<&Value>,
     backoff_active: bool,
-    failure: Option<&str>,
+    failure: Option<&SyncFailure>,
     now: &str,
 ) -> Value {
     let current = vm.get("status").cloned().unwrap_or_else(|| json!({}));
@@ -137,8 +144,16 @@ pub fn vm_status(
         }
     };
     let mut conditions = vec![ready_condition];
-    if let Some(message) = failure {
-        conditions.push(json!({"type": "Failure", "status": "True", "reason": "FailedCreate", "message": message, "lastProbeTime": null, "lastTransitionTime": now}));
+    if let Some(failure) = failure {
+        let previous = current
+            .get("conditions")
+            .and_then(Value::as_array)
+            .and_then(|c| c.iter().find(|c| c.get("type") == Some(&json!("Failure"))))
+            .filter(|c| {
+                c.get("reason") == Some(&json!(failure.reason))
+                    && c.get("message") == Some(&json!(failure.message))
+            });
+        conditions.push(previous.cloned().unwrap_or_else(|| json!({"type": "Failure", "status": "True", "reason": failure.reason, "message": failure.message, "lastProbeTime": null, "lastTransitionTime": now})));
     }
     let mut status = json!({
         "printableStatus": printable,
@@ -149,7 +164,13 @@ pub fn vm_status(
         "observedGeneration": vm.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
         "desiredGeneration": vm.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
     });
-    for keep in ["stateChangeRequests", "startFailure", "volumeStatus"] {
+    for keep in [
+        "stateChangeRequests",
+        "startFailure",
+        "volumeStatus",
+        "instancetypeRef",
+        "preferenceRef",
+    ] {
         if let Some(value) = current.get(keep)
             && !(value.is_array() && value.as_array().is_some_and(Vec::is_empty))
         {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ferrovirt_api::core::StorageClass;
 use ferrovirt_api::defaults::apply_instance_spec_defaults;
+use ferrovirt_api::instancetype::ReferencedSpecs;
+use ferrovirt_api::instancetype::apply::{apply_to_instance_spec, set_default_network_interface};
 use ferrovirt_api::kubevirt::VirtualMachine;
 use ferrovirt_resources::kubevirt::meta_str;
 use ferrovirt_resources::{PVCS, VMIS, VMS};
@@ -15,8 +17,9 @@ use serde_json::{Value, json};
 
 use crate::action::{Action, Key};
 use crate::events::EventType;
+use crate::references::{ReferenceSync, sync_references};
 use crate::storage::{PVC_PROTECTION, choose_storage_class};
-use crate::vm::{self, Decision, VMI_FINALIZER};
+use crate::vm::{self, Decision, SyncFailure, VMI_FINALIZER};
 use crate::vmi_reconciler::bound_volume;
 use crate::world::VmWorld;
 
@@ -29,6 +32,29 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
     }
     // A VMI of another (older) VM with the same name is not ours.
     let vmi = vmi.filter(|v| owned_by(v, meta_str(vm, "uid")));
+    let references = match sync_references(vm, world) {
+        ReferenceSync::Record(actions) => return actions,
+        ReferenceSync::Failed { reason, message } => {
+            let failure = SyncFailure { reason, message };
+            if vmi.is_none() && matches!(vm::decide(vm, vmi, false), Decision::CreateInstance) {
+                let status = write_status(vm, vmi, false, Some(&failure), world);
+                let mut actions = Vec::new();
+                if status.is_some() {
+                    actions.push(Action::event(
+                        vm,
+                        EventType::Warning,
+                        failure.reason,
+                        &failure.message,
+                    ));
+                }
+                actions.extend(status);
+                return actions;
+            }
+            ReferencedSpecs::default()
+        }
+        ReferenceSync::Ready(specs) => *specs,
+        ReferenceSync::Unreferenced => ReferencedSpecs::default(),
+    };
     let backoff = backoff_remaining(vm, world.now_unix);
     let mut actions = Vec::new();
     if let Some(remaining) = backoff {
@@ -76,16 +102,21 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
                 ));
             }
         }
-        Decision::CreateInstance => match create_instance(vm, world) {
+        Decision::CreateInstance => match create_instance(vm, &references, world) {
             Ok(created) => actions.extend(created),
             Err(message) => {
+                let failure = SyncFailure {
+                    reason: "FailedCreate",
+                    message,
+                };
+                let message = &failure.message;
                 actions.push(Action::event(
                     vm,
                     EventType::Warning,
                     "FailedCreate",
-                    &message,
+                    message,
                 ));
-                actions.extend(write_status(vm, vmi, false, Some(&message), world));
+                actions.extend(write_status(vm, vmi, false, Some(&failure), world));
             }
         },
     }
@@ -97,7 +128,7 @@ fn write_status(
     vm: &Value,
     vmi: Option<&Value>,
     backoff: bool,
-    failure: Option<&str>,
+    failure: Option<&SyncFailure>,
     world: &VmWorld,
 ) -> Option<Action> {
     let mut status = vm::vm_status(vm, vmi, backoff, failure, &world.now_rfc3339());
@@ -166,11 +197,34 @@ fn note_start_failure(vm: &Value, vmi: &Value, now_unix: i64) -> Option<Action> 
 
 /// The VMI of a VM, with its backend storage asked for first (or retired when no longer
 /// wanted); `Err` says why it cannot be created.
-fn create_instance(vm: &Value, world: &VmWorld) -> Result<Vec<Action>, String> {
+fn create_instance(
+    vm: &Value,
+    references: &ReferencedSpecs,
+    world: &VmWorld,
+) -> Result<Vec<Action>, String> {
     let typed: VirtualMachine = serde_json::from_value(vm.clone())
         .map_err(|e| format!("the stored VM cannot be read: {e}"))?;
     let template = typed.spec.template.clone().unwrap_or_default();
     let mut spec = template.spec.clone();
+    // KubeVirt's VM controller: the default pod interface is added, the instancetype and
+    // preference (from the VM's revisions) are applied to the new VMI's spec, then the VMI
+    // defaults. (Without references the engine attaches the default interface itself.)
+    if references.instancetype.is_some() || references.preference.is_some() {
+        set_default_network_interface(&mut spec);
+    }
+    let conflicts = apply_to_instance_spec(
+        "spec.template.spec",
+        references.instancetype.as_ref(),
+        references.preference.as_ref(),
+        &mut spec,
+    );
+    if !conflicts.is_empty() {
+        let fields: Vec<&str> = conflicts.iter().map(|c| c.field.as_str()).collect();
+        return Err(format!(
+            "VMI conflicts with instancetype spec in fields: [{}]",
+            fields.join(", ")
+        ));
+    }
     apply_instance_spec_defaults(&mut spec);
     let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
     let mut actions = Vec::new();

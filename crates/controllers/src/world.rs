@@ -73,6 +73,19 @@ pub struct VmWorld<'a> {
     pub storage_classes: &'a [Arc<Value>],
     pub now_unix: i64,
     pub node_name: &'a str,
+    /// The instancetype and preference the VM refers to, and the revisions that may hold them.
+    pub references: VmReferences<'a>,
+}
+
+/// What a VM's `spec.instancetype` and `spec.preference` point at, as the cache holds it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VmReferences<'a> {
+    /// The referenced instancetype object, if it exists.
+    pub instancetype: Option<&'a Value>,
+    /// The referenced preference object, if it exists.
+    pub preference: Option<&'a Value>,
+    /// The ControllerRevisions of the VM's namespace.
+    pub revisions: &'a [Arc<Value>],
 }
 
 impl VmWorld<'_> {

@@ -154,6 +154,7 @@ impl World {
             storage_classes: &self.classes,
             now_unix: NOW,
             node_name: "node1",
+            references: Default::default(),
         }
     }
 }

@@ -194,6 +194,66 @@ pub const VM_CLONES: ResourceDef = ResourceDef {
     namespaced: true,
     categories: &["all"],
 };
+/// KubeVirt's instancetype group (`instancetype.kubevirt.io/v1beta1`); short names as KubeVirt's
+/// CRDs (`virt-operator`'s `crds.go`), no extra printer columns (NAME, AGE).
+pub const INSTANCETYPE_GROUP: &str = "instancetype.kubevirt.io";
+pub const INSTANCETYPES: ResourceDef = ResourceDef {
+    group: INSTANCETYPE_GROUP,
+    version: "v1beta1",
+    plural: "virtualmachineinstancetypes",
+    singular: "virtualmachineinstancetype",
+    kind: "VirtualMachineInstancetype",
+    short_names: &["vminstancetype", "vminstancetypes", "vmf", "vmfs"],
+    namespaced: true,
+    categories: &["all"],
+};
+pub const CLUSTER_INSTANCETYPES: ResourceDef = ResourceDef {
+    group: INSTANCETYPE_GROUP,
+    version: "v1beta1",
+    plural: "virtualmachineclusterinstancetypes",
+    singular: "virtualmachineclusterinstancetype",
+    kind: "VirtualMachineClusterInstancetype",
+    short_names: &[
+        "vmclusterinstancetype",
+        "vmclusterinstancetypes",
+        "vmcf",
+        "vmcfs",
+    ],
+    namespaced: false,
+    categories: &[],
+};
+pub const PREFERENCES: ResourceDef = ResourceDef {
+    group: INSTANCETYPE_GROUP,
+    version: "v1beta1",
+    plural: "virtualmachinepreferences",
+    singular: "virtualmachinepreference",
+    kind: "VirtualMachinePreference",
+    short_names: &["vmpref", "vmprefs", "vmp", "vmps"],
+    namespaced: true,
+    categories: &["all"],
+};
+pub const CLUSTER_PREFERENCES: ResourceDef = ResourceDef {
+    group: INSTANCETYPE_GROUP,
+    version: "v1beta1",
+    plural: "virtualmachineclusterpreferences",
+    singular: "virtualmachineclusterpreference",
+    kind: "VirtualMachineClusterPreference",
+    short_names: &["vmcp", "vmcps"],
+    namespaced: false,
+    categories: &[],
+};
+/// `apps/v1` ControllerRevision: the VM controller keeps the instancetype and preference a VM
+/// uses in one, owned by the VM (KubeVirt's revisions).
+pub const CONTROLLER_REVISIONS: ResourceDef = ResourceDef {
+    group: "apps",
+    version: "v1",
+    plural: "controllerrevisions",
+    singular: "controllerrevision",
+    kind: "ControllerRevision",
+    short_names: &[],
+    namespaced: true,
+    categories: &[],
+};
 
 /// The RBAC group: `rbac.authorization.k8s.io/v1`.
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
@@ -242,7 +302,7 @@ pub const CLUSTER_ROLE_BINDINGS: ResourceDef = ResourceDef {
 pub const RBAC: [ResourceDef; 4] = [ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS];
 
 /// Every served resource.
-pub const ALL: [ResourceDef; 17] = [
+pub const ALL: [ResourceDef; 22] = [
     NAMESPACES,
     PVCS,
     EVENTS,
@@ -260,14 +320,21 @@ pub const ALL: [ResourceDef; 17] = [
     CLUSTER_ROLES,
     ROLE_BINDINGS,
     CLUSTER_ROLE_BINDINGS,
+    INSTANCETYPES,
+    CLUSTER_INSTANCETYPES,
+    PREFERENCES,
+    CLUSTER_PREFERENCES,
+    CONTROLLER_REVISIONS,
 ];
 
 /// The API group of the VM subresources (`start`, `stop`, `restart`, `console`).
 pub const SUBRESOURCES_GROUP: &str = "subresources.kubevirt.io";
 
 /// The group/versions served, in discovery order.
-pub const GROUP_VERSIONS: [(&str, &str); 7] = [
+pub const GROUP_VERSIONS: [(&str, &str); 9] = [
     ("kubevirt.io", "v1"),
+    (INSTANCETYPE_GROUP, "v1beta1"),
+    ("apps", "v1"),
     (RBAC_GROUP, "v1"),
     ("storage.k8s.io", "v1"),
     (SUBRESOURCES_GROUP, "v1"),
@@ -324,6 +391,11 @@ mod tests {
         assert_eq!(
             find(CLONE_GROUP, "v1beta1", "virtualmachineclones"),
             Some(VM_CLONES)
+        );
+        assert_eq!(in_group_version(INSTANCETYPE_GROUP, "v1beta1").len(), 4);
+        assert_eq!(
+            CLUSTER_PREFERENCES.qualified(),
+            "virtualmachineclusterpreferences.instancetype.kubevirt.io"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The cluster-wide objects: the KubeVirt configuration read from the stored `KubeVirt` object,
 //! the defaults a fresh store is seeded with (namespaces `default` and `kubevirt`, the KubeVirt
-//! CR, the `local-path` StorageClass), and the lookup of a VM's backend-storage PVC by KubeVirt's
+//! CR, the `local-path` StorageClass, KubeVirt's common cluster preferences and instancetypes), and the lookup of a VM's backend-storage PVC by KubeVirt's
 //! label.
 
 use ferrovirt_api::ClusterConfig;
@@ -10,7 +10,40 @@ use ferrovirt_storage::backend::PVC_LABEL_KEY;
 use ferrovirt_store::{ListOptions, Selector, Store, StoreError};
 use serde_json::{Value, json};
 
-use crate::catalogue::{KUBEVIRTS, NAMESPACES, PVCS, STORAGE_CLASSES};
+use crate::catalogue::{
+    CLUSTER_INSTANCETYPES, CLUSTER_PREFERENCES, KUBEVIRTS, NAMESPACES, PVCS, STORAGE_CLASSES,
+};
+
+/// The cluster preferences and instancetypes of KubeVirt's common-instancetypes a fresh store gets
+/// (the file says where each value comes from).
+const COMMON_INSTANCETYPES: &str = include_str!("common-instancetypes.yaml");
+
+/// The annotation on namespace `kubevirt` recording that the defaults were created once.
+const DEFAULTS_CREATED: &str = "ferrovirt.io/defaults-created";
+/// The same for the common instancetypes and preferences (added later than the other defaults, so
+/// a store seeded before them gets them once too).
+const COMMON_INSTANCETYPES_CREATED: &str = "ferrovirt.io/common-instancetypes-created";
+
+/// The seeded cluster preferences and instancetypes, as objects to store.
+pub fn common_instancetypes() -> Vec<(ferrovirt_store::ResourceKind, Value)> {
+    let Ok(objects) = ferrovirt_api::parse_documents(
+        COMMON_INSTANCETYPES.as_bytes(),
+        "common-instancetypes.yaml",
+    ) else {
+        return Vec::new();
+    };
+    objects
+        .iter()
+        .filter_map(|object| {
+            let kind = match object.kind() {
+                "VirtualMachineClusterPreference" => CLUSTER_PREFERENCES.store_kind(),
+                "VirtualMachineClusterInstancetype" => CLUSTER_INSTANCETYPES.store_kind(),
+                _ => return None,
+            };
+            object.to_json().ok().map(|json| (kind, json))
+        })
+        .collect()
+}
 
 /// The cluster configuration of a stored KubeVirt object (none: no feature gates).
 pub fn config_of(kubevirt: Option<&Value>) -> ClusterConfig {
@@ -57,8 +90,9 @@ pub fn find_backend_pvc(
 }
 
 /// Creates the embedded defaults on first run: the KubeVirt CR (VMPersistentState and HostDisk
-/// gates), the `local-path` StorageClass, namespaces `default` and `kubevirt`. They are created
-/// once: an admin may edit or delete them afterwards.
+/// gates), the `local-path` StorageClass, namespaces `default` and `kubevirt`, and the cluster
+/// preferences and instancetypes of KubeVirt's common-instancetypes. They are created once (an
+/// annotation on namespace `kubevirt` records it): an admin may edit or delete them afterwards.
 pub fn seed_defaults(store: &Store) -> Result<(), StoreError> {
     let create_if_missing =
         |kind: &ferrovirt_store::ResourceKind, object: Value| match store.create(kind, object) {
@@ -71,24 +105,74 @@ pub fn seed_defaults(store: &Store) -> Result<(), StoreError> {
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "status": {"phase": "Active"}}),
         )?;
     }
-    let seeded = store
-        .get(&NAMESPACES.store_kind(), None, "kubevirt")
-        .ok()
-        .and_then(|ns| {
-            ns.pointer("/metadata/annotations/ferrovirt.io~1defaults-created")
-                .cloned()
-        })
-        .is_some();
-    if !seeded {
+    let marked = |annotation: &str| {
+        store
+            .get(&NAMESPACES.store_kind(), None, "kubevirt")
+            .ok()
+            .and_then(|ns| {
+                ns.pointer("/metadata/annotations")
+                    .and_then(|a| a.get(annotation))
+                    .cloned()
+            })
+            .is_some()
+    };
+    let mark = |annotation: &str| -> Result<(), StoreError> {
+        let mut ns = store.get(&NAMESPACES.store_kind(), None, "kubevirt")?;
+        let annotations = ns["metadata"]
+            .as_object_mut()
+            .map(|m| m.entry("annotations").or_insert_with(|| json!({})));
+        if let Some(annotations) = annotations {
+            annotations[annotation] = json!("true");
+        }
+        store.update(&NAMESPACES.store_kind(), ns)?;
+        Ok(())
+    };
+    if !marked(DEFAULTS_CREATED) {
         if let Ok(kv) = serde_json::to_value(default_kubevirt()) {
             create_if_missing(&KUBEVIRTS.store_kind(), kv)?;
         }
         if let Ok(sc) = serde_json::to_value(default_storage_class()) {
             create_if_missing(&STORAGE_CLASSES.store_kind(), sc)?;
         }
-        let mut ns = store.get(&NAMESPACES.store_kind(), None, "kubevirt")?;
-        ns["metadata"]["annotations"] = json!({"ferrovirt.io/defaults-created": "true"});
-        store.update(&NAMESPACES.store_kind(), ns)?;
+        mark(DEFAULTS_CREATED)?;
+    }
+    if !marked(COMMON_INSTANCETYPES_CREATED) {
+        for (kind, object) in common_instancetypes() {
+            create_if_missing(&kind, object)?;
+        }
+        mark(COMMON_INSTANCETYPES_CREATED)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_instancetypes_parse_and_pass_admission() {
+        let objects = ferrovirt_api::parse_documents(
+            COMMON_INSTANCETYPES.as_bytes(),
+            "common-instancetypes.yaml",
+        )
+        .unwrap_or_default();
+        assert_eq!(objects.len(), common_instancetypes().len());
+        let config = ClusterConfig::embedded_default();
+        for object in &objects {
+            let verdict =
+                ferrovirt_api::admit(object, &ferrovirt_api::AdmissionContext::create(&config));
+            assert!(verdict.is_ok(), "{}: {verdict:?}", object.name());
+        }
+        let names: Vec<&str> = objects.iter().map(|o| o.name()).collect();
+        for wanted in [
+            "windows.11",
+            "windows.2k22",
+            "fedora",
+            "ubuntu",
+            "debian",
+            "u1.small",
+        ] {
+            assert!(names.contains(&wanted), "{wanted} in {names:?}");
+        }
+    }
 }

@@ -23,8 +23,10 @@ export const CORE = 'v1';
 export const AUTHENTICATION = 'authentication.k8s.io/v1';
 export const SNAPSHOT = 'snapshot.kubevirt.io/v1beta1';
 export const CLONE = 'clone.kubevirt.io/v1beta1';
+export const INSTANCETYPE = 'instancetype.kubevirt.io/v1beta1';
 
 export const paths = {
+  clusterPreference: (name: string) => objectPath(INSTANCETYPE, 'virtualmachineclusterpreferences', undefined, name),
   vms: (ns?: string) => collectionPath(KUBEVIRT, 'virtualmachines', ns),
   vm: (ns: string, name: string) => objectPath(KUBEVIRT, 'virtualmachines', ns, name),
   vmis: (ns?: string) => collectionPath(KUBEVIRT, 'virtualmachineinstances', ns),

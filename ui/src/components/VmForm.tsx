@@ -2,8 +2,12 @@
  * The VM form (also used for template versions). Pure view over `VmFormValues`; every change
  * calls `onChange` with the new values, which the editor applies in place to the YAML document.
  */
-import { Button, Checkbox, Fieldset, Group, NumberInput, Radio, Select, Stack, Text, Textarea, TextInput } from '@mantine/core';
+import { Badge, Button, Checkbox, Fieldset, Group, NumberInput, Radio, Select, Stack, Text, Textarea, TextInput } from '@mantine/core';
+import { paths } from '../api/paths';
+import type { K8sObject } from '../api/types';
+import { useGet } from '../hooks';
 import type { FieldKey } from '../model/causes';
+import { OS_CHOICES, preferredFirmware, preferredTpm, summarizePreference } from '../model/preferences';
 import { freshDiskName, nameError, type DiskEntry, type DiskKind, type VmFormValues } from '../model/vmForm';
 
 export type FieldErrors = Partial<Record<FieldKey, string[]>>;
@@ -31,6 +35,13 @@ export function VmForm(props: {
 }) {
   const { values: v, onChange, errors, disabled } = props;
   const set = (patch: Partial<VmFormValues>) => onChange({ ...v, ...patch });
+  // The chosen OS's cluster preference, to show what it brings (the VM keeps only the reference).
+  const preference = useGet<K8sObject>(v.preference ? paths.clusterPreference(v.preference) : null);
+  const prefSpec = v.preference && preference.data?.metadata?.name === v.preference ? (preference.data as { spec?: unknown }).spec : undefined;
+  const brings = prefSpec ? summarizePreference(prefSpec) : [];
+  const prefFirmware = !v.firmwareSet && prefSpec ? preferredFirmware(prefSpec) : null;
+  const prefTpm = !v.tpmEnabled && prefSpec ? preferredTpm(prefSpec) : null;
+  const osKnown = OS_CHOICES.some((c) => c.preference === v.preference);
   const setDisk = (i: number, patch: Partial<DiskEntry>) => set({ disks: v.disks.map((d, j) => (j === i ? { ...d, ...patch } : d)) });
   const addDisk = (kind: DiskKind) =>
     set({
@@ -51,6 +62,38 @@ export function VmForm(props: {
           <TextInput label="Namespace" disabled={disabled || props.lockIdentity} value={v.namespace} onChange={(e) => set({ namespace: e.currentTarget.value })} error={err(errors, 'namespace')} />
         </Group>
       ) : null}
+      <Fieldset legend="Guest OS">
+        <Stack gap="xs">
+          <Select
+            label="Operating system"
+            description="Sets spec.preference to KubeVirt's cluster preference for the OS; it fills what the VM leaves unset"
+            disabled={disabled}
+            allowDeselect={false}
+            data={[
+              ...OS_CHOICES.map((c) => ({ value: c.preference || 'none', label: c.label })),
+              ...(osKnown ? [] : [{ value: v.preference, label: v.preference }]),
+            ]}
+            value={v.preference || 'none'}
+            onChange={(x) => set({ preference: !x || x === 'none' ? '' : x })}
+          />
+          {v.preference ? (
+            <Group gap="xs" aria-label="What the preference brings" data-testid="preference-brings">
+              {brings.length ? (
+                brings.map((b) => (
+                  <Badge key={b} variant="light">
+                    {b}
+                  </Badge>
+                ))
+              ) : (
+                <Text size="sm" c="dimmed">
+                  {preference.error ? `Preference ${v.preference}: ${preference.error.message}` : `Reading preference ${v.preference}...`}
+                </Text>
+              )}
+            </Group>
+          ) : null}
+        </Stack>
+      </Fieldset>
+
       <Group grow align="flex-start">
         <NumberInput label="CPU cores" min={1} max={512} disabled={disabled} value={v.cpuCores} onChange={(x) => set({ cpuCores: x === '' ? '' : Number(x) })} error={err(errors, 'cpuCores')} />
         <TextInput label="Memory" description="e.g. 2Gi" disabled={disabled} value={v.memory} onChange={(e) => set({ memory: e.currentTarget.value })} error={err(errors, 'memory')} />
@@ -65,7 +108,12 @@ export function VmForm(props: {
       </Group>
 
       <Fieldset legend="Firmware">
-        <Radio.Group value={v.firmware} onChange={(x) => set({ firmware: x as VmFormValues['firmware'], secureBoot: x === 'efi' ? true : v.secureBoot })} error={err(errors, 'firmware')} aria-label="Firmware">
+        {prefFirmware ? (
+          <Text size="sm" mb="xs" data-testid="firmware-from-preference">
+            From the {v.preference} preference: {prefFirmware.efi ? ['EFI', prefFirmware.secureBoot ? 'Secure Boot' : null, prefFirmware.persistent ? 'persistent EFI variables' : null].filter(Boolean).join(', ') : 'BIOS'}. Choosing here overrides it.
+          </Text>
+        ) : null}
+        <Radio.Group value={prefFirmware ? null : v.firmware} onChange={(x) => set({ firmware: x as VmFormValues['firmware'], firmwareSet: true, secureBoot: x === 'efi' ? true : v.secureBoot })} error={err(errors, 'firmware')} aria-label="Firmware">
           <Group>
             <Radio value="bios" label="BIOS" disabled={disabled} />
             <Radio value="efi" label="EFI" disabled={disabled} />
@@ -81,6 +129,11 @@ export function VmForm(props: {
 
       <Fieldset legend="TPM">
         <Stack gap="xs">
+          {prefTpm ? (
+            <Text size="sm" data-testid="tpm-from-preference">
+              From the {v.preference} preference: {prefTpm.persistent ? 'a TPM with persistent state' : 'a TPM'}. Enabling it here overrides it.
+            </Text>
+          ) : null}
           <Checkbox label="Enable TPM" description="An emulated TPM 2.0 (swtpm)" disabled={disabled} checked={v.tpmEnabled} onChange={(e) => set({ tpmEnabled: e.currentTarget.checked, tpmPersistent: e.currentTarget.checked ? v.tpmPersistent : false })} error={err(errors, 'tpmEnabled')} aria-invalid={!!errors['tpmEnabled']} />
           {v.tpmEnabled ? (
             <Checkbox label="TPM persistent state" description="Keep TPM keys and NV data across stop/start (needed for BitLocker / LUKS sealed keys)" disabled={disabled} checked={v.tpmPersistent} onChange={(e) => set({ tpmPersistent: e.currentTarget.checked })} error={err(errors, 'tpmPersistent')} aria-invalid={!!errors['tpmPersistent']} ml="lg" />

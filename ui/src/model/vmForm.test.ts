@@ -204,7 +204,7 @@ describe('unknown keys and comments survive form edits', () => {
   it('round trip: every form value written reads back the same', () => {
     const d = parseDocument(objectToYaml(newVmObject('ns1')));
     const want = {
-      ...readForm(d.toJS()), name: 'vm-a', cpuCores: 3 as const, memory: '3Gi', firmware: 'efi' as const, secureBoot: false,
+      ...readForm(d.toJS()), name: 'vm-a', cpuCores: 3 as const, memory: '3Gi', firmware: 'efi' as const, firmwareSet: true, secureBoot: false,
       efiPersistent: true, tpmEnabled: true, tpmPersistent: true, runStrategy: 'Always' as const,
       disks: [
         { name: 'disk-0', kind: 'hostDisk' as const, path: '/img/a.qcow2', capacity: '', userData: '', otherSource: '' },

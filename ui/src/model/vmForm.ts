@@ -7,6 +7,7 @@
  */
 import type { Document } from 'yaml';
 import { isMap } from 'yaml';
+import { CLUSTER_PREFERENCE_KIND } from './preferences';
 import { deleteIn, ensureSeq, getJs, getSeq, pruneEmptyMap, setJs, type Path } from './yamlDoc';
 
 export type Firmware = 'bios' | 'efi';
@@ -44,6 +45,13 @@ export type BootFrom = 'cdrom' | 'disk' | '';
 export interface VmFormValues {
   name: string;
   namespace: string;
+  /**
+   * `spec.preference.name` when it names a VirtualMachineClusterPreference (the OS choice); ''
+   * when the VM has none. The VM keeps the reference; the preference fills what the VM leaves unset.
+   */
+  preference: string;
+  /** Whether the VM sets its own bootloader (EFI or BIOS); otherwise a preference may choose. */
+  firmwareSet: boolean;
   runStrategy: RunStrategy;
   /** domain.cpu.cores; '' when unset. */
   cpuCores: number | '';
@@ -145,6 +153,8 @@ export function readForm(obj: unknown, root: Path = VM_ROOT): VmFormValues {
   const cores = cpu.cores;
   const cd = firstCdromDisk(obj, root);
   const hd = firstHardDisk(obj, root);
+  const preference = asObj(vmSpec.preference);
+  const clusterPreference = preference && (preference.kind === undefined || preference.kind === CLUSTER_PREFERENCE_KIND);
   const allVolumes = Array.isArray(volumes) ? volumes : [];
   const cdVolume = cd ? allVolumes.find((x) => asObj(x)?.name === cd.name) : undefined;
   const bootFrom: BootFrom =
@@ -156,6 +166,8 @@ export function readForm(obj: unknown, root: Path = VM_ROOT): VmFormValues {
   return {
     name: String(meta.name ?? ''),
     namespace: String(meta.namespace ?? ''),
+    preference: clusterPreference ? String(preference.name ?? '') : '',
+    firmwareSet: efi !== undefined || bl.bios !== undefined,
     runStrategy: (typeof vmSpec.runStrategy === 'string'
       ? vmSpec.runStrategy
       : vmSpec.running === true
@@ -188,6 +200,12 @@ export function setName(doc: Document, name: string): void {
 export function setNamespace(doc: Document, ns: string): void {
   if (ns) setJs(doc, ['metadata', 'namespace'], ns);
   else deleteIn(doc, ['metadata', 'namespace']);
+}
+
+/** The OS choice: `spec.preference: {kind: VirtualMachineClusterPreference, name}`, or none. */
+export function setPreference(doc: Document, root: Path, name: string): void {
+  if (name) setJs(doc, [...root, 'spec', 'preference'], { kind: CLUSTER_PREFERENCE_KIND, name });
+  else deleteIn(doc, [...root, 'spec', 'preference']);
 }
 
 export function setRunStrategy(doc: Document, root: Path, rs: RunStrategy): void {
@@ -425,10 +443,15 @@ export function applyForm(doc: Document, root: Path, next: VmFormValues, opts: {
     if (next.name !== cur.name) setName(doc, next.name);
     if (next.namespace !== cur.namespace) setNamespace(doc, next.namespace);
   }
+  if (next.preference !== cur.preference) setPreference(doc, root, next.preference);
   if (next.runStrategy !== cur.runStrategy) setRunStrategy(doc, root, next.runStrategy);
   if (next.cpuCores !== cur.cpuCores) setCpuCores(doc, root, next.cpuCores);
   if (next.memory !== cur.memory) setMemory(doc, root, next.memory);
   if (next.firmware !== cur.firmware) setFirmware(doc, root, next.firmware, next.secureBoot);
+  else if (next.firmwareSet && !cur.firmwareSet && next.firmware === 'bios') {
+    // BIOS chosen explicitly over a preference's EFI: the VM says so (`bios: {}`).
+    setJs(doc, [...bootloader(root), 'bios'], {});
+  }
   if (next.firmware === 'efi') {
     const now = readForm(doc.toJS(), root);
     if (next.secureBoot !== now.secureBoot) setSecureBoot(doc, root, next.secureBoot);

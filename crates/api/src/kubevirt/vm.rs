@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::vmi::VirtualMachineInstanceTemplateSpec;
+use crate::instancetype::Matcher;
 use crate::meta::{Extra, ObjectMeta};
 
 /// `kubevirt.io/v1` VirtualMachine.
@@ -35,6 +36,12 @@ pub struct VirtualMachineSpec {
     pub run_strategy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<VirtualMachineInstanceTemplateSpec>,
+    /// The instancetype whose cpu and memory the VM's instances get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instancetype: Option<Matcher>,
+    /// The preference that fills what the template leaves unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference: Option<Matcher>,
     #[serde(flatten)]
     pub extra: Extra,
 }

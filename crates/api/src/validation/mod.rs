@@ -11,6 +11,7 @@ mod harvester;
 pub mod host_paths;
 mod hyperv;
 mod inputs;
+mod instancetype;
 mod metadata;
 pub mod names;
 mod snapshot;
@@ -23,6 +24,7 @@ pub use host_paths::{AllowedRoot, HostPathPolicy};
 pub use uniqueness::FirmwareUuidOwner;
 
 use crate::config::ClusterConfig;
+use crate::instancetype::ReferencedSpecs;
 use crate::parse::Object;
 use crate::status::{CauseType, Invalid, StatusCause};
 
@@ -39,6 +41,9 @@ pub struct AdmissionContext<'a> {
     /// The `firmware.uuid` of every other stored VirtualMachine (the object itself may be among
     /// them: it is skipped by namespace and name); empty skips the check.
     pub firmware_uuids_in_use: &'a [FirmwareUuidOwner],
+    /// The instancetype and preference a VM refers to, as found in the store; `None` (offline
+    /// `ferrovirt validate`) checks the VM's template as written.
+    pub references: Option<&'a ReferencedSpecs>,
 }
 
 impl<'a> AdmissionContext<'a> {
@@ -49,6 +54,7 @@ impl<'a> AdmissionContext<'a> {
             old_object: None,
             host_paths: None,
             firmware_uuids_in_use: &[],
+            references: None,
         }
     }
 
@@ -59,12 +65,20 @@ impl<'a> AdmissionContext<'a> {
             old_object: Some(old_object),
             host_paths: None,
             firmware_uuids_in_use: &[],
+            references: None,
         }
     }
 
     /// Also checks `hostDisk` paths against the allowed roots.
     pub fn with_host_paths(mut self, policy: &'a HostPathPolicy) -> Self {
         self.host_paths = Some(policy);
+        self
+    }
+
+    /// Also applies the instancetype and preference a VM refers to (conflicts are refused, the
+    /// resulting template is validated).
+    pub fn with_references(mut self, references: &'a ReferencedSpecs) -> Self {
+        self.references = Some(references);
         self
     }
 
@@ -136,6 +150,8 @@ pub fn admit(object: &Object, ctx: &AdmissionContext<'_>) -> Result<(), Invalid>
         Object::VirtualMachineSnapshotContent(c) => snapshot::validate_snapshot_content(c, ctx),
         Object::VirtualMachineRestore(r) => snapshot::validate_restore(r, ctx),
         Object::VirtualMachineClone(c) => snapshot::validate_clone(c, ctx),
+        Object::Instancetype(o) => instancetype::validate_instancetype(o),
+        Object::Preference(o) => instancetype::validate_preference(o),
         Object::Unknown(unknown) => vec![StatusCause::new(
             CauseType::FieldValueNotSupported,
             "kind",
@@ -144,8 +160,10 @@ pub fn admit(object: &Object, ctx: &AdmissionContext<'_>) -> Result<(), Invalid>
                  VirtualMachineInstance and KubeVirt, storage.k8s.io/v1 StorageClass, \
                  v1 PersistentVolumeClaim, v1 Namespace, snapshot.kubevirt.io/v1beta1 \
                  VirtualMachineSnapshot, VirtualMachineSnapshotContent and VirtualMachineRestore, \
-                 clone.kubevirt.io/v1beta1 VirtualMachineClone and harvesterhci.io/v1beta1 \
-                 VirtualMachineTemplate and VirtualMachineTemplateVersion",
+                 clone.kubevirt.io/v1beta1 VirtualMachineClone, harvesterhci.io/v1beta1 \
+                 VirtualMachineTemplate and VirtualMachineTemplateVersion, and \
+                 instancetype.kubevirt.io/v1beta1 VirtualMachine(Cluster)Instancetype and \
+                 VirtualMachine(Cluster)Preference",
                 unknown.api_version, unknown.kind
             ),
         )],

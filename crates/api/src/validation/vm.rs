@@ -1,9 +1,12 @@
 //! VirtualMachine and VirtualMachineInstance admission: metadata, run strategy, the template or
 //! instance spec, mandatory memory, and the immutability of `firmware.uuid` on update.
 
+use super::instancetype::validate_matcher;
 use super::metadata::{NameRule, validate_object_meta};
 use super::spec::{validate_instance_spec, validate_memory_present};
 use super::{AdmissionContext, FieldPath};
+use crate::instancetype::MatcherRole;
+use crate::instancetype::apply::apply_to_instance_spec;
 use crate::kubevirt::{
     RunStrategy, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
     VirtualMachineSpec,
@@ -61,15 +64,42 @@ pub(crate) fn validate_vm_spec(
         return causes;
     };
     let template_spec_path = spec_path.children(&["template", "spec"]);
+    for (role, matcher) in [
+        (MatcherRole::Instancetype, &spec.instancetype),
+        (MatcherRole::Preference, &spec.preference),
+    ] {
+        if let Some(matcher) = matcher {
+            causes.extend(validate_matcher(spec_path, role, matcher));
+        }
+    }
+    // As KubeVirt's VM admitter: the referenced instancetype and preference are applied to a copy
+    // of the template; conflicts are refused, and the result is what gets validated.
+    let mut applied = template.spec.clone();
+    if let Some(references) = ctx.references {
+        let conflicts = apply_to_instance_spec(
+            template_spec_path.as_str(),
+            references.instancetype.as_ref(),
+            references.preference.as_ref(),
+            &mut applied,
+        );
+        if !conflicts.is_empty() {
+            causes.extend(conflicts);
+            return causes;
+        }
+    }
     causes.extend(validate_instance_spec(
         &template_spec_path,
-        &template.spec,
+        &applied,
         ctx.cluster,
     ));
     causes.extend(validate_run_strategy(spec_path, spec));
     // KubeVirt checks mandatory memory only when the VMI is created; ferrovirt checks the template
-    // at VM admission already, so a VM that could never start is refused up front.
-    causes.extend(validate_memory_present(&template_spec_path, &template.spec));
+    // at VM admission already, so a VM that could never start is refused up front. With an
+    // instancetype the memory is the instancetype's (a missing one is reported by the VM
+    // controller, as KubeVirt does).
+    if spec.instancetype.is_none() {
+        causes.extend(validate_memory_present(&template_spec_path, &applied));
+    }
     if let Some(old_template) = old_spec.and_then(|old| old.template.as_ref()) {
         causes.extend(validate_uuid_unchanged(
             &template_spec_path,

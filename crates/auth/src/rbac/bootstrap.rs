@@ -447,7 +447,8 @@ fn kube_binding(name: &str, groups: &[&str]) -> ClusterRoleBinding {
 
 /// The default ClusterRoleBindings: `cluster-admin` to `system:masters`; discovery and
 /// `system:basic-user` to authenticated users; public info (health, version) and KubeVirt's
-/// `kubevirt.io:default` to everyone.
+/// `kubevirt.io:default` to everyone; KubeVirt's `instancetype.kubevirt.io:view` (reading the
+/// cluster instancetypes and preferences) to authenticated users.
 pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
     let mut kubevirt_default = ClusterRoleBinding::new(
         "kubevirt.io:default",
@@ -465,6 +466,20 @@ pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         .metadata
         .annotations
         .insert(AUTOUPDATE.to_owned(), "true".to_owned());
+    // virt-operator's `newInstancetypeViewClusterRoleBinding`.
+    let mut instancetype_view = ClusterRoleBinding::new(
+        "instancetype.kubevirt.io:view",
+        RoleRef::cluster_role("instancetype.kubevirt.io:view"),
+        vec![Subject::group(ALL_AUTHENTICATED)],
+    );
+    instancetype_view
+        .metadata
+        .labels
+        .insert(KUBEVIRT_APP_LABEL.to_owned(), String::new());
+    instancetype_view
+        .metadata
+        .annotations
+        .insert(AUTOUPDATE.to_owned(), "true".to_owned());
     vec![
         kube_binding("cluster-admin", &[SYSTEM_PRIVILEGED_GROUP]),
         kube_binding("system:discovery", &[ALL_AUTHENTICATED]),
@@ -474,5 +489,6 @@ pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
             &[ALL_AUTHENTICATED, ALL_UNAUTHENTICATED],
         ),
         kubevirt_default,
+        instancetype_view,
     ]
 }

@@ -678,6 +678,31 @@ fn default_policy() {
     let version =
         Attributes::resource(anyone.clone(), "get", "subresources.kubevirt.io", "version");
     assert!(policy.authorize(&version).allowed);
+    // KubeVirt's instancetype.kubevirt.io:view: every authenticated user reads the cluster
+    // instancetypes and preferences (to pick one), and writes none.
+    for resource in [
+        "virtualmachineclusterpreferences",
+        "virtualmachineclusterinstancetypes",
+    ] {
+        let read =
+            Attributes::resource(anyone.clone(), "list", "instancetype.kubevirt.io", resource);
+        assert!(policy.authorize(&read).allowed, "{resource}");
+        let write = Attributes::resource(
+            anyone.clone(),
+            "update",
+            "instancetype.kubevirt.io",
+            resource,
+        );
+        assert!(!policy.authorize(&write).allowed, "{resource}");
+    }
+    let namespaced = Attributes::resource(
+        anyone.clone(),
+        "list",
+        "instancetype.kubevirt.io",
+        "virtualmachinepreferences",
+    )
+    .in_namespace("default");
+    assert!(!policy.authorize(&namespaced).allowed);
 
     // Anonymous: health and version only.
     assert!(

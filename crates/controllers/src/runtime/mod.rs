@@ -39,8 +39,9 @@ use crate::queue::WorkQueue;
 use crate::restore_reconciler::{self, RestoreWorld};
 use crate::snapshot_reconciler::{self, SnapshotWorld};
 use crate::storage::{self, PvcWorld};
-use crate::world::{RunOutcome, VmWorld};
+use crate::world::{RunOutcome, VmReferences, VmWorld};
 use crate::{vm_reconciler, vmi_reconciler};
+use ferrovirt_api::instancetype::MatcherRole;
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use ferrovirt_vmm::engine::{Engine, VmPlan};
 use ferrovirt_vmm::hostpath::HostPathPolicy;
@@ -49,7 +50,8 @@ use serde_json::{Value, json};
 
 use crate::events::{EventType, record};
 use ferrovirt_resources::{
-    KUBEVIRTS, PVCS, STORAGE_CLASSES, VM_CLONES, VM_RESTORES, VM_SNAPSHOT_CONTENTS, VM_SNAPSHOTS,
+    CLUSTER_INSTANCETYPES, CLUSTER_PREFERENCES, CONTROLLER_REVISIONS, INSTANCETYPES, KUBEVIRTS,
+    PREFERENCES, PVCS, STORAGE_CLASSES, VM_CLONES, VM_RESTORES, VM_SNAPSHOT_CONTENTS, VM_SNAPSHOTS,
     VMIS, VMS,
 };
 
@@ -73,6 +75,11 @@ struct Informers {
     snapshot_contents: Informer,
     restores: Informer,
     clones: Informer,
+    instancetypes: Informer,
+    cluster_instancetypes: Informer,
+    preferences: Informer,
+    cluster_preferences: Informer,
+    revisions: Informer,
 }
 
 impl Informers {
@@ -88,10 +95,15 @@ impl Informers {
             snapshot_contents: informer(VM_SNAPSHOT_CONTENTS),
             restores: informer(VM_RESTORES),
             clones: informer(VM_CLONES),
+            instancetypes: informer(INSTANCETYPES),
+            cluster_instancetypes: informer(CLUSTER_INSTANCETYPES),
+            preferences: informer(PREFERENCES),
+            cluster_preferences: informer(CLUSTER_PREFERENCES),
+            revisions: informer(CONTROLLER_REVISIONS),
         }
     }
 
-    fn all(&self) -> [&Informer; 9] {
+    fn all(&self) -> [&Informer; 14] {
         [
             &self.vms,
             &self.vmis,
@@ -102,6 +114,11 @@ impl Informers {
             &self.snapshot_contents,
             &self.restores,
             &self.clones,
+            &self.instancetypes,
+            &self.cluster_instancetypes,
+            &self.preferences,
+            &self.cluster_preferences,
+            &self.revisions,
         ]
     }
 
@@ -375,6 +392,20 @@ impl Controller {
                     self.enqueue(Key::vm(ns, vm));
                 }
             }
+            // A VM's revision: its VM (the controlling owner).
+            "controllerrevisions" => {
+                if let Some(owner) = o
+                    .pointer("/metadata/ownerReferences/0/name")
+                    .and_then(Value::as_str)
+                {
+                    self.enqueue(Key::vm(ns, owner));
+                }
+            }
+            // An instancetype or preference appeared or changed: VMs waiting for it may go on.
+            "virtualmachineinstancetypes"
+            | "virtualmachineclusterinstancetypes"
+            | "virtualmachinepreferences"
+            | "virtualmachineclusterpreferences" => self.enqueue_all(),
             // The cluster configuration or the storage classes changed: look at everything.
             _ if event.kind != EventKind::Added => self.enqueue_all(),
             _ => {}
@@ -427,6 +458,17 @@ impl Controller {
         let backend_pvcs = self.backend_pvcs(ns, &owner);
         let kubevirt = self.informers.kubevirts.list(None, &[]).into_iter().next();
         let storage_classes = self.informers.storage_classes.list(None, &[]);
+        let referenced = |role| self.referenced(vm.as_deref(), ns, role);
+        let instancetype = referenced(MatcherRole::Instancetype);
+        let preference = referenced(MatcherRole::Preference);
+        let refers = vm.as_deref().is_some_and(|v| {
+            v.pointer("/spec/instancetype").is_some() || v.pointer("/spec/preference").is_some()
+        });
+        let revisions = if refers {
+            self.informers.revisions.list(Some(ns), &[])
+        } else {
+            Vec::new()
+        };
         let world = VmWorld {
             run: run.as_ref(),
             backend_pvcs: &backend_pvcs,
@@ -434,6 +476,11 @@ impl Controller {
             storage_classes: &storage_classes,
             now_unix: ferrovirt_resources::time::now_unix(),
             node_name: &self.node_name,
+            references: VmReferences {
+                instancetype: instancetype.as_deref(),
+                preference: preference.as_deref(),
+                revisions: &revisions,
+            },
         };
         let actions = vmi_reconciler::reconcile_vmi(ns, name, vmi.as_deref(), &world);
         if !actions.is_empty() {
@@ -600,6 +647,20 @@ impl Controller {
         });
         self.plan_with(&vmi, false)?
             .ok_or_else(|| "the VM cannot be planned".to_owned())
+    }
+
+    /// The instancetype or preference a VM's matcher names, from the cache.
+    fn referenced(&self, vm: Option<&Value>, ns: &str, role: MatcherRole) -> Option<Arc<Value>> {
+        let field = match role {
+            MatcherRole::Instancetype => "/spec/instancetype",
+            MatcherRole::Preference => "/spec/preference",
+        };
+        let matcher = vm?.pointer(field)?;
+        let kind = role.resolve(matcher.get("kind").and_then(Value::as_str))?;
+        let name = matcher.get("name").and_then(Value::as_str)?;
+        let resource = ferrovirt_resources::instancetypes::resource_of(kind);
+        let informer = self.informers.of(&resource)?;
+        informer.get(resource.namespaced.then_some(ns), name)
     }
 
     fn observe_write(&self, resource: &ferrovirt_resources::ResourceDef, written: &Value) {
