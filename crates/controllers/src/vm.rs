@@ -80,15 +80,14 @@ pub fn printable_status(
     vm: &Value,
     vmi: Option<&Value>,
     backoff_active: bool,
-    failure: Option<&str>,
+    failure: Option<&CreateFailure>,
 ) -> &'static str {
     if deleting(vm) {
         return "Terminating";
     }
     match vmi {
         None if backoff_active => "CrashLoopBackOff",
-        None if failure.is_some() => "ErrorPvcNotFound",
-        None => "Stopped",
+        None => failure.map_or("Stopped", |f| f.printable_status),
         Some(v) if deleting(v) => "Stopping",
         Some(v) => match phase(v) {
             "Running" => "Running",
@@ -100,12 +99,56 @@ pub fn printable_status(
     }
 }
 
+/// Why a VM's instance could not be created: the printable status KubeVirt shows for it and the
+/// message of the `Failure` condition and `FailedCreate` Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateFailure {
+    pub printable_status: &'static str,
+    pub message: String,
+}
+
+impl CreateFailure {
+    /// Missing storage for the backend-storage PVC (KubeVirt: `ErrorPvcNotFound`).
+    pub fn storage(message: String) -> Self {
+        Self {
+            printable_status: "ErrorPvcNotFound",
+            message,
+        }
+    }
+
+    /// A spec no host here can run (KubeVirt: no node fits, `ErrorUnschedulable`).
+    pub fn unrunnable(message: String) -> Self {
+        Self {
+            printable_status: "ErrorUnschedulable",
+            message,
+        }
+    }
+}
+
+/// The condition type listing the fields ferrovirt accepts but does not act on.
+pub const IGNORED_FIELDS_CONDITION: &str = "IgnoredFields";
+
+/// The message naming fields ferrovirt accepts but does not act on (`None`: there are none).
+pub fn ignored_fields_message(vm: &Value) -> Option<String> {
+    let spec = vm.pointer("/spec/template/spec")?;
+    let spec: ferrovirt_api::kubevirt::vmi::VirtualMachineInstanceSpec =
+        serde_json::from_value(spec.clone()).ok()?;
+    let fields = ferrovirt_vmm::ignored::ignored_fields(&spec, "spec.template.spec");
+    (!fields.is_empty()).then(|| {
+        format!(
+            "ferrovirt does not act on these fields, which KubeVirt would: {}; the VM runs without \
+             them (remove them to clear this condition)",
+            fields.join(", ")
+        )
+    })
+}
+
 /// The VM's new status (keeps `stateChangeRequests` and `startFailure` from `current`).
 pub fn vm_status(
     vm: &Value,
     vmi: Option<&Value>,
     backoff_active: bool,
-    failure: Option<&str>,
+    failure: Option<&CreateFailure>,
     now: &str,
 ) -> Value {
     let current = vm.get("status").cloned().unwrap_or_else(|| json!({}));
@@ -137,8 +180,21 @@ pub fn vm_status(
         }
     };
     let mut conditions = vec![ready_condition];
-    if let Some(message) = failure {
-        conditions.push(json!({"type": "Failure", "status": "True", "reason": "FailedCreate", "message": message, "lastProbeTime": null, "lastTransitionTime": now}));
+    // A condition that is still true with the same message keeps its transition time, so an
+    // unchanged status is not written again.
+    let unchanged = |kind: &str, message: &str| {
+        current
+            .get("conditions")
+            .and_then(Value::as_array)
+            .and_then(|c| c.iter().find(|c| c.get("type") == Some(&json!(kind))))
+            .filter(|c| c.get("message") == Some(&json!(message)))
+            .cloned()
+    };
+    if let Some(failure) = failure {
+        conditions.push(unchanged("Failure", &failure.message).unwrap_or_else(|| json!({"type": "Failure", "status": "True", "reason": "FailedCreate", "message": failure.message, "lastProbeTime": null, "lastTransitionTime": now})));
+    }
+    if let Some(message) = ignored_fields_message(vm) {
+        conditions.push(unchanged(IGNORED_FIELDS_CONDITION, &message).unwrap_or_else(|| json!({"type": IGNORED_FIELDS_CONDITION, "status": "True", "reason": "NotSupported", "message": message, "lastProbeTime": null, "lastTransitionTime": now})));
     }
     let mut status = json!({
         "printableStatus": printable,

@@ -2,8 +2,8 @@
 //! directory, the QEMU command line, our own QMP client, starting/stopping/adopting QEMU and swtpm as
 //! their parent, the graphical console (`display`: video device, tablets, VNC on a unix socket),
 //! one passt per pod-network card, host disks opened beneath their allowed roots (`hostpath`),
-//! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), and the capped serial log
-//! (`serial_log`).
+//! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), the capped serial log
+//! (`serial_log`), and the list of spec fields it accepts but does not act on (`ignored`).
 
 pub mod cdrom;
 pub mod cmdline;
@@ -14,6 +14,7 @@ pub mod display;
 pub mod engine;
 pub mod hostpath;
 pub mod hyperv;
+pub mod ignored;
 pub mod kvm;
 pub mod launcher;
 pub mod machine;
