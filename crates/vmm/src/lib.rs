@@ -1,10 +1,11 @@
 //! The virtual machine monitor layer (KubeVirt's virt-launcher, on one host): a VM run's runtime
-//! directory, the QEMU command line, our own QMP client, starting/stopping/adopting QEMU and swtpm as
+//! directory, the QEMU command line, our own QMP and guest agent (`agent`) clients, starting/stopping/adopting QEMU and swtpm as
 //! their parent, the graphical console (`display`: video device, tablets, VNC on a unix socket),
 //! one passt per pod-network card, host disks opened beneath their allowed roots (`hostpath`),
 //! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), the capped serial log
 //! (`serial_log`), and the list of spec fields it accepts but does not act on (`ignored`).
 
+pub mod agent;
 pub mod cdrom;
 pub mod cmdline;
 pub mod console;

@@ -58,6 +58,7 @@ fn machine(f: &Fixture, firmware: Firmware, smm: bool, tpm: Option<TpmModel>) ->
         graphics: None,
         inputs: Vec::new(),
         qmp_socket: rt.qmp_socket(),
+        guest_agent_socket: Some(rt.guest_agent_socket()),
         pid_file: rt.qemu_pid_file(),
         qemu_binary: None,
         fd_sets: Vec::new(),
