@@ -90,6 +90,9 @@ impl Informers {
     }
 }
 
+/// How often the guest agent of a running VM is asked for its report.
+pub const AGENT_POLL: Duration = Duration::from_secs(5);
+
 /// The controllers' shared state.
 pub struct Controller {
     pub(crate) client: Arc<dyn ObjectClient>,
@@ -605,7 +608,22 @@ impl Controller {
         };
         self.runs.running(&key, running.clone(), adopt, restored);
         self.enqueue(vm_key.clone());
+        let poller = running
+            .handle
+            .record()
+            .machine
+            .guest_agent_socket
+            .clone()
+            .map(|socket| {
+                let me = self.clone();
+                let key = key.clone();
+                self.runtime
+                    .spawn(async move { me.poll_guest_agent(key, socket).await })
+            });
         let end = self.engine.wait(&running).await;
+        if let Some(poller) = poller {
+            poller.abort();
+        }
         let outcome = match &end {
             Ok(end) => outcome_of(&end.exit.reason, self.runs.stopping(&key)),
             Err(error) => RunOutcome::failed(
@@ -615,6 +633,22 @@ impl Controller {
         };
         self.runs.ended(&key, outcome);
         self.enqueue(vm_key);
+    }
+
+    /// Asks the guest agent what it sees (OS, interfaces) every [`AGENT_POLL`] while the run
+    /// lasts (as virt-handler's agent poller), and requeues the VM when the answer changes (the
+    /// VMI reconciler writes it: `AgentConnected`, `guestOSInfo`, `interfaces`).
+    async fn poll_guest_agent(self: Arc<Self>, key: RunKey, socket: PathBuf) {
+        loop {
+            let report =
+                ferrovirt_vmm::agent::report(&socket, ferrovirt_vmm::agent::DEFAULT_TIMEOUT)
+                    .await
+                    .ok();
+            if self.runs.set_guest(&key, report) {
+                self.enqueue(Key::vm(&key.0, &key.1));
+            }
+            tokio::time::sleep(AGENT_POLL).await;
+        }
     }
 
     /// The engine plan of a VMI; `Ok(None)` while its backend storage is not bound yet.
