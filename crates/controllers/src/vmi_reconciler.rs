@@ -67,7 +67,7 @@ pub fn reconcile_vmi(
                 reported: true,
                 guest,
                 ..
-            } => report_guest(vmi, guest.as_ref(), world)
+            } => report_guest(vmi, guest.as_deref(), world)
                 .into_iter()
                 .collect(),
             _ => Vec::new(),

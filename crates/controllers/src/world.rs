@@ -32,7 +32,7 @@ pub enum RunPhase {
         restored: Option<String>,
         /// What the guest agent last reported; `None`: the agent does not answer (not
         /// connected).
-        guest: Option<GuestReport>,
+        guest: Option<std::sync::Arc<GuestReport>>,
     },
     /// The run is over (or never started): what to write to the VMI.
     Ended(RunOutcome),

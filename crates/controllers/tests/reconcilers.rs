@@ -537,7 +537,7 @@ fn guest_agent_report_in_the_vmi_status() {
             },
         ],
     };
-    let with_guest = |guest: Option<GuestReport>| {
+    let with_guest = |guest: Option<Arc<GuestReport>>| {
         World::new(
             Some(run(
                 RunPhase::Running {
@@ -551,7 +551,7 @@ fn guest_agent_report_in_the_vmi_status() {
             vec![],
         )
     };
-    let world = with_guest(Some(report.clone()));
+    let world = with_guest(Some(Arc::new(report)));
     let actions = reconcile_vmi("d", "vm", Some(&vmi("Running", false)), &world.view());
     let [Action::UpdateStatus { object, .. }] = actions.as_slice() else {
         panic!("{actions:?}")

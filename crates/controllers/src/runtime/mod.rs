@@ -643,7 +643,8 @@ impl Controller {
             let report =
                 ferrovirt_vmm::agent::report(&socket, ferrovirt_vmm::agent::DEFAULT_TIMEOUT)
                     .await
-                    .ok();
+                    .ok()
+                    .map(Arc::new);
             if self.runs.set_guest(&key, report) {
                 self.enqueue(Key::vm(&key.0, &key.1));
             }

@@ -22,7 +22,7 @@ enum RunState {
         adopted: bool,
         reported: bool,
         restored: Option<String>,
-        guest: Option<GuestReport>,
+        guest: Option<Arc<GuestReport>>,
     },
     Ended(RunOutcome),
 }
@@ -131,7 +131,7 @@ impl RunTable {
 
     /// Records what the guest agent reports (`None`: not connected) for the run of `vmi_uid`;
     /// `true` when it changed.
-    pub fn set_guest(&self, key: &RunKey, report: Option<GuestReport>) -> bool {
+    pub fn set_guest(&self, key: &RunKey, report: Option<Arc<GuestReport>>) -> bool {
         if let Some(run) = self.lock().get_mut(key)
             && let RunState::Running { guest, .. } = &mut run.state
             && *guest != report
