@@ -101,6 +101,21 @@ fn start(vmi: &Value, world: &VmWorld) -> Vec<Action> {
     let mut actions = Vec::new();
     if !adopt {
         actions.push(set_phase(vmi, "Scheduled", None, world));
+        // A VM's instance is covered by the VM's condition and Event; a standalone VMI says it
+        // here.
+        if !owner_is_vm(vmi)
+            && let Some(fields) = ignored_fields(vmi)
+        {
+            actions.push(Action::event(
+                vmi,
+                EventType::Warning,
+                "IgnoredFields",
+                &format!(
+                    "ferrovirt does not act on these fields, which KubeVirt would: {fields}; the \
+                     VirtualMachineInstance runs without them"
+                ),
+            ));
+        }
     }
     actions.push(Action::StartEngine {
         vmi: vmi.clone(),
@@ -148,6 +163,13 @@ fn report_running(
         name: name.to_owned(),
     });
     actions
+}
+
+/// The fields of a VMI's spec ferrovirt accepts but does not act on, comma-separated.
+fn ignored_fields(vmi: &Value) -> Option<String> {
+    let spec: VirtualMachineInstanceSpec = serde_json::from_value(vmi.get("spec")?.clone()).ok()?;
+    let fields = ferrovirt_vmm::ignored::ignored_fields(&spec, "spec");
+    (!fields.is_empty()).then(|| fields.join(", "))
 }
 
 /// KubeVirt's condition type for a guest agent that answers.

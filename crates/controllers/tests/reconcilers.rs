@@ -582,3 +582,35 @@ fn guest_agent_report_in_the_vmi_status() {
     assert!(object["status"].get("guestOSInfo").is_none());
     assert!(object["status"].get("interfaces").is_none());
 }
+
+/// A standalone VMI with fields ferrovirt does not act on says so in a Warning Event when it
+/// starts; a VM's instance leaves that to the VM (its condition and Event).
+#[test]
+fn ignored_fields_of_a_standalone_vmi_are_an_event() {
+    let mut standalone = vmi("Pending", false);
+    standalone["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    standalone["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node01"});
+    let world = World::new(None, vec![]);
+    let actions = reconcile_vmi("d", "vm", Some(&standalone), &world.view());
+    assert_eq!(
+        actions.iter().map(describe).collect::<Vec<_>>(),
+        [
+            "vmi status \"Scheduled\"",
+            "event IgnoredFields",
+            "start engine adopt=false"
+        ]
+    );
+    let Action::Event { message, .. } = &actions[1] else {
+        panic!()
+    };
+    assert!(message.contains("spec.nodeSelector"), "{message}");
+    let mut owned = vmi("Pending", false);
+    owned["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node01"});
+    assert_eq!(
+        vmi_actions(Some(&owned), &world),
+        ["vmi status \"Scheduled\"", "start engine adopt=false"]
+    );
+}

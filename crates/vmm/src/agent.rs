@@ -10,9 +10,12 @@
 //! timeout the agent counts as not connected.
 //!
 //! QEMU's socket takes one client at a time: [`connect`] serializes the users of one process
-//! (the controllers' poller, the `guestosinfo` subresource, a graceful stop) on one lock.
+//! (the controllers' poller, the `guestosinfo` subresource, a graceful stop) on a lock per
+//! socket.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// How long one exchange (the handshake, or one command) may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -135,8 +138,20 @@ pub enum ShutdownMode {
     Halt,
 }
 
-/// One process's lock on the agent channels (QEMU serves one client per socket at a time).
-static CHANNELS: Mutex<()> = Mutex::const_new(());
+/// One lock per agent socket in this process (QEMU serves one client per socket at a time).
+static CHANNELS: std::sync::Mutex<BTreeMap<PathBuf, Arc<Mutex<()>>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Waits for this process's turn on the agent socket `socket`.
+async fn channel_turn(socket: &Path) -> OwnedMutexGuard<()> {
+    let lock = {
+        let mut channels = CHANNELS.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget the locks of sockets nobody waits for (runs that ended).
+        channels.retain(|_, lock| Arc::strong_count(lock) > 1);
+        channels.entry(socket.to_path_buf()).or_default().clone()
+    };
+    lock.lock_owned().await
+}
 
 static SYNC_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -145,7 +160,7 @@ pub struct AgentClient {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     timeout: Duration,
-    _lock: MutexGuard<'static, ()>,
+    _turn: OwnedMutexGuard<()>,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -159,7 +174,7 @@ impl std::fmt::Debug for AgentClient {
 /// Connects to the agent socket and synchronizes (`guest-sync-delimited`); `timeout` bounds the
 /// handshake and each later command.
 pub async fn connect(socket: &Path, timeout: Duration) -> Result<AgentClient, AgentError> {
-    let lock = CHANNELS.lock().await;
+    let turn = channel_turn(socket).await;
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| AgentError::Connect {
@@ -171,7 +186,7 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<AgentClient, Ag
         reader: BufReader::new(read),
         writer: write,
         timeout,
-        _lock: lock,
+        _turn: turn,
     };
     client.sync().await?;
     Ok(client)

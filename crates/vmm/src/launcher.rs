@@ -257,6 +257,9 @@ pub struct VmHandle {
     /// Rotates the serial log while the VM runs.
     log_cap: JoinHandle<()>,
     start_to_running: Option<Duration>,
+    /// Whether the guest agent answered when last asked (`note_guest_agent`); a stop goes
+    /// through it only then.
+    agent_connected: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for VmHandle {
@@ -827,7 +830,15 @@ impl VmHandle {
             monitor,
             log_cap,
             start_to_running,
+            agent_connected: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Records whether the guest agent answers (the controllers' poller asks it every few
+    /// seconds); a graceful stop uses the agent only while it does, as KubeVirt's.
+    pub fn note_guest_agent(&self, connected: bool) {
+        self.agent_connected
+            .store(connected, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The QMP session.
@@ -876,6 +887,12 @@ impl VmHandle {
     /// does not answer (then ACPI is the way).
     async fn shutdown_through_agent(&self) -> Option<()> {
         let socket = self.record.machine.guest_agent_socket.as_ref()?;
+        if !self
+            .agent_connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
         let outcome = async {
             let client = crate::agent::connect(socket, crate::agent::DEFAULT_TIMEOUT).await?;
             client.shutdown(crate::agent::ShutdownMode::Powerdown).await
@@ -898,8 +915,8 @@ impl VmHandle {
         let _ = pidfd_signal(&self.qemu_pidfd, Signal::KILL);
     }
 
-    /// A graceful shutdown as KubeVirt's: through the guest agent when it answers
-    /// (`guest-shutdown`), else ACPI powerdown; wait up to `grace`; then QMP `quit` (up to
+    /// A graceful shutdown as KubeVirt's: through the guest agent when it is connected
+    /// ([`Self::note_guest_agent`]) and answers (`guest-shutdown`), else ACPI powerdown; wait up to `grace`; then QMP `quit` (up to
     /// [`QUIT_GRACE`]); then SIGKILL.
     pub async fn stop(&self, grace: Duration) -> Result<VmExit, LaunchError> {
         if let Some(exit) = self.try_exited() {

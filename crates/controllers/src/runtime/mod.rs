@@ -617,8 +617,9 @@ impl Controller {
             .map(|socket| {
                 let me = self.clone();
                 let key = key.clone();
+                let running = running.clone();
                 self.runtime
-                    .spawn(async move { me.poll_guest_agent(key, socket).await })
+                    .spawn(async move { me.poll_guest_agent(key, socket, running).await })
             });
         let end = self.engine.wait(&running).await;
         if let Some(poller) = poller {
@@ -638,13 +639,19 @@ impl Controller {
     /// Asks the guest agent what it sees (OS, interfaces) every [`AGENT_POLL`] while the run
     /// lasts (as virt-handler's agent poller), and requeues the VM when the answer changes (the
     /// VMI reconciler writes it: `AgentConnected`, `guestOSInfo`, `interfaces`).
-    async fn poll_guest_agent(self: Arc<Self>, key: RunKey, socket: PathBuf) {
+    async fn poll_guest_agent(
+        self: Arc<Self>,
+        key: RunKey,
+        socket: PathBuf,
+        running: Arc<ferrovirt_vmm::engine::RunningVm>,
+    ) {
         loop {
             let report =
                 ferrovirt_vmm::agent::report(&socket, ferrovirt_vmm::agent::DEFAULT_TIMEOUT)
                     .await
                     .ok()
                     .map(Arc::new);
+            running.handle.note_guest_agent(report.is_some());
             if self.runs.set_guest(&key, report) {
                 self.enqueue(Key::vm(&key.0, &key.1));
             }
