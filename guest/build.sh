@@ -6,7 +6,8 @@
 # Produces OUT_DIR/ferro-guest.img (GPT + FAT ESP holding a unified kernel image
 # at /EFI/BOOT/BOOTX64.EFI) and OUT_DIR/ferro-guest-sb.img (Secure Boot chain:
 # Debian's signed shim -> signed GRUB -> signed cloud kernel), both with the same
-# initramfs (busybox-static, tpm2-tools and its libraries, efivarfs.ko, guest/init).
+# initramfs (busybox-static, tpm2-tools and its libraries, qemu-guest-agent and its
+# libraries, efivarfs.ko, the virtio modules, guest/init).
 #
 # Runs as root on Debian 12. Packages are fetched with `apt-get download` and
 # unpacked with `dpkg-deb -x` into a work dir; nothing is installed on the host.
@@ -111,7 +112,7 @@ if [ -f "$OUT_DIR/$STAMP" ]; then
 	esac
 fi
 
-PKGS="$BASE_PKGS $(lib_closure tpm2-tools libtss2-tcti-device0)"
+PKGS="$BASE_PKGS $(lib_closure tpm2-tools libtss2-tcti-device0 qemu-guest-agent)"
 # shellcheck disable=SC2086 # package names: split on purpose
 compute_stamp $PKGS
 if up_to_date; then
@@ -160,22 +161,42 @@ for ko in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio
 	[ -f "$MODDIR/$ko.ko" ] || die "$KERNEL_PKG: missing module $ko.ko"
 	install -m 0644 "$MODDIR/$ko.ko" "$R/lib/modules/$(basename "$ko").ko"
 done
+# virtio-serial ports (the guest agent's channel): a module in Debian's cloud kernel, unless
+# built in (then the kernel has it already and init's insmod list skips a missing file).
+if [ -f "$MODDIR/drivers/char/virtio_console.ko" ]; then
+	install -m 0644 "$MODDIR/drivers/char/virtio_console.ko" "$R/lib/modules/virtio_console.ko"
+elif ! grep -qx 'CONFIG_VIRTIO_CONSOLE=y' "$P/boot/config-$KVER"; then
+	die "$KERNEL_PKG: no virtio_console (neither a module nor built in)"
+fi
 install -m 0755 "$P/usr/bin/tpm2" "$R/usr/bin/tpm2"
+QEMU_GA=$P/usr/sbin/qemu-ga
+[ -f "$QEMU_GA" ] || die "qemu-guest-agent: /usr/sbin/qemu-ga missing after unpacking"
+install -m 0755 "$QEMU_GA" "$R/usr/sbin/qemu-ga"
+# qemu-ga's guest-shutdown runs /sbin/shutdown (stdio on /dev/null), which busybox lacks: this
+# one reports the request on the console, then powers off.
+rm -f "$R/sbin/shutdown"
+cat >"$R/sbin/shutdown" <<'EOF'
+#!/bin/busybox sh
+echo "FERRO: agent-shutdown=$*" >/dev/console
+sync
+poweroff -f
+EOF
+chmod 0755 "$R/sbin/shutdown"
 
-# Libraries: what the unpacked dynamic loader lists (ldd) for tpm2 and for the
-# dlopen'ed device TCTI. Every library must come from the unpacked packages.
+# Libraries: what the unpacked dynamic loader lists (ldd) for tpm2, the dlopen'ed
+# device TCTI and qemu-ga. Every library must come from the unpacked packages.
 LOADER=$P/lib64/ld-linux-x86-64.so.2
 [ -e "$LOADER" ] || die "dynamic loader missing from libc6"
 LIBPATH=$P/lib/x86_64-linux-gnu:$P/usr/lib/x86_64-linux-gnu
 TCTI_DEVICE=$(readlink -f "$P/usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0")
-libs=$(for bin in "$P/usr/bin/tpm2" "$TCTI_DEVICE"; do
+libs=$(for bin in "$P/usr/bin/tpm2" "$TCTI_DEVICE" "$QEMU_GA"; do
 	"$LOADER" --library-path "$LIBPATH" --list "$bin" ||
 		die "ld.so --list $bin failed"
 done | awk '$2=="=>" {print $3}' | sort -u)
 for lib in $libs "$P/usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"; do
 	case "$lib" in
 	"$P"/*) ;;
-	*) die "tpm2 needs $lib, which no unpacked package provides (extend the package list)" ;;
+	*) die "tpm2 or qemu-ga needs $lib, which no unpacked package provides (extend the package list)" ;;
 	esac
 	rel=${lib#"$P"/}
 	mkdir -p "$R/$(dirname "$rel")"

@@ -330,3 +330,104 @@ fn no_storage_class_is_a_failed_create() {
     );
     assert!(server.kubectl_ok(&["get", "pvc"]).is_empty());
 }
+
+/// Issue 19, item 5: KubeVirt's `vm-cirros-sata` example (`devices: {}`, a `containerDisk` and a
+/// `cloudInitNoCloud` volume) gets KubeVirt's default disks, so it is refused at start naming the
+/// containerDisk, never Running without its disks; and fields ferrovirt accepts but does not act
+/// on are named in a condition and a Warning Event.
+#[test]
+fn no_volume_or_field_is_dropped_silently() {
+    let server = Server::start(true);
+    let example = server::fixtures().join("kubevirt-examples/vm-cirros-sata.yaml");
+    server.kubectl_ok(&["apply", "-f", example.to_str().unwrap()]);
+    server.cli_ok(&["start", "vm-cirros-sata"]);
+    let message = server.wait_for("a FailedCreate event", Duration::from_secs(30), || {
+        let events = server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=vm-cirros-sata,reason=FailedCreate",
+            "-o",
+            "json",
+        ]);
+        let events: Value = serde_json::from_str(&events).unwrap();
+        events["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+    });
+    assert!(
+        message.contains("spec.template.spec.volumes[0].containerDisk: container disks are pulled"),
+        "{message}"
+    );
+    let vm: Value =
+        serde_json::from_str(&server.kubectl_ok(&["get", "vm", "vm-cirros-sata", "-o", "json"]))
+            .unwrap();
+    assert_eq!(vm["status"]["printableStatus"], "ErrorUnschedulable");
+    assert_eq!(vm["status"]["ready"], false);
+    assert_eq!(vm["status"]["created"], false);
+    assert!(
+        vm["status"]["conditions"]
+            .to_string()
+            .contains("volumes[0].containerDisk"),
+        "{}",
+        vm["status"]
+    );
+    assert!(server.kubectl_ok(&["get", "vmi"]).is_empty());
+    let table = server.kubectl_ok(&["get", "vm", "vm-cirros-sata"]);
+    assert!(table.contains("ErrorUnschedulable"), "{table}");
+
+    // Accepted but not acted on: named in the IgnoredFields condition and a Warning Event; the VM
+    // still runs (BIOS, no disk: SeaBIOS waits for a boot device).
+    let name = format!("ignored-{}", server.port);
+    let path = manifest(
+        &server,
+        "ignored.yaml",
+        &format!(
+            "apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: {name}
+spec:
+  runStrategy: Always
+  template:
+    spec:
+      terminationGracePeriodSeconds: 0
+      nodeSelector: {{kubernetes.io/hostname: node01}}
+      domain:
+        cpu: {{model: host-passthrough}}
+        devices: {{autoattachPodInterface: false, autoattachGraphicsDevice: false, rng: {{}}}}
+        memory: {{guest: 64Mi}}
+"
+        ),
+    );
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    server.wait_for("the VM to run", Duration::from_secs(60), || {
+        (printable_status(&server, &name) == "Running").then_some(())
+    });
+    let expected = "spec.template.spec.domain.cpu.model, spec.template.spec.domain.devices.rng, \
+                    spec.template.spec.nodeSelector";
+    let event = server.wait_for("an IgnoredFields event", Duration::from_secs(20), || {
+        let events = server.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=IgnoredFields,type=Warning"),
+            "-o",
+            "jsonpath={.items[0].message}",
+        ]);
+        (!events.is_empty()).then_some(events)
+    });
+    assert!(event.contains(expected), "{event}");
+    let condition = server.kubectl_ok(&[
+        "get",
+        "vm",
+        &name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"IgnoredFields\")].message}",
+    ]);
+    assert!(condition.contains(expected), "{condition}");
+    server.kubectl_ok(&["delete", "vm", &name]);
+    assert!(!server.log().contains("panicked"));
+}

@@ -175,3 +175,20 @@ fn deleted_vms_state_is_listed_and_purged_only_explicitly() {
     assert!(String::from_utf8_lossy(&purged.stdout).contains("team-a/web"));
     assert!(!store.dir_for(&uuid).exists());
 }
+
+/// KubeVirt's `vm-cirros-sata` example under `ferrovirt run`: its disk-less volumes get
+/// KubeVirt's default disks, so the containerDisk is refused with its field path instead of a
+/// VM running with no disk.
+#[test]
+fn run_refuses_the_cirros_sata_example_naming_its_container_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/api/tests/fixtures/kubevirt-examples/vm-cirros-sata.yaml");
+    let out = run(&[], &example, &tmp.path().join("data"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("spec.template.spec.volumes[0].containerDisk: container disks are pulled"),
+        "{stderr}"
+    );
+}

@@ -77,6 +77,7 @@ impl HandVm {
             graphics: None,
             inputs: Vec::new(),
             qmp_socket: dir.join("qmp.sock"),
+            guest_agent_socket: None,
             pid_file: dir.join("qemu.pid"),
             qemu_binary: None,
             fd_sets: Vec::new(),

@@ -4,11 +4,12 @@
 //! topology, disk targets and buses (a CD-ROM read-only with its tray closed),
 //! `features.smm.enabled: true` when `smm` is present, `secureBoot: true` made explicit when `efi`
 //! is present, and the Hyper-V enlightenments' switches and dependencies
-//! (`crate::hyperv_dependencies`).
+//! (`crate::hyperv_dependencies`). Every volume without a disk or filesystem of its name gets a
+//! default disk (KubeVirt's `SetDefaultVolumeDisk`), so no volume is silently left out.
 
 use crate::hyperv_dependencies;
 use crate::kubevirt::{
-    Cpu, DiskTarget, Firmware, Machine, Memory, VirtualMachine, VirtualMachineInstance,
+    Cpu, Disk, DiskTarget, Firmware, Machine, Memory, VirtualMachine, VirtualMachineInstance,
     VirtualMachineInstanceSpec,
 };
 
@@ -117,6 +118,8 @@ pub fn apply_instance_spec_defaults(spec: &mut VirtualMachineInstanceSpec) {
         cpu.cores = Some(1);
         cpu.threads = Some(1);
     }
+    set_default_volume_disks(spec);
+    let domain = &mut spec.domain;
     for disk in domain.devices.disks.iter_mut().flatten() {
         if disk.disk.is_none() && disk.cdrom.is_none() && disk.lun.is_none() {
             disk.disk = Some(DiskTarget::default());
@@ -155,6 +158,40 @@ pub fn apply_instance_spec_defaults(spec: &mut VirtualMachineInstanceSpec) {
     {
         timer.present.get_or_insert(true);
     }
+}
+
+/// KubeVirt's `SetDefaultVolumeDisk`: every volume that no disk and no filesystem names gets a
+/// disk of its name (then a `disk` target with the default bus, below), so no volume is dropped.
+pub fn set_default_volume_disks(spec: &mut VirtualMachineInstanceSpec) {
+    let filesystems: Vec<String> = spec
+        .domain
+        .devices
+        .extra
+        .get("filesystems")
+        .and_then(|f| f.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+        .collect();
+    let Some(volumes) = spec.volumes.as_ref() else {
+        return;
+    };
+    let missing: Vec<String> = volumes
+        .iter()
+        .map(|v| v.name.clone())
+        .filter(|name| {
+            !spec.domain.devices.disks().iter().any(|d| &d.name == name)
+                && !filesystems.contains(name)
+        })
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let disks = spec.domain.devices.disks.get_or_insert_with(Vec::new);
+    disks.extend(missing.into_iter().map(|name| Disk {
+        name,
+        ..Default::default()
+    }));
 }
 
 fn set_architecture_and_machine(spec: &mut VirtualMachineInstanceSpec) {
@@ -296,5 +333,32 @@ mod tests {
         });
         apply_vmi_defaults(&mut vmi);
         assert!(!vmi.spec.smm_enabled());
+    }
+
+    #[test]
+    fn volumes_without_a_disk_get_a_default_disk_as_in_kubevirt() {
+        let mut vmi: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "domain": {"devices": {
+                    "disks": [{"name": "root", "cdrom": {}}],
+                    "filesystems": [{"name": "shared", "virtiofs": {}}],
+                }},
+                "volumes": [
+                    {"name": "root", "hostDisk": {"path": "/x.iso", "type": "Disk"}},
+                    {"name": "containerdisk", "containerDisk": {"image": "x"}},
+                    {"name": "shared", "persistentVolumeClaim": {"claimName": "s"}},
+                    {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": "#!/bin/sh"}},
+                ],
+            }
+        }))
+        .unwrap();
+        apply_vmi_defaults(&mut vmi);
+        let disks = vmi.spec.domain.devices.disks();
+        let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["root", "containerdisk", "cloudinitdisk"]);
+        assert!(disks[0].cdrom.is_some() && disks[0].disk.is_none());
+        for added in &disks[1..] {
+            assert_eq!(added.disk.as_ref().unwrap().bus.as_deref(), Some("sata"));
+        }
     }
 }

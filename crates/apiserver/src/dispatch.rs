@@ -14,7 +14,7 @@ use crate::encode::{bytes_response, ok};
 use crate::error::ApiError;
 use crate::request::{ApiRequest, Target};
 use crate::route::Route;
-use crate::{console, discovery, handlers, reviews, serial_log, state_api, ui, vnc};
+use crate::{console, discovery, guest_agent, handlers, reviews, serial_log, state_api, ui, vnc};
 
 /// The body of a request, with the WebSocket upgrade when the client asked for one.
 pub struct RequestBody {
@@ -99,6 +99,9 @@ async fn api(app: &AppState, request: &ApiRequest, route: Route, body: RequestBo
         }
         Route::VncScreenshot { namespace, name } if read => {
             vnc::screenshot(app, &namespace, &name).await
+        }
+        Route::GuestOsInfo { namespace, name } if read => {
+            guest_agent::guestosinfo(app, &namespace, &name).await
         }
         Route::SerialLog { namespace, name } if read => {
             serial_log::handler(app, request, namespace, name).await

@@ -2,7 +2,7 @@
 //! request is parsed once into a typed [`request::ApiRequest`] (Kubernetes' request attributes,
 //! what it addresses, how it is encoded, the slot for the authenticated user) and flows through
 //! one visible chain: [`chain`]'s stages (where authentication, audit, authorization and request
-//! checks go) -> [`dispatch`] -> the handler ([`handlers`] for the REST API; [`console`], [`vnc`],
+//! checks go) -> [`dispatch`] -> the handler ([`handlers`] for the REST API; [`console`], [`vnc`], [`guest_agent`],
 //! [`serial_log`], [`state_api`], [`discovery`], [`ui`]) -> [`encode`]. The router has a single
 //! entry, so no path bypasses the stages. Writes pass [`admission`] (KubeVirt's defaults and
 //! `ferrovirt_api::admit`) before the store.
@@ -14,7 +14,7 @@
 //! -> resource), [`http`] (bodies, field selectors), [`patch`], [`protobuf`], [`strict`], [`table`]
 //! <- [`request`] (the typed request) <- [`chain`] (stages) <- [`app`] (shared state) <-
 //! [`admission`], [`templates`] (Harvester version numbering), [`cascade`] (orphaning, namespace
-//! deletion) <- [`handlers`], [`console`] (<- [`vnc`]), [`serial_log`], [`state_api`],
+//! deletion) <- [`handlers`], [`console`] (<- [`vnc`], [`guest_agent`]), [`serial_log`], [`state_api`],
 //! [`discovery`] (<- [`openapi`]), [`ui`] <- [`dispatch`] (the entry). No module imports one that imports it back.
 
 pub mod admission;
@@ -26,6 +26,7 @@ pub mod discovery;
 pub mod dispatch;
 pub mod encode;
 pub mod error;
+pub mod guest_agent;
 pub mod handlers;
 pub mod http;
 pub mod openapi;

@@ -50,6 +50,8 @@ pub enum Route {
     Vnc { namespace: String, name: String },
     /// `GET .../virtualmachineinstances/NAME/vnc/screenshot`: a PNG of the screen.
     VncScreenshot { namespace: String, name: String },
+    /// `GET .../virtualmachineinstances/NAME/guestosinfo`: what the guest agent reports.
+    GuestOsInfo { namespace: String, name: String },
     /// `GET .../virtualmachines/NAME/serial-log`: the serial output of the VM's runs.
     SerialLog { namespace: String, name: String },
     /// `GET .../virtualmachines/NAME/stategenerations`: the persistent-state generations.
@@ -154,6 +156,16 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
                 name: (*name).to_owned(),
             }),
             ["namespaces", ns, "virtualmachineinstances", name, "vnc"] => Ok(Route::Vnc {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+            }),
+            [
+                "namespaces",
+                ns,
+                "virtualmachineinstances",
+                name,
+                "guestosinfo",
+            ] => Ok(Route::GuestOsInfo {
                 namespace: (*ns).to_owned(),
                 name: (*name).to_owned(),
             }),

@@ -106,6 +106,10 @@ async fn every_route_passes_the_stages() {
             format!("{sub}/deletedvmstates/2b7d1f0e-6c1a-4f0e-9d7e-3a4b5c6d7e8f"),
         ),
         ("DELETE", format!("{sub}/deletedvmstates")),
+        (
+            "GET",
+            format!("{sub}/virtualmachineinstances/vm1/guestosinfo"),
+        ),
     ];
     for (method, uri) in &requests {
         let request = Request::builder()
@@ -210,6 +214,19 @@ async fn every_route_passes_the_stages() {
             "default",
             "",
             200
+        )
+    );
+    // What the guest agent reports: a subresource RBAC names (in kubevirt.io:view); no VMI here.
+    assert_eq!(
+        row(15),
+        (
+            "get",
+            group,
+            "virtualmachineinstances",
+            "guestosinfo",
+            "default",
+            "vm1",
+            404
         )
     );
 }

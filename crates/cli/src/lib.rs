@@ -73,6 +73,9 @@ pub enum Command {
     /// The graphical console of a running VirtualMachine for a local VNC viewer, or a PNG of its
     /// screen with `vnc screenshot NAME -f FILE` (virtctl vnc).
     Vnc(commands::vnc::VncArgs),
+    /// Print what the guest agent of a running VirtualMachine reports: OS, host name, agent
+    /// version (virtctl guestosinfo).
+    Guestosinfo(commands::guestosinfo::GuestOsInfoArgs),
     /// Print the serial console output of a VirtualMachine; -f follows it (kubectl logs).
     Logs(commands::logs::LogsArgs),
     /// Kubeconfig files for other users (run on the server's host).
@@ -129,6 +132,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Clone(args) => commands::snapshot::run_clone(&args),
         Command::Console(args) => commands::console::run(&args),
         Command::Vnc(args) => commands::vnc::run(&args),
+        Command::Guestosinfo(args) => commands::guestosinfo::run(&args),
         Command::Logs(args) => commands::logs::run(&args),
         Command::Kubeconfig(command) => commands::kubeconfig::run(&command),
         Command::Audit(args) => commands::audit::run(&args),

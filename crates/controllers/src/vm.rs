@@ -80,15 +80,14 @@ pub fn printable_status(
     vm: &Value,
     vmi: Option<&Value>,
     backoff_active: bool,
-    failure: Option<&SyncFailure>,
+    failure: Option<&CreateFailure>,
 ) -> &'static str {
     if deleting(vm) {
         return "Terminating";
     }
     match vmi {
         None if backoff_active => "CrashLoopBackOff",
-        None if failure.is_some_and(|f| f.reason == "FailedCreate") => "ErrorPvcNotFound",
-        None => "Stopped",
+        None => failure.map_or("Stopped", |f| f.printable_status),
         Some(v) if deleting(v) => "Stopping",
         Some(v) => match phase(v) {
             "Running" => "Running",
@@ -100,11 +99,63 @@ pub fn printable_status(
     }
 }
 
-/// Why the VM's last sync failed: the `Failure` condition's reason and message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncFailure {
+/// Why a VM's instance could not be created: the printable status KubeVirt shows for it and the
+/// message of the `Failure` condition and `FailedCreate` Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateFailure {
+    /// The reason of the `Failure` condition and of the Warning Event (`FailedCreate`,
+    /// `FailedFindPreference`, ...).
     pub reason: &'static str,
+    pub printable_status: &'static str,
     pub message: String,
+}
+
+impl CreateFailure {
+    /// Missing storage for the backend-storage PVC (KubeVirt: `ErrorPvcNotFound`).
+    pub fn storage(message: String) -> Self {
+        Self {
+            reason: "FailedCreate",
+            printable_status: "ErrorPvcNotFound",
+            message,
+        }
+    }
+
+    /// A spec no host here can run (KubeVirt: no node fits, `ErrorUnschedulable`).
+    pub fn unrunnable(message: String) -> Self {
+        Self {
+            reason: "FailedCreate",
+            printable_status: "ErrorUnschedulable",
+            message,
+        }
+    }
+
+    /// The VM's instancetype or preference cannot be found or recorded (KubeVirt's
+    /// `FailedFindInstancetype`/`FailedFindPreference`); the VM stays stopped until it can.
+    pub fn reference(reason: &'static str, message: String) -> Self {
+        Self {
+            reason,
+            printable_status: "Stopped",
+            message,
+        }
+    }
+}
+
+/// The condition type listing the fields ferrovirt accepts but does not act on.
+pub const IGNORED_FIELDS_CONDITION: &str = "IgnoredFields";
+
+/// The message naming fields ferrovirt accepts but does not act on (`None`: there are none).
+pub fn ignored_fields_message(vm: &Value) -> Option<String> {
+    let spec = vm.pointer("/spec/template/spec")?;
+    let spec: ferrovirt_api::kubevirt::vmi::VirtualMachineInstanceSpec =
+        serde_json::from_value(spec.clone()).ok()?;
+    let fields = ferrovirt_vmm::ignored::ignored_fields(&spec, "spec.template.spec");
+    (!fields.is_empty()).then(|| {
+        format!(
+            "ferrovirt does not act on these fields, which KubeVirt would: {}; the VM runs without \
+             them (remove them to clear this condition)",
+            fields.join(", ")
+        )
+    })
 }
 
 /// The VM's new status (keeps `stateChangeRequests` and `startFailure` from `current`).
@@ -112,7 +163,7 @@ pub fn vm_status(
     vm: &Value,
     vmi: Option<&Value>,
     backoff_active: bool,
-    failure: Option<&SyncFailure>,
+    failure: Option<&CreateFailure>,
     now: &str,
 ) -> Value {
     let current = vm.get("status").cloned().unwrap_or_else(|| json!({}));
@@ -144,16 +195,21 @@ pub fn vm_status(
         }
     };
     let mut conditions = vec![ready_condition];
-    if let Some(failure) = failure {
-        let previous = current
+    // A condition that is still true with the same message keeps its transition time, so an
+    // unchanged status is not written again.
+    let unchanged = |kind: &str, message: &str| {
+        current
             .get("conditions")
             .and_then(Value::as_array)
-            .and_then(|c| c.iter().find(|c| c.get("type") == Some(&json!("Failure"))))
-            .filter(|c| {
-                c.get("reason") == Some(&json!(failure.reason))
-                    && c.get("message") == Some(&json!(failure.message))
-            });
-        conditions.push(previous.cloned().unwrap_or_else(|| json!({"type": "Failure", "status": "True", "reason": failure.reason, "message": failure.message, "lastProbeTime": null, "lastTransitionTime": now})));
+            .and_then(|c| c.iter().find(|c| c.get("type") == Some(&json!(kind))))
+            .filter(|c| c.get("message") == Some(&json!(message)))
+            .cloned()
+    };
+    if let Some(failure) = failure {
+        conditions.push(unchanged("Failure", &failure.message).unwrap_or_else(|| json!({"type": "Failure", "status": "True", "reason": failure.reason, "message": failure.message, "lastProbeTime": null, "lastTransitionTime": now})));
+    }
+    if let Some(message) = ignored_fields_message(vm) {
+        conditions.push(unchanged(IGNORED_FIELDS_CONDITION, &message).unwrap_or_else(|| json!({"type": IGNORED_FIELDS_CONDITION, "status": "True", "reason": "NotSupported", "message": message, "lastProbeTime": null, "lastTransitionTime": now})));
     }
     let mut status = json!({
         "printableStatus": printable,

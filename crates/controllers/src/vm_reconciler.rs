@@ -13,13 +13,14 @@ use ferrovirt_api::kubevirt::VirtualMachine;
 use ferrovirt_resources::kubevirt::meta_str;
 use ferrovirt_resources::{PVCS, VMIS, VMS};
 use ferrovirt_storage::backend::{PVC_LABEL_KEY, PVC_SIZE, pvc_generate_name};
+use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use serde_json::{Value, json};
 
 use crate::action::{Action, Key};
 use crate::events::EventType;
 use crate::references::{ReferenceSync, sync_references};
 use crate::storage::{PVC_PROTECTION, choose_storage_class};
-use crate::vm::{self, Decision, SyncFailure, VMI_FINALIZER};
+use crate::vm::{self, CreateFailure, Decision, VMI_FINALIZER};
 use crate::vmi_reconciler::bound_volume;
 use crate::world::VmWorld;
 
@@ -35,7 +36,7 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
     let references = match sync_references(vm, world) {
         ReferenceSync::Record(actions) => return actions,
         ReferenceSync::Failed { reason, message } => {
-            let failure = SyncFailure { reason, message };
+            let failure = CreateFailure::reference(reason, message);
             if vmi.is_none() && matches!(vm::decide(vm, vmi, false), Decision::CreateInstance) {
                 let status = write_status(vm, vmi, false, Some(&failure), world);
                 let mut actions = Vec::new();
@@ -104,17 +105,12 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
         }
         Decision::CreateInstance => match create_instance(vm, &references, world) {
             Ok(created) => actions.extend(created),
-            Err(message) => {
-                let failure = SyncFailure {
-                    reason: "FailedCreate",
-                    message,
-                };
-                let message = &failure.message;
+            Err(failure) => {
                 actions.push(Action::event(
                     vm,
                     EventType::Warning,
-                    "FailedCreate",
-                    message,
+                    failure.reason,
+                    &failure.message,
                 ));
                 actions.extend(write_status(vm, vmi, false, Some(&failure), world));
             }
@@ -128,7 +124,7 @@ fn write_status(
     vm: &Value,
     vmi: Option<&Value>,
     backoff: bool,
-    failure: Option<&SyncFailure>,
+    failure: Option<&CreateFailure>,
     world: &VmWorld,
 ) -> Option<Action> {
     let mut status = vm::vm_status(vm, vmi, backoff, failure, &world.now_rfc3339());
@@ -196,14 +192,16 @@ fn note_start_failure(vm: &Value, vmi: &Value, now_unix: i64) -> Option<Action> 
 }
 
 /// The VMI of a VM, with its backend storage asked for first (or retired when no longer
-/// wanted); `Err` says why it cannot be created.
+/// wanted); `Err` says why it cannot be created. A spec this host cannot run (a `containerDisk`,
+/// multus, ...) is refused here with its field path, before any VMI exists; fields it accepts
+/// but does not act on are named in a Warning Event (and the VM's `IgnoredFields` condition).
 fn create_instance(
     vm: &Value,
     references: &ReferencedSpecs,
     world: &VmWorld,
-) -> Result<Vec<Action>, String> {
+) -> Result<Vec<Action>, CreateFailure> {
     let typed: VirtualMachine = serde_json::from_value(vm.clone())
-        .map_err(|e| format!("the stored VM cannot be read: {e}"))?;
+        .map_err(|e| CreateFailure::unrunnable(format!("the stored VM cannot be read: {e}")))?;
     let template = typed.spec.template.clone().unwrap_or_default();
     let mut spec = template.spec.clone();
     // KubeVirt's VM controller: the default pod interface is added, the instancetype and
@@ -220,17 +218,26 @@ fn create_instance(
     );
     if !conflicts.is_empty() {
         let fields: Vec<&str> = conflicts.iter().map(|c| c.field.as_str()).collect();
-        return Err(format!(
+        return Err(CreateFailure::unrunnable(format!(
             "VMI conflicts with instancetype spec in fields: [{}]",
             fields.join(", ")
-        ));
+        )));
     }
     apply_instance_spec_defaults(&mut spec);
     let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
+    check_runnable(&spec, ns, name)?;
     let mut actions = Vec::new();
+    if let Some(message) = vm::ignored_fields_message(vm) {
+        actions.push(Action::event(
+            vm,
+            EventType::Warning,
+            "IgnoredFields",
+            &message,
+        ));
+    }
     if spec.needs_backend_storage() {
         if world.backend_pvc().is_none() {
-            actions.push(create_backend_pvc(vm, world)?);
+            actions.push(create_backend_pvc(vm, world).map_err(CreateFailure::storage)?);
         }
     } else if let Some(pvc) = world.backend_pvc() {
         if let Some(volume) = bound_volume(pvc) {
@@ -275,6 +282,29 @@ fn create_instance(
             .into(),
     });
     Ok(actions)
+}
+
+/// Whether the engine could run the (defaulted) template: the converter's verdict without the
+/// host's volumes (a PVC is looked up when the VMI starts), with the VM's field paths.
+fn check_runnable(
+    spec: &ferrovirt_api::kubevirt::vmi::VirtualMachineInstanceSpec,
+    namespace: &str,
+    name: &str,
+) -> Result<(), CreateFailure> {
+    let any_claim = |_: &str| Some(std::path::PathBuf::new());
+    let ctx = ConvertContext {
+        namespace,
+        name,
+        field_prefix: "spec.template.spec",
+        state_volume: None,
+        claim_dir: &any_claim,
+        termination_grace_period_seconds: None,
+    };
+    plan_from_spec(spec, &ctx).map(drop).map_err(|unsupported| {
+        CreateFailure::unrunnable(format!(
+            "The VirtualMachine {name:?} cannot run on this host: {unsupported}"
+        ))
+    })
 }
 
 /// The backend-storage PVC of a VM, in KubeVirt's storage class order.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::action::{Action, Key};
 use crate::events::EventType;
 use crate::vm::{self, VMI_FINALIZER};
-use crate::world::{RunOutcome, RunPhase, RunView, VmWorld};
+use crate::world::{GuestReport, RunOutcome, RunPhase, RunView, VmWorld};
 
 /// What to do for the VMI `namespace/name` (`vmi`: the stored VMI, if any).
 pub fn reconcile_vmi(
@@ -61,7 +61,15 @@ pub fn reconcile_vmi(
                 adopted,
                 reported: false,
                 restored,
+                ..
             } => report_running(namespace, name, vmi, *adopted, restored.as_deref(), world),
+            RunPhase::Running {
+                reported: true,
+                guest,
+                ..
+            } => report_guest(vmi, guest.as_deref(), world)
+                .into_iter()
+                .collect(),
             _ => Vec::new(),
         },
         (Some(_), None) => Vec::new(), // an older VMI's run is still ending
@@ -93,6 +101,21 @@ fn start(vmi: &Value, world: &VmWorld) -> Vec<Action> {
     let mut actions = Vec::new();
     if !adopt {
         actions.push(set_phase(vmi, "Scheduled", None, world));
+        // A VM's instance is covered by the VM's condition and Event; a standalone VMI says it
+        // here.
+        if !owner_is_vm(vmi)
+            && let Some(fields) = ignored_fields(vmi)
+        {
+            actions.push(Action::event(
+                vmi,
+                EventType::Warning,
+                "IgnoredFields",
+                &format!(
+                    "ferrovirt does not act on these fields, which KubeVirt would: {fields}; the \
+                     VirtualMachineInstance runs without them"
+                ),
+            ));
+        }
     }
     actions.push(Action::StartEngine {
         vmi: vmi.clone(),
@@ -140,6 +163,141 @@ fn report_running(
         name: name.to_owned(),
     });
     actions
+}
+
+/// The fields of a VMI's spec ferrovirt accepts but does not act on, comma-separated.
+fn ignored_fields(vmi: &Value) -> Option<String> {
+    let spec: VirtualMachineInstanceSpec = serde_json::from_value(vmi.get("spec")?.clone()).ok()?;
+    let fields = ferrovirt_vmm::ignored::ignored_fields(&spec, "spec");
+    (!fields.is_empty()).then(|| fields.join(", "))
+}
+
+/// KubeVirt's condition type for a guest agent that answers.
+pub const AGENT_CONNECTED: &str = "AgentConnected";
+
+/// What the guest agent reports, in the VMI's status as virt-handler writes it: the
+/// `AgentConnected` condition, `guestOSInfo`, and `interfaces` with the guest's addresses;
+/// `None` when the status says so already.
+fn report_guest(vmi: &Value, guest: Option<&GuestReport>, world: &VmWorld) -> Option<Action> {
+    let current = vmi.get("status").cloned().unwrap_or_else(|| json!({}));
+    let mut status = current.clone();
+    let conditions: Vec<Value> = current
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let had = conditions
+        .iter()
+        .find(|c| c.get("type") == Some(&json!(AGENT_CONNECTED)))
+        .cloned();
+    let mut conditions: Vec<Value> = conditions
+        .into_iter()
+        .filter(|c| c.get("type") != Some(&json!(AGENT_CONNECTED)))
+        .collect();
+    let obj = status.as_object_mut()?;
+    match guest {
+        Some(report) => {
+            conditions.push(had.unwrap_or_else(|| {
+                json!({"type": AGENT_CONNECTED, "status": "True", "lastProbeTime": null,
+                       "lastTransitionTime": world.now_rfc3339()})
+            }));
+            obj.insert(
+                "guestOSInfo".into(),
+                ferrovirt_vmm::agent::os_info_json(&report.os),
+            );
+            obj.insert("interfaces".into(), json!(guest_interfaces(vmi, report)));
+        }
+        None => {
+            obj.remove("guestOSInfo");
+            obj.remove("interfaces");
+        }
+    }
+    if !conditions.is_empty() || obj.contains_key("conditions") {
+        obj.insert("conditions".into(), json!(conditions));
+    }
+    if status == current {
+        return None;
+    }
+    let mut updated = vmi.clone();
+    updated["status"] = status;
+    Some(Action::UpdateStatus {
+        resource: VMIS,
+        object: updated,
+    })
+}
+
+/// The guest's interfaces (loopback left out) as `status.interfaces` entries: `name` is the
+/// spec's interface with the same MAC address, or the only one when there is one of each.
+fn guest_interfaces(vmi: &Value, report: &GuestReport) -> Vec<Value> {
+    let spec_interfaces: Vec<(String, Option<String>)> = match vmi
+        .pointer("/spec/domain/devices/interfaces")
+        .and_then(Value::as_array)
+    {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .map(|i| {
+                (
+                    meta_str_of(i, "name"),
+                    i.get("macAddress")
+                        .and_then(Value::as_str)
+                        .map(str::to_lowercase),
+                )
+            })
+            .collect(),
+        _ => vec![("default".to_owned(), None)],
+    };
+    let guest: Vec<_> = report
+        .interfaces
+        .iter()
+        .filter(|i| i.name != "lo")
+        .collect();
+    guest
+        .iter()
+        .map(|interface| {
+            let mac = interface.hardware_address.as_deref().map(str::to_lowercase);
+            let name = spec_interfaces
+                .iter()
+                .find(|(_, spec_mac)| spec_mac.is_some() && *spec_mac == mac)
+                .or_else(|| {
+                    (guest.len() == 1 && spec_interfaces.len() == 1).then(|| &spec_interfaces[0])
+                })
+                .map(|(name, _)| name.clone());
+            let addresses: Vec<&str> = interface
+                .ip_addresses
+                .iter()
+                .map(|a| a.address.as_str())
+                .collect();
+            let first = interface
+                .ip_addresses
+                .iter()
+                .find(|a| a.family == "ipv4")
+                .or_else(|| interface.ip_addresses.first())
+                .map(|a| a.address.clone());
+            let mut entry = json!({
+                "interfaceName": interface.name,
+                "ipAddresses": addresses,
+                "infoSource": "guest-agent",
+            });
+            if let Some(name) = name {
+                entry["name"] = json!(name);
+            }
+            if let Some(mac) = mac {
+                entry["mac"] = json!(mac);
+            }
+            if let Some(first) = first {
+                entry["ipAddress"] = json!(first);
+            }
+            entry
+        })
+        .collect()
+}
+
+fn meta_str_of(value: &Value, key: &str) -> String {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The run is over: write the VMI's final phase (if it is still the run's VMI), forget the run,

@@ -17,6 +17,8 @@ pub struct RunView {
     pub stopping: bool,
 }
 
+pub use ferrovirt_vmm::agent::GuestReport;
+
 /// Where a run is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunPhase {
@@ -28,6 +30,9 @@ pub enum RunPhase {
         reported: bool,
         /// The `StateRestored` message, when the start restored the state from a generation.
         restored: Option<String>,
+        /// What the guest agent last reported; `None`: the agent does not answer (not
+        /// connected).
+        guest: Option<std::sync::Arc<GuestReport>>,
     },
     /// The run is over (or never started): what to write to the VMI.
     Ended(RunOutcome),

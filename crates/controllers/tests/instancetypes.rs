@@ -16,12 +16,17 @@ fn vm(extra_spec: Value, status: Value) -> Value {
     let mut spec = json!({
         "runStrategy": "Always",
         "template": {"spec": {"domain": {
-            "devices": {"disks": [{"name": "root"}], "interfaces": [{"name": "default"}]},
+            "devices": {"disks": [{"name": "root"}], "interfaces": [{"name": "default", "masquerade": {}}]},
             "firmware": {"uuid": "6a1b2c3d-0000-4000-8000-000000000001"},
-        }}},
+        }, "volumes": [{"name": "root", "emptyDisk": {"capacity": "1Gi"}}],
+            "networks": [{"name": "default", "pod": {}}]}},
     });
     for (k, v) in extra_spec.as_object().unwrap() {
         spec[k] = v.clone();
+    }
+    // Memory comes from the instancetype when there is one (the VM may not set it then).
+    if extra_spec.get("instancetype").is_none() {
+        spec["template"]["spec"]["domain"]["memory"] = json!({"guest": "1Gi"});
     }
     json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
@@ -116,7 +121,7 @@ fn created_vmi(actions: &[Action]) -> Value {
             } if resource.plural == "virtualmachineinstances" => Some(object.clone()),
             _ => None,
         })
-        .expect("a VMI is created")
+        .unwrap_or_else(|| panic!("a VMI is created, but the actions are: {actions:#?}"))
 }
 
 #[test]

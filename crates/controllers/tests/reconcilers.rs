@@ -128,6 +128,7 @@ fn running(reported: bool, adopted: bool) -> RunPhase {
         adopted,
         reported,
         restored: None,
+        guest: None,
     }
 }
 
@@ -509,4 +510,119 @@ fn a_current_status_is_not_written_again() {
     };
     assert!(reconcile_vm(object, None, &world.view()).is_empty());
     let _ = Key::vm("d", "vm");
+}
+
+/// The guest agent's report reaches the VMI's status as virt-handler writes it; an agent that
+/// stops answering takes the condition and the agent's fields away; an unchanged report writes
+/// nothing.
+#[test]
+fn guest_agent_report_in_the_vmi_status() {
+    use ferrovirt_vmm::agent::{GuestReport, IpAddress, NetworkInterface, OsInfo};
+    let report = GuestReport {
+        os: OsInfo {
+            id: Some("debian".into()),
+            pretty_name: Some("Debian GNU/Linux 12 (bookworm)".into()),
+            kernel_release: Some("6.1.0-57-cloud-amd64".into()),
+            ..Default::default()
+        },
+        interfaces: vec![
+            NetworkInterface {
+                name: "lo".into(),
+                hardware_address: None,
+                ip_addresses: vec![],
+            },
+            NetworkInterface {
+                name: "eth0".into(),
+                hardware_address: Some("52:54:00:12:34:56".into()),
+                ip_addresses: vec![
+                    IpAddress {
+                        family: "ipv6".into(),
+                        address: "fe80::1".into(),
+                        prefix: 64,
+                    },
+                    IpAddress {
+                        family: "ipv4".into(),
+                        address: "192.0.2.10".into(),
+                        prefix: 24,
+                    },
+                ],
+            },
+        ],
+    };
+    let with_guest = |guest: Option<Arc<GuestReport>>| {
+        World::new(
+            Some(run(
+                RunPhase::Running {
+                    adopted: false,
+                    reported: true,
+                    restored: None,
+                    guest,
+                },
+                false,
+            )),
+            vec![],
+        )
+    };
+    let world = with_guest(Some(Arc::new(report)));
+    let actions = reconcile_vmi("d", "vm", Some(&vmi("Running", false)), &world.view());
+    let [Action::UpdateStatus { object, .. }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    let status = &object["status"];
+    assert_eq!(status["conditions"][0]["type"], "AgentConnected");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(status["guestOSInfo"]["id"], "debian");
+    assert_eq!(
+        status["guestOSInfo"]["kernelRelease"],
+        "6.1.0-57-cloud-amd64"
+    );
+    assert_eq!(
+        status["interfaces"],
+        json!([{"name": "default", "interfaceName": "eth0", "mac": "52:54:00:12:34:56",
+                "ipAddress": "192.0.2.10", "ipAddresses": ["fe80::1", "192.0.2.10"],
+                "infoSource": "guest-agent"}])
+    );
+    // Written already: nothing to do.
+    assert!(reconcile_vmi("d", "vm", Some(object), &world.view()).is_empty());
+    // The agent went away.
+    let gone = with_guest(None);
+    let actions = reconcile_vmi("d", "vm", Some(object), &gone.view());
+    let [Action::UpdateStatus { object, .. }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(object["status"]["conditions"], json!([]));
+    assert!(object["status"].get("guestOSInfo").is_none());
+    assert!(object["status"].get("interfaces").is_none());
+}
+
+/// A standalone VMI with fields ferrovirt does not act on says so in a Warning Event when it
+/// starts; a VM's instance leaves that to the VM (its condition and Event).
+#[test]
+fn ignored_fields_of_a_standalone_vmi_are_an_event() {
+    let mut standalone = vmi("Pending", false);
+    standalone["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    standalone["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node01"});
+    let world = World::new(None, vec![]);
+    let actions = reconcile_vmi("d", "vm", Some(&standalone), &world.view());
+    assert_eq!(
+        actions.iter().map(describe).collect::<Vec<_>>(),
+        [
+            "vmi status \"Scheduled\"",
+            "event IgnoredFields",
+            "start engine adopt=false"
+        ]
+    );
+    let Action::Event { message, .. } = &actions[1] else {
+        panic!()
+    };
+    assert!(message.contains("spec.nodeSelector"), "{message}");
+    let mut owned = vmi("Pending", false);
+    owned["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node01"});
+    assert_eq!(
+        vmi_actions(Some(&owned), &world),
+        ["vmi status \"Scheduled\"", "start engine adopt=false"]
+    );
 }

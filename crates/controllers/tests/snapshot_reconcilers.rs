@@ -97,6 +97,7 @@ fn running() -> RunView {
             adopted: false,
             reported: true,
             restored: None,
+            guest: None,
         },
         stopping: false,
     }

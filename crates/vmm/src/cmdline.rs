@@ -222,6 +222,22 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
     );
     args.opt("-serial", "chardev:serial0".into());
 
+    if let Some(socket) = &config.guest_agent_socket {
+        // KubeVirt's guest agent channel: a virtio-serial port named org.qemu.guest_agent.0.
+        args.opt(
+            "-chardev",
+            format!(
+                "socket,id=charchannel0,path={},server=on,wait=off",
+                opt_path("guest_agent_socket", socket)?
+            ),
+        );
+        args.opt("-device", "virtio-serial-pci,id=virtio-serial0".into());
+        args.opt(
+            "-device",
+            "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel0,id=channel0,name=org.qemu.guest_agent.0".into(),
+        );
+    }
+
     if let Some(graphics) = &config.graphics {
         args.opt(
             "-vnc",
@@ -449,6 +465,7 @@ mod tests {
                 bus: InputBus::Usb,
             }],
             qmp_socket: run.join("qmp.sock"),
+            guest_agent_socket: Some(run.join("qga.sock")),
             pid_file: run.join("qemu.pid"),
             qemu_binary: None,
             fd_sets: Vec::new(),

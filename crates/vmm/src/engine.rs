@@ -296,6 +296,7 @@ impl Engine {
             graphics: plan.display.graphics(&runtime),
             inputs: plan.display.inputs.clone(),
             qmp_socket: runtime.qmp_socket(),
+            guest_agent_socket: Some(runtime.guest_agent_socket()),
             pid_file: runtime.qemu_pid_file(),
             qemu_binary: None,
             fd_sets: disks.fd_sets,

@@ -257,6 +257,9 @@ pub struct VmHandle {
     /// Rotates the serial log while the VM runs.
     log_cap: JoinHandle<()>,
     start_to_running: Option<Duration>,
+    /// Whether the guest agent answered when last asked (`note_guest_agent`); a stop goes
+    /// through it only then.
+    agent_connected: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for VmHandle {
@@ -483,6 +486,9 @@ impl VmHandle {
             remove_stale_socket(&graphics.vnc_socket)?;
             remove_stale_socket(&graphics.screen_qmp_socket)?;
         }
+        if let Some(socket) = &machine.guest_agent_socket {
+            remove_stale_socket(socket)?;
+        }
 
         let mut swtpm_process = None;
         if let (Some(config), Some(tpm)) = (&swtpm, &machine.tpm) {
@@ -622,6 +628,13 @@ impl VmHandle {
         // its socket is the owner's alone (the runtime dir is 0700 too).
         if let Some(graphics) = &machine.graphics
             && let Err(e) = restrict_socket(&graphics.vnc_socket)
+        {
+            abort_start(Some(qemu_process), swtpm_process, passt_processes).await;
+            return Err(e);
+        }
+        // The guest agent's channel can shut the guest down and freeze its file systems.
+        if let Some(socket) = &machine.guest_agent_socket
+            && let Err(e) = restrict_socket(socket)
         {
             abort_start(Some(qemu_process), swtpm_process, passt_processes).await;
             return Err(e);
@@ -817,7 +830,15 @@ impl VmHandle {
             monitor,
             log_cap,
             start_to_running,
+            agent_connected: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Records whether the guest agent answers (the controllers' poller asks it every few
+    /// seconds); a graceful stop uses the agent only while it does, as KubeVirt's.
+    pub fn note_guest_agent(&self, connected: bool) {
+        self.agent_connected
+            .store(connected, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The QMP session.
@@ -862,17 +883,48 @@ impl VmHandle {
         value.clone().ok_or(LaunchError::MonitorGone)
     }
 
+    /// `guest-shutdown` through the guest agent; `None` when there is no channel or the agent
+    /// does not answer (then ACPI is the way).
+    async fn shutdown_through_agent(&self) -> Option<()> {
+        let socket = self.record.machine.guest_agent_socket.as_ref()?;
+        if !self
+            .agent_connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        let outcome = async {
+            let client = crate::agent::connect(socket, crate::agent::DEFAULT_TIMEOUT).await?;
+            client.shutdown(crate::agent::ShutdownMode::Powerdown).await
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                tracing::info!(vm = %self.record.machine.name, "shutdown through the guest agent");
+                Some(())
+            }
+            Err(e) => {
+                tracing::info!(vm = %self.record.machine.name, reason = %e, "guest agent not answering; ACPI powerdown");
+                None
+            }
+        }
+    }
+
     /// SIGKILLs QEMU (through its pidfd); swtpm follows on its own (`--terminate`).
     pub fn kill(&self) {
         let _ = pidfd_signal(&self.qemu_pidfd, Signal::KILL);
     }
 
-    /// ACPI powerdown, wait up to `grace`; then QMP `quit` (up to [`QUIT_GRACE`]); then SIGKILL.
+    /// A graceful shutdown as KubeVirt's: through the guest agent when it is connected
+    /// ([`Self::note_guest_agent`]) and answers (`guest-shutdown`), else ACPI powerdown; wait up to `grace`; then QMP `quit` (up to
+    /// [`QUIT_GRACE`]); then SIGKILL.
     pub async fn stop(&self, grace: Duration) -> Result<VmExit, LaunchError> {
         if let Some(exit) = self.try_exited() {
             return Ok(exit);
         }
-        if let Err(e) = self.qmp.system_powerdown().await {
+        if self.shutdown_through_agent().await.is_none()
+            && let Err(e) = self.qmp.system_powerdown().await
+        {
             tracing::warn!(error = %e, "system_powerdown failed");
         }
         if let Ok(exit) = tokio::time::timeout(grace, self.wait_exited()).await {

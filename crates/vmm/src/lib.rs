@@ -1,12 +1,13 @@
 //! The virtual machine monitor layer (KubeVirt's virt-launcher, on one host): a VM run's runtime
-//! directory, the QEMU command line, our own QMP client, starting/stopping/adopting QEMU and swtpm as
+//! directory, the QEMU command line, our own QMP and guest agent (`agent`) clients, starting/stopping/adopting QEMU and swtpm as
 //! their parent, the graphical console (`display`: video device, tablets, VNC on a unix socket),
 //! one passt per pod-network card, host disks opened beneath their allowed roots (`hostpath`),
-//! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), and the capped serial log
+//! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), the capped serial log
 //! (`serial_log`), snapshots of a VM's state and disks, offline and online, and restoring them
-//! (`vm_snapshot`), and the ending of processes a start left unrecorded when its manager died
-//! (`orphans`).
+//! (`vm_snapshot`), the ending of processes a start left unrecorded when its manager died
+//! (`orphans`), and the list of spec fields it accepts but does not act on (`ignored`).
 
+pub mod agent;
 pub mod cdrom;
 pub mod cmdline;
 pub mod console;
@@ -16,6 +17,7 @@ pub mod display;
 pub mod engine;
 pub mod hostpath;
 pub mod hyperv;
+pub mod ignored;
 pub mod kvm;
 pub mod launcher;
 pub mod machine;

@@ -203,6 +203,11 @@ pub struct MachineConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<InputDevice>,
     pub qmp_socket: PathBuf,
+    /// The host end of the guest agent's virtio-serial channel (`org.qemu.guest_agent.0`), a
+    /// unix socket QEMU listens on (0600 in the 0700 runtime dir); `None`: no channel (records
+    /// of runs started before ferrovirt had it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_agent_socket: Option<PathBuf>,
     pub pid_file: PathBuf,
     /// QEMU binary; `qemu-system-x86_64` on PATH when `None`.
     #[serde(default)]

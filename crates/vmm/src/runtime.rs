@@ -126,6 +126,7 @@ impl RuntimeDir {
             self.serial_socket(),
             self.vnc_socket(),
             self.screen_qmp_socket(),
+            self.guest_agent_socket(),
         ] {
             let len = path.as_os_str().len();
             if len > MAX_SOCKET_PATH {
@@ -155,6 +156,10 @@ impl RuntimeDir {
     /// waits for the engine's monitor nor the engine for it.
     pub fn screen_qmp_socket(&self) -> PathBuf {
         self.root.join("qmp-screen.sock")
+    }
+    /// The host end of the guest agent's virtio-serial channel (`crate::agent`).
+    pub fn guest_agent_socket(&self) -> PathBuf {
+        self.root.join("qga.sock")
     }
     pub fn serial_log(&self) -> PathBuf {
         self.root.join("serial.log")
@@ -234,6 +239,7 @@ mod tests {
             graphics: None,
             inputs: Vec::new(),
             qmp_socket: dir.qmp_socket(),
+            guest_agent_socket: None,
             pid_file: dir.qemu_pid_file(),
             qemu_binary: None,
             fd_sets: Vec::new(),

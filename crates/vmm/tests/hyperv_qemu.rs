@@ -100,6 +100,7 @@ fn machine(runtime: &RuntimeDir, accel: Accel) -> MachineConfig {
             log_file: runtime.serial_log(),
         },
         qmp_socket: runtime.qmp_socket(),
+        guest_agent_socket: None,
         pid_file: runtime.qemu_pid_file(),
         qemu_binary: None,
         fd_sets: Vec::new(),

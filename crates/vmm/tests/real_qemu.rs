@@ -58,6 +58,7 @@ fn machine(f: &Fixture, firmware: Firmware, smm: bool, tpm: Option<TpmModel>) ->
         graphics: None,
         inputs: Vec::new(),
         qmp_socket: rt.qmp_socket(),
+        guest_agent_socket: Some(rt.guest_agent_socket()),
         pid_file: rt.qemu_pid_file(),
         qemu_binary: None,
         fd_sets: Vec::new(),
@@ -181,6 +182,22 @@ async fn bios_start_running_stop_quits_after_grace() {
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
             .unwrap(),
         0o600
+    );
+    // The guest agent's channel: a socket only the owner can open (it can shut the guest down).
+    assert_eq!(
+        std::fs::metadata(f.runtime.guest_agent_socket())
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .unwrap(),
+        0o600
+    );
+    // No agent answers in a guest without an OS: a sync times out, it does not hang or succeed.
+    let error =
+        ferrovirt_vmm::agent::connect(&f.runtime.guest_agent_socket(), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(error, ferrovirt_vmm::agent::AgentError::Timeout { .. }),
+        "{error}"
     );
     assert_eq!(
         std::fs::read_to_string(f.runtime.qemu_pid_file())

@@ -7,6 +7,7 @@ pub mod console;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod guestosinfo;
 pub mod kubeconfig;
 pub mod logs;
 pub mod run;

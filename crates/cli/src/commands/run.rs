@@ -186,7 +186,13 @@ pub fn plan_for(vm: &VirtualMachine, data_dir: &Path) -> Result<VmPlan, String> 
         .template
         .as_ref()
         .ok_or("spec.template: a VirtualMachine needs a template")?;
-    let spec = &template.spec;
+    // KubeVirt's SetDefaultVolumeDisk: a volume without a disk still becomes one (or is refused).
+    let mut spec = template.spec.clone();
+    defaults::set_default_volume_disks(&mut spec);
+    let spec = &spec;
+    for field in ferrovirt_vmm::ignored::ignored_fields(spec, "spec.template.spec") {
+        eprintln!("warning: {field}: ferrovirt does not act on this field; the VM runs without it");
+    }
     let volume_name = legacy_pvc_name(name);
     let provisioner =
         LocalPathProvisioner::new(data_dir.join("volumes")).map_err(|e| e.to_string())?;

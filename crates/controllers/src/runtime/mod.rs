@@ -127,6 +127,9 @@ impl Informers {
     }
 }
 
+/// How often the guest agent of a running VM is asked for its report.
+pub const AGENT_POLL: Duration = Duration::from_secs(5);
+
 /// The controllers' shared state.
 pub struct Controller {
     pub(crate) client: Arc<dyn ObjectClient>,
@@ -1006,6 +1009,19 @@ impl Controller {
         };
         self.runs.running(&key, running.clone(), adopt, restored);
         self.enqueue(vm_key.clone());
+        let poller = running
+            .handle
+            .record()
+            .machine
+            .guest_agent_socket
+            .clone()
+            .map(|socket| {
+                let me = self.clone();
+                let key = key.clone();
+                let running = running.clone();
+                self.runtime
+                    .spawn(async move { me.poll_guest_agent(key, socket, running).await })
+            });
         let end = self.engine.wait(&running).await;
         let stop_requested = self
             .stop_requested
@@ -1014,6 +1030,9 @@ impl Controller {
             .remove(&key);
         if let (Some(asked), Some(metrics), Ok(_)) = (stop_requested, &self.metrics, &end) {
             metrics.vm_stopped(asked.elapsed());
+        }
+        if let Some(poller) = poller {
+            poller.abort();
         }
         let outcome = match &end {
             Ok(end) => outcome_of(&end.exit.reason, self.runs.stopping(&key)),
@@ -1024,6 +1043,29 @@ impl Controller {
         };
         self.runs.ended(&key, outcome);
         self.enqueue(vm_key);
+    }
+
+    /// Asks the guest agent what it sees (OS, interfaces) every [`AGENT_POLL`] while the run
+    /// lasts (as virt-handler's agent poller), and requeues the VM when the answer changes (the
+    /// VMI reconciler writes it: `AgentConnected`, `guestOSInfo`, `interfaces`).
+    async fn poll_guest_agent(
+        self: Arc<Self>,
+        key: RunKey,
+        socket: PathBuf,
+        running: Arc<ferrovirt_vmm::engine::RunningVm>,
+    ) {
+        loop {
+            let report =
+                ferrovirt_vmm::agent::report(&socket, ferrovirt_vmm::agent::DEFAULT_TIMEOUT)
+                    .await
+                    .ok()
+                    .map(Arc::new);
+            running.handle.note_guest_agent(report.is_some());
+            if self.runs.set_guest(&key, report) {
+                self.enqueue(Key::vm(&key.0, &key.1));
+            }
+            tokio::time::sleep(AGENT_POLL).await;
+        }
     }
 
     /// The engine plan of a VMI; `Ok(None)` while its backend storage is not bound yet.

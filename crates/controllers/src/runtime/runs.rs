@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferrovirt_vmm::engine::RunningVm;
 use ferrovirt_vmm::launcher::ExitReason;
 
-use crate::world::{RunOutcome, RunPhase, RunView};
+use crate::world::{GuestReport, RunOutcome, RunPhase, RunView};
 
 /// A VM's place in the table: (namespace, name).
 pub type RunKey = (String, String);
@@ -22,6 +22,7 @@ enum RunState {
         adopted: bool,
         reported: bool,
         restored: Option<String>,
+        guest: Option<Arc<GuestReport>>,
     },
     Ended(RunOutcome),
 }
@@ -55,11 +56,13 @@ impl RunTable {
                 adopted,
                 reported,
                 restored,
+                guest,
                 ..
             } => RunPhase::Running {
                 adopted: *adopted,
                 reported: *reported,
                 restored: restored.clone(),
+                guest: guest.clone(),
             },
             RunState::Ended(outcome) => RunPhase::Ended(outcome.clone()),
         };
@@ -124,6 +127,7 @@ impl RunTable {
                 adopted,
                 reported: false,
                 restored,
+                guest: None,
             };
         }
     }
@@ -133,6 +137,19 @@ impl RunTable {
             run.state = RunState::Ended(outcome);
             run.volume = None;
         }
+    }
+
+    /// Records what the guest agent reports (`None`: not connected) for the run of `vmi_uid`;
+    /// `true` when it changed.
+    pub fn set_guest(&self, key: &RunKey, report: Option<Arc<GuestReport>>) -> bool {
+        if let Some(run) = self.lock().get_mut(key)
+            && let RunState::Running { guest, .. } = &mut run.state
+            && *guest != report
+        {
+            *guest = report;
+            return true;
+        }
+        false
     }
 
     pub fn mark_reported(&self, key: &RunKey) {
