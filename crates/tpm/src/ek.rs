@@ -179,7 +179,7 @@ pub fn certificate_info(der: &[u8], what: &str) -> Result<CertificateInfo, EkErr
 
 fn parse<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, EkError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(EkError::BadCertificate {
             what: what.to_owned(),
             reason: "trailing bytes after the certificate".to_owned(),
