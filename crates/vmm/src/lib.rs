@@ -3,14 +3,17 @@
 //! their parent, the graphical console (`display`: video device, tablets, VNC on a unix socket),
 //! one passt per pod-network card, host disks opened beneath their allowed roots (`hostpath`),
 //! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), and the capped serial log
-//! (`serial_log`).
+//! (`serial_log`), and what a start tells about the TPM's trust: the EK certificates' fingerprints
+//! (`ek`) and whether this boot's PCR measurements will differ from the last one's (`boot_guard`).
 
+pub mod boot_guard;
 pub mod cdrom;
 pub mod cmdline;
 pub mod console;
 pub mod convert;
 pub mod disks;
 pub mod display;
+pub mod ek;
 pub mod engine;
 pub mod hostpath;
 pub mod hyperv;
