@@ -100,7 +100,11 @@ pub fn printable_status(
     }
 }
 
-/// The VM's new status (keeps `stateChangeRequests` and `startFailure` from `current`).
+/// The Event reason and condition type of the PCR guard (`ferrovirt_vmm::boot_guard`).
+pub const PCRS_WILL_CHANGE: &str = "PCRsWillChange";
+
+/// The VM's new status (keeps `stateChangeRequests` and `startFailure` from `current`, `tpm`
+/// unless the VMI has a newer one; mirrors the VMI's `PCRsWillChange` condition).
 pub fn vm_status(
     vm: &Value,
     vmi: Option<&Value>,
@@ -137,6 +141,17 @@ pub fn vm_status(
         }
     };
     let mut conditions = vec![ready_condition];
+    // As KubeVirt's VM controller mirrors VMI conditions: the PCR guard's, while the VMI lives.
+    if let Some(pcrs) = vmi
+        .and_then(|v| v.pointer("/status/conditions"))
+        .and_then(Value::as_array)
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.get("type") == Some(&json!(PCRS_WILL_CHANGE)))
+        })
+    {
+        conditions.push(pcrs.clone());
+    }
     if let Some(message) = failure {
         conditions.push(json!({"type": "Failure", "status": "True", "reason": "FailedCreate", "message": message, "lastProbeTime": null, "lastTransitionTime": now}));
     }
@@ -149,6 +164,13 @@ pub fn vm_status(
         "observedGeneration": vm.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
         "desiredGeneration": vm.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
     });
+    // The EK fingerprints of the last start stay after the VM stops (the TPM keeps its EK).
+    if let Some(tpm) = vmi
+        .and_then(|v| v.pointer("/status/tpm"))
+        .or_else(|| current.get("tpm"))
+    {
+        status["tpm"] = tpm.clone();
+    }
     for keep in ["stateChangeRequests", "startFailure", "volumeStatus"] {
         if let Some(value) = current.get(keep)
             && !(value.is_array() && value.as_array().is_some_and(Vec::is_empty))

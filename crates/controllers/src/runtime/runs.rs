@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferrovirt_vmm::engine::RunningVm;
 use ferrovirt_vmm::launcher::ExitReason;
 
-use crate::world::{RunOutcome, RunPhase, RunView};
+use crate::world::{RunOutcome, RunPhase, RunView, TrustNotes};
 
 /// A VM's place in the table: (namespace, name).
 pub type RunKey = (String, String);
@@ -52,14 +52,15 @@ impl RunTable {
         let phase = match &run.state {
             RunState::Starting => RunPhase::Starting,
             RunState::Running {
+                vm,
                 adopted,
                 reported,
                 restored,
-                ..
             } => RunPhase::Running {
                 adopted: *adopted,
                 reported: *reported,
                 restored: restored.clone(),
+                trust: TrustNotes::of_start(&vm.notes),
             },
             RunState::Ended(outcome) => RunPhase::Ended(outcome.clone()),
         };
