@@ -123,3 +123,156 @@ fn variable_written_by_another_tool_is_found() {
     );
     assert_eq!(ours, oracle(&out, tmp.path()));
 }
+
+/// Our writer -> virt-fw-vars: a set, a replaced and a deleted variable in both store kinds are
+/// what virt-fw-vars reads back, and everything else is unchanged.
+#[test]
+fn variables_written_by_us_are_read_by_virt_firmware() {
+    use ferrovirt_firmware::vars::{EFI_GLOBAL_VARIABLE_GUID, EfiGuid, EfiVariable};
+    use ferrovirt_firmware::vars_write::{ATTR_DEFAULT, VariableStore};
+    if !have_virt_fw_vars() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let test_guid = EfiGuid::new(
+        0x3f1a2b3c,
+        0x4d5e,
+        0x4f60,
+        [0x81, 0x92, 0xa3, 0xb4, 0xc5, 0xd6, 0xe7, 0xf8],
+    );
+    for template in [PLAIN, MS] {
+        let mut store = VariableStore::open(Path::new(template)).unwrap();
+        let before = ours(Path::new(template));
+        // Add one (odd length: padding), replace one, delete one.
+        store
+            .set(EfiVariable {
+                name: "FerrovirtTest".into(),
+                vendor: test_guid,
+                attributes: ATTR_DEFAULT,
+                data: b"hello from ferrovirt".to_vec(),
+            })
+            .unwrap();
+        let victim = before
+            .iter()
+            .find(|(n, ..)| n != "FerrovirtTest")
+            .unwrap()
+            .clone();
+        let replaced = store
+            .variables()
+            .find(|v| v.variable.name == victim.0)
+            .unwrap()
+            .variable
+            .clone();
+        store
+            .set(EfiVariable {
+                data: vec![7; 3],
+                ..replaced.clone()
+            })
+            .unwrap();
+        let deleted = before
+            .iter()
+            .rfind(|(n, ..)| *n != victim.0)
+            .unwrap()
+            .clone();
+        let deleted_guid = store
+            .variables()
+            .find(|v| v.variable.name == deleted.0 && v.variable.vendor.to_string() == deleted.1)
+            .unwrap()
+            .variable
+            .vendor;
+        assert!(store.delete(&deleted.0, &deleted_guid));
+        assert!(!store.delete("NoSuchVariable", &EFI_GLOBAL_VARIABLE_GUID));
+
+        let out = tmp.path().join("out_VARS.fd");
+        store.write(&out).unwrap();
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().len(),
+            std::fs::metadata(template).unwrap().len()
+        );
+        check_vars(&out, Path::new(template)).unwrap();
+        let mut expected: Vec<_> = before
+            .iter()
+            .filter(|v| v.0 != deleted.0 || v.1 != deleted.1)
+            .map(|v| {
+                if v.0 == victim.0 && v.1 == victim.1 {
+                    (v.0.clone(), v.1.clone(), v.2, "070707".to_owned())
+                } else {
+                    v.clone()
+                }
+            })
+            .collect();
+        expected.push((
+            "FerrovirtTest".into(),
+            test_guid.to_string(),
+            u64::from(ATTR_DEFAULT),
+            hex(b"hello from ferrovirt"),
+        ));
+        expected.sort();
+        assert_eq!(oracle(&out, tmp.path()), expected, "{template}");
+        assert_eq!(ours(&out), expected, "{template}");
+    }
+}
+
+/// virt-fw-vars -> our writer -> virt-fw-vars: keys enrolled by virt-fw-vars (PK, KEK, db with
+/// their time stamps) survive our rewrite byte for byte in what virt-fw-vars reads.
+#[test]
+fn a_store_enrolled_by_virt_firmware_survives_our_rewrite() {
+    use ferrovirt_firmware::vars::EfiVariable;
+    use ferrovirt_firmware::vars_write::VariableStore;
+    if !have_virt_fw_vars() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let enrolled = tmp.path().join("enrolled_VARS.fd");
+    let status = Command::new("virt-fw-vars")
+        .arg("--input")
+        .arg(PLAIN)
+        .arg("--enroll-generate")
+        .arg("ferrovirt test")
+        .arg("--output")
+        .arg(&enrolled)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let theirs = oracle(&enrolled, tmp.path());
+    assert!(theirs.iter().any(|v| v.0 == "PK"), "{theirs:?}");
+    let mut store = VariableStore::open(&enrolled).unwrap();
+    let pk_time = store
+        .variables()
+        .find(|v| v.variable.name == "PK")
+        .unwrap()
+        .timestamp;
+    assert_ne!(pk_time, [0; 16], "virt-fw-vars stamps PK");
+    // Rewrite with one extra variable; the keys and their time stamps are kept.
+    let extra = EfiVariable {
+        name: "Extra".into(),
+        vendor: ferrovirt_firmware::vars::EFI_GLOBAL_VARIABLE_GUID,
+        attributes: 0x7,
+        data: vec![1],
+    };
+    store.set(extra).unwrap();
+    let out = tmp.path().join("rewritten_VARS.fd");
+    store.write(&out).unwrap();
+    let again = VariableStore::open(&out).unwrap();
+    assert_eq!(
+        again
+            .variables()
+            .find(|v| v.variable.name == "PK")
+            .unwrap()
+            .timestamp,
+        pk_time
+    );
+    let mut expected = theirs.clone();
+    expected.push((
+        "Extra".into(),
+        "8be4df61-93ca-11d2-aa0d-00e098032b8c".into(),
+        7,
+        "01".into(),
+    ));
+    expected.sort();
+    assert_eq!(oracle(&out, tmp.path()), expected);
+}

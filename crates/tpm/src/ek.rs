@@ -165,16 +165,24 @@ pub fn certificate_info(der: &[u8], what: &str) -> Result<CertificateInfo, EkErr
     let spki = cert.public_key().raw;
     Ok(CertificateInfo {
         der: der.to_vec(),
-        pem: pem::encode(&pem::Pem::new("CERTIFICATE", der)),
+        pem: pem_text("CERTIFICATE", der),
         sha256: Sha256Digest::of(der),
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
         serial: cert.raw_serial_as_string(),
         not_before: cert.validity().not_before.to_string(),
         not_after: cert.validity().not_after.to_string(),
-        public_key_pem: pem::encode(&pem::Pem::new("PUBLIC KEY", spki)),
+        public_key_pem: pem_text("PUBLIC KEY", spki),
         public_key_sha256: Sha256Digest::of(spki),
     })
+}
+
+/// PEM with Unix line endings, as openssl writes it.
+fn pem_text(tag: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(tag, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 fn parse<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, EkError> {

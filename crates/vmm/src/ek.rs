@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 
 use ferrovirt_storage::{StateVolume, VmUuid};
-use ferrovirt_tpm::{EkCredentials, EkError, EkKind, ManufactureReport, Sha256Digest};
+/// What the API shows, re-exported so that callers need not depend on the tpm crate.
+pub use ferrovirt_tpm::{CertificateInfo, EkCredentials, EkKind};
+use ferrovirt_tpm::{EkError, ManufactureReport, Sha256Digest};
 
 use crate::state::TpmPlan;
 

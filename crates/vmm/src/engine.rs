@@ -443,7 +443,7 @@ pub fn generations_dir(data_dir: &Path, plan: &VmPlan) -> Result<Option<PathBuf>
 
 /// A state plan for the offline operations on persistent state (list, rollback): they touch
 /// neither firmware descriptors nor a runtime dir.
-fn offline_state_plan<'a>(
+pub(crate) fn offline_state_plan<'a>(
     plan: &'a VmPlan,
     scratch: &'a Path,
     generations_dir: Option<&'a Path>,

@@ -6,6 +6,9 @@
 //! (`serial_log`), and what a start tells about the TPM's trust: the EK certificates' fingerprints
 //! (`ek`) and whether this boot's PCR measurements will differ from the last one's (`boot_guard`).
 
+/// The firmware crate, for callers that show or edit UEFI variables through `efi_vars`.
+pub use ferrovirt_firmware as firmware;
+
 pub mod boot_guard;
 pub mod cdrom;
 pub mod cmdline;
@@ -13,6 +16,7 @@ pub mod console;
 pub mod convert;
 pub mod disks;
 pub mod display;
+pub mod efi_vars;
 pub mod ek;
 pub mod engine;
 pub mod hostpath;

@@ -1,0 +1,230 @@
+//! `ferrovirt efi vars list|get|set|delete NAME [VAR-GUID]`: a VM's UEFI variables through the
+//! server's `efivars` subresource (its persistent VARS file). Changes need the VM stopped, record
+//! a state generation first and print which PCRs the next boot measures differently.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client::{Client, ClientArgs, ClientError};
+
+/// `ferrovirt efi` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EfiCommand {
+    /// List, show, set or delete UEFI variables of a VM (persistent EFI only).
+    #[command(subcommand)]
+    Vars(VarsCommand),
+}
+
+/// `ferrovirt efi vars` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VarsCommand {
+    /// NAME, GUID, attributes and size of every variable.
+    List(VmArg),
+    /// One variable's data (hex, or raw bytes with --raw).
+    Get {
+        #[command(flatten)]
+        target: VarArgs,
+        /// Print the data as raw bytes instead of hex.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Set a variable (the VM must be stopped).
+    Set {
+        #[command(flatten)]
+        target: VarArgs,
+        /// The data as hex digits.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        hex: Option<String>,
+        /// The data from a file.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Attributes (default: the variable's, else 7 = NV+BS+RT), e.g. 7 or 0x27.
+        #[arg(long)]
+        attrs: Option<String>,
+    },
+    /// Delete a variable (the VM must be stopped).
+    Delete(VarArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmArg {
+    /// The VirtualMachine.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VarArgs {
+    /// The VirtualMachine.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The variable, as NAME-GUID (e.g. SecureBootEnable-f0a30bc7-af08-4556-99c4-001009c93a44).
+    #[arg(value_name = "VAR-GUID")]
+    pub variable: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn path(namespace: &str, name: &str, id: Option<&str>) -> String {
+    let base = format!(
+        "/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}/efivars"
+    );
+    match id {
+        Some(id) => format!("{base}/{id}"),
+        None => base,
+    }
+}
+
+fn parse_attrs(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    text.len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
+}
+
+pub fn run(command: &EfiCommand) -> ExitCode {
+    let EfiCommand::Vars(vars) = command;
+    let result = match vars {
+        VarsCommand::List(vm) => list(vm),
+        VarsCommand::Get { target, raw } => get(target, *raw),
+        VarsCommand::Set {
+            target,
+            hex,
+            file,
+            attrs,
+        } => set(target, hex.as_deref(), file.as_deref(), attrs.as_deref()),
+        VarsCommand::Delete(target) => delete(target),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
+
+fn list(vm: &VmArg) -> Result<(), ClientError> {
+    let client = Client::from_args(&vm.client)?;
+    let body = client.json(
+        "GET",
+        &path(client.namespace(), &vm.name, None),
+        "application/json",
+        None,
+    )?;
+    println!(
+        "{:<32} {:<36} {:>10} {:>6}",
+        "NAME", "GUID", "ATTRIBUTES", "SIZE"
+    );
+    for item in body["items"].as_array().map_or(&[][..], Vec::as_slice) {
+        println!(
+            "{:<32} {:<36} {:>#10x} {:>6}",
+            item["name"].as_str().unwrap_or(""),
+            item["guid"].as_str().unwrap_or(""),
+            item["attributes"].as_u64().unwrap_or(0),
+            item["size"].as_u64().unwrap_or(0),
+        );
+    }
+    Ok(())
+}
+
+fn get(target: &VarArgs, raw: bool) -> Result<(), ClientError> {
+    let client = Client::from_args(&target.client)?;
+    let body = client.json(
+        "GET",
+        &path(client.namespace(), &target.name, Some(&target.variable)),
+        "application/json",
+        None,
+    )?;
+    let data = body["data"].as_str().unwrap_or("");
+    if raw {
+        use std::io::Write;
+        let bytes = unhex(data).unwrap_or_default();
+        let _ = std::io::stdout().write_all(&bytes);
+    } else {
+        println!("{data}");
+    }
+    Ok(())
+}
+
+fn report_change(body: &Value) {
+    println!("{}", body["message"].as_str().unwrap_or("changed"));
+}
+
+fn set(
+    target: &VarArgs,
+    hex: Option<&str>,
+    file: Option<&std::path::Path>,
+    attrs: Option<&str>,
+) -> Result<(), ClientError> {
+    let data = match (hex, file) {
+        (Some(hex), _) => unhex(hex.trim()).ok_or_else(|| {
+            ClientError::Usage(format!("--hex {hex:?}: not an even number of hex digits"))
+        })?,
+        (None, Some(file)) => std::fs::read(file).map_err(|e| {
+            ClientError::Usage(format!("--file {}: cannot read: {e}", file.display()))
+        })?,
+        (None, None) => {
+            return Err(ClientError::Usage(
+                "give the data with --hex or --file".to_owned(),
+            ));
+        }
+    };
+    let attributes = match attrs {
+        Some(text) => Some(parse_attrs(text).ok_or_else(|| {
+            ClientError::Usage(format!("--attrs {text:?}: a number such as 7 or 0x27"))
+        })?),
+        None => None,
+    };
+    let hex_data: String = data.iter().map(|b| format!("{b:02x}")).collect();
+    let body = serde_json::to_vec(&json!({"data": hex_data, "attributes": attributes}))
+        .unwrap_or_default();
+    let client = Client::from_args(&target.client)?;
+    let answer = client.json(
+        "PUT",
+        &path(client.namespace(), &target.name, Some(&target.variable)),
+        "application/json",
+        Some(("application/json", &body)),
+    )?;
+    report_change(&answer);
+    Ok(())
+}
+
+fn delete(target: &VarArgs) -> Result<(), ClientError> {
+    let client = Client::from_args(&target.client)?;
+    let answer = client.json(
+        "DELETE",
+        &path(client.namespace(), &target.name, Some(&target.variable)),
+        "application/json",
+        None,
+    )?;
+    report_change(&answer);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attrs_and_hex() {
+        assert_eq!(parse_attrs("7"), Some(7));
+        assert_eq!(parse_attrs("0x27"), Some(0x27));
+        assert_eq!(parse_attrs("x"), None);
+        assert_eq!(unhex("00ff"), Some(vec![0, 255]));
+        assert_eq!(unhex("0"), None);
+    }
+}

@@ -1,0 +1,242 @@
+//! Trust features under `ferrovirt serve` (issue 15), real engine without a guest OS (OVMF finds
+//! no disk and waits): the `tpm/ek` subresource returns the EK certificates of a persistent TPM
+//! while the VM is stopped, a `view` user may read it, the certificates verify against the
+//! returned chain with openssl and match the fingerprints in the VM status; switching Secure Boot
+//! on produces the Warning Event and condition `PCRsWillChange` (`describe vm` shows it); switching
+//! `tpm.persistent` gets a `Warning:` from the API server at apply time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/server.rs"]
+mod server;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use server::{Server, http_request, manifest};
+
+const VIEWER_TOKEN: &str = "trust-viewer-token-0123456789";
+const EK: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/ek1/tpm/ek";
+
+fn vm(secure_boot: bool, persistent_tpm: bool) -> String {
+    let smm = if secure_boot {
+        "\n        features:\n          smm:\n            enabled: true"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: ek1
+spec:
+  runStrategy: Manual
+  template:
+    spec:
+      terminationGracePeriodSeconds: 1
+      domain:{smm}
+        memory:
+          guest: 128Mi
+        firmware:
+          bootloader:
+            efi:
+              secureBoot: {secure_boot}
+              persistent: true
+        devices:
+          tpm:
+            persistent: {persistent_tpm}
+"
+    )
+}
+
+const VIEWER_BINDING: &str = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: trust-viewer
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: view
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: vera
+";
+
+fn object(server: &Server, kind: &str) -> Option<Value> {
+    let out = server.kubectl(&["get", kind, "ek1", "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn run_once(server: &Server) -> Value {
+    server.cli_ok(&["start", "ek1"]);
+    server.wait_for("the VMI to run", Duration::from_secs(120), || {
+        object(server, "vmi").filter(|v| v["status"]["phase"] == "Running")
+    });
+    let vm = server.wait_for(
+        "the VM status to be Running",
+        Duration::from_secs(60),
+        || object(server, "vm").filter(|v| v["status"]["printableStatus"] == "Running"),
+    );
+    server.cli_ok(&["stop", "ek1"]);
+    server.wait_for("the VM to stop", Duration::from_secs(120), || {
+        object(server, "vm")
+            .filter(|v| v["status"]["printableStatus"] == "Stopped")
+            .filter(|_| object(server, "vmi").is_none())
+    });
+    vm
+}
+
+fn events(server: &Server) -> Vec<(String, String, String)> {
+    let out = server.kubectl_ok(&["get", "events", "-o", "json"]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "ek1")
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            (s("type"), s("reason"), s("message"))
+        })
+        .collect()
+}
+
+#[test]
+fn ek_is_served_offline_and_verifies_and_the_pcr_guard_warns() {
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), format!("{VIEWER_TOKEN},vera,1002\n")).unwrap();
+    let server = Server::start_with(
+        true,
+        &["--token-auth-file", tokens.path().to_str().unwrap()],
+    );
+    let path = manifest(&server, "ek1.yaml", &vm(false, true));
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+
+    // Before the first start there is no TPM yet: 404 with what to do.
+    let early = server.cli(&["tpm", "ek", "ek1"]);
+    assert!(!early.status.success());
+
+    // One run manufactures the TPM; the VM status then carries the fingerprints, also stopped.
+    let running = run_once(&server);
+    let rsa = running["status"]["tpm"]["ekCertificateSHA256"]["rsa"]
+        .as_str()
+        .expect("status.tpm.ekCertificateSHA256.rsa")
+        .to_owned();
+    let stopped = object(&server, "vm").unwrap();
+    assert_eq!(stopped["status"]["tpm"], running["status"]["tpm"]);
+
+    // Stopped: the CLI reads the EK through the API.
+    let body: Value =
+        serde_json::from_str(&server.cli_ok(&["tpm", "ek", "ek1", "-o", "json"])).unwrap();
+    assert_eq!(body["kind"], "TPMEndorsementKey");
+    let certs = body["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2);
+    assert_eq!(certs[0]["type"], "RSA");
+    assert_eq!(certs[0]["nvIndex"], "0x01c00002");
+    assert_eq!(certs[0]["sha256"], rsa.as_str());
+    assert_eq!(
+        certs[1]["sha256"],
+        running["status"]["tpm"]["ekCertificateSHA256"]["ecc"]
+    );
+    let text = server.cli_ok(&["tpm", "ek", "ek1"]);
+    assert!(text.contains(&rsa), "{text}");
+    assert!(text.contains("verifies against the chain below"), "{text}");
+
+    // openssl, given only what the API returned, verifies each EK certificate up to the root.
+    let dir = tempfile::tempdir().unwrap();
+    let chain = body["chain"].as_array().unwrap();
+    let root = dir.path().join("root.pem");
+    let issuer = dir.path().join("issuer.pem");
+    std::fs::write(&root, chain[1]["pem"].as_str().unwrap()).unwrap();
+    std::fs::write(&issuer, chain[0]["pem"].as_str().unwrap()).unwrap();
+    for cert in certs {
+        assert_eq!(cert["chainVerified"], true, "{cert}");
+        let leaf = dir.path().join("leaf.pem");
+        std::fs::write(&leaf, cert["pem"].as_str().unwrap()).unwrap();
+        let out = std::process::Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&root)
+            .arg("-untrusted")
+            .arg(&issuer)
+            .arg(&leaf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl verify: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The public key PEM is the certificate's.
+        let pubkey = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-pubkey", "-in"])
+            .arg(&leaf)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&pubkey.stdout).trim(),
+            cert["publicKeyPEM"].as_str().unwrap().trim()
+        );
+    }
+    let pem = server.cli_ok(&["tpm", "ek", "ek1", "-o", "pem"]);
+    assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 4);
+
+    // A `view` user may read it (and nothing without a binding).
+    let viewer = server.endpoint().with_token(Some(VIEWER_TOKEN));
+    let (code, _) = http_request(&viewer, "GET", EK, None, b"").unwrap();
+    assert_eq!(code, 403);
+    let binding = manifest(&server, "binding.yaml", VIEWER_BINDING);
+    server.kubectl_ok(&["apply", "-f", binding.to_str().unwrap()]);
+    let read = server.wait_for("the view binding", Duration::from_secs(10), || {
+        let (code, body) = http_request(&viewer, "GET", EK, None, b"").unwrap();
+        (code == 200).then_some(body)
+    });
+    let read: Value = serde_json::from_slice(&read).unwrap();
+    assert_eq!(read["certificates"][0]["sha256"], rsa.as_str());
+
+    // The same firmware again: no warning. Secure Boot on: PCRsWillChange, shown by describe.
+    run_once(&server);
+    assert!(
+        !events(&server).iter().any(|e| e.1 == "PCRsWillChange"),
+        "{:?}",
+        events(&server)
+    );
+    let path = manifest(&server, "ek1.yaml", &vm(true, true));
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    server.cli_ok(&["start", "ek1"]);
+    let described = server.wait_for(
+        "PCRsWillChange in describe",
+        Duration::from_secs(120),
+        || {
+            let text = server.cli_ok(&["describe", "vm", "ek1"]);
+            text.contains("PCRsWillChange").then_some(text)
+        },
+    );
+    assert!(described.contains("PCR0, PCR1, PCR7"), "{described}");
+    assert!(described.contains("Suspend BitLocker"), "{described}");
+    let warned = events(&server);
+    assert!(
+        warned
+            .iter()
+            .any(|(t, r, m)| t == "Warning" && r == "PCRsWillChange" && m.contains("Secure Boot")),
+        "{warned:?}"
+    );
+    server.cli_ok(&["stop", "ek1"]);
+    server.wait_for("the VM to stop", Duration::from_secs(120), || {
+        object(&server, "vmi").is_none().then_some(())
+    });
+
+    // Switching tpm.persistent (tpm-crb -> tpm-tis) is admitted with a warning.
+    let path = manifest(&server, "ek1.yaml", &vm(true, false));
+    let out = server.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Warning: spec.template.spec.domain.devices.tpm.persistent: this changes the guest's TPM interface from tpm-crb to tpm-tis"),
+        "{stderr}"
+    );
+}
