@@ -3,20 +3,40 @@
 //! while the VM is stopped, a `view` user may read it, the certificates verify against the
 //! returned chain with openssl and match the fingerprints in the VM status; switching Secure Boot
 //! on produces the Warning Event and condition `PCRsWillChange` (`describe vm` shows it); switching
-//! `tpm.persistent` gets a `Warning:` from the API server at apply time.
+//! `tpm.persistent` gets a `Warning:` from the API server at apply time. A UEFI variable set
+//! through `efivars` while the VM is stopped (refused while it runs) is read by the next boot of
+//! the test guest (one guest boot, ~20-40 s under TCG).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/server.rs"]
 mod server;
+mod support;
 
 use std::time::Duration;
 
 use serde_json::Value;
 use server::{Server, http_request, manifest};
+use support::guest::{GuestReport, image_in_data_dir, plain_image};
 
 const VIEWER_TOKEN: &str = "trust-viewer-token-0123456789";
 const EK: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/ek1/tpm/ek";
+
+const FERRO_VAR: &str = "FerroTest-6d8e2f1a-4b3c-4e5d-9f60-7a8b9c0d1e2f";
+
+/// The VM with the test guest's disk (it reports the TPM and the EFI variable `FerroTest`).
+fn vm_with_guest(server: &Server) -> String {
+    let image = image_in_data_dir(&server.data_dir(), &plain_image());
+    vm(false, true).replace(
+        "        devices:\n",
+        &format!(
+            "        devices:\n          disks:\n          - name: boot\n            bootOrder: 1\n            disk: {{bus: virtio, readonly: true}}\n"
+        ),
+    ) + &format!(
+        "      volumes:\n      - name: boot\n        hostDisk: {{path: {}, type: Disk}}\n",
+        image.display()
+    )
+}
 
 fn vm(secure_boot: bool, persistent_tpm: bool) -> String {
     let smm = if secure_boot {
@@ -43,6 +63,7 @@ spec:
               secureBoot: {secure_boot}
               persistent: true
         devices:
+          autoattachPodInterface: false
           tpm:
             persistent: {persistent_tpm}
 "
@@ -71,6 +92,11 @@ fn object(server: &Server, kind: &str) -> Option<Value> {
 }
 
 fn run_once(server: &Server) -> Value {
+    run_doing(server, |_| {})
+}
+
+/// Starts the VM, calls `while_running`, stops it; returns the VM as it was while running.
+fn run_doing(server: &Server, while_running: impl FnOnce(&Server)) -> Value {
     server.cli_ok(&["start", "ek1"]);
     server.wait_for("the VMI to run", Duration::from_secs(120), || {
         object(server, "vmi").filter(|v| v["status"]["phase"] == "Running")
@@ -80,6 +106,7 @@ fn run_once(server: &Server) -> Value {
         Duration::from_secs(60),
         || object(server, "vm").filter(|v| v["status"]["printableStatus"] == "Running"),
     );
+    while_running(server);
     server.cli_ok(&["stop", "ek1"]);
     server.wait_for("the VM to stop", Duration::from_secs(120), || {
         object(server, "vm")
@@ -198,13 +225,61 @@ fn ek_is_served_offline_and_verifies_and_the_pcr_guard_warns() {
     let read: Value = serde_json::from_slice(&read).unwrap();
     assert_eq!(read["certificates"][0]["sha256"], rsa.as_str());
 
-    // The same firmware again: no warning. Secure Boot on: PCRsWillChange, shown by describe.
-    run_once(&server);
+    // The same firmware again: no warning. While it runs, its UEFI variables cannot change.
+    run_doing(&server, |server| {
+        let out = server.cli(&["efi", "vars", "set", "ek1", FERRO_VAR, "--hex", "00"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("is running"), "{stderr}");
+    });
     assert!(
         !events(&server).iter().any(|e| e.1 == "PCRsWillChange"),
         "{:?}",
         events(&server)
     );
+
+    // Stopped: set the variable the test guest reads; its next boot sees it.
+    let value = "0123456789abcdef0123456789abcdef";
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    let set = server.cli_ok(&["efi", "vars", "set", "ek1", FERRO_VAR, "--hex", &hex]);
+    assert!(
+        set.contains("no PCR the firmware measures changes"),
+        "{set}"
+    );
+    assert!(set.contains("ferrovirt state rollback"), "{set}");
+    let listed = server.cli_ok(&["efi", "vars", "list", "ek1"]);
+    assert!(listed.contains("FerroTest"), "{listed}");
+    assert_eq!(
+        server
+            .cli_ok(&["efi", "vars", "get", "ek1", FERRO_VAR])
+            .trim(),
+        hex
+    );
+    let path = manifest(&server, "ek1.yaml", &vm_with_guest(&server));
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    server.cli_ok(&["start", "ek1"]);
+    let log = server.wait_for("the guest's report", Duration::from_secs(240), || {
+        let log = server.cli_ok(&["logs", "ek1"]);
+        GuestReport::parse_last_boot(&log).done.then_some(log)
+    });
+    let report = GuestReport::parse_last_boot(&log);
+    assert_eq!(report.get("efivar"), Some(value), "{log}");
+    assert_eq!(report.get("efivar-written"), None, "{log}");
+    server.wait_for("the guest to power off", Duration::from_secs(120), || {
+        object(&server, "vm")
+            .filter(|v| v["status"]["printableStatus"] == "Stopped")
+            .map(|_| ())
+    });
+    server.wait_for("the VMI to be final", Duration::from_secs(60), || {
+        object(&server, "vmi")
+            .is_none_or(|v| v["status"]["phase"] == "Succeeded")
+            .then_some(())
+    });
+    // Deleting it works offline too.
+    let deleted = server.cli_ok(&["efi", "vars", "delete", "ek1", FERRO_VAR]);
+    assert!(deleted.contains("changed"), "{deleted}");
+
+    // Secure Boot on: PCRsWillChange, shown by describe.
     let path = manifest(&server, "ek1.yaml", &vm(true, true));
     server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
     server.cli_ok(&["start", "ek1"]);

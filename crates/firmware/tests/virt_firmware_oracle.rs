@@ -152,36 +152,41 @@ fn variables_written_by_us_are_read_by_virt_firmware() {
                 data: b"hello from ferrovirt".to_vec(),
             })
             .unwrap();
-        let victim = before
-            .iter()
-            .find(|(n, ..)| n != "FerrovirtTest")
-            .unwrap()
-            .clone();
-        let replaced = store
-            .variables()
-            .find(|v| v.variable.name == victim.0)
-            .unwrap()
-            .variable
-            .clone();
+        // A variable added and deleted again leaves no trace.
         store
             .set(EfiVariable {
-                data: vec![7; 3],
-                ..replaced.clone()
+                name: "FerrovirtGone".into(),
+                vendor: test_guid,
+                attributes: ATTR_DEFAULT,
+                data: vec![1, 2, 3, 4, 5],
             })
             .unwrap();
-        let deleted = before
-            .iter()
-            .rfind(|(n, ..)| *n != victim.0)
-            .unwrap()
-            .clone();
-        let deleted_guid = store
-            .variables()
-            .find(|v| v.variable.name == deleted.0 && v.variable.vendor.to_string() == deleted.1)
-            .unwrap()
-            .variable
-            .vendor;
-        assert!(store.delete(&deleted.0, &deleted_guid));
+        assert!(store.delete("FerrovirtGone", &test_guid));
         assert!(!store.delete("NoSuchVariable", &EFI_GLOBAL_VARIABLE_GUID));
+        // In a store with variables: replace the first one's data, delete the last one.
+        let find = |store: &VariableStore, (name, guid): (&str, &str)| {
+            store
+                .variables()
+                .find(|v| v.variable.name == name && v.variable.vendor.to_string() == guid)
+                .unwrap()
+                .variable
+                .clone()
+        };
+        let victim = before.first().cloned();
+        let deleted = before.last().cloned().filter(|_| before.len() >= 2);
+        if let Some(victim) = &victim {
+            let replaced = find(&store, (&victim.0, &victim.1));
+            store
+                .set(EfiVariable {
+                    data: vec![7; 3],
+                    ..replaced
+                })
+                .unwrap();
+        }
+        if let Some(deleted) = &deleted {
+            let gone = find(&store, (&deleted.0, &deleted.1));
+            assert!(store.delete(&gone.name, &gone.vendor));
+        }
 
         let out = tmp.path().join("out_VARS.fd");
         store.write(&out).unwrap();
@@ -192,9 +197,9 @@ fn variables_written_by_us_are_read_by_virt_firmware() {
         check_vars(&out, Path::new(template)).unwrap();
         let mut expected: Vec<_> = before
             .iter()
-            .filter(|v| v.0 != deleted.0 || v.1 != deleted.1)
+            .filter(|v| deleted.as_ref() != Some(*v))
             .map(|v| {
-                if v.0 == victim.0 && v.1 == victim.1 {
+                if victim.as_ref() == Some(v) {
                     (v.0.clone(), v.1.clone(), v.2, "070707".to_owned())
                 } else {
                     v.clone()
