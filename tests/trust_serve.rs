@@ -27,11 +27,9 @@ const FERRO_VAR: &str = "FerroTest-6d8e2f1a-4b3c-4e5d-9f60-7a8b9c0d1e2f";
 /// The VM with the test guest's disk (it reports the TPM and the EFI variable `FerroTest`).
 fn vm_with_guest(server: &Server) -> String {
     let image = image_in_data_dir(&server.data_dir(), &plain_image());
-    vm(false, true).replace(
+    vm(false, true).replace("guest: 128Mi", "guest: 384Mi").replace(
         "        devices:\n",
-        &format!(
-            "        devices:\n          disks:\n          - name: boot\n            bootOrder: 1\n            disk: {{bus: virtio, readonly: true}}\n"
-        ),
+        "        devices:\n          disks:\n          - name: boot\n            bootOrder: 1\n            disk: {bus: virtio, readonly: true}\n",
     ) + &format!(
         "      volumes:\n      - name: boot\n        hostDisk: {{path: {}, type: Disk}}\n",
         image.display()
@@ -278,6 +276,43 @@ fn ek_is_served_offline_and_verifies_and_the_pcr_guard_warns() {
     // Deleting it works offline too.
     let deleted = server.cli_ok(&["efi", "vars", "delete", "ek1", FERRO_VAR]);
     assert!(deleted.contains("changed"), "{deleted}");
+
+    // Own Secure Boot keys: a db certificate enrolled offline; the output names PCR7.
+    let (key, cert) = (
+        server.data_dir().join("db.key"),
+        server.data_dir().join("db.pem"),
+    );
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=ferrovirt test db", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let der = std::process::Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap()
+        .stdout;
+    let enrolled = server.cli_ok(&["efi", "enroll", "ek1", "--db", cert.to_str().unwrap()]);
+    assert!(
+        enrolled.contains("PCR7") && enrolled.contains("suspend BitLocker"),
+        "{enrolled}"
+    );
+    let db = server.cli_ok(&[
+        "efi",
+        "vars",
+        "get",
+        "ek1",
+        "db-d719b2cb-3d3a-4596-a3bc-dad00e67656f",
+    ]);
+    let der_hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(db.trim().ends_with(&der_hex), "db holds the certificate");
 
     // Secure Boot on: PCRsWillChange, shown by describe.
     let path = manifest(&server, "ek1.yaml", &vm(true, true));

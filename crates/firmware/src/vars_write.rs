@@ -253,6 +253,36 @@ impl VariableStore {
     }
 }
 
+/// `EFI_CERT_X509_GUID`: a signature list of X.509 certificates (DER).
+pub const EFI_CERT_X509_GUID: EfiGuid = EfiGuid::new(
+    0xa5c059a1,
+    0x94e4,
+    0x4aa7,
+    [0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72],
+);
+/// PK, KEK, db and dbx as OVMF stores them: NV + BS + RT + time-based authenticated write.
+pub const ATTR_SECURE_BOOT_KEYS: u32 = ATTR_DEFAULT | ATTR_TIME_BASED_AUTHENTICATED_WRITE_ACCESS;
+
+/// One `EFI_SIGNATURE_LIST` holding one X.509 certificate (DER) owned by `owner`: what PK, KEK, db
+/// and dbx hold (UEFI 2.10 section 32.4.1): SignatureType, SignatureListSize,
+/// SignatureHeaderSize (0), SignatureSize, then one `EFI_SIGNATURE_DATA` (owner GUID + DER).
+pub fn x509_signature_list(owner: &EfiGuid, der: &[u8]) -> Vec<u8> {
+    let signature_size = 16 + der.len();
+    let list_size = 28 + signature_size;
+    let mut list = Vec::with_capacity(list_size);
+    list.extend_from_slice(&EFI_CERT_X509_GUID.0);
+    list.extend_from_slice(&u32::try_from(list_size).unwrap_or(u32::MAX).to_le_bytes());
+    list.extend_from_slice(&0u32.to_le_bytes());
+    list.extend_from_slice(
+        &u32::try_from(signature_size)
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    list.extend_from_slice(&owner.0);
+    list.extend_from_slice(der);
+    list
+}
+
 /// The current time as an `EFI_TIME` (UTC: TimeZone 0, Daylight 0, no nanoseconds).
 pub fn efi_time_now() -> [u8; 16] {
     let secs = SystemTime::now()

@@ -281,3 +281,57 @@ fn a_store_enrolled_by_virt_firmware_survives_our_rewrite() {
     expected.sort();
     assert_eq!(oracle(&out, tmp.path()), expected);
 }
+
+/// Our EFI_SIGNATURE_LIST of one certificate is byte for byte what virt-fw-vars enrolls as PK.
+#[test]
+fn a_signature_list_matches_virt_firmware_enrollment() {
+    use ferrovirt_firmware::vars::EfiGuid;
+    use ferrovirt_firmware::vars_write::x509_signature_list;
+    if !have_virt_fw_vars() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, cert) = (tmp.path().join("pk.key"), tmp.path().join("pk.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=ferrovirt test PK", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap()
+        .stdout;
+    let owner = "3f1a2b3c-4d5e-4f60-8192-a3b4c5d6e7f8";
+    let out = tmp.path().join("pk_VARS.fd");
+    let status = Command::new("virt-fw-vars")
+        .arg("--input")
+        .arg(PLAIN)
+        .args(["--set-pk", owner])
+        .arg(&cert)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let theirs = oracle(&out, tmp.path());
+    let pk = theirs.iter().find(|v| v.0 == "PK").unwrap();
+    assert_eq!(pk.2, 0x27, "PK's attributes");
+    let ours = x509_signature_list(&EfiGuid::parse(owner).unwrap(), &der);
+    assert_eq!(pk.3, hex(&ours));
+}

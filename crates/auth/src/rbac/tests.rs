@@ -747,14 +747,26 @@ fn default_roles_aggregate_kubevirt_and_ferrovirt_rules() {
     for role in ["admin", "edit", "view"] {
         for sub in ["tpm", "efivars"] {
             assert!(
-                grants(role, "get", "subresources.kubevirt.io", "virtualmachines", sub),
+                grants(
+                    role,
+                    "get",
+                    "subresources.kubevirt.io",
+                    "virtualmachines",
+                    sub
+                ),
                 "{role} {sub}"
             );
         }
         let writes = role != "view";
         for verb in ["update", "delete"] {
             assert_eq!(
-                grants(role, verb, "subresources.kubevirt.io", "virtualmachines", "efivars"),
+                grants(
+                    role,
+                    verb,
+                    "subresources.kubevirt.io",
+                    "virtualmachines",
+                    "efivars"
+                ),
                 writes,
                 "{role} {verb}"
             );

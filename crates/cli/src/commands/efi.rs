@@ -1,11 +1,16 @@
 //! `ferrovirt efi vars list|get|set|delete NAME [VAR-GUID]`: a VM's UEFI variables through the
 //! server's `efivars` subresource (its persistent VARS file). Changes need the VM stopped, record
 //! a state generation first and print which PCRs the next boot measures differently.
+//! `ferrovirt efi enroll NAME --pk/--kek/--db/--dbx FILE` writes a user's own Secure Boot keys the
+//! same way (one `EFI_SIGNATURE_LIST` per certificate, attributes 0x27).
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+
+use ferrovirt_vmm::firmware::EfiGuid;
+use ferrovirt_vmm::firmware::vars_write::{ATTR_SECURE_BOOT_KEYS, x509_signature_list};
 
 use crate::client::{Client, ClientArgs, ClientError};
 
@@ -15,6 +20,9 @@ pub enum EfiCommand {
     /// List, show, set or delete UEFI variables of a VM (persistent EFI only).
     #[command(subcommand)]
     Vars(VarsCommand),
+    /// Enroll your own Secure Boot keys (X.509 certificates, PEM or DER) into a stopped VM's
+    /// VARS: each given one replaces PK, KEK, db or dbx. Changes PCR7: suspend BitLocker first.
+    Enroll(EnrollArgs),
 }
 
 /// `ferrovirt efi vars` subcommands.
@@ -99,7 +107,15 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 pub fn run(command: &EfiCommand) -> ExitCode {
-    let EfiCommand::Vars(vars) = command;
+    let vars = match command {
+        EfiCommand::Vars(vars) => vars,
+        EfiCommand::Enroll(args) => {
+            return match enroll(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => e.report(),
+            };
+        }
+    };
     let result = match vars {
         VarsCommand::List(vm) => list(vm),
         VarsCommand::Get { target, raw } => get(target, *raw),
@@ -212,6 +228,106 @@ fn delete(target: &VarArgs) -> Result<(), ClientError> {
         None,
     )?;
     report_change(&answer);
+    Ok(())
+}
+
+/// Arguments of `ferrovirt efi enroll`.
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// The VirtualMachine (stopped).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Platform Key: an X.509 certificate (PEM or DER file).
+    #[arg(long, value_name = "FILE")]
+    pub pk: Option<std::path::PathBuf>,
+    /// Key Exchange Key certificate (replaces KEK).
+    #[arg(long, value_name = "FILE")]
+    pub kek: Option<std::path::PathBuf>,
+    /// Allowed-signatures certificate (replaces db).
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<std::path::PathBuf>,
+    /// Forbidden-signatures certificate (replaces dbx).
+    #[arg(long, value_name = "FILE")]
+    pub dbx: Option<std::path::PathBuf>,
+    /// The owner GUID written with each certificate.
+    #[arg(long, default_value = OWNER_GUID)]
+    pub owner: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// ferrovirt's default signature owner GUID.
+const OWNER_GUID: &str = "6d8e2f1a-4b3c-4e5d-9f60-7a8b9c0d1e30";
+const GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+const IMAGE_SECURITY: &str = "d719b2cb-3d3a-4596-a3bc-dad00e67656f";
+
+/// A certificate file as DER (PEM `CERTIFICATE` blocks are decoded; the first one is used).
+fn certificate_der(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ClientError::Usage(format!("{}: cannot read: {e}", path.display())))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        let block = pem::parse(&bytes).map_err(|e| {
+            ClientError::Usage(format!("{}: not a PEM certificate: {e}", path.display()))
+        })?;
+        if block.tag() != "CERTIFICATE" {
+            return Err(ClientError::Usage(format!(
+                "{}: a PEM {} block, not a CERTIFICATE",
+                path.display(),
+                block.tag()
+            )));
+        }
+        return Ok(block.into_contents());
+    }
+    if bytes.first() != Some(&0x30) {
+        return Err(ClientError::Usage(format!(
+            "{}: neither a PEM nor a DER X.509 certificate",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn enroll(args: &EnrollArgs) -> Result<(), ClientError> {
+    let owner = EfiGuid::parse(&args.owner)
+        .ok_or_else(|| ClientError::Usage(format!("--owner {:?}: not a GUID", args.owner)))?;
+    // db and dbx first, PK last: the order a firmware in setup mode needs (offline it is the
+    // same file, but a reader sees keys appear in the usual order).
+    let wanted = [
+        ("db", IMAGE_SECURITY, &args.db),
+        ("dbx", IMAGE_SECURITY, &args.dbx),
+        ("KEK", GLOBAL, &args.kek),
+        ("PK", GLOBAL, &args.pk),
+    ];
+    if wanted.iter().all(|(_, _, f)| f.is_none()) {
+        return Err(ClientError::Usage(
+            "give at least one of --pk, --kek, --db, --dbx".to_owned(),
+        ));
+    }
+    let lists: Vec<(&str, &str, Vec<u8>)> = wanted
+        .iter()
+        .filter_map(|(name, guid, file)| file.as_ref().map(|f| (name, guid, f)))
+        .map(|(name, guid, file)| {
+            certificate_der(file).map(|der| (*name, *guid, x509_signature_list(&owner, &der)))
+        })
+        .collect::<Result<_, _>>()?;
+    let client = Client::from_args(&args.client)?;
+    for (name, guid, list) in lists {
+        let hex_data: String = list.iter().map(|b| format!("{b:02x}")).collect();
+        let body =
+            serde_json::to_vec(&json!({"data": hex_data, "attributes": ATTR_SECURE_BOOT_KEYS}))
+                .unwrap_or_default();
+        let answer = client.json(
+            "PUT",
+            &path(
+                client.namespace(),
+                &args.name,
+                Some(&format!("{name}-{guid}")),
+            ),
+            "application/json",
+            Some(("application/json", &body)),
+        )?;
+        report_change(&answer);
+    }
     Ok(())
 }
 
