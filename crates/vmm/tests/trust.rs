@@ -95,6 +95,32 @@ async fn start_reports_ek_fingerprints_and_the_pcr_guard_flags_a_firmware_change
             .all(|c| c.chain_verification.is_ok())
     );
 
+    // What the notes cost a start (reported, not asserted: a debug build on a shared host).
+    let firmware = ferrovirt_vmm::machine::Firmware::Uefi {
+        code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+        vars: volume.join("nvram/vm1_VARS.fd"),
+        secure_boot: false,
+    };
+    let machine = ferrovirt_vmm::machine::MachineType::Q35 { smm: false };
+    let mut took = Vec::new();
+    for _ in 0..9 {
+        let started = std::time::Instant::now();
+        let _ = ferrovirt_vmm::boot_guard::profile_of(&firmware, &machine, None);
+        let _ = ferrovirt_vmm::ek::fingerprints_at_start(
+            "vm1",
+            &VmUuid::parse(UUID).unwrap(),
+            TpmPlan::Persistent,
+            Some(&volume),
+            None,
+        );
+        took.push(started.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "start notes (boot profile + EK fingerprints from the kept copies): median {:?}",
+        took[4]
+    );
+
     // Same firmware again: nothing to warn about; the fingerprints come from the kept copies.
     let running = engine.start(plan(data.path(), false)).await.unwrap();
     assert!(running.notes.pcrs_will_change.is_none());
