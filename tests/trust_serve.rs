@@ -313,6 +313,22 @@ fn ek_is_served_offline_and_verifies_and_the_pcr_guard_warns() {
     ]);
     let der_hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
     assert!(db.trim().ends_with(&der_hex), "db holds the certificate");
+    // --reset puts the firmware's template back (OVMF_VARS_4M.fd has no db).
+    let reset = server.cli_ok(&["efi", "enroll", "ek1", "--reset"]);
+    assert!(reset.contains("PCR1, PCR7"), "{reset}");
+    let gone = server.cli(&[
+        "efi",
+        "vars",
+        "get",
+        "ek1",
+        "db-d719b2cb-3d3a-4596-a3bc-dad00e67656f",
+    ]);
+    assert!(!gone.status.success());
+    let generations = server.cli_ok(&["state", "list", "ek1"]);
+    assert!(
+        generations.contains("other"),
+        "a generation recorded before the change: {generations}"
+    );
 
     // Secure Boot on: PCRsWillChange, shown by describe.
     let path = manifest(&server, "ek1.yaml", &vm(true, true));

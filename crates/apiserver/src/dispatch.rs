@@ -130,6 +130,11 @@ async fn api(app: &AppState, request: &ApiRequest, route: Route, body: RequestBo
         } if request.method == Method::DELETE => {
             efivars_api::change(app, &namespace, &name, &id, None).await
         }
+        Route::EfiVars {
+            namespace,
+            name,
+            id: None,
+        } if request.method == Method::DELETE => efivars_api::reset(app, &namespace, &name).await,
         Route::EfiVars { .. } => method_not_allowed(&request.method),
         Route::StateRollback { namespace, name } if request.method == Method::PUT => {
             match crate::http::read_body(body.body).await {

@@ -10,6 +10,8 @@
 //!   `{"kind": "EFIVariableChange", "generation", "pcrs", "message"}` naming the PCRs the next
 //!   boot measures differently.
 //!
+//! - `DELETE .../efivars` puts the firmware's VARS template back (same rules; PCR1 and PCR7).
+//!
 //! Request attributes (for RBAC): subresource `efivars` of `virtualmachines` in
 //! `subresources.kubevirt.io`; verbs `get` (view), `update` and `delete` (edit, admin).
 
@@ -177,6 +179,34 @@ pub async fn change(
             })),
             Err(e) => Err(error(e)),
         }
+    })
+    .await;
+    match done {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE .../efivars`: the firmware's template back.
+pub async fn reset(state: &AppState, namespace: &str, name: &str) -> Response {
+    let plan = match crate::state_api::state_plan(state, namespace, name).await {
+        Ok(plan) => plan,
+        Err(e) => return e.into_response(),
+    };
+    let data_dir = state.data_dir.clone();
+    let done = blocking(move || match efi_vars::reset(&data_dir, &plan) {
+        Ok(change) => Ok(json!({
+            "kind": "EFIVariableChange",
+            "apiVersion": "subresources.kubevirt.io/v1",
+            "generation": change.generation.0,
+            "pcrs": change.pcrs,
+            "message": change_message(
+                "store (reset to the firmware's template)",
+                &change.pcrs,
+                change.generation.0
+            ),
+        })),
+        Err(e) => Err(error(e)),
     })
     .await;
     match done {

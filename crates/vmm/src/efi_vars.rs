@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use ferrovirt_firmware::vars::{
     EFI_GLOBAL_VARIABLE_GUID, EFI_IMAGE_SECURITY_DATABASE_GUID, EfiGuid,
 };
-use ferrovirt_firmware::{VariableStore, VarsWriteError};
+use ferrovirt_firmware::{
+    Architecture, DEFAULT_SEARCH_DIRS, FirmwareRequest, VariableStore, VarsWriteError,
+    load_descriptors, select_uefi,
+};
 use ferrovirt_storage::GenerationId;
 
 use crate::engine::{
@@ -41,6 +44,9 @@ pub enum EfiVarsError {
     Running { name: String, what: &'static str },
     #[error(transparent)]
     Vars(#[from] VarsWriteError),
+    /// The firmware's VARS template cannot be found or copied.
+    #[error("cannot reset the UEFI variables of {name} to the firmware's template: {reason}")]
+    Template { name: String, reason: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -119,17 +125,7 @@ pub fn change(
     change: impl FnOnce(&mut VariableStore) -> Result<Vec<u8>, EfiVarsError>,
 ) -> Result<EfiVarsChange, EfiVarsError> {
     let path = vars_file(plan)?;
-    let running = vm_processes_running(data_dir, &plan.uuid)?;
-    if running.any_running() {
-        return Err(EfiVarsError::Running {
-            name: plan.name.clone(),
-            what: match (running.qemu, running.swtpm) {
-                (true, true) => "QEMU and swtpm",
-                (true, false) => "QEMU",
-                _ => "swtpm",
-            },
-        });
-    }
+    ensure_stopped(data_dir, plan)?;
     let mut store = VariableStore::open(&path)?;
     let mut pcrs = change(&mut store)?;
     // Encode first: a change that does not fit records no generation.
@@ -145,6 +141,74 @@ pub fn change(
     pcrs.sort_unstable();
     pcrs.dedup();
     Ok(EfiVarsChange { generation, pcrs })
+}
+
+/// Refuses while the VM's QEMU or swtpm runs on this host (whatever the API status says).
+fn ensure_stopped(data_dir: &Path, plan: &VmPlan) -> Result<(), EfiVarsError> {
+    let running = vm_processes_running(data_dir, &plan.uuid)?;
+    if running.any_running() {
+        return Err(EfiVarsError::Running {
+            name: plan.name.clone(),
+            what: match (running.qemu, running.swtpm) {
+                (true, true) => "QEMU and swtpm",
+                (true, false) => "QEMU",
+                _ => "swtpm",
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Puts the firmware's VARS template back, as the first start copied it (the template of the
+/// firmware the engine chooses for this VM: with or without Secure Boot and enrolled keys): every
+/// variable the guest or `efi vars` wrote, the boot entries and the keys go back. A generation is
+/// recorded first. Changes PCR1 (boot entries) and PCR7 (Secure Boot keys).
+pub fn reset(data_dir: &Path, plan: &VmPlan) -> Result<EfiVarsChange, EfiVarsError> {
+    let path = vars_file(plan)?;
+    let secure_boot = matches!(
+        plan.firmware,
+        FirmwarePlan::Uefi {
+            secure_boot: true,
+            ..
+        }
+    );
+    ensure_stopped(data_dir, plan)?;
+    let template_error = |reason: String| EfiVarsError::Template {
+        name: plan.name.clone(),
+        reason,
+    };
+    let loaded =
+        load_descriptors(&DEFAULT_SEARCH_DIRS).map_err(|e| template_error(e.to_string()))?;
+    let selected = select_uefi(
+        &loaded.descriptors,
+        &FirmwareRequest {
+            secure_boot,
+            arch: Architecture::X86_64,
+            machine: "q35".into(),
+        },
+    )
+    .map_err(|e| template_error(e.to_string()))?;
+    let scratch = data_dir.join("run");
+    let generations = generations_dir(data_dir, plan)?;
+    let note = format!(
+        "before resetting the UEFI variables to {}",
+        selected.vars_template.display()
+    );
+    let (generation, _) = crate::state::record_before_change(
+        &offline_state_plan(plan, &scratch, generations.as_deref()),
+        &note,
+    )
+    .map_err(EngineError::from)?;
+    ferrovirt_storage::atomic::copy_file(
+        &selected.vars_template,
+        &path,
+        ferrovirt_storage::atomic::PRIVATE_FILE_MODE,
+    )
+    .map_err(|e| template_error(e.to_string()))?;
+    Ok(EfiVarsChange {
+        generation,
+        pcrs: vec![1, 7],
+    })
 }
 
 #[cfg(test)]

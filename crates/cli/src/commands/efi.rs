@@ -249,6 +249,10 @@ pub struct EnrollArgs {
     /// Forbidden-signatures certificate (replaces dbx).
     #[arg(long, value_name = "FILE")]
     pub dbx: Option<std::path::PathBuf>,
+    /// First put the firmware's VARS template back (all variables, boot entries and keys as the
+    /// first start had them); then any keys given are enrolled.
+    #[arg(long)]
+    pub reset: bool,
     /// The owner GUID written with each certificate.
     #[arg(long, default_value = OWNER_GUID)]
     pub owner: String,
@@ -298,9 +302,9 @@ fn enroll(args: &EnrollArgs) -> Result<(), ClientError> {
         ("KEK", GLOBAL, &args.kek),
         ("PK", GLOBAL, &args.pk),
     ];
-    if wanted.iter().all(|(_, _, f)| f.is_none()) {
+    if !args.reset && wanted.iter().all(|(_, _, f)| f.is_none()) {
         return Err(ClientError::Usage(
-            "give at least one of --pk, --kek, --db, --dbx".to_owned(),
+            "give --reset or at least one of --pk, --kek, --db, --dbx".to_owned(),
         ));
     }
     let lists: Vec<(&str, &str, Vec<u8>)> = wanted
@@ -311,6 +315,15 @@ fn enroll(args: &EnrollArgs) -> Result<(), ClientError> {
         })
         .collect::<Result<_, _>>()?;
     let client = Client::from_args(&args.client)?;
+    if args.reset {
+        let answer = client.json(
+            "DELETE",
+            &path(client.namespace(), &args.name, None),
+            "application/json",
+            None,
+        )?;
+        report_change(&answer);
+    }
     for (name, guid, list) in lists {
         let hex_data: String = list.iter().map(|b| format!("{b:02x}")).collect();
         let body =
