@@ -12,6 +12,7 @@ PACKAGES=(
   mtools dosfstools gdisk binutils systemd-boot-efi busybox-static  # test guest images
   xorriso                              # the guest ISO (El Torito EFI) the CD-ROM boot test builds
   ca-certificates
+  openssl gnutls-bin                   # independent X.509 verifiers of the EK chain (tests)
   passt                                # guest networking that cannot reach the host (issue 11)
   iproute2                             # network namespaces for the guest network test
   systemd                              # systemd-analyze verify of the packaged unit
@@ -90,7 +91,7 @@ fi
 # QEMU's emulator and qemu-img must be of one version.
 absent=()
 for tool in qemu-system-x86_64 qemu-img swtpm swtpm_setup swtpm_localca kubectl chromium node npm \
-            tpm2 mformat mcopy mkfs.vfat xorriso sgdisk objcopy virt-fw-vars passt ip dpkg-deb \
+            tpm2 mformat mcopy mkfs.vfat xorriso sgdisk objcopy virt-fw-vars passt ip dpkg-deb openssl certtool \
             systemd-analyze; do
   command -v "$tool" >/dev/null 2>&1 || absent+=("$tool")
 done

@@ -347,9 +347,62 @@ pub fn admit_update(
         .map_err(|e| ApiError::internal(format!("could not serialize the object: {e}")))
 }
 
+/// The TPM interface a VM spec gives its guest, as KubeVirt ties it to persistence: `tpm-crb`
+/// for `tpm.persistent: true`, `tpm-tis` otherwise; `None` without a TPM.
+fn tpm_interface(vm: &Value) -> Option<&'static str> {
+    let tpm = vm.pointer("/spec/template/spec/domain/devices/tpm")?;
+    if tpm.get("enabled") == Some(&Value::Bool(false)) {
+        return None;
+    }
+    Some(if tpm.get("persistent") == Some(&Value::Bool(true)) {
+        "tpm-crb"
+    } else {
+        "tpm-tis"
+    })
+}
+
+/// The warning (Kubernetes' `Warning:` header) for an update of a VirtualMachine that switches
+/// `tpm.persistent` and with it the guest's TPM interface: BitLocker asks for its recovery key
+/// at the next start (kubevirt#15701). The update is admitted.
+pub fn tpm_switch_warning(old: &Value, new: &Value) -> Option<String> {
+    let (before, after) = (tpm_interface(old)?, tpm_interface(new)?);
+    if before == after {
+        return None;
+    }
+    let lost = if after == "tpm-tis" {
+        " and the TPM's state is no longer kept (a new, empty TPM at every start)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "spec.template.spec.domain.devices.tpm.persistent: this changes the guest's TPM interface \
+         from {before} to {after} at the next start{lost}; BitLocker and other TPM-sealed secrets \
+         will ask for their recovery key: suspend BitLocker in the guest before restarting it"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switching_tpm_persistence_is_warned_about() {
+        let vm = |tpm: Value| json!({"spec": {"template": {"spec": {"domain": {"devices": {"tpm": tpm}}}}}});
+        let persistent = vm(json!({"persistent": true}));
+        let ephemeral = vm(json!({}));
+        let warning = tpm_switch_warning(&persistent, &ephemeral).unwrap();
+        assert!(warning.contains("from tpm-crb to tpm-tis"), "{warning}");
+        assert!(warning.contains("no longer kept"), "{warning}");
+        assert!(warning.contains("suspend BitLocker"), "{warning}");
+        let warning = tpm_switch_warning(&ephemeral, &persistent).unwrap();
+        assert!(warning.contains("from tpm-tis to tpm-crb"), "{warning}");
+        assert_eq!(tpm_switch_warning(&persistent, &persistent), None);
+        assert_eq!(
+            tpm_switch_warning(&persistent, &vm(json!({"enabled": false}))),
+            None
+        );
+        assert_eq!(tpm_switch_warning(&json!({}), &persistent), None);
+    }
     use ferrovirt_resources::{STORAGE_CLASSES, VMS};
 
     #[test]

@@ -14,7 +14,10 @@ use crate::encode::{bytes_response, ok};
 use crate::error::ApiError;
 use crate::request::{ApiRequest, Target};
 use crate::route::Route;
-use crate::{console, discovery, guest_agent, handlers, reviews, serial_log, state_api, ui, vnc};
+use crate::{
+    console, discovery, efivars_api, guest_agent, handlers, reviews, serial_log, state_api,
+    tpm_api, ui, vnc,
+};
 
 /// The body of a request, with the WebSocket upgrade when the client asked for one.
 pub struct RequestBody {
@@ -109,6 +112,35 @@ async fn api(app: &AppState, request: &ApiRequest, route: Route, body: RequestBo
         Route::StateGenerations { namespace, name } if read => {
             state_api::list(app, &namespace, &name).await
         }
+        Route::TpmEndorsementKey { namespace, name } if read => {
+            tpm_api::endorsement_key(app, &namespace, &name).await
+        }
+        Route::EfiVars {
+            namespace,
+            name,
+            id,
+        } if read => efivars_api::get(app, &namespace, &name, id.as_deref()).await,
+        Route::EfiVars {
+            namespace,
+            name,
+            id: Some(id),
+        } if request.method == Method::PUT => match crate::http::read_body(body.body).await {
+            Ok(bytes) => efivars_api::change(app, &namespace, &name, &id, Some(&bytes)).await,
+            Err(error) => error.into_response(),
+        },
+        Route::EfiVars {
+            namespace,
+            name,
+            id: Some(id),
+        } if request.method == Method::DELETE => {
+            efivars_api::change(app, &namespace, &name, &id, None).await
+        }
+        Route::EfiVars {
+            namespace,
+            name,
+            id: None,
+        } if request.method == Method::DELETE => efivars_api::reset(app, &namespace, &name).await,
+        Route::EfiVars { .. } => method_not_allowed(&request.method),
         Route::StateRollback { namespace, name } if request.method == Method::PUT => {
             match crate::http::read_body(body.body).await {
                 Ok(bytes) => state_api::rollback(app, &namespace, &name, &bytes).await,

@@ -13,6 +13,17 @@ pub fn json_response(code: StatusCode, value: &Value) -> Response {
     bytes_response(code, bytes)
 }
 
+/// Adds Kubernetes' `Warning: 299 - "text"` headers (kubectl prints `Warning: text`).
+pub fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let text = warning.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(value) = header::HeaderValue::from_str(&format!("299 - \"{text}\"")) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
 /// A response from already-serialized JSON.
 pub fn bytes_response(code: StatusCode, bytes: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(bytes));

@@ -129,7 +129,8 @@ pub async fn handle(
             let bytes = http::read_body(body).await?;
             let object = http::decode_object(&request.content_type, &bytes)?;
             check_strict(request, &resource, &object)?;
-            Ok(ok(&replace(
+            let before = vm_before_update(state, resource, &namespace, &name).await;
+            let updated = replace(
                 state,
                 resource,
                 namespace,
@@ -138,7 +139,8 @@ pub async fn handle(
                 false,
                 request.dry_run,
             )
-            .await?))
+            .await?;
+            Ok(update_response(before.as_ref(), &updated))
         }
         (
             Route::Status {
@@ -184,22 +186,30 @@ pub async fn handle(
         ) => {
             let kind = PatchKind::from_content_type(&request.content_type)?;
             let bytes = http::read_body(body).await?;
-            Ok(ok(&patch_object(
-                state,
-                resource,
-                namespace,
-                name,
-                kind,
-                bytes,
-                WriteFlags {
-                    status_only: status_subresource,
-                    // Unknown fields are checked on the object, not on a status patch.
-                    strict: !status_subresource
-                        && request.field_validation == FieldValidation::Strict,
-                    dry_run: request.dry_run,
-                },
-            )
-            .await?))
+            let before = if status_subresource {
+                None
+            } else {
+                vm_before_update(state, resource, &namespace, &name).await
+            };
+            Ok(update_response(
+                before.as_ref(),
+                &patch_object(
+                    state,
+                    resource,
+                    namespace,
+                    name,
+                    kind,
+                    bytes,
+                    WriteFlags {
+                        status_only: status_subresource,
+                        // Unknown fields are checked on the object, not on a status patch.
+                        strict: !status_subresource
+                            && request.field_validation == FieldValidation::Strict,
+                        dry_run: request.dry_run,
+                    },
+                )
+                .await?,
+            ))
         }
         (
             Route::Item {
@@ -609,6 +619,32 @@ fn sync_templates_after_write(store: &Store, resource: &ResourceDef, object: &Va
     if let Some((namespace, name)) = key {
         crate::templates::sync_template(store, &namespace, &name);
     }
+}
+
+/// A VirtualMachine as it was before an update (for [`update_response`]'s warnings); `None` for
+/// other resources or when it cannot be read (the update then reports its own error).
+async fn vm_before_update(
+    state: &AppState,
+    resource: ResourceDef,
+    namespace: &Option<String>,
+    name: &str,
+) -> Option<Value> {
+    if resource != VMS {
+        return None;
+    }
+    get(state, resource, namespace.clone(), name.to_owned())
+        .await
+        .ok()
+}
+
+/// The updated object, with a `Warning` header when a VirtualMachine's update switches its TPM
+/// interface (`admission::tpm_switch_warning`).
+fn update_response(before: Option<&Value>, updated: &Value) -> Response {
+    let warnings: Vec<String> = before
+        .and_then(|old| admission::tpm_switch_warning(old, updated))
+        .into_iter()
+        .collect();
+    crate::encode::with_warnings(ok(updated), &warnings)
 }
 
 /// Replaces an object (PUT), or only its status (`status_only`).

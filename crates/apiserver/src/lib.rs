@@ -3,7 +3,7 @@
 //! what it addresses, how it is encoded, the slot for the authenticated user) and flows through
 //! one visible chain: [`chain`]'s stages (where authentication, audit, authorization and request
 //! checks go) -> [`dispatch`] -> the handler ([`handlers`] for the REST API; [`console`], [`vnc`], [`guest_agent`],
-//! [`serial_log`], [`state_api`], [`discovery`], [`ui`]) -> [`encode`]. The router has a single
+//! [`serial_log`], [`state_api`], [`tpm_api`], [`efivars_api`], [`discovery`], [`ui`]) -> [`encode`]. The router has a single
 //! entry, so no path bypasses the stages. Writes pass [`admission`] (KubeVirt's defaults and
 //! `ferrovirt_api::admit`) before the store.
 //!
@@ -14,7 +14,8 @@
 //! -> resource), [`http`] (bodies, field selectors), [`patch`], [`protobuf`], [`strict`], [`table`]
 //! <- [`request`] (the typed request) <- [`chain`] (stages) <- [`app`] (shared state) <-
 //! [`admission`], [`templates`] (Harvester version numbering), [`cascade`] (orphaning, namespace
-//! deletion) <- [`handlers`], [`console`] (<- [`vnc`], [`guest_agent`]), [`serial_log`], [`state_api`],
+//! deletion) <- [`handlers`], [`console`] (<- [`vnc`], [`guest_agent`]), [`serial_log`], [`state_api`] (<-
+//! [`tpm_api`], [`efivars_api`]),
 //! [`discovery`] (<- [`openapi`]), [`ui`] <- [`dispatch`] (the entry). No module imports one that imports it back.
 
 pub mod admission;
@@ -24,6 +25,7 @@ pub mod chain;
 pub mod console;
 pub mod discovery;
 pub mod dispatch;
+pub mod efivars_api;
 pub mod encode;
 pub mod error;
 pub mod guest_agent;
@@ -41,6 +43,7 @@ pub mod state_api;
 pub mod strict;
 pub mod table;
 pub mod templates;
+pub mod tpm_api;
 pub mod ui;
 pub mod vnc;
 pub mod watch_limit;

@@ -1,6 +1,6 @@
 //! URL paths under `/api` and `/apis` to a [`Route`]: discovery of a group/version, a collection
 //! (namespaced or cluster-wide), one object, its `status`, or a KubeVirt VM/VMI subresource
-//! (`start`/`stop`/`restart`, `console`, `vnc`, `vnc/screenshot`, `serial-log`, `stategenerations`, `staterollback`), and
+//! (`start`/`stop`/`restart`, `console`, `vnc`, `vnc/screenshot`, `serial-log`, `stategenerations`, `staterollback`, `tpm/ek`, `efivars`), and
 //! the kept state of deleted VMs (`deletedvmstates`).
 
 use crate::error::ApiError;
@@ -56,6 +56,14 @@ pub enum Route {
     SerialLog { namespace: String, name: String },
     /// `GET .../virtualmachines/NAME/stategenerations`: the persistent-state generations.
     StateGenerations { namespace: String, name: String },
+    /// `GET .../virtualmachines/NAME/tpm/ek`: the TPM's EK certificates and their CA chain.
+    TpmEndorsementKey { namespace: String, name: String },
+    /// `.../virtualmachines/NAME/efivars[/NAME-GUID]`: the VM's UEFI variables.
+    EfiVars {
+        namespace: String,
+        name: String,
+        id: Option<String>,
+    },
     /// `PUT .../virtualmachines/NAME/staterollback`: put a generation back.
     StateRollback { namespace: String, name: String },
     /// `/apis/subresources.kubevirt.io/v1/[namespaces/NS/]deletedvmstates`: the state
@@ -131,6 +139,22 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
             ] => Ok(Route::StateGenerations {
                 namespace: (*ns).to_owned(),
                 name: (*name).to_owned(),
+            }),
+            ["namespaces", ns, "virtualmachines", name, "tpm", "ek"] => {
+                Ok(Route::TpmEndorsementKey {
+                    namespace: (*ns).to_owned(),
+                    name: (*name).to_owned(),
+                })
+            }
+            ["namespaces", ns, "virtualmachines", name, "efivars"] => Ok(Route::EfiVars {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+                id: None,
+            }),
+            ["namespaces", ns, "virtualmachines", name, "efivars", id] => Ok(Route::EfiVars {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+                id: Some((*id).to_owned()),
             }),
             ["namespaces", ns, "virtualmachines", name, "staterollback"] => {
                 Ok(Route::StateRollback {

@@ -34,7 +34,11 @@ use crate::app::AppState;
 use crate::error::ApiError;
 
 /// The plan of a VM, enough for its persistent state: names, UUID, persistence, its volume.
-async fn state_plan(state: &AppState, namespace: &str, name: &str) -> Result<VmPlan, ApiError> {
+pub(crate) async fn state_plan(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+) -> Result<VmPlan, ApiError> {
     let object =
         crate::handlers::get(state, VMS, Some(namespace.to_owned()), name.to_owned()).await?;
     let vm_uid = object
@@ -52,7 +56,7 @@ async fn state_plan(state: &AppState, namespace: &str, name: &str) -> Result<VmP
         .ok_or_else(|| ApiError::invalid("spec.template: the VirtualMachine has no template"))?;
     if !spec.needs_backend_storage() {
         return Err(ApiError::not_found(format!(
-            "VirtualMachine {name} keeps no persistent TPM or EFI state, so it has no state generations"
+            "VirtualMachine {name} keeps no persistent TPM or EFI state (no backend storage), so it has no state generations and no lasting EK"
         )));
     }
     let store = state.store.clone();

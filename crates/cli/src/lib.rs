@@ -43,6 +43,14 @@ pub enum Command {
     /// Inspect and roll back the persistent TPM/EFI state generations of a stopped VM.
     #[command(subcommand)]
     State(commands::state::StateCommand),
+    /// A VM's UEFI variables: `efi vars list|get|set|delete NAME [VAR-GUID]` (set and delete
+    /// need the VM stopped; they record a state generation first and name the PCRs that change).
+    #[command(subcommand)]
+    Efi(commands::efi::EfiCommand),
+    /// The TPM's endorsement credentials: `tpm ek NAME` prints the EK certificates, public keys,
+    /// CA chain and fingerprints of a VM's persistent TPM (the VM need not run).
+    #[command(subcommand)]
+    Tpm(commands::tpm::TpmCommand),
     /// Run the API server, the controllers and the VM engine (state in --data-dir).
     Serve(commands::serve::ServeArgs),
     /// Create or update objects from manifests (kubectl apply).
@@ -119,6 +127,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::State(command) => commands::state::run(&command),
+        Command::Tpm(command) => commands::tpm::run(&command),
+        Command::Efi(command) => commands::efi::run(&command),
         Command::Serve(args) => commands::serve::run(&args),
         Command::Apply(args) => commands::apply::run(&args),
         Command::Get(args) => commands::get::run(&args),

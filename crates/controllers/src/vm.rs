@@ -158,7 +158,11 @@ pub fn ignored_fields_message(vm: &Value) -> Option<String> {
     })
 }
 
-/// The VM's new status (keeps `stateChangeRequests` and `startFailure` from `current`).
+/// The Event reason and condition type of the PCR guard (`ferrovirt_vmm::boot_guard`).
+pub const PCRS_WILL_CHANGE: &str = "PCRsWillChange";
+
+/// The VM's new status (keeps `stateChangeRequests` and `startFailure` from `current`, `tpm`
+/// unless the VMI has a newer one; mirrors the VMI's `PCRsWillChange` condition).
 pub fn vm_status(
     vm: &Value,
     vmi: Option<&Value>,
@@ -195,6 +199,17 @@ pub fn vm_status(
         }
     };
     let mut conditions = vec![ready_condition];
+    // As KubeVirt's VM controller mirrors VMI conditions: the PCR guard's, while the VMI lives.
+    if let Some(pcrs) = vmi
+        .and_then(|v| v.pointer("/status/conditions"))
+        .and_then(Value::as_array)
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.get("type") == Some(&json!(PCRS_WILL_CHANGE)))
+        })
+    {
+        conditions.push(pcrs.clone());
+    }
     // A condition that is still true with the same message keeps its transition time, so an
     // unchanged status is not written again.
     let unchanged = |kind: &str, message: &str| {
@@ -220,6 +235,13 @@ pub fn vm_status(
         "observedGeneration": vm.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
         "desiredGeneration": vm.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
     });
+    // The EK fingerprints of the last start stay after the VM stops (the TPM keeps its EK).
+    if let Some(tpm) = vmi
+        .and_then(|v| v.pointer("/status/tpm"))
+        .or_else(|| current.get("tpm"))
+    {
+        status["tpm"] = tpm.clone();
+    }
     for keep in [
         "stateChangeRequests",
         "startFailure",

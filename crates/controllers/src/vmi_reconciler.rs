@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::action::{Action, Key};
 use crate::events::EventType;
 use crate::vm::{self, VMI_FINALIZER};
-use crate::world::{GuestReport, RunOutcome, RunPhase, RunView, VmWorld};
+use crate::world::{GuestReport, RunOutcome, RunPhase, RunView, TrustNotes, VmWorld};
 
 /// What to do for the VMI `namespace/name` (`vmi`: the stored VMI, if any).
 pub fn reconcile_vmi(
@@ -61,8 +61,17 @@ pub fn reconcile_vmi(
                 adopted,
                 reported: false,
                 restored,
+                trust,
                 ..
-            } => report_running(namespace, name, vmi, *adopted, restored.as_deref(), world),
+            } => report_running(
+                namespace,
+                name,
+                vmi,
+                *adopted,
+                restored.as_deref(),
+                trust,
+                world,
+            ),
             RunPhase::Running {
                 reported: true,
                 guest,
@@ -131,6 +140,7 @@ fn report_running(
     vmi: &Value,
     adopted: bool,
     restored: Option<&str>,
+    trust: &TrustNotes,
     world: &VmWorld,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
@@ -142,13 +152,25 @@ fn report_running(
             "VirtualMachineInstance adopted after a ferrovirt restart.",
         ));
     } else {
-        actions.push(set_phase(vmi, "Running", None, world));
+        actions.push(with_trust(
+            set_phase(vmi, "Running", None, world),
+            trust,
+            world,
+        ));
         actions.push(Action::event(
             vmi,
             EventType::Normal,
             "Started",
             "VirtualMachineInstance started.",
         ));
+        if let Some(message) = &trust.pcrs_will_change {
+            actions.push(Action::event(
+                vmi,
+                EventType::Warning,
+                vm::PCRS_WILL_CHANGE,
+                message,
+            ));
+        }
         if let Some(message) = restored {
             actions.push(Action::event(
                 vmi,
@@ -298,6 +320,37 @@ fn meta_str_of(value: &Value, key: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A `Running` status update with what the start found about trust: `status.tpm.
+/// ekCertificateSHA256` (`{rsa, ecc}`) and the condition `PCRsWillChange` (the VM controller
+/// copies both into the VM's status).
+fn with_trust(action: Action, trust: &TrustNotes, world: &VmWorld) -> Action {
+    let Action::UpdateStatus {
+        resource,
+        mut object,
+    } = action
+    else {
+        return action;
+    };
+    if let Some(ek) = &trust.ek {
+        object["status"]["tpm"] = json!({"ekCertificateSHA256": {"rsa": ek.rsa, "ecc": ek.ecc}});
+    }
+    if let Some(message) = &trust.pcrs_will_change
+        && let Some(conditions) = object
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut)
+    {
+        conditions.push(json!({
+            "type": vm::PCRS_WILL_CHANGE,
+            "status": "True",
+            "reason": vm::PCRS_WILL_CHANGE,
+            "message": message,
+            "lastProbeTime": null,
+            "lastTransitionTime": world.now_rfc3339(),
+        }));
+    }
+    Action::UpdateStatus { resource, object }
 }
 
 /// The run is over: write the VMI's final phase (if it is still the run's VMI), forget the run,

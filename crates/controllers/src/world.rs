@@ -33,9 +33,29 @@ pub enum RunPhase {
         /// What the guest agent last reported; `None`: the agent does not answer (not
         /// connected).
         guest: Option<std::sync::Arc<GuestReport>>,
+        /// What the start found about the TPM's trust (issue 15).
+        trust: TrustNotes,
     },
     /// The run is over (or never started): what to write to the VMI.
     Ended(RunOutcome),
+}
+
+/// What a start found about trust, for the VMI's and VM's status and Events: the EK
+/// certificates' SHA-256 fingerprints (`status.tpm.ekCertificateSHA256`) and, when this boot
+/// measures other PCR values than the last one, the `PCRsWillChange` message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustNotes {
+    pub ek: Option<ferrovirt_vmm::ek::EkFingerprints>,
+    pub pcrs_will_change: Option<String>,
+}
+
+impl TrustNotes {
+    pub fn of_start(notes: &ferrovirt_vmm::engine::StartNotes) -> Self {
+        Self {
+            ek: notes.ek.clone(),
+            pcrs_will_change: notes.pcrs_will_change.as_ref().map(|c| c.message()),
+        }
+    }
 }
 
 /// How a run ended: the VMI's final phase, the Event's reason and message.

@@ -129,6 +129,7 @@ fn running(reported: bool, adopted: bool) -> RunPhase {
         reported,
         restored: None,
         guest: None,
+        trust: Default::default(),
     }
 }
 
@@ -557,6 +558,7 @@ fn guest_agent_report_in_the_vmi_status() {
                     reported: true,
                     restored: None,
                     guest,
+                    trust: Default::default(),
                 },
                 false,
             )),
@@ -625,4 +627,77 @@ fn ignored_fields_of_a_standalone_vmi_are_an_event() {
         vmi_actions(Some(&owned), &world),
         ["vmi status \"Scheduled\"", "start engine adopt=false"]
     );
+}
+
+#[test]
+fn a_start_that_changes_pcrs_warns_and_the_vm_status_shows_it_and_the_ek() {
+    use ferrovirt_controllers::world::TrustNotes;
+    use ferrovirt_vmm::ek::EkFingerprints;
+    let trust = TrustNotes {
+        ek: Some(EkFingerprints {
+            rsa: Some("ab".repeat(32)),
+            ecc: Some("cd".repeat(32)),
+        }),
+        pcrs_will_change: Some(
+            "Since the last stop: firmware code (...). Suspend BitLocker".into(),
+        ),
+    };
+    let phase = RunPhase::Running {
+        adopted: false,
+        reported: false,
+        restored: None,
+        guest: None,
+        trust,
+    };
+    let world = World::new(Some(run(phase, false)), vec![pvc(true)]);
+    let actions = reconcile_vmi("d", "vm", Some(&vmi("Scheduled", true)), &world.view());
+    let lines: Vec<String> = actions.iter().map(describe).collect();
+    assert_eq!(
+        lines,
+        [
+            "vmi status \"Running\"",
+            "event Started",
+            "event PCRsWillChange",
+            "mark reported"
+        ]
+    );
+    let Action::UpdateStatus {
+        object: running, ..
+    } = &actions[0]
+    else {
+        panic!("{lines:?}")
+    };
+    assert_eq!(
+        running["status"]["tpm"]["ekCertificateSHA256"]["rsa"],
+        json!("ab".repeat(32))
+    );
+    let Action::Event { event_type, .. } = &actions[2] else {
+        panic!("{lines:?}")
+    };
+    assert_eq!(format!("{event_type:?}"), "Warning");
+
+    // The VM mirrors the condition while the VMI lives, and keeps the fingerprints after it.
+    let status = ferrovirt_controllers::vm::vm_status(
+        &vm(template(true), json!({})),
+        Some(running),
+        false,
+        None,
+        "2027-01-01T00:00:00Z",
+    );
+    let types: Vec<&Value> = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["type"])
+        .collect();
+    assert_eq!(types, [&json!("Ready"), &json!("PCRsWillChange")]);
+    let stopped = ferrovirt_controllers::vm::vm_status(
+        &vm(template(true), status.clone()),
+        None,
+        false,
+        None,
+        "2027-01-01T00:00:00Z",
+    );
+    assert_eq!(stopped["tpm"], status["tpm"]);
+    assert_eq!(stopped["conditions"].as_array().unwrap().len(), 1);
 }

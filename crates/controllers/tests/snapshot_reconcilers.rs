@@ -98,6 +98,7 @@ fn running() -> RunView {
             reported: true,
             restored: None,
             guest: None,
+            trust: Default::default(),
         },
         stopping: false,
     }

@@ -1,10 +1,12 @@
 //! UEFI firmware: QEMU firmware descriptors (/usr/share/qemu/firmware/*.json) and the choice of
 //! firmware by the features a VM needs, and OVMF VARS files (checking their size and header, copying
-//! templates, reading the variables).
+//! templates, reading the variables) and writing them (`vars_write`: set and delete variables and
+//! write a compacted store back, crash-safely).
 
 pub mod descriptor;
 pub mod select;
 pub mod vars;
+pub mod vars_write;
 
 pub use descriptor::{
     DEFAULT_SEARCH_DIRS, DescriptorError, Feature, FirmwareDescriptor, FlashFile, FlashMode,
@@ -18,3 +20,4 @@ pub use vars::{
     EfiGuid, EfiVariable, PrepareError, StoreFormat, VarsError, VarsInfo, VarsProblem, check_vars,
     list_variables, prepare_vars,
 };
+pub use vars_write::{StoredVariable, VariableStore, VarsWriteError};

@@ -61,6 +61,28 @@ impl EfiGuid {
         ])
     }
 
+    /// Parses the textual form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        let parts: Vec<&str> = text.split('-').collect();
+        let [a, b, c, d, e] = parts.as_slice() else {
+            return None;
+        };
+        if [a.len(), b.len(), c.len(), d.len(), e.len()] != [8, 4, 4, 4, 12]
+            || !text.chars().all(|ch| ch == '-' || ch.is_ascii_hexdigit())
+        {
+            return None;
+        }
+        let d1 = u32::from_str_radix(a, 16).ok()?;
+        let d2 = u16::from_str_radix(b, 16).ok()?;
+        let d3 = u16::from_str_radix(c, 16).ok()?;
+        let tail = format!("{d}{e}");
+        let mut d4 = [0u8; 8];
+        for (i, byte) in d4.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(tail.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self::new(d1, d2, d3, d4))
+    }
+
     fn read(bytes: &[u8], offset: usize) -> Option<Self> {
         let slice = bytes.get(offset..offset.checked_add(16)?)?;
         let mut g = [0u8; 16];
@@ -162,6 +184,18 @@ pub struct EfiVariable {
     pub vendor: EfiGuid,
     pub attributes: u32,
     pub data: Vec<u8>,
+}
+
+/// A variable as the store keeps it: the variable and its authentication fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVariable {
+    pub variable: EfiVariable,
+    /// `MonotonicCount` (authenticated stores).
+    pub monotonic_count: u64,
+    /// `TimeStamp`, an `EFI_TIME` (authenticated stores).
+    pub timestamp: [u8; 16],
+    /// `PubKeyIndex` (authenticated stores).
+    pub pubkey_index: u32,
 }
 
 /// What is wrong with a VARS file.
@@ -270,8 +304,29 @@ struct Parsed {
     header_length: u16,
     store_format: StoreFormat,
     store_size: u32,
-    variables: Vec<EfiVariable>,
+    variables: Vec<StoredVariable>,
     store_used: usize,
+    records_start: usize,
+    store_end: usize,
+}
+
+/// What [`crate::vars_write::VariableStore`] needs of a parsed image.
+pub(crate) struct StoredParse {
+    pub format: StoreFormat,
+    pub records_start: usize,
+    pub store_end: usize,
+    pub variables: Vec<StoredVariable>,
+}
+
+/// Parses an image keeping each variable's authentication fields (for rewriting it).
+pub(crate) fn parse_stored_variables(bytes: &[u8]) -> Result<StoredParse, VarsProblem> {
+    let parsed = parse_image(bytes)?;
+    Ok(StoredParse {
+        format: parsed.store_format,
+        records_start: parsed.records_start,
+        store_end: parsed.store_end,
+        variables: parsed.variables,
+    })
 }
 
 fn parse_image(bytes: &[u8]) -> Result<Parsed, VarsProblem> {
@@ -349,6 +404,8 @@ fn parse_image(bytes: &[u8]) -> Result<Parsed, VarsProblem> {
         store_size,
         variables,
         store_used: used_end.saturating_sub(hl + STORE_HEADER_LEN),
+        records_start: align4(hl + STORE_HEADER_LEN).unwrap_or(hl + STORE_HEADER_LEN),
+        store_end,
     })
 }
 
@@ -357,13 +414,13 @@ fn parse_variables(
     start: usize,
     store_end: usize,
     format: StoreFormat,
-) -> Result<(Vec<EfiVariable>, usize), VarsProblem> {
+) -> Result<(Vec<StoredVariable>, usize), VarsProblem> {
     let header_len = match format {
         StoreFormat::Authenticated => AUTH_VARIABLE_HEADER_LEN,
         StoreFormat::Plain => PLAIN_VARIABLE_HEADER_LEN,
     };
     // (variable, state) in store order.
-    let mut found: Vec<(EfiVariable, u8)> = Vec::new();
+    let mut found: Vec<(StoredVariable, u8)> = Vec::new();
     let mut offset = align4(start).unwrap_or(start);
     while let Some(header_end) = offset.checked_add(header_len).filter(|e| *e <= store_end) {
         if u16_at(bytes, offset) != Some(VARIABLE_START_ID) {
@@ -409,12 +466,28 @@ fn parse_variables(
                 .collect();
             let name = String::from_utf16(&units)
                 .map_err(|_| damaged("name is not valid UTF-16".into()))?;
+            let (monotonic_count, timestamp, pubkey_index) = match format {
+                StoreFormat::Authenticated => (
+                    u64_at(bytes, offset + 8).unwrap_or(0),
+                    bytes
+                        .get(offset + 16..offset + 32)
+                        .and_then(|t| <[u8; 16]>::try_from(t).ok())
+                        .unwrap_or([0; 16]),
+                    u32_at(bytes, offset + 32).unwrap_or(0),
+                ),
+                StoreFormat::Plain => (0, [0; 16], 0),
+            };
             found.push((
-                EfiVariable {
-                    name,
-                    vendor,
-                    attributes,
-                    data: bytes[name_end..data_end].to_vec(),
+                StoredVariable {
+                    variable: EfiVariable {
+                        name,
+                        vendor,
+                        attributes,
+                        data: bytes[name_end..data_end].to_vec(),
+                    },
+                    monotonic_count,
+                    timestamp,
+                    pubkey_index,
                 },
                 state,
             ));
@@ -428,7 +501,7 @@ fn parse_variables(
     let fully_added: Vec<(String, EfiGuid)> = found
         .iter()
         .filter(|(_, s)| *s == VAR_ADDED)
-        .map(|(v, _)| (v.name.clone(), v.vendor))
+        .map(|(v, _)| (v.variable.name.clone(), v.variable.vendor))
         .collect();
     let variables = found
         .into_iter()
@@ -436,7 +509,7 @@ fn parse_variables(
             *s == VAR_ADDED
                 || !fully_added
                     .iter()
-                    .any(|(n, g)| *n == v.name && *g == v.vendor)
+                    .any(|(n, g)| *n == v.variable.name && *g == v.variable.vendor)
         })
         .map(|(v, _)| v)
         .collect();
@@ -517,7 +590,7 @@ pub fn list_variables(path: &Path) -> Result<Vec<EfiVariable>, VarsError> {
 /// Live variables of a VARS image in memory (`path` names it in errors).
 pub fn list_variables_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<EfiVariable>, VarsError> {
     parse_image(bytes)
-        .map(|p| p.variables)
+        .map(|p| p.variables.into_iter().map(|v| v.variable).collect())
         .map_err(|problem| VarsError {
             path: path.to_path_buf(),
             problem,
@@ -551,6 +624,18 @@ pub fn prepare_vars(template: &Path, dest: &Path) -> Result<VarsInfo, PrepareErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guid_text_round_trips() {
+        let text = EFI_GLOBAL_VARIABLE_GUID.to_string();
+        assert_eq!(EfiGuid::parse(&text), Some(EFI_GLOBAL_VARIABLE_GUID));
+        assert_eq!(
+            EfiGuid::parse(&text.to_uppercase()),
+            Some(EFI_GLOBAL_VARIABLE_GUID)
+        );
+        assert_eq!(EfiGuid::parse("8be4df61-93ca-11d2-aa0d-00e098032b8"), None);
+        assert_eq!(EfiGuid::parse("8be4df61+93ca-11d2-aa0d-00e098032b8c"), None);
+    }
     use proptest::prelude::*;
     use std::os::unix::fs::PermissionsExt;
 

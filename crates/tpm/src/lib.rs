@@ -1,10 +1,12 @@
 //! The emulated TPM's state outside of a running VM: manufacturing a persistent TPM 2.0 with
 //! swtpm_setup and a per-volume local CA (EK and platform certificates), and checking, without
 //! modifying it, that a TPM state can be read before a VM starts. Running swtpm for a VM is the
-//! engine's job; this crate only runs swtpm offline on private copies.
+//! engine's job; this crate only runs swtpm offline on private copies. It also reads the TPM's
+//! endorsement credentials (EK certificates, public keys, the local CA's chain) offline.
 
 pub mod check;
 pub mod ctrl;
+pub mod ek;
 mod fsutil;
 pub mod key;
 pub mod localca;
@@ -17,6 +19,7 @@ pub use check::{
     CheckOptions, EkCertificate, EkKind, STATE_FILE, Sha256Digest, StateError, StateInfo,
     check_state, check_state_with, read_ek_certificates,
 };
+pub use ek::{CertificateInfo, EkCredential, EkCredentials, EkError, read_ek_credentials};
 pub use key::{StateCipher, StateKey};
 pub use localca::{CaStatus, LocalCa, LocalCaError, PlatformInfo};
 pub use manufacture::{

@@ -564,3 +564,62 @@ fn check_is_bounded_and_reports_a_broken_swtpm_as_check_failure() {
         original
     );
 }
+
+#[test]
+fn ek_credentials_read_offline_verify_against_the_returned_chain() {
+    let vol = Volume::new();
+    let report = manufacture(&vol.request()).unwrap();
+    let before = fs::read(vol.state_dir().join(STATE_FILE)).unwrap();
+    let creds =
+        ferrovirt_tpm::read_ek_credentials(&vol.state_dir(), &vol.localca_dir(), None).unwrap();
+    // The offline read works on a copy: the state is byte-identical afterwards.
+    assert_eq!(fs::read(vol.state_dir().join(STATE_FILE)).unwrap(), before);
+    let kinds: Vec<EkKind> = creds.certificates.iter().map(|c| c.kind).collect();
+    assert_eq!(kinds, [EkKind::Rsa, EkKind::Ecc]);
+    assert_eq!(creds.chain.len(), 2);
+    for (cred, made) in creds.certificates.iter().zip(&report.ek_certificates) {
+        // What the API returns is what swtpm_setup wrote into NV memory at manufacture.
+        assert_eq!(cred.certificate.der, made.der, "{}", made.name);
+        assert_eq!(cred.chain_verification, Ok(()));
+        assert_eq!(
+            cred.certificate.sha256.to_string(),
+            Sha256Digest::of(&made.der).to_string()
+        );
+        assert!(
+            cred.certificate
+                .public_key_pem
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
+        // An independent verifier (gnutls) agrees, given only the returned PEMs.
+        let scratch = vol.root.join(format!("verify-{:x}", cred.nv_index));
+        fs::create_dir_all(&scratch).unwrap();
+        let chain = scratch.join("chain.pem");
+        let root = scratch.join("root.pem");
+        fs::write(&chain, cred.certificate.pem.clone() + &creds.chain[0].pem).unwrap();
+        fs::write(&root, &creds.chain[1].pem).unwrap();
+        let out = ferrovirt_testkit::host_tool("certtool")
+            .arg("--verify")
+            .arg("--load-ca-certificate")
+            .arg(&root)
+            .arg("--infile")
+            .arg(&chain)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    // Against another volume's CA the same certificates do not verify.
+    let other = Volume::new();
+    manufacture(&other.request()).unwrap();
+    let foreign_chain = ferrovirt_tpm::ek::read_chain(&other.localca_dir()).unwrap();
+    let nv: Vec<_> = ferrovirt_tpm::read_ek_certificates(&vol.state_dir(), None).unwrap();
+    let crossed = ferrovirt_tpm::ek::describe(&nv, foreign_chain).unwrap();
+    for cred in &crossed.certificates {
+        let why = cred.chain_verification.clone().unwrap_err();
+        assert!(why.contains("not signed by"), "{why}");
+    }
+}

@@ -114,6 +114,44 @@ pub struct RunningVm {
     pub plan: VmPlan,
     pub handle: VmHandle,
     pub state: Option<PreparedState>,
+    /// What this start found out about the TPM's trust (empty for an adopted run).
+    pub notes: StartNotes,
+}
+
+/// What a start tells the controllers about trust: the EK certificates' fingerprints (for the VM
+/// status) and, when the boot measurements will differ from the last run's, what changed
+/// (`PCRsWillChange`).
+#[derive(Debug, Clone, Default)]
+pub struct StartNotes {
+    pub ek: Option<crate::ek::EkFingerprints>,
+    pub pcrs_will_change: Option<crate::boot_guard::PcrChange>,
+}
+
+impl StartNotes {
+    /// The notes of a start whose state is prepared (`volume`: the backend-storage volume).
+    fn of_start(
+        plan: &VmPlan,
+        state: &PreparedState,
+        machine: &MachineConfig,
+        runtime: &Path,
+    ) -> Self {
+        let ek = crate::ek::fingerprints_at_start(
+            &plan.name,
+            &plan.uuid,
+            plan.tpm,
+            plan.state_volume.as_deref(),
+            state.manufactured.as_ref(),
+        );
+        let pcrs_will_change = plan.state_volume.as_deref().and_then(|volume| {
+            let coming =
+                crate::boot_guard::profile_of(&machine.firmware, &machine.machine, state.tpm_model);
+            crate::boot_guard::at_start(volume, runtime, &coming)
+        });
+        Self {
+            ek,
+            pcrs_will_change,
+        }
+    }
 }
 
 /// How a run ended, and what became of its state.
@@ -306,11 +344,18 @@ impl Engine {
             binary: None,
             extra_args: Vec::new(),
         });
+        let notes = tokio::task::block_in_place(|| {
+            StartNotes::of_start(&plan, &state, &machine, runtime.root())
+        });
+        if let Some(change) = &notes.pcrs_will_change {
+            tracing::warn!(vm = %plan.name, "{}", change.message());
+        }
         let handle = VmHandle::start_with_fds(machine, swtpm, runtime, disks.fds).await?;
         Ok(RunningVm {
             plan,
             handle,
             state: Some(state),
+            notes,
         })
     }
 
@@ -329,6 +374,9 @@ impl Engine {
 
     async fn finish(&self, plan: &VmPlan, exit: VmExit) -> Result<RunEnd, EngineError> {
         let runtime_path = self.runtime_path(&plan.uuid);
+        if let Some(volume) = plan.state_volume.as_deref() {
+            tokio::task::block_in_place(|| crate::boot_guard::at_stop(volume, &runtime_path));
+        }
         let recorded = match generations_dir(&self.data_dir, plan) {
             Ok(generations) => {
                 let state_plan = self.state_plan(plan, &runtime_path, generations.as_deref());
@@ -365,6 +413,7 @@ impl Engine {
             plan,
             handle,
             state: None,
+            notes: StartNotes::default(),
         })
     }
 
@@ -411,7 +460,7 @@ pub fn generations_dir(data_dir: &Path, plan: &VmPlan) -> Result<Option<PathBuf>
 
 /// A state plan for the offline operations on persistent state (list, rollback): they touch
 /// neither firmware descriptors nor a runtime dir.
-fn offline_state_plan<'a>(
+pub(crate) fn offline_state_plan<'a>(
     plan: &'a VmPlan,
     scratch: &'a Path,
     generations_dir: Option<&'a Path>,

@@ -5,15 +5,24 @@
 //! CD-ROM drives (`cdrom`), Hyper-V enlightenments (`hyperv`), the capped serial log
 //! (`serial_log`), snapshots of a VM's state and disks, offline and online, and restoring them
 //! (`vm_snapshot`), the ending of processes a start left unrecorded when its manager died
-//! (`orphans`), and the list of spec fields it accepts but does not act on (`ignored`).
+//! (`orphans`), the list of spec fields it accepts but does not act on (`ignored`), the guest
+//! agent client (`agent`), and what a start tells about the TPM's trust: the EK certificates'
+//! fingerprints (`ek`) and whether this boot's PCR measurements will differ from the last one's
+//! (`boot_guard`).
+
+/// The firmware crate, for callers that show or edit UEFI variables through `efi_vars`.
+pub use ferrovirt_firmware as firmware;
 
 pub mod agent;
+pub mod boot_guard;
 pub mod cdrom;
 pub mod cmdline;
 pub mod console;
 pub mod convert;
 pub mod disks;
 pub mod display;
+pub mod efi_vars;
+pub mod ek;
 pub mod engine;
 pub mod hostpath;
 pub mod hyperv;

@@ -529,6 +529,24 @@ pub fn rollback(plan: &StatePlan<'_>, id: GenerationId) -> Result<GenerationId, 
     Ok(outcome.pre_restore)
 }
 
+/// Records the persistent state as a generation before an offline change (`note` says which)
+/// and returns it with the VARS file (`None` when the EFI is not persistent).
+pub fn record_before_change(
+    plan: &StatePlan<'_>,
+    note: &str,
+) -> Result<(GenerationId, Option<PathBuf>), StateFault> {
+    let Some(files) = PersistentFiles::open(plan)? else {
+        return Err(StateFault::NoVolume);
+    };
+    let id = files.generations.record(
+        &files.sources(),
+        GenerationReason::Other {
+            note: note.to_owned(),
+        },
+    )?;
+    Ok((id, files.vars_file.clone()))
+}
+
 /// The generations of a VM's persistent state, oldest first.
 pub fn generations(
     plan: &StatePlan<'_>,

@@ -373,7 +373,9 @@ fn kubevirt_roles() -> Vec<ClusterRole> {
 
 /// ferrovirt's own roles for the endpoints only ferrovirt serves. The serial log shows what the
 /// console shows, so it goes with `virtualmachineinstances/console` (admin, edit); rolling back
-/// TPM/EFI state is a write (admin, edit); listing state generations is a read (view).
+/// TPM/EFI state is a write (admin, edit); listing state generations and reading the TPM's EK
+/// certificates (`virtualmachines/tpm`, the subresource of `tpm/ek`) and the UEFI variables
+/// (`virtualmachines/efivars`) are reads (view); changing variables is a write (admin, edit).
 fn ferrovirt_roles() -> Vec<ClusterRole> {
     let templates = ["virtualmachinetemplates", "virtualmachinetemplateversions"];
     let write_side = |verbs: &[&str]| {
@@ -384,12 +386,19 @@ fn ferrovirt_roles() -> Vec<ClusterRole> {
                 &[
                     "virtualmachines/serial-log",
                     "virtualmachines/stategenerations",
+                    "virtualmachines/tpm",
+                    "virtualmachines/efivars",
                 ],
             ),
             rule(
                 &["update"],
                 SUBRESOURCES,
                 &["virtualmachines/staterollback"],
+            ),
+            rule(
+                &["update", "delete"],
+                SUBRESOURCES,
+                &["virtualmachines/efivars"],
             ),
             rule(verbs, "harvesterhci.io", &templates),
         ]
@@ -414,7 +423,11 @@ fn ferrovirt_roles() -> Vec<ClusterRole> {
                 rule(
                     &["get"],
                     SUBRESOURCES,
-                    &["virtualmachines/stategenerations"],
+                    &[
+                        "virtualmachines/stategenerations",
+                        "virtualmachines/tpm",
+                        "virtualmachines/efivars",
+                    ],
                 ),
                 rule(READ, "harvesterhci.io", &templates),
             ],

@@ -767,6 +767,36 @@ fn default_roles_aggregate_kubevirt_and_ferrovirt_rules() {
             "{role}"
         );
     }
+    // Issue 15: everyone who may read a VM may read its EK and UEFI variables; only edit and
+    // admin may change the variables.
+    for role in ["admin", "edit", "view"] {
+        for sub in ["tpm", "efivars"] {
+            assert!(
+                grants(
+                    role,
+                    "get",
+                    "subresources.kubevirt.io",
+                    "virtualmachines",
+                    sub
+                ),
+                "{role} {sub}"
+            );
+        }
+        let writes = role != "view";
+        for verb in ["update", "delete"] {
+            assert_eq!(
+                grants(
+                    role,
+                    verb,
+                    "subresources.kubevirt.io",
+                    "virtualmachines",
+                    "efivars"
+                ),
+                writes,
+                "{role} {verb}"
+            );
+        }
+    }
     for role in ["admin", "edit"] {
         assert!(
             grants(

@@ -172,6 +172,19 @@ pub fn render(vm: &Value, vmi: Option<&Value>, pvcs: &[Value], events: &[Value])
     for (label, value) in fields {
         let _ = writeln!(out, "{label:<16}{value}");
     }
+    for (kind, pointer) in [
+        ("RSA", "/status/tpm/ekCertificateSHA256/rsa"),
+        ("ECC", "/status/tpm/ekCertificateSHA256/ecc"),
+    ] {
+        if let Some(sha) = vm.pointer(pointer).and_then(Value::as_str) {
+            let label = format!("EK cert {kind}:");
+            let _ = writeln!(
+                out,
+                "{label:<16}SHA-256 {sha} (ferrovirt tpm ek {name})",
+                name = str_at(vm, "/metadata/name")
+            );
+        }
+    }
 
     let _ = writeln!(out, "Instance:");
     match vmi {
@@ -314,7 +327,9 @@ mod tests {
                 "memory": {"guest": "384Mi"},
                 "firmware": {"uuid": "u-1", "bootloader": {"efi": {"secureBoot": false, "persistent": true}}},
                 "devices": {"tpm": {"persistent": true}}}}}},
-            "status": {"printableStatus": "Stopped", "conditions": [
+            "status": {"printableStatus": "Stopped",
+                "tpm": {"ekCertificateSHA256": {"rsa": "ab12", "ecc": null}},
+                "conditions": [
                 {"type": "Ready", "status": "False", "reason": "VMINotExists", "message": "VMI does not exist"}]}
         });
         let pvc = json!({"metadata": {"name": "persistent-state-for-demo-abc"},
@@ -325,6 +340,11 @@ mod tests {
         let text = render(&vm, None, &[pvc], &[event]);
         assert!(text.contains("Labels:         app=demo"), "{text}");
         assert!(text.contains("TPM:            persistent"), "{text}");
+        assert!(
+            text.contains("EK cert RSA:    SHA-256 ab12 (ferrovirt tpm ek "),
+            "{text}"
+        );
+        assert!(!text.contains("EK cert ECC"), "{text}");
         assert!(
             text.contains("Firmware:       EFI (persistent VARS"),
             "{text}"

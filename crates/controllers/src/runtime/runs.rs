@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferrovirt_vmm::engine::RunningVm;
 use ferrovirt_vmm::launcher::ExitReason;
 
-use crate::world::{GuestReport, RunOutcome, RunPhase, RunView};
+use crate::world::{GuestReport, RunOutcome, RunPhase, RunView, TrustNotes};
 
 /// A VM's place in the table: (namespace, name).
 pub type RunKey = (String, String);
@@ -53,6 +53,7 @@ impl RunTable {
         let phase = match &run.state {
             RunState::Starting => RunPhase::Starting,
             RunState::Running {
+                vm,
                 adopted,
                 reported,
                 restored,
@@ -63,6 +64,7 @@ impl RunTable {
                 reported: *reported,
                 restored: restored.clone(),
                 guest: guest.clone(),
+                trust: TrustNotes::of_start(&vm.notes),
             },
             RunState::Ended(outcome) => RunPhase::Ended(outcome.clone()),
         };
