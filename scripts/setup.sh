@@ -13,6 +13,7 @@ PACKAGES=(
   xorriso                              # the guest ISO (El Torito EFI) the CD-ROM boot test builds
   ca-certificates
   openssl gnutls-bin                   # independent X.509 verifiers of the EK chain (tests)
+  python3-venv                         # scripts/schemathesis.sh's private venv (schemathesis from PyPI)
   passt                                # guest networking that cannot reach the host (issue 11)
   iproute2                             # network namespaces for the guest network test
   systemd                              # systemd-analyze verify of the packaged unit

@@ -47,6 +47,10 @@ export FERROVIRT_DEB
 
 # Every test; the demo's verdict is given after them (the test summary stays the last lines).
 cargo nextest run --workspace --locked --no-fail-fast
+# Hostile input against the API: schemathesis from the server's OpenAPI, a few examples per
+# operation (a 5xx, a crash or a hang fails the run).
+echo "=== test.sh: ./scripts/schemathesis.sh --examples 3"
+./scripts/schemathesis.sh --examples 3 --bin target/debug/ferrovirt
 if [ -n "$demo_failed" ]; then
   echo "test.sh: $demo_failed" >&2
   exit 1

@@ -111,13 +111,26 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 "verbs": ["update"],
             }));
         }
-        for subresource in ["console", "vnc", "vnc/screenshot"] {
+        for subresource in ["console", "vnc", "vnc/screenshot", "guestosinfo"] {
             list.push(json!({
                 "name": format!("virtualmachineinstances/{subresource}"),
                 "singularName": "",
                 "namespaced": true,
                 "kind": "VirtualMachineInstance",
                 "verbs": ["get"],
+            }));
+        }
+        // ferrovirt's own: the TPM's EK credentials and the UEFI variables of a VM.
+        for (subresource, verbs) in [
+            ("tpm/ek", json!(["get"])),
+            ("efivars", json!(["get", "update", "delete"])),
+        ] {
+            list.push(json!({
+                "name": format!("virtualmachines/{subresource}"),
+                "singularName": "",
+                "namespaced": true,
+                "kind": "VirtualMachine",
+                "verbs": verbs,
             }));
         }
     }

@@ -167,10 +167,11 @@ fn subresource_path(group: &str, version: &str, entry: &Value) -> Option<(String
         let (method, action) = match verb {
             "update" => ("put", "put"),
             "get" => ("get", "get"),
+            "delete" => ("delete", "delete"),
             _ => continue,
         };
         item[method] = json!({
-            "operationId": format!("v1{}{kind}{id_suffix}", if method == "put" { "Put" } else { "Get" }),
+            "operationId": format!("v1{}{kind}{id_suffix}", match method { "put" => "Put", "delete" => "Delete", _ => "Get" }),
             "description": format!("The `{subresource}` subresource of a {kind}."),
             "responses": {
                 "200": {"description": "OK"},
