@@ -12,7 +12,56 @@ struct Column {
     kind: &'static str,
     format: &'static str,
     priority: u8,
-    cell: fn(&Value, i64) -> Value,
+    cell: Cell,
+}
+
+/// How a cell is computed: from the object and the time now (seconds since the epoch).
+type Cell = fn(&Value, i64) -> Value;
+
+impl Column {
+    const fn of(kind: &'static str, name: &'static str, cell: Cell) -> Self {
+        Self {
+            name,
+            kind,
+            format: "",
+            priority: 0,
+            cell,
+        }
+    }
+
+    const fn string(name: &'static str, cell: Cell) -> Self {
+        Self::of("string", name, cell)
+    }
+
+    const fn date(name: &'static str, cell: Cell) -> Self {
+        Self::of("date", name, cell)
+    }
+
+    const fn integer(name: &'static str, cell: Cell) -> Self {
+        Self::of("integer", name, cell)
+    }
+
+    const fn boolean(name: &'static str, cell: Cell) -> Self {
+        Self::of("boolean", name, cell)
+    }
+
+    /// The object's name column (`format: name`, what kubectl keys rows by).
+    const fn name_of(name: &'static str, cell: Cell) -> Self {
+        Self {
+            format: "name",
+            ..Self::string(name, cell)
+        }
+    }
+
+    /// Shown only with `-o wide` (priority 1).
+    const fn wide(self) -> Self {
+        self.priority(1)
+    }
+
+    /// A priority above 0: kubectl shows the column only with `-o wide`.
+    const fn priority(self, priority: u8) -> Self {
+        Self { priority, ..self }
+    }
 }
 
 fn text(v: Option<&Value>) -> Value {
@@ -59,93 +108,26 @@ fn condition_status(o: &Value, kind: &str) -> Value {
 }
 
 const VM_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "Age",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
-    Column {
-        name: "Status",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/printableStatus")),
-    },
-    Column {
-        name: "Ready",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| condition_status(o, "Ready"),
-    },
+    Column::name_of("Name", name),
+    Column::date("Age", age),
+    Column::string("Status", |o, _| text(o.pointer("/status/printableStatus"))),
+    Column::string("Ready", |o, _| condition_status(o, "Ready")),
 ];
 
 const VMI_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "Age",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
-    Column {
-        name: "Phase",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/phase")),
-    },
-    Column {
-        name: "IP",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/interfaces/0/ipAddress")),
-    },
-    Column {
-        name: "NodeName",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/nodeName")),
-    },
-    Column {
-        name: "Ready",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| condition_status(o, "Ready"),
-    },
-    Column {
-        name: "Live-Migratable",
-        kind: "string",
-        format: "",
-        priority: 1,
-        cell: |o, _| condition_status(o, "LiveMigratable"),
-    },
-    Column {
-        name: "Paused",
-        kind: "string",
-        format: "",
-        priority: 1,
-        cell: |o, _| condition_status(o, "Paused"),
-    },
+    Column::name_of("Name", name),
+    Column::date("Age", age),
+    Column::string("Phase", |o, _| text(o.pointer("/status/phase"))),
+    Column::string("IP", |o, _| {
+        text(o.pointer("/status/interfaces/0/ipAddress"))
+    }),
+    Column::string("NodeName", |o, _| text(o.pointer("/status/nodeName"))),
+    Column::string("Ready", |o, _| condition_status(o, "Ready")),
+    Column::string("Live-Migratable", |o, _| {
+        condition_status(o, "LiveMigratable")
+    })
+    .wide(),
+    Column::string("Paused", |o, _| condition_status(o, "Paused")).wide(),
 ];
 
 fn access_modes(o: &Value) -> Value {
@@ -171,62 +153,18 @@ fn access_modes(o: &Value) -> Value {
 }
 
 const PVC_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "Status",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/phase")),
-    },
-    Column {
-        name: "Volume",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/volumeName")),
-    },
-    Column {
-        name: "Capacity",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/capacity/storage")),
-    },
-    Column {
-        name: "Access Modes",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| access_modes(o),
-    },
-    Column {
-        name: "StorageClass",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/storageClassName")),
-    },
-    Column {
-        name: "Age",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
-    Column {
-        name: "VolumeMode",
-        kind: "string",
-        format: "",
-        priority: 1,
-        cell: |o, _| text(o.pointer("/spec/volumeMode")),
-    },
+    Column::name_of("Name", name),
+    Column::string("Status", |o, _| text(o.pointer("/status/phase"))),
+    Column::string("Volume", |o, _| text(o.pointer("/spec/volumeName"))),
+    Column::string("Capacity", |o, _| {
+        text(o.pointer("/status/capacity/storage"))
+    }),
+    Column::string("Access Modes", |o, _| access_modes(o)),
+    Column::string("StorageClass", |o, _| {
+        text(o.pointer("/spec/storageClassName"))
+    }),
+    Column::string("Age", age),
+    Column::string("VolumeMode", |o, _| text(o.pointer("/spec/volumeMode"))).wide(),
 ];
 
 fn event_object(o: &Value, _: i64) -> Value {
@@ -253,247 +191,87 @@ fn event_last_seen(o: &Value, now: i64) -> Value {
 }
 
 const EVENT_COLUMNS: &[Column] = &[
-    Column {
-        name: "Last Seen",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: event_last_seen,
-    },
-    Column {
-        name: "Type",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.get("type")),
-    },
-    Column {
-        name: "Reason",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.get("reason")),
-    },
-    Column {
-        name: "Object",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: event_object,
-    },
-    Column {
-        name: "Message",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.get("message")),
-    },
+    Column::string("Last Seen", event_last_seen),
+    Column::string("Type", |o, _| text(o.get("type"))),
+    Column::string("Reason", |o, _| text(o.get("reason"))),
+    Column::string("Object", event_object),
+    Column::string("Message", |o, _| text(o.get("message"))),
 ];
 
 const NAMESPACE_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "Status",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| {
-            let phase = text(o.pointer("/status/phase"));
-            if phase == "" {
-                Value::String("Active".into())
-            } else {
-                phase
-            }
-        },
-    },
-    Column {
-        name: "Age",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
+    Column::name_of("Name", name),
+    Column::string("Status", |o, _| {
+        let phase = text(o.pointer("/status/phase"));
+        if phase == "" {
+            Value::String("Active".into())
+        } else {
+            phase
+        }
+    }),
+    Column::string("Age", age),
 ];
 
 const STORAGE_CLASS_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: |o, _| {
-            let name = o
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let default = o
-                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
-                .and_then(Value::as_str)
-                == Some("true");
-            Value::String(if default {
-                format!("{name} (default)")
-            } else {
-                name.to_owned()
-            })
-        },
-    },
-    Column {
-        name: "Provisioner",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.get("provisioner")),
-    },
-    Column {
-        name: "ReclaimPolicy",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.get("reclaimPolicy")),
-    },
-    Column {
-        name: "VolumeBindingMode",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.get("volumeBindingMode")),
-    },
-    Column {
-        name: "AllowVolumeExpansion",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| {
-            Value::String(
-                o.get("allowVolumeExpansion")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                    .to_string(),
-            )
-        },
-    },
-    Column {
-        name: "Age",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
+    Column::name_of("Name", |o, _| {
+        let name = o
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let default = o
+            .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+            .and_then(Value::as_str)
+            == Some("true");
+        Value::String(if default {
+            format!("{name} (default)")
+        } else {
+            name.to_owned()
+        })
+    }),
+    Column::string("Provisioner", |o, _| text(o.get("provisioner"))),
+    Column::string("ReclaimPolicy", |o, _| text(o.get("reclaimPolicy"))),
+    Column::string("VolumeBindingMode", |o, _| text(o.get("volumeBindingMode"))),
+    Column::string("AllowVolumeExpansion", |o, _| {
+        Value::String(
+            o.get("allowVolumeExpansion")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .to_string(),
+        )
+    }),
+    Column::string("Age", age),
 ];
 
 const KUBEVIRT_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "Age",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
-    Column {
-        name: "Phase",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/phase")),
-    },
+    Column::name_of("Name", name),
+    Column::date("Age", age),
+    Column::string("Phase", |o, _| text(o.pointer("/status/phase"))),
 ];
 
 /// Harvester's printer columns for VirtualMachineTemplate.
 const TEMPLATE_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "VERSION_ID",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/defaultVersionId")),
-    },
-    Column {
-        name: "DESCRIPTION",
-        kind: "string",
-        format: "",
-        priority: 10,
-        cell: |o, _| text(o.pointer("/spec/description")),
-    },
-    Column {
-        name: "VERSION_DEFAULT",
-        kind: "integer",
-        format: "",
-        priority: 8,
-        cell: |o, _| text(o.pointer("/status/defaultVersion")),
-    },
-    Column {
-        name: "VERSION_LATEST",
-        kind: "integer",
-        format: "",
-        priority: 8,
-        cell: |o, _| text(o.pointer("/status/latestVersion")),
-    },
-    Column {
-        name: "AGE",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
+    Column::name_of("Name", name),
+    Column::string("VERSION_ID", |o, _| {
+        text(o.pointer("/spec/defaultVersionId"))
+    }),
+    Column::string("DESCRIPTION", |o, _| text(o.pointer("/spec/description"))).priority(10),
+    Column::integer("VERSION_DEFAULT", |o, _| {
+        text(o.pointer("/status/defaultVersion"))
+    })
+    .priority(8),
+    Column::integer("VERSION_LATEST", |o, _| {
+        text(o.pointer("/status/latestVersion"))
+    })
+    .priority(8),
+    Column::date("AGE", age),
 ];
 
 /// Harvester's printer columns for VirtualMachineTemplateVersion.
 const TEMPLATE_VERSION_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "TEMPLATE_ID",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/templateId")),
-    },
-    Column {
-        name: "DESCRIPTION",
-        kind: "string",
-        format: "",
-        priority: 10,
-        cell: |o, _| text(o.pointer("/spec/description")),
-    },
-    Column {
-        name: "VERSION",
-        kind: "integer",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/version")),
-    },
-    Column {
-        name: "AGE",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
+    Column::name_of("Name", name),
+    Column::string("TEMPLATE_ID", |o, _| text(o.pointer("/spec/templateId"))),
+    Column::string("DESCRIPTION", |o, _| text(o.pointer("/spec/description"))).priority(10),
+    Column::integer("VERSION", |o, _| text(o.pointer("/status/version"))),
+    Column::date("AGE", age),
 ];
 
 /// A snapshot's size on disk, from ferrovirt's annotation, in binary units (`12.5Mi`).
@@ -528,172 +306,50 @@ pub fn human_bytes(bytes: u64) -> String {
 
 /// KubeVirt's printer columns for VirtualMachineSnapshot, with ferrovirt's SIZE.
 const VM_SNAPSHOT_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "SourceKind",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/source/kind")),
-    },
-    Column {
-        name: "SourceName",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/source/name")),
-    },
-    Column {
-        name: "Phase",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/phase")),
-    },
-    Column {
-        name: "ReadyToUse",
-        kind: "boolean",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/readyToUse")),
-    },
-    Column {
-        name: "CreationTime",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: |o, now| age_of(o.pointer("/status/creationTime"), now),
-    },
-    Column {
-        name: "Size",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: snapshot_size,
-    },
-    Column {
-        name: "Error",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/error/message")),
-    },
+    Column::name_of("Name", name),
+    Column::string("SourceKind", |o, _| text(o.pointer("/spec/source/kind"))),
+    Column::string("SourceName", |o, _| text(o.pointer("/spec/source/name"))),
+    Column::string("Phase", |o, _| text(o.pointer("/status/phase"))),
+    Column::boolean("ReadyToUse", |o, _| text(o.pointer("/status/readyToUse"))),
+    Column::date("CreationTime", |o, now| {
+        age_of(o.pointer("/status/creationTime"), now)
+    }),
+    Column::string("Size", snapshot_size),
+    Column::string("Error", |o, _| text(o.pointer("/status/error/message"))),
 ];
 
 /// KubeVirt's printer columns for VirtualMachineSnapshotContent.
 const VM_SNAPSHOT_CONTENT_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "ReadyToUse",
-        kind: "boolean",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/readyToUse")),
-    },
-    Column {
-        name: "CreationTime",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: |o, now| age_of(o.pointer("/status/creationTime"), now),
-    },
-    Column {
-        name: "Error",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/error/message")),
-    },
+    Column::name_of("Name", name),
+    Column::boolean("ReadyToUse", |o, _| text(o.pointer("/status/readyToUse"))),
+    Column::date("CreationTime", |o, now| {
+        age_of(o.pointer("/status/creationTime"), now)
+    }),
+    Column::string("Error", |o, _| text(o.pointer("/status/error/message"))),
 ];
 
 /// KubeVirt's printer columns for VirtualMachineRestore.
 const VM_RESTORE_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "TargetKind",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/target/kind")),
-    },
-    Column {
-        name: "TargetName",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/target/name")),
-    },
-    Column {
-        name: "Complete",
-        kind: "boolean",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/complete")),
-    },
-    Column {
-        name: "RestoreTime",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: |o, now| age_of(o.pointer("/status/restoreTime"), now),
-    },
-    Column {
-        name: "Error",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| failure_message(o),
-    },
+    Column::name_of("Name", name),
+    Column::string("TargetKind", |o, _| text(o.pointer("/spec/target/kind"))),
+    Column::string("TargetName", |o, _| text(o.pointer("/spec/target/name"))),
+    Column::boolean("Complete", |o, _| text(o.pointer("/status/complete"))),
+    Column::date("RestoreTime", |o, now| {
+        age_of(o.pointer("/status/restoreTime"), now)
+    }),
+    Column::string("Error", |o, _| failure_message(o)),
 ];
 
 /// KubeVirt's printer columns for VirtualMachineClone.
 const VM_CLONE_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "Phase",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/status/phase")),
-    },
-    Column {
-        name: "SourceVirtualMachine",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/source/name")),
-    },
-    Column {
-        name: "TargetVirtualMachine",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/spec/target/name")),
-    },
+    Column::name_of("Name", name),
+    Column::string("Phase", |o, _| text(o.pointer("/status/phase"))),
+    Column::string("SourceVirtualMachine", |o, _| {
+        text(o.pointer("/spec/source/name"))
+    }),
+    Column::string("TargetVirtualMachine", |o, _| {
+        text(o.pointer("/spec/target/name"))
+    }),
 ];
 
 /// The message of a `Failure` condition that is `True` (empty otherwise).
@@ -715,20 +371,10 @@ fn failure_message(o: &Value) -> Value {
 
 /// Kubernetes' columns for Role and ClusterRole.
 const ROLE_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "Created At",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: |o, _| text(o.pointer("/metadata/creationTimestamp")),
-    },
+    Column::name_of("Name", name),
+    Column::date("Created At", |o, _| {
+        text(o.pointer("/metadata/creationTimestamp"))
+    }),
 ];
 
 /// The subjects of a binding of one kind, joined by `, ` (`namespace/name` for service accounts).
@@ -752,109 +398,51 @@ fn subjects(o: &Value, kind: &str) -> Value {
 
 /// Kubernetes' columns for RoleBinding and ClusterRoleBinding.
 const BINDING_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "Role",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| {
-            let kind = o
-                .pointer("/roleRef/kind")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let name = o
-                .pointer("/roleRef/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            Value::String(format!("{kind}/{name}"))
-        },
-    },
-    Column {
-        name: "Age",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
-    Column {
-        name: "Users",
-        kind: "string",
-        format: "",
-        priority: 1,
-        cell: |o, _| subjects(o, "User"),
-    },
-    Column {
-        name: "Groups",
-        kind: "string",
-        format: "",
-        priority: 1,
-        cell: |o, _| subjects(o, "Group"),
-    },
-    Column {
-        name: "ServiceAccounts",
-        kind: "string",
-        format: "",
-        priority: 1,
-        cell: |o, _| subjects(o, "ServiceAccount"),
-    },
+    Column::name_of("Name", name),
+    Column::string("Role", |o, _| {
+        let kind = o
+            .pointer("/roleRef/kind")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let name = o
+            .pointer("/roleRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        Value::String(format!("{kind}/{name}"))
+    }),
+    Column::string("Age", age),
+    Column::string("Users", |o, _| subjects(o, "User")).wide(),
+    Column::string("Groups", |o, _| subjects(o, "Group")).wide(),
+    Column::string("ServiceAccounts", |o, _| subjects(o, "ServiceAccount")).wide(),
 ];
 
 /// kubectl's ControllerRevision columns: NAME, CONTROLLER (`kind.group/name` of the controlling
 /// owner), REVISION, AGE.
 const CONTROLLER_REVISION_COLUMNS: &[Column] = &[
-    Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
-        priority: 0,
-        cell: name,
-    },
-    Column {
-        name: "Controller",
-        kind: "string",
-        format: "",
-        priority: 0,
-        cell: |o, _| {
-            let owner = o
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .and_then(|refs| {
-                    refs.iter()
-                        .find(|r| r.get("controller") == Some(&json!(true)))
-                });
-            Value::String(owner.map_or_else(String::new, |r| {
-                let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
-                let group = field("apiVersion").split_once('/').map_or("", |(g, _)| g);
-                let kind = field("kind").to_lowercase();
-                if group.is_empty() {
-                    format!("{kind}/{}", field("name"))
-                } else {
-                    format!("{kind}.{group}/{}", field("name"))
-                }
-            }))
-        },
-    },
-    Column {
-        name: "Revision",
-        kind: "integer",
-        format: "",
-        priority: 0,
-        cell: |o, _| o.get("revision").cloned().unwrap_or(json!(0)),
-    },
-    Column {
-        name: "Age",
-        kind: "date",
-        format: "",
-        priority: 0,
-        cell: age,
-    },
+    Column::name_of("Name", name),
+    Column::string("Controller", |o, _| {
+        let owner = o
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .and_then(|refs| {
+                refs.iter()
+                    .find(|r| r.get("controller") == Some(&json!(true)))
+            });
+        Value::String(owner.map_or_else(String::new, |r| {
+            let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+            let group = field("apiVersion").split_once('/').map_or("", |(g, _)| g);
+            let kind = field("kind").to_lowercase();
+            if group.is_empty() {
+                format!("{kind}/{}", field("name"))
+            } else {
+                format!("{kind}.{group}/{}", field("name"))
+            }
+        }))
+    }),
+    Column::integer("Revision", |o, _| {
+        o.get("revision").cloned().unwrap_or(json!(0))
+    }),
+    Column::date("Age", age),
 ];
 
 fn columns(resource: &ResourceDef) -> &'static [Column] {
