@@ -71,10 +71,21 @@ fn qemu_command_line(server: &Server, name: &str) -> String {
     let pid = qemu_pid(server, name).expect("the VM's QEMU runs");
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let data = server.data_dir().to_string_lossy().into_owned();
+    // The serial the defaulter gave the VM (random) must be the guest's SMBIOS serial.
+    let serial = server.kubectl_ok(&[
+        "get",
+        "vmi",
+        name,
+        "-o",
+        "jsonpath={.spec.domain.firmware.serial}",
+    ]);
+    assert!(!serial.trim().is_empty(), "the VMI has a firmware serial");
     raw.split(|b| *b == 0)
         .filter(|a| !a.is_empty())
         .map(|a| {
-            let arg = String::from_utf8_lossy(a).replace(&data, "<data-dir>");
+            let arg = String::from_utf8_lossy(a)
+                .replace(&data, "<data-dir>")
+                .replace(&format!("serial={}", serial.trim()), "serial=<firmware-serial>");
             // The backend-storage volume is named after the PVC's uid.
             match arg.find("/volumes/pvc-") {
                 Some(at) => {

@@ -52,6 +52,7 @@ impl HandVm {
         MachineConfig {
             name: "hand".into(),
             uuid: "00000000-0000-4000-8000-00000000b002".into(),
+            smbios_serial: None,
             accel: Accel::Tcg,
             vcpus: 1,
             memory_mib: 256,

@@ -197,9 +197,16 @@ pub fn qemu_args(config: &MachineConfig) -> Result<Vec<OsString>, CmdlineError> 
     args.opt("-smp", config.vcpus.to_string());
     args.opt("-m", format!("{}M", config.memory_mib));
     args.opt("-uuid", uuid.clone());
+    // KubeVirt's sysinfo: `firmware.serial` is the system serial the guest reads (QEMU's option
+    // syntax doubles a comma inside a value).
+    let serial = config
+        .smbios_serial
+        .as_deref()
+        .map(|s| format!(",serial={}", s.replace(',', ",,")))
+        .unwrap_or_default();
     args.opt(
         "-smbios",
-        format!("type=1,manufacturer=KubeVirt,product=None,family=KubeVirt,uuid={uuid}"),
+        format!("type=1,manufacturer=KubeVirt,product=None,family=KubeVirt,uuid={uuid}{serial}"),
     );
 
     args.opt(
@@ -439,6 +446,7 @@ mod tests {
         MachineConfig {
             name: "default_testvm".into(),
             uuid: "5e2f3a7c-4b8d-4c1e-9f60-2a1b3c4d5e6f".into(),
+            smbios_serial: None,
             accel: Accel::Tcg,
             vcpus: 2,
             memory_mib: 1024,
@@ -493,6 +501,20 @@ mod tests {
             .map(|a| a.into_string().unwrap())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// KubeVirt's `firmware.serial` reaches SMBIOS type 1; a comma in it cannot end the value.
+    #[test]
+    fn firmware_serial_is_the_smbios_serial() {
+        let mut config = base(Firmware::Bios, false, None);
+        config.smbios_serial = Some("abc,def".into());
+        let rendered = render(&config);
+        let smbios = rendered
+            .lines()
+            .skip_while(|l| *l != "-smbios")
+            .nth(1)
+            .unwrap();
+        assert!(smbios.ends_with(",serial=abc,,def"), "{smbios}");
     }
 
     #[test]

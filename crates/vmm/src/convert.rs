@@ -178,6 +178,7 @@ pub fn plan_from_spec(
         name: ctx.name.to_string(),
         vm_uid: None,
         uuid,
+        smbios_serial: spec.domain.firmware.as_ref().and_then(|f| f.serial.clone()),
         vcpus,
         memory_mib,
         firmware,

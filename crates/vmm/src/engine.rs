@@ -33,6 +33,8 @@ pub struct VmPlan {
     /// The stable `firmware.uuid`: names the runtime dir, the TPM state dir and the VM's state
     /// generations (`<data>/state-generations/vms/<uuid>/`).
     pub uuid: VmUuid,
+    /// KubeVirt's `firmware.serial`: the SMBIOS system serial number (type 1) the guest reads.
+    pub smbios_serial: Option<String>,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub firmware: FirmwarePlan,
@@ -313,6 +315,7 @@ impl Engine {
         let machine = MachineConfig {
             name: format!("{}_{}", plan.namespace, plan.name),
             uuid: plan.uuid.as_str().to_string(),
+            smbios_serial: plan.smbios_serial.clone(),
             accel: self.accel,
             vcpus: plan.vcpus,
             memory_mib: plan.memory_mib,

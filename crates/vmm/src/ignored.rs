@@ -26,8 +26,7 @@ pub const ACTED_ON: &[&str] = &[
     "domain.resources.limits.memory",
     "domain.resources.limits.cpu",
     "domain.machine.type",
-    // Firmware: the UUID keys the state and is QEMU's `-uuid`; `serial` is assigned by the
-    // defaulter on every VM (QEMU does not get it yet: listing it would flag every VM).
+    // Firmware: the UUID keys the state and is QEMU's `-uuid`; `serial` is the SMBIOS serial.
     "domain.firmware.uuid",
     "domain.firmware.serial",
     "domain.firmware.bootloader.bios",

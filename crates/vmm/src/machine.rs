@@ -183,6 +183,9 @@ pub struct MachineConfig {
     pub name: String,
     /// Firmware UUID (SMBIOS type 1), KubeVirt's `spec.domain.firmware.uuid`.
     pub uuid: String,
+    /// SMBIOS type 1 serial number, KubeVirt's `spec.domain.firmware.serial`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smbios_serial: Option<String>,
     pub accel: Accel,
     pub vcpus: u32,
     pub memory_mib: u64,

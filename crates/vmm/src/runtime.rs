@@ -223,6 +223,7 @@ mod tests {
         let machine = MachineConfig {
             name: "x".into(),
             uuid: "u".into(),
+            smbios_serial: None,
             accel: Accel::Tcg,
             vcpus: 1,
             memory_mib: 64,

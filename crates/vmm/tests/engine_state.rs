@@ -32,6 +32,7 @@ fn plan(data: &Path, tpm: TpmPlan, firmware: FirmwarePlan) -> VmPlan {
         name: "vm1".into(),
         vm_uid: Some("0c5e2a4e-uid-of-vm1".into()),
         uuid: VmUuid::parse(UUID).unwrap(),
+        smbios_serial: None,
         vcpus: 1,
         memory_mib: 128,
         firmware,

@@ -84,6 +84,7 @@ fn machine(runtime: &RuntimeDir, accel: Accel) -> MachineConfig {
     MachineConfig {
         name: "default_win11".into(),
         uuid: plan.uuid.as_str().to_string(),
+        smbios_serial: None,
         accel,
         vcpus: plan.vcpus,
         memory_mib: plan.memory_mib,

@@ -39,6 +39,7 @@ fn machine(f: &Fixture, firmware: Firmware, smm: bool, tpm: Option<TpmModel>) ->
     MachineConfig {
         name: "default_test".into(),
         uuid: "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d".into(),
+        smbios_serial: None,
         accel: Accel::Tcg,
         vcpus: 1,
         memory_mib: 128,

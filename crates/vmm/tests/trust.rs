@@ -25,6 +25,7 @@ fn plan(data: &Path, secure_boot: bool) -> VmPlan {
         name: "vm1".into(),
         vm_uid: Some("uid-of-vm1".into()),
         uuid: VmUuid::parse(UUID).unwrap(),
+        smbios_serial: None,
         vcpus: 1,
         memory_mib: 128,
         firmware: FirmwarePlan::Uefi {

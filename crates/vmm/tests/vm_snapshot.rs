@@ -43,6 +43,7 @@ fn plan(data: &Path, name: &str, uuid: &str, uid: &str, with_volume: bool) -> Vm
         name: name.into(),
         vm_uid: Some(uid.into()),
         uuid: VmUuid::parse(uuid).unwrap(),
+        smbios_serial: None,
         vcpus: 1,
         memory_mib: 128,
         firmware: FirmwarePlan::Uefi {
