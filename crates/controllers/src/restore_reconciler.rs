@@ -383,12 +383,14 @@ pub fn reconcile_restore(restore: &Value, world: &RestoreWorld<'_>) -> Vec<Actio
         return actions;
     }
     match world.job {
-        None | Some(JobOutcome::Snapshot(_)) => vec![Action::RestoreSnapshot {
-            key,
-            target: target.clone(),
-            content: content_name,
-            policy: state_policy(restore),
-        }],
+        None | Some(JobOutcome::Snapshot(_) | JobOutcome::QuiesceFailed(_)) => {
+            vec![Action::RestoreSnapshot {
+                key,
+                target: target.clone(),
+                content: content_name,
+                policy: state_policy(restore),
+            }]
+        }
         Some(JobOutcome::Restore(Err(message))) => {
             let mut actions = waiting(restore, "Failed", message, true, &now);
             actions.push(Action::ForgetJob { key });
