@@ -5,6 +5,7 @@ use ferrovirt_controllers::action::Action;
 use ferrovirt_controllers::jobs::{JobOutcome, RestoreSummary, SnapshotSummary};
 use ferrovirt_controllers::restore_reconciler::{
     CREATED_BY_ANNOTATION, RestoreWorld, new_vm_from_snapshot, reconcile_restore,
+    restore_claim_name,
 };
 use ferrovirt_controllers::snapshot_reconciler::{
     DEADLINE_EXCEEDED, SNAPSHOT_FINALIZER, SnapshotWorld, reconcile_snapshot,
@@ -754,6 +755,7 @@ fn restore_table() {
             target,
             run,
             job,
+            claims: &[],
             now_unix: NOW,
         };
         assert_eq!(
@@ -762,17 +764,138 @@ fn restore_table() {
             "{what}"
         );
     }
-    // A new VM from a snapshot of a VM with PVC disks is refused (it would share them).
+    // A new VM from a snapshot of a VM with PVC disks gets new PVCs (KubeVirt's restore PVCs).
     let mut with_pvc = content();
     with_pvc["spec"]["source"]["virtualMachine"]["spec"]["template"]["spec"]["volumes"] =
         json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]);
+    let source_pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": "d", "uid": "data-uid"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}},
+            "storageClassName": "local-path", "volumeMode": "Filesystem", "volumeName": "pvc-data-uid"},
+        "status": {"phase": "Bound"}});
+    let claims = [source_pvc.clone()];
     let world = RestoreWorld {
         snapshot: Some(&snap),
         content: Some(&with_pvc),
         target: None,
         run: None,
         job: None,
+        claims: &claims,
         now_unix: NOW,
+    };
+    let actions = reconcile_restore(&restore("new", json!({})), &world);
+    assert_eq!(
+        describe_all(&actions),
+        ["create virtualmachines +event VirtualMachineCreated"]
+    );
+    let Action::CreateAndRecord { object: new_vm, .. } = &actions[0] else {
+        panic!()
+    };
+    assert_eq!(
+        new_vm["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "restore-restore-uid-data"
+    );
+    assert_eq!(
+        restore_claim_name("restore-uid", "data"),
+        "restore-restore-uid-data"
+    );
+    // The new VM exists: its PVC is created (the source's size, class, modes; owned by the VM).
+    let mut new_vm = new_vm.clone();
+    new_vm["metadata"]["uid"] = json!("new-uid");
+    let world = RestoreWorld {
+        target: Some(&new_vm),
+        ..world
+    };
+    let actions = reconcile_restore(&restore("new", json!({})), &world);
+    assert_eq!(
+        describe_all(&actions),
+        [
+            "create persistentvolumeclaims \"restore-restore-uid-data\"",
+            "virtualmachinerestores status phase=null ready=null complete=false",
+            "requeue 1s"
+        ]
+    );
+    let Action::Create { object: pvc, .. } = &actions[0] else {
+        panic!()
+    };
+    assert_eq!(
+        pvc["spec"],
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}},
+            "storageClassName": "local-path", "volumeMode": "Filesystem"})
+    );
+    assert_eq!(
+        pvc["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "new",
+            "uid": "new-uid", "controller": true, "blockOwnerDeletion": true}])
+    );
+    assert_eq!(
+        pvc["metadata"]["labels"]["restore.kubevirt.io/source-vm-name"],
+        "vm"
+    );
+    assert_eq!(
+        pvc["metadata"]["annotations"]["restore.kubevirt.io/name"],
+        "r"
+    );
+    let Action::UpdateStatus { object, .. } = &actions[1] else {
+        panic!()
+    };
+    assert_eq!(
+        object["status"]["conditions"][0]["message"],
+        "waiting for PersistentVolumeClaim restore-restore-uid-data to be Bound"
+    );
+    // Created, not bound yet: wait (no second create).
+    let mut new_pvc = pvc.clone();
+    new_pvc["status"] = json!({"phase": "Pending"});
+    let claims = [source_pvc.clone(), new_pvc.clone()];
+    let world = RestoreWorld {
+        claims: &claims,
+        ..world
+    };
+    assert_eq!(
+        describe_all(&reconcile_restore(&restore("new", json!({})), &world)),
+        [
+            "virtualmachinerestores status phase=null ready=null complete=false",
+            "requeue 1s"
+        ]
+    );
+    // Bound: the snapshot is restored into it (the disk image copied into the new PVC).
+    new_pvc["status"] = json!({"phase": "Bound"});
+    let claims = [source_pvc.clone(), new_pvc];
+    let world = RestoreWorld {
+        claims: &claims,
+        ..world
+    };
+    assert_eq!(
+        describe_all(&reconcile_restore(&restore("new", json!({})), &world)),
+        ["restore vmsnapshot-content-snap-uid tpm=true efi=true"]
+    );
+    // Done: status.restores names the new PVC.
+    let restored = JobOutcome::Restore(Ok(RestoreSummary {
+        imported_generation: None,
+        pre_restore_generation: None,
+        disks: vec!["data".into()],
+    }));
+    let world = RestoreWorld {
+        job: Some(&restored),
+        ..world
+    };
+    let actions = reconcile_restore(&restore("new", json!({})), &world);
+    let status = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::UpdateStatus { object, .. } => Some(object["status"].clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        status["restores"][0]["persistentVolumeClaim"], "restore-restore-uid-data",
+        "{status}"
+    );
+    // The source PVC is gone before the new one was made: nothing to copy its size from.
+    let world = RestoreWorld {
+        claims: &[],
+        job: None,
+        ..world
     };
     let actions = reconcile_restore(&restore("new", json!({})), &world);
     assert_eq!(
@@ -782,15 +905,6 @@ fn restore_table() {
             "event VirtualMachineRestoreError"
         ]
     );
-    let Action::UpdateStatus { object, .. } = &actions[0] else {
-        panic!()
-    };
-    assert!(
-        object["status"]["conditions"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("(data)")
-    );
 
     // KubeVirt's messages.
     let world = RestoreWorld {
@@ -799,6 +913,7 @@ fn restore_table() {
         target: Some(&running_true),
         run: None,
         job: None,
+        claims: &[],
         now_unix: NOW,
     };
     let actions = reconcile_restore(&restore("vm", json!({})), &world);

@@ -542,12 +542,23 @@ impl Controller {
         let target = self.informers.vms.get(Some(ns), target_name);
         let run = self.runs.view(&(ns.to_owned(), target_name.to_owned()));
         let job = self.jobs.get(key);
+        let source_vm = content
+            .as_deref()
+            .and_then(|c| c.pointer("/spec/source/virtualMachine"));
+        let claims: Vec<Value> = source_vm
+            .into_iter()
+            .chain(target.as_deref())
+            .flat_map(restore_reconciler::claim_volumes)
+            .filter_map(|(_, claim)| self.informers.pvcs.get(Some(ns), &claim))
+            .map(|pvc| (*pvc).clone())
+            .collect();
         let world = RestoreWorld {
             snapshot: snapshot.as_deref(),
             content: content.as_deref(),
             target: target.as_deref(),
             run: run.as_ref(),
             job: job.as_ref(),
+            claims: &claims,
             now_unix: ferrovirt_resources::time::now_unix(),
         };
         restore_reconciler::reconcile_restore(&restore, &world)
