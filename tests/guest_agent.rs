@@ -2,7 +2,9 @@
 //! qemu-guest-agent on the `org.qemu.guest_agent.0` virtio-serial channel; one boot of ~20 s
 //! under TCG): the VMI gets KubeVirt's `AgentConnected` condition, `status.guestOSInfo` and the
 //! guest's address in `status.interfaces`; the `guestosinfo` subresource (kubectl and
-//! `ferrovirt guestosinfo`) answers from the live agent; and a stop shuts the guest down through
+//! `ferrovirt guestosinfo`) answers from the live agent; an online VirtualMachineSnapshot freezes
+//! and thaws the guest's file systems through the agent (`Online` + `GuestAgent`, the frozen
+//! time); and a stop shuts the guest down through
 //! the agent (`guest-shutdown`), long before the grace period an ACPI-deaf guest would need.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -147,6 +149,47 @@ fn guest_agent_reports_and_shuts_the_guest_down() {
     let cli: Value = serde_json::from_str(&server.cli_ok(&["guestosinfo", &name])).unwrap();
     assert_eq!(cli["os"], info["os"]);
     assert_eq!(cli["guestAgentVersion"], info["guestAgentVersion"]);
+
+    // An online snapshot with the agent connected freezes the guest's file systems around the
+    // copy (KubeVirt's indications `Online` + `GuestAgent`), reports the frozen time, and thaws:
+    // the agent answers afterwards and the guest keeps running.
+    let snapshot = format!(
+        "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineSnapshot\nmetadata:\n  name: frozen\nspec:\n  source:\n    apiGroup: kubevirt.io\n    kind: VirtualMachine\n    name: {name}\n"
+    );
+    let path = manifest(&server, "snapshot.yaml", &snapshot);
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    let taken = server.wait_for("the frozen snapshot", Duration::from_secs(120), || {
+        let out = server.kubectl(&["get", "vmsnapshot", "frozen", "-o", "json"]);
+        let s: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (s["status"]["phase"] == "Failed"
+            || (s["status"]["phase"] == "Succeeded"
+                && s["metadata"]["annotations"]["snapshot.ferrovirt.io/size-bytes"].is_string()))
+        .then_some(s)
+    });
+    assert_eq!(taken["status"]["phase"], "Succeeded", "{taken}");
+    assert_eq!(
+        taken["status"]["indications"],
+        serde_json::json!(["Online", "GuestAgent"]),
+        "{taken}"
+    );
+    let annotations = &taken["metadata"]["annotations"];
+    let frozen_ms: u64 = annotations["snapshot.ferrovirt.io/frozen-ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pause_ms: u64 = annotations["snapshot.ferrovirt.io/pause-ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(frozen_ms >= pause_ms, "{annotations}");
+    eprintln!(
+        "online snapshot through the agent: frozen {frozen_ms} ms, vCPUs paused {pause_ms} ms"
+    );
+    let after: Value = serde_json::from_str(&server.cli_ok(&["guestosinfo", &name])).unwrap();
+    assert_eq!(after["os"], info["os"]);
+    assert_eq!(vmi(&server, &name).unwrap()["status"]["phase"], "Running");
 
     // A graceful stop goes through the agent: the guest's /sbin/shutdown reports it, and the VM
     // is down long before the grace period (the test guest ignores ACPI).

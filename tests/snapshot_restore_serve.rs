@@ -20,6 +20,10 @@
 //! 7. deleting the VM deletes its snapshots and their data, except a `deletionPolicy: Retain` one.
 //!
 //! Prints the snapshot times (offline, online) and the pause.
+//!
+//! A second test (no boot) restores and clones a VM with a `persistentVolumeClaim` disk into new
+//! VMs: each gets a new, Bound PVC (`restore-<restore uid>-<volume>`, owned by it) holding the
+//! snapshot's bytes, and the source PVC stays as it is.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -473,4 +477,143 @@ fn snapshots_and_restores_carry_the_tpm_and_the_efi_variables() {
         offline_wall.as_millis(),
         online_wall.as_millis()
     );
+}
+
+/// A restore into a new VM of a snapshot of a VM with a `persistentVolumeClaim` disk gives the new
+/// VM a new PVC (KubeVirt's `restore-<restore uid>-<volume>`, the source's size and class, owned by
+/// the new VM, Bound) holding the snapshot's bytes; the source PVC is untouched. No guest boots.
+#[test]
+fn a_restore_into_a_new_vm_gets_new_pvcs_with_the_snapshots_disks() {
+    let server = Server::start(true);
+    let name = format!("pvcvm-{}", server.port);
+    let claim = format!("data-{}", server.port);
+    apply(
+        &server,
+        "pvc.yaml",
+        &format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {claim}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 64Mi\n"
+        ),
+    );
+    let source_pvc = server.wait_for(
+        "the source PVC to be Bound",
+        Duration::from_secs(60),
+        || object(&server, "pvc", &claim).filter(|p| p["status"]["phase"] == "Bound"),
+    );
+    let source_dir = server
+        .data_dir()
+        .join("volumes")
+        .join(source_pvc["spec"]["volumeName"].as_str().unwrap());
+    let bytes: Vec<u8> = (0..1_048_576u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(source_dir.join("disk.img"), &bytes).unwrap();
+    let manifest = vm_manifest(&server, &name)
+        .replace("runStrategy: Manual", "runStrategy: Halted")
+        .replace(
+            "      volumes:\n",
+            &format!(
+                "      volumes:\n        - name: data\n          persistentVolumeClaim:\n            claimName: {claim}\n"
+            ),
+        )
+        .replace(
+            "          disks:\n",
+            "          disks:\n            - name: data\n              disk:\n                bus: virtio\n",
+        );
+    apply(&server, "vm.yaml", &manifest);
+    apply(&server, "snapshot.yaml", &snapshot_yaml("withpvc", &name));
+    let snapshot = wait_snapshot(&server, "withpvc");
+    assert_eq!(snapshot["status"]["phase"], "Succeeded", "{snapshot}");
+    assert!(
+        snapshot["status"]["snapshotVolumes"]["includedVolumes"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("data")),
+        "{snapshot}"
+    );
+    // The source disk changes after the snapshot: the new VM gets the snapshot's bytes.
+    std::fs::write(source_dir.join("disk.img"), b"changed after the snapshot").unwrap();
+
+    let copy = format!("pvccopy-{}", server.port);
+    apply(
+        &server,
+        "restore.yaml",
+        &restore_yaml("tonew", &copy, "withpvc", ""),
+    );
+    let restore = wait_restore(&server, "tonew");
+    let new_claim = format!(
+        "restore-{}-data",
+        restore["metadata"]["uid"].as_str().unwrap()
+    );
+    let copy_vm = object(&server, "vm", &copy).unwrap();
+    let volumes = copy_vm["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    let data = volumes.iter().find(|v| v["name"] == "data").unwrap();
+    assert_eq!(
+        data["persistentVolumeClaim"]["claimName"],
+        new_claim.as_str()
+    );
+    assert_eq!(
+        restore["status"]["restores"][0]["persistentVolumeClaim"],
+        new_claim.as_str(),
+        "{restore}"
+    );
+    let pvc = object(&server, "pvc", &new_claim).expect("the new PVC exists");
+    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "64Mi");
+    assert_eq!(
+        pvc["metadata"]["ownerReferences"][0]["kind"],
+        "VirtualMachine"
+    );
+    assert_eq!(pvc["metadata"]["ownerReferences"][0]["name"], copy.as_str());
+    assert_eq!(
+        pvc["metadata"]["ownerReferences"][0]["uid"],
+        copy_vm["metadata"]["uid"]
+    );
+    let new_dir = server
+        .data_dir()
+        .join("volumes")
+        .join(pvc["spec"]["volumeName"].as_str().unwrap());
+    assert_ne!(new_dir, source_dir);
+    assert!(
+        std::fs::read(new_dir.join("disk.img")).unwrap() == bytes,
+        "the snapshot's bytes"
+    );
+    assert_eq!(
+        std::fs::read(source_dir.join("disk.img")).unwrap(),
+        b"changed after the snapshot",
+        "the source PVC is untouched"
+    );
+
+    // A clone of the VM (a temporary snapshot and restore) gets its own PVC too, with the source
+    // disk as it is now.
+    let cloned = format!("pvcclone-{}", server.port);
+    server.cli_ok(&["clone", &name, &cloned]);
+    let clone_vm = object(&server, "vm", &cloned).unwrap();
+    let clone_claim = clone_vm["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "data")
+        .unwrap()["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        clone_claim.starts_with("restore-") && clone_claim.ends_with("-data"),
+        "{clone_claim}"
+    );
+    let pvc = object(&server, "pvc", &clone_claim).expect("the clone's PVC exists");
+    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
+    assert_eq!(
+        pvc["metadata"]["ownerReferences"][0]["uid"],
+        clone_vm["metadata"]["uid"]
+    );
+    let clone_dir = server
+        .data_dir()
+        .join("volumes")
+        .join(pvc["spec"]["volumeName"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read(clone_dir.join("disk.img")).unwrap(),
+        b"changed after the snapshot"
+    );
+    assert!(!server.log().contains("panicked"));
 }

@@ -18,6 +18,9 @@ pub const SIZE_ANNOTATION: &str = "snapshot.ferrovirt.io/size-bytes";
 pub const PAUSE_ANNOTATION: &str = "snapshot.ferrovirt.io/pause-ms";
 /// ferrovirt's annotation: how long taking the snapshot took, in ms.
 pub const DURATION_ANNOTATION: &str = "snapshot.ferrovirt.io/duration-ms";
+/// ferrovirt's annotation on an online snapshot taken through the guest agent: how long the
+/// guest's file systems were frozen (`guest-fsfreeze-freeze` to `guest-fsfreeze-thaw`), in ms.
+pub const FROZEN_ANNOTATION: &str = "snapshot.ferrovirt.io/frozen-ms";
 /// KubeVirt's `DefaultFailureDeadline`: a snapshot not done after this long is Failed.
 pub const DEFAULT_FAILURE_DEADLINE_SECONDS: u64 = 5 * 60;
 
@@ -88,6 +91,8 @@ pub mod indication {
     pub const ONLINE: &str = "Online";
     pub const NO_GUEST_AGENT: &str = "NoGuestAgent";
     pub const GUEST_AGENT: &str = "GuestAgent";
+    /// The guest agent was connected but freezing the guest's file systems failed.
+    pub const QUIESCE_FAILED: &str = "QuiesceFailed";
     pub const PAUSED: &str = "Paused";
 }
 

@@ -128,12 +128,14 @@ pub enum Action {
     Requeue { key: Key, after: Duration },
     /// Snapshot the VM `vm` into the snapshot data `content` (`<data>/snapshots/<content>/`):
     /// online (pausing the running VM's vCPUs) or offline. The outcome is kept as the job of
-    /// `key` for its next reconcile ([`crate::jobs::JobOutcome`]).
+    /// `key` for its next reconcile ([`crate::jobs::JobOutcome`]). `freeze`: the guest agent is
+    /// connected, the guest's file systems are frozen around the copy (online only).
     TakeSnapshot {
         key: Key,
         vm: Value,
         content: String,
         online: bool,
+        freeze: bool,
     },
     /// Restore the snapshot data `content` into the stopped VM `target`, TPM state and VARS as
     /// `policy` says; the outcome is kept as the job of `key`.

@@ -22,6 +22,9 @@ pub struct SnapshotSummary {
     /// Whether the TPM state and the VARS are in the snapshot.
     pub has_tpm: bool,
     pub has_vars: bool,
+    /// How long the guest's file systems were frozen through the guest agent (`None`: no agent
+    /// connected, the snapshot is crash-consistent).
+    pub frozen_ms: Option<u64>,
 }
 
 /// A restore that was done.
@@ -36,6 +39,9 @@ pub struct RestoreSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     Snapshot(Result<SnapshotSummary, String>),
+    /// Freezing the guest through its agent failed (KubeVirt's `QuiesceFailed`): nothing was
+    /// taken; the snapshot stays in progress and is tried again until its `failureDeadline`.
+    QuiesceFailed(String),
     Restore(Result<RestoreSummary, String>),
 }
 

@@ -10,8 +10,12 @@
 //!   `firmware.uuid` and run strategy kept), `complete: true`, `restoreTime`, an Event;
 //! - the target does not exist: a new VM is created from the snapshot ([`new_vm_from_snapshot`]:
 //!   new name, new `firmware.uuid` and SMBIOS serial, new MAC addresses, `Halted` while its state
-//!   is put in place), then restored like the same VM (its TPM state lands in the directory of its
-//!   own UUID at its first start), then given the snapshot's run strategy;
+//!   is put in place, each `persistentVolumeClaim` volume pointing at a new PVC named as KubeVirt
+//!   names restore PVCs, [`restore_claim_name`]); those PVCs are created (the source PVC's access
+//!   modes, size, storage class and volume mode; owned by the new VM) and waited for until Bound;
+//!   then it is restored like the same VM (the snapshot's disk images are copied into the new
+//!   PVCs, its TPM state lands in the directory of its own UUID at its first start), then given
+//!   the snapshot's run strategy;
 //! - another existing VM is refused (ferrovirt, like KubeVirt, does not overwrite a different VM).
 //!
 //! A clone's restore carries the clone's identity policy and settings as annotations
@@ -49,6 +53,31 @@ pub const TEMPLATE_LABEL_FILTERS_ANNOTATION: &str = "clone.ferrovirt.io/template
 pub const TEMPLATE_ANNOTATION_FILTERS_ANNOTATION: &str =
     "clone.ferrovirt.io/template-annotation-filters";
 
+/// KubeVirt's label on a PVC a restore created: the name of the snapshot's VM.
+pub const RESTORE_SOURCE_NAME_LABEL: &str = "restore.kubevirt.io/source-vm-name";
+/// KubeVirt's label on a PVC a restore created: the namespace of the snapshot's VM.
+pub const RESTORE_SOURCE_NAMESPACE_LABEL: &str = "restore.kubevirt.io/source-vm-namespace";
+/// KubeVirt's annotation on a PVC a restore created: the restore's name.
+pub const RESTORE_NAME_ANNOTATION: &str = "restore.kubevirt.io/name";
+
+/// KubeVirt's name of the PVC a restore into a new VM creates for the volume `volume`.
+pub fn restore_claim_name(restore_uid: &str, volume: &str) -> String {
+    format!("restore-{restore_uid}-{volume}")
+}
+
+/// `(volume name, claim name)` of a VM's `persistentVolumeClaim` volumes.
+pub fn claim_volumes(vm: &Value) -> Vec<(String, String)> {
+    vm.pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let claim = v.pointer("/persistentVolumeClaim/claimName")?.as_str()?;
+            Some((text(v, "/name").to_owned(), claim.to_owned()))
+        })
+        .collect()
+}
+
 /// What a restore's reconcile reads besides the restore.
 #[derive(Debug, Clone, Copy)]
 pub struct RestoreWorld<'a> {
@@ -60,6 +89,9 @@ pub struct RestoreWorld<'a> {
     /// The engine's run of the target.
     pub run: Option<&'a RunView>,
     pub job: Option<&'a JobOutcome>,
+    /// The PVCs named by the `persistentVolumeClaim` volumes of the snapshot's VM and of the
+    /// target (those that exist).
+    pub claims: &'a [Value],
     pub now_unix: i64,
 }
 
@@ -162,6 +194,104 @@ fn filtered(map: Option<&Value>, filters: &[String]) -> Value {
     json!(filter_keys(&map, filters))
 }
 
+fn find_claim<'a>(claims: &'a [Value], name: &str) -> Option<&'a Value> {
+    claims.iter().find(|c| text(c, "/metadata/name") == name)
+}
+
+/// The new PVCs of a VM this restore created: creates the missing ones (a copy of the source
+/// PVC's access modes, size, storage class and volume mode, owned by the new VM, KubeVirt's
+/// restore labels) and waits until all are Bound. `None`: all are bound.
+fn new_claims(
+    restore: &Value,
+    source_vm: &Value,
+    target: &Value,
+    world: &RestoreWorld<'_>,
+    key: Key,
+    now: &str,
+) -> Option<Vec<Action>> {
+    let ns = text(restore, "/metadata/namespace");
+    let restore_uid = text(restore, "/metadata/uid");
+    let source_claims = claim_volumes(source_vm);
+    let mut actions = Vec::new();
+    let mut pending = Vec::new();
+    for (volume, claim) in claim_volumes(target) {
+        if claim != restore_claim_name(restore_uid, &volume) {
+            continue;
+        }
+        match find_claim(world.claims, &claim) {
+            Some(pvc) if text(pvc, "/status/phase") == "Bound" => continue,
+            Some(_) => pending.push(claim),
+            None => {
+                let source_claim = source_claims
+                    .iter()
+                    .find(|(v, _)| *v == volume)
+                    .map(|(_, c)| c.as_str())
+                    .unwrap_or("");
+                let Some(source) = find_claim(world.claims, source_claim) else {
+                    return Some(waiting(
+                        restore,
+                        "Failed",
+                        &format!(
+                            "PersistentVolumeClaim {source_claim:?} of the snapshot's VM (volume {volume:?}) does not exist: the new PVC {claim:?} copies its size, storage class and access modes; recreate it or restore into the snapshot's VM"
+                        ),
+                        true,
+                        now,
+                    ));
+                };
+                let mut spec = json!({
+                    "accessModes": source.pointer("/spec/accessModes"),
+                    "resources": {"requests": {"storage": source.pointer("/spec/resources/requests/storage")}},
+                });
+                for field in ["storageClassName", "volumeMode"] {
+                    if let Some(value) = source.pointer(&format!("/spec/{field}")) {
+                        spec[field] = value.clone();
+                    }
+                }
+                actions.push(Action::Create {
+                    resource: ferrovirt_resources::PVCS,
+                    object: json!({
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "metadata": {
+                            "name": claim,
+                            "namespace": ns,
+                            "labels": {
+                                RESTORE_SOURCE_NAME_LABEL: text(source_vm, "/metadata/name"),
+                                RESTORE_SOURCE_NAMESPACE_LABEL: ns,
+                            },
+                            "annotations": {RESTORE_NAME_ANNOTATION: text(restore, "/metadata/name")},
+                            "ownerReferences": [{"apiVersion": "kubevirt.io/v1",
+                                "kind": "VirtualMachine", "name": text(target, "/metadata/name"),
+                                "uid": text(target, "/metadata/uid"), "controller": true,
+                                "blockOwnerDeletion": true}],
+                        },
+                        "spec": spec,
+                    }),
+                });
+                pending.push(claim);
+            }
+        }
+    }
+    if pending.is_empty() {
+        return None;
+    }
+    actions.extend(waiting(
+        restore,
+        "Waiting",
+        &format!(
+            "waiting for PersistentVolumeClaim {} to be Bound",
+            pending.join(", ")
+        ),
+        false,
+        now,
+    ));
+    actions.push(Action::Requeue {
+        key,
+        after: Duration::from_secs(1),
+    });
+    Some(actions)
+}
+
 /// The VM a restore (or clone) creates from the snapshot's VM: the target's name, a new
 /// `firmware.uuid` and SMBIOS serial (or the clone's `newSMBiosSerial`), new MAC addresses for
 /// the interfaces that had one (or the clone's `newMacAddresses`), labels and annotations through
@@ -179,6 +309,24 @@ pub fn new_vm_from_snapshot(restore: &Value, source_vm: &Value) -> Value {
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
     if let Some(template_spec) = spec.pointer_mut("/template/spec") {
+        let restore_uid = text(restore, "/metadata/uid");
+        if let Some(volumes) = template_spec
+            .get_mut("volumes")
+            .and_then(Value::as_array_mut)
+        {
+            for volume in volumes {
+                let name = text(volume, "/name").to_owned();
+                if let Some(claim) = volume
+                    .get_mut("persistentVolumeClaim")
+                    .and_then(Value::as_object_mut)
+                {
+                    claim.insert(
+                        "claimName".into(),
+                        json!(restore_claim_name(restore_uid, &name)),
+                    );
+                }
+            }
+        }
         if let Some(firmware) = template_spec
             .pointer_mut("/domain/firmware")
             .and_then(Value::as_object_mut)
@@ -308,28 +456,6 @@ pub fn reconcile_restore(restore: &Value, world: &RestoreWorld<'_>) -> Vec<Actio
     let content_name = text(content, "/metadata/name").to_owned();
 
     let Some(target) = world.target else {
-        let claims: Vec<&str> = source_vm
-            .pointer("/spec/template/spec/volumes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|v| v.get("persistentVolumeClaim").is_some())
-            .filter_map(|v| v.get("name").and_then(Value::as_str))
-            .collect();
-        if !claims.is_empty() {
-            // Two VMs must never write one PVC's image: new PVCs for a new VM are not made yet.
-            return waiting(
-                restore,
-                "Failed",
-                &format!(
-                    "the snapshot's VM has persistentVolumeClaim volumes ({}); restoring or cloning it into a new VM would share them, and ferrovirt does not create new PVCs for a new VM yet: restore into {:?} instead, or remove those volumes from the source",
-                    claims.join(", "),
-                    text(&source_vm, "/metadata/name")
-                ),
-                true,
-                &now,
-            );
-        }
         return vec![Action::CreateAndRecord {
             resource: VMS,
             object: new_vm_from_snapshot(restore, &source_vm),
@@ -382,13 +508,22 @@ pub fn reconcile_restore(restore: &Value, world: &RestoreWorld<'_>) -> Vec<Actio
         });
         return actions;
     }
+    if created_by_us
+        && !same_vm
+        && !matches!(world.job, Some(JobOutcome::Restore(_)))
+        && let Some(actions) = new_claims(restore, &source_vm, target, world, key.clone(), &now)
+    {
+        return actions;
+    }
     match world.job {
-        None | Some(JobOutcome::Snapshot(_)) => vec![Action::RestoreSnapshot {
-            key,
-            target: target.clone(),
-            content: content_name,
-            policy: state_policy(restore),
-        }],
+        None | Some(JobOutcome::Snapshot(_) | JobOutcome::QuiesceFailed(_)) => {
+            vec![Action::RestoreSnapshot {
+                key,
+                target: target.clone(),
+                content: content_name,
+                policy: state_policy(restore),
+            }]
+        }
         Some(JobOutcome::Restore(Err(message))) => {
             let mut actions = waiting(restore, "Failed", message, true, &now);
             actions.push(Action::ForgetJob { key });
@@ -427,10 +562,13 @@ pub fn reconcile_restore(restore: &Value, world: &RestoreWorld<'_>) -> Vec<Actio
                     annotations.remove(CREATED_BY_ANNOTATION);
                 }
             }
+            let target_claims = claim_volumes(target);
             let restores: Vec<Value> = summary
                 .disks
                 .iter()
-                .map(|volume| json!({"volumeName": volume, "persistentVolumeClaim": volume,
+                .map(|volume| json!({"volumeName": volume,
+                    "persistentVolumeClaim": target_claims.iter().find(|(v, _)| v == volume)
+                        .map_or(volume.as_str(), |(_, claim)| claim.as_str()),
                     "volumeSnapshotName": format!("vmsnapshot-{}-volume-{volume}", text(snapshot, "/metadata/uid"))}))
                 .collect();
             let mut message = format!(

@@ -7,6 +7,11 @@
 //! - in progress: a running VM is snapshotted online, a stopped one offline
 //!   ([`Action::TakeSnapshot`]); a VM starting or stopping is waited for; past `failureDeadline`
 //!   (default 5 m) or without its VM the snapshot fails;
+//! - online with the guest agent connected, the guest's file systems are frozen around the copy
+//!   (indications `Online` + `GuestAgent`; without an agent `Online` + `NoGuestAgent`,
+//!   crash-consistent). A failed freeze is KubeVirt's: the snapshot stays in progress "In error
+//!   state" with `status.error` and the indication `QuiesceFailed` (kept once set), and is tried
+//!   again every [`QUIESCE_RETRY`] until its `failureDeadline`;
 //! - the job's outcome becomes ferrovirt's annotations (size, duration, pause), then the
 //!   VirtualMachineSnapshotContent, KubeVirt's status (`phase`, `readyToUse`, `creationTime`,
 //!   `indications`, `snapshotVolumes`, conditions) and an Event;
@@ -16,8 +21,8 @@
 use std::time::Duration;
 
 use ferrovirt_api::snapshot::{
-    DEFAULT_FAILURE_DEADLINE_SECONDS, DURATION_ANNOTATION, PAUSE_ANNOTATION, SIZE_ANNOTATION,
-    indication, parse_go_duration,
+    DEFAULT_FAILURE_DEADLINE_SECONDS, DURATION_ANNOTATION, FROZEN_ANNOTATION, PAUSE_ANNOTATION,
+    SIZE_ANNOTATION, indication, parse_go_duration,
 };
 use ferrovirt_resources::{VM_SNAPSHOT_CONTENTS, VM_SNAPSHOTS};
 use serde_json::{Value, json};
@@ -29,6 +34,8 @@ use crate::world::{RunPhase, RunView};
 
 /// KubeVirt's finalizer on a VirtualMachineSnapshot.
 pub const SNAPSHOT_FINALIZER: &str = "snapshot.kubevirt.io/vmsnapshot-protection";
+/// How long a snapshot whose freeze failed waits before it is tried again.
+pub const QUIESCE_RETRY: Duration = Duration::from_secs(5);
 /// KubeVirt's message for a snapshot past its deadline.
 pub const DEADLINE_EXCEEDED: &str = "snapshot deadline exceeded";
 
@@ -207,6 +214,7 @@ pub fn reconcile_snapshot(snapshot: &Value, world: &SnapshotWorld<'_>) -> Vec<Ac
             actions.push(Action::ForgetJob { key });
             actions
         }
+        Some(JobOutcome::QuiesceFailed(message)) => quiesce_failed(snapshot, message, key, &now),
         Some(JobOutcome::Restore(_)) => vec![Action::ForgetJob { key }],
         None => in_progress(snapshot, world, key, content, &now),
     }
@@ -235,18 +243,39 @@ fn in_progress(
             now,
         );
     };
+    // After a failed freeze: wait out the retry interval (an update of the status reconciles
+    // again at once).
+    if let Some(failed_at) = snapshot
+        .pointer("/status/error/time")
+        .and_then(Value::as_str)
+        .and_then(ferrovirt_resources::time::parse_rfc3339)
+        && has_indication(snapshot, indication::QUIESCE_FAILED)
+    {
+        let retry = i64::try_from(QUIESCE_RETRY.as_secs()).unwrap_or(i64::MAX);
+        let wait = failed_at
+            .saturating_add(retry)
+            .saturating_sub(world.now_unix);
+        if wait > 0 {
+            return vec![Action::Requeue {
+                key,
+                after: Duration::from_secs(wait.unsigned_abs()),
+            }];
+        }
+    }
     match world.run.map(|r| (&r.phase, r.stopping)) {
         None | Some((RunPhase::Ended(_), _)) => vec![Action::TakeSnapshot {
             key,
             vm: vm.clone(),
             content,
             online: false,
+            freeze: false,
         }],
-        Some((RunPhase::Running { .. }, false)) => vec![Action::TakeSnapshot {
+        Some((RunPhase::Running { guest, .. }, false)) => vec![Action::TakeSnapshot {
             key,
             vm: vm.clone(),
             content,
             online: true,
+            freeze: guest.is_some(),
         }],
         // Starting or stopping: take it once the VM is up or down.
         Some(_) => vec![Action::Requeue {
@@ -254,6 +283,46 @@ fn in_progress(
             after: Duration::from_secs(1),
         }],
     }
+}
+
+fn has_indication(snapshot: &Value, wanted: &str) -> bool {
+    snapshot
+        .pointer("/status/indications")
+        .and_then(Value::as_array)
+        .is_some_and(|list| list.iter().any(|i| i == wanted))
+}
+
+/// The freeze through the guest agent failed: KubeVirt keeps the snapshot in progress "In error
+/// state", with the error and the indications `GuestAgent`, `Online`, `QuiesceFailed`, and
+/// tries again (until the deadline fails it).
+fn quiesce_failed(snapshot: &Value, message: &str, key: Key, now: &str) -> Vec<Action> {
+    let mut status = snapshot.get("status").cloned().unwrap_or_else(|| json!({}));
+    status["phase"] = json!("InProgress");
+    status["readyToUse"] = json!(false);
+    status["error"] = json!({"time": now, "message": message});
+    status["indications"] = json!([
+        indication::GUEST_AGENT,
+        indication::ONLINE,
+        indication::QUIESCE_FAILED
+    ]);
+    status["conditions"] = conditions((false, "In error state"), (false, "Not ready"), now);
+    vec![
+        with_status(snapshot, status),
+        Action::event(
+            snapshot,
+            EventType::Warning,
+            "VirtualMachineSnapshotQuiesceFailed",
+            &format!(
+                "{message}; the snapshot is tried again in {} s until its failureDeadline",
+                QUIESCE_RETRY.as_secs()
+            ),
+        ),
+        Action::ForgetJob { key: key.clone() },
+        Action::Requeue {
+            key,
+            after: QUIESCE_RETRY,
+        },
+    ]
 }
 
 fn succeeded(
@@ -287,6 +356,9 @@ fn succeeded(
             );
             if let Some(pause) = summary.pause_ms {
                 map.insert(PAUSE_ANNOTATION.into(), json!(pause.to_string()));
+            }
+            if let Some(frozen) = summary.frozen_ms {
+                map.insert(FROZEN_ANNOTATION.into(), json!(frozen.to_string()));
             }
         }
         return vec![Action::Update {
@@ -351,15 +423,33 @@ fn succeeded(
         source_indications.push(json!({"indication": indication::ONLINE, "message": format!(
             "the VM was running: its vCPUs were paused for {} ms while the disks, VARS and TPM state were copied",
             summary.pause_ms.unwrap_or(0))}));
-        indications.push(indication::NO_GUEST_AGENT);
-        source_indications.push(json!({"indication": indication::NO_GUEST_AGENT,
-            "message": "no guest agent: the guest's file systems were not frozen, the snapshot is crash-consistent"}));
+        match summary.frozen_ms {
+            Some(frozen) => {
+                indications.push(indication::GUEST_AGENT);
+                source_indications.push(json!({"indication": indication::GUEST_AGENT,
+                    "message": format!("the guest agent froze the guest's file systems for {frozen} ms around the copy: the snapshot is file-system consistent")}));
+            }
+            None => {
+                indications.push(indication::NO_GUEST_AGENT);
+                source_indications.push(json!({"indication": indication::NO_GUEST_AGENT,
+                    "message": "no guest agent: the guest's file systems were not frozen, the snapshot is crash-consistent"}));
+            }
+        }
+        // KubeVirt keeps QuiesceFailed once a freeze failed, also when a later one succeeded.
+        if has_indication(snapshot, indication::QUIESCE_FAILED) {
+            indications.push(indication::QUIESCE_FAILED);
+            source_indications.push(json!({"indication": indication::QUIESCE_FAILED,
+                "message": "an earlier freeze through the guest agent failed; the snapshot was taken on a later try"}));
+        }
     }
     let mut excluded: Vec<&str> = summary.excluded.iter().map(|(v, _)| v.as_str()).collect();
     excluded.sort_unstable();
     let mut status = snapshot.get("status").cloned().unwrap_or_else(|| json!({}));
     status["phase"] = json!("Succeeded");
     status["readyToUse"] = json!(true);
+    if let Some(map) = status.as_object_mut() {
+        map.remove("error");
+    }
     status["creationTime"] = json!(created);
     status["virtualMachineSnapshotContentName"] = json!(content);
     status["indications"] = json!(indications);
@@ -387,6 +477,14 @@ fn succeeded(
     );
     if let Some(pause) = summary.pause_ms {
         message.push_str(&format!("; vCPUs paused {pause} ms"));
+    }
+    if summary.online {
+        match summary.frozen_ms {
+            Some(frozen) => message.push_str(&format!(
+                "; file systems frozen {frozen} ms through the guest agent"
+            )),
+            None => message.push_str("; no guest agent: crash-consistent"),
+        }
     }
     for (volume, reason) in &summary.excluded {
         message.push_str(&format!("; volume {volume} excluded: {reason}"));

@@ -44,8 +44,11 @@ fn describe(action: &Action) -> String {
         Action::ForgetRun { .. } => "forget run".into(),
         Action::Requeue { key, after } => format!("requeue {key:?} after {}s", after.as_secs()),
         Action::TakeSnapshot {
-            content, online, ..
-        } => format!("take snapshot {content} online={online}"),
+            content,
+            online,
+            freeze,
+            ..
+        } => format!("take snapshot {content} online={online} freeze={freeze}"),
         Action::RestoreSnapshot {
             content, policy, ..
         } => format!(

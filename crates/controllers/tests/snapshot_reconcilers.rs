@@ -5,11 +5,12 @@ use ferrovirt_controllers::action::Action;
 use ferrovirt_controllers::jobs::{JobOutcome, RestoreSummary, SnapshotSummary};
 use ferrovirt_controllers::restore_reconciler::{
     CREATED_BY_ANNOTATION, RestoreWorld, new_vm_from_snapshot, reconcile_restore,
+    restore_claim_name,
 };
 use ferrovirt_controllers::snapshot_reconciler::{
     DEADLINE_EXCEEDED, SNAPSHOT_FINALIZER, SnapshotWorld, reconcile_snapshot,
 };
-use ferrovirt_controllers::world::{RunOutcome, RunPhase, RunView};
+use ferrovirt_controllers::world::{GuestReport, RunOutcome, RunPhase, RunView};
 use serde_json::{Value, json};
 
 const NOW: i64 = 1_800_000_000;
@@ -41,8 +42,11 @@ fn describe(action: &Action) -> String {
         Action::Delete { resource, name, .. } => format!("delete {} {name}", resource.plural),
         Action::Requeue { after, .. } => format!("requeue {}s", after.as_secs()),
         Action::TakeSnapshot {
-            content, online, ..
-        } => format!("take {content} online={online}"),
+            content,
+            online,
+            freeze,
+            ..
+        } => format!("take {content} online={online} freeze={freeze}"),
         Action::RestoreSnapshot {
             content, policy, ..
         } => format!(
@@ -123,7 +127,23 @@ fn summary(online: bool) -> SnapshotSummary {
         created_unix: NOW,
         has_tpm: true,
         has_vars: true,
+        frozen_ms: None,
     }
+}
+
+fn with_agent() -> RunView {
+    let mut run = running();
+    if let RunPhase::Running { guest, .. } = &mut run.phase {
+        *guest = Some(std::sync::Arc::new(GuestReport::default()));
+    }
+    run
+}
+
+/// A snapshot in progress whose freeze failed `ago` seconds before NOW.
+fn quiesce_failed_status(ago: i64) -> Value {
+    json!({"status": {"phase": "InProgress", "readyToUse": false,
+        "indications": ["GuestAgent", "Online", "QuiesceFailed"],
+        "error": {"time": ferrovirt_store::format_rfc3339(NOW - ago), "message": "Failed freezing vm"}}})
 }
 
 #[test]
@@ -132,6 +152,10 @@ fn snapshot_table() {
     let ok = JobOutcome::Snapshot(Ok(summary(false)));
     let ok_online = JobOutcome::Snapshot(Ok(summary(true)));
     let failed = JobOutcome::Snapshot(Err("failed to take the snapshot: not enough space".into()));
+    let quiesce = JobOutcome::QuiesceFailed(
+        "failed freezing the guest's file systems through the guest agent: fsfreeze".into(),
+    );
+    let agent_up = with_agent();
     let sized = json!({"metadata": {"name": "s", "namespace": "d", "uid": "snap-uid",
         "finalizers": [SNAPSHOT_FINALIZER],
         "annotations": {"snapshot.ferrovirt.io/size-bytes": "546816"}}});
@@ -184,7 +208,7 @@ fn snapshot_table() {
             Some(&run_over),
             false,
             None,
-            vec!["take vmsnapshot-content-snap-uid online=false"],
+            vec!["take vmsnapshot-content-snap-uid online=false freeze=false"],
         ),
         (
             "never started: offline",
@@ -193,7 +217,7 @@ fn snapshot_table() {
             None,
             false,
             None,
-            vec!["take vmsnapshot-content-snap-uid online=false"],
+            vec!["take vmsnapshot-content-snap-uid online=false freeze=false"],
         ),
         (
             "running VM: online",
@@ -202,7 +226,48 @@ fn snapshot_table() {
             Some(&run_up),
             false,
             None,
-            vec!["take vmsnapshot-content-snap-uid online=true"],
+            vec!["take vmsnapshot-content-snap-uid online=true freeze=false"],
+        ),
+        (
+            "running VM with its guest agent: online, frozen",
+            snapshot(Some("InProgress"), true, json!({})),
+            Some(&the_vm),
+            Some(&agent_up),
+            false,
+            None,
+            vec!["take vmsnapshot-content-snap-uid online=true freeze=true"],
+        ),
+        (
+            "freeze failed: in error state, tried again (KubeVirt's QuiesceFailed)",
+            snapshot(Some("InProgress"), true, json!({})),
+            Some(&the_vm),
+            Some(&agent_up),
+            false,
+            Some(&quiesce),
+            vec![
+                "virtualmachinesnapshots status phase=\"InProgress\" ready=false complete=null",
+                "event VirtualMachineSnapshotQuiesceFailed",
+                "forget job",
+                "requeue 5s",
+            ],
+        ),
+        (
+            "freeze failed 2 s ago: wait",
+            snapshot(Some("InProgress"), true, quiesce_failed_status(2)),
+            Some(&the_vm),
+            Some(&agent_up),
+            false,
+            None,
+            vec!["requeue 3s"],
+        ),
+        (
+            "freeze failed 6 s ago: try again",
+            snapshot(Some("InProgress"), true, quiesce_failed_status(6)),
+            Some(&the_vm),
+            Some(&agent_up),
+            false,
+            None,
+            vec!["take vmsnapshot-content-snap-uid online=true freeze=true"],
         ),
         (
             "starting VM: wait",
@@ -397,8 +462,113 @@ fn snapshot_status_is_kubevirts() {
         message.contains("volume boot excluded: hostDisk"),
         "{message}"
     );
+    assert!(
+        message.contains("no guest agent: crash-consistent"),
+        "{message}"
+    );
     // The deadline message is KubeVirt's.
     assert_eq!(DEADLINE_EXCEEDED, "snapshot deadline exceeded");
+}
+
+#[test]
+fn frozen_snapshot_indications_are_kubevirts() {
+    let the_vm = vm("Manual");
+    let frozen = SnapshotSummary {
+        frozen_ms: Some(42),
+        ..summary(true)
+    };
+    let job = JobOutcome::Snapshot(Ok(frozen));
+    let world = SnapshotWorld {
+        vm: Some(&the_vm),
+        run: None,
+        content_exists: true,
+        job: Some(&job),
+        now_unix: NOW,
+    };
+    // The annotations first: the frozen time is one of them.
+    let actions = reconcile_snapshot(&snapshot(Some("InProgress"), true, json!({})), &world);
+    let Action::Update { object, .. } = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(
+        object["metadata"]["annotations"]["snapshot.ferrovirt.io/frozen-ms"],
+        "42"
+    );
+    let annotations = json!({"snapshot.ferrovirt.io/size-bytes": "546816",
+        "snapshot.ferrovirt.io/frozen-ms": "42"});
+    let mut sized = snapshot(Some("InProgress"), true, json!({}));
+    sized["metadata"]["annotations"] = annotations.clone();
+    let actions = reconcile_snapshot(&sized, &world);
+    let Action::UpdateStatus { object, .. } = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(
+        object["status"]["indications"],
+        json!(["Online", "GuestAgent"])
+    );
+    let Action::Event { message, .. } = &actions[1] else {
+        panic!("{actions:?}")
+    };
+    assert!(
+        message.contains("file systems frozen 42 ms through the guest agent"),
+        "{message}"
+    );
+    // A freeze that failed before and succeeded on a later try: QuiesceFailed stays, the error
+    // goes (KubeVirt keeps the indication).
+    let mut retried = snapshot(Some("InProgress"), true, quiesce_failed_status(6));
+    retried["metadata"]["annotations"] = annotations;
+    let actions = reconcile_snapshot(&retried, &world);
+    let Action::UpdateStatus { object, .. } = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(
+        object["status"]["indications"],
+        json!(["Online", "GuestAgent", "QuiesceFailed"])
+    );
+    assert_eq!(object["status"]["phase"], "Succeeded");
+    assert!(object["status"].get("error").is_none());
+}
+
+#[test]
+fn failed_freeze_keeps_the_snapshot_in_progress_with_the_error() {
+    let the_vm = vm("Manual");
+    let job = JobOutcome::QuiesceFailed("failed freezing the guest's file systems".into());
+    let run = with_agent();
+    let world = SnapshotWorld {
+        vm: Some(&the_vm),
+        run: Some(&run),
+        content_exists: false,
+        job: Some(&job),
+        now_unix: NOW,
+    };
+    let actions = reconcile_snapshot(&snapshot(Some("InProgress"), true, json!({})), &world);
+    let Action::UpdateStatus { object, .. } = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    let status = &object["status"];
+    assert_eq!(
+        status["indications"],
+        json!(["GuestAgent", "Online", "QuiesceFailed"])
+    );
+    assert_eq!(
+        status["error"]["message"],
+        "failed freezing the guest's file systems"
+    );
+    assert_eq!(status["conditions"][0]["reason"], "In error state");
+    assert_eq!(status["conditions"][0]["status"], "False");
+    assert_eq!(status["readyToUse"], false);
+    // Past the deadline the snapshot fails as any other.
+    let mut late = snapshot(Some("InProgress"), true, quiesce_failed_status(6));
+    late["metadata"]["creationTimestamp"] = json!(ferrovirt_store::format_rfc3339(NOW - 301));
+    let world = SnapshotWorld { job: None, ..world };
+    let actions = reconcile_snapshot(&late, &world);
+    assert_eq!(
+        describe_all(&actions),
+        [
+            "virtualmachinesnapshots status phase=\"Failed\" ready=false complete=null",
+            "event VirtualMachineSnapshotFailed"
+        ]
+    );
 }
 
 fn ready_snapshot() -> Value {
@@ -585,6 +755,7 @@ fn restore_table() {
             target,
             run,
             job,
+            claims: &[],
             now_unix: NOW,
         };
         assert_eq!(
@@ -593,17 +764,138 @@ fn restore_table() {
             "{what}"
         );
     }
-    // A new VM from a snapshot of a VM with PVC disks is refused (it would share them).
+    // A new VM from a snapshot of a VM with PVC disks gets new PVCs (KubeVirt's restore PVCs).
     let mut with_pvc = content();
     with_pvc["spec"]["source"]["virtualMachine"]["spec"]["template"]["spec"]["volumes"] =
         json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]);
+    let source_pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": "d", "uid": "data-uid"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}},
+            "storageClassName": "local-path", "volumeMode": "Filesystem", "volumeName": "pvc-data-uid"},
+        "status": {"phase": "Bound"}});
+    let claims = [source_pvc.clone()];
     let world = RestoreWorld {
         snapshot: Some(&snap),
         content: Some(&with_pvc),
         target: None,
         run: None,
         job: None,
+        claims: &claims,
         now_unix: NOW,
+    };
+    let actions = reconcile_restore(&restore("new", json!({})), &world);
+    assert_eq!(
+        describe_all(&actions),
+        ["create virtualmachines +event VirtualMachineCreated"]
+    );
+    let Action::CreateAndRecord { object: new_vm, .. } = &actions[0] else {
+        panic!()
+    };
+    assert_eq!(
+        new_vm["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "restore-restore-uid-data"
+    );
+    assert_eq!(
+        restore_claim_name("restore-uid", "data"),
+        "restore-restore-uid-data"
+    );
+    // The new VM exists: its PVC is created (the source's size, class, modes; owned by the VM).
+    let mut new_vm = new_vm.clone();
+    new_vm["metadata"]["uid"] = json!("new-uid");
+    let world = RestoreWorld {
+        target: Some(&new_vm),
+        ..world
+    };
+    let actions = reconcile_restore(&restore("new", json!({})), &world);
+    assert_eq!(
+        describe_all(&actions),
+        [
+            "create persistentvolumeclaims \"restore-restore-uid-data\"",
+            "virtualmachinerestores status phase=null ready=null complete=false",
+            "requeue 1s"
+        ]
+    );
+    let Action::Create { object: pvc, .. } = &actions[0] else {
+        panic!()
+    };
+    assert_eq!(
+        pvc["spec"],
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}},
+            "storageClassName": "local-path", "volumeMode": "Filesystem"})
+    );
+    assert_eq!(
+        pvc["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "new",
+            "uid": "new-uid", "controller": true, "blockOwnerDeletion": true}])
+    );
+    assert_eq!(
+        pvc["metadata"]["labels"]["restore.kubevirt.io/source-vm-name"],
+        "vm"
+    );
+    assert_eq!(
+        pvc["metadata"]["annotations"]["restore.kubevirt.io/name"],
+        "r"
+    );
+    let Action::UpdateStatus { object, .. } = &actions[1] else {
+        panic!()
+    };
+    assert_eq!(
+        object["status"]["conditions"][0]["message"],
+        "waiting for PersistentVolumeClaim restore-restore-uid-data to be Bound"
+    );
+    // Created, not bound yet: wait (no second create).
+    let mut new_pvc = pvc.clone();
+    new_pvc["status"] = json!({"phase": "Pending"});
+    let claims = [source_pvc.clone(), new_pvc.clone()];
+    let world = RestoreWorld {
+        claims: &claims,
+        ..world
+    };
+    assert_eq!(
+        describe_all(&reconcile_restore(&restore("new", json!({})), &world)),
+        [
+            "virtualmachinerestores status phase=null ready=null complete=false",
+            "requeue 1s"
+        ]
+    );
+    // Bound: the snapshot is restored into it (the disk image copied into the new PVC).
+    new_pvc["status"] = json!({"phase": "Bound"});
+    let claims = [source_pvc.clone(), new_pvc];
+    let world = RestoreWorld {
+        claims: &claims,
+        ..world
+    };
+    assert_eq!(
+        describe_all(&reconcile_restore(&restore("new", json!({})), &world)),
+        ["restore vmsnapshot-content-snap-uid tpm=true efi=true"]
+    );
+    // Done: status.restores names the new PVC.
+    let restored = JobOutcome::Restore(Ok(RestoreSummary {
+        imported_generation: None,
+        pre_restore_generation: None,
+        disks: vec!["data".into()],
+    }));
+    let world = RestoreWorld {
+        job: Some(&restored),
+        ..world
+    };
+    let actions = reconcile_restore(&restore("new", json!({})), &world);
+    let status = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::UpdateStatus { object, .. } => Some(object["status"].clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        status["restores"][0]["persistentVolumeClaim"], "restore-restore-uid-data",
+        "{status}"
+    );
+    // The source PVC is gone before the new one was made: nothing to copy its size from.
+    let world = RestoreWorld {
+        claims: &[],
+        job: None,
+        ..world
     };
     let actions = reconcile_restore(&restore("new", json!({})), &world);
     assert_eq!(
@@ -613,15 +905,6 @@ fn restore_table() {
             "event VirtualMachineRestoreError"
         ]
     );
-    let Action::UpdateStatus { object, .. } = &actions[0] else {
-        panic!()
-    };
-    assert!(
-        object["status"]["conditions"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("(data)")
-    );
 
     // KubeVirt's messages.
     let world = RestoreWorld {
@@ -630,6 +913,7 @@ fn restore_table() {
         target: Some(&running_true),
         run: None,
         job: None,
+        claims: &[],
         now_unix: NOW,
     };
     let actions = reconcile_restore(&restore("vm", json!({})), &world);

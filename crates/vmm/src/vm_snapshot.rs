@@ -2,9 +2,10 @@
 //! host): what a snapshot holds ([`snapshot_parts`]: the persistent TPM state and VARS of the
 //! backend-storage volume, the images of `persistentVolumeClaim` disks; `hostDisk`, `emptyDisk`
 //! and cloud-init volumes are listed as excluded with the reason), an offline snapshot of a
-//! stopped VM ([`take_offline`]), an online one of a running VM ([`take_online`]: QMP `stop`,
-//! reflink/copy while the vCPUs are paused and QEMU has drained and flushed its I/O, `cont`, then
-//! hash and publish), and restoring ([`restore_state`]): the snapshot's TPM state and VARS are
+//! stopped VM ([`take_offline`]), an online one of a running VM ([`take_online`]: with a
+//! connected guest agent `guest-fsfreeze-freeze` first, QMP `stop`, reflink/copy while the vCPUs
+//! are paused and QEMU has drained and flushed its I/O, `cont`, `guest-fsfreeze-thaw`, then hash
+//! and publish), and restoring ([`restore_state`]): the snapshot's TPM state and VARS are
 //! verified, imported as a state generation of the target VM, and put into its volume through
 //! the generation rollback, so the state a restore replaces is itself kept as a `pre-restore`
 //! generation (a restore is undoable with `ferrovirt state rollback`). A target whose volume does
@@ -21,6 +22,7 @@ use ferrovirt_storage::{
 };
 use serde_json::Value;
 
+use crate::agent::{self, AgentClient};
 use crate::disks::DiskSource;
 use crate::engine::{EngineError, RunningVm, VmPlan, generations_dir, vm_processes_running};
 use crate::state::{FirmwarePlan, TPM_STATE, TpmPlan, VARS};
@@ -47,7 +49,26 @@ pub enum SnapshotFault {
     Qmp(#[from] crate::qmp::QmpError),
     #[error("disk {disk}: {message}")]
     Disk { disk: String, message: String },
+    #[error(
+        "VirtualMachine {name:?} began to stop as its online snapshot was to be taken; take the snapshot again once it is stopped (offline)"
+    )]
+    Stopping { name: String },
+    #[error("{message}")]
+    Plan { message: String },
+    /// `guest-fsfreeze-freeze` failed (KubeVirt's `QuiesceFailed`): nothing was copied and the
+    /// guest was thawed again.
+    #[error("failed freezing the guest's file systems through the guest agent: {0}")]
+    Freeze(crate::agent::AgentError),
+    /// `guest-fsfreeze-thaw` failed after the copy: the snapshot was not published.
+    #[error(
+        "failed thawing the guest's file systems through the guest agent: {0}; they may still be frozen: run `guest-fsfreeze-thaw` through the agent or restart the VM"
+    )]
+    Thaw(crate::agent::AgentError),
 }
+
+/// How long a freeze or a thaw through the guest agent may take (KubeVirt waits minutes for a
+/// freeze; qemu-ga answers in well under a second on an idle guest).
+pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a snapshot of a VM holds and leaves out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,6 +166,8 @@ pub struct TakenSnapshot {
     pub parts: SnapshotParts,
     /// From the start of the take to its publication.
     pub duration: Duration,
+    /// How long the guest's file systems were frozen (`None`: not frozen through the agent).
+    pub frozen: Option<Duration>,
 }
 
 /// Snapshots a stopped VM into the snapshot `name` (refused while its QEMU or swtpm runs).
@@ -170,17 +193,22 @@ pub fn take_offline(
         manifest,
         parts,
         duration: started.elapsed(),
+        frozen: None,
     })
 }
 
-/// Snapshots a running VM: pauses its vCPUs (QMP `stop`, which drains and flushes QEMU's I/O),
+/// Snapshots a running VM: with `agent` (the socket of its connected guest agent) freezes the
+/// guest's file systems first (`guest-fsfreeze-freeze`; a failure is [`SnapshotFault::Freeze`]
+/// and nothing is copied), pauses its vCPUs (QMP `stop`, which drains and flushes QEMU's I/O),
 /// reflinks or copies the disks, VARS and TPM state, resumes it (`cont`, also when the copy
-/// failed), then hashes and publishes. The pause is recorded in the manifest (`pause_ms`).
+/// failed), thaws the guest (`guest-fsfreeze-thaw`, whatever happened after the freeze), then
+/// hashes and publishes. The pause is recorded in the manifest (`pause_ms`).
 pub async fn take_online(
     data_dir: &Path,
     running: &RunningVm,
     name: &str,
     vm: &Value,
+    agent: Option<&Path>,
 ) -> Result<TakenSnapshot, SnapshotFault> {
     let started = Instant::now();
     let store = SnapshotStore::new(data_dir);
@@ -190,6 +218,7 @@ pub async fn take_online(
             manifest: store.manifest(name)?,
             parts,
             duration: started.elapsed(),
+            frozen: None,
         });
     }
     let request = SnapshotRequest {
@@ -198,20 +227,38 @@ pub async fn take_online(
         excluded: parts.excluded.clone(),
         online: true,
     };
+    let frozen_guest = match agent {
+        Some(socket) => Some((socket, freeze(socket).await?)),
+        None => None,
+    };
+    let frozen_at = Instant::now();
     let qmp = running.handle.qmp();
     let pause_started = Instant::now();
-    qmp.stop().await?;
-    let staged = store.stage(name, &request);
-    let resumed = qmp.cont().await;
+    let paused = qmp.stop().await;
+    let staged = match paused {
+        Ok(()) => {
+            let staged = store.stage(name, &request);
+            let resumed = qmp.cont().await;
+            resumed.map(|()| staged)
+        }
+        Err(e) => Err(e),
+    };
     let pause = pause_started.elapsed();
-    let staged = staged?;
-    resumed?;
+    let thawed = match frozen_guest {
+        Some((socket, client)) => thaw(socket, client)
+            .await
+            .map(|_| Some(frozen_at.elapsed())),
+        None => Ok(None),
+    };
+    let staged = staged??;
+    let frozen = thawed?;
     let pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
     let manifest = staged.publish(Some(pause_ms))?;
     tracing::info!(
         vm = running.plan.name,
         snapshot = name,
         pause_us = pause.as_micros() as u64,
+        frozen_ms = frozen.map(|f| f.as_millis() as u64),
         total_ms = started.elapsed().as_millis() as u64,
         "online snapshot taken"
     );
@@ -219,7 +266,44 @@ pub async fn take_online(
         manifest,
         parts,
         duration: started.elapsed(),
+        frozen,
     })
+}
+
+/// Freezes the guest's file systems through its agent; on a failed freeze it thaws whatever was
+/// frozen (qemu-ga thaws on its own failures, this covers a lost reply).
+async fn freeze(socket: &Path) -> Result<AgentClient, SnapshotFault> {
+    let mut client = agent::connect(socket, FREEZE_TIMEOUT)
+        .await
+        .map_err(SnapshotFault::Freeze)?;
+    match client.fsfreeze_freeze().await {
+        Ok(count) => {
+            tracing::debug!(file_systems = count, "guest file systems frozen");
+            Ok(client)
+        }
+        Err(e) => {
+            if let Err(thawed) = thaw(socket, client).await {
+                tracing::warn!(%thawed, "thaw after a failed freeze failed");
+            }
+            Err(SnapshotFault::Freeze(e))
+        }
+    }
+}
+
+/// Thaws the guest's file systems, trying once more on a new (resynchronized) connection when
+/// the first attempt fails.
+async fn thaw(socket: &Path, mut client: AgentClient) -> Result<u64, SnapshotFault> {
+    match client.fsfreeze_thaw().await {
+        Ok(count) => Ok(count),
+        Err(first) => {
+            tracing::warn!(%first, "guest-fsfreeze-thaw failed; trying again");
+            drop(client);
+            let mut again = agent::connect(socket, FREEZE_TIMEOUT)
+                .await
+                .map_err(SnapshotFault::Thaw)?;
+            again.fsfreeze_thaw().await.map_err(SnapshotFault::Thaw)
+        }
+    }
 }
 
 /// What a restore puts into the target VM's persistent state.

@@ -542,12 +542,23 @@ impl Controller {
         let target = self.informers.vms.get(Some(ns), target_name);
         let run = self.runs.view(&(ns.to_owned(), target_name.to_owned()));
         let job = self.jobs.get(key);
+        let source_vm = content
+            .as_deref()
+            .and_then(|c| c.pointer("/spec/source/virtualMachine"));
+        let claims: Vec<Value> = source_vm
+            .into_iter()
+            .chain(target.as_deref())
+            .flat_map(restore_reconciler::claim_volumes)
+            .filter_map(|(_, claim)| self.informers.pvcs.get(Some(ns), &claim))
+            .map(|pvc| (*pvc).clone())
+            .collect();
         let world = RestoreWorld {
             snapshot: snapshot.as_deref(),
             content: content.as_deref(),
             target: target.as_deref(),
             run: run.as_ref(),
             job: job.as_ref(),
+            claims: &claims,
             now_unix: ferrovirt_resources::time::now_unix(),
         };
         restore_reconciler::reconcile_restore(&restore, &world)
@@ -579,27 +590,52 @@ impl Controller {
     }
 
     /// Takes a snapshot of the VM `vm` (online through its run, offline otherwise).
-    fn take_snapshot(
+    fn take_snapshot(&self, vm: &Value, content: &str, online: bool, freeze: bool) -> JobOutcome {
+        match self.snapshot_job(vm, content, online, freeze) {
+            Ok(summary) => JobOutcome::Snapshot(Ok(summary)),
+            Err(fault @ vm_snapshot::SnapshotFault::Freeze(_)) => {
+                JobOutcome::QuiesceFailed(fault.to_string())
+            }
+            Err(fault) => {
+                JobOutcome::Snapshot(Err(format!("failed to take the snapshot: {fault}")))
+            }
+        }
+    }
+
+    fn snapshot_job(
         &self,
         vm: &Value,
         content: &str,
         online: bool,
-    ) -> Result<SnapshotSummary, String> {
+        freeze: bool,
+    ) -> Result<SnapshotSummary, vm_snapshot::SnapshotFault> {
         let key = (
             meta_str(vm, "namespace").to_owned(),
             meta_str(vm, "name").to_owned(),
         );
         let taken = if online {
-            let running = self.runs.running_vm(&key).ok_or_else(|| {
-                format!("VirtualMachine {:?} began to stop as its online snapshot was to be taken; take the snapshot again once it is stopped (offline)", key.1)
-            })?;
-            self.runtime
-                .block_on(vm_snapshot::take_online(&self.data_dir, &running, content, vm))
+            let running =
+                self.runs
+                    .running_vm(&key)
+                    .ok_or_else(|| vm_snapshot::SnapshotFault::Stopping {
+                        name: key.1.clone(),
+                    })?;
+            let agent = freeze
+                .then(|| running.handle.record().machine.guest_agent_socket.clone())
+                .flatten();
+            self.runtime.block_on(vm_snapshot::take_online(
+                &self.data_dir,
+                &running,
+                content,
+                vm,
+                agent.as_deref(),
+            ))
         } else {
-            let plan = self.plan_for_vm(vm)?;
+            let plan = self
+                .plan_for_vm(vm)
+                .map_err(|message| vm_snapshot::SnapshotFault::Plan { message })?;
             vm_snapshot::take_offline(&self.data_dir, &plan, content, vm)
-        }
-        .map_err(|e| format!("failed to take the snapshot: {e}"))?;
+        }?;
         let manifest = &taken.manifest;
         Ok(SnapshotSummary {
             size_bytes: manifest.total_bytes(),
@@ -615,6 +651,9 @@ impl Controller {
             created_unix: i64::try_from(manifest.created_unix_secs).unwrap_or(0),
             has_tpm: manifest.file(ferrovirt_vmm::state::TPM_STATE).is_some(),
             has_vars: manifest.file(ferrovirt_vmm::state::VARS).is_some(),
+            frozen_ms: taken
+                .frozen
+                .map(|f| u64::try_from(f.as_millis()).unwrap_or(u64::MAX)),
         })
     }
 
@@ -842,12 +881,15 @@ impl Controller {
                     vm,
                     content,
                     online,
+                    freeze,
                 } => {
-                    let outcome = self.take_snapshot(&vm, &content, online);
-                    if let Err(message) = &outcome {
+                    let outcome = self.take_snapshot(&vm, &content, online, freeze);
+                    if let JobOutcome::Snapshot(Err(message)) | JobOutcome::QuiesceFailed(message) =
+                        &outcome
+                    {
                         tracing::warn!(?key, message, "snapshot failed");
                     }
-                    self.jobs.finish(key.clone(), JobOutcome::Snapshot(outcome));
+                    self.jobs.finish(key.clone(), outcome);
                     self.enqueue(key);
                     Ok(())
                 }
