@@ -85,7 +85,10 @@ fn qemu_command_line(server: &Server, name: &str) -> String {
         .map(|a| {
             let arg = String::from_utf8_lossy(a)
                 .replace(&data, "<data-dir>")
-                .replace(&format!("serial={}", serial.trim()), "serial=<firmware-serial>");
+                .replace(
+                    &format!("serial={}", serial.trim()),
+                    "serial=<firmware-serial>",
+                );
             // The backend-storage volume is named after the PVC's uid.
             match arg.find("/volumes/pvc-") {
                 Some(at) => {
