@@ -13,37 +13,9 @@ mod server;
 
 use std::time::Duration;
 
-use server::{Server, manifest, send};
+use server::{Server, cluster_role_binding, manifest, send};
 
 const VIEWER_TOKEN: &str = "viewer-token-metrics-0123456789";
-
-const VIEWER_BINDING: &str = "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: victor-view
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: view
-subjects:
-- apiGroup: rbac.authorization.k8s.io
-  kind: User
-  name: victor
-";
-
-const MONITORING_BINDING: &str = "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: victor-monitoring
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: system:monitoring
-subjects:
-- apiGroup: rbac.authorization.k8s.io
-  kind: User
-  name: victor
-";
 
 fn vm_manifest(name: &str) -> String {
     format!(
@@ -93,7 +65,11 @@ fn metrics_are_protected_named_as_kubevirt_and_move_with_a_vm() {
         true,
         &["--token-auth-file", tokens.path().to_str().unwrap()],
     );
-    let binding = manifest(&server, "binding.yaml", VIEWER_BINDING);
+    let binding = manifest(
+        &server,
+        "binding.yaml",
+        &cluster_role_binding("victor-view", "view", "victor"),
+    );
     server.kubectl_ok(&["apply", "-f", binding.to_str().unwrap()]);
 
     // Authentication and authorization as for every other path.
@@ -104,7 +80,11 @@ fn metrics_are_protected_named_as_kubevirt_and_move_with_a_vm() {
     let (code, _, body) = send(&viewer, "GET", "/metrics", &[], b"").unwrap();
     assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
     // Kubernetes' `system:monitoring` role is what a scraper's user is bound to.
-    let monitoring = manifest(&server, "monitoring.yaml", MONITORING_BINDING);
+    let monitoring = manifest(
+        &server,
+        "monitoring.yaml",
+        &cluster_role_binding("victor-monitoring", "system:monitoring", "victor"),
+    );
     server.kubectl_ok(&["apply", "-f", monitoring.to_str().unwrap()]);
     server.wait_for(
         "the monitoring binding to apply",

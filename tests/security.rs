@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use serde_json::Value;
-use server::{BIN, Server, manifest, send};
+use server::{BIN, Server, cluster_role_binding, manifest, send};
 
 const VIEWER_TOKEN: &str = "viewer-token-0123456789";
 const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
@@ -31,20 +31,6 @@ spec:
         devices: {}
         memory:
           guest: 64Mi
-";
-
-const VIEWER_BINDING: &str = "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: victor-view
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: view
-subjects:
-- apiGroup: rbac.authorization.k8s.io
-  kind: User
-  name: victor
 ";
 
 fn server_with_viewer() -> (Server, tempfile::NamedTempFile) {
@@ -90,7 +76,11 @@ fn rbac_viewer_can_read_not_write_and_can_i_answers() {
     );
 
     // A ClusterRoleBinding to `view`, applied with kubectl, takes effect for the next request.
-    let binding = manifest(&server, "binding.yaml", VIEWER_BINDING);
+    let binding = manifest(
+        &server,
+        "binding.yaml",
+        &cluster_role_binding("victor-view", "view", "victor"),
+    );
     server.kubectl_ok(&["apply", "-f", binding.to_str().unwrap()]);
     let listed = server.kubectl_ok(&["get", "clusterrolebindings", "victor-view", "-o", "wide"]);
     assert!(

@@ -16,7 +16,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use server::{Server, http_request, manifest};
+use server::{Server, cluster_role_binding, http_request, manifest};
 use support::guest::{GuestReport, image_in_data_dir, plain_image};
 
 const VIEWER_TOKEN: &str = "trust-viewer-token-0123456789";
@@ -67,20 +67,6 @@ spec:
 "
     )
 }
-
-const VIEWER_BINDING: &str = "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: trust-viewer
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: view
-subjects:
-- apiGroup: rbac.authorization.k8s.io
-  kind: User
-  name: vera
-";
 
 fn object(server: &Server, kind: &str) -> Option<Value> {
     let out = server.kubectl(&["get", kind, "ek1", "-o", "json"]);
@@ -214,7 +200,11 @@ fn ek_is_served_offline_and_verifies_and_the_pcr_guard_warns() {
     let viewer = server.endpoint().with_token(Some(VIEWER_TOKEN));
     let (code, _) = http_request(&viewer, "GET", EK, None, b"").unwrap();
     assert_eq!(code, 403);
-    let binding = manifest(&server, "binding.yaml", VIEWER_BINDING);
+    let binding = manifest(
+        &server,
+        "binding.yaml",
+        &cluster_role_binding("trust-viewer", "view", "vera"),
+    );
     server.kubectl_ok(&["apply", "-f", binding.to_str().unwrap()]);
     let read = server.wait_for("the view binding", Duration::from_secs(10), || {
         let (code, body) = http_request(&viewer, "GET", EK, None, b"").unwrap();

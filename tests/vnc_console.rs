@@ -17,23 +17,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use server::{Server, manifest, send};
+use server::{Server, cluster_role_binding, manifest, send};
 
 const VIEWER_TOKEN: &str = "viewer-token-vnc-0123456789";
-
-const VIEWER_BINDING: &str = "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: victor-view
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: view
-subjects:
-- apiGroup: rbac.authorization.k8s.io
-  kind: User
-  name: victor
-";
 
 fn vm_manifest(name: &str) -> String {
     format!(
@@ -103,7 +89,11 @@ fn vnc_screenshot_websocket_and_cli_on_an_efi_vm() {
         true,
         &["--token-auth-file", tokens.path().to_str().unwrap()],
     );
-    let binding = manifest(&server, "binding.yaml", VIEWER_BINDING);
+    let binding = manifest(
+        &server,
+        "binding.yaml",
+        &cluster_role_binding("victor-view", "view", "victor"),
+    );
     server.kubectl_ok(&["apply", "-f", binding.to_str().unwrap()]);
     let name = format!("vnc-{}", server.port);
     let path = manifest(&server, "vm.yaml", &vm_manifest(&name));

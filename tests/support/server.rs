@@ -496,6 +496,25 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// Writes a manifest into the server's temp dir and returns its path.
+/// A ClusterRoleBinding named `name` of the ClusterRole `role` to the user `user` (YAML).
+pub fn cluster_role_binding(name: &str, role: &str, user: &str) -> String {
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {name}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {role}
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: {user}
+"
+    )
+}
+
 pub fn manifest(server: &Server, name: &str, text: &str) -> PathBuf {
     let path = server.dir.path().join(name);
     std::fs::write(&path, text).unwrap();

@@ -76,7 +76,7 @@ pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -
         Target::OpenApiV2 => openapi_v2(request),
         Target::OpenApiV3Root => ok(&crate::openapi::root()),
         Target::OpenApiV3(path) => match crate::openapi::document_at(path) {
-            Some(doc) => ok(doc),
+            Some(json) => bytes_response(StatusCode::OK, json.to_vec()),
             None => {
                 ApiError::not_found(format!("no OpenAPI v3 document for {path}")).into_response()
             }

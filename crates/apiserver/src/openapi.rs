@@ -54,8 +54,8 @@ pub fn root() -> Value {
         } else {
             format!("apis/{group}/{version}")
         };
-        let hash = group_version_document(group, version)
-            .map(|doc| content_hash(&serde_json::to_vec(doc).unwrap_or_default()))
+        let hash = built(group, version)
+            .map(|doc| doc.hash.as_str())
             .unwrap_or_default();
         paths.insert(
             path.clone(),
@@ -73,27 +73,46 @@ fn content_hash(bytes: &[u8]) -> String {
     format!("{hash:016X}")
 }
 
-/// `GET /openapi/v3/<api|apis/group>/<version>`: the document at that path, if one is served.
-pub fn document_at(path: &str) -> Option<&'static Value> {
-    match path
+/// `GET /openapi/v3/<api|apis/group>/<version>`: the JSON of the document at that path, if one
+/// is served.
+pub fn document_at(path: &str) -> Option<&'static [u8]> {
+    let doc = match path
         .trim_matches('/')
         .split('/')
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["api", v] => group_version_document("", v),
-        ["apis", g, v] => group_version_document(g, v),
+        ["api", v] => built("", v),
+        ["apis", g, v] => built(g, v),
         _ => None,
-    }
+    }?;
+    Some(&doc.json)
 }
 
-/// The document of `group`/`version` (`""` = the core group), built once per group/version.
+/// The document of `group`/`version` (`""` = the core group).
 pub fn group_version_document(group: &str, version: &str) -> Option<&'static Value> {
-    static DOCUMENTS: OnceLock<HashMap<(String, String), Value>> = OnceLock::new();
+    built(group, version).map(|doc| &doc.value)
+}
+
+/// One group/version's document, its JSON and the hash of that JSON: built once, as they never
+/// change while the server runs (kubectl asks for them before most commands).
+struct Document {
+    value: Value,
+    json: Vec<u8>,
+    hash: String,
+}
+
+fn built(group: &str, version: &str) -> Option<&'static Document> {
+    static DOCUMENTS: OnceLock<HashMap<(String, String), Document>> = OnceLock::new();
     let documents = DOCUMENTS.get_or_init(|| {
         std::iter::once(("", "v1"))
             .chain(GROUP_VERSIONS)
-            .map(|(g, v)| ((g.to_owned(), v.to_owned()), build(g, v)))
+            .map(|(g, v)| {
+                let value = build(g, v);
+                let json = serde_json::to_vec(&value).unwrap_or_default();
+                let hash = content_hash(&json);
+                ((g.to_owned(), v.to_owned()), Document { value, json, hash })
+            })
             .collect()
     });
     documents.get(&(group.to_owned(), version.to_owned()))

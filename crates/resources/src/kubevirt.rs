@@ -50,6 +50,16 @@ pub fn vmi_is_active(vmi: &Value) -> bool {
     !is_final(vmi)
 }
 
+/// This host's name: the node of every VMI it runs (`status.nodeName`) and the `node` label of
+/// its metrics; `localhost` when the kernel does not say.
+pub fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

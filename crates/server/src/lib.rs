@@ -235,7 +235,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
         watches: watches.clone(),
-        node: host_name(),
+        node: ferrovirt_resources::kubevirt::node_name(),
     })));
     let mut stages = security::stages(SecurityConfig {
         authenticator,
@@ -372,11 +372,4 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// This host's name (the VMIs' node), as the controllers name it.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned())
 }

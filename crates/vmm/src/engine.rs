@@ -249,11 +249,7 @@ impl Engine {
     /// Prepares the state and disks and starts the VM; returns once QEMU runs the guest.
     pub async fn start(&self, plan: VmPlan) -> Result<RunningVm, EngineError> {
         let runtime_path = self.runtime_path(&plan.uuid);
-        if let Ok(existing) = RuntimeDir::open(&runtime_path)
-            && existing
-                .read_record()
-                .is_ok_and(|record| record.qemu.verify().is_ok())
-        {
+        if self.recorded_run_alive(&plan.uuid) {
             return Err(EngineError::AlreadyRunning {
                 name: plan.name.clone(),
                 dir: runtime_path,
@@ -401,11 +397,7 @@ impl Engine {
     /// never to start again (a previous manager may have ended between recording the run and
     /// reporting it).
     pub fn recorded_run_alive(&self, uuid: &VmUuid) -> bool {
-        RuntimeDir::open(self.runtime_path(uuid)).is_ok_and(|runtime| {
-            runtime
-                .read_record()
-                .is_ok_and(|record| record.qemu.verify().is_ok())
-        })
+        live_run_record(&self.runtime_path(uuid)).is_some()
     }
 
     /// Re-attaches to a run a previous manager left running (never kills it).
@@ -576,12 +568,20 @@ pub struct VmUsage {
     pub resident_bytes: u64,
 }
 
-/// The usage of the VM's QEMU when a recorded run of it is alive (`None` otherwise).
-pub fn vm_usage(data_dir: &Path, uuid: &VmUuid) -> Option<VmUsage> {
-    let runtime = RuntimeDir::open(runtime_base(data_dir).join(uuid.as_str())).ok()?;
+/// The `run.json` in a VM's runtime dir when its QEMU is the live process it names (`None`: no
+/// run, or it is over).
+fn live_run_record(runtime_path: &Path) -> Option<crate::runtime::RunRecord> {
+    let runtime = RuntimeDir::open(runtime_path).ok()?;
     let record = runtime.read_record().ok()?;
     record.qemu.verify().ok()?;
-    let pid = record.qemu.pid;
+    Some(record)
+}
+
+/// The usage of the VM's QEMU when a recorded run of it is alive (`None` otherwise).
+pub fn vm_usage(data_dir: &Path, uuid: &VmUuid) -> Option<VmUsage> {
+    let pid = live_run_record(&runtime_base(data_dir).join(uuid.as_str()))?
+        .qemu
+        .pid;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name: state is field 3, utime 14 and stime 15.
     let after = &stat[stat.rfind(')')? + 1..];

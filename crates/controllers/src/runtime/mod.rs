@@ -145,8 +145,6 @@ pub struct Controller {
     pub(crate) node_name: String,
     /// Start and stop latencies go here (`None`: not recorded).
     metrics: Option<Arc<ferrovirt_metrics::Metrics>>,
-    /// When each run being stopped was asked to stop (for the stop -> durable latency).
-    stop_requested: std::sync::Mutex<std::collections::HashMap<RunKey, std::time::Instant>>,
 }
 
 /// Why the controllers could not start.
@@ -195,9 +193,7 @@ pub async fn spawn(
         Ok(removed) => tracing::info!(removed, "removed unfinished snapshot data"),
         Err(error) => tracing::warn!(%error, "cannot clean up unfinished snapshot data"),
     }
-    let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
+    let node_name = ferrovirt_resources::kubevirt::node_name();
     let informers = Informers::spawn(client.clone());
     for informer in informers.all() {
         informer.wait_synced().await;
@@ -215,7 +211,6 @@ pub async fn spawn(
         runtime: tokio::runtime::Handle::current(),
         node_name,
         metrics,
-        stop_requested: Default::default(),
     });
     for informer in controller.informers.all() {
         let mut events = informer.subscribe();
@@ -846,13 +841,7 @@ impl Controller {
                     name,
                     vmi_uid,
                 } => {
-                    let run_key = (namespace, name);
-                    if let Some(running) = self.runs.stop(&run_key, &vmi_uid) {
-                        self.stop_requested
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .entry(run_key)
-                            .or_insert_with(std::time::Instant::now);
+                    if let Some(running) = self.runs.stop(&(namespace, name), &vmi_uid) {
                         self.runtime.spawn(async move {
                             let grace = running.plan.grace;
                             if let Err(error) = running.handle.stop(grace).await {
@@ -1065,12 +1054,9 @@ impl Controller {
                     .spawn(async move { me.poll_guest_agent(key, socket, running).await })
             });
         let end = self.engine.wait(&running).await;
-        let stop_requested = self
-            .stop_requested
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&key);
-        if let (Some(asked), Some(metrics), Ok(_)) = (stop_requested, &self.metrics, &end) {
+        if let (Some(asked), Some(metrics), Ok(_)) =
+            (self.runs.stop_asked(&key), &self.metrics, &end)
+        {
             metrics.vm_stopped(asked.elapsed());
         }
         if let Some(poller) = poller {

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use ferrovirt_vmm::engine::RunningVm;
 use ferrovirt_vmm::launcher::ExitReason;
@@ -30,7 +31,9 @@ enum RunState {
 struct Run {
     vmi_uid: String,
     state: RunState,
-    stopping: bool,
+    /// When a stop was asked for (`Some`: the run is stopping); the stop -> durable latency is
+    /// measured from here.
+    stop_asked: Option<Instant>,
     /// The backend-storage volume the run uses (a PVC is not deleted under a running VM).
     volume: Option<PathBuf>,
 }
@@ -71,14 +74,14 @@ impl RunTable {
         Some(RunView {
             vmi_uid: run.vmi_uid.clone(),
             phase,
-            stopping: run.stopping,
+            stopping: run.stop_asked.is_some(),
         })
     }
 
     /// The running VM of a name (not one that is stopping), for an online snapshot.
     pub fn running_vm(&self, key: &RunKey) -> Option<Arc<RunningVm>> {
         let runs = self.lock();
-        let run = runs.get(key).filter(|r| !r.stopping)?;
+        let run = runs.get(key).filter(|r| r.stop_asked.is_none())?;
         match &run.state {
             RunState::Running { vm, .. } => Some(vm.clone()),
             _ => None,
@@ -96,7 +99,7 @@ impl RunTable {
             Run {
                 vmi_uid: vmi_uid.to_owned(),
                 state: RunState::Starting,
-                stopping: false,
+                stop_asked: None,
                 volume,
             },
         );
@@ -110,7 +113,7 @@ impl RunTable {
             Run {
                 vmi_uid: vmi_uid.to_owned(),
                 state: RunState::Ended(outcome),
-                stopping: false,
+                stop_asked: None,
                 volume: None,
             },
         );
@@ -179,10 +182,10 @@ impl RunTable {
         let mut runs = self.lock();
         let run = runs
             .get_mut(key)
-            .filter(|r| r.vmi_uid == vmi_uid && !r.stopping)?;
+            .filter(|r| r.vmi_uid == vmi_uid && r.stop_asked.is_none())?;
         match &run.state {
             RunState::Running { vm, .. } => {
-                run.stopping = true;
+                run.stop_asked = Some(Instant::now());
                 Some(vm.clone())
             }
             _ => None,
@@ -190,7 +193,12 @@ impl RunTable {
     }
 
     pub fn stopping(&self, key: &RunKey) -> bool {
-        self.lock().get(key).is_some_and(|r| r.stopping)
+        self.stop_asked(key).is_some()
+    }
+
+    /// When the run was asked to stop (`None`: it was not).
+    pub fn stop_asked(&self, key: &RunKey) -> Option<Instant> {
+        self.lock().get(key).and_then(|r| r.stop_asked)
     }
 
     /// The volumes of runs that are not over (by volume name).
