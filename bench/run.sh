@@ -5,7 +5,7 @@
 # key=value lines. Not part of the test suite; takes a few minutes.
 #
 #   bench/run.sh [ferrovirt-bench options]     e.g. --runs 15, --objects 10000, --no-libvirt,
-#                                              --only start|mem|control, --work DIR
+#                                              --only start|mem|control|burst, --burst N, --work DIR
 #
 # Sets up what it needs: the packages of scripts/setup.sh, libvirt from Debian's packages, and
 # libvirtd + virtlogd (started by hand when there is no systemd), then builds in release mode.

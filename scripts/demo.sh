@@ -8,6 +8,8 @@
 #   scripts/demo.sh [--once] [DATA_DIR]    (default .cache/demo; delete it for a fresh TPM)
 #   --once: exit after the demonstration instead of serving on.
 #   FERROVIRT_LISTEN=127.0.0.1:8080 sets the address.
+#   FERROVIRT_BIN=PATH runs that ferrovirt binary instead of building the UI and a release build
+#   (scripts/test.sh passes its debug build).
 # The server serves HTTPS with tokens and RBAC; the first start writes <data-dir>/admin.kubeconfig
 # (CA + admin token), which this script, ferrovirt and kubectl use.
 set -euo pipefail
@@ -21,7 +23,7 @@ data_dir="$root/.cache/demo"
 for arg in "$@"; do
   case "$arg" in
     --once) once=true ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     -*) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
     *) data_dir="$arg" ;;
   esac
@@ -32,10 +34,15 @@ unset FERROVIRT_SERVER
 
 ./scripts/setup.sh
 guest/build.sh "$root/.cache/guest"
-# The web UI, embedded by the release build (served at / by `ferrovirt serve`).
-(cd ui && npm ci --no-audit --no-fund && npm run build)
-cargo build --release --locked
-bin="${CARGO_TARGET_DIR:-$root/target}/release/ferrovirt"
+if [ -n "${FERROVIRT_BIN:-}" ]; then
+  bin="$FERROVIRT_BIN"
+  [ -x "$bin" ] || { echo "demo.sh: FERROVIRT_BIN=$bin is not an executable" >&2; exit 1; }
+else
+  # The web UI, embedded by the release build (served at / by `ferrovirt serve`).
+  (cd ui && npm ci --no-audit --no-fund && npm run build)
+  cargo build --release --locked
+  bin="${CARGO_TARGET_DIR:-$root/target}/release/ferrovirt"
+fi
 fv() { "$bin" "$@"; }
 
 mkdir -p "$data_dir"

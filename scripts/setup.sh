@@ -10,12 +10,14 @@ PACKAGES=(
   ovmf                                 # UEFI firmware + QEMU firmware descriptors
   tpm2-tools libtss2-dev pkg-config    # TPM tooling for tests
   mtools dosfstools gdisk binutils systemd-boot-efi busybox-static  # test guest images
+  mmdebstrap e2fsprogs                 # the Debian test guest (guest/debian/build.sh: mkfs.ext4 -d)
+  openssh-client                       # ferrovirt ssh runs the local ssh; tests make keys (ssh-keygen)
   xorriso                              # the guest ISO (El Torito EFI) the CD-ROM boot test builds
   ca-certificates
   openssl gnutls-bin                   # independent X.509 verifiers of the EK chain (tests)
   python3-venv                         # scripts/schemathesis.sh's private venv (schemathesis from PyPI)
   passt                                # guest networking that cannot reach the host (issue 11)
-  iproute2                             # network namespaces for the guest network test
+  iproute2                             # network namespaces: each card's passt (ip netns), the guest network test
   systemd                              # systemd-analyze verify of the packaged unit
   chromium                             # browser tests of the web UI
   xfsprogs                             # an XFS loop mount where snapshots are reflinks (storage test)
@@ -91,9 +93,9 @@ fi
 # Never leave the machine worse than found: every tool the project runs must be there now, and
 # QEMU's emulator and qemu-img must be of one version.
 absent=()
-for tool in qemu-system-x86_64 qemu-img swtpm swtpm_setup swtpm_localca kubectl chromium node npm \
-            tpm2 mformat mcopy mkfs.vfat xorriso sgdisk objcopy virt-fw-vars passt ip dpkg-deb openssl certtool \
-            systemd-analyze; do
+for tool in qemu-system-x86_64 qemu-img swtpm swtpm_setup swtpm_localca swtpm_ioctl kubectl chromium node npm \
+            tpm2 mformat mcopy mkfs.vfat xorriso sgdisk objcopy virt-fw-vars passt pasta ip dpkg-deb openssl certtool \
+            systemd-analyze mmdebstrap mkfs.ext4 ssh ssh-keygen; do
   command -v "$tool" >/dev/null 2>&1 || absent+=("$tool")
 done
 for file in /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd \

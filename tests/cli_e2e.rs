@@ -8,6 +8,7 @@
 
 #[path = "support/server.rs"]
 mod server;
+#[path = "support/mod.rs"]
 mod support;
 
 use std::io::Read;

@@ -11,6 +11,7 @@
 
 #[path = "support/server.rs"]
 mod server;
+#[path = "support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

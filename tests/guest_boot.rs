@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -150,12 +151,17 @@ fn guest_boot_persistent_tpm_and_efi_survive_a_restart() {
             .is_file()
     );
     assert!(volume.join("swtpm-localca/issuercert.pem").is_file());
-    assert_eq!(
-        std::fs::metadata(volume.join("nvram/persist_VARS.fd"))
-            .unwrap()
-            .len(),
-        540_672
-    );
+    // The 4M VARS template, sealed at rest (encryption is on by default: the FVSEALD1 header,
+    // the data key's id and nonce, and the GCM tag add 44 bytes); no variable name readable.
+    let vars = std::fs::read(volume.join("nvram/persist_VARS.fd")).unwrap();
+    assert_eq!(vars.len(), 540_672 + 44);
+    assert!(vars.starts_with(b"FVSEALD1"));
+    let name: Vec<u8> = "FerroTest"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    assert!(!vars.windows(name.len()).any(|w| w == name.as_slice()));
+    assert!(volume.join("meta/ferrovirt/state-key.json").is_file());
 }
 
 #[test]

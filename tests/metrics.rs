@@ -141,13 +141,19 @@ fn metrics_are_protected_named_as_kubevirt_and_move_with_a_vm() {
         sample(&text, r#"kubevirt_vmi_phase_count{phase="running","#) == Some(1.0),
         "{text}"
     );
+    let starts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ferrovirt_vm_start"))
+        .collect();
     assert_eq!(
         sample(
             &text,
             r#"ferrovirt_vm_start_duration_seconds_count{first="true"}"#
         ),
         Some(1.0),
-        "{text}"
+        "the first start is counted once as first=\"true\":\n{}\nserver log:\n{}",
+        starts.join("\n"),
+        server.log()
     );
 
     // Stop: the stop latency and the state generations it recorded.

@@ -5,11 +5,15 @@
 //! variable. While it runs, a rollback is refused with 409 even after the VMI's status was patched
 //! to look finished (the guard asks the host). After the VM is deleted its generations are listed
 //! by `ferrovirt state list --deleted` through the server and removed by `ferrovirt state purge`.
+//! The state is encrypted at rest (the default): after boot 1 a bare swtpm refuses the TPM state
+//! and the VARS file shows no variable name; `ferrovirt state rekey --new-kek --rotate-dek`
+//! (through the server) and the removal of the old KEK leave boot 2 reading the same secret.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/server.rs"]
 mod server;
+#[path = "support/mod.rs"]
 mod support;
 
 use std::time::Duration;
@@ -115,6 +119,27 @@ fn guest_boot_state_survives_pvc_deletion_and_deleted_vm_state_is_listed_and_pur
     let efivar = first.get("efivar-written").unwrap().to_owned();
     let first_pvc = backend_pvc(&server, &name).expect("a backend-storage PVC");
 
+    // Encryption at rest (on by default): a bare swtpm refuses the TPM state, the VARS shows no
+    // variable name, not even the one the guest wrote.
+    let volume = volume_of(&server, &uuid);
+    let tpm_dir = volume.join(format!("swtpm/{uuid}/tpm2"));
+    let refusal = bare_swtpm_refuses(&tpm_dir);
+    eprintln!("a bare swtpm on a copy of the state: {refusal}");
+    let vars = std::fs::read(volume.join(format!("nvram/{name}_VARS.fd"))).unwrap();
+    for variable in ["FerroTest", "BootOrder", "Boot0000"] {
+        let utf16: Vec<u8> = variable.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(
+            !vars.windows(utf16.len()).any(|w| w == utf16.as_slice()),
+            "{variable} is readable in the VARS at rest"
+        );
+    }
+    // Rekey through the server: a new KEK and a new data key; the old KEK is then removed, so
+    // the next boot can only read the state through the new keys.
+    let rekeyed = server.cli_ok(&["state", "rekey", &name, "--new-kek", "--rotate-dek"]);
+    eprintln!("{rekeyed}");
+    assert!(rekeyed.contains("local-1 -> local-2"), "{rekeyed}");
+    std::fs::remove_file(server.data_dir().join("state-keys/kek-1.key")).unwrap();
+
     // The PVC is deleted; the VM stays.
     server.kubectl_ok(&["delete", "pvc", &first_pvc, "--timeout=60s"]);
     server.wait_for("the PVC to go", Duration::from_secs(60), || {
@@ -199,4 +224,24 @@ fn guest_boot_state_survives_pvc_deletion_and_deleted_vm_state_is_listed_and_pur
     let again = server.cli(&["state", "purge", "--uuid", &uuid]);
     assert!(!again.status.success());
     assert!(!server.log().contains("panicked"));
+}
+
+/// The backend-storage volume holding the TPM state of `uuid`.
+fn volume_of(server: &Server, uuid: &str) -> std::path::PathBuf {
+    std::fs::read_dir(server.data_dir().join("volumes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|v| v.join("swtpm").join(uuid).is_dir())
+        .expect("the VM's volume")
+}
+
+/// Runs a bare swtpm (no key) on a private copy of the TPM state: it must refuse it. Returns
+/// what it said.
+fn bare_swtpm_refuses(tpm_dir: &std::path::Path) -> String {
+    let said = match support::bare_swtpm::takes_state(&tpm_dir.join("tpm2-00.permall")) {
+        Ok(()) => panic!("a bare swtpm accepted the encrypted TPM state"),
+        Err(said) => said,
+    };
+    assert!(said.contains("Could not initialize libtpms"), "{said}");
+    said.lines().next().unwrap_or_default().to_owned()
 }

@@ -5,19 +5,23 @@
 //! on produces the Warning Event and condition `PCRsWillChange` (`describe vm` shows it); switching
 //! `tpm.persistent` gets a `Warning:` from the API server at apply time. A UEFI variable set
 //! through `efivars` while the VM is stopped (refused while it runs) is read by the next boot of
-//! the test guest (one guest boot, ~20-40 s under TCG).
+//! the test guest (one guest boot, ~20-40 s under TCG). `efi enroll --microsoft-2023` appends
+//! Microsoft's 2023 KEK and db certificates offline to the Secure Boot template's keys, and the
+//! Secure Boot test guest (Debian's shim, signed under the 2011 CA that stays) still boots with
+//! Secure Boot on (a second guest boot).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/server.rs"]
 mod server;
+#[path = "support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
 use serde_json::Value;
 use server::{Server, cluster_role_binding, http_request, manifest};
-use support::guest::{GuestReport, image_in_data_dir, plain_image};
+use support::guest::{GuestReport, image_in_data_dir, plain_image, secure_boot_image};
 
 const VIEWER_TOKEN: &str = "trust-viewer-token-0123456789";
 const EK: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/ek1/tpm/ek";
@@ -28,6 +32,18 @@ const FERRO_VAR: &str = "FerroTest-6d8e2f1a-4b3c-4e5d-9f60-7a8b9c0d1e2f";
 fn vm_with_guest(server: &Server) -> String {
     let image = image_in_data_dir(&server.data_dir(), &plain_image());
     vm(false, true).replace("guest: 128Mi", "guest: 384Mi").replace(
+        "        devices:\n",
+        "        devices:\n          disks:\n          - name: boot\n            bootOrder: 1\n            disk: {bus: virtio, readonly: true}\n",
+    ) + &format!(
+        "      volumes:\n      - name: boot\n        hostDisk: {{path: {}, type: Disk}}\n",
+        image.display()
+    )
+}
+
+/// The Secure Boot VM with the Secure Boot test guest's disk (shim, GRUB and kernel signed).
+fn vm_with_secure_boot_guest(server: &Server) -> String {
+    let image = image_in_data_dir(&server.data_dir(), &secure_boot_image());
+    vm(true, true).replace("guest: 128Mi", "guest: 384Mi").replace(
         "        devices:\n",
         "        devices:\n          disks:\n          - name: boot\n            bootOrder: 1\n            disk: {bus: virtio, readonly: true}\n",
     ) + &format!(
@@ -344,6 +360,81 @@ fn ek_is_served_offline_and_verifies_and_the_pcr_guard_warns() {
     server.cli_ok(&["stop", "ek1"]);
     server.wait_for("the VM to stop", Duration::from_secs(120), || {
         object(&server, "vmi").is_none().then_some(())
+    });
+
+    // Microsoft's 2023 certificates: appended to KEK and db through the server (the VM is
+    // stopped), each DER in place, the output warns about BitLocker; a second enroll adds nothing.
+    // First the Secure Boot template's keys back (PK, the 2011 KEK and db), as a Windows VM has.
+    server.cli_ok(&["efi", "enroll", "ek1", "--reset"]);
+    let enrolled = server.cli_ok(&["efi", "enroll", "ek1", "--microsoft-2023"]);
+    assert!(
+        enrolled.contains("Windows UEFI CA 2023")
+            && enrolled.contains("Microsoft Corporation KEK 2K CA 2023")
+            && enrolled.contains("suspend BitLocker"),
+        "{enrolled}"
+    );
+    let certs = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/firmware/certs/microsoft-2023"
+    );
+    let hex_of = |file: &str| -> String {
+        std::fs::read(format!("{certs}/{file}"))
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let kek = server.cli_ok(&[
+        "efi",
+        "vars",
+        "get",
+        "ek1",
+        "KEK-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+    ]);
+    assert!(
+        kek.contains(&hex_of("ms-kek-2023.der")),
+        "KEK holds the 2023 KEK CA"
+    );
+    let db = server.cli_ok(&[
+        "efi",
+        "vars",
+        "get",
+        "ek1",
+        "db-d719b2cb-3d3a-4596-a3bc-dad00e67656f",
+    ]);
+    for file in [
+        "windows-2023.der",
+        "ms-uefi-2023.der",
+        "ms-uefi-rom-2023.der",
+    ] {
+        assert!(db.contains(&hex_of(file)), "db holds {file}");
+    }
+    let again = server.cli_ok(&["efi", "enroll", "ek1", "--microsoft-2023"]);
+    assert!(again.contains("already hold"), "{again}");
+
+    // With them enrolled, the Secure Boot test guest boots, Secure Boot on.
+    let path = manifest(&server, "ek1.yaml", &vm_with_secure_boot_guest(&server));
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    server.cli_ok(&["start", "ek1"]);
+    let log = server.wait_for(
+        "the Secure Boot guest's report",
+        Duration::from_secs(300),
+        || {
+            let log = server.cli_ok(&["logs", "ek1"]);
+            GuestReport::parse_last_boot(&log).done.then_some(log)
+        },
+    );
+    let report = GuestReport::parse_last_boot(&log);
+    assert_eq!(report.get("secureboot"), Some("1"), "{log}");
+    server.wait_for("the guest to power off", Duration::from_secs(120), || {
+        object(&server, "vm")
+            .filter(|v| v["status"]["printableStatus"] == "Stopped")
+            .map(|_| ())
+    });
+    server.wait_for("the VMI to be final", Duration::from_secs(60), || {
+        object(&server, "vmi")
+            .is_none_or(|v| v["status"]["phase"] == "Succeeded")
+            .then_some(())
     });
 
     // Switching tpm.persistent (tpm-crb -> tpm-tis) is admitted with a warning.

@@ -26,6 +26,15 @@ impl Server {
     /// Starts `binary serve` on a free loopback port with a fresh `data_dir`; waits for
     /// `/healthz` (answered by this child, not by a server left over on some port).
     pub async fn start(binary: &Path, data_dir: &Path) -> Result<Self, BenchError> {
+        Self::start_with(binary, data_dir, &[]).await
+    }
+
+    /// [`Server::start`] with more `serve` flags (e.g. `--state-encryption none`).
+    pub async fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<Self, BenchError> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| BenchError::Setup(format!("no free loopback port: {e}")))?;
@@ -40,6 +49,7 @@ impl Server {
             .arg(data_dir)
             .arg("--listen")
             .arg(addr.to_string())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -254,5 +264,54 @@ pub async fn action(conn: &mut Connection, name: &str, action: &str) -> Result<(
             reply.status,
             String::from_utf8_lossy(&reply.body)
         )))
+    }
+}
+
+/// Deletes a VM (a missing one is fine).
+pub async fn delete_vm(conn: &mut Connection, name: &str) -> Result<(), BenchError> {
+    let path = format!("{VMS}/{name}");
+    let reply = conn
+        .request(Method::DELETE, &path, None, "application/json")
+        .await?;
+    if reply.status.is_success() || reply.status.as_u16() == 404 {
+        return Ok(());
+    }
+    Err(BenchError::Http(format!(
+        "DELETE {path}: HTTP {} {}",
+        reply.status,
+        String::from_utf8_lossy(&reply.body)
+    )))
+}
+
+/// Waits (polling the list) until none of `names` exists any more.
+pub async fn wait_gone(addr: &Api, names: &[String], timeout: Duration) -> Result<(), BenchError> {
+    let mut conn = Connection::open(addr).await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = conn.get_json(VMS).await?;
+        let left = list
+            .get("items")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|o| {
+                        o.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| names.iter().any(|x| x == n))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(format!(
+                "{left} of {} VMs still exist {timeout:?} after their deletion",
+                names.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -23,6 +23,7 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 /// A hand-launched VM's directory: `tpm/` (swtpm state), `VARS.fd`, sockets.
 pub struct HandVm {
     dir: PathBuf,
+    memory_mib: u64,
 }
 
 /// A running hand-launched VM.
@@ -40,10 +41,16 @@ fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> BenchError {
 impl HandVm {
     /// A fresh directory (any old state removed).
     pub fn fresh(dir: &Path) -> Result<Self, BenchError> {
+        Self::fresh_with_memory(dir, 256)
+    }
+
+    /// A fresh directory for a VM of `memory_mib`.
+    pub fn fresh_with_memory(dir: &Path, memory_mib: u64) -> Result<Self, BenchError> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir.join("tpm")).map_err(io("cannot create", dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            memory_mib,
         })
     }
 
@@ -55,7 +62,7 @@ impl HandVm {
             smbios_serial: None,
             accel: Accel::Tcg,
             vcpus: 1,
-            memory_mib: 256,
+            memory_mib: self.memory_mib,
             machine: MachineType::Q35 { smm: true },
             firmware: Firmware::Uefi {
                 code: OVMF_CODE.into(),

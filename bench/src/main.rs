@@ -1,14 +1,21 @@
 //! `ferrovirt-bench`: ferrovirt side by side with a hand launch of swtpm + QEMU and with libvirt
 //! (start and stop latency of a VM with persistent TPM + EFI + Secure Boot, interleaved A B C,
-//! medians), the memory of the managers, and the control plane at scale (10,000 VM objects).
+//! medians), the memory of the managers, the control plane at scale (10,000 VM objects) and a
+//! burst of new VMs started at once next to as many hand launches in parallel.
 //! Prints a table and `key=value` lines. Run it through `bench/run.sh` (sets up libvirt, builds).
 //!
 //!   ferrovirt-bench [--ferrovirt PATH] [--work DIR] [--runs N] [--objects N] [--concurrency N]
-//!                   [--mem-vms N] [--no-libvirt] [--only start|mem|control]
+//!                   [--mem-vms N] [--burst N] [--no-libvirt] [--no-plain]
+//!                   [--only start|mem|control|burst]
+//!
+//! ferrovirt runs with encryption at rest (its default); a second server with
+//! `--state-encryption none` runs the same VM in the same interleaved rounds (`--no-plain` leaves
+//! it out), so the cost of encryption is measured side by side.
 //!
 //! Modules: [`http`] (client), [`ferro`], [`hand`], [`libvirt`] (the contenders), [`control`]
-//! (control plane), [`mem`] (smaps_rollup), [`stats`].
+//! (control plane), [`burst`], [`mem`] (smaps_rollup), [`stats`].
 
+mod burst;
 mod control;
 mod ferro;
 mod hand;
@@ -49,7 +56,10 @@ struct Options {
     objects: usize,
     concurrency: usize,
     mem_vms: usize,
+    burst: usize,
     libvirt: bool,
+    /// Also measure a ferrovirt server with `--state-encryption none`.
+    plain: bool,
     only: Option<String>,
 }
 
@@ -61,7 +71,9 @@ fn parse_options() -> Result<Options, BenchError> {
         objects: 10_000,
         concurrency: 32,
         mem_vms: 10,
+        burst: 50,
         libvirt: true,
+        plain: true,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -81,7 +93,9 @@ fn parse_options() -> Result<Options, BenchError> {
             "--objects" => o.objects = number("--objects", value("--objects")?)?,
             "--concurrency" => o.concurrency = number("--concurrency", value("--concurrency")?)?,
             "--mem-vms" => o.mem_vms = number("--mem-vms", value("--mem-vms")?)?,
+            "--burst" => o.burst = number("--burst", value("--burst")?)?,
             "--no-libvirt" => o.libvirt = false,
+            "--no-plain" => o.plain = false,
             "--only" => o.only = Some(value("--only")?),
             other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
         }
@@ -107,6 +121,8 @@ struct Lifecycle {
 #[derive(Default)]
 struct Results {
     ferro: Lifecycle,
+    /// ferrovirt with `--state-encryption none`.
+    ferro_plain: Option<Lifecycle>,
     hand: Lifecycle,
     libvirt: Option<Lifecycle>,
     ferro_idle: mem::Memory,
@@ -115,6 +131,7 @@ struct Results {
     libvirt_idle: Option<mem::Memory>,
     libvirt_busy: Option<mem::Memory>,
     control: Option<control::ControlResults>,
+    burst: Option<burst::BurstResults>,
 }
 
 fn libvirt_memory() -> mem::Memory {
@@ -124,10 +141,20 @@ fn libvirt_memory() -> mem::Memory {
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Start and stop latency, interleaved: ferrovirt, hand, libvirt, ferrovirt, ...
-async fn lifecycle(o: &Options, server: &ferro::Server, r: &mut Results) -> Result<(), BenchError> {
+async fn lifecycle(
+    o: &Options,
+    server: &ferro::Server,
+    plain: Option<&ferro::Server>,
+    r: &mut Results,
+) -> Result<(), BenchError> {
     let a = &server.api;
     let mut conn = http::Connection::open(a).await?;
     ferro::create_vm(&mut conn, &ferro::vm_manifest("bench", "Halted")).await?;
+    let p = plain.map(|s| &s.api);
+    if let Some(p) = p {
+        let mut conn = http::Connection::open(p).await?;
+        ferro::create_vm(&mut conn, &ferro::vm_manifest("bench", "Halted")).await?;
+    }
     let hand_vm = hand::HandVm::fresh(&o.work.join("hand"))?;
     let domain = if o.libvirt {
         Some(libvirt::Domain::define("ferrovirt-bench", 0, &o.work).await?)
@@ -138,6 +165,14 @@ async fn lifecycle(o: &Options, server: &ferro::Server, r: &mut Results) -> Resu
     eprintln!("first starts (TPM manufacture) ...");
     r.ferro.first_start = ferro::action_until(a, "bench", "start", "Running", TIMEOUT).await?;
     r.ferro.first_stop = ferro::action_until(a, "bench", "stop", "Stopped", TIMEOUT).await?;
+    if let Some(p) = p {
+        let mut l = Lifecycle {
+            first_start: ferro::action_until(p, "bench", "start", "Running", TIMEOUT).await?,
+            ..Lifecycle::default()
+        };
+        l.first_stop = ferro::action_until(p, "bench", "stop", "Stopped", TIMEOUT).await?;
+        r.ferro_plain = Some(l);
+    }
     let (t, run) = hand_vm.first_start().await?;
     r.hand.first_start = t;
     r.hand.first_stop = hand_vm.stop(run).await?;
@@ -158,6 +193,12 @@ async fn lifecycle(o: &Options, server: &ferro::Server, r: &mut Results) -> Resu
         r.ferro
             .stop
             .push(ferro::action_until(a, "bench", "stop", "Stopped", TIMEOUT).await?);
+        if let (Some(p), Some(l)) = (p, r.ferro_plain.as_mut()) {
+            l.start
+                .push(ferro::action_until(p, "bench", "start", "Running", TIMEOUT).await?);
+            l.stop
+                .push(ferro::action_until(p, "bench", "stop", "Stopped", TIMEOUT).await?);
+        }
         let (t, run) = hand_vm.start().await?;
         r.hand.start.push(t);
         r.hand.stop.push(hand_vm.stop(run).await?);
@@ -234,6 +275,23 @@ async fn control_plane(o: &Options, r: &mut Results) -> Result<(), BenchError> {
     r.ferro_10k = mem::of_pid(server.pid().unwrap_or(0));
     r.control = Some(c);
     server.stop().await;
+    Ok(())
+}
+
+/// The burst: ferrovirt first (its own server and data dir), then the hand launches.
+async fn burst_of_vms(o: &Options, r: &mut Results) -> Result<(), BenchError> {
+    let mut b = burst::BurstResults {
+        count: o.burst,
+        ..burst::BurstResults::default()
+    };
+    let server = ferro::Server::start(&o.ferrovirt, &o.work.join("burst-data")).await?;
+    eprintln!("burst: {} new VMs at once (ferrovirt) ...", o.burst);
+    let result = burst::ferrovirt(&server, o.burst, &mut b).await;
+    server.stop().await;
+    result?;
+    eprintln!("burst: {} hand launches in parallel ...", o.burst);
+    burst::hand(&o.work, o.burst, &mut b).await?;
+    r.burst = Some(b);
     Ok(())
 }
 
@@ -317,6 +375,40 @@ fn report(o: &Options, r: &Results) {
             "",
         );
     }
+    if let Some(p) = &r.ferro_plain {
+        println!();
+        println!(
+            "encryption at rest (same rounds): ferrovirt's default vs --state-encryption none"
+        );
+        println!();
+        println!(
+            "| {:<34} | {:>12} | {:>12} |",
+            "measure", "encrypted", "plain"
+        );
+        println!("|{:-<36}|{:-<14}|{:-<14}|", "", "", "");
+        let pair = |what: &str, e: Duration, p: Duration| {
+            println!("| {what:<34} | {:>12} | {:>12} |", f1(e), f1(p));
+        };
+        pair(
+            "first start (TPM manufacture)",
+            r.ferro.first_start,
+            p.first_start,
+        );
+        pair("first stop -> durable", r.ferro.first_stop, p.first_stop);
+        pair("start, median", fs, p.start.median());
+        pair(
+            "start, p90",
+            r.ferro.start.percentile(90.0),
+            p.start.percentile(90.0),
+        );
+        pair("stop -> durable, median", fstop, p.stop.median());
+        pair(
+            "stop -> durable, p90",
+            r.ferro.stop.percentile(90.0),
+            p.stop.percentile(90.0),
+        );
+        println!();
+    }
     let mb = |m: mem::Memory| format!("{:.1}/{:.1}", m.rss_mb(), m.pss_mb());
     if r.ferro_idle.rss_kib > 0 {
         row(
@@ -386,6 +478,40 @@ fn report(o: &Options, r: &Results) {
             "",
         );
     }
+    if let Some(b) = &r.burst {
+        row(
+            &format!("burst of {} new VMs: p50 to Running", b.count),
+            f1(b.ferro.median()),
+            f1(b.hand.median()),
+            "".into(),
+            "",
+        );
+        row(
+            "  p95 to Running",
+            f1(b.ferro.percentile(95.0)),
+            f1(b.hand.percentile(95.0)),
+            "".into(),
+            "<= 2x hand",
+        );
+        row(
+            "  all Running (wall)",
+            f1(b.ferro_wall),
+            f1(b.hand_wall),
+            "".into(),
+            "",
+        );
+        row(
+            "  manager peak RSS MB / CPU s",
+            format!(
+                "{:.1}/{:.2}",
+                b.ferro_peak_rss_kib as f64 / 1024.0,
+                b.ferro_cpu.as_secs_f64()
+            ),
+            "".into(),
+            "".into(),
+            "",
+        );
+    }
     println!();
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     if !r.ferro.start.is_empty() {
@@ -423,6 +549,19 @@ fn report(o: &Options, r: &Results) {
             println!("stop_durable_libvirt_ms={:.1}", ms(lstop));
             println!("stop_ratio_vs_libvirt={:.2}", ratio(fstop, lstop));
         }
+        if let Some(p) = &r.ferro_plain {
+            println!("start_ferrovirt_plain_ms={:.1}", ms(p.start.median()));
+            println!("stop_durable_ferrovirt_plain_ms={:.1}", ms(p.stop.median()));
+            println!("first_start_ferrovirt_plain_ms={:.1}", ms(p.first_start));
+            println!(
+                "encryption_start_cost_ms={:.1}",
+                ms(fs) - ms(p.start.median())
+            );
+            println!(
+                "encryption_stop_cost_ms={:.1}",
+                ms(fstop) - ms(p.stop.median())
+            );
+        }
     }
     if r.ferro_idle.rss_kib > 0 {
         println!(
@@ -457,6 +596,24 @@ fn report(o: &Options, r: &Results) {
         println!("watch_p99_ms={:.2}", ms(c.watch.percentile(99.0)));
         println!("rss_10k_objects_mb={:.1}", r.ferro_10k.rss_mb());
     }
+    if let Some(b) = &r.burst {
+        let (f95, h95) = (b.ferro.percentile(95.0), b.hand.percentile(95.0));
+        println!("burst_vms={}", b.count);
+        println!("burst_p50_ms={:.1}", ms(b.ferro.median()));
+        println!(
+            "burst_p95_ms={:.1}  # goal <= 2x hand ({:.1}): {}",
+            ms(f95),
+            2.0 * ms(h95),
+            verdict(f95 <= h95 * 2)
+        );
+        println!("burst_hand_p50_ms={:.1}", ms(b.hand.median()));
+        println!("burst_hand_p95_ms={:.1}", ms(h95));
+        println!(
+            "burst_peak_rss_mb={:.1}",
+            b.ferro_peak_rss_kib as f64 / 1024.0
+        );
+        println!("burst_cpu_s={:.2}", b.ferro_cpu.as_secs_f64());
+    }
 }
 
 async fn run(o: Options) -> Result<(), BenchError> {
@@ -471,22 +628,40 @@ async fn run(o: Options) -> Result<(), BenchError> {
     let want = |part: &str| o.only.as_deref().is_none_or(|only| only == part);
     if want("start") || want("mem") {
         let server = ferro::Server::start(&o.ferrovirt, &o.work.join("data")).await?;
+        let plain = if o.plain && want("start") {
+            Some(
+                ferro::Server::start_with(
+                    &o.ferrovirt,
+                    &o.work.join("data-plain"),
+                    &["--state-encryption", "none"],
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         let result = async {
             if want("mem") {
                 // Idle is measured first, before any VM ran.
                 memory(&o, &server, &mut r).await?;
             }
             if want("start") {
-                lifecycle(&o, &server, &mut r).await?;
+                lifecycle(&o, &server, plain.as_ref(), &mut r).await?;
             }
             Ok::<_, BenchError>(())
         }
         .await;
         server.stop().await;
+        if let Some(plain) = plain {
+            plain.stop().await;
+        }
         result?;
     }
     if want("control") {
         control_plane(&o, &mut r).await?;
+    }
+    if want("burst") && o.burst > 0 {
+        burst_of_vms(&o, &mut r).await?;
     }
     report(&o, &r);
     Ok(())

@@ -6,7 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -14,23 +14,35 @@ use std::time::{Duration, Instant};
 
 use tokio_rustls::rustls;
 
+/// Test hosts as network namespaces (`Server::start_in`).
+#[path = "netns.rs"]
+pub mod netns;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrovirt");
 pub const KUBECTL: &str = "/usr/bin/kubectl";
 
 /// A running server.
 pub struct Server {
+    /// The address it listens on: 127.0.0.1, or its network namespace's address
+    /// ([`Server::start_in`]).
+    pub host: IpAddr,
     pub port: u16,
+    /// The network namespace it runs in (`None`: the test's own).
+    pub netns: Option<String>,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     pub controllers: bool,
     /// More `serve` flags (`--token-auth-file ...`).
     pub extra_args: Vec<String>,
+    /// More environment for the next `spawn` (e.g. `FERROVIRT_FAILPOINTS`).
+    pub env: Vec<(String, String)>,
 }
 
 /// How the test client reaches the server: the port, the TLS trust (the server's CA from the
 /// admin kubeconfig) and the bearer token (`None`: anonymous).
 #[derive(Clone)]
 pub struct Endpoint {
+    pub host: IpAddr,
     pub port: u16,
     pub tls: Arc<rustls::ClientConfig>,
     pub token: Option<String>,
@@ -42,10 +54,16 @@ pub type Stream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 impl Endpoint {
     /// The endpoint of a data dir's admin kubeconfig (`None` until the server wrote it).
     pub fn from_admin_kubeconfig(data_dir: &Path, port: u16) -> Option<Self> {
+        Self::from_admin_kubeconfig_at(data_dir, IpAddr::from([127, 0, 0, 1]), port)
+    }
+
+    /// The same for a server listening on `host`.
+    pub fn from_admin_kubeconfig_at(data_dir: &Path, host: IpAddr, port: u16) -> Option<Self> {
         let path = data_dir.join("admin.kubeconfig");
         let config = ferrovirt_auth::kubeconfig::Kubeconfig::load(&path).ok()?;
         let credentials = config.resolve(None).ok()?;
         Some(Endpoint {
+            host,
             port,
             tls: credentials.rustls_client_config().ok()?,
             token: credentials.token.clone(),
@@ -60,12 +78,16 @@ impl Endpoint {
         }
     }
 
-    /// A TLS connection to the server (the certificate verified for `127.0.0.1`).
+    /// `host:port` as a `Host` header says it.
+    pub fn authority(&self) -> String {
+        std::net::SocketAddr::new(self.host, self.port).to_string()
+    }
+
+    /// A TLS connection to the server (the certificate verified for its address).
     pub fn connect(&self) -> std::io::Result<Stream> {
-        let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
+        let tcp = TcpStream::connect((self.host, self.port))?;
         tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let name =
-            rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(std::io::Error::other)?;
+        let name = rustls::pki_types::ServerName::IpAddress(self.host.into());
         let connection =
             rustls::ClientConnection::new(self.tls.clone(), name).map_err(std::io::Error::other)?;
         Ok(rustls::StreamOwned::new(connection, tcp))
@@ -96,7 +118,7 @@ impl Server {
 
     /// How the test client reaches this server as the admin.
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint::from_admin_kubeconfig(&self.data_dir(), self.port)
+        Endpoint::from_admin_kubeconfig_at(&self.data_dir(), self.host, self.port)
             .expect("the server wrote a usable admin.kubeconfig")
     }
 
@@ -136,6 +158,35 @@ impl Server {
 
     /// Starts a server with more `serve` flags.
     pub fn start_with(controllers: bool, extra_args: &[&str]) -> Self {
+        Self::start_at(
+            None,
+            IpAddr::from([127, 0, 0, 1]),
+            free_port(),
+            controllers,
+            extra_args,
+        )
+    }
+
+    /// Starts a server inside a test host's network namespace (`super::netns`), listening on
+    /// its address: reachable from the test process and from the other hosts of its network,
+    /// with the same helpers (kubectl, CLI, HTTP) as a loopback server.
+    pub fn start_in(host: &netns::NetHost, controllers: bool, extra_args: &[&str]) -> Self {
+        Self::start_at(
+            Some(host.name.clone()),
+            host.ip,
+            host.free_port(),
+            controllers,
+            extra_args,
+        )
+    }
+
+    fn start_at(
+        netns: Option<String>,
+        host: IpAddr,
+        port: u16,
+        controllers: bool,
+        extra_args: &[&str],
+    ) -> Self {
         // A short path keeps the runtime dirs' unix sockets under <data>/run (sun_path holds 107
         // bytes; deeper data dirs fall back to the temp dir).
         let dir = tempfile::Builder::new()
@@ -143,11 +194,14 @@ impl Server {
             .tempdir_in("/tmp")
             .unwrap();
         let mut server = Server {
-            port: free_port(),
+            host,
+            port,
+            netns,
             dir,
             child: None,
             controllers,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            env: Vec::new(),
         };
         server.spawn();
         server
@@ -164,13 +218,24 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("serve.log"))
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns, BIN]);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(["serve", "--data-dir"])
             .arg(self.data_dir())
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "--listen",
+                &std::net::SocketAddr::new(self.host, self.port).to_string(),
+            ])
             .args(&self.extra_args)
             .env("FERROVIRT_ACCEL", "tcg")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log);
         if !self.controllers {
@@ -179,7 +244,8 @@ impl Server {
         self.child = Some(cmd.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(endpoint) = Endpoint::from_admin_kubeconfig(&self.data_dir(), self.port)
+            if let Some(endpoint) =
+                Endpoint::from_admin_kubeconfig_at(&self.data_dir(), self.host, self.port)
                 && let Ok((200, _)) = http_request(&endpoint, "GET", "/version", None, &[])
             {
                 return;
@@ -208,6 +274,27 @@ impl Server {
         }
     }
 
+    /// The serve process's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `timeout` for the serve process to end by itself (a crash); true when it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                None => return true,
+                Some(Ok(Some(_))) => {
+                    self.child = None;
+                    return true;
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        false
+    }
+
     /// SIGKILL, as a crash or a power cut ends it (no shutdown path runs).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -220,8 +307,33 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
+    /// The server log in short, for a failure message (CI shows the start of a failure's output):
+    /// its warnings and errors first, then its last lines.
+    pub fn log_digest(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let alarms: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        format!(
+            "warnings and errors ({} of {}):\n{}\nlast {} of {} lines:\n{}",
+            alarms.len().min(30),
+            alarms.len(),
+            alarms[alarms.len().saturating_sub(30)..].join("\n"),
+            tail.len(),
+            lines.len(),
+            tail.join("\n")
+        )
+    }
+
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!(
+            "https://{}",
+            std::net::SocketAddr::new(self.host, self.port)
+        )
     }
 
     /// Runs kubectl against this server.
@@ -268,7 +380,10 @@ impl Server {
                 return v;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; server log:\n{}", self.log());
+                panic!(
+                    "timed out waiting for {what}; server log, in short:\n{}",
+                    self.log_digest()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -318,6 +433,62 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A VM's QEMU, swtpm and passt run in process groups of their own (they outlive a manager
+        // by design): end this server's, so that a failed test leaves nothing running on a
+        // deleted data dir to slow down the tests after it.
+        let mut dirs = vec![
+            self.dir.path().to_path_buf(),
+            ferrovirt_vmm::engine::runtime_base(&self.data_dir()),
+        ];
+        let mut args = self.extra_args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "--runtime-dir"
+                && let Some(dir) = args.next()
+            {
+                dirs.push(PathBuf::from(dir));
+            }
+        }
+        end_processes_naming(&dirs);
+    }
+}
+
+/// SIGKILL to every process (but this one) whose command line names one of `dirs`, until none is
+/// left (5 s at most).
+fn end_processes_naming(dirs: &[PathBuf]) {
+    let needles: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| d.to_str())
+        .map(|d| format!("{}/", d.trim_end_matches('/')))
+        .collect();
+    let me = std::process::id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let left: Vec<u32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| *pid != me)
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                    let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+                    needles.iter().any(|n| cmdline.contains(n.as_str()))
+                })
+            })
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in left {
+            if let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -367,7 +538,7 @@ pub fn send_declaring(
         "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {declared_len}\r\n"
     );
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        head.push_str(&format!("Host: 127.0.0.1:{}\r\n", endpoint.port));
+        head.push_str(&format!("Host: {}\r\n", endpoint.authority()));
     }
     if let Some(token) = &endpoint.token {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -426,10 +597,10 @@ pub fn websocket_with(
 ) -> std::io::Result<Stream> {
     let mut stream = endpoint.connect()?;
     let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Protocol: plain.kubevirt.io\r\n",
-        endpoint.port
+        endpoint.authority()
     );
     if let Some(token) = &endpoint.token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));

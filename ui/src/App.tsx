@@ -8,6 +8,7 @@ import { VmList } from './pages/VmList';
 import { VmDetail } from './pages/VmDetail';
 import { Settings } from './pages/Settings';
 import { Templates } from './pages/Templates';
+import { Images } from './pages/Images';
 import { Loading } from './components/Common';
 
 // The editor page pulls in CodeMirror: load it on demand.
@@ -21,6 +22,7 @@ function Page({ parts }: { parts: string[] }) {
   if (section === 'vms' && a && b) return <VmDetail namespace={a} name={b} />;
   if (section === 'templates' && a && b && c === 'new-version') return <TemplateVersionEdit namespace={a} template={b} />;
   if (section === 'templates') return <Templates />;
+  if (section === 'images') return <Images />;
   if (section === 'settings') return <Settings />;
   return <VmList />;
 }
@@ -73,6 +75,7 @@ export function App({ token }: { token: string }) {
       <AppShell.Navbar p="xs">
         <NavLink href={href('vms')} label="Virtual Machines" active={section === 'vms'} />
         <NavLink href={href('templates')} label="Templates" active={section === 'templates'} />
+        <NavLink href={href('images')} label="Images" active={section === 'images'} />
         <NavLink href={href('settings')} label="Settings" active={section === 'settings'} />
       </AppShell.Navbar>
       <AppShell.Main>

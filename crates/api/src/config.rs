@@ -14,6 +14,9 @@ use crate::meta::ObjectMeta;
 pub const VM_PERSISTENT_STATE_GATE: &str = "VMPersistentState";
 /// Feature gate enabling `hostDisk` volumes.
 pub const HOST_DISK_GATE: &str = "HostDisk";
+/// Feature gate enabling KubeVirt's decentralized live migration (`runStrategy: WaitAsReceiver`,
+/// `VirtualMachineInstanceMigration` `spec.sendTo` / `spec.receive`).
+pub const DECENTRALIZED_LIVE_MIGRATION_GATE: &str = "DecentralizedLiveMigration";
 /// Name and namespace of the embedded KubeVirt object (as KubeVirt's operator installs it).
 pub const DEFAULT_KUBEVIRT_NAME: &str = "kubevirt";
 /// Namespace of the embedded KubeVirt object.
@@ -23,7 +26,8 @@ pub const DEFAULT_STORAGE_CLASS_NAME: &str = "local-path";
 /// Provisioner of the embedded default StorageClass.
 pub const DEFAULT_PROVISIONER: &str = "ferrovirt.io/local-path";
 
-/// The embedded KubeVirt object: feature gates `VMPersistentState` and `HostDisk` enabled.
+/// The embedded KubeVirt object: feature gates `VMPersistentState`, `HostDisk` and
+/// `DecentralizedLiveMigration` enabled.
 pub fn default_kubevirt() -> KubeVirt {
     KubeVirt {
         api_version: API_VERSION.to_owned(),
@@ -40,6 +44,7 @@ pub fn default_kubevirt() -> KubeVirt {
                     feature_gates: Some(vec![
                         VM_PERSISTENT_STATE_GATE.to_owned(),
                         HOST_DISK_GATE.to_owned(),
+                        DECENTRALIZED_LIVE_MIGRATION_GATE.to_owned(),
                     ]),
                     extra: Default::default(),
                 }),
@@ -112,6 +117,11 @@ impl ClusterConfig {
     /// `VMPersistentState` is enabled.
     pub fn vm_persistent_state_enabled(&self) -> bool {
         self.is_enabled(VM_PERSISTENT_STATE_GATE)
+    }
+
+    /// `DecentralizedLiveMigration` is enabled.
+    pub fn decentralized_live_migration_enabled(&self) -> bool {
+        self.is_enabled(DECENTRALIZED_LIVE_MIGRATION_GATE)
     }
 
     /// `HostDisk` is enabled.

@@ -1,5 +1,6 @@
 //! Kubernetes objects ferrovirt serves beside KubeVirt's: `storage.k8s.io/v1` StorageClass, `v1`
-//! PersistentVolumeClaim and `v1` Namespace.
+//! PersistentVolumeClaim, `v1` Namespace, and `v1` ConfigMap and Secret (what CDI's http source
+//! reads its CA, credentials and extra headers from).
 
 use std::collections::BTreeMap;
 
@@ -95,6 +96,43 @@ pub struct Namespace {
     pub kind: String,
     #[serde(default)]
     pub metadata: ObjectMeta,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `v1` ConfigMap.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMap {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<BTreeMap<String, String>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `v1` Secret: `data` values are base64; `stringData` values are plain text that the server
+/// folds into `data` when it stores the Secret, as Kubernetes does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string_data: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub secret_type: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -6,8 +6,10 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::cdi::{CDI_API_VERSION, DataVolume, UPLOAD_API_VERSION, UploadTokenRequest};
 use crate::clone::{CLONE_API_VERSION, VirtualMachineClone};
-use crate::core::{Namespace, PersistentVolumeClaim, StorageClass};
+use crate::core::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, StorageClass};
+use crate::export::{EXPORT_API_VERSION, VirtualMachineExport};
 use crate::harvester::{
     HARVESTER_API_VERSION, VirtualMachineTemplate, VirtualMachineTemplateVersion,
 };
@@ -114,12 +116,19 @@ pub enum Object {
     StorageClass(Box<StorageClass>),
     PersistentVolumeClaim(Box<PersistentVolumeClaim>),
     Namespace(Box<Namespace>),
+    ConfigMap(Box<ConfigMap>),
+    Secret(Box<Secret>),
     VirtualMachineTemplate(Box<VirtualMachineTemplate>),
     VirtualMachineTemplateVersion(Box<VirtualMachineTemplateVersion>),
     VirtualMachineSnapshot(Box<VirtualMachineSnapshot>),
     VirtualMachineSnapshotContent(Box<VirtualMachineSnapshotContent>),
     VirtualMachineRestore(Box<VirtualMachineRestore>),
     VirtualMachineClone(Box<VirtualMachineClone>),
+    /// CDI's `cdi.kubevirt.io/v1beta1` DataVolume.
+    DataVolume(Box<DataVolume>),
+    /// CDI's `upload.cdi.kubevirt.io/v1beta1` UploadTokenRequest.
+    UploadTokenRequest(Box<UploadTokenRequest>),
+    VirtualMachineExport(Box<VirtualMachineExport>),
     /// `VirtualMachineInstancetype` or `VirtualMachineClusterInstancetype`.
     Instancetype(Box<VirtualMachineInstancetype>),
     /// `VirtualMachinePreference` or `VirtualMachineClusterPreference`.
@@ -137,12 +146,17 @@ impl Object {
             Object::StorageClass(o) => &o.kind,
             Object::PersistentVolumeClaim(o) => &o.kind,
             Object::Namespace(o) => &o.kind,
+            Object::ConfigMap(o) => &o.kind,
+            Object::Secret(o) => &o.kind,
             Object::VirtualMachineTemplate(o) => &o.kind,
             Object::VirtualMachineTemplateVersion(o) => &o.kind,
             Object::VirtualMachineSnapshot(o) => &o.kind,
             Object::VirtualMachineSnapshotContent(o) => &o.kind,
             Object::VirtualMachineRestore(o) => &o.kind,
             Object::VirtualMachineClone(o) => &o.kind,
+            Object::DataVolume(o) => &o.kind,
+            Object::UploadTokenRequest(o) => &o.kind,
+            Object::VirtualMachineExport(o) => &o.kind,
             Object::Instancetype(o) => &o.kind,
             Object::Preference(o) => &o.kind,
             Object::Unknown(o) => &o.kind,
@@ -158,12 +172,17 @@ impl Object {
             Object::StorageClass(o) => &o.api_version,
             Object::PersistentVolumeClaim(o) => &o.api_version,
             Object::Namespace(o) => &o.api_version,
+            Object::ConfigMap(o) => &o.api_version,
+            Object::Secret(o) => &o.api_version,
             Object::VirtualMachineTemplate(o) => &o.api_version,
             Object::VirtualMachineTemplateVersion(o) => &o.api_version,
             Object::VirtualMachineSnapshot(o) => &o.api_version,
             Object::VirtualMachineSnapshotContent(o) => &o.api_version,
             Object::VirtualMachineRestore(o) => &o.api_version,
             Object::VirtualMachineClone(o) => &o.api_version,
+            Object::DataVolume(o) => &o.api_version,
+            Object::UploadTokenRequest(o) => &o.api_version,
+            Object::VirtualMachineExport(o) => &o.api_version,
             Object::Instancetype(o) => &o.api_version,
             Object::Preference(o) => &o.api_version,
             Object::Unknown(o) => &o.api_version,
@@ -187,12 +206,17 @@ impl Object {
             Object::StorageClass(o) => Some(&o.metadata),
             Object::PersistentVolumeClaim(o) => Some(&o.metadata),
             Object::Namespace(o) => Some(&o.metadata),
+            Object::ConfigMap(o) => Some(&o.metadata),
+            Object::Secret(o) => Some(&o.metadata),
             Object::VirtualMachineTemplate(o) => Some(&o.metadata),
             Object::VirtualMachineTemplateVersion(o) => Some(&o.metadata),
             Object::VirtualMachineSnapshot(o) => Some(&o.metadata),
             Object::VirtualMachineSnapshotContent(o) => Some(&o.metadata),
             Object::VirtualMachineRestore(o) => Some(&o.metadata),
             Object::VirtualMachineClone(o) => Some(&o.metadata),
+            Object::DataVolume(o) => Some(&o.metadata),
+            Object::UploadTokenRequest(o) => Some(&o.metadata),
+            Object::VirtualMachineExport(o) => Some(&o.metadata),
             Object::Instancetype(o) => Some(&o.metadata),
             Object::Preference(o) => Some(&o.metadata),
             Object::Unknown(_) => None,
@@ -232,12 +256,17 @@ impl Object {
             Object::StorageClass(o) => serde_json::to_value(o),
             Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
             Object::Namespace(o) => serde_json::to_value(o),
+            Object::ConfigMap(o) => serde_json::to_value(o),
+            Object::Secret(o) => serde_json::to_value(o),
             Object::VirtualMachineTemplate(o) => serde_json::to_value(o),
             Object::VirtualMachineTemplateVersion(o) => serde_json::to_value(o),
             Object::VirtualMachineSnapshot(o) => serde_json::to_value(o),
             Object::VirtualMachineSnapshotContent(o) => serde_json::to_value(o),
             Object::VirtualMachineRestore(o) => serde_json::to_value(o),
             Object::VirtualMachineClone(o) => serde_json::to_value(o),
+            Object::DataVolume(o) => serde_json::to_value(o),
+            Object::UploadTokenRequest(o) => serde_json::to_value(o),
+            Object::VirtualMachineExport(o) => serde_json::to_value(o),
             Object::Instancetype(o) => serde_json::to_value(o),
             Object::Preference(o) => serde_json::to_value(o),
             Object::Unknown(o) => Ok(o.raw.clone()),
@@ -297,6 +326,8 @@ impl Object {
             (_, "storage.k8s.io/v1", "StorageClass") => Object::StorageClass(ctx.typed(value)?),
             (_, "v1", "PersistentVolumeClaim") => Object::PersistentVolumeClaim(ctx.typed(value)?),
             (_, "v1", "Namespace") => Object::Namespace(ctx.typed(value)?),
+            (_, "v1", "ConfigMap") => Object::ConfigMap(ctx.typed(value)?),
+            (_, "v1", "Secret") => Object::Secret(ctx.typed(value)?),
             (_, HARVESTER_API_VERSION, "VirtualMachineTemplate") => {
                 Object::VirtualMachineTemplate(ctx.typed(value)?)
             }
@@ -314,6 +345,13 @@ impl Object {
             }
             (_, CLONE_API_VERSION, "VirtualMachineClone") => {
                 Object::VirtualMachineClone(ctx.typed(value)?)
+            }
+            (_, CDI_API_VERSION, "DataVolume") => Object::DataVolume(ctx.typed(value)?),
+            (_, UPLOAD_API_VERSION, "UploadTokenRequest") => {
+                Object::UploadTokenRequest(ctx.typed(value)?)
+            }
+            (_, EXPORT_API_VERSION, "VirtualMachineExport") => {
+                Object::VirtualMachineExport(ctx.typed(value)?)
             }
             (_, INSTANCETYPE_API_VERSION, INSTANCETYPE_KIND | CLUSTER_INSTANCETYPE_KIND) => {
                 Object::Instancetype(ctx.typed(value)?)

@@ -94,7 +94,8 @@ fn typed(object: &Value) -> Result<Object, ApiError> {
     })
 }
 
-/// The Invalid (422) error of an RBAC object, with the field path, as Kubernetes words it.
+/// The Invalid (422) error of an object typed here as JSON (RBAC objects, migrations), with the
+/// field path, as Kubernetes words it.
 fn rbac_invalid(resource: &ResourceDef, object: &Value, field: &str, message: String) -> ApiError {
     let name = object
         .pointer("/metadata/name")
@@ -110,6 +111,34 @@ fn rbac_invalid(resource: &ResourceDef, object: &Value, field: &str, message: St
             resource.kind, resource.group
         ))
     }
+}
+
+/// KubeVirt's checks of a VirtualMachineInstanceMigration (its migration-create admitter):
+/// `spec.vmiName` is required, and `sendTo` and `receive` together must name one migration.
+/// Stored as written otherwise (its status is the controllers').
+fn admit_migration(resource: &ResourceDef, object: Value) -> Result<Value, ApiError> {
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
+    if text("/spec/vmiName").unwrap_or("").is_empty() {
+        return Err(rbac_invalid(
+            resource,
+            &object,
+            "spec.vmiName",
+            "vmiName is missing".into(),
+        ));
+    }
+    if let (Some(send), Some(receive)) = (
+        text("/spec/sendTo/migrationID"),
+        text("/spec/receive/migrationID"),
+    ) && send != receive
+    {
+        return Err(rbac_invalid(
+            resource,
+            &object,
+            "spec",
+            format!("sendTo migrationID {send} does not match receive migrationID {receive}"),
+        ));
+    }
+    Ok(object)
 }
 
 /// Checks a Role, ClusterRole, RoleBinding or ClusterRoleBinding the way the RBAC evaluator will
@@ -290,6 +319,84 @@ pub fn check_restore_target(store: &Store, restore: &Value) -> Result<(), ApiErr
     .into())
 }
 
+/// Secrets and ConfigMaps (`None` for other kinds): a Secret's `stringData` is merged into
+/// `data` (base64) as kube-apiserver does, and every `data` value must be base64; a ConfigMap's
+/// `data` must map names to strings. Both are stored as written otherwise.
+fn admit_core_data(resource: &ResourceDef, object: &Value) -> Option<Result<Value, ApiError>> {
+    use base64::Engine as _;
+    let invalid = |field: &str, message: String| {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        ApiError {
+            details: Some(json!({"name": name, "kind": resource.kind,
+                "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]})),
+            ..ApiError::invalid(format!(
+                "{} {name:?} is invalid: {field}: {message}",
+                resource.kind
+            ))
+        }
+    };
+    match resource.plural {
+        "secrets" => {
+            let mut object = object.clone();
+            let mut data = object
+                .get("data")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for (key, value) in &data {
+                let valid = value.as_str().is_some_and(|text| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .is_ok()
+                });
+                if !valid {
+                    return Some(Err(invalid(
+                        &format!("data[{key}]"),
+                        "must be base64-encoded bytes (put plain text under stringData)".into(),
+                    )));
+                }
+            }
+            if let Some(strings) = object.get("stringData").and_then(Value::as_object) {
+                for (key, value) in strings {
+                    let Some(text) = value.as_str() else {
+                        return Some(Err(invalid(
+                            &format!("stringData[{key}]"),
+                            "must be a string".into(),
+                        )));
+                    };
+                    data.insert(
+                        key.clone(),
+                        json!(base64::engine::general_purpose::STANDARD.encode(text)),
+                    );
+                }
+            }
+            if let Some(map) = object.as_object_mut() {
+                map.remove("stringData");
+                if !data.is_empty() {
+                    map.insert("data".into(), Value::Object(data));
+                }
+                map.entry("type").or_insert_with(|| json!("Opaque"));
+            }
+            Some(Ok(object))
+        }
+        "configmaps" => {
+            if let Some(data) = object.get("data").and_then(Value::as_object)
+                && let Some((key, _)) = data.iter().find(|(_, v)| !v.is_string())
+            {
+                return Some(Err(invalid(
+                    &format!("data[{key}]"),
+                    "must be a string".into(),
+                )));
+            }
+            Some(Ok(object.clone()))
+        }
+        _ => None,
+    }
+}
+
 /// Types, defaults and admits an object being created; returns the JSON to store.
 pub fn admit_create(
     resource: &ResourceDef,
@@ -302,6 +409,12 @@ pub fn admit_create(
     }
     if resource.group == ferrovirt_resources::RBAC_GROUP {
         return admit_rbac(resource, object);
+    }
+    if let Some(admitted) = admit_core_data(resource, &object) {
+        return admitted;
+    }
+    if resource.plural == ferrovirt_resources::VMIMS.plural {
+        return admit_migration(resource, object);
     }
     let mut typed_object = typed(&object)?;
     match &mut typed_object {
@@ -328,6 +441,12 @@ pub fn admit_update(
     }
     if resource.group == ferrovirt_resources::RBAC_GROUP {
         return admit_rbac(resource, object);
+    }
+    if let Some(admitted) = admit_core_data(resource, &object) {
+        return admitted;
+    }
+    if resource.plural == ferrovirt_resources::VMIMS.plural {
+        return admit_migration(resource, object);
     }
     let mut typed_object = typed(&object)?;
     let old_typed = typed(old).ok();

@@ -29,6 +29,19 @@ pub struct AppState {
     pub watches: Arc<crate::watch_limit::WatchLimiter>,
     /// What `/metrics` serves (`None`: the endpoint answers 404).
     pub metrics: Option<Arc<ferrovirt_metrics::Metrics>>,
+    /// Issues and checks the tokens of CDI's UploadTokenRequests (a key per server start).
+    pub upload_tokens: Arc<ferrovirt_auth::upload_token::UploadTokenSigner>,
+}
+
+/// A signer with a random key; without randomness (never on Linux) uploads are refused instead.
+fn upload_signer() -> ferrovirt_auth::upload_token::UploadTokenSigner {
+    match ferrovirt_auth::upload_token::UploadTokenSigner::random() {
+        Ok(signer) => signer,
+        Err(error) => {
+            tracing::error!(%error, "no upload token key");
+            ferrovirt_auth::upload_token::UploadTokenSigner::unusable()
+        }
+    }
 }
 
 impl AppState {
@@ -52,6 +65,7 @@ impl AppState {
                 crate::watch_limit::DEFAULT_WATCHES_PER_CLIENT,
             )),
             metrics: None,
+            upload_tokens: Arc::new(upload_signer()),
         }
     }
 

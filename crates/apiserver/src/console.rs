@@ -90,12 +90,16 @@ pub(crate) fn relay_or_unavailable<E: std::fmt::Display>(
     }
 }
 
-/// Relays binary frames between a WebSocket and a unix socket until either side closes.
-pub(crate) async fn bridge(socket: WebSocket, serial: tokio::net::UnixStream) {
+/// Relays binary frames between a WebSocket and a byte stream (a unix socket, a forwarded TCP
+/// connection) until either side closes.
+pub(crate) async fn bridge<S>(socket: WebSocket, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let (mut ws_tx, mut ws_rx) = socket.split();
-    let (mut serial_rx, mut serial_tx) = serial.into_split();
+    let (mut serial_rx, mut serial_tx) = tokio::io::split(stream);
     let to_ws = async {
-        let mut buffer = vec![0u8; 4096];
+        let mut buffer = vec![0u8; 64 * 1024];
         loop {
             match serial_rx.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
@@ -121,6 +125,7 @@ pub(crate) async fn bridge(socket: WebSocket, serial: tokio::net::UnixStream) {
                 break;
             }
         }
+        let _ = serial_tx.shutdown().await;
     };
     tokio::select! {
         () = to_ws => {}

@@ -71,7 +71,8 @@ pub fn resource_list(group: &str, version: &str) -> Value {
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS,
+            // CDI's UploadTokenRequests are answered, never stored: create only.
+            "verbs": if r.plural == "uploadtokenrequests" { json!(["create"]) } else { json!(VERBS) },
             "storageVersionHash": "",
         });
         if !r.short_names.is_empty() {
@@ -91,6 +92,9 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 | "virtualmachinesnapshotcontents"
                 | "virtualmachinerestores"
                 | "virtualmachineclones"
+                | "datavolumes"
+                | "virtualmachineexports"
+                | "virtualmachineinstancemigrations"
         ) {
             list.push(json!({
                 "name": format!("{}/status", r.plural),
@@ -117,6 +121,20 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 "singularName": "",
                 "namespaced": true,
                 "kind": "VirtualMachineInstance",
+                "verbs": ["get"],
+            }));
+        }
+        // KubeVirt's port-forward (a WebSocket to `.../portforward/PORT[/PROTOCOL]`), of an
+        // instance and of a VM (its instance).
+        for (plural, kind) in [
+            ("virtualmachineinstances", "VirtualMachineInstance"),
+            ("virtualmachines", "VirtualMachine"),
+        ] {
+            list.push(json!({
+                "name": format!("{plural}/portforward"),
+                "singularName": "",
+                "namespaced": true,
+                "kind": kind,
                 "verbs": ["get"],
             }));
         }

@@ -15,8 +15,8 @@ use crate::error::ApiError;
 use crate::request::{ApiRequest, Target};
 use crate::route::Route;
 use crate::{
-    console, discovery, efivars_api, guest_agent, handlers, reviews, serial_log, state_api,
-    tpm_api, ui, vnc,
+    console, discovery, efivars_api, export_api, guest_agent, handlers, portforward, reviews,
+    serial_log, state_api, tpm_api, ui, vnc, volume_import,
 };
 
 /// The body of a request, with the WebSocket upgrade when the client asked for one.
@@ -59,6 +59,7 @@ pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -
     match &request.target {
         Target::Invalid(error) => error.clone().into_response(),
         Target::Ui(path) => ui::serve(&request.method, path, request.accepted.html),
+        Target::Export(target) => export_api::serve(app, request, target).await,
         Target::SelfSubjectAccessReview | Target::SelfSubjectReview
             if request.method == Method::POST =>
         {
@@ -67,7 +68,7 @@ pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -
                 Err(error) => error.into_response(),
             }
         }
-        _ if !read && !matches!(request.target, Target::Api(_)) => {
+        _ if !read && !matches!(request.target, Target::Api(_) | Target::Upload { .. }) => {
             method_not_allowed(&request.method)
         }
         Target::Version => ok(&discovery::version()),
@@ -82,6 +83,9 @@ pub async fn dispatch(app: &AppState, request: &ApiRequest, body: RequestBody) -
             }
         },
         Target::Health => "ok".into_response(),
+        Target::Upload { asynchronous } => {
+            crate::upload::upload(app, request, *asynchronous, body.body).await
+        }
         Target::Metrics => metrics(app),
         Target::SelfSubjectAccessReview | Target::SelfSubjectReview => {
             method_not_allowed(&request.method)
@@ -97,8 +101,40 @@ async fn api(app: &AppState, request: &ApiRequest, route: Route, body: RequestBo
         Route::Console { namespace, name } if read => {
             console::handler(app, &namespace, &name, body.upgrade).await
         }
+        Route::MigrationTunnel {
+            namespace,
+            name,
+            migration_id,
+            channel,
+        } if read => {
+            crate::migration_tunnel::handler(
+                app,
+                &namespace,
+                &name,
+                &migration_id,
+                channel,
+                body.upgrade,
+            )
+            .await
+        }
         Route::Vnc { namespace, name } if read => {
             vnc::handler(app, &namespace, &name, body.upgrade).await
+        }
+        Route::PortForward {
+            namespace,
+            name,
+            port,
+            protocol,
+            of_vm,
+        } if read => {
+            let target = portforward::Target {
+                namespace: &namespace,
+                name: &name,
+                port: &port,
+                protocol: protocol.as_deref(),
+                of_vm,
+            };
+            portforward::handler(app, target, body.upgrade).await
         }
         Route::VncScreenshot { namespace, name } if read => {
             vnc::screenshot(app, &namespace, &name).await
@@ -140,10 +176,28 @@ async fn api(app: &AppState, request: &ApiRequest, route: Route, body: RequestBo
             name,
             id: None,
         } if request.method == Method::DELETE => efivars_api::reset(app, &namespace, &name).await,
+        Route::EfiVars {
+            namespace,
+            name,
+            id: None,
+        } if request.method == Method::PUT => match crate::http::read_body(body.body).await {
+            Ok(bytes) => efivars_api::enroll(app, &namespace, &name, &bytes).await,
+            Err(error) => error.into_response(),
+        },
         Route::EfiVars { .. } => method_not_allowed(&request.method),
+        Route::VolumeImport { namespace, name } if request.method == Method::PUT => {
+            volume_import::handler(app, request, &namespace, &name, body.body).await
+        }
+        Route::VolumeImport { .. } => method_not_allowed(&request.method),
         Route::StateRollback { namespace, name } if request.method == Method::PUT => {
             match crate::http::read_body(body.body).await {
                 Ok(bytes) => state_api::rollback(app, &namespace, &name, &bytes).await,
+                Err(error) => error.into_response(),
+            }
+        }
+        Route::StateRekey { namespace, name } if request.method == Method::PUT => {
+            match crate::http::read_body(body.body).await {
+                Ok(bytes) => state_api::rekey(app, &namespace, &name, &bytes).await,
                 Err(error) => error.into_response(),
             }
         }
@@ -162,6 +216,26 @@ async fn api(app: &AppState, request: &ApiRequest, route: Route, body: RequestBo
         Route::DeletedVmStates { .. } | Route::DeletedVmState { .. } => {
             method_not_allowed(&request.method)
         }
+        Route::Collection {
+            resource: ferrovirt_resources::UPLOAD_TOKEN_REQUESTS,
+            namespace: Some(namespace),
+        } if request.method == Method::POST => {
+            crate::upload::token_request(app, request, &namespace, body.body)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+        Route::Collection {
+            resource: ferrovirt_resources::UPLOAD_TOKEN_REQUESTS,
+            ..
+        }
+        | Route::Item {
+            resource: ferrovirt_resources::UPLOAD_TOKEN_REQUESTS,
+            ..
+        }
+        | Route::Status {
+            resource: ferrovirt_resources::UPLOAD_TOKEN_REQUESTS,
+            ..
+        } => method_not_allowed(&request.method),
         route => handlers::handle(app, request, route, body.body)
             .await
             .unwrap_or_else(IntoResponse::into_response),

@@ -69,7 +69,7 @@ fn item(stored: &StoredVariable) -> Value {
 
 fn error(e: EfiVarsError) -> ApiError {
     match e {
-        EfiVarsError::Running { .. } => ApiError::conflict(e.to_string()),
+        EfiVarsError::Running { .. } | EfiVarsError::Keys(_) => ApiError::conflict(e.to_string()),
         EfiVarsError::NotPersistent { .. } | EfiVarsError::NoVarsFile { .. } => {
             ApiError::not_found(e.to_string())
         }
@@ -99,12 +99,14 @@ pub async fn get(state: &AppState, namespace: &str, name: &str, id: Option<&str>
         Err(e) => return e.into_response(),
     };
     let vm = name.to_owned();
+    let data_dir = state.data_dir.clone();
     let found = blocking(move || {
-        let store = efi_vars::read(&plan).map_err(error)?;
+        let store = efi_vars::read(&data_dir, &plan).map_err(error)?;
         match wanted {
             None => Ok(json!({
                 "kind": "EFIVariableList",
                 "apiVersion": "subresources.kubevirt.io/v1",
+                "stateEncryption": crate::tpm_api::encryption(plan.state_volume.as_deref()),
                 "items": store.variables().map(item).collect::<Vec<_>>(),
             })),
             Some((var, guid)) => store.get(&var, &guid).map(item).ok_or_else(|| {
@@ -179,6 +181,59 @@ pub async fn change(
             })),
             Err(e) => Err(error(e)),
         }
+    })
+    .await;
+    match done {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PUT .../efivars` with `{"enroll": "microsoft-2023"}`: appends Microsoft's 2023 KEK and db
+/// certificates (`ferrovirt_firmware::microsoft_2023`) that the VM's KEK and db do not hold yet.
+pub async fn enroll(state: &AppState, namespace: &str, name: &str, body: &[u8]) -> Response {
+    let wanted = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|b| b.get("enroll").and_then(Value::as_str).map(str::to_owned));
+    if wanted.as_deref() != Some("microsoft-2023") {
+        return ApiError::bad_request(
+            "the body must be {\"enroll\": \"microsoft-2023\"} (the only certificate set there is)",
+        )
+        .into_response();
+    }
+    let plan = match crate::state_api::state_plan(state, namespace, name).await {
+        Ok(plan) => plan,
+        Err(e) => return e.into_response(),
+    };
+    let data_dir = state.data_dir.clone();
+    let done = blocking(move || {
+        let mut added = Vec::new();
+        let changed = efi_vars::change(
+            &data_dir,
+            &plan,
+            "before enrolling Microsoft's 2023 Secure Boot certificates",
+            |store| {
+                added = ferrovirt_vmm::firmware::microsoft_2023::enroll(store)?;
+                Ok(vec![7])
+            },
+        )
+        .map_err(error)?;
+        Ok(json!({
+            "kind": "EFIVariableChange",
+            "apiVersion": "subresources.kubevirt.io/v1",
+            "generation": changed.generation.0,
+            "pcrs": changed.pcrs,
+            "added": added,
+            "message": format!(
+                "{}; the Secure Boot keys (PCR7) change: suspend BitLocker (or other disk encryption sealed to PCR7) in the guest before its next start. The variables before are kept as generation {} (undo: ferrovirt state rollback)",
+                if added.is_empty() {
+                    "KEK and db already hold Microsoft's 2023 certificates".to_owned()
+                } else {
+                    format!("added {}", added.join(", "))
+                },
+                changed.generation.0
+            ),
+        }))
     })
     .await;
     match done {

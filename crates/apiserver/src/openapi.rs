@@ -145,7 +145,7 @@ fn build(group: &str, version: &str) -> Value {
         }
     }
     for entry in &listed {
-        if let Some((path, item)) = subresource_path(group, version, entry) {
+        for (path, item) in subresource_paths(group, version, entry) {
             paths.insert(path, item);
         }
     }
@@ -155,6 +155,37 @@ fn build(group: &str, version: &str) -> Value {
         "paths": paths,
         "components": {"schemas": schemas.into_map()},
     })
+}
+
+/// The paths of a subresource discovery lists: one, but KubeVirt's `portforward` is addressed as
+/// `.../portforward/{port}` and `.../portforward/{port}/{protocol}` (as in KubeVirt's document).
+fn subresource_paths(group: &str, version: &str, entry: &Value) -> Vec<(String, Value)> {
+    let Some((path, item)) = subresource_path(group, version, entry) else {
+        return Vec::new();
+    };
+    if !path.ends_with("/portforward") {
+        return vec![(path, item)];
+    }
+    let port = json!({"name": "port", "in": "path", "required": true,
+        "description": "The target port for portforward on the VirtualMachineInstance.",
+        "schema": {"type": "string"}});
+    let protocol = json!({"name": "protocol", "in": "path", "required": true,
+        "description": "The protocol for portforward on the VirtualMachineInstance (tcp).",
+        "schema": {"type": "string"}});
+    let with = |extra: &[&Value], suffix: &str, id_suffix: &str| {
+        let mut item = item.clone();
+        if let Some(parameters) = item["parameters"].as_array_mut() {
+            parameters.extend(extra.iter().map(|p| (*p).clone()));
+        }
+        if let Some(id) = item["get"]["operationId"].as_str() {
+            item["get"]["operationId"] = json!(format!("{id}{id_suffix}"));
+        }
+        (format!("{path}{suffix}"), item)
+    };
+    vec![
+        with(&[&port], "/{port}", ""),
+        with(&[&port, &protocol], "/{port}/{protocol}", "WithProtocol"),
+    ]
 }
 
 /// A KubeVirt subresource (`virtualmachines/start`, `virtualmachineinstances/vnc`, ...) that
@@ -245,7 +276,13 @@ impl SchemaSet {
     fn kind(&mut self, resource: &ResourceDef) -> String {
         let gvk =
             json!([{"group": resource.group, "version": resource.version, "kind": resource.kind}]);
-        let kubevirt_name = format!("{}.{}", resource.version, resource.kind);
+        // export.kubevirt.io/v1beta1 has the fields of KubeVirt's v1 definition (v1 only adds
+        // backups), which is the one KubeVirt's swagger carries.
+        let kubevirt_name = if resource.group == ferrovirt_resources::EXPORT_GROUP {
+            format!("v1.{}", resource.kind)
+        } else {
+            format!("{}.{}", resource.version, resource.kind)
+        };
         let name = if resource.group.ends_with("kubevirt.io") && self.include(&kubevirt_name) {
             kubevirt_name
         } else {
@@ -263,6 +300,20 @@ impl SchemaSet {
                     "x-kubernetes-preserve-unknown-fields": true,
                 }),
             );
+            // CDI's DataVolume: its spec is the one KubeVirt's dataVolumeTemplates reference.
+            if resource.kind == "DataVolume"
+                && self.include("v1beta1.DataVolumeSpec")
+                && let Some(properties) = self
+                    .schemas
+                    .get_mut(&name)
+                    .and_then(|s| s.get_mut("properties"))
+                    .and_then(Value::as_object_mut)
+            {
+                properties.insert(
+                    "spec".into(),
+                    json!({"$ref": format!("{V3_REF}v1beta1.DataVolumeSpec")}),
+                );
+            }
             name
         };
         if let Some(schema) = self.schemas.get_mut(&name).and_then(Value::as_object_mut) {

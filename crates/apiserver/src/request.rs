@@ -66,6 +66,10 @@ impl RequestAttributes {
         };
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let (api_group, api_version, mut parts) = match segments.as_slice() {
+            // KubeVirt's export proxy: `/api/export.kubevirt.io/<version>/namespaces/...`.
+            ["api", group @ "export.kubevirt.io", version, rest @ ..] if !rest.is_empty() => {
+                (*group, *version, rest)
+            }
             ["api", version, rest @ ..] if !rest.is_empty() => ("", *version, rest),
             ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
             _ => return non_resource(),
@@ -218,8 +222,14 @@ pub enum Target {
     SelfSubjectAccessReview,
     /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`, the UI).
     SelfSubjectReview,
+    /// CDI's upload proxy paths (`/v1beta1/upload`, `/v1beta1/upload-async`): an image upload
+    /// authorized by an upload token (an `UploadTokenRequest`'s), not by a user's credentials.
+    Upload { asynchronous: bool },
     /// Anything else: a file or page of the web UI (or a 404 under the API prefixes).
     Ui(String),
+    /// A path of KubeVirt's export proxy (`/api/export.kubevirt.io/...`): authenticated by the
+    /// export's token only ([`ApiRequest::export_token`]).
+    Export(crate::export_path::ExportTarget),
     /// A request that cannot be served as asked (unknown API path, malformed query): the error is
     /// answered after the chain's stages have seen the request.
     Invalid(ApiError),
@@ -254,6 +264,15 @@ pub struct ApiRequest {
     pub connection: Connection,
     /// The authenticated user: `None` until an authentication stage sets it.
     pub user: Option<UserInfo>,
+    /// The export token (`x-kubevirt-export-token` header, else the query parameter of that
+    /// name), for export paths only.
+    pub export_token: Option<BearerToken>,
+    /// `Range` and `If-Range` (resumable downloads of exports).
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    /// `Upload-Offset` (the IETF resumable-uploads draft's header): where a resumed image
+    /// upload continues.
+    pub upload_offset: Option<String>,
 }
 
 /// A bearer token; its `Debug` never prints it.
@@ -293,6 +312,12 @@ fn target_of(path: &str) -> Target {
         "/openapi/v3" => return Target::OpenApiV3Root,
         "/healthz" | "/readyz" | "/livez" => return Target::Health,
         "/metrics" => return Target::Metrics,
+        ferrovirt_api::cdi::UPLOAD_PATH_SYNC => {
+            return Target::Upload {
+                asynchronous: false,
+            };
+        }
+        ferrovirt_api::cdi::UPLOAD_PATH_ASYNC => return Target::Upload { asynchronous: true },
         "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => {
             return Target::SelfSubjectAccessReview;
         }
@@ -301,6 +326,14 @@ fn target_of(path: &str) -> Target {
     }
     if let Some(rest) = path.strip_prefix("/openapi/v3/") {
         return Target::OpenApiV3(rest.to_owned());
+    }
+    if path.starts_with(crate::export_path::PREFIX) {
+        return match crate::export_path::parse(path) {
+            Some(export) => Target::Export(export),
+            None => Target::Invalid(ApiError::not_found(format!(
+                "the server could not find the requested resource (path {path})"
+            ))),
+        };
     }
     let api = if let Some(rest) = path.strip_prefix("/api/") {
         Some(route::parse(true, rest))
@@ -361,6 +394,16 @@ impl ApiRequest {
                 .map(|c| c.0.clone())
                 .unwrap_or_default(),
         };
+        let export_token = matches!(target, Target::Export(_))
+            .then(|| {
+                headers
+                    .get(ferrovirt_api::export::TOKEN_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+                    .or_else(|| params.get(ferrovirt_api::export::TOKEN_HEADER).cloned())
+            })
+            .flatten()
+            .map(BearerToken);
         Self {
             method: parts.method.clone(),
             attributes: RequestAttributes::new(&parts.method, path, &params),
@@ -380,6 +423,13 @@ impl ApiRequest {
             user_agent: header_text(headers, header::USER_AGENT),
             connection,
             user: None,
+            export_token,
+            range: header_text(headers, header::RANGE),
+            if_range: header_text(headers, header::IF_RANGE),
+            upload_offset: header_text(
+                headers,
+                header::HeaderName::from_static(crate::upload::UPLOAD_OFFSET),
+            ),
         }
     }
 

@@ -1,6 +1,6 @@
 //! URL paths under `/api` and `/apis` to a [`Route`]: discovery of a group/version, a collection
 //! (namespaced or cluster-wide), one object, its `status`, or a KubeVirt VM/VMI subresource
-//! (`start`/`stop`/`restart`, `console`, `vnc`, `vnc/screenshot`, `serial-log`, `stategenerations`, `staterollback`, `tpm/ek`, `efivars`), and
+//! (`start`/`stop`/`restart`, `console`, `vnc`, `vnc/screenshot`, `serial-log`, `stategenerations`, `staterollback`, `staterekey`, `tpm/ek`, `efivars`), and
 //! the kept state of deleted VMs (`deletedvmstates`).
 
 use crate::error::ApiError;
@@ -50,6 +50,25 @@ pub enum Route {
     Vnc { namespace: String, name: String },
     /// `GET .../virtualmachineinstances/NAME/vnc/screenshot`: a PNG of the screen.
     VncScreenshot { namespace: String, name: String },
+    /// `GET .../virtualmachineinstances/NAME/migrationtunnel/ID/CHANNEL` (WebSocket): one stream
+    /// of an incoming live migration (`crate::migration_tunnel`).
+    MigrationTunnel {
+        namespace: String,
+        name: String,
+        migration_id: String,
+        channel: TunnelChannel,
+    },
+    /// `GET .../virtualmachineinstances/NAME/portforward/PORT[/PROTOCOL]` and the same under
+    /// `virtualmachines` (WebSocket): a TCP connection to a port of the guest.
+    PortForward {
+        namespace: String,
+        name: String,
+        /// As written in the path (checked by the handler, which names what is wrong).
+        port: String,
+        protocol: Option<String>,
+        /// Addressed as `virtualmachines/NAME` (the instance of that VM).
+        of_vm: bool,
+    },
     /// `GET .../virtualmachineinstances/NAME/guestosinfo`: what the guest agent reports.
     GuestOsInfo { namespace: String, name: String },
     /// `GET .../virtualmachines/NAME/serial-log`: the serial output of the VM's runs.
@@ -64,13 +83,46 @@ pub enum Route {
         name: String,
         id: Option<String>,
     },
+    /// `PUT /apis/subresources.kubevirt.io/v1/namespaces/NS/persistentvolumeclaims/NAME/
+    /// volumeimport?format=tar.gz|gzip|raw`: fill an empty, Bound PVC with the bytes of an
+    /// export's volume (ferrovirt's own upload; `ferrovirt vmexport import`).
+    VolumeImport { namespace: String, name: String },
     /// `PUT .../virtualmachines/NAME/staterollback`: put a generation back.
     StateRollback { namespace: String, name: String },
+    /// `PUT .../virtualmachines/NAME/staterekey`: rotate the keys of its encrypted state.
+    StateRekey { namespace: String, name: String },
     /// `/apis/subresources.kubevirt.io/v1/[namespaces/NS/]deletedvmstates`: the state
     /// generations kept for deleted VMs (`namespace: None`: all namespaces).
     DeletedVmStates { namespace: Option<String> },
     /// `.../namespaces/NS/deletedvmstates/UUID`: one deleted VM's kept state (by firmware UUID).
     DeletedVmState { namespace: String, uuid: String },
+}
+
+/// The two streams of one migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelChannel {
+    /// QEMU's migration stream.
+    Memory,
+    /// The NBD connections of the block mirrors.
+    Blocks,
+}
+
+impl TunnelChannel {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "memory" => Some(Self::Memory),
+            "blocks" => Some(Self::Blocks),
+            _ => None,
+        }
+    }
+
+    /// The socket's name in the runtime dir (`vmm::migration`'s caller picks the same).
+    pub fn socket_name(self) -> &'static str {
+        match self {
+            Self::Memory => ferrovirt_vmm::migration::MEMORY_SOCKET,
+            Self::Blocks => ferrovirt_vmm::migration::BLOCKS_SOCKET,
+        }
+    }
 }
 
 fn unknown(path: &str) -> ApiError {
@@ -126,6 +178,16 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
                 namespace: (*ns).to_owned(),
                 uuid: (*uuid).to_owned(),
             }),
+            [
+                "namespaces",
+                ns,
+                "persistentvolumeclaims",
+                name,
+                "volumeimport",
+            ] => Ok(Route::VolumeImport {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+            }),
             ["namespaces", ns, "virtualmachines", name, "serial-log"] => Ok(Route::SerialLog {
                 namespace: (*ns).to_owned(),
                 name: (*name).to_owned(),
@@ -162,6 +224,10 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
                     name: (*name).to_owned(),
                 })
             }
+            ["namespaces", ns, "virtualmachines", name, "staterekey"] => Ok(Route::StateRekey {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+            }),
             ["namespaces", ns, "virtualmachines", name, action] => {
                 let action = match *action {
                     "start" => VmAction::Start,
@@ -175,6 +241,21 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
                     action,
                 })
             }
+            [
+                "namespaces",
+                ns,
+                kind @ ("virtualmachineinstances" | "virtualmachines"),
+                name,
+                "portforward",
+                port,
+                protocol @ ..,
+            ] if protocol.len() <= 1 => Ok(Route::PortForward {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+                port: (*port).to_owned(),
+                protocol: protocol.first().map(|p| (*p).to_owned()),
+                of_vm: *kind == "virtualmachines",
+            }),
             ["namespaces", ns, "virtualmachineinstances", name, "console"] => Ok(Route::Console {
                 namespace: (*ns).to_owned(),
                 name: (*name).to_owned(),
@@ -183,6 +264,23 @@ pub fn parse(core: bool, rest: &str) -> Result<Route, ApiError> {
                 namespace: (*ns).to_owned(),
                 name: (*name).to_owned(),
             }),
+            [
+                "namespaces",
+                ns,
+                "virtualmachineinstances",
+                name,
+                "migrationtunnel",
+                id,
+                channel,
+            ] => match TunnelChannel::parse(channel) {
+                Some(channel) => Ok(Route::MigrationTunnel {
+                    namespace: (*ns).to_owned(),
+                    name: (*name).to_owned(),
+                    migration_id: (*id).to_owned(),
+                    channel,
+                }),
+                None => Err(unknown(&full)),
+            },
             [
                 "namespaces",
                 ns,

@@ -171,7 +171,12 @@ impl Stage for RequestChecks {
                 request.target,
                 Target::Api(_) | Target::SelfSubjectAccessReview | Target::SelfSubjectReview
             );
-        if write && !WRITE_MEDIA_TYPES.contains(&request.content_type.as_str()) {
+        // A volume import's body is the volume's bytes (a tar.gz, gzip or raw image).
+        let volume_import = matches!(
+            request.target,
+            Target::Api(crate::route::Route::VolumeImport { .. })
+        );
+        if write && !volume_import && !WRITE_MEDIA_TYPES.contains(&request.content_type.as_str()) {
             return Err(ApiError::unsupported_media_type(&request.content_type));
         }
         Ok(())
@@ -212,8 +217,14 @@ impl Stage for Authentication {
                 request.user = Some(user);
                 Ok(())
             }
-            // The UI's files are public: the login page is one of them.
-            Err(_) if matches!(request.target, Target::Ui(_)) => {
+            // Export paths are opened by the export's token alone (checked by the handler).
+            _ if matches!(request.target, Target::Export(_)) => {
+                request.user = Some(UserInfo::anonymous());
+                Ok(())
+            }
+            // The UI's files are public: the login page is one of them. An upload carries an
+            // upload token instead of a user's: its handler verifies it.
+            Err(_) if matches!(request.target, Target::Ui(_) | Target::Upload { .. }) => {
                 request.user = Some(UserInfo::anonymous());
                 Ok(())
             }
@@ -253,7 +264,12 @@ impl Stage for Authorization {
     }
 
     fn admit(&self, request: &mut ApiRequest) -> Result<(), ApiError> {
-        if matches!(request.target, Target::Ui(_)) {
+        // An upload's token was issued to a user RBAC allowed to create UploadTokenRequests
+        // (`upload.cdi.kubevirt.io`), for one PVC; the upload handler checks it.
+        if matches!(
+            request.target,
+            Target::Ui(_) | Target::Upload { .. } | Target::Export(_)
+        ) {
             return Ok(());
         }
         let user = request.user.clone().unwrap_or_else(UserInfo::anonymous);
@@ -288,7 +304,9 @@ impl Stage for Audit {
             request.target,
             Target::SelfSubjectAccessReview | Target::SelfSubjectReview
         );
-        if !a.is_resource_request || review || !should_audit(&a.verb, &a.subresource) {
+        // Every export request is recorded: volume bytes (TPM state, VARS) leave the host.
+        let export = matches!(request.target, Target::Export(_));
+        if !export && (!a.is_resource_request || review || !should_audit(&a.verb, &a.subresource)) {
             return;
         }
         let user = request.user.clone().unwrap_or_else(UserInfo::anonymous);

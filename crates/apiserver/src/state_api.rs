@@ -184,6 +184,59 @@ pub async fn rollback(state: &AppState, namespace: &str, name: &str, body: &[u8]
     }
 }
 
+/// `PUT .../virtualmachines/NAME/staterekey` with `{"newKEK": bool, "rotateDataKey": bool}`:
+/// re-wraps the VM's data key under the current KEK (a new local one with `newKEK`) and, with
+/// `rotateDataKey`, re-encrypts its state under a new data key. 409 while the VM runs.
+pub async fn rekey(state: &AppState, namespace: &str, name: &str, body: &[u8]) -> Response {
+    let body: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(value @ Value::Object(_)) => value,
+            _ => {
+                return ApiError::bad_request(
+                    "the body must be {\"newKEK\": true|false, \"rotateDataKey\": true|false}",
+                )
+                .into_response();
+            }
+        }
+    };
+    let flag = |field: &str| body.get(field).and_then(Value::as_bool).unwrap_or(false);
+    let options = ferrovirt_vmm::rekey::RekeyOptions {
+        new_kek: flag("newKEK"),
+        rotate_dek: flag("rotateDataKey"),
+    };
+    let plan = match state_plan(state, namespace, name).await {
+        Ok(plan) => plan,
+        Err(e) => return e.into_response(),
+    };
+    let data_dir = state.data_dir.clone();
+    let outcome =
+        tokio::task::spawn_blocking(move || ferrovirt_vmm::rekey::rekey(&data_dir, &plan, options))
+            .await;
+    use ferrovirt_vmm::rekey::RekeyError;
+    match outcome {
+        Ok(Ok(report)) => Json(json!({
+            "kind": "StateRekey",
+            "apiVersion": "v1",
+            "generation": report.generation.0,
+            "oldKEK": report.old_kek,
+            "newKEK": report.new_kek,
+            "oldDataKeyID": report.old_data_key,
+            "newDataKeyID": report.new_data_key,
+        }))
+        .into_response(),
+        Ok(Err(e @ (RekeyError::Running { .. } | RekeyError::Keys(_) | RekeyError::Key(_)))) => {
+            ApiError::conflict(e.to_string()).into_response()
+        }
+        Ok(Err(e @ RekeyError::NoState { .. })) => {
+            ApiError::not_found(e.to_string()).into_response()
+        }
+        Ok(Err(e)) => ApiError::invalid(e.to_string()).into_response(),
+        Err(e) => ApiError::internal(format!("rekey task failed: {e}")).into_response(),
+    }
+}
+
 fn time_text(unix: u64) -> String {
     ferrovirt_store::format_rfc3339(i64::try_from(unix).unwrap_or(i64::MAX))
 }

@@ -10,11 +10,25 @@ use serde_json::{Map, Value};
 fn definitions() -> &'static Map<String, Value> {
     static DEFINITIONS: OnceLock<Map<String, Value>> = OnceLock::new();
     DEFINITIONS.get_or_init(|| {
-        crate::discovery::openapi_v2()
+        let mut definitions = crate::discovery::openapi_v2()
             .get("definitions")
             .and_then(Value::as_object)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // CDI's http source has gained `checksum` and `insecureSkipVerify` since the CDI API
+        // KubeVirt's swagger embeds.
+        if let Some(properties) = definitions
+            .get_mut("v1beta1.DataVolumeSourceHTTP")
+            .and_then(|d| d.get_mut("properties"))
+            .and_then(Value::as_object_mut)
+        {
+            properties.insert("checksum".into(), serde_json::json!({"type": "string"}));
+            properties.insert(
+                "insecureSkipVerify".into(),
+                serde_json::json!({"type": "boolean"}),
+            );
+        }
+        definitions
     })
 }
 
@@ -33,6 +47,18 @@ pub fn unknown_fields(kind: &str, object: &Value) -> Vec<String> {
             definitions().get("v1.VirtualMachineSpec"),
         ) {
             walk(spec, schema, "spec.vm.spec", &mut unknown, 0);
+        }
+        unknown.sort();
+        return unknown;
+    }
+    if kind == "DataVolume" {
+        // CDI's spec as KubeVirt's swagger carries it (the `dataVolumeTemplates` entries).
+        let mut unknown = Vec::new();
+        if let (Some(spec), Some(schema)) = (
+            object.get("spec"),
+            definitions().get("v1beta1.DataVolumeSpec"),
+        ) {
+            walk(spec, schema, "spec", &mut unknown, 0);
         }
         unknown.sort();
         return unknown;

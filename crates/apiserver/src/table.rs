@@ -352,6 +352,34 @@ const VM_CLONE_COLUMNS: &[Column] = &[
     }),
 ];
 
+/// CDI's DataVolume CRD printer columns: NAME, PHASE, PROGRESS, RESTARTS, AGE.
+const DATA_VOLUME_COLUMNS: &[Column] = &[
+    Column::name_of("Name", name),
+    Column::string("Phase", |o, _| text(o.pointer("/status/phase"))),
+    Column::string("Progress", |o, _| text(o.pointer("/status/progress"))),
+    Column::integer("Restarts", |o, _| {
+        o.pointer("/status/restartCount")
+            .cloned()
+            .unwrap_or(json!(0))
+    }),
+    Column::date("Age", age),
+];
+
+/// KubeVirt's printer columns for VirtualMachineExport.
+const VM_EXPORT_COLUMNS: &[Column] = &[
+    Column::name_of("Name", name),
+    Column::string("SourceKind", |o, _| text(o.pointer("/spec/source/kind"))),
+    Column::string("SourceName", |o, _| text(o.pointer("/spec/source/name"))),
+    Column::string("Phase", |o, _| text(o.pointer("/status/phase"))),
+];
+
+/// KubeVirt's printer columns for VirtualMachineInstanceMigration (its CRD: Phase, VMI).
+const VMIM_COLUMNS: &[Column] = &[
+    Column::name_of("Name", name),
+    Column::string("Phase", |o, _| text(o.pointer("/status/phase"))),
+    Column::string("VMI", |o, _| text(o.pointer("/spec/vmiName"))),
+];
+
 /// The message of a `Failure` condition that is `True` (empty otherwise).
 fn failure_message(o: &Value) -> Value {
     let message = o
@@ -455,6 +483,9 @@ fn columns(resource: &ResourceDef) -> &'static [Column] {
         "virtualmachinesnapshotcontents" => VM_SNAPSHOT_CONTENT_COLUMNS,
         "virtualmachinerestores" => VM_RESTORE_COLUMNS,
         "virtualmachineclones" => VM_CLONE_COLUMNS,
+        "datavolumes" => DATA_VOLUME_COLUMNS,
+        "virtualmachineexports" => VM_EXPORT_COLUMNS,
+        "virtualmachineinstancemigrations" => VMIM_COLUMNS,
         "virtualmachines" => VM_COLUMNS,
         "virtualmachineinstances" => VMI_COLUMNS,
         "persistentvolumeclaims" => PVC_COLUMNS,

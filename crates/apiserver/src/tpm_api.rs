@@ -26,22 +26,53 @@ pub async fn endorsement_key(state: &AppState, namespace: &str, name: &str) -> R
         Ok(plan) => plan,
         Err(e) => return e.into_response(),
     };
+    let data_dir = state.data_dir.clone();
     let read = tokio::task::spawn_blocking(move || {
-        ek_credentials(
+        let keyring = ferrovirt_keys::Keyring::for_data_dir(&data_dir).map_err(|e| {
+            EkAccessError::Keys(ferrovirt_vmm::state_keys::StateKeyError::Unlock {
+                vm: plan.name.clone(),
+                source: Box::new(e),
+            })
+        })?;
+        let credentials = ek_credentials(
             &plan.name,
             &plan.uuid,
             plan.tpm,
             plan.state_volume.as_deref(),
-        )
+            &keyring,
+        )?;
+        Ok::<_, EkAccessError>((credentials, encryption(plan.state_volume.as_deref())))
     })
     .await;
     match read {
-        Ok(Ok(credentials)) => Json(body(&credentials)).into_response(),
+        Ok(Ok((credentials, encryption))) => {
+            let mut body = body(&credentials);
+            body["stateEncryption"] = encryption;
+            Json(body).into_response()
+        }
+        Ok(Err(e @ EkAccessError::Keys(_))) => ApiError::conflict(e.to_string()).into_response(),
         Ok(Err(
             e @ (EkAccessError::NoPersistentTpm { .. } | EkAccessError::NotManufactured { .. }),
         )) => ApiError::not_found(e.to_string()).into_response(),
         Ok(Err(e)) => ApiError::internal(e.to_string()).into_response(),
         Err(e) => ApiError::internal(format!("EK read task failed: {e}")).into_response(),
+    }
+}
+
+/// Whether the VM's state is encrypted at rest, and with which keys (ids only, never a key).
+pub(crate) fn encryption(volume: Option<&std::path::Path>) -> Value {
+    let record = volume
+        .and_then(|v| ferrovirt_storage::StateVolume::open(v).ok())
+        .map(|v| ferrovirt_vmm::state_keys::record_path(&v))
+        .and_then(|path| ferrovirt_keys::WrappedKey::read(&path).ok().flatten());
+    match record {
+        Some(record) => json!({
+            "encrypted": true,
+            "provider": record.provider,
+            "kekID": record.kek_id,
+            "dataKeyID": record.data_key_id,
+        }),
+        None => json!({"encrypted": false}),
     }
 }
 

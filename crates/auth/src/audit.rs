@@ -24,9 +24,16 @@ use crate::user::UserInfo;
 
 pub const AUDIT_API_VERSION: &str = "audit.k8s.io/v1";
 
-/// Read subresources that touch a VM's state or console, audited like writes.
-pub const AUDITED_READ_SUBRESOURCES: &[&str] =
-    &["console", "vnc", "serial-log", "stategenerations"];
+/// Read subresources that touch a VM's state or console, audited like writes (`migrationtunnel`
+/// carries a VM's whole state, its vTPM's included, to this host).
+pub const AUDITED_READ_SUBRESOURCES: &[&str] = &[
+    "console",
+    "vnc",
+    "serial-log",
+    "stategenerations",
+    "migrationtunnel",
+    "portforward",
+];
 
 /// Whether a request is audited: every verb but `get`/`list`/`watch`, and reads of
 /// [`AUDITED_READ_SUBRESOURCES`].

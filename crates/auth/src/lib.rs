@@ -21,6 +21,7 @@ pub mod rbac;
 pub mod review;
 pub mod status;
 pub mod tokens;
+pub mod upload_token;
 pub mod user;
 
 pub use authn::{Authenticator, Credentials, Unauthorized};

@@ -328,18 +328,9 @@ impl Client {
             }
         };
         let response = result.map_err(|e| self.transport(e))?;
-        let code = response.status().as_u16();
-        let mut bytes = Vec::new();
-        response
-            .into_body()
-            .into_reader()
-            .take(MAX_BODY_BYTES)
-            .read_to_end(&mut bytes)
-            .map_err(|e| ClientError::Transport {
-                server: self.base.clone(),
-                detail: format!("reading the answer to {method} {path}: {e}"),
-            })?;
-        Ok((code, bytes))
+        read_answer(response, self.base.clone(), || {
+            format!("reading the answer to {method} {path}")
+        })
     }
 
     /// A request whose 2xx answer is JSON; other answers become [`ClientError::Status`].
@@ -388,6 +379,106 @@ impl Client {
         )
     }
 
+    /// The agent for an upload endpoint (`insecure`: no certificate check, virtctl's flag).
+    fn upload_agent(&self, insecure: bool) -> ureq::Agent {
+        if !insecure {
+            return self.streaming.clone();
+        }
+        let tls = TlsConfig::builder()
+            .unversioned_rustls_crypto_provider(ferrovirt_auth::crypto_provider())
+            .disable_verification(true)
+            .build();
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .tls_config(tls)
+            .build()
+            .into()
+    }
+
+    /// `POST`s an image to a CDI upload endpoint with an upload token; `offset` > 0 resumes an
+    /// interrupted upload there (`Upload-Offset`; `body` starts at that byte). The status and
+    /// body of the answer.
+    pub fn upload(
+        &self,
+        url: &str,
+        token: &str,
+        mut body: impl Read,
+        length: u64,
+        offset: u64,
+        insecure: bool,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let mut request = self
+            .upload_agent(insecure)
+            .post(url)
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", length.saturating_sub(offset).to_string());
+        if offset > 0 {
+            request = request.header("Upload-Offset", offset.to_string());
+        }
+        let response = request
+            .send(ureq::SendBody::from_reader(&mut body))
+            .map_err(|e| self.transport(e))?;
+        read_answer(response, url.to_owned(), || {
+            "reading the answer to the upload".to_owned()
+        })
+    }
+
+    /// How many bytes of an interrupted upload the endpoint kept (`HEAD`, `Upload-Offset`); 0
+    /// when none (or when the endpoint does not resume uploads).
+    pub fn upload_offset(
+        &self,
+        url: &str,
+        token: &str,
+        insecure: bool,
+    ) -> Result<u64, ClientError> {
+        let response = self
+            .upload_agent(insecure)
+            .head(url)
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        let code = response.status().as_u16();
+        if !(200..300).contains(&code) {
+            let (_, bytes) = read_answer(response, url.to_owned(), || {
+                "reading the answer to HEAD of the upload".to_owned()
+            })?;
+            return Err(status_error(code, &bytes));
+        }
+        Ok(response
+            .headers()
+            .get("upload-offset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// A `PUT` whose body is streamed from `reader` (a volume import); the JSON answer.
+    pub fn put_reader(
+        &self,
+        path: &str,
+        content_type: &str,
+        reader: &mut dyn Read,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .authorized(self.streaming.put(&url), "application/json")
+            .header("Content-Type", content_type)
+            .send(ureq::SendBody::from_reader(reader))
+            .map_err(|e| self.transport(e))?;
+        let (code, bytes) = read_answer(response, self.base.clone(), || {
+            format!("reading the answer to PUT {path}")
+        })?;
+        if !(200..300).contains(&code) {
+            return Err(status_error(code, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            what: format!("PUT {path}"),
+            detail: e.to_string(),
+        })
+    }
+
     /// A streamed GET (watch, followed log): the body as a reader, after a 2xx status.
     pub fn stream(&self, path: &str, accept: &str) -> Result<impl Read + use<>, ClientError> {
         let url = format!("{}{path}", self.base);
@@ -404,6 +495,27 @@ impl Client {
         }
         Ok(reader)
     }
+}
+
+/// The status and the body (at most [`MAX_BODY_BYTES`]) of an answer; `what` names the request
+/// in a transport error.
+fn read_answer(
+    response: ureq::http::Response<ureq::Body>,
+    server: String,
+    what: impl FnOnce() -> String,
+) -> Result<(u16, Vec<u8>), ClientError> {
+    let code = response.status().as_u16();
+    let mut bytes = Vec::new();
+    response
+        .into_body()
+        .into_reader()
+        .take(MAX_BODY_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ClientError::Transport {
+            server,
+            detail: format!("{}: {e}", what()),
+        })?;
+    Ok((code, bytes))
 }
 
 #[cfg(test)]

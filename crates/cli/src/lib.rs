@@ -76,11 +76,31 @@ pub enum Command {
     /// Clone a VirtualMachine into a new one (new firmware UUID); --tpm fresh / --efi reset give
     /// the clone a new TPM identity / the firmware's default UEFI variables.
     Clone(commands::snapshot::CloneArgs),
+    /// Upload a disk image into a DataVolume (virtctl image-upload): `image-upload dv NAME
+    /// --size 10Gi --image-path FILE` creates it, sends the file with a progress bar and waits
+    /// until the image is checked and published.
+    #[command(name = "image-upload")]
+    ImageUpload(commands::image_upload::ImageUploadArgs),
+    /// Export a VirtualMachine, VirtualMachineSnapshot or PVC with KubeVirt's
+    /// VirtualMachineExport: `vmexport create|download|delete NAME` (virtctl vmexport), and
+    /// `vmexport import DIR` of a download into this server.
+    #[command(subcommand)]
+    Vmexport(commands::vmexport::VmExportCommand),
+    /// Move a running VirtualMachine to another ferrovirt host live (KubeVirt's decentralized
+    /// live migration): `migrate NAME --to DEST.kubeconfig` creates the receiver there and the
+    /// sender here, shows the progress and the measured downtime.
+    Migrate(commands::migrate::MigrateArgs),
     /// Attach to the serial console of a running VirtualMachine; Ctrl-] detaches (virtctl console).
     Console(commands::console::ConsoleArgs),
     /// The graphical console of a running VirtualMachine for a local VNC viewer, or a PNG of its
     /// screen with `vnc screenshot NAME -f FILE` (virtctl vnc).
     Vnc(commands::vnc::VncArgs),
+    /// Forward local ports on 127.0.0.1 to TCP ports of a running guest: `port-forward vm/NAME
+    /// 2222:22` (virtctl port-forward); `--stdio` relays one port on standard input/output.
+    PortForward(commands::port_forward::PortForwardArgs),
+    /// Log in to a guest with the local ssh through the port-forward: `ssh user@vm/NAME [-i KEY]
+    /// [-c CMD]` (virtctl ssh --local-ssh).
+    Ssh(commands::ssh::SshArgs),
     /// Print what the guest agent of a running VirtualMachine reports: OS, host name, agent
     /// version (virtctl guestosinfo).
     Guestosinfo(commands::guestosinfo::GuestOsInfoArgs),
@@ -138,10 +158,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop(args) => commands::vm_action::run(&args, Action::Stop),
         Command::Restart(args) => commands::vm_action::run(&args, Action::Restart),
         Command::Snapshot(args) => commands::snapshot::run_snapshot(&args),
+        Command::ImageUpload(args) => commands::image_upload::run(&args),
         Command::Restore(args) => commands::snapshot::run_restore(&args),
         Command::Clone(args) => commands::snapshot::run_clone(&args),
+        Command::Vmexport(command) => commands::vmexport::run(&command),
+        Command::Migrate(args) => commands::migrate::run(&args),
         Command::Console(args) => commands::console::run(&args),
         Command::Vnc(args) => commands::vnc::run(&args),
+        Command::PortForward(args) => commands::port_forward::run(&args),
+        Command::Ssh(args) => commands::ssh::run(&args),
         Command::Guestosinfo(args) => commands::guestosinfo::run(&args),
         Command::Logs(args) => commands::logs::run(&args),
         Command::Kubeconfig(command) => commands::kubeconfig::run(&command),

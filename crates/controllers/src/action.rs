@@ -24,6 +24,12 @@ pub enum Key {
     Restore { namespace: String, name: String },
     /// A VirtualMachineClone.
     Clone { namespace: String, name: String },
+    /// A DataVolume (CDI).
+    DataVolume { namespace: String, name: String },
+    /// A VirtualMachineExport.
+    Export { namespace: String, name: String },
+    /// A VirtualMachineInstanceMigration.
+    Migration { namespace: String, name: String },
 }
 
 impl Key {
@@ -50,6 +56,27 @@ impl Key {
 
     pub fn clone_of(namespace: &str, name: &str) -> Self {
         Self::Clone {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn data_volume(namespace: &str, name: &str) -> Self {
+        Self::DataVolume {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn export(namespace: &str, name: &str) -> Self {
+        Self::Export {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn migration(namespace: &str, name: &str) -> Self {
+        Self::Migration {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }
@@ -149,6 +176,14 @@ pub enum Action {
     DeleteSnapshotData { content: String },
     /// The outcome of `key`'s job is written: forget it.
     ForgetJob { key: Key },
+    /// Fill a DataVolume's volume with the importer (a thread of its own); its progress and
+    /// outcome come back as the key's [`crate::datavolume_reconciler::ImportView`].
+    StartImport {
+        key: Key,
+        job: crate::datavolume_reconciler::ImportJob,
+    },
+    /// The import's outcome is recorded on the PVC: forget the run.
+    ForgetImport { key: Key },
 }
 
 impl Action {

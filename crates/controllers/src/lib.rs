@@ -19,6 +19,14 @@
 //!   engine's run, world): start, adopt, report, stop, release.
 //! - [`world`]: the read-only view a VM key's reconcile gets (run, backend PVCs, storage classes,
 //!   clock, node, the VM's instancetype, preference and revisions).
+//! - [`migration_relay`]: the source's end of a live migration between two hosts: unix sockets
+//!   for QEMU, each connection relayed over a WebSocket to the destination server's
+//!   `migrationtunnel` (TLS and credentials of the destination's kubeconfig).
+//! - [`migration_reconciler`]: KubeVirt's VirtualMachineInstanceMigration controller for a
+//!   decentralized migration (`spec.sendTo` / `spec.receive`) as a pure function: phases,
+//!   Events, the VMI's `status.migrationState`, the receiving VM's take-over, and the work it
+//!   asks for ([`migration_reconciler::MigrationWork`]), which the runtime's migration executor
+//!   does (the receiver's incoming start, the sender's relay and send; see `runtime`).
 //! - [`action`]: the work-queue [`action::Key`] and the actions reconcilers return.
 //! - [`runtime`]: the controller manager's loop: informers -> queue -> workers -> reconcilers ->
 //!   [`runtime::Controller::execute`] (the one place actions are carried out), and the engine's
@@ -32,6 +40,11 @@
 //!   [`Action::RestoreSnapshot`](action::Action::RestoreSnapshot)) through `ferrovirt_vmm::vm_snapshot`,
 //!   and its outcome kept in [`jobs`] until the reconciler writes it; [`clone_reconciler`]:
 //!   KubeVirt's VirtualMachineClone as a snapshot and a restore to a new VM.
+//! - [`datavolume_reconciler`]: CDI's DataVolume controllers (import, upload, clone) as a pure
+//!   function: the PVC, starting the importer ([`imports`]: its runs' progress and outcome), the
+//!   outcome on the PVC's annotations, CDI's phases, conditions and Events.
+//! - [`export_reconciler`]: KubeVirt's VirtualMachineExport controller (token Secret, TTL,
+//!   status with links and conditions) as a pure function; the bytes are served by the API server.
 //! - [`gc`]: the garbage collector (owner references).
 //! - [`events`]: Kubernetes Events about objects.
 //! - [`housekeeping`]: the periodic pass: expired Events, the state retention of deleted VMs.
@@ -42,10 +55,16 @@ pub mod action;
 pub mod cache;
 pub mod client;
 pub mod clone_reconciler;
+pub mod datavolume_reconciler;
 pub mod events;
+pub mod export_reconciler;
 pub mod gc;
 pub mod housekeeping;
+pub mod import_sources;
+pub mod imports;
 pub mod jobs;
+pub mod migration_reconciler;
+pub mod migration_relay;
 pub mod queue;
 pub mod references;
 pub mod restore_reconciler;
@@ -58,4 +77,5 @@ pub mod vmi_reconciler;
 pub mod world;
 
 pub use client::{ClientError, ObjectClient};
+pub use export_reconciler::ExportEndpoint;
 pub use runtime::{StartError, spawn};

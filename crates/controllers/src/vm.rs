@@ -64,6 +64,16 @@ pub fn decide(vm: &Value, vmi: Option<&Value>, backoff_active: bool) -> Decision
                 Decision::DeleteInstance
             }
         }
+        // KubeVirt's decentralized live migration: the receiving VM's instance waits for the
+        // migration (created once; a finished receiver stays until the migration's take-over
+        // changes the run strategy).
+        ("WaitAsReceiver", None) => {
+            if backoff_active {
+                Decision::Nothing
+            } else {
+                Decision::CreateInstance
+            }
+        }
         ("Always" | "RerunOnFailure", None) => {
             if backoff_active {
                 Decision::Nothing
@@ -108,6 +118,9 @@ pub struct CreateFailure {
     pub reason: &'static str,
     pub printable_status: &'static str,
     pub message: String,
+    /// The VM condition it shows as: `Failure` (`True`), or `DataVolumesReady` (`False`) while
+    /// the VM waits for its DataVolumes.
+    pub condition_type: &'static str,
 }
 
 impl CreateFailure {
@@ -117,6 +130,27 @@ impl CreateFailure {
             reason: "FailedCreate",
             printable_status: "ErrorPvcNotFound",
             message,
+            condition_type: "Failure",
+        }
+    }
+
+    /// A DataVolume the VM uses is not filled yet (KubeVirt: `Provisioning`).
+    pub fn provisioning(message: String) -> Self {
+        Self {
+            reason: "NotAllDVsReady",
+            printable_status: "Provisioning",
+            message,
+            condition_type: "DataVolumesReady",
+        }
+    }
+
+    /// A DataVolume the VM uses has failed (KubeVirt: `DataVolumeError`).
+    pub fn data_volume_error(message: String) -> Self {
+        Self {
+            reason: "DataVolumeError",
+            printable_status: "DataVolumeError",
+            message,
+            condition_type: "DataVolumesReady",
         }
     }
 
@@ -126,6 +160,7 @@ impl CreateFailure {
             reason: "FailedCreate",
             printable_status: "ErrorUnschedulable",
             message,
+            condition_type: "Failure",
         }
     }
 
@@ -136,6 +171,7 @@ impl CreateFailure {
             reason,
             printable_status: "Stopped",
             message,
+            condition_type: "Failure",
         }
     }
 }
@@ -221,7 +257,9 @@ pub fn vm_status(
             .cloned()
     };
     if let Some(failure) = failure {
-        conditions.push(unchanged("Failure", &failure.message).unwrap_or_else(|| json!({"type": "Failure", "status": "True", "reason": failure.reason, "message": failure.message, "lastProbeTime": null, "lastTransitionTime": now})));
+        let kind = failure.condition_type;
+        let status = if kind == "Failure" { "True" } else { "False" };
+        conditions.push(unchanged(kind, &failure.message).unwrap_or_else(|| json!({"type": kind, "status": status, "reason": failure.reason, "message": failure.message, "lastProbeTime": null, "lastTransitionTime": now})));
     }
     if let Some(message) = ignored_fields_message(vm) {
         conditions.push(unchanged(IGNORED_FIELDS_CONDITION, &message).unwrap_or_else(|| json!({"type": IGNORED_FIELDS_CONDITION, "status": "True", "reason": "NotSupported", "message": message, "lastProbeTime": null, "lastTransitionTime": now})));
@@ -261,6 +299,30 @@ pub fn vm_status(
 /// Whether two statuses differ in more than timestamps.
 pub fn status_changed(old: Option<&Value>, new: &Value) -> bool {
     old != Some(new)
+}
+
+/// The names of the DataVolumes a VM uses: its `dataVolume` volumes, then its
+/// `dataVolumeTemplates` (each name once).
+pub fn data_volume_names(vm: &Value) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let volumes = vm
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/dataVolume/name").and_then(Value::as_str));
+    let templates = vm
+        .pointer("/spec/dataVolumeTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str));
+    for name in volumes.chain(templates) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -334,6 +396,18 @@ mod tests {
             Decision::DeleteInstance
         );
         assert_eq!(decide(&stop, None, false), Decision::PopRequest);
+        // A receiver of a decentralized migration: its instance is created once and waits.
+        let receiver = vm(json!({"runStrategy": "WaitAsReceiver"}));
+        assert_eq!(decide(&receiver, None, false), Decision::CreateInstance);
+        assert_eq!(decide(&receiver, None, true), Decision::Nothing);
+        assert_eq!(
+            decide(&receiver, Some(&vmi("WaitingForSync")), false),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(&receiver, Some(&vmi("Failed")), false),
+            Decision::Nothing
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ferrovirt_api::instancetype::ReferencedSpecs;
 use ferrovirt_api::instancetype::apply::{apply_to_instance_spec, set_default_network_interface};
 use ferrovirt_api::kubevirt::VirtualMachine;
 use ferrovirt_resources::kubevirt::meta_str;
-use ferrovirt_resources::{PVCS, VMIS, VMS};
+use ferrovirt_resources::{DATA_VOLUMES, PVCS, VMIS, VMS};
 use ferrovirt_storage::backend::{PVC_LABEL_KEY, PVC_SIZE, pvc_generate_name};
 use ferrovirt_vmm::convert::{ConvertContext, plan_from_spec};
 use serde_json::{Value, json};
@@ -57,7 +57,12 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
         ReferenceSync::Unreferenced => ReferencedSpecs::default(),
     };
     let backoff = backoff_remaining(vm, world.now_unix);
-    let mut actions = Vec::new();
+    // KubeVirt's `handleDataVolumes`: the VM's dataVolumeTemplates exist, owned by the VM,
+    // whatever its run strategy.
+    let mut actions = create_data_volumes(vm, world);
+    if !actions.is_empty() {
+        return actions;
+    }
     if let Some(remaining) = backoff {
         actions.push(Action::Requeue {
             key: Key::vm(meta_str(vm, "namespace"), meta_str(vm, "name")),
@@ -103,6 +108,10 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
                 ));
             }
         }
+        Decision::CreateInstance if data_volumes_pending(vm, world).is_some() => {
+            let failure = data_volumes_pending(vm, world);
+            actions.extend(write_status(vm, vmi, false, failure.as_ref(), world));
+        }
         Decision::CreateInstance => match create_instance(vm, &references, world) {
             Ok(created) => actions.extend(created),
             Err(failure) => {
@@ -117,6 +126,98 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
         },
     }
     actions
+}
+
+/// The DataVolumes of the VM's `dataVolumeTemplates` that do not exist yet, created from the
+/// templates with the VM as their controlling owner (KubeVirt's `SuccessfulDataVolumeCreate`).
+fn create_data_volumes(vm: &Value, world: &VmWorld) -> Vec<Action> {
+    let (ns, name) = (meta_str(vm, "namespace"), meta_str(vm, "name"));
+    let mut actions = Vec::new();
+    for template in vm
+        .pointer("/spec/dataVolumeTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(dv_name) = template.pointer("/metadata/name").and_then(Value::as_str) else {
+            continue;
+        };
+        if world
+            .data_volumes
+            .iter()
+            .any(|dv| meta_str(dv, "name") == dv_name)
+        {
+            continue;
+        }
+        let mut metadata = template
+            .get("metadata")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        if let Some(meta) = metadata.as_object_mut() {
+            meta.remove("creationTimestamp");
+            meta.insert("namespace".into(), json!(ns));
+            meta.insert(
+                "ownerReferences".into(),
+                json!([{
+                    "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": name,
+                    "uid": meta_str(vm, "uid"), "controller": true, "blockOwnerDeletion": true,
+                }]),
+            );
+        }
+        let dv = json!({
+            "apiVersion": ferrovirt_api::cdi::CDI_API_VERSION,
+            "kind": "DataVolume",
+            "metadata": metadata,
+            "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+        });
+        actions.push(Action::CreateAndRecord {
+            resource: DATA_VOLUMES,
+            object: dv,
+            involved: vm.clone(),
+            reason: "SuccessfulDataVolumeCreate".into(),
+            message: "Created DataVolume {name}".into(),
+        });
+    }
+    actions
+}
+
+/// Why the VM's instance waits for its DataVolumes: one missing or still being filled
+/// (`Provisioning`), or failed (`DataVolumeError`); `None` when all have `Succeeded`.
+fn data_volumes_pending(vm: &Value, world: &VmWorld) -> Option<CreateFailure> {
+    let mut waiting = Vec::new();
+    for name in vm::data_volume_names(vm) {
+        let dv = world
+            .data_volumes
+            .iter()
+            .find(|dv| meta_str(dv, "name") == name);
+        let phase = dv
+            .and_then(|dv| dv.pointer("/status/phase"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match phase {
+            "Succeeded" => {}
+            "Failed" => {
+                let message = dv
+                    .and_then(|dv| dv.pointer("/status/conditions"))
+                    .and_then(Value::as_array)
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Running"))
+                    .and_then(|c| c.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                return Some(CreateFailure::data_volume_error(format!(
+                    "DataVolume {name} failed: {message}"
+                )));
+            }
+            "" if dv.is_none() => waiting.push(format!("{name} (not found)")),
+            other => waiting.push(format!("{name} ({other})")),
+        }
+    }
+    (!waiting.is_empty()).then(|| {
+        CreateFailure::provisioning(format!(
+            "Not all of the VMI's DVs are ready: {}",
+            waiting.join(", ")
+        ))
+    })
 }
 
 /// The VM's status as it should be, if it differs from the stored one.
@@ -256,6 +357,13 @@ fn create_instance(
     let template_meta = template.metadata.clone().unwrap_or_default();
     let mut labels = template_meta.labels.clone().unwrap_or_default();
     labels.insert("kubevirt.io/vm".into(), name.to_owned());
+    let mut annotations = template_meta.annotations.clone().unwrap_or_default();
+    if vm::run_strategy_of(vm) == crate::migration_reconciler::WAIT_AS_RECEIVER {
+        annotations.insert(
+            crate::migration_reconciler::CREATE_MIGRATION_TARGET.into(),
+            "true".into(),
+        );
+    }
     let vmi = json!({
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachineInstance",
@@ -263,7 +371,7 @@ fn create_instance(
             "name": name,
             "namespace": ns,
             "labels": labels,
-            "annotations": template_meta.annotations.clone().unwrap_or_default(),
+            "annotations": annotations,
             "ownerReferences": [{
                 "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": name,
                 "uid": meta_str(vm, "uid"), "controller": true, "blockOwnerDeletion": true,

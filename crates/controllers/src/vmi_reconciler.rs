@@ -79,6 +79,13 @@ pub fn reconcile_vmi(
             } => report_guest(vmi, guest.as_deref(), world)
                 .into_iter()
                 .collect(),
+            // A receiver whose incoming QEMU the migration executor started before this
+            // reconcile saw the VMI: it waits for the migration all the same.
+            RunPhase::Starting
+                if is_migration_receiver(vmi) && matches!(vm::phase(vmi), "" | "Pending") =>
+            {
+                vec![set_phase(vmi, WAITING_FOR_SYNC, None, world)]
+            }
             _ => Vec::new(),
         },
         (Some(_), None) => Vec::new(), // an older VMI's run is still ending
@@ -90,6 +97,14 @@ pub fn reconcile_vmi(
 /// A VMI without a run: start it (or adopt it when it was already running).
 fn start(vmi: &Value, world: &VmWorld) -> Vec<Action> {
     let adopt = vm::phase(vmi) == "Running";
+    if !adopt && is_migration_receiver(vmi) {
+        // The migration executor starts it (`MigrationWork::Receive`); until then it waits, in
+        // KubeVirt's phase of a receiving VMI.
+        if vm::phase(vmi) == WAITING_FOR_SYNC {
+            return Vec::new();
+        }
+        return vec![set_phase(vmi, WAITING_FOR_SYNC, None, world)];
+    }
     if needs_backend_storage(vmi) {
         match world.backend_pvc() {
             Some(pvc) if bound_volume(pvc).is_some() => {}
@@ -133,6 +148,17 @@ fn start(vmi: &Value, world: &VmWorld) -> Vec<Action> {
     actions
 }
 
+/// KubeVirt's VMI phase of a receiver of a decentralized live migration.
+pub const WAITING_FOR_SYNC: &str = "WaitingForSync";
+
+/// Whether a VMI waits for an incoming live migration (`kubevirt.io/create-migration-target`).
+pub fn is_migration_receiver(vmi: &Value) -> bool {
+    vmi.pointer("/metadata/annotations")
+        .and_then(|a| a.get(crate::migration_reconciler::CREATE_MIGRATION_TARGET))
+        .and_then(Value::as_str)
+        == Some("true")
+}
+
 /// The run is up: write `Running` and say so (once).
 fn report_running(
     namespace: &str,
@@ -145,6 +171,12 @@ fn report_running(
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     if adopted {
+        // A manager that ended between recording the run (run.json) and reporting it left the
+        // VMI Scheduled while the guest runs: the adoption reports it (found by the crash matrix:
+        // the VM stayed `Starting` with its guest running).
+        if vm::phase(vmi) != "Running" {
+            actions.push(set_phase(vmi, "Running", None, world));
+        }
         actions.push(Action::event(
             vmi,
             EventType::Normal,

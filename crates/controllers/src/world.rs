@@ -100,6 +100,9 @@ pub struct VmWorld<'a> {
     pub node_name: &'a str,
     /// The instancetype and preference the VM refers to, and the revisions that may hold them.
     pub references: VmReferences<'a>,
+    /// The DataVolumes (CDI) of the VM's namespace that its volumes or `dataVolumeTemplates`
+    /// name.
+    pub data_volumes: &'a [Arc<Value>],
 }
 
 /// What a VM's `spec.instancetype` and `spec.preference` point at, as the cache holds it.

@@ -78,6 +78,7 @@ fn reconcile(
         storage_classes: &classes,
         now_unix: 1_800_000_000,
         node_name: "node1",
+        data_volumes: &[],
         references: VmReferences {
             instancetype,
             preference,

@@ -57,6 +57,8 @@ fn describe(action: &Action) -> String {
         ),
         Action::DeleteSnapshotData { content } => format!("delete data {content}"),
         Action::ForgetJob { .. } => "forget job".into(),
+        Action::StartImport { job, .. } => format!("start import {}", job.name),
+        Action::ForgetImport { .. } => "forget import".into(),
     }
 }
 
@@ -159,6 +161,7 @@ impl World {
             storage_classes: &self.classes,
             now_unix: NOW,
             node_name: "node1",
+            data_volumes: &[],
             references: Default::default(),
         }
     }
@@ -703,4 +706,47 @@ fn a_start_that_changes_pcrs_warns_and_the_vm_status_shows_it_and_the_ek() {
     );
     assert_eq!(stopped["tpm"], status["tpm"]);
     assert_eq!(stopped["conditions"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_migration_receiver_waits_for_the_migration_executor() {
+    let mut receiver = vmi("Pending", false);
+    receiver["metadata"]["annotations"] = json!({"kubevirt.io/create-migration-target": "true"});
+    let world = World::new(None, vec![]);
+    assert_eq!(
+        vmi_actions(Some(&receiver), &world),
+        vec!["vmi status \"WaitingForSync\""]
+    );
+    // The executor may have started the receiver before: it waits all the same.
+    let starting = World::new(Some(run(RunPhase::Starting, false)), vec![]);
+    assert_eq!(
+        vmi_actions(Some(&receiver), &starting),
+        vec!["vmi status \"WaitingForSync\""]
+    );
+    receiver["status"]["phase"] = json!("WaitingForSync");
+    assert!(vmi_actions(Some(&receiver), &world).is_empty());
+    assert!(vmi_actions(Some(&receiver), &starting).is_empty());
+    // Once it ran (the migration arrived), a restarted manager adopts it as any run.
+    receiver["status"]["phase"] = json!("Running");
+    assert_eq!(
+        vmi_actions(Some(&receiver), &world),
+        vec!["start engine adopt=true"]
+    );
+    // The VM waiting as a receiver creates its instance marked as a migration target.
+    let waiting = vm(
+        json!({"runStrategy": "WaitAsReceiver", "template": template(false)}),
+        json!({}),
+    );
+    let actions = reconcile_vm(&waiting, None, &world.view());
+    let created = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateAndRecord { object, .. } => Some(object.clone()),
+            _ => None,
+        })
+        .expect("the receiving VMI is created");
+    assert_eq!(
+        created["metadata"]["annotations"]["kubevirt.io/create-migration-target"],
+        "true"
+    );
 }

@@ -55,6 +55,8 @@ fn describe(action: &Action) -> String {
         ),
         Action::DeleteSnapshotData { content } => format!("delete data {content}"),
         Action::ForgetJob { .. } => "forget job".into(),
+        Action::StartImport { job, .. } => format!("start import {}", job.name),
+        Action::ForgetImport { .. } => "forget import".into(),
         other => format!("{other:?}"),
     }
 }

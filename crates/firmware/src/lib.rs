@@ -1,9 +1,11 @@
 //! UEFI firmware: QEMU firmware descriptors (/usr/share/qemu/firmware/*.json) and the choice of
 //! firmware by the features a VM needs, and OVMF VARS files (checking their size and header, copying
 //! templates, reading the variables) and writing them (`vars_write`: set and delete variables and
-//! write a compacted store back, crash-safely).
+//! write a compacted store back, crash-safely), and Microsoft's 2023 Secure Boot certificates with
+//! their enrollment (`microsoft_2023`).
 
 pub mod descriptor;
+pub mod microsoft_2023;
 pub mod select;
 pub mod vars;
 pub mod vars_write;

@@ -76,6 +76,29 @@ pub const PVCS: ResourceDef = ResourceDef {
     namespaced: true,
     categories: &[],
 };
+/// `v1` Secret: export tokens (`tokenSecretRef`), the header Secrets and `secretRef`s CDI reads.
+pub const SECRETS: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    plural: "secrets",
+    singular: "secret",
+    kind: "Secret",
+    short_names: &[],
+    namespaced: true,
+    categories: &[],
+};
+/// `v1` ConfigMap: the export's CA certificate (`export-ca-cm-<export>`) and any `certConfigMap`
+/// CDI verifies with.
+pub const CONFIG_MAPS: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    plural: "configmaps",
+    singular: "configmap",
+    kind: "ConfigMap",
+    short_names: &["cm"],
+    namespaced: true,
+    categories: &[],
+};
 pub const EVENTS: ResourceDef = ResourceDef {
     group: "",
     version: "v1",
@@ -103,6 +126,18 @@ pub const VMIS: ResourceDef = ResourceDef {
     singular: "virtualmachineinstance",
     kind: "VirtualMachineInstance",
     short_names: &["vmi", "vmis"],
+    namespaced: true,
+    categories: &["all"],
+};
+/// `kubevirt.io/v1` VirtualMachineInstanceMigration: a live migration; here only KubeVirt's
+/// decentralized kind (`spec.sendTo` on the source host, `spec.receive` on the destination).
+pub const VMIMS: ResourceDef = ResourceDef {
+    group: "kubevirt.io",
+    version: "v1",
+    plural: "virtualmachineinstancemigrations",
+    singular: "virtualmachineinstancemigration",
+    kind: "VirtualMachineInstanceMigration",
+    short_names: &["vmim", "vmims"],
     namespaced: true,
     categories: &["all"],
 };
@@ -191,6 +226,43 @@ pub const VM_CLONES: ResourceDef = ResourceDef {
     singular: "virtualmachineclone",
     kind: "VirtualMachineClone",
     short_names: &["vmclone", "vmclones"],
+    namespaced: true,
+    categories: &["all"],
+};
+/// CDI's group (`cdi.kubevirt.io/v1beta1`): DataVolumes, short names and categories as CDI's CRD.
+pub const CDI_GROUP: &str = "cdi.kubevirt.io";
+pub const DATA_VOLUMES: ResourceDef = ResourceDef {
+    group: CDI_GROUP,
+    version: "v1beta1",
+    plural: "datavolumes",
+    singular: "datavolume",
+    kind: "DataVolume",
+    short_names: &["dv", "dvs"],
+    namespaced: true,
+    categories: &["all"],
+};
+/// CDI's upload group (`upload.cdi.kubevirt.io/v1beta1`): UploadTokenRequests are answered, never
+/// stored (only `create`, as CDI's aggregated API server serves them).
+pub const UPLOAD_GROUP: &str = "upload.cdi.kubevirt.io";
+pub const UPLOAD_TOKEN_REQUESTS: ResourceDef = ResourceDef {
+    group: UPLOAD_GROUP,
+    version: "v1beta1",
+    plural: "uploadtokenrequests",
+    singular: "uploadtokenrequest",
+    kind: "UploadTokenRequest",
+    short_names: &["utr", "utrs"],
+    namespaced: true,
+    categories: &[],
+};
+/// KubeVirt's export group (`export.kubevirt.io/v1beta1`, short names as KubeVirt's CRD).
+pub const EXPORT_GROUP: &str = "export.kubevirt.io";
+pub const VM_EXPORTS: ResourceDef = ResourceDef {
+    group: EXPORT_GROUP,
+    version: "v1beta1",
+    plural: "virtualmachineexports",
+    singular: "virtualmachineexport",
+    kind: "VirtualMachineExport",
+    short_names: &["vmexport", "vmexports"],
     namespaced: true,
     categories: &["all"],
 };
@@ -302,12 +374,15 @@ pub const CLUSTER_ROLE_BINDINGS: ResourceDef = ResourceDef {
 pub const RBAC: [ResourceDef; 4] = [ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS];
 
 /// Every served resource.
-pub const ALL: [ResourceDef; 22] = [
+pub const ALL: [ResourceDef; 28] = [
     NAMESPACES,
     PVCS,
+    SECRETS,
+    CONFIG_MAPS,
     EVENTS,
     VMS,
     VMIS,
+    VMIMS,
     KUBEVIRTS,
     STORAGE_CLASSES,
     TEMPLATES,
@@ -316,6 +391,7 @@ pub const ALL: [ResourceDef; 22] = [
     VM_SNAPSHOT_CONTENTS,
     VM_RESTORES,
     VM_CLONES,
+    VM_EXPORTS,
     ROLES,
     CLUSTER_ROLES,
     ROLE_BINDINGS,
@@ -325,13 +401,15 @@ pub const ALL: [ResourceDef; 22] = [
     PREFERENCES,
     CLUSTER_PREFERENCES,
     CONTROLLER_REVISIONS,
+    DATA_VOLUMES,
+    UPLOAD_TOKEN_REQUESTS,
 ];
 
 /// The API group of the VM subresources (`start`, `stop`, `restart`, `console`).
 pub const SUBRESOURCES_GROUP: &str = "subresources.kubevirt.io";
 
 /// The group/versions served, in discovery order.
-pub const GROUP_VERSIONS: [(&str, &str); 9] = [
+pub const GROUP_VERSIONS: [(&str, &str); 12] = [
     ("kubevirt.io", "v1"),
     (INSTANCETYPE_GROUP, "v1beta1"),
     ("apps", "v1"),
@@ -341,6 +419,9 @@ pub const GROUP_VERSIONS: [(&str, &str); 9] = [
     ("harvesterhci.io", "v1beta1"),
     (SNAPSHOT_GROUP, "v1beta1"),
     (CLONE_GROUP, "v1beta1"),
+    (CDI_GROUP, "v1beta1"),
+    (UPLOAD_GROUP, "v1beta1"),
+    (EXPORT_GROUP, "v1beta1"),
 ];
 
 /// The resource served at `group/version/plural`.
@@ -377,7 +458,7 @@ mod tests {
         assert_eq!(find("kubevirt.io", "v2", "virtualmachines"), None);
         assert_eq!(VMS.qualified(), "virtualmachines.kubevirt.io");
         assert_eq!(PVCS.api_version(), "v1");
-        assert_eq!(in_group_version("kubevirt.io", "v1").len(), 3);
+        assert_eq!(in_group_version("kubevirt.io", "v1").len(), 4);
         assert_eq!(
             find(
                 "harvesterhci.io",

@@ -3,7 +3,7 @@
 //! resources ([`catalogue`]: group, version, plural, kind, scope, short names), the KubeVirt object
 //! semantics the API server and the controllers both read ([`kubevirt`]: run strategy, VMI
 //! phases, finalizers), the cluster configuration and the objects a fresh store is seeded with
-//! ([`cluster`]), how a VM's instancetype and preference are found ([`instancetypes`]), and
+//! ([`cluster`]), what a VirtualMachineExport exports, its links and manifests ([`export`]), how a VM's instancetype and preference are found ([`instancetypes`]), and
 //! Kubernetes timestamps ([`time`]).
 //!
 //! Both `ferrovirt-apiserver` and `ferrovirt-controllers` depend on this crate; it depends on
@@ -11,6 +11,7 @@
 
 pub mod catalogue;
 pub mod cluster;
+pub mod export;
 pub mod instancetypes;
 pub mod kubevirt;
 pub mod time;

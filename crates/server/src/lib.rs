@@ -75,6 +75,9 @@ pub struct ServeConfig {
     /// `<data-dir>/admin.kubeconfig` (`--admin-kubeconfig`; the service's
     /// `/etc/ferrovirt/admin.kubeconfig`, where the client looks for credentials).
     pub admin_kubeconfig: Option<PathBuf>,
+    /// How VM state is encrypted at rest (`--state-encryption none|local|exec:PLUGIN`; default
+    /// local), recorded in the data dir for every reader of it.
+    pub state_encryption: ferrovirt_keys::EncryptionSetting,
 }
 
 /// Why the server could not run.
@@ -108,6 +111,8 @@ pub enum ServeError {
     TokenFile(#[from] ferrovirt_auth::tokens::TokenFileError),
     #[error("the admin kubeconfig: {0}")]
     Kubeconfig(#[from] ferrovirt_auth::kubeconfig::KubeconfigError),
+    #[error("--state-encryption: {0}")]
+    StateEncryption(String),
     #[error("the audit log: {0}")]
     Audit(#[from] ferrovirt_auth::audit::AuditError),
     #[error("--runtime-dir: {0}")]
@@ -204,6 +209,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     let host_paths = host_path_policy(&config.data_dir, &config.host_disk_roots)?;
     let store = open_store(&config.data_dir)?;
+    record_state_encryption(&config)?;
     if let Some(runtime_dir) = &config.runtime_dir {
         ferrovirt_vmm::engine::set_runtime_base(&config.data_dir, runtime_dir)
             .map_err(ServeError::RuntimeDir)?;
@@ -255,11 +261,19 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         config.state_retention,
     );
     if config.controllers {
+        // Exports are served by this server over TLS; its URL and CA go into their links.
+        let export_endpoint = pki
+            .as_ref()
+            .map(|pki| ferrovirt_controllers::ExportEndpoint {
+                server_url: client_url(local, scheme),
+                ca_pem: pki.ca_pem().to_owned(),
+            });
         ferrovirt_controllers::spawn(
             client,
             config.data_dir.clone(),
             host_paths.clone(),
             Some(metrics.clone()),
+            export_endpoint,
         )
         .await?;
     }
@@ -372,4 +386,25 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Records `--state-encryption` in the data dir (the engine, the API server and the CLI's
+/// `--data-dir` commands read it from there); an exec plugin must be an executable file.
+fn record_state_encryption(config: &ServeConfig) -> Result<(), ServeError> {
+    if let ferrovirt_keys::EncryptionSetting::Exec(plugin) = &config.state_encryption {
+        use std::os::unix::fs::PermissionsExt;
+        let executable = std::fs::metadata(plugin)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false);
+        if !executable {
+            return Err(ServeError::StateEncryption(format!(
+                "exec:{}: the KMS plugin is not an executable file",
+                plugin.display()
+            )));
+        }
+    }
+    ferrovirt_keys::Keyring::record(&config.data_dir, config.state_encryption.clone())
+        .map_err(|e| ServeError::StateEncryption(e.to_string()))?;
+    tracing::info!(state_encryption = %config.state_encryption, "state encryption at rest");
+    Ok(())
 }

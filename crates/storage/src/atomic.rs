@@ -24,6 +24,37 @@ pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Marker in the names of temporary files and directories made by this module.
 const TEMP_MARKER: &str = ".tmp-";
 
+/// The OS error of a storage fault (no space, quota, I/O error, read-only filesystem) somewhere
+/// in `error`'s chain of sources: the filesystem failed, not the input.
+pub fn storage_fault(error: &(dyn std::error::Error + 'static)) -> Option<io::Error> {
+    let faults = [
+        rustix::io::Errno::NOSPC,
+        rustix::io::Errno::DQUOT,
+        rustix::io::Errno::IO,
+        rustix::io::Errno::ROFS,
+    ];
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(code) = e
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+            .filter(|code| faults.iter().any(|f| f.raw_os_error() == *code))
+        {
+            return Some(io::Error::from_raw_os_error(code));
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Whether `error` says the filesystem is full (ENOSPC or EDQUOT).
+pub fn is_full(error: &io::Error) -> bool {
+    error.raw_os_error().is_some_and(|code| {
+        code == rustix::io::Errno::NOSPC.raw_os_error()
+            || code == rustix::io::Errno::DQUOT.raw_os_error()
+    })
+}
+
 /// An I/O failure with the operation and the path it concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum AtomicError {

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! .lock                      flock(2) taken by every mutating operation
+//! known-good.json            the last known-good generation (never pruned), see below
 //! 0000000007/manifest.json   what was copied: per source kind, files with size + sha256
 //! 0000000007/data/<logical>  a copied file, or a directory of copied files
 //! .0000000008.tmp-<pid>-<n>/ a generation being built (garbage after a crash; pruned)
@@ -19,6 +20,19 @@
 //! [`Generations::restore`] never destroys the current state: it first records it as a new
 //! `pre-restore` generation (which [`Generations::prune`] never deletes), then replaces each
 //! target crash-safely (files by temp+rename, directories by [`atomic::replace_dir`]).
+//!
+//! **Known-good.** [`Generations::mark_known_good`] names the generation a run started from once
+//! that run succeeded (the engine decides what success is: `ferrovirt_vmm::state::finish`).
+//! [`Generations::prune`] never removes it, however many generations a crash-looping VM records
+//! after it, so `ferrovirt state rollback` can always return to it.
+//!
+//! **Deduplication.** A record whose sources are byte-identical to the newest generation (same
+//! logical names, kinds, modes, sizes and sha256) with the same reason returns that generation
+//! instead of storing a second one. With another reason (an `after-stop` equal to the
+//! `before-start` of the same run, a `pre-restore`) a new generation is written, because those
+//! kinds carry meaning for the start's fast path and for restores, but its files are hard links to
+//! the newest generation's identical files: the bytes are stored once. Generation files are never
+//! written in place (only created by temp + rename), so a link shares an immutable file.
 //!
 //! Record and restore only while the VM is stopped: a file that changes during the copy would be
 //! recorded in an inconsistent state (the manifest hash would still match the copy).
@@ -43,6 +57,13 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MANIFEST_FORMAT: u32 = 1;
 const DATA_DIR: &str = "data";
 const LOCK_FILE: &str = ".lock";
+/// The file naming the last known-good generation.
+pub const KNOWN_GOOD_FILE: &str = "known-good.json";
+/// The journal of a restore under way (`Generations::restore`): written after the `pre-restore`
+/// generation is recorded and before the first target is replaced, removed after the last one.
+/// Found later, the restore was interrupted (a crash): `Generations::finish_interrupted_restore`
+/// completes it, so the state is never left half old, half restored.
+pub const RESTORE_JOURNAL_FILE: &str = "restore-in-progress.json";
 const ID_DIGITS: usize = 10;
 
 /// Errors of the generation store.
@@ -232,12 +253,30 @@ pub struct RestoreOutcome {
     pub pre_restore: GenerationId,
 }
 
+/// `restore-in-progress.json`: what an interrupted restore was doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestoreJournal {
+    restoring: GenerationId,
+    pre_restore: GenerationId,
+    /// `(logical_name, path)` of every target.
+    targets: Vec<(String, PathBuf)>,
+}
+
 /// Result of a prune.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneReport {
     pub removed: Vec<GenerationId>,
     pub kept: Vec<GenerationId>,
     pub stale_temp_removed: usize,
+}
+
+/// `known-good.json`: the generation a successful run started from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KnownGood {
+    pub generation: GenerationId,
+    pub marked_unix_secs: u64,
 }
 
 /// The generations of one state volume.
@@ -419,13 +458,37 @@ impl Generations {
         sources: &[(&str, &Path)],
         reason: GenerationReason,
     ) -> Result<GenerationId, GenerationError> {
-        let id = GenerationId(self.ids()?.last().map_or(1, |last| last.0 + 1));
+        let newest = self.ids()?.last().copied();
+        let previous = match newest {
+            Some(id) => self
+                .verify(id)
+                .ok()
+                .map(|manifest| (self.generation_dir(id), manifest)),
+            None => None,
+        };
+        if let Some((_, manifest)) = &previous
+            && manifest.reason == reason
+        {
+            let scanned = sources
+                .iter()
+                .map(|(logical_name, path)| scan_source(logical_name, path))
+                .collect::<Result<Option<Vec<_>>, _>>()?;
+            if scanned.is_some_and(|scanned| same_content(&scanned, &manifest.entries)) {
+                return Ok(manifest.id);
+            }
+        }
+        let id = GenerationId(newest.map_or(1, |last| last.0 + 1));
         let tmp = atomic::temp_sibling(&self.dir, &id.dir_name().into());
-        let built = self.build_generation(&tmp, id, sources, reason);
+        let previous = previous
+            .as_ref()
+            .map(|(dir, manifest)| (dir.as_path(), manifest));
+        let built = self.build_generation(&tmp, id, sources, reason, previous);
         if let Err(e) = built {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
+        crate::failpoints::hit("generations.record.before-rename")
+            .map_err(|e| AtomicError::io("rename into place", &tmp, e))?;
         let final_dir = self.generation_dir(id);
         let renamed = rustix::fs::renameat_with(
             rustix::fs::CWD,
@@ -444,6 +507,8 @@ impl Generations {
             .into());
         }
         atomic::fsync_dir(&self.dir)?;
+        crate::failpoints::hit("generations.record.after-rename")
+            .map_err(|e| AtomicError::io("verify", &final_dir, e))?;
         self.verify(id)?;
         Ok(id)
     }
@@ -454,6 +519,7 @@ impl Generations {
         id: GenerationId,
         sources: &[(&str, &Path)],
         reason: GenerationReason,
+        previous: Option<(&Path, &Manifest)>,
     ) -> Result<(), GenerationError> {
         fs::create_dir(tmp).map_err(ctx("create directory", tmp))?;
         fs::set_permissions(tmp, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
@@ -462,7 +528,9 @@ impl Generations {
         atomic::create_dir_private(&data)?;
         let mut entries = Vec::new();
         for (logical_name, path) in sources {
-            entries.push(copy_source(&data, logical_name, path)?);
+            entries.push(copy_source(&data, logical_name, path, previous)?);
+            crate::failpoints::hit("generations.record.copy")
+                .map_err(|e| AtomicError::io("copy into a generation", path, e))?;
         }
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
@@ -572,25 +640,165 @@ impl Generations {
                     })?;
             plan.push((entry, *target));
         }
+        self.finish_interrupted_restore_locked()?;
         let pre_restore =
             self.record_locked(targets, GenerationReason::PreRestore { restoring: id })?;
+        let journal = RestoreJournal {
+            restoring: id,
+            pre_restore,
+            targets: targets
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), p.to_path_buf()))
+                .collect(),
+        };
+        let journal_path = self.dir.join(RESTORE_JOURNAL_FILE);
+        let json = serde_json::to_vec_pretty(&journal)
+            .map_err(|e| AtomicError::io("serialize", &journal_path, io::Error::other(e)))?;
+        atomic::write_file(&journal_path, &json, PRIVATE_FILE_MODE)?;
         let gen_dir = self.generation_dir(id);
-        for (entry, target) in plan {
-            restore_entry(&gen_dir, entry, target, id, pre_restore)?;
+        let replaced = crate::failpoints::hit("generations.restore.before-replace")
+            .map_err(|e| GenerationError::from(AtomicError::io("restore from", &self.dir, e)))
+            .and_then(|()| {
+                for (entry, target) in &plan {
+                    restore_entry(&gen_dir, entry, target, id, pre_restore)?;
+                    crate::failpoints::hit("generations.restore.between-targets")
+                        .map_err(|e| AtomicError::io("restore", target, e))?;
+                }
+                Ok(())
+            });
+        if let Err(error) = replaced {
+            // A failed (not crashed) restore puts the state it was replacing back, so the
+            // state is never half restored; if even that fails, the journal stays and the next
+            // start completes the restore.
+            if self.put_back(pre_restore, targets).is_ok() {
+                self.remove_restore_journal()?;
+            }
+            return Err(error);
         }
+        self.remove_restore_journal()?;
         Ok(RestoreOutcome {
             restored: id,
             pre_restore,
         })
     }
 
+    /// Completes a restore that a crash interrupted (its journal, [`RESTORE_JOURNAL_FILE`], is
+    /// still there): every target is put back from the generation being restored, so the state is
+    /// wholly the restored one (the state it replaced is in the journal's `pre-restore`
+    /// generation). When that generation no longer verifies, the `pre-restore` one is put back
+    /// instead. `Ok(None)` when no restore was interrupted. Every start of a VM calls this first.
+    pub fn finish_interrupted_restore(&self) -> Result<Option<RestoreOutcome>, GenerationError> {
+        if !self.dir.join(RESTORE_JOURNAL_FILE).exists() {
+            return Ok(None);
+        }
+        let _lock = lock_dir(&self.dir)?;
+        self.finish_interrupted_restore_locked()
+    }
+
+    fn finish_interrupted_restore_locked(&self) -> Result<Option<RestoreOutcome>, GenerationError> {
+        let path = self.dir.join(RESTORE_JOURNAL_FILE);
+        let bytes = match atomic::read_file(&path) {
+            Ok(bytes) => bytes,
+            Err(AtomicError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let journal: RestoreJournal =
+            serde_json::from_slice(&bytes).map_err(|e| GenerationError::BadManifest {
+                path: path.clone(),
+                problem: format!(
+                    "{e} (the journal of an interrupted restore; the state it replaced is in the \
+                     newest pre-restore generation: `ferrovirt state rollback` to it)"
+                ),
+            })?;
+        // The generation being restored, or (when it does not verify) the state it replaced.
+        let (id, manifest) = match self.verify(journal.restoring) {
+            Ok(m) => (journal.restoring, m),
+            Err(_) => (journal.pre_restore, self.verify(journal.pre_restore)?),
+        };
+        let gen_dir = self.generation_dir(id);
+        for (logical_name, target) in &journal.targets {
+            let entry =
+                manifest
+                    .entry(logical_name)
+                    .ok_or_else(|| GenerationError::UnknownTarget {
+                        id,
+                        logical_name: logical_name.clone(),
+                        available: manifest.logical_names(),
+                    })?;
+            restore_entry(&gen_dir, entry, target, id, journal.pre_restore)?;
+        }
+        self.remove_restore_journal()?;
+        Ok(Some(RestoreOutcome {
+            restored: id,
+            pre_restore: journal.pre_restore,
+        }))
+    }
+
+    /// Puts generation `id` back at `targets` without recording anything (the undo of a failed
+    /// restore).
+    fn put_back(&self, id: GenerationId, targets: &[(&str, &Path)]) -> Result<(), GenerationError> {
+        let manifest = self.verify(id)?;
+        let gen_dir = self.generation_dir(id);
+        for (logical_name, target) in targets {
+            if let Some(entry) = manifest.entry(logical_name) {
+                restore_entry(&gen_dir, entry, target, id, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_restore_journal(&self) -> Result<(), GenerationError> {
+        let path = self.dir.join(RESTORE_JOURNAL_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(AtomicError::io("remove", &path, e).into()),
+        }
+        atomic::fsync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Names generation `id` (which must verify) as the last known-good state: the state a run
+    /// started from when that run succeeded. [`Self::prune`] never removes it.
+    pub fn mark_known_good(&self, id: GenerationId) -> Result<(), GenerationError> {
+        let _lock = lock_dir(&self.dir)?;
+        self.verify(id)?;
+        let record = KnownGood {
+            generation: id,
+            marked_unix_secs: now_unix_secs(),
+        };
+        let path = self.dir.join(KNOWN_GOOD_FILE);
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| AtomicError::io("serialize", &path, io::Error::other(e)))?;
+        crate::failpoints::hit("generations.mark-known-good")
+            .map_err(|e| AtomicError::io("write", &path, e))?;
+        atomic::write_file(&path, &json, PRIVATE_FILE_MODE)?;
+        Ok(())
+    }
+
+    /// The last known-good generation, when one is marked and still exists. An unreadable
+    /// `known-good.json` counts as none (pruning then keeps the newest good generations only).
+    pub fn known_good(&self) -> Option<GenerationId> {
+        let bytes = atomic::read_file(&self.dir.join(KNOWN_GOOD_FILE)).ok()?;
+        let record: KnownGood = serde_json::from_slice(&bytes).ok()?;
+        self.generation_dir(record.generation)
+            .is_dir()
+            .then_some(record.generation)
+    }
+
     /// Deletes old generations: walking from the newest, the first `keep` generations that verify
     /// are kept, and so is everything newer than the oldest of them; older generations are removed,
-    /// except `pre-restore` generations, which are never pruned. `keep` below 1 counts as 1.
+    /// except `pre-restore` generations and the known-good generation
+    /// ([`Self::mark_known_good`]), which are never pruned. `keep` below 1 counts as 1.
     /// Leftovers of interrupted records are removed too.
     pub fn prune(&self, keep: usize) -> Result<PruneReport, GenerationError> {
         let keep = keep.max(1);
         let _lock = lock_dir(&self.dir)?;
+        crate::failpoints::hit("generations.prune")
+            .map_err(|e| AtomicError::io("prune generations in", &self.dir, e))?;
+        let known_good = self.known_good();
         let mut report = PruneReport {
             stale_temp_removed: atomic::remove_stale_temp_files(&self.dir)?,
             ..PruneReport::default()
@@ -604,7 +812,7 @@ impl Generations {
             ) || self
                 .manifest(id)
                 .is_ok_and(|m| matches!(m.reason, GenerationReason::PreRestore { .. }));
-            if good >= keep && !is_pre_restore {
+            if good >= keep && !is_pre_restore && known_good != Some(id) {
                 self.remove_generation(id)?;
                 report.removed.push(id);
                 continue;
@@ -637,6 +845,8 @@ impl Generations {
         let doomed = atomic::temp_sibling(&self.dir, &id.dir_name().into());
         fs::rename(&dir, &doomed).map_err(ctx("move generation aside for removal", &dir))?;
         atomic::fsync_dir(&self.dir)?;
+        crate::failpoints::hit("generations.prune.remove")
+            .map_err(|e| AtomicError::io("remove generation", &doomed, e))?;
         fs::remove_dir_all(&doomed).map_err(ctx("remove generation", &doomed))?;
         atomic::fsync_dir(&self.dir)?;
         Ok(())
@@ -658,6 +868,7 @@ fn copy_source(
     data: &Path,
     logical_name: &str,
     path: &Path,
+    previous: Option<(&Path, &Manifest)>,
 ) -> Result<ManifestEntry, GenerationError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -679,7 +890,13 @@ fn copy_source(
     };
     if meta.is_file() {
         let rel = format!("{DATA_DIR}/{logical_name}");
-        let (size, sha256) = copy_hashed(path, &data.join(logical_name), mode_of(&meta))?;
+        let (size, sha256) = copy_or_link(
+            path,
+            &data.join(logical_name),
+            &rel,
+            mode_of(&meta),
+            previous,
+        )?;
         return Ok(ManifestEntry {
             logical_name: logical_name.to_owned(),
             original_path: path.to_path_buf(),
@@ -713,9 +930,10 @@ fn copy_source(
     for name in names {
         let src = path.join(&name);
         let mode = mode_of(&fs::metadata(&src).map_err(ctx("stat", &src))?);
-        let (size, sha256) = copy_hashed(&src, &dst.join(&name), mode)?;
+        let rel = format!("{DATA_DIR}/{logical_name}/{name}");
+        let (size, sha256) = copy_or_link(&src, &dst.join(&name), &rel, mode, previous)?;
         files.push(ManifestFile {
-            path: format!("{DATA_DIR}/{logical_name}/{name}"),
+            path: rel,
             size,
             sha256,
             mode,
@@ -729,6 +947,103 @@ fn copy_source(
         mode: Some(mode_of(&meta)),
         files,
     })
+}
+
+/// Copies `src` to `dst`, or hard-links the previous generation's file at the same relative
+/// path `rel` when it has the same size, sha256 and mode (the bytes are then stored once).
+fn copy_or_link(
+    src: &Path,
+    dst: &Path,
+    rel: &str,
+    mode: u32,
+    previous: Option<(&Path, &Manifest)>,
+) -> Result<(u64, String), AtomicError> {
+    let same = previous.and_then(|(dir, manifest)| {
+        manifest
+            .entries
+            .iter()
+            .flat_map(|e| e.files.iter())
+            .find(|f| f.path == rel && f.mode == mode)
+            .map(|f| (dir.join(&f.path), f))
+    });
+    if let Some((linked, recorded)) = same {
+        let (size, sha256) = sha256_file(src)?;
+        if size == recorded.size && sha256 == recorded.sha256 && fs::hard_link(&linked, dst).is_ok()
+        {
+            return Ok((size, sha256));
+        }
+    }
+    copy_hashed(src, dst, mode)
+}
+
+/// What `copy_source` would record for a source, without copying (hashes only); `None` for a
+/// source `copy_source` refuses.
+fn scan_source(logical_name: &str, path: &Path) -> Result<Option<ManifestEntry>, GenerationError> {
+    let absent = || ManifestEntry {
+        logical_name: logical_name.to_owned(),
+        original_path: path.to_path_buf(),
+        kind: EntryKind::Absent,
+        mode: None,
+        files: Vec::new(),
+    };
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(absent())),
+        Err(e) => return Err(AtomicError::io("stat", path, e).into()),
+    };
+    let file_of = |src: &Path, rel: String| -> Result<ManifestFile, GenerationError> {
+        let mode = mode_of(&fs::metadata(src).map_err(ctx("stat", src))?);
+        let (size, sha256) = sha256_file(src)?;
+        Ok(ManifestFile {
+            path: rel,
+            size,
+            sha256,
+            mode,
+        })
+    };
+    let (kind, files) = if meta.is_file() {
+        (
+            EntryKind::File,
+            vec![file_of(path, format!("{DATA_DIR}/{logical_name}"))?],
+        )
+    } else if meta.is_dir() {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path).map_err(ctx("list directory", path))? {
+            let entry = entry.map_err(ctx("list directory", path))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        let mut files = Vec::new();
+        for name in names {
+            let src = path.join(&name);
+            if !fs::symlink_metadata(&src).is_ok_and(|m| m.is_file()) {
+                return Ok(None);
+            }
+            files.push(file_of(&src, format!("{DATA_DIR}/{logical_name}/{name}"))?);
+        }
+        (EntryKind::Dir, files)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(ManifestEntry {
+        logical_name: logical_name.to_owned(),
+        original_path: path.to_path_buf(),
+        kind,
+        mode: Some(mode_of(&meta)),
+        files,
+    }))
+}
+
+/// Whether scanned sources hold exactly what a generation recorded (where they were is not
+/// compared: a store moved with its VM still holds the same state).
+fn same_content(scanned: &[ManifestEntry], recorded: &[ManifestEntry]) -> bool {
+    scanned.len() == recorded.len()
+        && scanned.iter().zip(recorded).all(|(a, b)| {
+            a.logical_name == b.logical_name
+                && a.kind == b.kind
+                && a.mode == b.mode
+                && a.files == b.files
+        })
 }
 
 fn check_restored(
@@ -842,6 +1157,8 @@ pub fn retire(volume_dir: &Path, archive_dir: &Path) -> Result<PathBuf, Generati
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    crate::failpoints::hit("generations.retire")
+        .map_err(|e| AtomicError::io("move volume to archive", volume_dir, e))?;
     match fs::rename(volume_dir, &archived) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
@@ -931,6 +1248,14 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+        // The same bytes for the same reason are not stored twice.
+        assert_eq!(
+            f.gens
+                .record(&f.sources(), GenerationReason::BeforeStart)
+                .unwrap(),
+            GenerationId(1)
+        );
+        f.write_state(b"tpm-v2", b"vars-v1");
         assert_eq!(
             f.gens
                 .record(&f.sources(), GenerationReason::BeforeStart)
@@ -996,6 +1321,75 @@ mod tests {
             Err(GenerationError::BadManifest { .. })
         ));
         assert!(f.gens.list().unwrap()[0].manifest.is_err());
+    }
+
+    #[test]
+    fn an_interrupted_restore_is_completed_never_left_half_done() {
+        let f = fixture();
+        f.write_state(b"tpm-v1", b"vars-v1");
+        let g1 = f
+            .gens
+            .record(&f.sources(), GenerationReason::AfterStop)
+            .unwrap();
+        f.write_state(b"tpm-v2", b"vars-v2");
+        // What a crash between the two targets of a restore of g1 leaves: the pre-restore
+        // generation, the journal, the VARS restored and the TPM state not yet.
+        let pre = f
+            .gens
+            .record(&f.sources(), GenerationReason::PreRestore { restoring: g1 })
+            .unwrap();
+        let journal = RestoreJournal {
+            restoring: g1,
+            pre_restore: pre,
+            targets: f
+                .sources()
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), p.to_path_buf()))
+                .collect(),
+        };
+        fs::write(
+            f.gens.dir().join(RESTORE_JOURNAL_FILE),
+            serde_json::to_vec(&journal).unwrap(),
+        )
+        .unwrap();
+        fs::write(&f.vars, b"vars-v1").unwrap();
+        let done = f.gens.finish_interrupted_restore().unwrap().unwrap();
+        assert_eq!((done.restored, done.pre_restore), (g1, pre));
+        assert_eq!(fs::read(&f.vars).unwrap(), b"vars-v1");
+        assert_eq!(
+            fs::read(f.tpm_dir.join("tpm2-00.permall")).unwrap(),
+            b"tpm-v1"
+        );
+        assert!(!f.gens.dir().join(RESTORE_JOURNAL_FILE).exists());
+        assert_eq!(f.gens.finish_interrupted_restore().unwrap(), None);
+        // The state it replaced is still there.
+        f.gens.verify(pre).unwrap();
+    }
+
+    #[test]
+    fn a_failed_restore_puts_the_replaced_state_back() {
+        let f = fixture();
+        f.write_state(b"tpm-v1", b"vars-v1");
+        let g1 = f
+            .gens
+            .record(&f.sources(), GenerationReason::AfterStop)
+            .unwrap();
+        f.write_state(b"tpm-v2", b"vars-v2");
+        // An I/O error after the first target was replaced.
+        crate::failpoints::configure("generations.restore.between-targets", "1*return(eio)").ok();
+        let result = f.gens.restore(g1, &f.sources());
+        crate::failpoints::clear("generations.restore.between-targets");
+        if crate::failpoints::compiled_in() {
+            assert!(result.is_err());
+            assert_eq!(fs::read(&f.vars).unwrap(), b"vars-v2");
+            assert_eq!(
+                fs::read(f.tpm_dir.join("tpm2-00.permall")).unwrap(),
+                b"tpm-v2"
+            );
+            assert!(!f.gens.dir().join(RESTORE_JOURNAL_FILE).exists());
+        } else {
+            result.unwrap();
+        }
     }
 
     #[test]
@@ -1108,15 +1502,19 @@ mod tests {
         }
         // #2 is restored (creating pre-restore #6), then two more starts (#7, #8).
         let out = f.gens.restore(ids[1], &f.sources()).unwrap();
-        for _ in 0..2 {
+        for i in 0..2 {
+            f.write_state(format!("after-restore{i}").as_bytes(), b"v");
             ids.push(
                 f.gens
                     .record(&f.sources(), GenerationReason::BeforeStart)
                     .unwrap(),
             );
         }
-        // Corrupt #7: it does not count as good.
-        fs::write(f.gens.dir().join("0000000007/data/vars"), b"X").unwrap();
+        // Corrupt #7: it does not count as good. (Its `vars` is a hard link shared with the
+        // identical generations around it: corrupt this copy alone, not the shared inode.)
+        let vars7 = f.gens.dir().join("0000000007/data/vars");
+        fs::remove_file(&vars7).unwrap();
+        fs::write(&vars7, b"X").unwrap();
         // A leftover of a crashed record.
         fs::create_dir(f.gens.dir().join(".0000000009.tmp-1-1")).unwrap();
         let report = f.gens.prune(3).unwrap();
@@ -1138,6 +1536,97 @@ mod tests {
             f.gens.delete(GenerationId(6)),
             Err(GenerationError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn identical_state_is_stored_once() {
+        use std::os::unix::fs::MetadataExt;
+        let f = fixture();
+        f.write_state(b"tpm", b"vars");
+        let first = f
+            .gens
+            .record(&f.sources(), GenerationReason::AfterStop)
+            .unwrap();
+        // Same bytes, same kind: the same generation.
+        let again = f
+            .gens
+            .record(&f.sources(), GenerationReason::AfterStop)
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(f.gens.list().unwrap().len(), 1);
+        // Same bytes, another kind: a generation of its own whose files share the inodes.
+        let before_start = f
+            .gens
+            .record(&f.sources(), GenerationReason::BeforeStart)
+            .unwrap();
+        assert_ne!(before_start, first);
+        assert_eq!(
+            f.gens.manifest(before_start).unwrap().reason,
+            GenerationReason::BeforeStart
+        );
+        let inode = |id: GenerationId| {
+            fs::metadata(f.gens.dir().join(id.dir_name()).join("data/vars"))
+                .unwrap()
+                .ino()
+        };
+        assert_eq!(inode(first), inode(before_start));
+        // Pruning one leaves the other whole.
+        f.gens.delete(first).unwrap();
+        f.gens.verify(before_start).unwrap();
+        // A changed file is copied, the unchanged one still linked.
+        f.write_state(b"tpm", b"vars2");
+        let changed = f
+            .gens
+            .record(&f.sources(), GenerationReason::AfterStop)
+            .unwrap();
+        assert_ne!(inode(changed), inode(before_start));
+        let tpm_inode = |id: GenerationId| {
+            fs::metadata(
+                f.gens
+                    .dir()
+                    .join(id.dir_name())
+                    .join("data/tpm/tpm2-00.permall"),
+            )
+            .unwrap()
+            .ino()
+        };
+        assert_eq!(tpm_inode(changed), tpm_inode(before_start));
+        f.gens.verify(changed).unwrap();
+    }
+
+    #[test]
+    fn a_crash_loop_cannot_push_out_the_known_good_state() {
+        let f = fixture();
+        f.write_state(b"good-tpm", b"good-vars");
+        let good = f
+            .gens
+            .record(&f.sources(), GenerationReason::AfterStop)
+            .unwrap();
+        f.gens.mark_known_good(good).unwrap();
+        assert_eq!(f.gens.known_good(), Some(good));
+        // Many failing runs, each leaving a different state behind.
+        for i in 0..25 {
+            f.write_state(format!("bad-tpm-{i}").as_bytes(), b"good-vars");
+            f.gens
+                .record(&f.sources(), GenerationReason::BeforeStart)
+                .unwrap();
+            f.write_state(format!("worse-tpm-{i}").as_bytes(), b"good-vars");
+            f.gens
+                .record(&f.sources(), GenerationReason::AfterStop)
+                .unwrap();
+            f.gens.prune(3).unwrap();
+        }
+        let ids: Vec<GenerationId> = f.gens.list().unwrap().iter().map(|g| g.id).collect();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        assert_eq!(ids[0], good);
+        f.gens.restore(good, &f.sources()).unwrap();
+        assert_eq!(
+            fs::read(f.tpm_dir.join("tpm2-00.permall")).unwrap(),
+            b"good-tpm"
+        );
+        // Marking a generation that does not exist is refused and changes nothing.
+        assert!(f.gens.mark_known_good(GenerationId(999)).is_err());
+        assert_eq!(f.gens.known_good(), Some(good));
     }
 
     #[test]

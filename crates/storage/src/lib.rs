@@ -2,10 +2,15 @@
 //! the local-path provisioner (a directory per volume), the backend-storage volume of a VM laid out
 //! as KubeVirt lays out its `persistent-state-for-<vm>` PVC, and state generations (last-good copies
 //! to roll back to), kept per VM so that they outlive its volume (`vm_store`), and the data of VM
-//! snapshots, published atomically (`snapshots`).
+//! snapshots, published atomically (`snapshots`), and the bytes of a volume export and import (`export`:
+//! KubeVirt's `raw`, `gzip`, `dir` and `tar.gz` formats, the one reader of exported files). `failpoints` holds the named fault points the
+//! reliability tests inject crashes and I/O errors through (compiled in only with the `failpoints`
+//! feature).
 
 pub mod atomic;
 pub mod backend;
+pub mod export;
+pub mod failpoints;
 pub mod generations;
 pub mod local_path;
 pub mod names;

@@ -462,6 +462,8 @@ impl StagedSnapshot<'_> {
         atomic::write_file(&self.temp.join(MANIFEST_FILE), &bytes, PRIVATE_FILE_MODE)?;
         atomic::fsync_dir(&self.temp)?;
         let final_dir = self.store.dir_of(&self.name);
+        crate::failpoints::hit("snapshots.publish.before-rename")
+            .map_err(|e| AtomicError::io("publish snapshot from", &self.temp, e))?;
         fs::rename(&self.temp, &final_dir).map_err(ctx("publish snapshot as", &final_dir))?;
         self.published = true;
         atomic::fsync_dir(&self.store.root)?;

@@ -700,7 +700,7 @@ impl Store {
                     });
                 }
                 for event in state.events_after(rv, &filter)? {
-                    if let Some(out) = filter.translate(&event) {
+                    if let Some(out) = filter.translate(&event).transpose()? {
                         backlog.push_back(out);
                     }
                 }
@@ -829,7 +829,7 @@ impl State {
                 resource: filter.kind.resource.clone(),
                 namespace,
                 event_type,
-                object: serde_json::from_str(&data).map_err(corrupt)?,
+                data: data.into_boxed_str(),
                 prev_labels: prev_labels
                     .map(|l| serde_json::from_str(&l).map_err(corrupt))
                     .transpose()?,
@@ -984,13 +984,12 @@ impl State {
             resource: write.kind.resource.clone(),
             namespace: write.namespace.to_string(),
             event_type: write.event_type,
-            object: write.object,
+            data: data.into_boxed_str(),
             prev_labels: write.prev_labels,
         });
-        let stored = event.object.clone();
         // No receivers is not an error: nobody watches.
         let _ = shared.events.send(event);
-        Ok(stored)
+        Ok(write.object)
     }
 }
 

@@ -83,9 +83,55 @@ where
     }
 }
 
+/// Checks that every `*.rs` file of a test directory is a module (`mod NAME;` on a line of its own)
+/// of the one test binary whose root is `root_file` with the text `root_text`: a file left out
+/// would never be built or run, silently.
+pub fn assert_every_test_file_is_a_module(dir: &std::path::Path, root_file: &str, root_text: &str) {
+    let entries = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list the test directory {}: {e}", dir.display()));
+    let mut missing = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(module) = name.strip_suffix(".rs")
+            && name != root_file
+            && !root_text.contains(&format!("\nmod {module};\n"))
+        {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{missing:?} in {} are not modules of {root_file}: add `mod NAME;` there",
+        dir.display()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_test_file_that_is_no_module_is_named() {
+        let dir = std::env::temp_dir().join(format!("fv-testkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["root.rs", "listed.rs", "forgotten.rs"] {
+            std::fs::write(dir.join(file), "").unwrap();
+        }
+        let caught = std::panic::catch_unwind(|| {
+            assert_every_test_file_is_a_module(&dir, "root.rs", "//! root\nmod listed;\n")
+        });
+        let listed_all = std::panic::catch_unwind(|| {
+            assert_every_test_file_is_a_module(&dir, "root.rs", "\nmod listed;\nmod forgotten;\n")
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        let message = caught.unwrap_err();
+        let message = message.downcast_ref::<String>().unwrap();
+        assert!(
+            message.contains("forgotten.rs") && !message.contains("listed.rs"),
+            "{message}"
+        );
+        assert!(listed_all.is_ok());
+    }
 
     #[test]
     fn finds_a_tool_every_machine_has() {

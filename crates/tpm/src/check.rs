@@ -146,14 +146,12 @@ pub enum StateError {
     },
     /// An encrypted state could not be decrypted/verified with the given key.
     #[error(
-        "TPM state {path} cannot be decrypted with key {key_file}: wrong key or damaged state; \
-         swtpm said:\n{swtpm_log}"
+        "TPM state {path} cannot be decrypted with the VM's data key: wrong key or damaged \
+         state; swtpm said:\n{swtpm_log}"
     )]
     Undecryptable {
         /// The state file.
         path: PathBuf,
-        /// The key file used.
-        key_file: PathBuf,
         /// swtpm's last log lines.
         swtpm_log: String,
     },
@@ -317,16 +315,16 @@ fn classify_init_failure(
     swtpm_log: String,
 ) -> StateError {
     match &opts.state_key {
-        Some(key) if swtpm_log.contains("HMAC") || swtpm_log.contains("plain data") => {
-            StateError::Undecryptable {
-                path,
-                key_file: key.file.clone(),
-                swtpm_log,
-            }
+        Some(_)
+            if swtpm_log.contains("HMAC")
+                || swtpm_log.contains("plain data")
+                || swtpm_log.contains("GetDecryptedData") =>
+        {
+            StateError::Undecryptable { path, swtpm_log }
         }
         _ => {
             let hint = if swtpm_log.contains("plain data") {
-                " (if this state is encrypted, pass its StateKey)"
+                " (if this state is encrypted, its StateKey is needed)"
             } else {
                 ""
             };

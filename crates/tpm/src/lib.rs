@@ -3,6 +3,8 @@
 //! modifying it, that a TPM state can be read before a VM starts. Running swtpm for a VM is the
 //! engine's job; this crate only runs swtpm offline on private copies. It also reads the TPM's
 //! endorsement credentials (EK certificates, public keys, the local CA's chain) offline.
+//! Encryption at rest is swtpm's own (`key`: the key reaches swtpm through a pipe, never a file);
+//! `reencrypt` converts a state between keys (or from/to plain) on private copies.
 
 pub mod check;
 pub mod ctrl;
@@ -13,6 +15,8 @@ pub mod localca;
 pub mod manufacture;
 mod offline;
 mod process;
+pub mod reencrypt;
+pub mod socket;
 pub mod tpm2;
 
 pub use check::{
@@ -20,9 +24,10 @@ pub use check::{
     check_state, check_state_with, read_ek_certificates,
 };
 pub use ek::{CertificateInfo, EkCredential, EkCredentials, EkError, read_ek_credentials};
-pub use key::{StateCipher, StateKey};
+pub use key::{StateCipher, StateKey, is_encrypted_state};
 pub use localca::{CaStatus, LocalCa, LocalCaError, PlatformInfo};
 pub use manufacture::{
     EkCertificateFile, ManufactureError, ManufactureOptions, ManufactureOutcome, ManufactureReport,
     ManufactureRequest, RsaKeySize, VmId, manufacture,
 };
+pub use reencrypt::reencrypt_state;

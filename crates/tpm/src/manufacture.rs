@@ -338,6 +338,10 @@ pub fn manufacture(req: &ManufactureRequest) -> Result<ManufactureReport, Manufa
         &opts.swtpm,
     ));
     process::private_env(&mut cmd, work.path());
+    if let Some(key) = &opts.state_key {
+        key.attach_hex_to(&mut cmd)
+            .map_err(io("pass the state key to swtpm_setup", &opts.swtpm_setup))?;
+    }
     let out = fs::File::create(&out_file).map_err(io("create the output file", &out_file))?;
     let err = out
         .try_clone()
@@ -508,8 +512,8 @@ fn setup_args(
         "--write-ek-cert-files".into(),
         ek_dir.into(),
     ];
-    if let Some(key) = &opts.state_key {
-        args.extend(key.swtpm_setup_args());
+    if opts.state_key.is_some() {
+        args.extend(StateKey::swtpm_setup_args());
     }
     args
 }
@@ -601,10 +605,7 @@ mod tests {
             VmId::new("vm1", "u1").unwrap(),
             "/run/tmp",
         );
-        req.options.state_key = Some(StateKey::new(
-            "/keys/vm1.hex",
-            crate::key::StateCipher::Aes256Cbc,
-        ));
+        req.options.state_key = Some(StateKey::new([7; 32]));
         let ca = LocalCa::at("/vol/swtpm-localca");
         let args = setup_args(
             &req,
@@ -642,8 +643,8 @@ mod tests {
         2048
         --write-ek-cert-files
         /run/tmp/w/ek
-        --keyfile
-        /keys/vm1.hex
+        --keyfile-fd
+        3
         --cipher
         aes-256-cbc
         ");

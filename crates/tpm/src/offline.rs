@@ -72,10 +72,12 @@ impl OfflineSwtpm {
             .arg(kv("type=unixio,path", &server_socket, ",mode=0600"))
             .arg("--log")
             .arg(kv("file", &log_file, ",level=1"));
-        if let Some(key) = key {
-            cmd.arg("--key").arg(key.swtpm_key_arg());
-        }
         process::private_env(&mut cmd, work);
+        if let Some(key) = key {
+            cmd.arg("--key").arg(StateKey::swtpm_key_arg());
+            key.attach_to(&mut cmd)
+                .map_err(io("pass the state key to swtpm"))?;
+        }
         let stderr = File::create(&stderr_file).map_err(io("create the stderr file"))?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

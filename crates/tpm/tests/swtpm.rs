@@ -12,8 +12,8 @@ use ferrovirt_tpm::check::is_der_sequence;
 use ferrovirt_tpm::localca;
 use ferrovirt_tpm::{
     CheckOptions, EkKind, ManufactureError, ManufactureOutcome, ManufactureRequest, STATE_FILE,
-    Sha256Digest, StateCipher, StateError, StateKey, VmId, check_state, check_state_with,
-    manufacture,
+    Sha256Digest, StateError, StateKey, VmId, check_state, check_state_with, is_encrypted_state,
+    manufacture, reencrypt_state,
 };
 
 struct Volume {
@@ -270,19 +270,7 @@ fn check_reading_certificates_detects_a_damaged_ek_certificate() {
 #[test]
 fn encrypted_state_fails_closed_and_detects_any_change() {
     let vol = Volume::new();
-    let key_file = vol.root.join("key.hex");
-    fs::write(
-        &key_file,
-        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
-    )
-    .unwrap();
-    let wrong_file = vol.root.join("wrong.hex");
-    fs::write(
-        &wrong_file,
-        "ff112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
-    )
-    .unwrap();
-    let key = StateKey::new(&key_file, StateCipher::Aes256Cbc);
+    let key = StateKey::new([0x11; 32]);
 
     let mut req = vol.request();
     req.options.state_key = Some(key.clone());
@@ -297,9 +285,74 @@ fn encrypted_state_fails_closed_and_detects_any_change() {
     let err = check_state(&vol.state_dir()).unwrap_err();
     assert!(matches!(err, StateError::Corrupt { .. }), "no key: {err:?}");
     assert!(err.to_string().contains("StateKey"), "{err}");
+    assert!(is_encrypted_state(
+        &fs::read(vol.state_dir().join(STATE_FILE)).unwrap()
+    ));
+
+    // Re-encrypted under another key (rotation), then to plain (export), then back: the EK
+    // certificates survive each step, and each result needs exactly its key.
+    let work = tempfile::tempdir().unwrap();
+    let other = StateKey::new([0x33; 32]);
+    let rotated = reencrypt_state(
+        &vol.state_dir(),
+        Some(&key),
+        Some(&other),
+        &work.path().join("a"),
+    )
+    .unwrap();
+    assert!(is_encrypted_state(&rotated));
+    let rotated_dir = vol.root.join("rotated");
+    fs::create_dir_all(&rotated_dir).unwrap();
+    fs::write(rotated_dir.join(STATE_FILE), &rotated).unwrap();
+    let mut with_other = CheckOptions::default();
+    with_other.state_key = Some(other.clone());
+    with_other.read_ek_certificates = true;
+    let mut with_key = opts.clone();
+    with_key.read_ek_certificates = true;
+    assert_eq!(
+        check_state_with(&rotated_dir, &with_other)
+            .unwrap()
+            .ek_certificates,
+        check_state_with(&vol.state_dir(), &with_key)
+            .unwrap()
+            .ek_certificates
+    );
+    assert!(matches!(
+        check_state_with(&rotated_dir, &opts),
+        Err(StateError::Undecryptable { .. })
+    ));
+    let plain = reencrypt_state(&rotated_dir, Some(&other), None, &work.path().join("b")).unwrap();
+    assert!(!is_encrypted_state(&plain));
+    // An export decrypts at every request: the same state gives the same plain bytes (a resumed
+    // download's range must continue the same stream).
+    let decrypting = std::time::Instant::now();
+    let plain_again =
+        reencrypt_state(&rotated_dir, Some(&other), None, &work.path().join("b2")).unwrap();
+    eprintln!("decrypt to plain (export): {:?}", decrypting.elapsed());
+    assert_eq!(plain, plain_again);
+    let plain_dir = vol.root.join("plain");
+    fs::create_dir_all(&plain_dir).unwrap();
+    fs::write(plain_dir.join(STATE_FILE), &plain).unwrap();
+    assert!(check_state(&plain_dir).unwrap().has_ek_cert);
+    let again = reencrypt_state(&plain_dir, None, Some(&key), &work.path().join("c")).unwrap();
+    assert!(is_encrypted_state(&again));
+    // A wrong old key: refused, nothing produced.
+    assert!(matches!(
+        reencrypt_state(
+            &vol.state_dir(),
+            Some(&other),
+            Some(&key),
+            &work.path().join("d")
+        ),
+        Err(StateError::Undecryptable { .. })
+    ));
+    // The work dirs hold no plain blob afterwards.
+    for dir in ["a", "b", "b2", "c", "d"] {
+        assert!(!work.path().join(dir).join("permanent.blob").exists());
+    }
 
     let mut wrong = CheckOptions::default();
-    wrong.state_key = Some(StateKey::new(&wrong_file, StateCipher::Aes256Cbc));
+    wrong.state_key = Some(StateKey::new([0x22; 32]));
     let err = check_state_with(&vol.state_dir(), &wrong).unwrap_err();
     assert!(
         matches!(err, StateError::Undecryptable { .. }),

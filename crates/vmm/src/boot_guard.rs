@@ -317,8 +317,15 @@ pub fn at_stop(volume: &Path, runtime_dir: &Path) {
     else {
         return;
     };
+    // The run's plain copy when the VARS is sealed at rest (the engine sealed it back already).
+    let runtime_vars = runtime_dir.join("VARS.fd");
+    let vars = if runtime_vars.exists() {
+        Some(runtime_vars)
+    } else {
+        vars_file(volume)
+    };
     if profile.keys.is_some()
-        && let Some(vars) = vars_file(volume)
+        && let Some(vars) = vars
     {
         profile.keys = secure_boot_keys(&vars).or(profile.keys);
     }

@@ -564,12 +564,14 @@ mod tests {
                 model: NicModel::Virtio,
                 mac: Some("52:54:00:12:34:56".into()),
                 boot_order: None,
+                forwarded_tcp_ports: Vec::new(),
             },
             Nic {
                 name: "pxe".into(),
                 model: NicModel::E1000e,
                 mac: None,
                 boot_order: Some(2),
+                forwarded_tcp_ports: Vec::new(),
             },
         ];
         insta::assert_snapshot!(render(&config));
@@ -583,6 +585,7 @@ mod tests {
             model: NicModel::Virtio,
             mac: Some("52:54:00:12:34".into()),
             boot_order: None,
+            forwarded_tcp_ports: Vec::new(),
         }];
         let error = qemu_args(&config).unwrap_err();
         assert!(error.to_string().contains("52:54:00:12:34"), "{error}");

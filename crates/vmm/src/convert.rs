@@ -1,6 +1,6 @@
 //! From a KubeVirt VirtualMachineInstance spec (already defaulted and admitted) to a [`VmPlan`]:
 //! what KubeVirt's virt-launcher converter does, for one host. What cannot run here (a
-//! `containerDisk` from a registry, multus, a `dataVolume`, ...) is refused with the field path and
+//! `containerDisk` from a registry, multus, ...) is refused with the field path and
 //! what to use instead.
 
 use std::path::PathBuf;
@@ -338,6 +338,26 @@ fn disk_source(
             path: dir.join("disk.img"),
         });
     }
+    // A DataVolume's PVC has the DataVolume's name (CDI); its image is `disk.img` too.
+    if let Some(name) = volume
+        .data_volume
+        .as_ref()
+        .and_then(|d| d.get("name"))
+        .and_then(|n| n.as_str())
+    {
+        let dir = (ctx.claim_dir)(name).ok_or_else(|| {
+            (
+                format!("{field}.dataVolume.name"),
+                format!(
+                    "the PVC of DataVolume {name:?} is not found or not bound yet; create the \
+                     DataVolume (or list it in spec.dataVolumeTemplates) and wait for it to succeed"
+                ),
+            )
+        })?;
+        return Ok(DiskSource::ClaimImage {
+            path: dir.join("disk.img"),
+        });
+    }
     let (kind, hint) = if volume.container_disk.is_some() {
         (
             "containerDisk",
@@ -348,8 +368,7 @@ fn disk_source(
     } else if volume.data_volume.is_some() {
         (
             "dataVolume",
-            "DataVolumes need CDI, which ferrovirt does not run; use a hostDisk or a \
-             persistentVolumeClaim volume instead",
+            "a dataVolume volume needs the DataVolume's name",
         )
     } else if volume.cloud_init_config_drive.is_some() {
         (
@@ -374,6 +393,47 @@ fn disk_source(
         format!("{field}.{kind}")
     };
     Err((field, hint.to_string()))
+}
+
+/// KubeVirt's `interfaces[].ports` (`{name, protocol, port}`, protocol TCP by default): the
+/// guest ports `portforward` reaches. UDP (and SCTP) ports are refused with their field path:
+/// ferrovirt forwards TCP only.
+fn declared_tcp_ports(
+    interface: &ferrovirt_api::kubevirt::domain::Interface,
+    field: &str,
+) -> Result<Vec<u16>, (String, String)> {
+    let Some(ports) = interface.extra.get("ports").and_then(|p| p.as_array()) else {
+        return Ok(Vec::new());
+    };
+    let mut tcp = Vec::new();
+    for (i, entry) in ports.iter().enumerate() {
+        let protocol = entry
+            .get("protocol")
+            .and_then(|p| p.as_str())
+            .unwrap_or("TCP");
+        if !protocol.eq_ignore_ascii_case("TCP") {
+            return Err((
+                format!("{field}.ports[{i}].protocol"),
+                format!(
+                    "protocol {protocol:?} is not forwarded by ferrovirt (portforward is TCP only); \
+                     remove the port or use TCP"
+                ),
+            ));
+        }
+        let port = entry
+            .get("port")
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                (
+                    format!("{field}.ports[{i}].port"),
+                    "a port between 1 and 65535 is required".to_owned(),
+                )
+            })?;
+        tcp.push(port);
+    }
+    Ok(tcp)
 }
 
 /// Interfaces on the pod network become NAT cards backed by passt (`crate::passt`; KubeVirt's
@@ -409,6 +469,7 @@ fn plan_nics(
                 model: NicModel::Virtio,
                 mac: None,
                 boot_order: None,
+                forwarded_tcp_ports: Vec::new(),
             }]
         } else {
             Vec::new()
@@ -469,11 +530,14 @@ fn plan_nics(
                 ));
             }
         };
+        let forwarded_tcp_ports = declared_tcp_ports(interface, &field)
+            .map_err(|(rest, message)| unsupported(rest, message))?;
         nics.push(Nic {
             name: interface.name.clone(),
             model,
             mac: interface.mac_address.clone(),
             boot_order: interface.boot_order,
+            forwarded_tcp_ports,
         });
     }
     Ok(nics)

@@ -49,6 +49,15 @@ pub enum EfiVarsError {
     Template { name: String, reason: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The VARS file is encrypted and cannot be opened with the VM's key.
+    #[error(transparent)]
+    Keys(Box<crate::state_keys::StateKeyError>),
+}
+
+impl From<crate::state_keys::StateKeyError> for EfiVarsError {
+    fn from(e: crate::state_keys::StateKeyError) -> Self {
+        Self::Keys(Box::new(e))
+    }
 }
 
 /// What a change did.
@@ -111,9 +120,52 @@ fn vars_file(plan: &VmPlan) -> Result<PathBuf, EfiVarsError> {
     Ok(path)
 }
 
-/// The VM's variables as its VARS file holds them (also while it runs: the last flushed state).
-pub fn read(plan: &VmPlan) -> Result<VariableStore, EfiVarsError> {
-    Ok(VariableStore::open(&vars_file(plan)?)?)
+/// A VM's VARS file at rest with the data key that opens it (`None`: a plain file).
+struct VarsAtRest {
+    path: PathBuf,
+    key: Option<ferrovirt_keys::DataKey>,
+    record: PathBuf,
+}
+
+impl VarsAtRest {
+    fn open(data_dir: &Path, plan: &VmPlan) -> Result<Self, EfiVarsError> {
+        let path = vars_file(plan)?;
+        let volume = plan
+            .state_volume
+            .as_deref()
+            .and_then(|v| ferrovirt_storage::StateVolume::open(v).ok())
+            .ok_or_else(|| EfiVarsError::NoVarsFile {
+                name: plan.name.clone(),
+            })?;
+        let keyring = ferrovirt_keys::Keyring::for_data_dir(data_dir).map_err(EngineError::from)?;
+        let key = crate::state_keys::unlock(&plan.name, &volume, &keyring)?;
+        Ok(Self {
+            path,
+            key,
+            record: crate::state_keys::record_path(&volume),
+        })
+    }
+
+    /// The variables, decrypted in memory.
+    fn store(&self, vm: &str) -> Result<VariableStore, EfiVarsError> {
+        let plain = crate::state_keys::read_vars(vm, &self.path, self.key.as_ref(), &self.record)?;
+        Ok(VariableStore::parse(&self.path, plain.to_vec())?)
+    }
+
+    /// Writes `plain` back crash-safely, sealed when the file is encrypted.
+    fn write(&self, plain: &[u8]) -> Result<(), EfiVarsError> {
+        Ok(crate::state_keys::write_vars(
+            &self.path,
+            self.key.as_ref(),
+            plain,
+        )?)
+    }
+}
+
+/// The VM's variables as its VARS file holds them (also while it runs: the last sealed or
+/// flushed state), decrypted in memory with the VM's key when the file is encrypted.
+pub fn read(data_dir: &Path, plan: &VmPlan) -> Result<VariableStore, EfiVarsError> {
+    VarsAtRest::open(data_dir, plan)?.store(&plan.name)
 }
 
 /// Changes the variables of a stopped VM: `change` edits the store and returns the PCRs it
@@ -124,20 +176,21 @@ pub fn change(
     note: &str,
     change: impl FnOnce(&mut VariableStore) -> Result<Vec<u8>, EfiVarsError>,
 ) -> Result<EfiVarsChange, EfiVarsError> {
-    let path = vars_file(plan)?;
+    let at_rest = VarsAtRest::open(data_dir, plan)?;
     ensure_stopped(data_dir, plan)?;
-    let mut store = VariableStore::open(&path)?;
+    let mut store = at_rest.store(&plan.name)?;
     let mut pcrs = change(&mut store)?;
     // Encode first: a change that does not fit records no generation.
-    store.to_bytes()?;
+    let bytes = zeroize::Zeroizing::new(store.to_bytes()?);
     let scratch = data_dir.join("run");
     let generations = generations_dir(data_dir, plan)?;
+    let keyring = ferrovirt_keys::Keyring::for_data_dir(data_dir).map_err(EngineError::from)?;
     let (generation, _) = crate::state::record_before_change(
-        &offline_state_plan(plan, &scratch, generations.as_deref()),
+        &offline_state_plan(plan, &scratch, generations.as_deref(), &keyring),
         note,
     )
     .map_err(EngineError::from)?;
-    store.write(&path)?;
+    at_rest.write(&bytes)?;
     pcrs.sort_unstable();
     pcrs.dedup();
     Ok(EfiVarsChange { generation, pcrs })
@@ -164,7 +217,7 @@ fn ensure_stopped(data_dir: &Path, plan: &VmPlan) -> Result<(), EfiVarsError> {
 /// variable the guest or `efi vars` wrote, the boot entries and the keys go back. A generation is
 /// recorded first. Changes PCR1 (boot entries) and PCR7 (Secure Boot keys).
 pub fn reset(data_dir: &Path, plan: &VmPlan) -> Result<EfiVarsChange, EfiVarsError> {
-    let path = vars_file(plan)?;
+    let at_rest = VarsAtRest::open(data_dir, plan)?;
     let secure_boot = matches!(
         plan.firmware,
         FirmwarePlan::Uefi {
@@ -194,17 +247,15 @@ pub fn reset(data_dir: &Path, plan: &VmPlan) -> Result<EfiVarsChange, EfiVarsErr
         "before resetting the UEFI variables to {}",
         selected.vars_template.display()
     );
+    let template =
+        std::fs::read(&selected.vars_template).map_err(|e| template_error(e.to_string()))?;
+    let keyring = ferrovirt_keys::Keyring::for_data_dir(data_dir).map_err(EngineError::from)?;
     let (generation, _) = crate::state::record_before_change(
-        &offline_state_plan(plan, &scratch, generations.as_deref()),
+        &offline_state_plan(plan, &scratch, generations.as_deref(), &keyring),
         &note,
     )
     .map_err(EngineError::from)?;
-    ferrovirt_storage::atomic::copy_file(
-        &selected.vars_template,
-        &path,
-        ferrovirt_storage::atomic::PRIVATE_FILE_MODE,
-    )
-    .map_err(|e| template_error(e.to_string()))?;
+    at_rest.write(&template)?;
     Ok(EfiVarsChange {
         generation,
         pcrs: vec![1, 7],

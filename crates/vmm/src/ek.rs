@@ -42,6 +42,9 @@ pub enum EkAccessError {
     /// Reading the credentials failed.
     #[error(transparent)]
     Ek(#[from] EkError),
+    /// The state is encrypted and its key cannot be unlocked.
+    #[error(transparent)]
+    Keys(#[from] crate::state_keys::StateKeyError),
 }
 
 /// The SHA-256 fingerprints of a TPM's EK certificates (lowercase hex of the DER's digest).
@@ -93,6 +96,7 @@ pub fn ek_credentials(
     uuid: &VmUuid,
     tpm: TpmPlan,
     volume: Option<&Path>,
+    keyring: &ferrovirt_keys::Keyring,
 ) -> Result<EkCredentials, EkAccessError> {
     let volume = volume_of(name, tpm, volume)?;
     if !volume.has_tpm_state(uuid) {
@@ -100,10 +104,17 @@ pub fn ek_credentials(
             name: name.to_owned(),
         });
     }
+    // An encrypted state is read by the throw-away swtpm with the VM's key (through a pipe).
+    let data_key = crate::state_keys::unlock(name, &volume, keyring)?;
+    let state_key = crate::state_keys::tpm_key_for(
+        &volume.tpm_state_file(uuid),
+        data_key.as_ref(),
+        &crate::state_keys::record_path(&volume),
+    )?;
     Ok(ferrovirt_tpm::read_ek_credentials(
         &volume.tpm_state_dir(uuid),
         &volume.localca_dir(),
-        None,
+        state_key,
     )?)
 }
 
@@ -116,6 +127,7 @@ pub fn fingerprints_at_start(
     tpm: TpmPlan,
     volume: Option<&Path>,
     manufactured: Option<&ManufactureReport>,
+    state_key: Option<ferrovirt_tpm::StateKey>,
 ) -> Option<EkFingerprints> {
     let volume = volume_of(name, tpm, volume).ok()?;
     if !volume.has_tpm_state(uuid) {
@@ -140,14 +152,16 @@ pub fn fingerprints_at_start(
         None => match read_copies(&cache) {
             Some(certs) => certs,
             None => {
-                let from_nv =
-                    match ferrovirt_tpm::read_ek_certificates(&volume.tpm_state_dir(uuid), None) {
-                        Ok(certs) => certs,
-                        Err(e) => {
-                            tracing::warn!(vm = name, "cannot read the EK certificates: {e}");
-                            return None;
-                        }
-                    };
+                let from_nv = match ferrovirt_tpm::read_ek_certificates(
+                    &volume.tpm_state_dir(uuid),
+                    state_key,
+                ) {
+                    Ok(certs) => certs,
+                    Err(e) => {
+                        tracing::warn!(vm = name, "cannot read the EK certificates: {e}");
+                        return None;
+                    }
+                };
                 let certs: Vec<_> = from_nv.into_iter().map(|c| (c.kind, c.der)).collect();
                 store_copies(&cache, &certs);
                 certs

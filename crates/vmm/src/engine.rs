@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferrovirt_firmware::{DEFAULT_SEARCH_DIRS, FirmwareDescriptor, load_descriptors};
+use ferrovirt_keys::Keyring;
 use ferrovirt_storage::{VmIdentity, VmStateStore, VmStoreError, VmUuid};
 
 use crate::disks::{DiskError, DiskPlan, prepare_disks};
@@ -21,6 +22,8 @@ use crate::launcher::{LaunchError, SwtpmConfig, VmExit, VmHandle};
 use crate::machine::{Accel, MachineConfig, MachineType, Nic, SerialConsole, TpmAttachment};
 use crate::runtime::{MAX_SOCKET_PATH, RuntimeDir, RuntimeError};
 use crate::state::{FirmwarePlan, PreparedState, StateFault, StatePlan, TpmPlan};
+
+mod incoming;
 
 /// A VM run, resolved from the API object (see `crate::convert`): everything is decided.
 #[derive(Debug, Clone)]
@@ -92,6 +95,10 @@ pub enum EngineError {
     AlreadyRunning { name: String, dir: PathBuf },
     #[error("state generations: {0}")]
     StateStore(#[from] VmStoreError),
+    #[error("state encryption: {0}")]
+    Keys(#[from] ferrovirt_keys::KeyError),
+    #[error("live migration: {0}")]
+    Migration(#[from] crate::migration::MigrationError),
     #[error(
         "the VM {name} is running ({what} alive on this host); stop it before rolling its state back"
     )]
@@ -109,6 +116,8 @@ pub struct Engine {
     descriptors: Vec<FirmwareDescriptor>,
     /// Where `hostDisk` files may lie (by default `<data>/images` only).
     host_paths: HostPathPolicy,
+    /// The key providers of the data dir (encryption at rest, `serve --state-encryption`).
+    keyring: Keyring,
 }
 
 /// A started VM and what its start did.
@@ -118,6 +127,65 @@ pub struct RunningVm {
     pub state: Option<PreparedState>,
     /// What this start found out about the TPM's trust (empty for an adopted run).
     pub notes: StartNotes,
+    /// Sealed VARS: keeps the volume's sealed file up to date with QEMU's plain copy.
+    vars_sync: Option<VarsSyncTask>,
+}
+
+impl RunningVm {
+    /// Seals the VARS QEMU wrote into the volume now (a snapshot of the running VM copies it).
+    pub fn seal_vars_now(&self) -> Result<(), crate::state_keys::StateKeyError> {
+        match &self.vars_sync {
+            Some(task) => match task.sync.lock() {
+                Ok(mut sync) => sync.seal_now(),
+                Err(_) => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+/// The task that seals a running VM's VARS into its volume whenever QEMU changed it (every
+/// [`crate::state_keys::VARS_SYNC_INTERVAL`]), so that a host crash loses at most the last
+/// seconds of changes; the stop seals once more.
+struct VarsSyncTask {
+    sync: std::sync::Arc<std::sync::Mutex<crate::state_keys::VarsSync>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VarsSyncTask {
+    fn spawn(vm: String, sync: crate::state_keys::VarsSync) -> Self {
+        let sync = std::sync::Arc::new(std::sync::Mutex::new(sync));
+        let shared = sync.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::state_keys::VARS_SYNC_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let shared = shared.clone();
+                let outcome = tokio::task::spawn_blocking(move || match shared.lock() {
+                    Ok(mut sync) => sync.sync(),
+                    Err(_) => Ok(false),
+                })
+                .await;
+                match outcome {
+                    Ok(Ok(true)) => tracing::debug!(vm, "sealed the changed UEFI variables"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::warn!(vm, "cannot seal the UEFI variables: {e}"),
+                    Err(_) => return,
+                }
+            }
+        });
+        Self { sync, task }
+    }
+
+    /// Stops the task and seals one last time (QEMU has exited).
+    fn finish(&self) -> Result<(), crate::state_keys::StateKeyError> {
+        self.task.abort();
+        match self.sync.lock() {
+            Ok(mut sync) => sync.seal_now(),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 /// What a start tells the controllers about trust: the EK certificates' fingerprints (for the VM
@@ -143,6 +211,7 @@ impl StartNotes {
             plan.tpm,
             plan.state_volume.as_deref(),
             state.manufactured.as_ref(),
+            state.tpm_key.clone(),
         );
         let pcrs_will_change = plan.state_volume.as_deref().and_then(|volume| {
             let coming =
@@ -187,7 +256,9 @@ impl Engine {
         for rejected in &loaded.rejected {
             tracing::warn!("ignoring a firmware descriptor: {rejected}");
         }
+        let keyring = Keyring::for_data_dir(&data_dir)?;
         Ok(Self {
+            keyring,
             run_base,
             ephemeral_localca: data_dir.join("localca-ephemeral"),
             host_paths: HostPathPolicy::for_data_dir(&data_dir, &[]),
@@ -243,6 +314,7 @@ impl Engine {
             runtime_dir,
             ephemeral_localca_dir: &self.ephemeral_localca,
             descriptors: &self.descriptors,
+            keyring: &self.keyring,
         }
     }
 
@@ -260,6 +332,13 @@ impl Engine {
         // this VM's state: they end first, so no second swtpm ever runs on the same state.
         if let Ok(leftover) = RuntimeDir::open(&runtime_path) {
             tokio::task::block_in_place(|| crate::orphans::reap_unrecorded_start(&leftover));
+            // A recorded run whose processes are gone and whose stop no manager finished (killed
+            // after QEMU exited): finish that stop first, so its state is checked and recorded
+            // as the `after-stop` generation it is.
+            if leftover.read_record().is_ok() && !self.processes_running(&plan.uuid)?.any_running()
+            {
+                self.finish_unfollowed(&plan).await;
+            }
         }
         remove_dir_if_exists(&runtime_path)?;
         let runtime = RuntimeDir::create(&runtime_path)?;
@@ -308,7 +387,54 @@ impl Engine {
                 source,
             },
         )?;
-        let machine = MachineConfig {
+        let mut machine = self.machine_config(&plan, &state, disks.disks, &runtime, serial_log);
+        machine.fd_sets = disks.fd_sets;
+        let swtpm = state.tpm_state_dir.clone().map(|state_dir| SwtpmConfig {
+            state_dir,
+            binary: None,
+            extra_args: Vec::new(),
+            key: state.tpm_key.clone(),
+        });
+        let notes = tokio::task::block_in_place(|| {
+            StartNotes::of_start(&plan, &state, &machine, runtime.root())
+        });
+        if let Some(change) = &notes.pcrs_will_change {
+            tracing::warn!(vm = %plan.name, "{}", change.message());
+        }
+        failpoint("engine.start.before-launch", runtime.root())?;
+        let handle = VmHandle::start_with_fds(machine, swtpm, runtime, disks.fds).await?;
+        let mut state = state;
+        let vars_sync = state
+            .vars_sync
+            .take()
+            .map(|sync| VarsSyncTask::spawn(plan.name.clone(), sync));
+        if let Err(e) = failpoint("engine.start.after-running", &self.runtime_path(&plan.uuid)) {
+            if let Some(sync) = &vars_sync {
+                let _ = tokio::task::block_in_place(|| sync.finish());
+            }
+            handle.kill();
+            let _ = handle.wait_exited().await;
+            return Err(e);
+        }
+        Ok(RunningVm {
+            plan,
+            handle,
+            state: Some(state),
+            notes,
+            vars_sync,
+        })
+    }
+
+    /// QEMU's machine for a plan whose state and disks are prepared.
+    fn machine_config(
+        &self,
+        plan: &VmPlan,
+        state: &PreparedState,
+        disks: Vec<crate::machine::Disk>,
+        runtime: &RuntimeDir,
+        serial_log: PathBuf,
+    ) -> MachineConfig {
+        MachineConfig {
             name: format!("{}_{}", plan.namespace, plan.name),
             uuid: plan.uuid.as_str().to_string(),
             smbios_serial: plan.smbios_serial.clone(),
@@ -324,69 +450,69 @@ impl Engine {
                 model,
             }),
             hyperv: plan.hyperv.clone(),
-            disks: disks.disks,
+            disks,
             nics: plan.nics.clone(),
             serial: SerialConsole {
                 socket: runtime.serial_socket(),
                 log_file: serial_log,
             },
-            graphics: plan.display.graphics(&runtime),
+            graphics: plan.display.graphics(runtime),
             inputs: plan.display.inputs.clone(),
             qmp_socket: runtime.qmp_socket(),
             guest_agent_socket: Some(runtime.guest_agent_socket()),
             pid_file: runtime.qemu_pid_file(),
             qemu_binary: None,
-            fd_sets: disks.fd_sets,
-        };
-        let swtpm = state.tpm_state_dir.clone().map(|state_dir| SwtpmConfig {
-            state_dir,
-            binary: None,
-            extra_args: Vec::new(),
-        });
-        let notes = tokio::task::block_in_place(|| {
-            StartNotes::of_start(&plan, &state, &machine, runtime.root())
-        });
-        if let Some(change) = &notes.pcrs_will_change {
-            tracing::warn!(vm = %plan.name, "{}", change.message());
+            fd_sets: Vec::new(),
         }
-        let handle = VmHandle::start_with_fds(machine, swtpm, runtime, disks.fds).await?;
-        Ok(RunningVm {
-            plan,
-            handle,
-            state: Some(state),
-            notes,
-        })
     }
 
     /// Waits for the VM to end (guest poweroff, stop, crash), then makes its persistent state
     /// durable and records it, and removes the runtime dir (ephemeral state dies here).
     pub async fn wait(&self, running: &RunningVm) -> Result<RunEnd, EngineError> {
         let exit = running.handle.wait_exited().await?;
-        self.finish(&running.plan, exit).await
+        self.finish(running, exit).await
     }
 
     /// Stops the VM (ACPI powerdown, then quit after the grace period) and finishes it.
     pub async fn stop(&self, running: &RunningVm) -> Result<RunEnd, EngineError> {
         let exit = running.handle.stop(running.plan.grace).await?;
-        self.finish(&running.plan, exit).await
+        self.finish(running, exit).await
     }
 
-    async fn finish(&self, plan: &VmPlan, exit: VmExit) -> Result<RunEnd, EngineError> {
+    async fn finish(&self, running: &RunningVm, exit: VmExit) -> Result<RunEnd, EngineError> {
+        let plan = &running.plan;
+        let outcome = crate::state::RunOutcome {
+            started_from: running.state.as_ref().and_then(|s| s.started_from),
+            succeeded: running.state.is_some() && run_succeeded(&exit),
+        };
         let runtime_path = self.runtime_path(&plan.uuid);
+        // QEMU is gone: seal its last VARS into the volume before anything reads the state.
+        let sealed = match &running.vars_sync {
+            Some(sync) => tokio::task::block_in_place(|| sync.finish()),
+            None => Ok(()),
+        };
+        let fault = failpoint("engine.finish.before-state", &runtime_path);
         if let Some(volume) = plan.state_volume.as_deref() {
             tokio::task::block_in_place(|| crate::boot_guard::at_stop(volume, &runtime_path));
         }
-        let recorded = match generations_dir(&self.data_dir, plan) {
+        let recorded = match fault.and_then(|()| generations_dir(&self.data_dir, plan)) {
             Ok(generations) => {
                 let state_plan = self.state_plan(plan, &runtime_path, generations.as_deref());
-                tokio::task::block_in_place(|| crate::state::finish(&state_plan))
+                tokio::task::block_in_place(|| crate::state::finish(&state_plan, outcome))
                     .map_err(EngineError::from)
             }
             Err(e) => Err(e),
         };
+        if let Err(e) = sealed {
+            // The plain copy stays in the runtime dir: removing it would lose the changes.
+            tracing::error!(vm = %plan.name, "cannot seal the UEFI variables at the stop: {e}");
+            return Err(crate::state::StateFault::from(e).into());
+        }
+        let fault = failpoint("engine.finish.before-runtime-cleanup", &runtime_path);
         // The run is over whatever the state check said: its runtime dir (ephemeral state only)
         // must not block the next start. The persistent state stays where it is, untouched.
         remove_dir_if_exists(&runtime_path)?;
+        fault?;
         Ok(RunEnd {
             exit,
             recorded: recorded?,
@@ -400,16 +526,117 @@ impl Engine {
         live_run_record(&self.runtime_path(uuid)).is_some()
     }
 
-    /// Re-attaches to a run a previous manager left running (never kills it).
+    /// Re-attaches to a run a previous manager left running (never kills it). When the run
+    /// ended while no manager followed it (a manager killed during a stop, after QEMU exited),
+    /// its stop is finished here first, as [`Engine::stop`] would have: the persistent state is
+    /// checked and recorded as the `after-stop` generation and the runtime dir removed; the
+    /// adoption still fails, saying the VM no longer runs.
     pub async fn adopt(&self, plan: VmPlan) -> Result<RunningVm, EngineError> {
         let runtime = RuntimeDir::open(self.runtime_path(&plan.uuid))?;
-        let handle = VmHandle::adopt(runtime).await?;
+        let handle = match VmHandle::adopt(runtime).await {
+            Ok(handle) => handle,
+            Err(error) => {
+                if !self.processes_running(&plan.uuid)?.any_running() {
+                    self.finish_unfollowed(&plan).await;
+                }
+                return Err(error.into());
+            }
+        };
+        let vars_sync = tokio::task::block_in_place(|| self.adopted_vars_sync(&plan));
         Ok(RunningVm {
+            vars_sync: vars_sync.map(|sync| VarsSyncTask::spawn(plan.name.clone(), sync)),
             plan,
             handle,
             state: None,
             notes: StartNotes::default(),
         })
+    }
+
+    /// Finishes the stop of a run whose QEMU and swtpm are gone without a manager having seen
+    /// them end (not judged for the known-good mark: how it ended is unknown).
+    async fn finish_unfollowed(&self, plan: &VmPlan) {
+        let runtime_path = self.runtime_path(&plan.uuid);
+        // The run's last UEFI variables are in its plain runtime copy: seal them first (kept
+        // there if that fails, so nothing is lost).
+        if !tokio::task::block_in_place(|| self.seal_left_vars(plan, &runtime_path)) {
+            tracing::error!(vm = %plan.name, "the UEFI variables of a run that ended while no manager followed it could not be sealed; its runtime dir is kept");
+            return;
+        }
+        let finished = match generations_dir(&self.data_dir, plan) {
+            Ok(generations) => {
+                let state_plan = self.state_plan(plan, &runtime_path, generations.as_deref());
+                tokio::task::block_in_place(|| {
+                    crate::state::finish(&state_plan, crate::state::RunOutcome::default())
+                })
+                .map_err(EngineError::from)
+            }
+            Err(e) => Err(e),
+        };
+        match finished {
+            Ok(recorded) => tracing::info!(vm = %plan.name, generation = ?recorded.map(|g| g.0),
+                "finished the stop of a run that ended while no manager followed it"),
+            Err(e) => tracing::warn!(vm = %plan.name, error = %e,
+                "the state of a run that ended while no manager followed it did not pass the check; the next start checks it again"),
+        }
+        let _ = remove_dir_if_exists(&runtime_path);
+    }
+
+    /// Seals the plain VARS copy a run left in its runtime dir into the volume; `false` when a
+    /// copy that belongs sealed in the volume could not be sealed (then it must stay).
+    fn seal_left_vars(&self, plan: &VmPlan, runtime_path: &Path) -> bool {
+        if !runtime_path.join("VARS.fd").exists() {
+            return true;
+        }
+        if let Some(mut sync) = self.adopted_vars_sync(plan) {
+            return sync.seal_now().is_ok();
+        }
+        let persistent = matches!(
+            plan.firmware,
+            FirmwarePlan::Uefi {
+                persistent: true,
+                ..
+            }
+        );
+        let sealed_in_volume = plan
+            .state_volume
+            .as_deref()
+            .and_then(|dir| ferrovirt_storage::StateVolume::open(dir).ok())
+            .and_then(|volume| volume.nvram_file(&plan.name).ok())
+            .is_some_and(|file| crate::state_keys::vars_is_sealed(&file));
+        !(persistent && sealed_in_volume)
+    }
+
+    /// An adopted run with sealed VARS: its plain copy is sealed at once (the previous manager
+    /// may have died before its last seal) and then kept in sync.
+    fn adopted_vars_sync(&self, plan: &VmPlan) -> Option<crate::state_keys::VarsSync> {
+        if !matches!(
+            plan.firmware,
+            FirmwarePlan::Uefi {
+                persistent: true,
+                ..
+            }
+        ) {
+            return None;
+        }
+        let plain = self.runtime_path(&plan.uuid).join("VARS.fd");
+        let volume = ferrovirt_storage::StateVolume::open(plan.state_volume.as_deref()?).ok()?;
+        let sealed = volume.nvram_file(&plan.name).ok()?;
+        if !plain.exists() || !crate::state_keys::vars_is_sealed(&sealed) {
+            return None;
+        }
+        let key = match crate::state_keys::unlock(&plan.name, &volume, &self.keyring) {
+            Ok(Some(key)) => key,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(vm = %plan.name, "adopted run: {e}; its UEFI variables are not sealed until the key is back");
+                return None;
+            }
+        };
+        let mut sync = crate::state_keys::VarsSync::new(plain, sealed, key);
+        if let Err(e) = sync.seal_now() {
+            tracing::warn!(vm = %plan.name, "cannot seal the UEFI variables: {e}");
+        }
+        Some(sync)
     }
 
     /// Whether the VM's QEMU or swtpm runs (see [`vm_processes_running`]).
@@ -433,6 +660,29 @@ impl Engine {
     ) -> Result<Vec<ferrovirt_storage::GenerationInfo>, EngineError> {
         state_generations(&self.data_dir, plan)
     }
+}
+
+/// Whether a run ended the way [`crate::state::RunOutcome`] calls a success: QEMU exited 0 after
+/// a SHUTDOWN (guest poweroff, or the stop the manager asked for) and swtpm exited 0.
+fn run_succeeded(exit: &VmExit) -> bool {
+    use crate::launcher::ExitReason;
+    use crate::launcher::ProcessEnd;
+    matches!(
+        exit.reason,
+        ExitReason::GuestPoweroff { .. } | ExitReason::HostShutdown { .. }
+    ) && matches!(exit.qemu, ProcessEnd::Code(0))
+        && exit
+            .swtpm
+            .as_ref()
+            .is_none_or(|end| matches!(end, ProcessEnd::Code(0)))
+}
+
+/// A fault point (`ferrovirt_storage::failpoints`; nothing without the feature).
+fn failpoint(name: &'static str, path: &Path) -> Result<(), EngineError> {
+    ferrovirt_storage::failpoints::hit(name).map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The directory of a VM's state generations (its per-VM store, claimed for this VM; older
@@ -459,6 +709,7 @@ pub(crate) fn offline_state_plan<'a>(
     plan: &'a VmPlan,
     scratch: &'a Path,
     generations_dir: Option<&'a Path>,
+    keyring: &'a Keyring,
 ) -> StatePlan<'a> {
     StatePlan {
         vm_name: &plan.name,
@@ -470,6 +721,7 @@ pub(crate) fn offline_state_plan<'a>(
         runtime_dir: scratch,
         ephemeral_localca_dir: scratch,
         descriptors: &[],
+        keyring,
     }
 }
 
@@ -481,10 +733,12 @@ pub fn state_generations(
 ) -> Result<Vec<ferrovirt_storage::GenerationInfo>, EngineError> {
     let scratch = data_dir.join("run");
     let generations = generations_dir(data_dir, plan)?;
+    let keyring = Keyring::for_data_dir(data_dir)?;
     Ok(crate::state::generations(&offline_state_plan(
         plan,
         &scratch,
         generations.as_deref(),
+        &keyring,
     ))?)
 }
 
@@ -509,8 +763,9 @@ pub fn rollback_state(
     }
     let scratch = data_dir.join("run");
     let generations = generations_dir(data_dir, plan)?;
+    let keyring = Keyring::for_data_dir(data_dir)?;
     Ok(crate::state::rollback(
-        &offline_state_plan(plan, &scratch, generations.as_deref()),
+        &offline_state_plan(plan, &scratch, generations.as_deref(), &keyring),
         generation,
     )?)
 }

@@ -55,6 +55,7 @@ pub const ACTED_ON: &[&str] = &[
     "domain.devices.interfaces[].masquerade",
     "domain.devices.interfaces[].bridge",
     "domain.devices.interfaces[].slirp",
+    "domain.devices.interfaces[].ports.*",
     "domain.devices.interfaces[].sriov.*",
     "domain.devices.interfaces[].macvtap.*",
     "domain.devices.interfaces[].passt.*",

@@ -7,8 +7,10 @@
 //!   through pidfds opened after checking their start time (pid-reuse safe).
 //! - After QEMU exits the monitor waits for swtpm (`--terminate`) to exit, so the TPM state is
 //!   flushed before [`VmHandle::wait_exited`] resolves. Fsyncing the state dir is the caller's job.
-//! - Each network card has its own passt (started before QEMU, same process group rules, recorded
-//!   in `run.json`; it exits when QEMU closes its socket, and is killed if it lingers).
+//! - Each network card has its own network namespace (`crate::netns`), a pasta connecting it to
+//!   the host and a passt inside it (started before QEMU, same process group rules, recorded in
+//!   `run.json`; passt exits when QEMU closes its socket and is killed if it lingers; the
+//!   namespace is then deleted and pasta, which exits with it, reaped).
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -27,7 +29,8 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::cmdline::{CmdlineError, qemu_args};
-use crate::machine::MachineConfig;
+use crate::machine::{MachineConfig, Nic};
+use crate::netns::NetNs;
 use crate::passt::{self, NicLink, PasstNotReady};
 use crate::process::{ProcessError, ProcessIdentity, pidfd_exited, pidfd_signal};
 use crate::qmp::{QmpClient, QmpError, QmpEvent, QmpEventKind, RunState};
@@ -106,8 +109,19 @@ pub struct SwtpmConfig {
     pub state_dir: PathBuf,
     /// `swtpm` on PATH when `None`.
     pub binary: Option<PathBuf>,
-    /// Extra arguments, e.g. `--key file=...,mode=aes-256-cbc,format=hex`.
+    /// Extra arguments.
     pub extra_args: Vec<OsString>,
+    /// The key of an encrypted state: given to swtpm through a pipe (`--key fd=3`), never a file.
+    pub key: Option<ferrovirt_tpm::StateKey>,
+}
+
+/// What a launch does once QEMU is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    /// Resume the guest (`cont`): a normal start.
+    Resume,
+    /// Stay paused and wait for a migration stream (`-incoming defer`).
+    Incoming,
 }
 
 /// How a process ended, as far as we could observe.
@@ -198,9 +212,10 @@ impl Supervised {
                 program: program.to_string(),
                 source: std::io::Error::other("no pid after spawn"),
             })?;
-        // Our unreaped child: its pid cannot be reused yet.
+        // Our unreaped child: its pid cannot be reused yet. Its executable may still change (passt
+        // re-executes itself), so the identity is read again once it is set up.
         let identity = ProcessIdentity::of(pid)?;
-        let pidfd = identity.open_pidfd()?;
+        let pidfd = identity.open_pidfd_of_unreaped_child()?;
         Ok(Self {
             identity,
             pidfd,
@@ -218,6 +233,15 @@ impl Supervised {
                 let _ = pidfd_exited(&self.pidfd).await;
                 ProcessEnd::Unobserved
             }
+        }
+    }
+
+    /// Reads the identity again once the process is set up: passt and pasta re-execute
+    /// themselves (`/usr/bin/passt.avx2` on x86_64), so the executable recorded at the spawn
+    /// would not match at adoption. Same pid and start time; still our unreaped child.
+    fn refresh_identity(&mut self) {
+        if let Ok(identity) = ProcessIdentity::of(self.identity.pid) {
+            self.identity = identity;
         }
     }
 
@@ -240,10 +264,69 @@ impl Supervised {
     }
 }
 
-/// The processes that serve one QEMU: its swtpm and the passt of each network card.
+/// The processes that serve one QEMU: its swtpm and the network of each card.
 struct Companions {
     swtpm: Option<Supervised>,
-    passt: Vec<Supervised>,
+    passt: Vec<CardNetwork>,
+}
+
+/// One pod-network card's network: its namespace, the pasta connecting that namespace to the
+/// host and the passt inside it. `None` for a process that was gone at adoption, and for both
+/// processes' namespace in runs recorded before namespaces existed.
+struct CardNetwork {
+    netns: Option<NetNs>,
+    pasta: Option<Supervised>,
+    passt: Option<Supervised>,
+}
+
+impl CardNetwork {
+    /// Kills both processes, reaps them and deletes the namespace (a failed start).
+    async fn abort(self) {
+        for mut process in [self.passt, self.pasta].into_iter().flatten() {
+            process.signal(Signal::KILL);
+            let _ = process.wait().await;
+        }
+        if let Some(netns) = self.netns
+            && let Err(e) = netns.delete().await
+        {
+            tracing::warn!(error = %e, "cannot delete a card's network namespace");
+        }
+    }
+
+    /// After QEMU is gone: waits for passt (killed after the grace), deletes the namespace, and
+    /// waits for pasta, which exits when its namespace is deleted (killed after the grace too).
+    async fn finish(self) -> ProcessEnd {
+        let passt_end = match self.passt {
+            Some(process) => end_within(process, PASST_EXIT_GRACE, "passt").await,
+            None => ProcessEnd::Unobserved,
+        };
+        if let Some(netns) = self.netns
+            && let Err(e) = netns.delete().await
+        {
+            tracing::warn!(error = %e, "cannot delete a card's network namespace");
+        }
+        if let Some(pasta) = self.pasta {
+            pasta.signal(Signal::TERM);
+            let _ = end_within(pasta, PASST_EXIT_GRACE, "pasta").await;
+        }
+        passt_end
+    }
+}
+
+/// Waits up to `grace` for a process to end, then kills and reaps it.
+async fn end_within(mut process: Supervised, grace: Duration, program: &str) -> ProcessEnd {
+    match tokio::time::timeout(grace, process.wait()).await {
+        Ok(end) => end,
+        Err(_) => {
+            tracing::warn!(
+                pid = process.identity.pid,
+                "{program} did not exit after QEMU; killing it"
+            );
+            process.signal(Signal::KILL);
+            let _ = process.wait().await;
+            ProcessEnd::KilledAfterGrace
+        }
+    }
 }
 
 /// A running VM.
@@ -325,7 +408,12 @@ async fn wait_for_socket(
 ) -> Result<(), LaunchError> {
     let deadline = Instant::now() + SOCKET_TIMEOUT;
     loop {
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        // The file exists from bind(); connects are refused until listen(), which a loaded host
+        // can delay (QEMU then fails with "Connection refused" on swtpm's socket). Connecting to
+        // test it is not an option: swtpm (--terminate) would end when that connection closes.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+            && ferrovirt_tpm::socket::unix_socket_listening(path)
+        {
             return Ok(());
         }
         if let Some(status) = process.try_exited() {
@@ -348,10 +436,13 @@ async fn wait_for_socket(
 }
 
 /// Kills what a failed start left behind, and reaps it.
-async fn abort_start(qemu: Option<Supervised>, swtpm: Option<Supervised>, passt: Vec<Supervised>) {
-    for mut process in [qemu, swtpm].into_iter().flatten().chain(passt) {
+async fn abort_start(qemu: Option<Supervised>, swtpm: Option<Supervised>, cards: Vec<CardNetwork>) {
+    for mut process in [qemu, swtpm].into_iter().flatten() {
         process.signal(Signal::KILL);
         let _ = process.wait().await;
+    }
+    for card in cards {
+        card.abort().await;
     }
 }
 
@@ -390,6 +481,21 @@ fn swtpm_command(
         .arg(pid)
         .arg("--terminate")
         .args(&config.extra_args);
+    if let Some(key) = &config.key {
+        let io = |source| LaunchError::Io {
+            path: config.state_dir.clone(),
+            source,
+        };
+        let pipe = key.pipe().map_err(io)?;
+        command
+            .arg("--key")
+            .arg(ferrovirt_tpm::StateKey::swtpm_key_arg())
+            .fd_mappings(vec![FdMapping {
+                parent_fd: pipe,
+                child_fd: ferrovirt_tpm::key::KEY_FD,
+            }])
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    }
     let log_file = open_log(&runtime.swtpm_log())?;
     let log_clone = log_file.try_clone().map_err(|source| LaunchError::Io {
         path: runtime.swtpm_log(),
@@ -404,23 +510,96 @@ fn swtpm_command(
     Ok(command)
 }
 
-/// Starts the passt of one card and waits until it has configured itself; returns it with QEMU's
-/// end of the link.
-async fn start_passt(
+/// Starts one card's network and waits until it is ready: its namespace, pasta connecting it to
+/// the host, then passt inside it; returns them with QEMU's end of the link.
+async fn start_card_network(
     runtime: &RuntimeDir,
-    nic: &str,
-) -> Result<(Supervised, OwnedFd), LaunchError> {
-    let log = runtime.passt_log(nic);
+    index: usize,
+    nic: &Nic,
+) -> Result<(CardNetwork, OwnedFd), LaunchError> {
+    let log = runtime.passt_log(&nic.name);
     let failed = |reason: String| LaunchError::Passt {
-        nic: nic.to_string(),
+        nic: nic.name.clone(),
         hint: passt::hint(&std::fs::read_to_string(&log).unwrap_or_default()),
         reason,
         log: log.clone(),
         tail: log_tail(&log),
     };
-    let link = NicLink::new().map_err(|e| failed(format!("socketpair: {e}")))?;
-    let mut command = passt::passt_command(&passt::passt_binary(), link.passt_end, open_log(&log)?)
+    if !rustix::process::geteuid().is_root() {
+        return start_host_passt(&log, failed).await;
+    }
+    let netns = NetNs::for_card(&runtime.run_name(), index);
+    netns.create().await.map_err(|e| failed(e.to_string()))?;
+    let mut card = CardNetwork {
+        netns: Some(netns.clone()),
+        pasta: None,
+        passt: None,
+    };
+    let started = async {
+        let mut pasta_command =
+            passt::pasta_command(&passt::pasta_binary(), netns.name(), open_log(&log)?)
+                .map_err(|e| failed(e.to_string()))?;
+        let child = pasta_command.spawn().map_err(|e| {
+            failed(format!(
+                "cannot run {}: {e} (install the `passt` package)",
+                passt::pasta_binary().display()
+            ))
+        })?;
+        let mut pasta = Supervised::spawned(child, "pasta")?;
+        let ready = passt::wait_ready(pasta.identity.pid, || pasta.try_exited()).await;
+        pasta.refresh_identity();
+        card.pasta = Some(pasta);
+        ready.map_err(|not_ready| failed(format!("pasta: {}", not_ready_reason(not_ready))))?;
+
+        let link = NicLink::new().map_err(|e| failed(format!("socketpair: {e}")))?;
+        let tcp_ports = passt::forwarded_tcp_ports(&nic.forwarded_tcp_ports);
+        let command = passt::passt_command(
+            &passt::passt_binary(),
+            &tcp_ports,
+            link.passt_end,
+            open_log(&log)?,
+        )
         .map_err(|e| failed(e.to_string()))?;
+        // The command (and our copy of passt's end) is dropped on that thread after the spawn:
+        // passt then sees QEMU's close as the end of the link.
+        let child = netns.spawn(command).await.map_err(|e| {
+            failed(format!(
+                "cannot run {} in network namespace {}: {e} (install the `passt` package)",
+                passt::passt_binary().display(),
+                netns.name()
+            ))
+        })?;
+        let mut process = Supervised::spawned(child, "passt")?;
+        let ready = passt::wait_ready(process.identity.pid, || process.try_exited()).await;
+        process.refresh_identity();
+        card.passt = Some(process);
+        ready.map_err(|not_ready| failed(not_ready_reason(not_ready)))?;
+        Ok(link.qemu_end)
+    }
+    .await;
+    match started {
+        Ok(qemu_end) => Ok((card, qemu_end)),
+        Err(e) => {
+            card.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Without root no network namespace can be made: passt runs in the host's namespace and
+/// forwards no port (`-t none`; `portforward` then says the VM has no forwardable interface).
+async fn start_host_passt(
+    log: &Path,
+    failed: impl Fn(String) -> LaunchError,
+) -> Result<(CardNetwork, OwnedFd), LaunchError> {
+    let link = NicLink::new().map_err(|e| failed(format!("socketpair: {e}")))?;
+    let mut command = passt::passt_command(
+        &passt::passt_binary(),
+        "none",
+        link.passt_end,
+        open_log(log)?,
+    )
+    .map_err(|e| failed(e.to_string()))?;
     let child = command.spawn().map_err(|e| {
         failed(format!(
             "cannot run {}: {e} (install the `passt` package)",
@@ -430,17 +609,34 @@ async fn start_passt(
     // Closes our copy of passt's end: passt then sees QEMU's close as the end of the link.
     drop(command);
     let mut process = Supervised::spawned(child, "passt")?;
-    let pid = process.identity.pid;
-    match passt::wait_ready(pid, || process.try_exited()).await {
-        Ok(()) => Ok((process, link.qemu_end)),
+    let ready = passt::wait_ready(process.identity.pid, || process.try_exited()).await;
+    process.refresh_identity();
+    let card = CardNetwork {
+        netns: None,
+        pasta: None,
+        passt: Some(process),
+    };
+    match ready {
+        Ok(()) => Ok((card, link.qemu_end)),
         Err(not_ready) => {
-            let reason = match not_ready {
-                PasstNotReady::Exited(status) => format!("it exited ({status})"),
-                PasstNotReady::Timeout(after) => format!("it was not ready after {after:?}"),
-            };
-            abort_start(None, None, vec![process]).await;
-            Err(failed(reason))
+            card.abort().await;
+            Err(failed(not_ready_reason(not_ready)))
         }
+    }
+}
+
+/// A fault point of the start (`ferrovirt_storage::failpoints`; nothing without the feature).
+fn failpoint(name: &'static str) -> Result<(), LaunchError> {
+    ferrovirt_storage::failpoints::hit(name).map_err(|source| LaunchError::Spawn {
+        program: format!("failpoint {name}"),
+        source,
+    })
+}
+
+fn not_ready_reason(not_ready: PasstNotReady) -> String {
+    match not_ready {
+        PasstNotReady::Exited(status) => format!("it exited ({status})"),
+        PasstNotReady::Timeout(after) => format!("it was not ready after {after:?}"),
     }
 }
 
@@ -463,6 +659,29 @@ impl VmHandle {
         runtime: RuntimeDir,
         fds: Vec<(i32, OwnedFd)>,
     ) -> Result<Self, LaunchError> {
+        Self::launch(machine, swtpm, runtime, fds, Launch::Resume).await
+    }
+
+    /// The destination of a live migration (`crate::migration`): swtpm (with an empty state dir:
+    /// QEMU's tpm-emulator hands it the source's state blobs) and QEMU with `-incoming defer`,
+    /// paused; `run.json` is not written yet. Nothing is resumed: `migration::receive` and
+    /// `migration::finish_receive` do that once the source's state has arrived.
+    pub async fn start_incoming(
+        machine: MachineConfig,
+        swtpm: Option<SwtpmConfig>,
+        runtime: RuntimeDir,
+        fds: Vec<(i32, OwnedFd)>,
+    ) -> Result<Self, LaunchError> {
+        Self::launch(machine, swtpm, runtime, fds, Launch::Incoming).await
+    }
+
+    async fn launch(
+        machine: MachineConfig,
+        swtpm: Option<SwtpmConfig>,
+        runtime: RuntimeDir,
+        fds: Vec<(i32, OwnedFd)>,
+        launch: Launch,
+    ) -> Result<Self, LaunchError> {
         let started = Instant::now();
         if machine.tpm.is_some() != swtpm.is_some() {
             return Err(LaunchError::TpmMismatch {
@@ -478,7 +697,11 @@ impl VmHandle {
                 pid: previous.qemu.pid,
             });
         }
-        let args = qemu_args(&machine)?;
+        let mut args = qemu_args(&machine)?;
+        if launch == Launch::Incoming {
+            args.push("-incoming".into());
+            args.push("defer".into());
+        }
         for socket in [&machine.qmp_socket, &machine.serial.socket] {
             remove_stale_socket(socket)?;
         }
@@ -516,9 +739,9 @@ impl VmHandle {
         let mut passt_processes = Vec::new();
         let mut nic_fds = Vec::new();
         for (index, nic) in machine.nics.iter().enumerate() {
-            match start_passt(&runtime, &nic.name).await {
-                Ok((process, qemu_end)) => {
-                    passt_processes.push(process);
+            match start_card_network(&runtime, index, nic).await {
+                Ok((card, qemu_end)) => {
+                    passt_processes.push(card);
                     nic_fds.push(FdMapping {
                         parent_fd: qemu_end,
                         child_fd: passt::nic_fd(index),
@@ -538,6 +761,10 @@ impl VmHandle {
                 return Err(e);
             }
         };
+        if let Err(e) = failpoint("launcher.start.after-swtpm") {
+            abort_start(None, swtpm_process, passt_processes).await;
+            return Err(e);
+        }
         let mut command = Command::new(machine.qemu_binary());
         command
             .args(&args)
@@ -644,14 +871,33 @@ impl VmHandle {
             machine,
             qemu: qemu_process.identity.clone(),
             swtpm: swtpm_process.as_ref().map(|p| p.identity.clone()),
-            passt: passt_processes.iter().map(|p| p.identity.clone()).collect(),
+            passt: passt_processes
+                .iter()
+                .filter_map(|card| card.passt.as_ref().map(|p| p.identity.clone()))
+                .collect(),
+            pasta: passt_processes
+                .iter()
+                .filter_map(|card| card.pasta.as_ref().map(|p| p.identity.clone()))
+                .collect(),
+            netns: passt_processes
+                .iter()
+                .filter_map(|card| card.netns.as_ref().map(|n| n.name().to_owned()))
+                .collect(),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         };
         let resumed = async {
+            // An incoming QEMU is recorded only once its guest state has arrived
+            // (`migration::finish_receive`): until then it is an unfinished start, which the
+            // next start ends (`crate::orphans`), never a run to adopt.
+            if launch == Launch::Incoming {
+                return Ok(());
+            }
+            failpoint("launcher.start.before-run-record")?;
             runtime.write_record(&record)?;
+            failpoint("launcher.start.after-run-record")?;
             qmp.cont().await?;
             match qmp.query_status().await? {
                 RunState::Running => Ok(()),
@@ -683,7 +929,19 @@ impl VmHandle {
     /// live processes (start time), opens pidfds and reconnects QMP. Never kills the VM.
     pub async fn adopt(runtime: RuntimeDir) -> Result<Self, LaunchError> {
         let record = runtime.read_record()?;
-        let qemu_pidfd = record.qemu.open_pidfd()?;
+        let qemu_pidfd = match record.qemu.open_pidfd() {
+            Ok(pidfd) => pidfd,
+            Err(e) => {
+                // The run ended while no manager watched it: its cards' namespaces go too (their
+                // pasta exits when its namespace is deleted).
+                for name in &record.netns {
+                    if let Err(e) = NetNs::named(name.clone()).delete().await {
+                        tracing::warn!(error = %e, "cannot delete an ended run's network namespace");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         let qemu = Supervised {
             identity: record.qemu.clone(),
             pidfd: qemu_pidfd,
@@ -703,24 +961,39 @@ impl VmHandle {
             },
             None => None,
         };
-        let passt = record
-            .passt
-            .iter()
-            .filter_map(|identity| match identity.open_pidfd() {
+        let adopt = |identity: Option<&ProcessIdentity>, program: &str| {
+            identity.and_then(|identity| match identity.open_pidfd() {
                 Ok(pidfd) => Some(Supervised {
                     identity: identity.clone(),
                     pidfd,
                     child: None,
                 }),
                 Err(e) => {
-                    tracing::warn!(error = %e, "adopted VM's passt is gone; its network card is down");
+                    tracing::warn!(error = %e, "adopted VM's {program} is gone; its network card is down");
                     None
                 }
+            })
+        };
+        let passt = (0..record.passt.len().max(record.netns.len()))
+            .map(|i| CardNetwork {
+                netns: record.netns.get(i).map(NetNs::named),
+                pasta: adopt(record.pasta.get(i), "pasta"),
+                passt: adopt(record.passt.get(i), "passt"),
             })
             .collect();
         let qmp = Arc::new(QmpClient::connect(&record.machine.qmp_socket, QMP_TIMEOUT).await?);
         let events = qmp.subscribe();
-        let state = qmp.query_status().await?;
+        let mut state = qmp.query_status().await?;
+        // ferrovirt pauses a guest only inside one of its own operations: before the first `cont`
+        // of a start (QEMU runs with -S; run.json is written before `cont`) and during an online
+        // snapshot. A manager that ended inside one left the guest paused, and nobody else would
+        // resume it: the run is recorded, so its start is over, and it must run.
+        if matches!(state, RunState::Prelaunch | RunState::Paused) {
+            tracing::warn!(vm = %record.machine.name, ?state,
+                "the earlier manager left this VM paused (it ended inside a start or a snapshot); resuming it");
+            qmp.cont().await?;
+            state = qmp.query_status().await?;
+        }
         tracing::info!(vm = %record.machine.name, ?state, "adopted VM");
         Self::supervise(
             runtime,
@@ -792,21 +1065,8 @@ impl VmHandle {
                 ),
             };
             let mut passt_ends = Vec::new();
-            for mut process in passt {
-                passt_ends.push(
-                    match tokio::time::timeout(PASST_EXIT_GRACE, process.wait()).await {
-                        Ok(end) => end,
-                        Err(_) => {
-                            tracing::warn!(
-                                pid = process.identity.pid,
-                                "passt did not exit after QEMU; killing it"
-                            );
-                            process.signal(Signal::KILL);
-                            let _ = process.wait().await;
-                            ProcessEnd::KilledAfterGrace
-                        }
-                    },
-                );
+            for card in passt {
+                passt_ends.push(card.finish().await);
             }
             let exit = VmExit {
                 reason: exit_reason(qemu_end, shutdown),
@@ -839,6 +1099,11 @@ impl VmHandle {
     pub fn note_guest_agent(&self, connected: bool) {
         self.agent_connected
             .store(connected, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Writes `run.json`: from now on this run is adopted after a manager restart.
+    pub fn write_record(&self) -> Result<(), LaunchError> {
+        Ok(self.runtime.write_record(&self.record)?)
     }
 
     /// The QMP session.

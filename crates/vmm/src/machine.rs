@@ -130,6 +130,10 @@ pub struct Nic {
     /// Boot from this card (PXE); without it the card's option ROM is not loaded, so the
     /// firmware does not try to network-boot (as KubeVirt does).
     pub boot_order: Option<u32>,
+    /// The guest's TCP ports reachable through `portforward` (KubeVirt's `interfaces[].ports`);
+    /// empty: the well-known ports (`passt::DEFAULT_FORWARDED_TCP_PORTS`).
+    #[serde(default)]
+    pub forwarded_tcp_ports: Vec<u16>,
 }
 
 /// The serial console: a unix socket to attach to, and a log of everything the guest printed.

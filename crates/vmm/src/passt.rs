@@ -1,22 +1,32 @@
 //! Pod-network cards: one `passt` process per card (KubeVirt's passt binding), in place of QEMU's
 //! user-mode networking, whose gateway 10.0.2.2 is the host's loopback.
 //!
-//! - passt runs with `--no-map-gw`: the guest's gateway is the host's real gateway, never the
-//!   host itself, so no guest reaches a service on the host's loopback (the API server included).
-//!   `-t none -u none`: nothing listens on a host port for the guest. DHCP, NDP and DNS as passt
-//!   does by default (the guest gets the host's address and routes, as a pod's VM does).
+//! - Each card's passt runs in a private network namespace of its own (`crate::netns`), which one
+//!   `pasta` process (same Debian package) connects to the host's network: the guest's outbound
+//!   connections leave through passt's sockets in the namespace, then pasta's sockets on the host.
+//!   pasta forwards nothing into the namespace and nothing out of it (`-t none -u none -T none
+//!   -U none`) and runs with `--no-map-gw`, so the namespace's gateway is the host's real gateway,
+//!   never the host's loopback.
+//! - passt runs with `--no-map-gw` too: no guest reaches a service on the host's loopback (the API
+//!   server included), nor the namespace's. `-t PORTS`: passt listens for the guest's forwarded
+//!   TCP ports ([`forwarded_tcp_ports`]) inside the namespace only, where no other process is, so
+//!   no guest port is ever a socket in the host's namespace; the API server's `portforward`
+//!   reaches them from a thread that entered the namespace. No UDP (`-u none`).
 //! - passt and QEMU talk over a socketpair we create: passt gets one end as `--fd 3`, QEMU the other
 //!   as `-netdev stream,addr.type=fd` (see [`nic_fd`]). No socket file exists that another local
 //!   process could connect to, and passt (which drops to user `nobody`) needs no access to the
 //!   0700 runtime dir. `--one-off`: passt exits when QEMU closes its end.
-//! - Readiness: passt applies its seccomp filter as the last step of its set-up, so
-//!   `Seccomp: 2` in `/proc/PID/status` means it configured itself from the host's interfaces and
-//!   routes; before that, an exit is a start failure (e.g. `External interface not usable` on a
-//!   host without a default route) reported with passt's log.
+//! - pasta runs as root (`--runas 0`): Debian 12's pasta (0.0~git20230309) drops to `nobody`
+//!   before it opens the target namespace otherwise, and then cannot join a namespace that root
+//!   owns. It applies its seccomp filter and its own isolation all the same.
+//! - Readiness: passt and pasta apply their seccomp filter as the last step of their set-up, so
+//!   `Seccomp: 2` in `/proc/PID/status` means they configured themselves; before that, an exit is
+//!   a start failure (e.g. `External interface not usable` on a host without a default route)
+//!   reported with the log.
 //!
 //! What passt still allows: connections from the guest to the host's own non-loopback addresses
 //! (another interface's address, or the host's external address if the guest sets it as a
-//! destination) are made by passt's sockets on the host and so reach services listening on those
+//! destination) are made by pasta's sockets on the host and so reach services listening on those
 //! addresses or on 0.0.0.0. Services that only listen on loopback (as `ferrovirt serve` does by
 //! default) are not reachable. See ARCHITECTURE.md, "Guest networking".
 
@@ -69,15 +79,36 @@ impl NicLink {
     }
 }
 
-/// The arguments passt runs with (without the binary).
-pub fn passt_args() -> Vec<String> {
+/// The guest's TCP ports passt forwards from its namespace when the interface lists none
+/// (KubeVirt's `interfaces[].ports`): the well-known ports. Not all ports, as KubeVirt's
+/// masquerade does: passt needs two descriptors per port and the open-files limit of a host is
+/// often 20,000 or less.
+pub const DEFAULT_FORWARDED_TCP_PORTS: &str = "1-1023";
+
+/// passt's `-t` specification for a card: its declared ports, else the well-known ones.
+pub fn forwarded_tcp_ports(declared: &[u16]) -> String {
+    if declared.is_empty() {
+        return DEFAULT_FORWARDED_TCP_PORTS.to_owned();
+    }
+    let mut ports = declared.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The arguments passt runs with (without the binary), listening for `tcp_ports` in its namespace.
+pub fn passt_args(tcp_ports: &str) -> Vec<String> {
     [
         "--foreground",
         "--quiet",
         "--one-off",
         "--no-map-gw",
         "--tcp-ports",
-        "none",
+        tcp_ports,
         "--udp-ports",
         "none",
         "--fd",
@@ -88,17 +119,64 @@ pub fn passt_args() -> Vec<String> {
     .collect()
 }
 
+/// The arguments pasta runs with to connect the namespace `netns` (a name under `/run/netns`)
+/// to the host's network: nothing forwarded either way, no gateway mapped to the host.
+pub fn pasta_args(netns: &str) -> Vec<String> {
+    [
+        "--foreground",
+        "--quiet",
+        "--runas",
+        "0",
+        "--config-net",
+        "--no-map-gw",
+        "--tcp-ports",
+        "none",
+        "--udp-ports",
+        "none",
+        "--tcp-ns",
+        "none",
+        "--udp-ns",
+        "none",
+        "--netns",
+        netns,
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+/// The command that starts pasta for one card's namespace: its own process group, output
+/// appended to `log`.
+pub fn pasta_command(binary: &Path, netns: &str, log: File) -> Result<Command, PasstCommandError> {
+    let log_clone = log.try_clone().map_err(PasstCommandError::Log)?;
+    let mut command = Command::new(binary);
+    command
+        .args(pasta_args(netns))
+        .stdin(Stdio::null())
+        .stdout(log_clone)
+        .stderr(log)
+        .process_group(0)
+        .kill_on_drop(false);
+    Ok(command)
+}
+
+/// The pasta binary: `pasta` on PATH.
+pub fn pasta_binary() -> PathBuf {
+    PathBuf::from("pasta")
+}
+
 /// The command that starts passt for one card: its own process group (a signal to the manager's
 /// group does not reach it), stdout/stderr appended to `log`.
 pub fn passt_command(
     binary: &Path,
+    tcp_ports: &str,
     passt_end: OwnedFd,
     log: File,
 ) -> Result<Command, PasstCommandError> {
     let log_clone = log.try_clone().map_err(PasstCommandError::Log)?;
     let mut command = Command::new(binary);
     command
-        .args(passt_args())
+        .args(passt_args(tcp_ports))
         .stdin(Stdio::null())
         .stdout(log_clone)
         .stderr(log)
@@ -183,14 +261,30 @@ mod tests {
 
     #[test]
     fn passt_keeps_the_guest_off_the_host() {
-        let args = passt_args();
+        let args = passt_args("22");
         assert!(args.contains(&"--no-map-gw".to_string()));
         let joined = args.join(" ");
         assert!(
-            joined.contains("--tcp-ports none --udp-ports none"),
+            joined.contains("--tcp-ports 22 --udp-ports none"),
             "{joined}"
         );
         assert!(joined.ends_with("--fd 3"), "{joined}");
+    }
+
+    #[test]
+    fn pasta_forwards_nothing_and_maps_no_gateway() {
+        let joined = pasta_args("ferrovirt-x-0").join(" ");
+        assert!(joined.contains("--no-map-gw"), "{joined}");
+        for option in ["--tcp-ports", "--udp-ports", "--tcp-ns", "--udp-ns"] {
+            assert!(joined.contains(&format!("{option} none")), "{joined}");
+        }
+        assert!(joined.ends_with("--netns ferrovirt-x-0"), "{joined}");
+    }
+
+    #[test]
+    fn forwarded_ports_are_the_declared_ones_or_the_well_known() {
+        assert_eq!(forwarded_tcp_ports(&[]), "1-1023");
+        assert_eq!(forwarded_tcp_ports(&[8080, 22, 22]), "22,8080");
     }
 
     #[test]

@@ -139,6 +139,17 @@ impl ProcessIdentity {
         Ok(fd)
     }
 
+    /// Opens a pidfd for an unreaped child of this process: its pid cannot name another process
+    /// until it is reaped, so nothing is verified. (A verify here could fail for a child that
+    /// re-executes itself, as passt and pasta do into `passt.avx2`, between the two reads.)
+    pub fn open_pidfd_of_unreaped_child(&self) -> Result<OwnedFd, ProcessError> {
+        let pid = Pid::from_raw(self.pid).ok_or(ProcessError::InvalidPid(self.pid))?;
+        rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| ProcessError::Pidfd {
+            pid: self.pid,
+            reason: e.to_string(),
+        })
+    }
+
     /// Whether the process is a zombie (exited, not yet reaped) or gone.
     pub fn is_dead_or_zombie(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {

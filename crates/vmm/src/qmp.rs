@@ -336,6 +336,64 @@ struct ErrorBody {
     desc: String,
 }
 
+/// One line QEMU sent on the QMP socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QmpMessage {
+    /// An asynchronous event.
+    Event(QmpEvent),
+    /// The reply to the command with our numeric `id`.
+    Reply { id: u64, body: ReplyBody },
+    /// Neither an event nor a reply we can route (no numeric id).
+    Unroutable(Value),
+}
+
+/// What a reply says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyBody {
+    Return(Value),
+    Error {
+        class: String,
+        desc: String,
+    },
+    /// A reply that is neither (the message says why).
+    Malformed(String),
+}
+
+/// Parses one non-empty line from QEMU (the reader's only parser; `fuzz/` feeds it hostile
+/// input). Malformed JSON is a protocol error that ends the connection.
+pub fn parse_message(line: &str) -> Result<QmpMessage, QmpError> {
+    let message: Value = serde_json::from_str(line)
+        .map_err(|e| QmpError::Protocol(format!("malformed JSON from QEMU ({e}): {line:.200}")))?;
+    if let Some(name) = message.get("event").and_then(Value::as_str) {
+        let timestamp = message
+            .get("timestamp")
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .unwrap_or_default();
+        return Ok(QmpMessage::Event(QmpEvent {
+            name: name.to_string(),
+            data: message.get("data").cloned().unwrap_or(Value::Null),
+            timestamp,
+        }));
+    }
+    let Some(id) = message.get("id").and_then(Value::as_u64) else {
+        return Ok(QmpMessage::Unroutable(message));
+    };
+    let body = if let Some(ret) = message.get("return") {
+        ReplyBody::Return(ret.clone())
+    } else if let Some(err) = message.get("error") {
+        match serde_json::from_value::<ErrorBody>(err.clone()) {
+            Ok(body) => ReplyBody::Error {
+                class: body.class,
+                desc: body.desc,
+            },
+            Err(_) => ReplyBody::Malformed(format!("malformed error reply: {err}")),
+        }
+    } else {
+        ReplyBody::Malformed(format!("reply with neither return nor error: {message}"))
+    };
+    Ok(QmpMessage::Reply { id, body })
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
     mut lines: tokio::io::Lines<BufReader<R>>,
     pending: Arc<Mutex<Pending>>,
@@ -350,31 +408,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if line.trim().is_empty() {
             continue;
         }
-        let message: Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(e) => {
-                break QmpError::Protocol(format!("malformed JSON from QEMU ({e}): {line:.200}"));
+        let (id, body) = match parse_message(&line) {
+            Err(e) => break e,
+            Ok(QmpMessage::Event(event)) => {
+                tracing::debug!(event = %event.name, data = %event.data, "QMP event");
+                // No receiver is fine.
+                let _ = events.send(event);
+                continue;
             }
-        };
-        if let Some(name) = message.get("event").and_then(Value::as_str) {
-            let timestamp = message
-                .get("timestamp")
-                .and_then(|t| serde_json::from_value(t.clone()).ok())
-                .unwrap_or_default();
-            let data = message.get("data").cloned().unwrap_or(Value::Null);
-            tracing::debug!(event = name, %data, "QMP event");
-            // No receiver is fine.
-            let _ = events.send(QmpEvent {
-                name: name.to_string(),
-                data,
-                timestamp,
-            });
-            continue;
-        }
-        let Some(id) = message.get("id").and_then(Value::as_u64) else {
-            // Replies without our numeric id (QEMU echoes what we send) cannot be routed.
-            tracing::warn!(%message, "QMP message without id or event ignored");
-            continue;
+            Ok(QmpMessage::Unroutable(message)) => {
+                // Replies without our numeric id (QEMU echoes what we send) cannot be routed.
+                tracing::warn!(%message, "QMP message without id or event ignored");
+                continue;
+            }
+            Ok(QmpMessage::Reply { id, body }) => (id, body),
         };
         let Ok(mut guard) = pending.lock() else {
             return;
@@ -383,21 +430,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
             continue; // its caller timed out
         };
         drop(guard);
-        let reply = if let Some(ret) = message.get("return") {
-            Ok(ret.clone())
-        } else if let Some(err) = message.get("error") {
-            match serde_json::from_value::<ErrorBody>(err.clone()) {
-                Ok(body) => Err(QmpError::Command {
-                    command,
-                    class: body.class,
-                    desc: body.desc,
-                }),
-                Err(_) => Err(QmpError::Protocol(format!("malformed error reply: {err}"))),
-            }
-        } else {
-            Err(QmpError::Protocol(format!(
-                "reply with neither return nor error: {message}"
-            )))
+        let reply = match body {
+            ReplyBody::Return(value) => Ok(value),
+            ReplyBody::Error { class, desc } => Err(QmpError::Command {
+                command,
+                class,
+                desc,
+            }),
+            ReplyBody::Malformed(problem) => Err(QmpError::Protocol(problem)),
         };
         let _ = waiter.send(reply);
     };

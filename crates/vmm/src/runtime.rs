@@ -61,6 +61,12 @@ pub struct RunRecord {
     /// One passt per network card, in `machine.nics` order.
     #[serde(default)]
     pub passt: Vec<ProcessIdentity>,
+    /// One pasta per network card (connecting the card's namespace to the host), same order.
+    #[serde(default)]
+    pub pasta: Vec<ProcessIdentity>,
+    /// The name of each card's network namespace (under `/run/netns`), same order.
+    #[serde(default)]
+    pub netns: Vec<String>,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
 }
@@ -176,6 +182,15 @@ impl RuntimeDir {
     pub fn qemu_log(&self) -> PathBuf {
         self.root.join("qemu.log")
     }
+    /// The name of this run (the runtime dir's last component: a VM UUID or a hash), which
+    /// names its cards' network namespaces.
+    pub fn run_name(&self) -> String {
+        self.root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// passt's output for the card `nic` (a QEMU id: no `/`).
     pub fn passt_log(&self, nic: &str) -> PathBuf {
         self.root.join(format!("passt-{nic}.log"))
@@ -258,6 +273,8 @@ mod tests {
                 start_time: 8,
                 exe: Some("/usr/bin/passt".into()),
             }],
+            pasta: Vec::new(),
+            netns: vec!["ferrovirt-x-0".into()],
             created_unix: 1,
         };
         dir.write_record(&record).unwrap();

@@ -11,8 +11,14 @@
 //!   valid header, and the state is recorded as a new generation before QEMU may touch it;
 //!   what does not exist yet is created (TPM manufactured with its EK certificate, VARS copied from
 //!   the firmware's template);
-//! - after the stop ([`finish`]): the files are fsynced, checked, and recorded as the `after-stop`
-//!   generation.
+//! - after the stop ([`finish`]): the files are fsynced, checked (swtpm reads the TPM state, the
+//!   VARS file has the template's size and a valid variable store header) and recorded as the
+//!   `after-stop` generation; when the run succeeded ([`RunOutcome`]), the generation it started
+//!   from becomes the volume's known-good generation, which pruning never removes.
+//!
+//! With encryption at rest (`crate::state_keys`) the TPM state is swtpm-encrypted and the VARS
+//! sealed under the VM's data key; checks read them through the key, QEMU gets a plain VARS copy
+//! in the runtime dir, and a plain state is encrypted at its next start.
 //!
 //! Generations live outside the volume (`<data>/state-generations/<volume>/`) and are what
 //! [`rollback`] puts back.
@@ -21,17 +27,20 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use ferrovirt_firmware::{
-    Architecture, FirmwareDescriptor, FirmwareRequest, SelectError, VarsError, check_vars,
-    prepare_vars, select_uefi,
+    Architecture, FirmwareDescriptor, FirmwareRequest, SelectError, VarsError, prepare_vars,
+    select_uefi,
 };
+use ferrovirt_keys::{DataKey, Keyring};
 use ferrovirt_storage::generations::{EntryKind, GenerationReason, sha256_file};
 use ferrovirt_storage::{
     BackendError, GenerationError, GenerationId, Generations, StateVolume, VmUuid,
 };
 use ferrovirt_tpm::{
-    CheckOptions, ManufactureError, ManufactureReport, ManufactureRequest, StateError, VmId,
-    check_state_with, manufacture,
+    CheckOptions, ManufactureError, ManufactureReport, ManufactureRequest, StateError, StateKey,
+    VmId, check_state_with, manufacture,
 };
+
+use crate::state_keys::{self, STATE_KEY, StateKeyError, VarsSync};
 
 use crate::machine::{Firmware, TpmModel};
 
@@ -97,6 +106,23 @@ impl RestoredState {
     }
 }
 
+/// How a run ended, for the known-good generation.
+///
+/// A run **succeeded** when all of these hold: this manager started it (so its start state is
+/// known, [`PreparedState::started_from`]) and QMP reported `running` after `cont` (a start only
+/// returns then); QEMU exited with status 0 after a SHUTDOWN (the guest powered off, or a stop the
+/// manager asked for ended with ACPI powerdown or QMP `quit`), not by a signal, SIGKILL or a
+/// non-zero status; and swtpm exited with status 0. A run adopted from an earlier manager is not
+/// judged (its start state is not known for sure). The state the run started from was then
+/// usable by the firmware and the guest: it becomes the known-good generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunOutcome {
+    /// [`PreparedState::started_from`] of the run.
+    pub started_from: Option<GenerationId>,
+    /// Whether the run succeeded (see above).
+    pub succeeded: bool,
+}
+
 /// Everything [`prepare`] needs to know about one VM run.
 #[derive(Debug, Clone)]
 pub struct StatePlan<'a> {
@@ -114,6 +140,8 @@ pub struct StatePlan<'a> {
     /// every ephemeral TPM does not pay for a new CA).
     pub ephemeral_localca_dir: &'a Path,
     pub descriptors: &'a [FirmwareDescriptor],
+    /// The data dir's key providers (encryption at rest).
+    pub keyring: &'a Keyring,
 }
 
 /// The state a run will use, ready for QEMU and swtpm.
@@ -128,12 +156,22 @@ pub struct PreparedState {
     /// The generation recorded before this start (`None` when the state was unchanged since the
     /// last clean stop, whose generation then stands).
     pub recorded: Option<GenerationId>,
+    /// The generation holding exactly the state this run starts from: `recorded`, or the
+    /// `after-stop` generation the state was found identical to (`None` without persistent
+    /// state). A successful run makes it the known-good generation.
+    pub started_from: Option<GenerationId>,
     /// Set when a TPM was manufactured for this run.
     pub manufactured: Option<ManufactureReport>,
     /// Set when the volume was empty and the last good generation was restored into it.
     pub restored: Option<RestoredState>,
     /// Things a user should know (e.g. the state changed while the VM was stopped).
     pub warnings: Vec<String>,
+    /// swtpm's key for an encrypted persistent TPM state.
+    pub tpm_key: Option<StateKey>,
+    /// For sealed persistent VARS: QEMU's plain copy in the runtime dir and the sealed file.
+    pub vars_sync: Option<VarsSync>,
+    /// The state was plain and was encrypted by this start.
+    pub encrypted_now: bool,
 }
 
 /// Why the state of a VM cannot be used.
@@ -179,12 +217,20 @@ pub enum StateFault {
         generations: PathBuf,
     },
     #[error(
+        "the VM {vm} cannot receive a live migration: its backend-storage volume already holds \
+         state ({path}); a migration never overwrites a state. Receive into a VM whose \
+         backend-storage PVC is new (delete the PVC of this one, its state generations stay)"
+    )]
+    IncomingNotEmpty { vm: String, path: PathBuf },
+    #[error(
         "spec.template.spec.domain: a persistent TPM or EFI needs a backend-storage volume, and \
          none was given (this is a bug in the caller)"
     )]
     NoVolume,
     #[error("backend-storage volume: {0}")]
     Volume(#[from] BackendError),
+    #[error(transparent)]
+    Key(#[from] StateKeyError),
     #[error("state generations: {0}")]
     Generations(#[from] GenerationError),
     #[error("manufacturing the TPM: {0}")]
@@ -218,6 +264,8 @@ struct PersistentFiles {
     generations: Generations,
     tpm_file: Option<PathBuf>,
     vars_file: Option<PathBuf>,
+    /// The wrapped data key's record (`meta/ferrovirt/state-key.json`).
+    key_record: PathBuf,
 }
 
 impl PersistentFiles {
@@ -247,6 +295,7 @@ impl PersistentFiles {
         let generations =
             Generations::new(generations_dir).with_vm_uuid(plan.vm_uuid.as_str().to_string());
         Ok(Some(Self {
+            key_record: state_keys::record_path(&volume),
             volume,
             generations,
             tpm_file,
@@ -254,7 +303,8 @@ impl PersistentFiles {
         }))
     }
 
-    fn sources(&self) -> Vec<(&'static str, &Path)> {
+    /// The state files (TPM, VARS).
+    fn state_sources(&self) -> Vec<(&'static str, &Path)> {
         let mut sources = Vec::new();
         if let Some(tpm) = &self.tpm_file {
             sources.push((TPM_STATE, tpm.as_path()));
@@ -264,6 +314,25 @@ impl PersistentFiles {
         }
         sources
     }
+
+    /// What a generation records: the state files and the wrapped key that unlocks them.
+    fn sources(&self) -> Vec<(&'static str, &Path)> {
+        let mut sources = self.state_sources();
+        sources.push((STATE_KEY, self.key_record.as_path()));
+        sources
+    }
+
+    /// The targets of a restore of generation `manifest`: what it recorded (older generations
+    /// have no key record).
+    fn restore_targets(
+        &self,
+        manifest: &ferrovirt_storage::Manifest,
+    ) -> Vec<(&'static str, &Path)> {
+        self.sources()
+            .into_iter()
+            .filter(|(logical, _)| manifest.entry(logical).is_some())
+            .collect()
+    }
 }
 
 /// Prepares the TPM state and the VARS of a run (see the module docs).
@@ -272,8 +341,11 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
     let persistent = PersistentFiles::open(plan)?;
     let mut warnings = Vec::new();
     let mut recorded = None;
+    let mut started_from = None;
     let mut manufactured = None;
     let mut restored = None;
+    let mut data_key: Option<DataKey> = None;
+    let mut encrypted_now = false;
 
     let selected = match plan.firmware {
         FirmwarePlan::Bios => None,
@@ -288,6 +360,21 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
     };
 
     if let Some(files) = &persistent {
+        // A rollback or restore that a crash interrupted is completed first: the state is then
+        // wholly the generation it was restoring, never half old, half restored.
+        if let Some(done) = files.generations.finish_interrupted_restore()? {
+            tracing::warn!(
+                vm,
+                generation = done.restored.0,
+                pre_restore = done.pre_restore.0,
+                "completed a state restore that was interrupted (the replaced state is kept as the pre-restore generation)"
+            );
+            warnings.push(format!(
+                "a restore of state generation {} was interrupted; it was completed before this \
+                 start (the state it replaced is kept as generation {})",
+                done.restored, done.pre_restore
+            ));
+        }
         restored = restore_into_empty_volume(files, &vm)?;
         let history = files.generations.list()?;
         let manifests: Vec<_> = history
@@ -295,7 +382,7 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
             .filter_map(|g| g.manifest.as_ref().ok())
             .collect();
         // A state that a generation holds must not have vanished.
-        for (logical, path) in files.sources() {
+        for (logical, path) in files.state_sources() {
             if path.exists() {
                 continue;
             }
@@ -325,6 +412,9 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
             }
             _ => false,
         };
+        failpoint("state.prepare.before-check", files.volume.root())?;
+        // The data key of an encrypted state (fails closed: nothing below runs without it).
+        data_key = state_keys::unlock(&vm, &files.volume, plan.keyring)?;
         if !unchanged_since_stop {
             if matches!(manifests.last(), Some(last) if last.reason == GenerationReason::AfterStop)
             {
@@ -337,7 +427,8 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
             if let Some(tpm) = &files.tpm_file
                 && tpm.exists()
             {
-                check_tpm(tpm).map_err(|source| StateFault::TpmUnusable {
+                let key = state_keys::tpm_key_for(tpm, data_key.as_ref(), &files.key_record)?;
+                check_tpm(tpm, key).map_err(|source| StateFault::TpmUnusable {
                     source,
                     vm: vm.clone(),
                     generation: last_good(),
@@ -346,12 +437,20 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
             if let (Some(vars), Some(fw)) = (&files.vars_file, &selected)
                 && vars.exists()
             {
-                check_vars(vars, &fw.vars_template).map_err(|source| StateFault::VarsUnusable {
-                    source,
-                    vm: vm.clone(),
-                    generation: last_good(),
+                let plain = state_keys::read_vars(&vm, vars, data_key.as_ref(), &files.key_record)?;
+                check_vars_plain(vars, &plain, &fw.vars_template).map_err(|source| {
+                    StateFault::VarsUnusable {
+                        source,
+                        vm: vm.clone(),
+                        generation: last_good(),
+                    }
                 })?;
             }
+        }
+        // A first start, or a plain state under an encrypting keyring: a new data key (its
+        // record is written before anything is encrypted with it).
+        if data_key.is_none() {
+            data_key = state_keys::unlock_or_create(&vm, &files.volume, plan.keyring)?;
         }
         // First start: create what does not exist yet.
         if let Some(tpm) = &files.tpm_file
@@ -361,6 +460,7 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
                 plan,
                 &files.volume.tpm_state_dir(plan.vm_uuid),
                 &files.volume.localca_dir(),
+                data_key.as_ref().map(state_keys::tpm_key),
             )?;
             manufactured = Some(report);
         }
@@ -368,15 +468,41 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
         if let (Some(vars), Some(fw)) = (&files.vars_file, &selected)
             && !vars.exists()
         {
-            prepare_vars(&fw.vars_template, vars)?;
+            match &data_key {
+                Some(key) => {
+                    let template = read_template(&fw.vars_template)?;
+                    state_keys::write_vars(vars, Some(key), &template)?;
+                }
+                None => {
+                    prepare_vars(&fw.vars_template, vars)?;
+                }
+            }
             created_vars = true;
         }
+        if unchanged_since_stop {
+            started_from = manifests.last().map(|m| m.id);
+        }
         if !unchanged_since_stop || manufactured.is_some() || created_vars {
+            failpoint("state.prepare.before-record", files.generations.dir())?;
             let id = files
                 .generations
                 .record(&files.sources(), GenerationReason::BeforeStart)?;
             files.generations.prune(KEEP_GENERATIONS)?;
             recorded = Some(id);
+            started_from = Some(id);
+        }
+        // A plain state under a key: encrypted now, after a generation keeps it as it was.
+        if let Some(key) = &data_key {
+            encrypted_now = encrypt_plain_files(plan, files, key)?;
+            if encrypted_now {
+                warnings.push(format!(
+                    "the VM's state in {} was not encrypted; it is encrypted at rest from now on \
+                     (data key {}); the generations recorded before keep the plain copy until \
+                     they are pruned",
+                    files.volume.root().display(),
+                    key.id()
+                ));
+            }
         }
     }
 
@@ -389,14 +515,35 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
         TpmPlan::Ephemeral => {
             let dir = plan.runtime_dir.join("tpm");
             create_private_dir(&dir)?;
-            manufactured = Some(manufacture_tpm(plan, &dir, plan.ephemeral_localca_dir)?);
+            manufactured = Some(manufacture_tpm(
+                plan,
+                &dir,
+                plan.ephemeral_localca_dir,
+                None,
+            )?);
             Some(dir)
         }
     };
+    let mut vars_sync = None;
     let firmware = match (&selected, plan.firmware) {
         (Some(fw), FirmwarePlan::Uefi { persistent: p, .. }) => {
             let vars = match persistent.as_ref().and_then(|f| f.vars_file.clone()) {
-                Some(vars) if p => vars,
+                Some(vars) if p => match (&data_key, persistent.as_ref()) {
+                    // Sealed at rest: QEMU gets a plain copy in the private runtime dir.
+                    (Some(key), Some(files)) => {
+                        let plain =
+                            state_keys::read_vars(&vm, &vars, Some(key), &files.key_record)?;
+                        let runtime_vars = plan.runtime_dir.join("VARS.fd");
+                        ferrovirt_storage::atomic::write_file(&runtime_vars, &plain, 0o600)
+                            .map_err(|e| StateFault::Io {
+                                path: runtime_vars.clone(),
+                                source: std::io::Error::other(e.to_string()),
+                            })?;
+                        vars_sync = Some(VarsSync::new(runtime_vars.clone(), vars, key.clone()));
+                        runtime_vars
+                    }
+                    _ => vars,
+                },
                 _ => {
                     let vars = plan.runtime_dir.join("VARS.fd");
                     prepare_vars(&fw.vars_template, &vars)?;
@@ -417,10 +564,223 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
         tpm_state_dir,
         tpm_model: plan.tpm.model(),
         recorded,
+        started_from,
         manufactured,
         restored,
         warnings,
+        tpm_key: match plan.tpm {
+            TpmPlan::Persistent => data_key.as_ref().map(state_keys::tpm_key),
+            _ => None,
+        },
+        vars_sync,
+        encrypted_now,
     })
+}
+
+/// Prepares the state of the destination of a live migration (`crate::migration`): the TPM
+/// state and the VARS arrive from the source, so nothing is manufactured, restored or recorded
+/// here. The backend-storage volume must hold no TPM state or VARS yet (a migration never
+/// overwrites a state: the receiving VM's volume is new); its layout and the data key (a new one
+/// under this host's keyring, so the arriving state is encrypted under this host's key) are
+/// created, the TPM state dir is left empty for swtpm to fill from the stream, and QEMU gets a
+/// VARS of the firmware's template that the source's mirror overwrites. A sealed VARS is only
+/// written to the volume once the state has arrived ([`record_arrival`]).
+pub fn prepare_incoming(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
+    let persistent = PersistentFiles::open(plan)?;
+    let selected = match plan.firmware {
+        FirmwarePlan::Bios => None,
+        FirmwarePlan::Uefi { secure_boot, .. } => Some(select_uefi(
+            plan.descriptors,
+            &FirmwareRequest {
+                secure_boot,
+                arch: Architecture::X86_64,
+                machine: "q35".into(),
+            },
+        )?),
+    };
+    let mut data_key = None;
+    if let Some(files) = &persistent {
+        if let Some((_, path)) = files.state_sources().into_iter().find(|(_, p)| p.exists()) {
+            return Err(StateFault::IncomingNotEmpty {
+                vm: plan.vm_name.to_owned(),
+                path: path.to_path_buf(),
+            });
+        }
+        data_key = state_keys::unlock_or_create(plan.vm_name, &files.volume, plan.keyring)?;
+    }
+    let tpm_state_dir = match (plan.tpm, &persistent) {
+        (TpmPlan::None, _) => None,
+        (TpmPlan::Persistent, Some(files)) => {
+            let dir = files.volume.tpm_state_dir(plan.vm_uuid);
+            create_private_dir(&dir)?;
+            Some(dir)
+        }
+        (TpmPlan::Persistent, None) => return Err(StateFault::NoVolume),
+        (TpmPlan::Ephemeral, _) => {
+            let dir = plan.runtime_dir.join("tpm");
+            create_private_dir(&dir)?;
+            Some(dir)
+        }
+    };
+    let mut vars_sync = None;
+    let firmware = match (&selected, plan.firmware) {
+        (Some(fw), FirmwarePlan::Uefi { persistent: p, .. }) => {
+            let volume_vars = persistent.as_ref().and_then(|f| f.vars_file.clone());
+            let vars = match (volume_vars, &data_key) {
+                (Some(sealed), Some(key)) if p => {
+                    let plain = plan.runtime_dir.join("VARS.fd");
+                    prepare_vars(&fw.vars_template, &plain)?;
+                    vars_sync = Some(VarsSync::new(plain.clone(), sealed, key.clone()));
+                    plain
+                }
+                (Some(volume_vars), None) if p => {
+                    prepare_vars(&fw.vars_template, &volume_vars)?;
+                    volume_vars
+                }
+                _ => {
+                    let vars = plan.runtime_dir.join("VARS.fd");
+                    prepare_vars(&fw.vars_template, &vars)?;
+                    vars
+                }
+            };
+            Firmware::Uefi {
+                code: fw.code.clone(),
+                vars,
+                secure_boot: fw.secure_boot,
+            }
+        }
+        _ => Firmware::Bios,
+    };
+    Ok(PreparedState {
+        requires_smm: selected.as_ref().is_some_and(|fw| fw.requires_smm),
+        firmware,
+        tpm_state_dir,
+        tpm_model: plan.tpm.model(),
+        recorded: None,
+        started_from: None,
+        manufactured: None,
+        restored: None,
+        warnings: Vec::new(),
+        tpm_key: match plan.tpm {
+            TpmPlan::Persistent => data_key.as_ref().map(state_keys::tpm_key),
+            _ => None,
+        },
+        vars_sync,
+        encrypted_now: false,
+    })
+}
+
+/// The destination of a live migration, once the state has arrived (the guest still paused):
+/// makes the persistent state durable and records it as the destination's first generation
+/// (`note` says where it came from). `None` without persistent state.
+pub fn record_arrival(
+    plan: &StatePlan<'_>,
+    note: &str,
+) -> Result<Option<GenerationId>, StateFault> {
+    let Some(files) = PersistentFiles::open(plan)? else {
+        return Ok(None);
+    };
+    for (_, path) in files.sources() {
+        sync_file_and_dir(path)?;
+    }
+    let id = files.generations.record(
+        &files.sources(),
+        GenerationReason::Other {
+            note: note.to_owned(),
+        },
+    )?;
+    files.generations.prune(KEEP_GENERATIONS)?;
+    Ok(Some(id))
+}
+
+/// A failed incoming migration: removes what the stream wrote into the (empty before) volume:
+/// the TPM state files and the VARS. The data key's record stays (harmless, reused next time).
+pub fn discard_incoming(plan: &StatePlan<'_>) {
+    let Ok(Some(files)) = PersistentFiles::open(plan) else {
+        return;
+    };
+    if let Some(tpm) = &files.tpm_file
+        && let Some(dir) = tpm.parent()
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    if let Some(vars) = &files.vars_file {
+        let _ = std::fs::remove_file(vars);
+    }
+}
+
+/// Encrypts what is still plain in the volume under `key` (the TPM state through swtpm, in a
+/// private scratch dir of the runtime dir; the VARS sealed). Each file is written crash-safely;
+/// a crash in between leaves one encrypted and one plain file, and the next start finishes.
+fn encrypt_plain_files(
+    plan: &StatePlan<'_>,
+    files: &PersistentFiles,
+    key: &DataKey,
+) -> Result<bool, StateFault> {
+    let mut changed = false;
+    if let Some(tpm) = &files.tpm_file
+        && tpm.exists()
+        && state_keys::tpm_key_for(tpm, None, &files.key_record).is_ok()
+    {
+        let dir = files.volume.tpm_state_dir(plan.vm_uuid);
+        let work = state_keys::private_scratch(&plan.runtime_dir.join("tmp"))?;
+        let encrypted = ferrovirt_tpm::reencrypt_state(
+            &dir,
+            None,
+            Some(&state_keys::tpm_key(key)),
+            work.path(),
+        )
+        .map_err(|source| StateFault::TpmUnusable {
+            source,
+            vm: plan.vm_name.to_owned(),
+            generation: files.generations.latest_good().ok().flatten(),
+        })?;
+        ferrovirt_storage::atomic::write_file(tpm, &encrypted, 0o600).map_err(|e| {
+            StateFault::Io {
+                path: tpm.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        changed = true;
+    }
+    if let Some(vars) = &files.vars_file
+        && vars.exists()
+        && !state_keys::vars_is_sealed(vars)
+    {
+        let plain = state_keys::read_vars(plan.vm_name, vars, None, &files.key_record)?;
+        state_keys::write_vars(vars, Some(key), &plain)?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+fn read_template(template: &Path) -> Result<Vec<u8>, StateFault> {
+    let bytes = std::fs::read(template).map_err(|source| StateFault::Io {
+        path: template.to_path_buf(),
+        source,
+    })?;
+    ferrovirt_firmware::vars::check_vars_bytes(template, &bytes, None).map_err(|source| {
+        StateFault::VarsUnusable {
+            source,
+            vm: String::new(),
+            generation: None,
+        }
+    })?;
+    Ok(bytes)
+}
+
+/// Checks a VARS image (plain, possibly decrypted in memory) against the template's size.
+fn check_vars_plain(path: &Path, plain: &[u8], template: &Path) -> Result<(), VarsError> {
+    let template_size = std::fs::metadata(template).map(|m| m.len()).ok();
+    ferrovirt_firmware::vars::check_vars_bytes(
+        path,
+        plain,
+        template_size.map(|size| (size, template)),
+    )
+    .map(|_| ())
 }
 
 /// A volume that holds none of the VM's state files (new, or re-created after its PVC was
@@ -433,7 +793,7 @@ fn restore_into_empty_volume(
     vm: &str,
 ) -> Result<Option<RestoredState>, StateFault> {
     let sources = files.sources();
-    if sources.iter().any(|(_, path)| path.exists()) {
+    if files.state_sources().iter().any(|(_, path)| path.exists()) {
         return Ok(None);
     }
     let history = files.generations.list()?;
@@ -483,9 +843,14 @@ fn restore_into_empty_volume(
     })
 }
 
-/// After QEMU and swtpm exited: makes the persistent state durable, checks it, and records it as
-/// the `after-stop` generation. Returns that generation (`None` without persistent state).
-pub fn finish(plan: &StatePlan<'_>) -> Result<Option<GenerationId>, StateFault> {
+/// After QEMU and swtpm exited: makes the persistent state durable, checks it (the TPM state
+/// with swtpm, the VARS file against the firmware's template), and records it as the `after-stop`
+/// generation; when the run succeeded, marks the generation it started from known-good. Returns
+/// the `after-stop` generation (`None` without persistent state).
+pub fn finish(
+    plan: &StatePlan<'_>,
+    outcome: RunOutcome,
+) -> Result<Option<GenerationId>, StateFault> {
     let Some(files) = PersistentFiles::open(plan)? else {
         return Ok(None);
     };
@@ -494,18 +859,53 @@ pub fn finish(plan: &StatePlan<'_>) -> Result<Option<GenerationId>, StateFault> 
         sync_file_and_dir(path)?;
     }
     let durable = started.elapsed();
+    failpoint("state.finish.before-check", files.volume.root())?;
+    let data_key = state_keys::unlock(plan.vm_name, &files.volume, plan.keyring)?;
     if let Some(tpm) = &files.tpm_file {
-        check_tpm(tpm).map_err(|source| StateFault::TpmUnusable {
+        let key = state_keys::tpm_key_for(tpm, data_key.as_ref(), &files.key_record)?;
+        check_tpm(tpm, key).map_err(|source| StateFault::TpmUnusable {
             source,
             vm: plan.vm_name.to_string(),
             generation: files.generations.latest_good().ok().flatten(),
         })?;
     }
+    if let (Some(vars), FirmwarePlan::Uefi { secure_boot, .. }) = (&files.vars_file, plan.firmware)
+        && vars.exists()
+    {
+        let firmware = select_uefi(
+            plan.descriptors,
+            &FirmwareRequest {
+                secure_boot,
+                arch: Architecture::X86_64,
+                machine: "q35".into(),
+            },
+        )?;
+        let plain =
+            state_keys::read_vars(plan.vm_name, vars, data_key.as_ref(), &files.key_record)?;
+        check_vars_plain(vars, &plain, &firmware.vars_template).map_err(|source| {
+            StateFault::VarsUnusable {
+                source,
+                vm: plan.vm_name.to_string(),
+                generation: files.generations.latest_good().ok().flatten(),
+            }
+        })?;
+    }
     let checked = started.elapsed();
+    failpoint("state.finish.before-record", files.generations.dir())?;
     let id = files
         .generations
         .record(&files.sources(), GenerationReason::AfterStop)?;
+    failpoint("state.finish.after-record", files.generations.dir())?;
     let recorded = started.elapsed();
+    if outcome.succeeded
+        && let Some(good) = outcome.started_from
+    {
+        // The stop is durable already; a failed mark only leaves the older known-good in place.
+        if let Err(e) = files.generations.mark_known_good(good) {
+            tracing::warn!(vm = plan.vm_name, generation = good.0, error = %e,
+                "could not mark the generation this successful run started from as known-good");
+        }
+    }
     files.generations.prune(KEEP_GENERATIONS)?;
     // Where the time after a stop goes (the benchmark's "stop -> durable" figure).
     tracing::debug!(
@@ -519,13 +919,24 @@ pub fn finish(plan: &StatePlan<'_>) -> Result<Option<GenerationId>, StateFault> 
     Ok(Some(id))
 }
 
+/// A fault point (`ferrovirt_storage::failpoints`; nothing without the feature).
+fn failpoint(name: &'static str, path: &Path) -> Result<(), StateFault> {
+    ferrovirt_storage::failpoints::hit(name).map_err(|source| StateFault::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Puts generation `id` of a stopped VM's persistent state back (the state it replaces is kept as
 /// a `pre-restore` generation).
 pub fn rollback(plan: &StatePlan<'_>, id: GenerationId) -> Result<GenerationId, StateFault> {
     let Some(files) = PersistentFiles::open(plan)? else {
         return Err(StateFault::NoVolume);
     };
-    let outcome = files.generations.restore(id, &files.sources())?;
+    let manifest = files.generations.verify(id)?;
+    let outcome = files
+        .generations
+        .restore(id, &files.restore_targets(&manifest))?;
     Ok(outcome.pre_restore)
 }
 
@@ -585,25 +996,25 @@ fn same_as_recorded(
 
 /// Checks that swtpm can read the state. The check's private copy and its sockets live in the
 /// system temp dir: a unix socket path holds at most 107 bytes, which a deep data dir would exceed.
-fn check_tpm(state_file: &Path) -> Result<(), StateError> {
+fn check_tpm(state_file: &Path, key: Option<StateKey>) -> Result<(), StateError> {
     let dir = state_file.parent().unwrap_or(Path::new("."));
-    check_state_with(dir, &CheckOptions::default()).map(|_| ())
+    let mut options = CheckOptions::default();
+    options.state_key = key;
+    check_state_with(dir, &options).map(|_| ())
 }
 
 fn manufacture_tpm(
     plan: &StatePlan<'_>,
     state_dir: &Path,
     localca_dir: &Path,
+    state_key: Option<StateKey>,
 ) -> Result<ManufactureReport, StateFault> {
     let vm_id = VmId::new(plan.vm_name, plan.vm_uuid.as_str())?;
     let tmp = plan.runtime_dir.join("tmp");
     create_private_dir(&tmp)?;
-    let report = manufacture(&ManufactureRequest::new(
-        state_dir,
-        localca_dir,
-        vm_id,
-        &tmp,
-    ))?;
+    let mut request = ManufactureRequest::new(state_dir, localca_dir, vm_id, &tmp);
+    request.options.state_key = state_key;
+    let report = manufacture(&request)?;
     tracing::info!(
         vm = plan.vm_name,
         duration_ms = report.duration.as_millis() as u64,

@@ -26,6 +26,7 @@ use crate::agent::{self, AgentClient};
 use crate::disks::DiskSource;
 use crate::engine::{EngineError, RunningVm, VmPlan, generations_dir, vm_processes_running};
 use crate::state::{FirmwarePlan, TPM_STATE, TpmPlan, VARS};
+use crate::state_keys::STATE_KEY;
 
 /// Logical name prefix of a disk image in a snapshot (`disk-<volume>`).
 pub const DISK_PREFIX: &str = "disk-";
@@ -105,6 +106,11 @@ fn state_files(plan: &VmPlan) -> Result<Vec<(String, PathBuf)>, SnapshotFault> {
         if vars.is_file() {
             files.push((VARS.to_owned(), vars));
         }
+    }
+    // The wrapped data key travels with the encrypted files it unlocks.
+    let record = crate::state_keys::record_path(&volume);
+    if !files.is_empty() && record.is_file() {
+        files.push((STATE_KEY.to_owned(), record));
     }
     Ok(files)
 }
@@ -237,6 +243,10 @@ pub async fn take_online(
     let paused = qmp.stop().await;
     let staged = match paused {
         Ok(()) => {
+            // Sealed VARS: the volume gets QEMU's current variables before the copy.
+            if let Err(e) = running.seal_vars_now() {
+                tracing::warn!(vm = %running.plan.name, "cannot seal the UEFI variables for the snapshot: {e}");
+            }
             let staged = store.stage(name, &request);
             let resumed = qmp.cont().await;
             resumed.map(|()| staged)
@@ -355,11 +365,19 @@ pub fn restore_state(
         pre_restore: None,
         disks: Vec::new(),
     };
-    let wanted: Vec<(&str, PathBuf)> = [(TPM_STATE, policy.copy_tpm), (VARS, policy.copy_efi)]
-        .into_iter()
-        .filter(|(logical, copy)| *copy && manifest.file(logical).is_some())
-        .map(|(logical, _)| (logical, store.file_path(name, logical)))
-        .collect();
+    // The clone or restored VM gets the snapshot's wrapped data key with the encrypted files (a
+    // byte copy of the same TPM: the same EK and sealed secrets); `state rekey --rotate-dek`
+    // gives it a key of its own.
+    let copies_state = policy.copy_tpm || policy.copy_efi;
+    let wanted: Vec<(&str, PathBuf)> = [
+        (TPM_STATE, policy.copy_tpm),
+        (VARS, policy.copy_efi),
+        (STATE_KEY, copies_state),
+    ]
+    .into_iter()
+    .filter(|(logical, copy)| *copy && manifest.file(logical).is_some())
+    .map(|(logical, _)| (logical, store.file_path(name, logical)))
+    .collect();
     if !wanted.is_empty()
         && let Some(dir) = generations_dir(data_dir, plan)?
     {
@@ -428,5 +446,6 @@ fn state_targets(plan: &VmPlan) -> Result<Vec<(&'static str, PathBuf)>, Snapshot
     ) {
         targets.push((VARS, volume.nvram_file(&plan.name)?));
     }
+    targets.push((STATE_KEY, crate::state_keys::record_path(&volume)));
     Ok(targets)
 }

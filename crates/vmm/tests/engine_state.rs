@@ -94,7 +94,8 @@ async fn persistent_state_lands_in_kubevirt_layout_and_survives_restarts() {
     assert!(tpm_file(data.path()).is_file());
     assert_eq!(
         std::fs::metadata(vars_file(data.path())).unwrap().len(),
-        540_672
+        // The 4M template, sealed at rest (encryption is on by default).
+        540_672 + ferrovirt_keys::sealed::OVERHEAD as u64
     );
     for dir in ["meta", "swtpm-localca", "nvram", "swtpm"] {
         assert!(volume(data.path()).join(dir).is_dir(), "{dir} missing");
@@ -116,7 +117,7 @@ async fn persistent_state_lands_in_kubevirt_layout_and_survives_restarts() {
     // swtpm rewrites its state, but the EK (and so the identity) is the same: compare the
     // certificate-bearing prefix size rather than bytes; the file must still be readable.
     assert!(tpm_after.len() >= tpm_before.len() / 2);
-    ferrovirt_tpm::check_state(tpm_file(data.path()).parent().unwrap()).unwrap();
+    check_encrypted_tpm(data.path());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,7 +188,8 @@ async fn lost_state_is_never_replaced_by_a_fresh_tpm() {
     assert!(tpm_file(data.path()).is_file());
     assert_eq!(
         std::fs::metadata(vars_file(data.path())).unwrap().len(),
-        540_672
+        // The 4M template, sealed at rest (encryption is on by default).
+        540_672 + ferrovirt_keys::sealed::OVERHEAD as u64
     );
     start_and_stop(&engine, persistent_plan(data.path()))
         .await
@@ -371,7 +373,7 @@ async fn a_lost_volume_gets_the_last_generation_back_instead_of_a_fresh_tpm() {
     assert!(state.manufactured.is_none(), "no fresh TPM");
     let restored = state.restored.as_ref().expect("StateRestored outcome");
     assert_eq!(restored.generation, last);
-    assert_eq!(restored.restored, ["tpm-state", "vars"]);
+    assert_eq!(restored.restored, ["tpm-state", "vars", "state-key"]);
     assert!(
         restored
             .message(&volume(data.path()))
@@ -398,7 +400,7 @@ async fn a_lost_volume_gets_the_last_generation_back_instead_of_a_fresh_tpm() {
         );
     }
     engine.stop(&running).await.unwrap();
-    ferrovirt_tpm::check_state(tpm_file(data.path()).parent().unwrap()).unwrap();
+    check_encrypted_tpm(data.path());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -562,4 +564,145 @@ async fn host_disks_reach_qemu_as_descriptors_opened_beneath_their_root() {
         message.contains(&format!("allowed roots: {}", images.display())),
         "{message}"
     );
+}
+
+/// Issue 18: a VM in a crash loop cannot push its last known-good state out. A clean run makes
+/// the state it started from known-good; then every failing run (the state changed first, then
+/// QEMU killed) records generations, pruned to three, and the known-good one survives all of
+/// them; a rollback returns to it, byte for byte, and the VM starts from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_vm_keeps_its_known_good_state() {
+    use ferrovirt_firmware::EfiVariable;
+    use ferrovirt_firmware::vars::EfiGuid;
+    use ferrovirt_storage::Generations;
+
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    let plan = persistent_plan(data.path());
+    let generations = Generations::new(
+        ferrovirt_vmm::engine::generations_dir(data.path(), &plan)
+            .unwrap()
+            .unwrap(),
+    );
+    // The first run manufactures the TPM: its before-start generation is what it started from.
+    let running = engine.start(plan.clone()).await.unwrap();
+    let first = running.state.as_ref().unwrap().started_from.unwrap();
+    let end = engine.stop(&running).await.unwrap();
+    assert_eq!(generations.known_good(), Some(first), "{:?}", end.exit);
+    // A second clean run starts from the first run's after-stop generation: that one is good now.
+    let running = engine.start(plan.clone()).await.unwrap();
+    let good = running.state.as_ref().unwrap().started_from.unwrap();
+    assert_eq!(Some(good), end.recorded);
+    let last_end = engine.stop(&running).await.unwrap();
+    assert_eq!(generations.known_good(), Some(good));
+    let good_manifest = generations.verify(good).unwrap();
+
+    let vendor = EfiGuid::new(
+        0x6e5f_7a1b,
+        0x2c3d,
+        0x4e5f,
+        [0x80, 0x91, 0xa2, 0xb3, 0xc4, 0xd5, 0xe6, 0xf7],
+    );
+    for i in 0u8..6 {
+        ferrovirt_vmm::efi_vars::change(data.path(), &plan, "crash loop", |store| {
+            store.set(EfiVariable {
+                name: "CrashLoop".into(),
+                vendor,
+                attributes: 0x7,
+                data: vec![i; 16],
+            })?;
+            Ok(Vec::new())
+        })
+        .unwrap();
+        let running = engine.start(plan.clone()).await.unwrap();
+        running.handle.kill();
+        let end = engine.wait(&running).await.unwrap();
+        assert!(end.recorded.is_some());
+    }
+    let ids: Vec<u64> = generations.list().unwrap().iter().map(|g| g.id.0).collect();
+    assert!(ids.contains(&good.0), "known-good {good} pruned: {ids:?}");
+    assert!(ids.len() <= 5, "pruned to 3 + known-good: {ids:?}");
+    assert!(
+        !ids.contains(&last_end.recorded.unwrap().0),
+        "the crash loop pushed the other generations out: {ids:?}"
+    );
+    assert_eq!(
+        generations.known_good(),
+        Some(good),
+        "failing runs mark nothing"
+    );
+
+    // `ferrovirt state rollback` (the engine's rollback) returns to it, byte for byte.
+    engine.rollback(&plan, good).unwrap();
+    for (logical, path) in [
+        ("tpm-state", tpm_file(data.path())),
+        ("vars", vars_file(data.path())),
+    ] {
+        let recorded = &good_manifest.entry(logical).unwrap().files[0];
+        let (_, sha) = ferrovirt_storage::generations::sha256_file(&path).unwrap();
+        assert_eq!(sha, recorded.sha256, "{logical} after the rollback");
+    }
+    start_and_stop(&engine, plan).await.unwrap();
+}
+
+/// The VARS file is checked after a stop as the TPM state is: a VARS file damaged during the run
+/// fails the stop's check (naming the rollback) and is not recorded as the after-stop state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_vars_file_fails_the_check_after_the_stop() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::new(data.path()).await.unwrap();
+    let plan = persistent_plan(data.path());
+    let running = engine.start(plan.clone()).await.unwrap();
+    let before: Vec<u64> = engine
+        .generations(&plan)
+        .unwrap()
+        .iter()
+        .map(|g| g.id.0)
+        .collect();
+    // With encryption at rest (the default) the run's VARS are its plain runtime copy, sealed
+    // into the volume at the stop: damage that copy, as a failing write of QEMU's would.
+    let plain_vars = engine.runtime_path(&plan.uuid).join("VARS.fd");
+    let damaged = if plain_vars.exists() {
+        plain_vars
+    } else {
+        vars_file(data.path())
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(damaged)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    running.handle.kill();
+    let error = engine.wait(&running).await.unwrap_err();
+    assert!(
+        matches!(error, EngineError::State(StateFault::VarsUnusable { .. })),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("ferrovirt state rollback"),
+        "{error}"
+    );
+    let after: Vec<u64> = engine
+        .generations(&plan)
+        .unwrap()
+        .iter()
+        .map(|g| g.id.0)
+        .collect();
+    assert_eq!(before, after, "a damaged state is not recorded");
+    assert!(!engine.runtime_path(&plan.uuid).exists());
+}
+
+/// swtpm reads the TPM state with the VM's data key (encryption at rest is on by default).
+fn check_encrypted_tpm(data: &Path) {
+    let tpm = tpm_file(data);
+    let volume = ferrovirt_storage::StateVolume::open(volume(data)).unwrap();
+    let keyring = ferrovirt_keys::Keyring::for_data_dir(data).unwrap();
+    let key = ferrovirt_vmm::state_keys::unlock("vm1", &volume, &keyring)
+        .unwrap()
+        .expect("an encrypted state");
+    let mut options = ferrovirt_tpm::CheckOptions::default();
+    options.state_key = Some(ferrovirt_vmm::state_keys::tpm_key(&key));
+    ferrovirt_tpm::check_state_with(tpm.parent().unwrap(), &options).unwrap();
+    assert!(ferrovirt_tpm::check_state(tpm.parent().unwrap()).is_err());
 }

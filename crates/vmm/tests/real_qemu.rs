@@ -83,6 +83,7 @@ fn swtpm(f: &Fixture) -> SwtpmConfig {
         state_dir,
         binary: None,
         extra_args: vec![],
+        key: None,
     }
 }
 

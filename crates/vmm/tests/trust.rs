@@ -67,6 +67,7 @@ async fn start_reports_ek_fingerprints_and_the_pcr_guard_flags_a_firmware_change
         &VmUuid::parse(UUID).unwrap(),
         TpmPlan::Persistent,
         Some(&volume),
+        &ferrovirt_keys::Keyring::for_data_dir(data.path()).unwrap(),
     )
     .unwrap();
     assert_eq!(
@@ -112,6 +113,7 @@ async fn start_reports_ek_fingerprints_and_the_pcr_guard_flags_a_firmware_change
             &VmUuid::parse(UUID).unwrap(),
             TpmPlan::Persistent,
             Some(&volume),
+            None,
             None,
         );
         took.push(started.elapsed());

@@ -85,6 +85,10 @@ export const api = {
   delete: (path: string) => request<K8sObject>('DELETE', path, DELETE_OPTIONS),
   /** Subresource actions (start / stop / restart) take an empty JSON body. */
   action: (path: string) => request<unknown>('PUT', path, {}),
+  /** Subresources that answer with something other than an object (`tpm/ek`, `efivars`). */
+  getJson: <T>(path: string) => request<T>('GET', path),
+  /** PUT of a JSON body to a subresource (`efivars` enrollment). */
+  putJson: <T>(path: string, body: unknown) => request<T>('PUT', path, body),
 };
 
 /** The user the server knows this token as (`SelfSubjectReview`), or null when it cannot say. */

@@ -24,6 +24,7 @@ export const AUTHENTICATION = 'authentication.k8s.io/v1';
 export const SNAPSHOT = 'snapshot.kubevirt.io/v1beta1';
 export const CLONE = 'clone.kubevirt.io/v1beta1';
 export const INSTANCETYPE = 'instancetype.kubevirt.io/v1beta1';
+export const EXPORT = 'export.kubevirt.io/v1beta1';
 
 export const paths = {
   clusterPreference: (name: string) => objectPath(INSTANCETYPE, 'virtualmachineclusterpreferences', undefined, name),
@@ -37,12 +38,20 @@ export const paths = {
   /** WebSocket (binary frames, raw serial bytes). */
   vmiConsole: (ns: string, name: string) => `${objectPath(SUBRESOURCES, 'virtualmachineinstances', ns, name)}/console`,
   vmiVnc: (ns: string, name: string) => `${objectPath(SUBRESOURCES, 'virtualmachineinstances', ns, name)}/vnc`,
+  /** The EK certificates, their chain and `stateEncryption` (GET). */
+  vmTpmEk: (ns: string, name: string) => `${objectPath(SUBRESOURCES, 'virtualmachines', ns, name)}/tpm/ek`,
+  /** The UEFI variables (GET list; PUT `{"enroll": "microsoft-2023"}`). */
+  vmEfiVars: (ns: string, name: string) => `${objectPath(SUBRESOURCES, 'virtualmachines', ns, name)}/efivars`,
   events: (ns: string, involvedName: string) =>
     `${collectionPath(CORE, 'events', ns)}?fieldSelector=${enc(`involvedObject.name=${involvedName}`)}`,
   /** The VM's backend-storage volume (TPM / EFI persistent state). */
   statePvcs: (ns: string, vm: string) =>
     `${collectionPath(CORE, 'persistentvolumeclaims', ns)}?labelSelector=${enc(`persistent-state-for=${vm}`)}`,
   snapshots: (ns?: string) => collectionPath(SNAPSHOT, 'virtualmachinesnapshots', ns),
+  exports: (ns?: string) => collectionPath(EXPORT, 'virtualmachineexports', ns),
+  export: (ns: string, name: string) => objectPath(EXPORT, 'virtualmachineexports', ns, name),
+  /** The export's token Secret (its `token` opens the export's URLs). */
+  secret: (ns: string, name: string) => objectPath(CORE, 'secrets', ns, name),
   snapshot: (ns: string, name: string) => objectPath(SNAPSHOT, 'virtualmachinesnapshots', ns, name),
   restores: (ns?: string) => collectionPath(SNAPSHOT, 'virtualmachinerestores', ns),
   clones: (ns?: string) => collectionPath(CLONE, 'virtualmachineclones', ns),

@@ -5,7 +5,9 @@
 import { Badge, Button, Checkbox, Fieldset, Group, NumberInput, Radio, Select, Stack, Text, Textarea, TextInput } from '@mantine/core';
 import { paths } from '../api/paths';
 import type { K8sObject } from '../api/types';
-import { useGet } from '../hooks';
+import { useGet, useLiveList } from '../hooks';
+import { collectionPath } from '../api/paths';
+import { CDI } from '../model/images';
 import type { FieldKey } from '../model/causes';
 import { OS_CHOICES, preferredFirmware, preferredTpm, summarizePreference } from '../model/preferences';
 import { freshDiskName, nameError, type DiskEntry, type DiskKind, type VmFormValues } from '../model/vmForm';
@@ -21,6 +23,7 @@ const KIND_LABELS: Record<DiskKind, string> = {
   hostDisk: 'Host disk image',
   emptyDisk: 'Empty disk',
   cloudInit: 'Cloud-init user data',
+  dataVolume: 'Image (DataVolume)',
   other: 'Other',
 };
 
@@ -42,6 +45,9 @@ export function VmForm(props: {
   const prefFirmware = !v.firmwareSet && prefSpec ? preferredFirmware(prefSpec) : null;
   const prefTpm = !v.tpmEnabled && prefSpec ? preferredTpm(prefSpec) : null;
   const osKnown = OS_CHOICES.some((c) => c.preference === v.preference);
+  // The images (DataVolumes) of the VM's namespace a disk can be.
+  const images = useLiveList<K8sObject>(collectionPath(CDI, 'datavolumes', v.namespace || 'default'));
+  const imageNames = images.items.map((dv) => dv.metadata?.name ?? '').filter(Boolean);
   const setDisk = (i: number, patch: Partial<DiskEntry>) => set({ disks: v.disks.map((d, j) => (j === i ? { ...d, ...patch } : d)) });
   const addDisk = (kind: DiskKind) =>
     set({
@@ -198,13 +204,14 @@ export function VmForm(props: {
                     label="Type"
                     disabled={disabled}
                     allowDeselect={false}
-                    data={(['hostDisk', 'emptyDisk', 'cloudInit'] as const).map((k) => ({ value: k, label: KIND_LABELS[k] }))}
+                    data={(['hostDisk', 'dataVolume', 'emptyDisk', 'cloudInit'] as const).map((k) => ({ value: k, label: KIND_LABELS[k] }))}
                     value={d.kind}
                     onChange={(x) => x && setDisk(i, { kind: x as DiskKind })}
                   />
                 )}
               </Group>
               {d.kind === 'hostDisk' ? <TextInput label="Image path on the host" placeholder="/var/lib/ferrovirt/images/disk.qcow2" disabled={disabled} value={d.path} onChange={(e) => setDisk(i, { path: e.currentTarget.value })} /> : null}
+              {d.kind === 'dataVolume' ? <Select label="Image" searchable placeholder="an image from the Images page" disabled={disabled} data={imageNames.includes(d.path) || !d.path ? imageNames : [...imageNames, d.path]} value={d.path || null} onChange={(x) => setDisk(i, { path: x ?? '' })} /> : null}
               {d.kind === 'emptyDisk' ? <TextInput label="Capacity" placeholder="10Gi" disabled={disabled} value={d.capacity} onChange={(e) => setDisk(i, { capacity: e.currentTarget.value })} /> : null}
               {d.kind === 'cloudInit' ? <Textarea label="User data" autosize minRows={3} styles={{ input: { fontFamily: 'monospace' } }} disabled={disabled} value={d.userData} onChange={(e) => setDisk(i, { userData: e.currentTarget.value })} /> : null}
               <Group justify="flex-end">
@@ -214,6 +221,7 @@ export function VmForm(props: {
           ))}
           <Group>
             <Button size="xs" variant="light" disabled={disabled} onClick={() => addDisk('hostDisk')}>Add host disk image</Button>
+            <Button size="xs" variant="light" disabled={disabled} onClick={() => addDisk('dataVolume')}>Add image</Button>
             <Button size="xs" variant="light" disabled={disabled} onClick={() => addDisk('emptyDisk')}>Add empty disk</Button>
             <Button size="xs" variant="light" disabled={disabled} onClick={() => addDisk('cloudInit')}>Add cloud-init</Button>
           </Group>

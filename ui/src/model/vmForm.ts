@@ -11,14 +11,14 @@ import { CLUSTER_PREFERENCE_KIND } from './preferences';
 import { deleteIn, ensureSeq, getJs, getSeq, pruneEmptyMap, setJs, type Path } from './yamlDoc';
 
 export type Firmware = 'bios' | 'efi';
-export type DiskKind = 'hostDisk' | 'emptyDisk' | 'cloudInit' | 'other';
+export type DiskKind = 'hostDisk' | 'emptyDisk' | 'cloudInit' | 'dataVolume' | 'other';
 export type RunStrategy = 'Always' | 'Halted' | 'Manual' | 'RerunOnFailure' | 'Once' | '';
 
 export interface DiskEntry {
   /** Volume name (= disk name in domain.devices.disks). */
   name: string;
   kind: DiskKind;
-  /** hostDisk.path */
+  /** hostDisk.path; for kind `dataVolume`, the DataVolume's name (an image of the Images page) */
   path: string;
   /** emptyDisk.capacity */
   capacity: string;
@@ -105,6 +105,8 @@ export function diskFromVolume(volume: unknown): DiskEntry {
   if (hd) return { ...entry, kind: 'hostDisk', path: String(hd.path ?? '') };
   if (ed) return { ...entry, kind: 'emptyDisk', capacity: String(ed.capacity ?? '') };
   if (ci) return { ...entry, kind: 'cloudInit', userData: String(ci.userData ?? '') };
+  const dv = asObj(v.dataVolume);
+  if (dv) return { ...entry, kind: 'dataVolume', path: String(dv.name ?? '') };
   const src = Object.keys(v).find((k) => k !== 'name') ?? '';
   return { ...entry, otherSource: src };
 }
@@ -301,6 +303,8 @@ function volumeSource(d: DiskEntry): Record<string, unknown> | null {
       return { emptyDisk: { capacity: d.capacity } };
     case 'cloudInit':
       return { cloudInitNoCloud: { userData: d.userData } };
+    case 'dataVolume':
+      return { dataVolume: { name: d.path } };
     default:
       return null;
   }
@@ -429,6 +433,7 @@ export function updateDisk(doc: Document, root: Path, index: number, next: DiskE
     setJs(doc, [...volPath, 'hostDisk', 'path'], next.path);
     if (!doc.hasIn([...volPath, 'hostDisk', 'type'])) setJs(doc, [...volPath, 'hostDisk', 'type'], 'Disk');
   }
+  if (next.kind === 'dataVolume' && next.path !== cur.path) setJs(doc, [...volPath, 'dataVolume', 'name'], next.path);
   if (next.kind === 'emptyDisk' && next.capacity !== cur.capacity) setJs(doc, [...volPath, 'emptyDisk', 'capacity'], next.capacity);
   if (next.kind === 'cloudInit' && next.userData !== cur.userData) setJs(doc, [...volPath, 'cloudInitNoCloud', 'userData'], next.userData);
 }

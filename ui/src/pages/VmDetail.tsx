@@ -9,6 +9,8 @@ import { href, navigate } from '../router';
 import { VmActions } from './VmList';
 import { CloneVm } from '../components/CloneVm';
 import { Snapshots } from '../components/Snapshots';
+import { Trust } from '../components/Trust';
+import { Exports } from '../components/Exports';
 
 const SerialConsole = lazy(() => import('../components/SerialConsole'));
 const VncConsole = lazy(() => import('../components/VncConsole'));
@@ -58,6 +60,8 @@ export function VmDetail({ namespace, name }: { namespace: string; name: string 
           <Tabs.Tab value="overview">Overview</Tabs.Tab>
           <Tabs.Tab value="events">Events ({events.items.length})</Tabs.Tab>
           <Tabs.Tab value="snapshots">Snapshots</Tabs.Tab>
+          <Tabs.Tab value="trust">Trust</Tabs.Tab>
+          <Tabs.Tab value="export">Export</Tabs.Tab>
           <Tabs.Tab value="vnc">Console</Tabs.Tab>
           <Tabs.Tab value="console">Serial console</Tabs.Tab>
         </Tabs.List>
@@ -147,6 +151,12 @@ export function VmDetail({ namespace, name }: { namespace: string; name: string 
         </Tabs.Panel>
         <Tabs.Panel value="snapshots" pt="md">
           <Snapshots namespace={namespace} vm={name} stopped={status === 'Stopped'} />
+        </Tabs.Panel>
+        <Tabs.Panel value="trust" pt="md">
+          <Trust namespace={namespace} vm={name} stopped={status === 'Stopped'} />
+        </Tabs.Panel>
+        <Tabs.Panel value="export" pt="md">
+          <Exports namespace={namespace} vm={name} />
         </Tabs.Panel>
         <Tabs.Panel value="vnc" pt="md">
           {status === 'Running' || vmi ? (

@@ -6,7 +6,9 @@
 //! (run strategy, template), `cluster` (KubeVirt, StorageClass, PVC, Namespace), `harvester`
 //! (VM templates; a version's VM spec gets the VM rules under `spec.vm.spec`).
 
+mod cdi;
 mod cluster;
+mod export;
 mod harvester;
 pub mod host_paths;
 mod hyperv;
@@ -144,12 +146,19 @@ pub fn admit(object: &Object, ctx: &AdmissionContext<'_>) -> Result<(), Invalid>
             causes
         }
         Object::Namespace(ns) => cluster::validate_namespace(ns),
+        Object::ConfigMap(cm) => {
+            metadata::validate_object_meta(&cm.metadata, metadata::NameRule::Subdomain, true)
+        }
+        Object::Secret(secret) => cdi::validate_secret(secret),
         Object::VirtualMachineTemplate(t) => harvester::validate_template(t),
         Object::VirtualMachineTemplateVersion(v) => harvester::validate_template_version(v, ctx),
         Object::VirtualMachineSnapshot(s) => snapshot::validate_snapshot(s, ctx),
         Object::VirtualMachineSnapshotContent(c) => snapshot::validate_snapshot_content(c, ctx),
         Object::VirtualMachineRestore(r) => snapshot::validate_restore(r, ctx),
         Object::VirtualMachineClone(c) => snapshot::validate_clone(c, ctx),
+        Object::DataVolume(dv) => cdi::validate_data_volume(dv, ctx),
+        Object::UploadTokenRequest(r) => cdi::validate_upload_token_request(r),
+        Object::VirtualMachineExport(e) => export::validate_export(e, ctx),
         Object::Instancetype(o) => instancetype::validate_instancetype(o),
         Object::Preference(o) => instancetype::validate_preference(o),
         Object::Unknown(unknown) => vec![StatusCause::new(
@@ -158,9 +167,11 @@ pub fn admit(object: &Object, ctx: &AdmissionContext<'_>) -> Result<(), Invalid>
             format!(
                 "ferrovirt does not serve {}/{}; it serves kubevirt.io/v1 VirtualMachine, \
                  VirtualMachineInstance and KubeVirt, storage.k8s.io/v1 StorageClass, \
-                 v1 PersistentVolumeClaim, v1 Namespace, snapshot.kubevirt.io/v1beta1 \
+                 v1 PersistentVolumeClaim, v1 Namespace, v1 ConfigMap, v1 Secret, snapshot.kubevirt.io/v1beta1 \
                  VirtualMachineSnapshot, VirtualMachineSnapshotContent and VirtualMachineRestore, \
-                 clone.kubevirt.io/v1beta1 VirtualMachineClone, harvesterhci.io/v1beta1 \
+                 clone.kubevirt.io/v1beta1 VirtualMachineClone, cdi.kubevirt.io/v1beta1 DataVolume, \
+                 upload.cdi.kubevirt.io/v1beta1 UploadTokenRequest, export.kubevirt.io/v1beta1 \
+                 VirtualMachineExport, harvesterhci.io/v1beta1 \
                  VirtualMachineTemplate and VirtualMachineTemplateVersion, and \
                  instancetype.kubevirt.io/v1beta1 VirtualMachine(Cluster)Instancetype and \
                  VirtualMachine(Cluster)Preference",

@@ -26,6 +26,7 @@ pub(crate) fn validate_vm(vm: &VirtualMachine, ctx: &AdmissionContext<'_>) -> Ve
         old_spec,
         ctx,
     ));
+    causes.extend(super::cdi::validate_data_volume_templates(&vm.spec));
     if let Some(template) = &vm.spec.template {
         let spec_path = "spec.template.spec";
         if let Some(policy) = ctx.host_paths {
@@ -92,7 +93,7 @@ pub(crate) fn validate_vm_spec(
         &applied,
         ctx.cluster,
     ));
-    causes.extend(validate_run_strategy(spec_path, spec));
+    causes.extend(validate_run_strategy(spec_path, spec, ctx.cluster));
     // KubeVirt checks mandatory memory only when the VMI is created; ferrovirt checks the template
     // at VM admission already, so a VM that could never start is refused up front. With an
     // instancetype the memory is the instancetype's (a missing one is reported by the VM
@@ -131,7 +132,11 @@ pub(crate) fn validate_vmi(
     causes
 }
 
-fn validate_run_strategy(spec_path: &FieldPath, spec: &VirtualMachineSpec) -> Vec<StatusCause> {
+fn validate_run_strategy(
+    spec_path: &FieldPath,
+    spec: &VirtualMachineSpec,
+    cluster: &crate::config::ClusterConfig,
+) -> Vec<StatusCause> {
     let mut causes = Vec::new();
     let running = spec.running;
     let strategy = spec.run_strategy.as_deref();
@@ -147,7 +152,18 @@ fn validate_run_strategy(spec_path: &FieldPath, spec: &VirtualMachineSpec) -> Ve
             "RunStrategy must be specified",
         ));
     }
-    if let Some(strategy) = strategy
+    if strategy == Some(WAIT_AS_RECEIVER) {
+        // KubeVirt's: a receiver of a decentralized live migration, behind its feature gate.
+        if !cluster.decentralized_live_migration_enabled() {
+            causes.push(StatusCause::invalid(
+                spec_path.child("runStrategy").as_str(),
+                format!(
+                    "Invalid RunStrategy ({WAIT_AS_RECEIVER}), {} feature gate is not enabled in kubevirt resource",
+                    crate::config::DECENTRALIZED_LIVE_MIGRATION_GATE
+                ),
+            ));
+        }
+    } else if let Some(strategy) = strategy
         && RunStrategy::parse(strategy).is_none()
     {
         causes.push(StatusCause::invalid(
@@ -157,6 +173,9 @@ fn validate_run_strategy(spec_path: &FieldPath, spec: &VirtualMachineSpec) -> Ve
     }
     causes
 }
+
+/// KubeVirt's `RunStrategyWaitAsReceiver`: the VM's instance waits for an incoming live migration.
+pub const WAIT_AS_RECEIVER: &str = "WaitAsReceiver";
 
 /// `firmware.uuid` keys the persistent TPM state: once set it must not change or disappear.
 fn validate_uuid_unchanged(

@@ -220,7 +220,11 @@ fn kubernetes_roles() -> Vec<ClusterRole> {
         kube_role(
             "system:aggregate-to-edit",
             &[(AGGREGATE_TO_EDIT, "true")],
-            vec![rule(WRITE, "", &["persistentvolumeclaims", "events"])],
+            vec![rule(
+                WRITE,
+                "",
+                &["persistentvolumeclaims", "events", "configmaps", "secrets"],
+            )],
         ),
         kube_role(
             "system:aggregate-to-view",
@@ -232,7 +236,7 @@ fn kubernetes_roles() -> Vec<ClusterRole> {
                     &["persistentvolumeclaims", "persistentvolumeclaims/status"],
                 ),
                 rule(READ, "", &["events", "namespaces/status"]),
-                rule(READ, "", &["namespaces"]),
+                rule(READ, "", &["namespaces", "configmaps"]),
             ],
         ),
     ]
@@ -253,6 +257,8 @@ fn kubevirt_roles() -> Vec<ClusterRole> {
             "virtualmachineinstances/userlist",
             "virtualmachineinstances/sev/fetchcertchain",
             "virtualmachineinstances/sev/querylaunchmeasurement",
+            // ferrovirt's: the destination's end of a live migration between two hosts.
+            "virtualmachineinstances/migrationtunnel",
         ],
     );
     let vmi_update = rule(
@@ -393,7 +399,10 @@ fn ferrovirt_roles() -> Vec<ClusterRole> {
             rule(
                 &["update"],
                 SUBRESOURCES,
-                &["virtualmachines/staterollback"],
+                &[
+                    "virtualmachines/staterollback",
+                    "virtualmachines/staterekey",
+                ],
             ),
             rule(
                 &["update", "delete"],
@@ -435,11 +444,41 @@ fn ferrovirt_roles() -> Vec<ClusterRole> {
     ]
 }
 
+/// CDI's ClusterRoles (`cdi.kubevirt.io:admin|edit|view`, aggregated into Kubernetes'
+/// `admin`, `edit`, `view`): DataVolumes, and `create uploadtokenrequests` (who may upload).
+fn cdi_roles() -> Vec<ClusterRole> {
+    let write = |verbs: &'static [&'static str]| {
+        vec![
+            rule(verbs, "cdi.kubevirt.io", &["datavolumes"]),
+            rule(&["create"], "cdi.kubevirt.io", &["datavolumes/source"]),
+            rule(&["*"], "upload.cdi.kubevirt.io", &["uploadtokenrequests"]),
+        ]
+    };
+    vec![
+        kube_role(
+            "cdi.kubevirt.io:admin",
+            &[(AGGREGATE_TO_ADMIN, "true")],
+            write(KV_ADMIN),
+        ),
+        kube_role(
+            "cdi.kubevirt.io:edit",
+            &[(AGGREGATE_TO_EDIT, "true")],
+            write(KV_EDIT),
+        ),
+        kube_role(
+            "cdi.kubevirt.io:view",
+            &[(AGGREGATE_TO_VIEW, "true")],
+            vec![rule(READ, "cdi.kubevirt.io", &["datavolumes"])],
+        ),
+    ]
+}
+
 /// Every default ClusterRole, aggregated (`admin`, `edit`, `view` hold their gathered rules).
 pub fn cluster_roles() -> Vec<ClusterRole> {
     let mut roles = kubernetes_roles();
     roles.extend(kubevirt_roles());
     roles.extend(ferrovirt_roles());
+    roles.extend(cdi_roles());
     aggregate_cluster_roles(&mut roles);
     roles
 }

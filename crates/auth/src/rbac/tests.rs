@@ -811,6 +811,16 @@ fn default_roles_aggregate_kubevirt_and_ferrovirt_rules() {
         assert!(
             grants(
                 role,
+                "update",
+                "subresources.kubevirt.io",
+                "virtualmachines",
+                "staterekey"
+            ),
+            "{role}"
+        );
+        assert!(
+            grants(
+                role,
                 "get",
                 "subresources.kubevirt.io",
                 "virtualmachines",

@@ -88,9 +88,27 @@ struct ConsoleTarget {
 
 /// The URL of the `subresource` (`console`, `vnc`) of the instance `name` on `server`
 /// (`http://` -> `ws://`, `https://` -> `wss://`).
+#[cfg(test)]
 fn console_target(
     server: &str,
     namespace: &str,
+    name: &str,
+    subresource: &str,
+) -> Result<ConsoleTarget, ClientError> {
+    subresource_target(
+        server,
+        namespace,
+        "virtualmachineinstances",
+        name,
+        subresource,
+    )
+}
+
+/// The URL of the `subresource` of `plural/name` (`virtualmachines`, `virtualmachineinstances`).
+fn subresource_target(
+    server: &str,
+    namespace: &str,
+    plural: &str,
     name: &str,
     subresource: &str,
 ) -> Result<ConsoleTarget, ClientError> {
@@ -112,7 +130,7 @@ fn console_target(
     let address = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
     let prefix = uri.path().trim_end_matches('/');
     let url = format!(
-        "{scheme}://{address}{prefix}/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}/{subresource}"
+        "{scheme}://{address}{prefix}/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/{plural}/{name}/{subresource}"
     );
     Ok(ConsoleTarget {
         url,
@@ -166,7 +184,24 @@ impl Dialer {
         name: &str,
         subresource: &str,
     ) -> Result<Self, ClientError> {
-        let target = console_target(&connection.server, &connection.namespace, name, subresource)?;
+        Self::for_subresource(connection, "virtualmachineinstances", name, subresource)
+    }
+
+    /// The dialer of the `subresource` WebSocket of `plural/name` (`portforward/22/tcp` of a
+    /// `virtualmachines` or `virtualmachineinstances` object).
+    pub(crate) fn for_subresource(
+        connection: &Connection,
+        plural: &str,
+        name: &str,
+        subresource: &str,
+    ) -> Result<Self, ClientError> {
+        let target = subresource_target(
+            &connection.server,
+            &connection.namespace,
+            plural,
+            name,
+            subresource,
+        )?;
         let tls = match connection.tls_credentials()? {
             Some(credentials) if target.tls => {
                 let config = credentials

@@ -253,6 +253,11 @@ pub struct EnrollArgs {
     /// first start had them); then any keys given are enrolled.
     #[arg(long)]
     pub reset: bool,
+    /// Add Microsoft's 2023 certificates (the 2011 CAs expire in 2026): the KEK 2K CA 2023 to KEK,
+    /// the Windows UEFI CA 2023, the Microsoft UEFI CA 2023 and the Option ROM UEFI CA 2023 to db;
+    /// appended, the 2011 ones stay. Suspend BitLocker in the guest before its next start.
+    #[arg(long = "microsoft-2023", conflicts_with_all = ["kek", "db"])]
+    pub microsoft_2023: bool,
     /// The owner GUID written with each certificate.
     #[arg(long, default_value = OWNER_GUID)]
     pub owner: String,
@@ -302,9 +307,9 @@ fn enroll(args: &EnrollArgs) -> Result<(), ClientError> {
         ("KEK", GLOBAL, &args.kek),
         ("PK", GLOBAL, &args.pk),
     ];
-    if !args.reset && wanted.iter().all(|(_, _, f)| f.is_none()) {
+    if !args.reset && !args.microsoft_2023 && wanted.iter().all(|(_, _, f)| f.is_none()) {
         return Err(ClientError::Usage(
-            "give --reset or at least one of --pk, --kek, --db, --dbx".to_owned(),
+            "give --reset, --microsoft-2023 or at least one of --pk, --kek, --db, --dbx".to_owned(),
         ));
     }
     let lists: Vec<(&str, &str, Vec<u8>)> = wanted
@@ -324,6 +329,9 @@ fn enroll(args: &EnrollArgs) -> Result<(), ClientError> {
         )?;
         report_change(&answer);
     }
+    if args.microsoft_2023 {
+        enroll_microsoft_2023(&client, &args.name)?;
+    }
     for (name, guid, list) in lists {
         let hex_data: String = list.iter().map(|b| format!("{b:02x}")).collect();
         let body =
@@ -341,6 +349,20 @@ fn enroll(args: &EnrollArgs) -> Result<(), ClientError> {
         )?;
         report_change(&answer);
     }
+    Ok(())
+}
+
+/// `PUT .../efivars` `{"enroll": "microsoft-2023"}`: the server appends Microsoft's 2023 KEK and db
+/// certificates (`ferrovirt_firmware::microsoft_2023`) and answers what it added.
+fn enroll_microsoft_2023(client: &Client, vm: &str) -> Result<(), ClientError> {
+    let body = serde_json::to_vec(&json!({"enroll": "microsoft-2023"})).unwrap_or_default();
+    let answer = client.json(
+        "PUT",
+        &path(client.namespace(), vm, None),
+        "application/json",
+        Some(("application/json", &body)),
+    )?;
+    report_change(&answer);
     Ok(())
 }
 

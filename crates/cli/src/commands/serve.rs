@@ -20,7 +20,7 @@ use super::serve_config::ServeFile;
 pub struct ServeArgs {
     /// A YAML configuration file with the settings below (keys dataDir, runtimeDir,
     /// adminKubeconfig, listen, tlsSANs, insecureHTTP, tokenAuthFile, hostDiskRoots,
-    /// stateRetention, maxWatchesPerClient); flags override it. Default: /etc/ferrovirt/config.yaml
+    /// stateRetention, maxWatchesPerClient, stateEncryption); flags override it. Default: /etc/ferrovirt/config.yaml
     /// when it exists.
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// with 429 TooManyRequests. [default: 64]
     #[arg(long = "max-watches-per-client", value_name = "N")]
     pub max_watches_per_client: Option<usize>,
+    /// How the VMs' TPM state and UEFI variables are encrypted at rest: `local` (data keys wrapped
+    /// by a key file created 0600 in <data-dir>/state-keys/), `exec:/PATH/TO/PLUGIN` (wrapped by
+    /// an external KMS through the keys.ferrovirt.io/v1 exec plugin protocol), or `none` (new and
+    /// plain state stays plain; for comparison). [default: local]
+    #[arg(long = "state-encryption", value_name = "none|local|exec:PLUGIN")]
+    pub state_encryption: Option<ferrovirt_keys::EncryptionSetting>,
 }
 
 /// The data dir without flag or file.
@@ -123,6 +129,16 @@ impl ServeArgs {
                 .admin_kubeconfig
                 .clone()
                 .or_else(|| file.admin_kubeconfig.clone()),
+            state_encryption: match &self.state_encryption {
+                Some(setting) => setting.clone(),
+                None => file
+                    .state_encryption
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e| format!("stateEncryption: {e}"))?
+                    .unwrap_or_default(),
+            },
         })
     }
 }

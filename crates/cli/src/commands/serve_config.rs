@@ -43,6 +43,8 @@ pub struct ServeFile {
     /// Parsed with the flag's syntax (`7d`, `36h`, `90m`, `1d12h`): see [`ServeFile::retention`].
     pub state_retention: Option<String>,
     pub max_watches_per_client: Option<usize>,
+    /// `none`, `local` or `exec:/PATH` (the flag's syntax).
+    pub state_encryption: Option<String>,
 }
 
 /// Why the configuration file cannot be used: the file, and what is wrong (with the key, and

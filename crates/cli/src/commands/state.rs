@@ -41,6 +41,29 @@ pub enum StateCommand {
         #[arg(long)]
         generation: u64,
     },
+    /// Rotate the keys of a stopped VM's encrypted state: its data key is wrapped again under
+    /// the current key-encryption key (the state's generation before is kept).
+    Rekey {
+        #[command(flatten)]
+        target: StateArgs,
+        /// Make a new local key-encryption key first (state-keys/kek-N.key) and wrap under it.
+        #[arg(long = "new-kek")]
+        new_kek: bool,
+        /// Also give the VM a new data key: its TPM state and UEFI variables are re-encrypted.
+        #[arg(long = "rotate-dek")]
+        rotate_dek: bool,
+    },
+}
+
+fn print_rekey(name: &str, report: &serde_json::Value) {
+    println!(
+        "rekeyed {name}: key-encryption key {} -> {}, data key {} -> {}; the state before is kept as generation {}",
+        report["oldKEK"].as_str().unwrap_or("?"),
+        report["newKEK"].as_str().unwrap_or("?"),
+        report["oldDataKeyID"].as_str().unwrap_or("?"),
+        report["newDataKeyID"].as_str().unwrap_or("?"),
+        report["generation"].as_u64().unwrap_or_default()
+    );
 }
 
 /// Which VM.
@@ -207,6 +230,22 @@ fn through_server(command: &StateCommand, target: &StateArgs) -> Result<(), Stri
                 target.name,
                 answer["preRestore"].as_u64().unwrap_or_default()
             );
+            Ok(())
+        }
+        StateCommand::Rekey {
+            new_kek,
+            rotate_dek,
+            ..
+        } => {
+            let answer = client
+                .send_json(
+                    "PUT",
+                    &format!("{base}/staterekey"),
+                    "application/json",
+                    &serde_json::json!({ "newKEK": new_kek, "rotateDataKey": rotate_dek }),
+                )
+                .map_err(|e| e.to_string())?;
+            print_rekey(&target.name, &answer);
             Ok(())
         }
     }
@@ -421,7 +460,7 @@ async fn execute(command: &StateCommand) -> Result<(), String> {
             };
             &list_target
         }
-        StateCommand::Rollback { target, .. } => target,
+        StateCommand::Rollback { target, .. } | StateCommand::Rekey { target, .. } => target,
     };
     let Some(data_dir) = &target.data_dir else {
         return through_server(command, target);
@@ -470,6 +509,29 @@ async fn execute(command: &StateCommand) -> Result<(), String> {
             println!(
                 "restored generation {generation} of {}; the state it replaced is kept as generation {}",
                 plan.name, kept.0
+            );
+            Ok(())
+        }
+        StateCommand::Rekey {
+            new_kek,
+            rotate_dek,
+            ..
+        } => {
+            let options = ferrovirt_vmm::rekey::RekeyOptions {
+                new_kek: *new_kek,
+                rotate_dek: *rotate_dek,
+            };
+            let report =
+                ferrovirt_vmm::rekey::rekey(data_dir, &plan, options).map_err(|e| e.to_string())?;
+            print_rekey(
+                &plan.name,
+                &serde_json::json!({
+                    "oldKEK": report.old_kek,
+                    "newKEK": report.new_kek,
+                    "oldDataKeyID": report.old_data_key,
+                    "newDataKeyID": report.new_data_key,
+                    "generation": report.generation.0,
+                }),
             );
             Ok(())
         }

@@ -14,6 +14,8 @@
 //!
 //! - `runs`: the engine's runs (the only controller state that is not in the store) and the run
 //!   tasks that follow a started VM to its end.
+//! - `migrations`: the executor of live migrations between two hosts (the migration
+//!   reconciler's work: receive, send, cancel) and its jobs.
 //! - `start_slots`: at most [`MAX_CONCURRENT_STARTS`] engine starts at once (a host reboot starts
 //!   every `Always` VM together).
 
@@ -24,9 +26,11 @@ use std::time::Duration;
 use ferrovirt_api::kubevirt::VirtualMachineInstance;
 use ferrovirt_storage::LocalPathProvisioner;
 
+mod migrations;
 mod runs;
 mod start_slots;
 
+pub use migrations::{DESTINATION_KUBECONFIG, KUBECONFIG_KEY, MigrationTable};
 pub use runs::{RunKey, RunTable, outcome_of};
 pub use start_slots::{MAX_CONCURRENT_STARTS, StartSlots};
 
@@ -34,6 +38,7 @@ use crate::action::{Action, Key};
 use crate::cache::{CacheEvent, Informer};
 use crate::client::{ClientError, EventKind, ObjectClient};
 use crate::clone_reconciler::{self, CloneWorld};
+use crate::datavolume_reconciler::{self, DataVolumeWorld, ImportJob, JobSource};
 use crate::jobs::{JobOutcome, JobTable, RestoreSummary, SnapshotSummary};
 use crate::queue::WorkQueue;
 use crate::restore_reconciler::{self, RestoreWorld};
@@ -49,10 +54,11 @@ use ferrovirt_vmm::vm_snapshot;
 use serde_json::{Value, json};
 
 use crate::events::{EventType, record};
+use crate::export_reconciler::{self, ExportEndpoint, ExportWorld};
 use ferrovirt_resources::{
-    CLUSTER_INSTANCETYPES, CLUSTER_PREFERENCES, CONTROLLER_REVISIONS, INSTANCETYPES, KUBEVIRTS,
-    PREFERENCES, PVCS, STORAGE_CLASSES, VM_CLONES, VM_RESTORES, VM_SNAPSHOT_CONTENTS, VM_SNAPSHOTS,
-    VMIS, VMS,
+    CLUSTER_INSTANCETYPES, CLUSTER_PREFERENCES, CONTROLLER_REVISIONS, DATA_VOLUMES, INSTANCETYPES,
+    KUBEVIRTS, PREFERENCES, PVCS, SECRETS, STORAGE_CLASSES, VM_CLONES, VM_EXPORTS, VM_RESTORES,
+    VM_SNAPSHOT_CONTENTS, VM_SNAPSHOTS, VMIMS, VMIS, VMS,
 };
 
 /// How often every object is reconciled again, events or not.
@@ -75,11 +81,14 @@ struct Informers {
     snapshot_contents: Informer,
     restores: Informer,
     clones: Informer,
+    exports: Informer,
     instancetypes: Informer,
     cluster_instancetypes: Informer,
     preferences: Informer,
     cluster_preferences: Informer,
     revisions: Informer,
+    data_volumes: Informer,
+    vmims: Informer,
 }
 
 impl Informers {
@@ -95,15 +104,18 @@ impl Informers {
             snapshot_contents: informer(VM_SNAPSHOT_CONTENTS),
             restores: informer(VM_RESTORES),
             clones: informer(VM_CLONES),
+            exports: informer(VM_EXPORTS),
             instancetypes: informer(INSTANCETYPES),
             cluster_instancetypes: informer(CLUSTER_INSTANCETYPES),
             preferences: informer(PREFERENCES),
             cluster_preferences: informer(CLUSTER_PREFERENCES),
             revisions: informer(CONTROLLER_REVISIONS),
+            data_volumes: informer(DATA_VOLUMES),
+            vmims: informer(VMIMS),
         }
     }
 
-    fn all(&self) -> [&Informer; 14] {
+    fn all(&self) -> [&Informer; 17] {
         [
             &self.vms,
             &self.vmis,
@@ -114,11 +126,14 @@ impl Informers {
             &self.snapshot_contents,
             &self.restores,
             &self.clones,
+            &self.exports,
             &self.instancetypes,
             &self.cluster_instancetypes,
             &self.preferences,
             &self.cluster_preferences,
             &self.revisions,
+            &self.data_volumes,
+            &self.vmims,
         ]
     }
 
@@ -138,6 +153,8 @@ pub struct Controller {
     pub(crate) provisioner: LocalPathProvisioner,
     runs: RunTable,
     jobs: JobTable,
+    migrations: MigrationTable,
+    imports: crate::imports::ImportTable,
     start_slots: StartSlots,
     informers: Informers,
     queue: WorkQueue<Key>,
@@ -145,6 +162,8 @@ pub struct Controller {
     pub(crate) node_name: String,
     /// Start and stop latencies go here (`None`: not recorded).
     metrics: Option<Arc<ferrovirt_metrics::Metrics>>,
+    /// Where exports are served (`None`: plain HTTP, no exports).
+    export_endpoint: Option<ExportEndpoint>,
 }
 
 /// Why the controllers could not start.
@@ -178,6 +197,7 @@ pub async fn spawn(
     data_dir: PathBuf,
     host_paths: HostPathPolicy,
     metrics: Option<Arc<ferrovirt_metrics::Metrics>>,
+    export_endpoint: Option<ExportEndpoint>,
 ) -> Result<(), StartError> {
     let engine = Engine::new(&data_dir).await?.with_host_paths(host_paths);
     tracing::info!(accel = ?engine.accel(), "engine ready");
@@ -205,12 +225,15 @@ pub async fn spawn(
         provisioner,
         runs: RunTable::default(),
         jobs: JobTable::default(),
+        migrations: MigrationTable::default(),
+        imports: crate::imports::ImportTable::default(),
         start_slots: StartSlots::new(MAX_CONCURRENT_STARTS),
         informers,
         queue: WorkQueue::new(),
         runtime: tokio::runtime::Handle::current(),
         node_name,
         metrics,
+        export_endpoint,
     });
     for informer in controller.informers.all() {
         let mut events = informer.subscribe();
@@ -287,6 +310,45 @@ impl Controller {
         for key in self.informers.clones.keys() {
             self.enqueue(Key::clone_of(&key.namespace, &key.name));
         }
+        for key in self.informers.data_volumes.keys() {
+            self.enqueue(Key::data_volume(&key.namespace, &key.name));
+        }
+        for key in self.informers.exports.keys() {
+            self.enqueue(Key::export(&key.namespace, &key.name));
+        }
+        for key in self.informers.vmims.keys() {
+            self.enqueue(Key::migration(&key.namespace, &key.name));
+        }
+    }
+
+    /// The exports of a namespace (a VM, VMI, PVC or snapshot there changed).
+    fn enqueue_exports(&self, ns: &str) {
+        for key in self.informers.exports.keys() {
+            if key.namespace == ns {
+                self.enqueue(Key::export(&key.namespace, &key.name));
+            }
+        }
+    }
+
+    /// The VMs a DataVolume matters to: its owner, and those whose volumes name it.
+    fn enqueue_for_data_volume(&self, ns: &str, name: &str, object: &Value) {
+        for owner in object
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if owner["kind"] == "VirtualMachine"
+                && let Some(vm) = owner.get("name").and_then(Value::as_str)
+            {
+                self.enqueue(Key::vm(ns, vm));
+            }
+        }
+        for vm in self.informers.vms.list(Some(ns), &[]) {
+            if crate::vm::data_volume_names(&vm).iter().any(|n| n == name) {
+                self.enqueue(Key::vm(ns, meta_str(&vm, "name")));
+            }
+        }
     }
 
     /// The clones that own an object (their temporary snapshot or restore changed).
@@ -332,11 +394,23 @@ impl Controller {
             let now = u64::try_from(ferrovirt_resources::time::now_unix()).unwrap_or(0);
             crate::housekeeping::mark_vm_state_deleted(&self.data_dir, o, now);
         }
+        if matches!(
+            resource.plural,
+            "virtualmachines"
+                | "virtualmachineinstances"
+                | "persistentvolumeclaims"
+                | "virtualmachinesnapshots"
+        ) {
+            self.enqueue_exports(ns);
+        }
         match resource.plural {
             "virtualmachines" | "virtualmachineinstances" => {
                 self.enqueue(Key::vm(ns, name));
                 self.enqueue_for_vm(ns, name);
+                self.enqueue_migrations_of(ns, name);
             }
+            "virtualmachineinstancemigrations" => self.enqueue(Key::migration(ns, name)),
+            "virtualmachineexports" => self.enqueue(Key::export(ns, name)),
             "virtualmachinesnapshots" => {
                 self.enqueue(Key::snapshot(ns, name));
                 self.enqueue_owning_clones(ns, o);
@@ -361,6 +435,10 @@ impl Controller {
                 self.enqueue_owning_clones(ns, o);
             }
             "virtualmachineclones" => self.enqueue(Key::clone_of(ns, name)),
+            "datavolumes" => {
+                self.enqueue(Key::data_volume(ns, name));
+                self.enqueue_for_data_volume(ns, name, o);
+            }
             "virtualmachinesnapshotcontents" => {
                 if let Some(snapshot) = o
                     .pointer("/spec/virtualMachineSnapshotName")
@@ -380,6 +458,23 @@ impl Controller {
             }
             "persistentvolumeclaims" => {
                 self.enqueue(Key::pvc(ns, name));
+                // The DataVolume of this PVC, and the clones whose source it is.
+                if self.informers.data_volumes.get(Some(ns), name).is_some() {
+                    self.enqueue(Key::data_volume(ns, name));
+                }
+                for dv in self.informers.data_volumes.list(None, &[]) {
+                    if dv.pointer("/spec/source/pvc/name").and_then(Value::as_str) == Some(name)
+                        && dv
+                            .pointer("/spec/source/pvc/namespace")
+                            .and_then(Value::as_str)
+                            == Some(ns)
+                    {
+                        self.enqueue(Key::data_volume(
+                            meta_str(&dv, "namespace"),
+                            meta_str(&dv, "name"),
+                        ));
+                    }
+                }
                 if let Some(vm) = o
                     .pointer(&format!(
                         "/metadata/labels/{}",
@@ -426,6 +521,13 @@ impl Controller {
             Key::Snapshot { namespace, name } => self.reconcile_snapshot_key(key, namespace, name),
             Key::Restore { namespace, name } => self.reconcile_restore_key(key, namespace, name),
             Key::Clone { namespace, name } => self.reconcile_clone_key(namespace, name),
+            Key::DataVolume { namespace, name } => {
+                self.reconcile_data_volume_key(key, namespace, name)
+            }
+            Key::Export { namespace, name } => self.reconcile_export_key(namespace, name)?,
+            Key::Migration { namespace, name } => {
+                self.reconcile_migration_key(key, namespace, name)?
+            }
         };
         self.execute(key, actions)
     }
@@ -467,7 +569,15 @@ impl Controller {
         } else {
             Vec::new()
         };
+        let data_volumes: Vec<Arc<Value>> = vm
+            .as_deref()
+            .map(crate::vm::data_volume_names)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|dv| self.informers.data_volumes.get(Some(ns), dv))
+            .collect();
         let world = VmWorld {
+            data_volumes: &data_volumes,
             run: run.as_ref(),
             backend_pvcs: &backend_pvcs,
             kubevirt: kubevirt.as_deref(),
@@ -488,6 +598,26 @@ impl Controller {
             Some(vm) => vm_reconciler::reconcile_vm(vm, vmi.as_deref(), &world),
             None => Vec::new(),
         }
+    }
+
+    fn reconcile_data_volume_key(&self, key: &Key, ns: &str, name: &str) -> Vec<Action> {
+        let Some(dv) = self.informers.data_volumes.get(Some(ns), name) else {
+            return Vec::new();
+        };
+        let pvc = self.informers.pvcs.get(Some(ns), name);
+        let source_pvc = dv.pointer("/spec/source/pvc").and_then(|source| {
+            let source_ns = source.get("namespace").and_then(Value::as_str)?;
+            let source_name = source.get("name").and_then(Value::as_str)?;
+            self.informers.pvcs.get(Some(source_ns), source_name)
+        });
+        let import = self.imports.view(key);
+        let world = DataVolumeWorld {
+            pvc: pvc.as_deref(),
+            source_pvc: source_pvc.as_deref(),
+            import: import.as_ref(),
+            now_unix: ferrovirt_resources::time::now_unix(),
+        };
+        datavolume_reconciler::reconcile_data_volume(&dv, &world)
     }
 
     fn reconcile_snapshot_key(&self, key: &Key, ns: &str, name: &str) -> Vec<Action> {
@@ -582,6 +712,46 @@ impl Controller {
             now_unix: ferrovirt_resources::time::now_unix(),
         };
         clone_reconciler::reconcile_clone(&clone, &world)
+    }
+
+    /// The world of one export: its source (from the cache and the snapshot data on disk), its
+    /// token Secret (from the client), the clock, this server's endpoint.
+    fn reconcile_export_key(&self, ns: &str, name: &str) -> Result<Vec<Action>, ReconcileError> {
+        let Some(export) = self.informers.exports.get(Some(ns), name) else {
+            return Ok(Vec::new());
+        };
+        let informers = &self.informers;
+        let get = |resource: &ferrovirt_resources::ResourceDef, ns: &str, name: &str| {
+            informers
+                .of(resource)
+                .and_then(|i| i.get(Some(ns), name))
+                .map(|o| (*o).clone())
+        };
+        let backend = |ns: &str, vm: &str| -> Vec<Value> { self.backend_pvcs(ns, vm) };
+        let lookup = ferrovirt_resources::export::ObjectsLookup {
+            get: &get,
+            backend_pvcs: &backend,
+            data_dir: &self.data_dir,
+        };
+        let source = ferrovirt_resources::export::resolve(&export, &lookup);
+        let secret = export_reconciler::token_secret_name(&export);
+        let token_secret_exists =
+            crate::client::optional(self.client.get(&SECRETS, Some(ns), &secret))?.is_some();
+        let now_unix = ferrovirt_resources::time::now_unix();
+        let expires = ferrovirt_resources::export::expires_unix(&export)
+            .map(|t| (t, ferrovirt_store::format_rfc3339(t)));
+        let world = ExportWorld {
+            source,
+            token_secret_exists,
+            now_unix,
+            now_rfc3339: ferrovirt_store::format_rfc3339(now_unix),
+            expires,
+            endpoint: self.export_endpoint.as_ref(),
+            fresh_token: ferrovirt_resources::export::generate_token().ok_or_else(|| {
+                ReconcileError::Other("the OS gave no random bytes for an export token".into())
+            })?,
+        };
+        Ok(export_reconciler::reconcile_export(&export, &world))
     }
 
     /// Takes a snapshot of the VM `vm` (online through its run, offline otherwise).
@@ -906,6 +1076,14 @@ impl Controller {
                     self.jobs.forget(&key);
                     Ok(())
                 }
+                Action::StartImport { key, job } => {
+                    self.start_import(key, job);
+                    Ok(())
+                }
+                Action::ForgetImport { key } => {
+                    self.imports.forget(&key);
+                    Ok(())
+                }
             };
             match written {
                 Ok(()) => {}
@@ -922,6 +1100,82 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// Starts the importer for a DataVolume on a thread of its own; the key is requeued when it
+    /// ends (the reconciler requeues itself for the progress meanwhile).
+    fn start_import(self: &Arc<Self>, key: Key, job: ImportJob) {
+        let Some(progress) = self.imports.begin(key.clone()) else {
+            return; // already running
+        };
+        let request = self.import_request(&job);
+        let controller = self.clone();
+        let thread_key = key.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("import-{}", job.name))
+            .spawn(move || {
+                // A panic inside the importer (a library's bug) must not leave the DataVolume
+                // `ImportInProgress` for ever: it becomes the run's failure.
+                let outcome = request.and_then(|request| {
+                    catching_panics(|| ferrovirt_importer::run(&request, progress))?
+                        .map(|summary| {
+                            let note = format!(
+                                "read {} bytes in {:.1} s ({:.1} MB/s)",
+                                summary.read_bytes,
+                                summary.seconds,
+                                summary.throughput_mb_s()
+                            );
+                            tracing::info!(namespace = %job.namespace, name = %job.name, %note, "import done");
+                            note
+                        })
+                        .map_err(|e| e.to_string())
+                });
+                if let Err(message) = &outcome {
+                    tracing::warn!(namespace = %job.namespace, name = %job.name, message, "import failed");
+                }
+                controller.imports.finish(&key, outcome);
+                controller.enqueue(key);
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start an importer thread");
+            self.imports.finish(
+                &thread_key,
+                Err(format!("cannot start the importer's thread: {error}")),
+            );
+            self.enqueue(thread_key);
+        }
+    }
+
+    /// The importer's request for a job: the volume paths, and the http source's Secrets and
+    /// ConfigMap read through the client.
+    fn import_request(&self, job: &ImportJob) -> Result<ferrovirt_importer::ImportRequest, String> {
+        let volume = self
+            .provisioner
+            .volume_path(&job.volume)
+            .map_err(|e| e.to_string())?;
+        let source = match &job.source {
+            JobSource::Blank => ferrovirt_importer::Source::Blank,
+            JobSource::Clone { volume } => ferrovirt_importer::Source::File(
+                self.provisioner
+                    .volume_path(volume)
+                    .map_err(|e| e.to_string())?
+                    .join(ferrovirt_api::cdi::DISK_IMAGE_NAME),
+            ),
+            JobSource::Http(http) => ferrovirt_importer::Source::Http(
+                crate::import_sources::http_request(&*self.client, &job.namespace, http)?,
+            ),
+        };
+        let checksum = match &job.checksum {
+            Some(text) => Some(ferrovirt_api::cdi::Checksum::parse(text)?),
+            None => None,
+        };
+        Ok(ferrovirt_importer::ImportRequest {
+            source,
+            volume,
+            image_bytes: job.image_bytes,
+            archive: job.archive,
+            checksum,
+        })
     }
 
     /// Persistence switched off: archive the volume under `<data>/retired/`.
@@ -1039,7 +1293,18 @@ impl Controller {
             _ => None,
         };
         self.runs.running(&key, running.clone(), adopt, restored);
-        self.enqueue(vm_key.clone());
+        self.enqueue(vm_key);
+        self.follow_running(key, running).await;
+    }
+
+    /// Follows a running VM until it ends (guest agent polls meanwhile), then records how it
+    /// ended in the run table and asks for a reconcile.
+    pub(super) async fn follow_running(
+        self: Arc<Self>,
+        key: RunKey,
+        running: Arc<ferrovirt_vmm::engine::RunningVm>,
+    ) {
+        let vm_key = Key::vm(&key.0, &key.1);
         let poller = running
             .handle
             .record()
@@ -1062,9 +1327,10 @@ impl Controller {
         if let Some(poller) = poller {
             poller.abort();
         }
-        let outcome = match &end {
-            Ok(end) => outcome_of(&end.exit.reason, self.runs.stopping(&key)),
-            Err(error) => RunOutcome::failed(
+        let outcome = match (&end, self.runs.migrated(&key)) {
+            (_, Some(migrated)) => migrated,
+            (Ok(end), None) => outcome_of(&end.exit.reason, self.runs.stopping(&key)),
+            (Err(error), None) => RunOutcome::failed(
                 "Failed",
                 format!("The VirtualMachineInstance ended with an error: {error}"),
             ),
@@ -1152,6 +1418,20 @@ impl Controller {
 }
 
 /// The `metadata.uid` of the VirtualMachine a VMI belongs to (`None` for a standalone VMI).
+/// Runs an importer, turning a panic (a library's bug) into the run's failure with its message.
+fn catching_panics<T>(run: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!(
+            "the importer stopped on an internal error ({what}); delete and re-create the DataVolume to try again, and report the error"
+        )
+    })
+}
+
 fn vm_owner_uid(vmi: &Value) -> Option<String> {
     vmi.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)?
@@ -1172,4 +1452,18 @@ fn vm_owner_name(vmi: &Value) -> String {
         .and_then(|r| r.get("name").and_then(Value::as_str))
         .unwrap_or_else(|| meta_str(vmi, "name"))
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::catching_panics;
+
+    #[test]
+    fn a_panicking_importer_is_a_failed_run_with_the_message() {
+        let failed = catching_panics(|| -> Result<(), String> { panic!("WebPki is disabled") });
+        let message = failed.unwrap_err();
+        assert!(message.contains("WebPki is disabled"), "{message}");
+        assert!(message.contains("re-create the DataVolume"), "{message}");
+        assert_eq!(catching_panics(|| 7), Ok(7));
+    }
 }

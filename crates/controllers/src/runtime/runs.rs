@@ -36,6 +36,8 @@ struct Run {
     stop_asked: Option<Instant>,
     /// The backend-storage volume the run uses (a PVC is not deleted under a running VM).
     volume: Option<PathBuf>,
+    /// The guest was migrated to another host: the run's end is this (the Event's message).
+    migrated: Option<String>,
 }
 
 /// The runs of this host's engine.
@@ -101,6 +103,7 @@ impl RunTable {
                 state: RunState::Starting,
                 stop_asked: None,
                 volume,
+                migrated: None,
             },
         );
         true
@@ -115,6 +118,7 @@ impl RunTable {
                 state: RunState::Ended(outcome),
                 stop_asked: None,
                 volume: None,
+                migrated: None,
             },
         );
     }
@@ -190,6 +194,26 @@ impl RunTable {
             }
             _ => None,
         }
+    }
+
+    /// The guest now runs on another host (a live migration's switch-over is done): the run is
+    /// stopping (its VMI's deletion does not stop it again) and ends as migrated.
+    pub fn mark_migrated(&self, key: &RunKey, message: String) {
+        if let Some(run) = self.lock().get_mut(key) {
+            run.stop_asked.get_or_insert_with(Instant::now);
+            run.migrated = Some(message);
+        }
+    }
+
+    /// How the run ends when its guest was migrated away (`None`: it was not).
+    pub fn migrated(&self, key: &RunKey) -> Option<RunOutcome> {
+        let runs = self.lock();
+        let message = runs.get(key)?.migrated.clone()?;
+        Some(RunOutcome {
+            phase: "Succeeded",
+            reason: "Migrated",
+            message,
+        })
     }
 
     pub fn stopping(&self, key: &RunKey) -> bool {

@@ -1,0 +1,114 @@
+//! The destination's end of a live migration between two ferrovirt hosts: a WebSocket on
+//! `GET /apis/subresources.kubevirt.io/v1/namespaces/NS/virtualmachineinstances/NAME/
+//! migrationtunnel/MIGRATION-ID/CHANNEL` (`CHANNEL`: `memory` or `blocks`), relayed to the
+//! receiving QEMU's unix socket of that channel in the VMI's runtime dir
+//! (`vmm::migration`: `migration.sock`, `nbd.sock`).
+//!
+//! It is an ordinary request through the one router entry and the chain: TLS, authentication
+//! (the source server presents the destination's kubeconfig credentials), RBAC on
+//! `virtualmachineinstances/migrationtunnel` (`kubevirt.io:admin` and `:edit`, as KubeVirt's
+//! `virtualmachines/migrate`), audit. No host port is opened for a migration. Only a VMI that
+//! waits as a receiver (`kubevirt.io/create-migration-target: "true"`) and a
+//! VirtualMachineInstanceMigration in its namespace with `spec.receive.migrationID` equal to
+//! `MIGRATION-ID` and `spec.vmiName` equal to `NAME` open a tunnel.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::{IntoResponse, Response};
+use ferrovirt_resources::{VMIMS, VMIS};
+use ferrovirt_storage::VmUuid;
+use ferrovirt_store::ListOptions;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::route::TunnelChannel;
+
+/// KubeVirt's annotation on a VMI that waits for an incoming migration.
+pub const CREATE_MIGRATION_TARGET: &str = "kubevirt.io/create-migration-target";
+
+async fn receiving_runtime(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+    migration_id: &str,
+) -> Result<std::path::PathBuf, ApiError> {
+    let vmi =
+        crate::handlers::get(state, VMIS, Some(namespace.to_owned()), name.to_owned()).await?;
+    let receiver = vmi
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(CREATE_MIGRATION_TARGET))
+        .and_then(Value::as_str)
+        == Some("true");
+    if !receiver {
+        return Err(ApiError::bad_request(format!(
+            "VirtualMachineInstance {name} is not waiting for a migration (no {CREATE_MIGRATION_TARGET}: \"true\"); \
+             create its VirtualMachine with runStrategy: WaitAsReceiver"
+        )));
+    }
+    let ns = namespace.to_owned();
+    let migrations = crate::handlers::blocking(&state.store, move |s| {
+        s.list(
+            &VMIMS.store_kind(),
+            &ListOptions {
+                namespace: Some(ns),
+                ..ListOptions::default()
+            },
+        )
+    })
+    .await?;
+    let expected = migrations.items.iter().any(|m| {
+        m.pointer("/spec/receive/migrationID")
+            .and_then(Value::as_str)
+            == Some(migration_id)
+            && m.pointer("/spec/vmiName").and_then(Value::as_str) == Some(name)
+            && !matches!(
+                m.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            )
+    });
+    if !expected {
+        return Err(ApiError::not_found(format!(
+            "no unfinished VirtualMachineInstanceMigration in namespace {namespace} receives migration {migration_id} \
+             for VirtualMachineInstance {name} (spec.receive.migrationID, spec.vmiName)"
+        )));
+    }
+    let uuid = vmi
+        .pointer("/spec/domain/firmware/uuid")
+        .and_then(Value::as_str)
+        .and_then(|u| VmUuid::parse(u).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "VirtualMachineInstance {name} has no firmware UUID"
+            ))
+        })?;
+    Ok(ferrovirt_vmm::engine::runtime_base(&state.data_dir).join(uuid.as_str()))
+}
+
+/// `GET .../virtualmachineinstances/NAME/migrationtunnel/ID/CHANNEL` with `Upgrade: websocket`.
+pub async fn handler(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+    migration_id: &str,
+    channel: TunnelChannel,
+    ws: Option<WebSocketUpgrade>,
+) -> Response {
+    let Some(ws) = ws else {
+        return ApiError::bad_request(
+            "the migration tunnel is a WebSocket: connect with Upgrade: websocket",
+        )
+        .into_response();
+    };
+    let runtime = match receiving_runtime(state, namespace, name, migration_id).await {
+        Ok(runtime) => runtime,
+        Err(e) => return e.into_response(),
+    };
+    let socket_path = runtime.join(channel.socket_name());
+    let connected = tokio::net::UnixStream::connect(&socket_path).await;
+    crate::console::relay_or_unavailable(
+        ws,
+        connected,
+        "reach the receiving QEMU's migration socket",
+        &socket_path,
+    )
+}

@@ -1,0 +1,288 @@
+//! The source's end of a live migration between two ferrovirt hosts: two unix sockets in the
+//! source VM's runtime dir that its QEMU connects to (`migrate unix:`, the mirrors' NBD client),
+//! each accepted connection relayed over its own WebSocket to the destination server's
+//! `migrationtunnel` subresource (`apiserver::migration_tunnel`), over TLS with the
+//! destination's CA and the credentials of a kubeconfig the source host was given for it
+//! (never a new host port, never QEMU's plain TCP).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ferrovirt_auth::kubeconfig::Credentials;
+use ferrovirt_vmm::migration::MigrationSockets;
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+/// The source-side socket names in the runtime dir (the destination's are
+/// `vmm::migration::MEMORY_SOCKET` / `BLOCKS_SOCKET`).
+pub const OUT_MEMORY_SOCKET: &str = "migration-out.sock";
+pub const OUT_BLOCKS_SOCKET: &str = "nbd-out.sock";
+
+/// Why the tunnel could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(
+        "connectURL {url:?} is not an https:// URL with a host (the destination server, e.g. https://10.0.0.2:8443)"
+    )]
+    BadUrl { url: String },
+    #[error("the kubeconfig for {server}: {detail}")]
+    Credentials { server: String, detail: String },
+    #[error("cannot reach the destination {server}: {detail}")]
+    Transport { server: String, detail: String },
+    #[error("the destination {server} refused the migration tunnel ({code}): {body}")]
+    Refused {
+        server: String,
+        code: u16,
+        body: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where the tunnel leads: the destination server and the receiving VMI of one migration.
+#[derive(Clone)]
+pub struct TunnelTarget {
+    /// The destination's kubeconfig context (its `server` is the migration's `connectURL`).
+    pub credentials: Credentials,
+    pub namespace: String,
+    pub vmi: String,
+    pub migration_id: String,
+}
+
+/// A TLS (or test) byte stream under the WebSocket.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// One channel of the tunnel.
+pub type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Transport>>;
+
+/// `https://HOST:PORT[/prefix]` -> (`HOST:PORT`, `HOST` without brackets, prefix).
+fn split_url(url: &str) -> Option<(String, String, String)> {
+    let rest = url.strip_prefix("https://")?;
+    let (authority, prefix) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return None;
+    }
+    let has_port = match authority.rfind(']') {
+        Some(bracket) => authority[bracket..].contains(':'),
+        None => authority.contains(':'),
+    };
+    let address = if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:443")
+    };
+    let host = match authority.rfind(']') {
+        Some(bracket) => authority[..bracket].trim_start_matches('['),
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    Some((address, host.to_owned(), prefix.to_owned()))
+}
+
+impl TunnelTarget {
+    /// Opens one channel (`memory` or `blocks`) of the tunnel.
+    pub async fn dial(&self, channel: &str) -> Result<Socket, RelayError> {
+        let server = self.credentials.server.clone();
+        let (address, host, prefix) = split_url(&server).ok_or_else(|| RelayError::BadUrl {
+            url: server.clone(),
+        })?;
+        let credentials = |detail: String| RelayError::Credentials {
+            server: server.clone(),
+            detail,
+        };
+        let config = self
+            .credentials
+            .rustls_client_config()
+            .map_err(|e| credentials(e.to_string()))?;
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|e| credentials(format!("host {host}: {e}")))?;
+        let url = format!(
+            "wss://{address}{prefix}/apis/subresources.kubevirt.io/v1/namespaces/{}/virtualmachineinstances/{}/migrationtunnel/{}/{channel}",
+            self.namespace, self.vmi, self.migration_id
+        );
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| RelayError::BadUrl {
+                url: format!("{url}: {e}"),
+            })?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("plain.kubevirt.io"),
+        );
+        if let Some(value) = self.credentials.authorization_header() {
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| credentials("the token cannot be sent in a header".into()))?;
+            request.headers_mut().insert("Authorization", value);
+        }
+        let transport = |detail: String| RelayError::Transport {
+            server: server.clone(),
+            detail,
+        };
+        let tcp = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&config))
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| transport(format!("TLS: {e}")))?;
+        let stream: Box<dyn Transport> = Box::new(tls);
+        match tokio_tungstenite::client_async(request, stream).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(RelayError::Refused {
+                    server: server.clone(),
+                    code: response.status().as_u16(),
+                    body: String::from_utf8_lossy(&response.body().clone().unwrap_or_default())
+                        .chars()
+                        .take(400)
+                        .collect(),
+                })
+            }
+            Err(e) => Err(transport(format!("WebSocket handshake: {e}"))),
+        }
+    }
+}
+
+/// The relay of one migration: its listening sockets live until it is dropped.
+pub struct Relay {
+    pub sockets: MigrationSockets,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.sockets.memory);
+        let _ = std::fs::remove_file(&self.sockets.blocks);
+    }
+}
+
+/// Checks that the destination answers and accepts the tunnel (one `memory` dial would consume
+/// the receiving QEMU's only migration connection, so the check opens a `blocks` channel, which
+/// the NBD server accepts any number of times, and closes it at once).
+pub async fn probe(target: &TunnelTarget) -> Result<(), RelayError> {
+    let mut socket = target.dial("blocks").await?;
+    let _ = socket.close(None).await;
+    Ok(())
+}
+
+fn bind(path: &Path) -> Result<UnixListener, RelayError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| RelayError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Listens on [`OUT_MEMORY_SOCKET`] and [`OUT_BLOCKS_SOCKET`] in `dir` (0600, in the 0700
+/// runtime dir) and relays every connection QEMU makes to its channel of the tunnel.
+pub fn listen(target: TunnelTarget, dir: &Path) -> Result<Relay, RelayError> {
+    let sockets = MigrationSockets {
+        memory: dir.join(OUT_MEMORY_SOCKET),
+        blocks: dir.join(OUT_BLOCKS_SOCKET),
+    };
+    let mut tasks = Vec::new();
+    for (path, channel) in [(&sockets.memory, "memory"), (&sockets.blocks, "blocks")] {
+        let listener = bind(path)?;
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok((local, _)) = listener.accept().await {
+                let target = target.clone();
+                tokio::spawn(async move {
+                    match target.dial(channel).await {
+                        Ok(socket) => bridge(socket, local).await,
+                        Err(e) => {
+                            tracing::warn!(channel, error = %e, "migration tunnel not opened");
+                        }
+                    }
+                });
+            }
+        }));
+    }
+    Ok(Relay { sockets, tasks })
+}
+
+/// Relays bytes between QEMU's unix connection and the WebSocket until either side closes.
+async fn bridge(socket: Socket, local: UnixStream) {
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (mut local_rx, mut local_tx) = local.into_split();
+    let to_ws = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match local_rx.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let chunk = buffer[..n].to_vec();
+                    if ws_tx.send(Message::Binary(chunk.into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = ws_tx.close().await;
+    };
+    let to_local = async {
+        while let Some(Ok(message)) = ws_rx.next().await {
+            let bytes = match message {
+                Message::Binary(b) => b.to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if local_tx.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = local_tx.shutdown().await;
+    };
+    tokio::select! {
+        () = to_ws => {}
+        () = to_local => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_connect_urls() {
+        assert_eq!(
+            split_url("https://10.0.0.2:8443"),
+            Some(("10.0.0.2:8443".into(), "10.0.0.2".into(), String::new()))
+        );
+        assert_eq!(
+            split_url("https://host.example/prefix/"),
+            Some((
+                "host.example:443".into(),
+                "host.example".into(),
+                "/prefix".into()
+            ))
+        );
+        assert_eq!(
+            split_url("https://[::1]:9000"),
+            Some(("[::1]:9000".into(), "::1".into(), String::new()))
+        );
+        assert_eq!(split_url("http://10.0.0.2:8443"), None);
+        assert_eq!(split_url("https://"), None);
+    }
+}

@@ -1,0 +1,659 @@
+//! The executor of live migrations between two hosts: it does the [`MigrationWork`] the pure
+//! migration reconciler asks for and reports it back as a [`MigrationJob`] (kept here until the
+//! reconciler has written it, as the run table does for engine runs).
+//!
+//! - Target (`MigrationWork::Receive`): the receiving VMI's run is registered in the run table
+//!   (so nothing else starts it), the engine starts it incoming
+//!   (`Engine::start_incoming`: state prepared empty, QEMU paused on the sockets the API server's
+//!   `migrationtunnel` connects to), waits for the source's state, records the first state
+//!   generation and resumes it (`Engine::finish_incoming`); from then on the run is an ordinary
+//!   run of this host (stop, console, snapshots). A failure kills the receiver and removes what
+//!   it had received.
+//! - Source (`MigrationWork::Send`): the destination's credentials from the kubeconfig Secret the
+//!   migration names ([`DESTINATION_KUBECONFIG`]), the URL from `spec.sendTo.connectURL`; the
+//!   tunnel is probed until the receiver listens, then `migration_relay` relays the running VM's
+//!   `vmm::migration::send`. On success the source QEMU (paused after the switch-over) quits and
+//!   its run ends as `Migrated` (its stop records the state as usual: the source keeps its last
+//!   generation); on a failure `send` has cancelled everything and the guest runs on here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use ferrovirt_auth::kubeconfig::{Credentials, Kubeconfig};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::{Controller, RunKey, meta_str};
+use crate::action::Key;
+use crate::migration_reconciler::{JobProgress, MigrationJob, MigrationWork};
+use crate::migration_relay::{self, RelayError, TunnelTarget};
+use crate::world::RunOutcome;
+
+/// ferrovirt's annotation on a source VirtualMachineInstanceMigration: the name of a Secret in
+/// its namespace whose `kubeconfig` key holds a kubeconfig for the destination server (its CA
+/// and a user allowed to open `virtualmachineinstances/migrationtunnel` there). KubeVirt has no
+/// field for this (its decentralized migration trusts a network it set up).
+pub const DESTINATION_KUBECONFIG: &str = "migration.ferrovirt.io/destination-kubeconfig-secret";
+/// The key of that Secret holding the kubeconfig.
+pub const KUBECONFIG_KEY: &str = "kubeconfig";
+
+/// How long the source waits for the destination's receiver to listen.
+const TARGET_READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a receiver waits for the whole migration.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The least time between two progress reports written to the status.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+struct Entry {
+    job: MigrationJob,
+    cancel: Arc<Notify>,
+    reported: Option<Instant>,
+}
+
+/// The migration jobs of this host, by the VMIM's key.
+#[derive(Default)]
+pub struct MigrationTable {
+    jobs: Mutex<HashMap<Key, Entry>>,
+}
+
+impl MigrationTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, key: &Key) -> Option<MigrationJob> {
+        self.lock().get(key).map(|e| e.job.clone())
+    }
+
+    /// Registers a new job (`None`: the key has one already).
+    fn begin(&self, key: &Key) -> Option<Arc<Notify>> {
+        let mut jobs = self.lock();
+        if jobs.contains_key(key) {
+            return None;
+        }
+        let cancel = Arc::new(Notify::new());
+        jobs.insert(
+            key.clone(),
+            Entry {
+                job: MigrationJob::Preparing,
+                cancel: cancel.clone(),
+                reported: None,
+            },
+        );
+        Some(cancel)
+    }
+
+    fn set(&self, key: &Key, job: MigrationJob) {
+        if let Some(entry) = self.lock().get_mut(key) {
+            entry.job = job;
+        }
+    }
+
+    /// Records a progress reading; `true` when it is time to write it to the status.
+    fn progress(&self, key: &Key, progress: JobProgress) -> bool {
+        let mut jobs = self.lock();
+        let Some(entry) = jobs.get_mut(key) else {
+            return false;
+        };
+        if let MigrationJob::Running { started, .. } = &entry.job {
+            entry.job = MigrationJob::Running {
+                started: started.clone(),
+                progress,
+            };
+        }
+        let due = entry.reported.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+        if due {
+            entry.reported = Some(Instant::now());
+        }
+        due
+    }
+
+    /// Asks a running job to stop (the migration object is being deleted).
+    pub fn cancel(&self, key: &Key) {
+        if let Some(entry) = self.lock().get(key) {
+            entry.cancel.notify_one();
+        }
+    }
+
+    pub fn forget(&self, key: &Key) {
+        self.lock().remove(key);
+    }
+}
+
+/// The destination's kubeconfig Secret a source migration names (its annotation).
+pub fn kubeconfig_secret_name(vmim: &Value) -> Result<String, String> {
+    vmim.pointer("/metadata/annotations")
+        .and_then(|a| a.get(DESTINATION_KUBECONFIG))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            format!(
+                "metadata.annotations[{DESTINATION_KUBECONFIG}]: the source migration names no Secret with a kubeconfig for the destination; create one (kubectl create secret generic NAME --from-file={KUBECONFIG_KEY}=DEST.kubeconfig) and name it in this annotation (ferrovirt migrate does both)"
+            )
+        })
+}
+
+/// The destination's credentials: the kubeconfig in the Secret's `kubeconfig` key (its current
+/// context), reaching the server at `connect_url` (`spec.sendTo.connectURL`).
+pub fn destination_credentials(
+    secret: &str,
+    values: &[(String, String)],
+    connect_url: &str,
+) -> Result<Credentials, String> {
+    let text = values
+        .iter()
+        .find(|(k, _)| k == KUBECONFIG_KEY)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| {
+            format!(
+                "Secret {secret} (annotation {DESTINATION_KUBECONFIG}) has no key {KUBECONFIG_KEY:?} holding the destination's kubeconfig"
+            )
+        })?;
+    let config = Kubeconfig::parse(text, &format!("Secret {secret} key {KUBECONFIG_KEY}"))
+        .map_err(|e| e.to_string())?;
+    let mut credentials = config
+        .resolve(None)
+        .map_err(|e| format!("Secret {secret} key {KUBECONFIG_KEY}: {e}"))?;
+    credentials.server = connect_url.trim_end_matches('/').to_owned();
+    Ok(credentials)
+}
+
+fn now() -> String {
+    ferrovirt_store::format_rfc3339(ferrovirt_resources::time::now_unix())
+}
+
+fn unix_ms(t: SystemTime) -> Option<u64> {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+}
+
+fn failed(started: Option<String>, reason: String) -> MigrationJob {
+    MigrationJob::Failed {
+        started,
+        ended: now(),
+        reason,
+    }
+}
+
+impl Controller {
+    /// Starts the work a migration's reconcile asked for (runs on the reconcile's thread; the
+    /// long part runs as a task of its own and reports through the migration table).
+    pub(super) fn start_migration_work(self: &Arc<Self>, key: &Key, work: MigrationWork) {
+        match work {
+            MigrationWork::Cancel => self.migrations.cancel(key),
+            MigrationWork::Receive { vmi, migration_id } => {
+                self.begin_receive(key, vmi, &migration_id)
+            }
+            MigrationWork::Send {
+                vmi,
+                migration_id,
+                connect_url,
+            } => self.begin_send(key, vmi, migration_id, connect_url),
+        }
+    }
+
+    fn begin_receive(self: &Arc<Self>, key: &Key, vmi: Value, migration_id: &str) {
+        let plan = match self.plan_for(&vmi) {
+            Ok(Some(plan)) => plan,
+            // The backend storage is not bound yet: looked at again shortly.
+            Ok(None) => return self.enqueue_after(key.clone(), Duration::from_millis(500)),
+            Err(message) => {
+                if self.migrations.begin(key).is_some() {
+                    self.migrations.set(key, failed(None, message));
+                    self.enqueue(key.clone());
+                }
+                return;
+            }
+        };
+        let Some(cancel) = self.migrations.begin(key) else {
+            return;
+        };
+        let run_key: RunKey = (
+            meta_str(&vmi, "namespace").to_owned(),
+            meta_str(&vmi, "name").to_owned(),
+        );
+        if !self.runs.begin(
+            run_key.clone(),
+            meta_str(&vmi, "uid"),
+            plan.state_volume.clone(),
+        ) {
+            self.migrations.set(
+                key,
+                failed(
+                    None,
+                    format!(
+                        "VirtualMachineInstance {} already runs on this host",
+                        run_key.1
+                    ),
+                ),
+            );
+            return self.enqueue(key.clone());
+        }
+        let me = self.clone();
+        let key = key.clone();
+        let note = format!("migrated in (migration {migration_id})");
+        self.runtime.spawn(async move {
+            me.receive(key, run_key, plan, note, cancel).await;
+        });
+    }
+
+    async fn receive(
+        self: Arc<Self>,
+        key: Key,
+        run_key: RunKey,
+        plan: ferrovirt_vmm::engine::VmPlan,
+        note: String,
+        cancel: Arc<Notify>,
+    ) {
+        let vm_key = Key::vm(&run_key.0, &run_key.1);
+        let mut running = match self.engine.start_incoming(plan).await {
+            Ok(running) => running,
+            Err(error) => {
+                let message = format!("the receiving VM could not be started: {error}");
+                self.runs.ended(
+                    &run_key,
+                    RunOutcome::failed("FailedMigration", message.clone()),
+                );
+                self.migrations.set(&key, failed(None, message));
+                self.enqueue(key);
+                return self.enqueue(vm_key);
+            }
+        };
+        self.migrations.set(&key, MigrationJob::TargetReady);
+        self.enqueue(key.clone());
+        let clock = Instant::now();
+        let started: Mutex<Option<String>> = Mutex::new(None);
+        let on_status = |status: &str| {
+            let mut started = started.lock().unwrap_or_else(|e| e.into_inner());
+            if started.is_none() && matches!(status, "active" | "completed") {
+                let now = now();
+                *started = Some(now.clone());
+                self.migrations.set(
+                    &key,
+                    MigrationJob::Running {
+                        started: now,
+                        progress: JobProgress::default(),
+                    },
+                );
+                self.enqueue(key.clone());
+            }
+        };
+        let finished = tokio::select! {
+            finished = self.engine.finish_incoming(&mut running, RECEIVE_TIMEOUT, on_status, &note) => {
+                finished.map_err(|e| e.to_string())
+            }
+            () = cancel.notified() => Err("the migration was cancelled (its VirtualMachineInstanceMigration was deleted)".to_owned()),
+        };
+        let started = started.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match finished {
+            Ok(arrival) => {
+                tracing::info!(vm = %run_key.1, generation = ?arrival.generation.map(|g| g.0), "received a live migration; the VM runs here");
+                let running = Arc::new(running);
+                self.runs.running(&run_key, running.clone(), false, None);
+                self.migrations.set(
+                    &key,
+                    MigrationJob::Succeeded {
+                        started: started.unwrap_or_else(now),
+                        ended: now(),
+                        downtime_ms: None,
+                        total_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        switched_unix_ms: unix_ms(arrival.resumed),
+                    },
+                );
+                self.enqueue(key);
+                self.enqueue(vm_key);
+                self.follow_running(run_key, running).await;
+            }
+            Err(reason) => {
+                tracing::warn!(vm = %run_key.1, %reason, "receiving a live migration failed");
+                self.engine.abort_incoming(&running).await;
+                let message = format!("receiving the migration failed: {reason}");
+                self.runs.ended(
+                    &run_key,
+                    RunOutcome::failed("FailedMigration", message.clone()),
+                );
+                self.migrations.set(&key, failed(started, message));
+                self.enqueue(key);
+                self.enqueue(vm_key);
+            }
+        }
+    }
+
+    fn begin_send(
+        self: &Arc<Self>,
+        key: &Key,
+        vmi: Value,
+        migration_id: String,
+        connect_url: String,
+    ) {
+        let Some(cancel) = self.migrations.begin(key) else {
+            return;
+        };
+        let ns = meta_str(&vmi, "namespace").to_owned();
+        let credentials = self.destination_of(key, &ns, &connect_url);
+        let credentials = match credentials {
+            Ok(c) => c,
+            Err(message) => {
+                self.migrations.set(key, failed(None, message));
+                return self.enqueue(key.clone());
+            }
+        };
+        let target = TunnelTarget {
+            credentials,
+            namespace: ns.clone(),
+            vmi: meta_str(&vmi, "name").to_owned(),
+            migration_id: migration_id.clone(),
+        };
+        let run_key: RunKey = (ns, meta_str(&vmi, "name").to_owned());
+        let me = self.clone();
+        let key = key.clone();
+        self.enqueue(key.clone());
+        self.runtime.spawn(async move {
+            me.send(key, run_key, target, connect_url, cancel).await;
+        });
+    }
+
+    /// The credentials for the destination (through the client: runs on the reconcile's thread).
+    fn destination_of(
+        &self,
+        key: &Key,
+        ns: &str,
+        connect_url: &str,
+    ) -> Result<Credentials, String> {
+        let Key::Migration { name, .. } = key else {
+            return Err("not a migration".into());
+        };
+        let vmim = self
+            .informers
+            .vmims
+            .get(Some(ns), name)
+            .ok_or_else(|| format!("VirtualMachineInstanceMigration {ns}/{name} is gone"))?;
+        let secret = kubeconfig_secret_name(&vmim)?;
+        let field = format!("metadata.annotations[{DESTINATION_KUBECONFIG}]");
+        let values = crate::import_sources::secret_values(&*self.client, ns, &secret, &field)?;
+        destination_credentials(&secret, &values, connect_url)
+    }
+
+    async fn send(
+        self: Arc<Self>,
+        key: Key,
+        run_key: RunKey,
+        target: TunnelTarget,
+        connect_url: String,
+        cancel: Arc<Notify>,
+    ) {
+        let vm_key = Key::vm(&run_key.0, &run_key.1);
+        let outcome = self
+            .send_inner(&key, &run_key, &target, &connect_url, &cancel)
+            .await;
+        match outcome {
+            Ok(job) => self.migrations.set(&key, job),
+            Err((started, reason)) => {
+                tracing::warn!(vm = %run_key.1, %reason, "live migration failed; the VM keeps running here");
+                self.migrations.set(
+                    &key,
+                    failed(
+                        started,
+                        format!("{reason}; the VM keeps running on this host"),
+                    ),
+                );
+            }
+        }
+        self.enqueue(key);
+        self.enqueue(vm_key);
+    }
+
+    async fn send_inner(
+        &self,
+        key: &Key,
+        run_key: &RunKey,
+        target: &TunnelTarget,
+        connect_url: &str,
+        cancel: &Notify,
+    ) -> Result<MigrationJob, (Option<String>, String)> {
+        let running = self.runs.running_vm(run_key).ok_or_else(|| {
+            (
+                None,
+                format!(
+                    "VirtualMachineInstance {} is not running on this host (or is stopping)",
+                    run_key.1
+                ),
+            )
+        })?;
+        // The destination answers once its receiver listens (503 before; 404 until its
+        // migration object exists); credentials it refuses end the wait at once.
+        let deadline = Instant::now() + TARGET_READY_TIMEOUT;
+        loop {
+            let probed = tokio::select! {
+                probed = migration_relay::probe(target) => probed,
+                () = cancel.notified() => return Err((None, "the migration was cancelled".into())),
+            };
+            match probed {
+                Ok(()) => break,
+                Err(RelayError::Refused { code, body, .. }) if code == 401 || code == 403 => {
+                    return Err((
+                        None,
+                        format!(
+                            "the destination {connect_url} refused the credentials of the kubeconfig Secret ({code}): {body}"
+                        ),
+                    ));
+                }
+                Err(RelayError::BadUrl { url }) => {
+                    return Err((
+                        None,
+                        format!(
+                            "spec.sendTo.connectURL: {url:?} is not an https:// URL of the destination server"
+                        ),
+                    ));
+                }
+                Err(e) if Instant::now() > deadline => {
+                    return Err((
+                        None,
+                        format!(
+                            "the destination's receiver was not ready within {TARGET_READY_TIMEOUT:?}: {e}"
+                        ),
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+        self.migrations.set(key, MigrationJob::TargetReady);
+        self.enqueue(key.clone());
+        let runtime_dir = self.engine.runtime_path(&running.plan.uuid);
+        let relay = migration_relay::listen(target.clone(), &runtime_dir)
+            .map_err(|e| (None, e.to_string()))?;
+        let started = now();
+        self.migrations.set(
+            key,
+            MigrationJob::Running {
+                started: started.clone(),
+                progress: JobProgress::default(),
+            },
+        );
+        self.enqueue(key.clone());
+        let clock = Instant::now();
+        let progress = |p: &ferrovirt_vmm::migration::MigrationProgress| {
+            let reading = JobProgress {
+                ram_remaining_bytes: p.ram_remaining_bytes,
+                dirty_rate_bytes_per_second: p.dirty_rate_bytes_per_second,
+                expected_downtime_ms: p.expected_downtime_ms,
+                disk_remaining_bytes: p.disk_remaining_bytes,
+            };
+            if self.migrations.progress(key, reading) {
+                self.enqueue(key.clone());
+            }
+        };
+        let sent = {
+            let sending = ferrovirt_vmm::migration::send(&running.handle, &relay.sockets, progress);
+            tokio::pin!(sending);
+            tokio::select! {
+                sent = &mut sending => sent,
+                () = cancel.notified() => {
+                    // `send` sees the cancelled migration or mirrors and rolls back by itself (or
+                    // had completed already: then the guest runs on the destination, as any success).
+                    tracing::info!(vm = %run_key.1, "cancelling the migration (its object is being deleted)");
+                    ferrovirt_vmm::migration::cancel(&running.handle).await;
+                    sending.await
+                }
+            }
+        };
+        drop(relay);
+        let sent = sent.map_err(|e| (Some(started.clone()), e.to_string()))?;
+        // The guest runs on the destination now: the source QEMU (paused) ends, and its run
+        // ends as migrated (its stop records the state as every stop does).
+        self.runs.mark_migrated(
+            run_key,
+            format!(
+                "The VirtualMachineInstance migrated to {connect_url} (migration {}).",
+                target.migration_id
+            ),
+        );
+        if let Err(e) = running.handle.qmp().quit().await {
+            tracing::warn!(vm = %run_key.1, error = %e, "the source QEMU did not take quit after the migration; it is stopped");
+            let _ = running.handle.stop(Duration::from_secs(5)).await;
+        }
+        tracing::info!(vm = %run_key.1, total_ms = sent.total_ms, mirror_ms = sent.mirror_ms, qemu_downtime_ms = ?sent.qemu_downtime_ms, "live migration sent");
+        Ok(MigrationJob::Succeeded {
+            started,
+            ended: now(),
+            downtime_ms: sent.qemu_downtime_ms,
+            total_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+            switched_unix_ms: sent.source_stopped_at.and_then(unix_ms),
+        })
+    }
+
+    /// The world of one migration's reconcile.
+    pub(super) fn reconcile_migration_key(
+        self: &Arc<Self>,
+        key: &Key,
+        ns: &str,
+        name: &str,
+    ) -> Result<Vec<crate::action::Action>, super::ReconcileError> {
+        let Some(vmim) = self.informers.vmims.get(Some(ns), name) else {
+            // Deleted (a VMIM has no finalizer, so it is gone at once): a job still under way
+            // is cancelled (the VM stays where it ran).
+            self.migrations.cancel(key);
+            self.migrations.forget(key);
+            return Ok(Vec::new());
+        };
+        let vmi_name = vmim
+            .pointer("/spec/vmiName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let vmi = self.informers.vmis.get(Some(ns), vmi_name);
+        let vm = self.informers.vms.get(Some(ns), vmi_name);
+        let job = self.migrations.get(key);
+        let created = |o: &Value| {
+            (
+                o.pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                meta_str(o, "name").to_owned(),
+            )
+        };
+        let mine = created(&vmim);
+        let other_active = self
+            .informers
+            .vmims
+            .list(Some(ns), &[])
+            .iter()
+            .any(|other| {
+                meta_str(other, "name") != name
+                    && other.pointer("/spec/vmiName").and_then(Value::as_str) == Some(vmi_name)
+                    && !matches!(
+                        other.pointer("/status/phase").and_then(Value::as_str),
+                        Some("Succeeded" | "Failed")
+                    )
+                    && created(other) < mine
+            });
+        let now = now();
+        let world = crate::migration_reconciler::MigrationWorld {
+            vmi: vmi.as_deref(),
+            vm: vm.as_deref(),
+            job: job.as_ref(),
+            other_active,
+            node: &self.node_name,
+            now: &now,
+        };
+        let plan = crate::migration_reconciler::reconcile_migration(&vmim, &world);
+        if let Some(work) = plan.work {
+            self.start_migration_work(key, work);
+        }
+        Ok(plan.actions)
+    }
+
+    /// The migrations about the VMI `ns/name` (it appeared, changed or went).
+    pub(super) fn enqueue_migrations_of(&self, ns: &str, name: &str) {
+        for vmim in self.informers.vmims.list(Some(ns), &[]) {
+            if vmim.pointer("/spec/vmiName").and_then(Value::as_str) == Some(name) {
+                self.enqueue(Key::migration(ns, meta_str(&vmim, "name")));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: dest\n  cluster:\n    server: https://10.0.0.9:8443\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: secret-token\ncontexts:\n- name: dest\n  context: {cluster: dest, user: admin}\ncurrent-context: dest\n";
+
+    #[test]
+    fn the_secret_is_named_by_the_annotation() {
+        let vmim =
+            json!({"metadata": {"annotations": {DESTINATION_KUBECONFIG: "dest-kubeconfig"}}});
+        assert_eq!(kubeconfig_secret_name(&vmim).unwrap(), "dest-kubeconfig");
+        let error = kubeconfig_secret_name(&json!({"metadata": {}})).unwrap_err();
+        assert!(error.contains(DESTINATION_KUBECONFIG), "{error}");
+        assert!(error.contains("kubectl create secret generic"), "{error}");
+    }
+
+    #[test]
+    fn credentials_come_from_the_kubeconfig_and_the_url_from_connect_url() {
+        let values = vec![(KUBECONFIG_KEY.to_owned(), KUBECONFIG.to_owned())];
+        let credentials =
+            destination_credentials("dest", &values, "https://10.1.2.3:9443/").unwrap();
+        assert_eq!(credentials.server, "https://10.1.2.3:9443");
+        assert_eq!(credentials.token.as_deref(), Some("secret-token"));
+        let missing = destination_credentials("dest", &[], "https://x").unwrap_err();
+        assert!(missing.contains("\"kubeconfig\""), "{missing}");
+        let broken = vec![(KUBECONFIG_KEY.to_owned(), "{not yaml".to_owned())];
+        assert!(destination_credentials("dest", &broken, "https://x").is_err());
+    }
+
+    #[test]
+    fn progress_is_written_at_most_every_second() {
+        let table = MigrationTable::default();
+        let key = Key::migration("default", "m");
+        assert!(table.begin(&key).is_some());
+        assert!(table.begin(&key).is_none(), "one job per migration");
+        table.set(
+            &key,
+            MigrationJob::Running {
+                started: "s".into(),
+                progress: JobProgress::default(),
+            },
+        );
+        let reading = JobProgress {
+            ram_remaining_bytes: 5,
+            ..JobProgress::default()
+        };
+        assert!(table.progress(&key, reading.clone()));
+        assert!(!table.progress(&key, reading.clone()));
+        assert_eq!(
+            table.get(&key),
+            Some(MigrationJob::Running {
+                started: "s".into(),
+                progress: reading
+            })
+        );
+        table.forget(&key);
+        assert_eq!(table.get(&key), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! The engine's side of receiving a live migration (`crate::migration`): the destination VM
+//! started paused with `-incoming defer` on state prepared by [`crate::state::prepare_incoming`]
+//! (an empty TPM state dir, a template VARS), listening on its runtime dir's migration and NBD
+//! sockets; once the source's state has arrived, the persistent state is sealed and recorded as
+//! this host's first generation of the VM before the guest runs again, and the run becomes an
+//! ordinary run (`run.json`, VARS sync) that [`Engine::wait`] and [`Engine::stop`] finish as
+//! any other.
+
+use std::time::{Duration, SystemTime};
+
+use super::{Engine, EngineError, RunningVm, StartNotes, VarsSyncTask, remove_dir_if_exists};
+use crate::disks::prepare_disks;
+use crate::launcher::{SwtpmConfig, VmHandle};
+use crate::migration::{self, MigrationSockets};
+use crate::runtime::RuntimeDir;
+
+/// What the arrival of a migrated VM did.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// When the guest ran again here (wall clock).
+    pub resumed: SystemTime,
+    /// The first state generation recorded on this host (`None`: no persistent state).
+    pub generation: Option<ferrovirt_storage::GenerationId>,
+}
+
+impl Engine {
+    /// Starts the destination of a live migration of `plan` and makes it listen on
+    /// `migration.sock` and `nbd.sock` of its runtime dir (what the API server's
+    /// `migrationtunnel` connects to). The guest does not run until [`Engine::finish_incoming`].
+    pub async fn start_incoming(&self, plan: super::VmPlan) -> Result<RunningVm, EngineError> {
+        let runtime_path = self.runtime_path(&plan.uuid);
+        if self.recorded_run_alive(&plan.uuid) {
+            return Err(EngineError::AlreadyRunning {
+                name: plan.name.clone(),
+                dir: runtime_path,
+            });
+        }
+        if let Ok(leftover) = RuntimeDir::open(&runtime_path) {
+            tokio::task::block_in_place(|| crate::orphans::reap_unrecorded_start(&leftover));
+        }
+        remove_dir_if_exists(&runtime_path)?;
+        let runtime = RuntimeDir::create(&runtime_path)?;
+        let generations = super::generations_dir(&self.data_dir, &plan)?;
+        let prepared = {
+            let state_plan = self.state_plan(&plan, &runtime_path, generations.as_deref());
+            tokio::task::block_in_place(|| crate::state::prepare_incoming(&state_plan))
+        };
+        let result = match prepared {
+            Ok(state) => self.launch_incoming(plan, state, runtime).await,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&runtime_path);
+                return Err(e.into());
+            }
+        };
+        match result {
+            Ok(running) => Ok(running),
+            Err((plan, error)) => {
+                let state_plan = self.state_plan(&plan, &runtime_path, generations.as_deref());
+                tokio::task::block_in_place(|| crate::state::discard_incoming(&state_plan));
+                let _ = std::fs::remove_dir_all(&runtime_path);
+                Err(error)
+            }
+        }
+    }
+
+    async fn launch_incoming(
+        &self,
+        plan: super::VmPlan,
+        state: crate::state::PreparedState,
+        runtime: RuntimeDir,
+    ) -> Result<RunningVm, (super::VmPlan, EngineError)> {
+        let disks = match prepare_disks(
+            &plan.disks,
+            runtime.root(),
+            &plan.name,
+            &plan.uuid,
+            &self.host_paths,
+        ) {
+            Ok(disks) => disks,
+            Err(e) => return Err((plan, e.into())),
+        };
+        let serial_log = self.serial_log_path(&plan.uuid);
+        if let Err(source) = crate::serial_log::start_run(&serial_log, crate::serial_log::MAX_BYTES)
+        {
+            return Err((
+                plan,
+                EngineError::Io {
+                    path: serial_log,
+                    source,
+                },
+            ));
+        }
+        let mut machine = self.machine_config(&plan, &state, disks.disks, &runtime, serial_log);
+        machine.fd_sets = disks.fd_sets;
+        let swtpm = state.tpm_state_dir.clone().map(|state_dir| SwtpmConfig {
+            state_dir,
+            binary: None,
+            extra_args: Vec::new(),
+            key: state.tpm_key.clone(),
+        });
+        let sockets = MigrationSockets::in_dir(runtime.root());
+        let handle = match VmHandle::start_incoming(machine, swtpm, runtime, disks.fds).await {
+            Ok(handle) => handle,
+            Err(e) => return Err((plan, e.into())),
+        };
+        if let Err(e) = migration::receive(&handle, &sockets).await {
+            handle.kill();
+            let _ = handle.wait_exited().await;
+            return Err((plan, e.into()));
+        }
+        Ok(RunningVm {
+            plan,
+            handle,
+            state: Some(state),
+            notes: StartNotes::default(),
+            vars_sync: None,
+        })
+    }
+
+    /// Waits (up to `timeout`) until the source's state has arrived in `running` (started by
+    /// [`Engine::start_incoming`]), calling `status` with QEMU's incoming migration status; then
+    /// seals the VARS into the volume, records the persistent state as a generation (`note`: where
+    /// it came from), writes `run.json` and resumes the guest. On an error the caller ends the
+    /// receiver with [`Engine::abort_incoming`].
+    pub async fn finish_incoming(
+        &self,
+        running: &mut RunningVm,
+        timeout: Duration,
+        status: impl FnMut(&str),
+        note: &str,
+    ) -> Result<Arrival, EngineError> {
+        migration::wait_received(&running.handle, timeout, status).await?;
+        let mut sync = running.state.as_mut().and_then(|s| s.vars_sync.take());
+        if let Some(sync) = sync.as_mut() {
+            tokio::task::block_in_place(|| sync.seal_now())
+                .map_err(crate::state::StateFault::from)?;
+        }
+        let runtime_path = self.runtime_path(&running.plan.uuid);
+        let generations = super::generations_dir(&self.data_dir, &running.plan)?;
+        let generation = {
+            let state_plan = self.state_plan(&running.plan, &runtime_path, generations.as_deref());
+            tokio::task::block_in_place(|| crate::state::record_arrival(&state_plan, note))?
+        };
+        if let Some(state) = running.state.as_mut() {
+            state.recorded = generation;
+            state.started_from = generation;
+        }
+        let resumed = migration::resume_received(&running.handle).await?;
+        running.vars_sync = sync.map(|sync| VarsSyncTask::spawn(running.plan.name.clone(), sync));
+        Ok(Arrival {
+            resumed,
+            generation,
+        })
+    }
+
+    /// Ends a receiver whose migration failed: kills its QEMU and swtpm, removes what the
+    /// stream wrote into the volume (it was empty: nothing of the VM's is lost) and the runtime
+    /// dir. The VM keeps running on the source.
+    pub async fn abort_incoming(&self, running: &RunningVm) {
+        running.handle.kill();
+        let _ = running.handle.wait_exited().await;
+        let runtime_path = self.runtime_path(&running.plan.uuid);
+        if let Ok(generations) = super::generations_dir(&self.data_dir, &running.plan) {
+            let state_plan = self.state_plan(&running.plan, &runtime_path, generations.as_deref());
+            tokio::task::block_in_place(|| crate::state::discard_incoming(&state_plan));
+        }
+        let _ = remove_dir_if_exists(&runtime_path);
+    }
+}

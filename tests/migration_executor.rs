@@ -1,0 +1,294 @@
+//! Live migration between two `ferrovirt serve` hosts driven by the controllers from KubeVirt's
+//! VirtualMachineInstanceMigration objects alone (the executor of issue 14 item 3). Each host
+//! is a network namespace of its own (`support/netns.rs`); the test guest runs in TPM loop mode
+//! (guest/README.md: SMBIOS serial `ferro-tpm-loop`, a tick every 2 s extending PCR 16 and
+//! unsealing its secret).
+//!
+//! 1. host a runs the VM (persistent TPM and EFI, encrypted at rest: the default);
+//! 2. host b gets the receiver: the same VM with `runStrategy: WaitAsReceiver` (its VMI waits in
+//!    `WaitingForSync`) and a VMIM with `spec.receive.migrationID`;
+//! 3. host a gets a Secret with host b's kubeconfig and a VMIM with `spec.sendTo` naming it
+//!    (`migration.ferrovirt.io/destination-kubeconfig-secret`);
+//! 4. both VMIMs end `Succeeded`; the guest's tick chain goes on on host b (the next tick, the
+//!    PCR 16 chain unbroken, the same secret); host b's VM runs with the restored run strategy
+//!    and a first state generation, host a's VM is `Halted` and its state generations are kept;
+//! 5. a stop and start on host b: the new boot unseals the same secret (its TPM state, encrypted
+//!    under host b's key, is the one that arrived).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/server.rs"]
+mod server;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use server::netns::TestNetwork;
+use server::{Server, manifest};
+use sha2::{Digest, Sha256};
+use support::guest::{image_in_data_dir, plain_image};
+
+const VM: &str = "moving";
+const UUID: &str = "7a3c9e1f-2b4d-4f6a-8c0e-1d2f3a4b5c6d";
+const MIGRATION_ID: &str = "mig-exec-1";
+
+fn vm_yaml(image: &Path, run_strategy: &str, annotations: &str) -> String {
+    format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: {VM}
+  annotations: {{{annotations}}}
+spec:
+  runStrategy: {run_strategy}
+  template:
+    spec:
+      terminationGracePeriodSeconds: 5
+      domain:
+        cpu: {{cores: 1}}
+        memory: {{guest: 256Mi}}
+        firmware:
+          uuid: {UUID}
+          serial: ferro-tpm-loop
+          bootloader: {{efi: {{secureBoot: false, persistent: true}}}}
+        devices:
+          autoattachPodInterface: false
+          tpm: {{persistent: true}}
+          disks:
+            - name: boot
+              disk: {{bus: virtio, readonly: true}}
+      volumes:
+        - name: boot
+          hostDisk: {{path: {}, type: Disk}}
+"#,
+        image.display()
+    )
+}
+
+fn object(server: &Server, kind: &str, name: &str) -> Option<Value> {
+    let out = server.kubectl(&["get", kind, name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn text(object: &Option<Value>, pointer: &str) -> String {
+    object
+        .as_ref()
+        .and_then(|o| o.pointer(pointer))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn serial_log(server: &Server) -> PathBuf {
+    server.data_dir().join("logs").join(UUID).join("serial.log")
+}
+
+/// The `FERRO: tick=N pcr16=HEX secret=HEX` lines of a serial log.
+fn ticks(server: &Server) -> Vec<(u64, String, String)> {
+    let log = std::fs::read_to_string(serial_log(server)).unwrap_or_default();
+    log.lines()
+        .filter_map(|line| line.split("FERRO: tick=").nth(1))
+        .filter_map(|rest| {
+            let mut f = rest.trim_end_matches('\r').split(' ');
+            Some((
+                f.next()?.parse().ok()?,
+                f.next()?.strip_prefix("pcr16=")?.to_owned(),
+                f.next()?.strip_prefix("secret=")?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn expected_pcr16(n: u64) -> String {
+    let digest = Sha256::digest(b"ferro-tick");
+    let mut pcr = [0u8; 32];
+    for _ in 0..n {
+        let mut h = Sha256::new();
+        h.update(pcr);
+        h.update(digest);
+        pcr.copy_from_slice(&h.finalize());
+    }
+    pcr.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn wait_ticks(server: &Server, count: usize, within: Duration) -> Vec<(u64, String, String)> {
+    server.wait_for("the guest's TPM ticks", within, || {
+        let found = ticks(server);
+        (found.len() >= count).then_some(found)
+    })
+}
+
+/// The number of state generations a host keeps of the VM.
+fn generations(server: &Server) -> usize {
+    let dir = server
+        .data_dir()
+        .join("state-generations")
+        .join("vms")
+        .join(UUID);
+    std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_digit())
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
+    let network = TestNetwork::create(2);
+    let source = Server::start_in(&network.hosts[0], true, &[]);
+    let dest = Server::start_in(&network.hosts[1], true, &[]);
+
+    // 1. The VM runs on host a.
+    let image = image_in_data_dir(&source.data_dir(), &plain_image());
+    let vm = manifest(&source, "vm.yaml", &vm_yaml(&image, "Always", ""));
+    source.kubectl_ok(&["apply", "-f", vm.to_str().unwrap()]);
+    let booted = Instant::now();
+    // The boot (TCG, on a machine shared with builds) may take minutes.
+    let before = wait_ticks(&source, 2, Duration::from_secs(600));
+    println!("source: 2 ticks {:?} after the apply", booted.elapsed());
+
+    // 2. The receiver on host b.
+    let dest_image = image_in_data_dir(&dest.data_dir(), &plain_image());
+    let receiver = format!(
+        "{}---\napiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: {VM}-in\nspec:\n  vmiName: {VM}\n  receive: {{migrationID: {MIGRATION_ID}}}\n",
+        vm_yaml(
+            &dest_image,
+            "WaitAsReceiver",
+            "kubevirt.io/restore-run-strategy: Always"
+        )
+    );
+    let receiver = manifest(&dest, "receiver.yaml", &receiver);
+    dest.kubectl_ok(&["apply", "-f", receiver.to_str().unwrap()]);
+    dest.wait_for(
+        "the receiving VMI to wait for the migration",
+        Duration::from_secs(60),
+        || (text(&object(&dest, "vmi", VM), "/status/phase") == "WaitingForSync").then_some(()),
+    );
+
+    // 3. The sender on host a, with host b's kubeconfig in a Secret.
+    // (`kubectl create secret` sends protobuf, which the server does not take: JSON instead.)
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "dest-kubeconfig"}, "type": "Opaque",
+        "stringData": {"kubeconfig": std::fs::read_to_string(dest.kubeconfig()).unwrap()}});
+    let secret = manifest(&source, "secret.json", &secret.to_string());
+    source.kubectl_ok(&["apply", "-f", secret.to_str().unwrap()]);
+    let sender = format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: {VM}-out\n  annotations:\n    migration.ferrovirt.io/destination-kubeconfig-secret: dest-kubeconfig\nspec:\n  vmiName: {VM}\n  sendTo: {{migrationID: {MIGRATION_ID}, connectURL: \"{}\"}}\n",
+        dest.url()
+    );
+    let sender = manifest(&source, "sender.yaml", &sender);
+    let started = Instant::now();
+    source.kubectl_ok(&["apply", "-f", sender.to_str().unwrap()]);
+
+    // 4. Both sides succeed.
+    let mut phases = Vec::new();
+    let sent = source.wait_for(
+        "the source migration to end",
+        Duration::from_secs(900),
+        || {
+            let vmim = object(&source, "vmim", &format!("{VM}-out"));
+            let phase = text(&vmim, "/status/phase");
+            if phases.last() != Some(&phase) {
+                phases.push(phase.clone());
+            }
+            matches!(phase.as_str(), "Succeeded" | "Failed").then_some(vmim)
+        },
+    );
+    let sent = sent.unwrap();
+    println!("source phases {phases:?}; status {}", sent["status"]);
+    assert_eq!(
+        sent["status"]["phase"],
+        "Succeeded",
+        "{}\nsource log:\n{}\ndestination log:\n{}",
+        sent["status"],
+        source.log(),
+        dest.log()
+    );
+    let received = dest.wait_for(
+        "the target migration to end",
+        Duration::from_secs(120),
+        || {
+            let vmim = object(&dest, "vmim", &format!("{VM}-in"));
+            matches!(
+                text(&vmim, "/status/phase").as_str(),
+                "Succeeded" | "Failed"
+            )
+            .then_some(vmim)
+        },
+    );
+    let received = received.unwrap();
+    println!("target status {}", received["status"]);
+    assert_eq!(received["status"]["phase"], "Succeeded", "{}", dest.log());
+    let state = &sent["status"]["migrationState"];
+    let stopped = state["sourceStoppedUnixMs"].as_u64();
+    let resumed = received["status"]["migrationState"]["targetResumedUnixMs"].as_u64();
+    println!(
+        "migration: {:?} from the sender's apply to Succeeded; total {} ms; QEMU downtime {:?} ms; source stop -> destination running {:?} ms",
+        started.elapsed(),
+        state["totalMs"],
+        state["downtimeMs"].as_u64(),
+        stopped.zip(resumed).map(|(s, r)| r.saturating_sub(s))
+    );
+    assert!(state["totalMs"].as_u64().is_some());
+
+    // The guest goes on on host b: the next tick, the PCR chain unbroken, the same secret.
+    let last_on_source = ticks(&source).last().cloned().unwrap();
+    let after = wait_ticks(&dest, 2, Duration::from_secs(120));
+    assert_eq!(
+        after[0].0,
+        last_on_source.0 + 1,
+        "source {last_on_source:?}, destination {after:?}"
+    );
+    for (n, pcr16, secret) in before.iter().chain(&after) {
+        assert_eq!(pcr16, &expected_pcr16(*n), "tick {n}");
+        assert_eq!(secret, &before[0].2);
+    }
+    dest.wait_for("host b's VM to run", Duration::from_secs(60), || {
+        let vm = object(&dest, "vm", VM);
+        (text(&vm, "/spec/runStrategy") == "Always"
+            && text(&object(&dest, "vmi", VM), "/status/phase") == "Running")
+            .then_some(())
+    });
+    assert!(generations(&dest) >= 1, "host b records the arrived state");
+    // Host a no longer runs it, and keeps its state.
+    source.wait_for("host a's VM to be halted", Duration::from_secs(120), || {
+        let vm = object(&source, "vm", VM);
+        (text(&vm, "/spec/runStrategy") == "Halted" && object(&source, "vmi", VM).is_none())
+            .then_some(())
+    });
+    assert!(generations(&source) >= 1, "host a keeps its state");
+    let events = source.kubectl_ok(&["get", "events"]);
+    assert!(events.contains("SuccessfulMigration"), "{events}");
+
+    // 5. A stop and start on host b keeps the secret.
+    dest.cli_ok(&["stop", VM]);
+    dest.wait_for("host b's VM to stop", Duration::from_secs(120), || {
+        object(&dest, "vmi", VM).is_none().then_some(())
+    });
+    let boots = std::fs::read_to_string(serial_log(&dest))
+        .unwrap_or_default()
+        .matches("FERRO: boot")
+        .count();
+    dest.cli_ok(&["start", VM]);
+    let log = dest.wait_for("the boot on host b", Duration::from_secs(600), || {
+        let log = std::fs::read_to_string(serial_log(&dest)).unwrap_or_default();
+        (log.matches("FERRO: boot").count() > boots && log.contains("FERRO: loop=started"))
+            .then_some(log)
+    });
+    let last_boot = log.rsplit("FERRO: boot").next().unwrap();
+    assert!(
+        last_boot.contains(&format!("FERRO: tpm-secret={}", before[0].2)),
+        "{last_boot}"
+    );
+}
