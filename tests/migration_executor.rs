@@ -14,6 +14,12 @@
 //!    and a first state generation, host a's VM is `Halted` and its state generations are kept;
 //! 5. a stop and start on host b: the new boot unseals the same secret (its TPM state, encrypted
 //!    under host b's key, is the one that arrived).
+//!
+//! With fault points (the suite's build), a first migration fails on host b after the
+//! switch-over (`engine.incoming.before-resume`: its receiver cannot resume): the source learns it
+//! from host b's VMI and resumes the guest, whose tick chain goes on on host a; both VMIMs end
+//! `Failed`, host b keeps no generation of it; then, the receiving VMI deleted (its VM makes a
+//! new one), the migration of steps 2-5 succeeds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,6 +40,9 @@ use support::guest::{image_in_data_dir, plain_image};
 const VM: &str = "moving";
 const UUID: &str = "7a3c9e1f-2b4d-4f6a-8c0e-1d2f3a4b5c6d";
 const MIGRATION_ID: &str = "mig-exec-1";
+/// The migration that fails on host b after the switch-over (with fault points).
+const FAILING_MIGRATION_ID: &str = "mig-exec-0";
+const FAILING_POINT: &str = "engine.incoming.before-resume";
 
 fn vm_yaml(image: &Path, run_strategy: &str, annotations: &str) -> String {
     format!(
@@ -143,11 +152,64 @@ fn generations(server: &Server) -> usize {
         .unwrap_or(0)
 }
 
+/// A receiving VMIM on host b.
+fn receive_vmim(name: &str, migration_id: &str) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: {name}\nspec:\n  vmiName: {VM}\n  receive: {{migrationID: {migration_id}}}\n"
+    )
+}
+
+/// A sending VMIM on host a, with host b's kubeconfig in the Secret `dest-kubeconfig`.
+fn send_vmim(name: &str, migration_id: &str, dest: &Server) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: {name}\n  annotations:\n    migration.ferrovirt.io/destination-kubeconfig-secret: dest-kubeconfig\nspec:\n  vmiName: {VM}\n  sendTo: {{migrationID: {migration_id}, connectURL: \"{}\"}}\n",
+        dest.url()
+    )
+}
+
+/// Waits until a VMIM's phase is final and returns it.
+fn final_vmim(server: &Server, name: &str, within: Duration) -> Value {
+    server
+        .wait_for(&format!("migration {name} to end"), within, || {
+            let vmim = object(server, "vmim", name);
+            matches!(
+                text(&vmim, "/status/phase").as_str(),
+                "Succeeded" | "Failed"
+            )
+            .then_some(vmim)
+        })
+        .unwrap()
+}
+
+/// Asserts the tick chain: PCR 16 as recomputed for each tick, one secret throughout.
+fn assert_chain(ticks: &[(u64, String, String)], secret: &str) {
+    for (n, pcr16, found) in ticks {
+        assert_eq!(pcr16, &expected_pcr16(*n), "tick {n}");
+        assert_eq!(found, secret, "tick {n}");
+    }
+}
+
 #[test]
 fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
     let network = TestNetwork::create(2);
     let source = Server::start_in(&network.hosts[0], true, &[]);
-    let dest = Server::start_in(&network.hosts[1], true, &[]);
+    let mut dest = Server::start_in(&network.hosts[1], true, &[]);
+    let failure_first = ferrovirt_storage::failpoints::compiled_in();
+    if failure_first {
+        dest.terminate();
+        dest.env.push((
+            "FERROVIRT_FAILPOINTS".into(),
+            format!("{FAILING_POINT}=1*return(eio)"),
+        ));
+        dest.spawn();
+    } else {
+        let required = std::env::var("FERROVIRT_REQUIRE_FAILPOINTS").is_ok_and(|v| v == "1");
+        eprintln!("the failed-switch-over part is skipped: this build has no fault points");
+        assert!(
+            !required,
+            "FERROVIRT_REQUIRE_FAILPOINTS=1 but the build has no fault points"
+        );
+    }
 
     // 1. The VM runs on host a.
     let image = image_in_data_dir(&source.data_dir(), &plain_image());
@@ -158,55 +220,111 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
     let before = wait_ticks(&source, 2, Duration::from_secs(600));
     println!("source: 2 ticks {:?} after the apply", booted.elapsed());
 
-    // 2. The receiver on host b.
+    // 2. The receiver on host b (its VM; the VMIM comes with each attempt).
     let dest_image = image_in_data_dir(&dest.data_dir(), &plain_image());
-    let receiver = format!(
-        "{}---\napiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: {VM}-in\nspec:\n  vmiName: {VM}\n  receive: {{migrationID: {MIGRATION_ID}}}\n",
-        vm_yaml(
+    let receiver = manifest(
+        &dest,
+        "receiver.yaml",
+        &vm_yaml(
             &dest_image,
             "WaitAsReceiver",
-            "kubevirt.io/restore-run-strategy: Always"
-        )
+            "kubevirt.io/restore-run-strategy: Always",
+        ),
     );
-    let receiver = manifest(&dest, "receiver.yaml", &receiver);
     dest.kubectl_ok(&["apply", "-f", receiver.to_str().unwrap()]);
-    dest.wait_for(
-        "the receiving VMI to wait for the migration",
-        Duration::from_secs(60),
-        || (text(&object(&dest, "vmi", VM), "/status/phase") == "WaitingForSync").then_some(()),
-    );
+    let waiting = |server: &Server| {
+        server.wait_for(
+            "the receiving VMI to wait for the migration",
+            Duration::from_secs(120),
+            || {
+                let vmi = object(server, "vmi", VM);
+                (text(&vmi, "/status/phase") == "WaitingForSync")
+                    .then(|| text(&vmi, "/metadata/uid"))
+            },
+        )
+    };
+    let first_receiver = waiting(&dest);
 
-    // 3. The sender on host a, with host b's kubeconfig in a Secret.
+    // 3. Host b's kubeconfig in a Secret on host a.
     // (`kubectl create secret` sends protobuf, which the server does not take: JSON instead.)
     let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "dest-kubeconfig"}, "type": "Opaque",
         "stringData": {"kubeconfig": std::fs::read_to_string(dest.kubeconfig()).unwrap()}});
     let secret = manifest(&source, "secret.json", &secret.to_string());
     source.kubectl_ok(&["apply", "-f", secret.to_str().unwrap()]);
-    let sender = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: {VM}-out\n  annotations:\n    migration.ferrovirt.io/destination-kubeconfig-secret: dest-kubeconfig\nspec:\n  vmiName: {VM}\n  sendTo: {{migrationID: {MIGRATION_ID}, connectURL: \"{}\"}}\n",
-        dest.url()
+    let apply = |server: &Server, file: &str, yaml: &str| {
+        let path = manifest(server, file, yaml);
+        server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    };
+
+    if failure_first {
+        // 3a. A migration whose receiver fails after the switch-over: the guest comes back here.
+        apply(
+            &dest,
+            "in-0.yaml",
+            &receive_vmim(&format!("{VM}-in-0"), FAILING_MIGRATION_ID),
+        );
+        apply(
+            &source,
+            "out-0.yaml",
+            &send_vmim(&format!("{VM}-out-0"), FAILING_MIGRATION_ID, &dest),
+        );
+        let failed = final_vmim(&source, &format!("{VM}-out-0"), Duration::from_secs(900));
+        println!("failed migration: source status {}", failed["status"]);
+        assert_eq!(
+            failed["status"]["phase"],
+            "Failed",
+            "{}\nsource log:\n{}\ndestination log:\n{}",
+            failed["status"],
+            source.log_digest(),
+            dest.log_digest()
+        );
+        let source_vmi = object(&source, "vmi", VM);
+        let reason = text(&source_vmi, "/status/migrationState/failureReason");
+        assert!(
+            reason.contains("resumed on this host"),
+            "{reason:?}\n{}",
+            source.log_digest()
+        );
+        assert_eq!(text(&source_vmi, "/status/phase"), "Running");
+        let received = final_vmim(&dest, &format!("{VM}-in-0"), Duration::from_secs(120));
+        assert_eq!(
+            received["status"]["phase"], "Failed",
+            "{}",
+            received["status"]
+        );
+        // The guest goes on on host a, its TPM chain unbroken.
+        let seen = ticks(&source).len();
+        let resumed = wait_ticks(&source, seen + 2, Duration::from_secs(180));
+        assert_chain(&resumed, &before[0].2);
+        assert_eq!(
+            generations(&dest),
+            0,
+            "host b keeps nothing of a failed receive"
+        );
+        let events = source.kubectl_ok(&["get", "events"]);
+        assert!(events.contains("FailedMigration"), "{events}");
+        // A new receiver on host b for the next attempt (its VM makes a new VMI).
+        dest.kubectl_ok(&["delete", "vmi", VM]);
+        let second_receiver = waiting(&dest);
+        assert_ne!(first_receiver, second_receiver);
+    }
+
+    apply(
+        &dest,
+        "in-1.yaml",
+        &receive_vmim(&format!("{VM}-in"), MIGRATION_ID),
     );
-    let sender = manifest(&source, "sender.yaml", &sender);
     let started = Instant::now();
-    source.kubectl_ok(&["apply", "-f", sender.to_str().unwrap()]);
+    apply(
+        &source,
+        "out-1.yaml",
+        &send_vmim(&format!("{VM}-out"), MIGRATION_ID, &dest),
+    );
 
     // 4. Both sides succeed.
-    let mut phases = Vec::new();
-    let sent = source.wait_for(
-        "the source migration to end",
-        Duration::from_secs(900),
-        || {
-            let vmim = object(&source, "vmim", &format!("{VM}-out"));
-            let phase = text(&vmim, "/status/phase");
-            if phases.last() != Some(&phase) {
-                phases.push(phase.clone());
-            }
-            matches!(phase.as_str(), "Succeeded" | "Failed").then_some(vmim)
-        },
-    );
-    let sent = sent.unwrap();
-    println!("source phases {phases:?}; status {}", sent["status"]);
+    let sent = final_vmim(&source, &format!("{VM}-out"), Duration::from_secs(900));
+    println!("source status {}", sent["status"]);
     assert_eq!(
         sent["status"]["phase"],
         "Succeeded",
@@ -215,19 +333,7 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
         source.log(),
         dest.log()
     );
-    let received = dest.wait_for(
-        "the target migration to end",
-        Duration::from_secs(120),
-        || {
-            let vmim = object(&dest, "vmim", &format!("{VM}-in"));
-            matches!(
-                text(&vmim, "/status/phase").as_str(),
-                "Succeeded" | "Failed"
-            )
-            .then_some(vmim)
-        },
-    );
-    let received = received.unwrap();
+    let received = final_vmim(&dest, &format!("{VM}-in"), Duration::from_secs(120));
     println!("target status {}", received["status"]);
     assert_eq!(received["status"]["phase"], "Succeeded", "{}", dest.log());
     let state = &sent["status"]["migrationState"];
@@ -250,10 +356,8 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
         last_on_source.0 + 1,
         "source {last_on_source:?}, destination {after:?}"
     );
-    for (n, pcr16, secret) in before.iter().chain(&after) {
-        assert_eq!(pcr16, &expected_pcr16(*n), "tick {n}");
-        assert_eq!(secret, &before[0].2);
-    }
+    assert_chain(&before, &before[0].2);
+    assert_chain(&after, &before[0].2);
     dest.wait_for("host b's VM to run", Duration::from_secs(60), || {
         let vm = object(&dest, "vm", VM);
         (text(&vm, "/spec/runStrategy") == "Always"

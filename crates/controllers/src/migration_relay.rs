@@ -91,9 +91,18 @@ fn split_url(url: &str) -> Option<(String, String, String)> {
     Some((address, host.to_owned(), prefix.to_owned()))
 }
 
+/// A TLS connection to the destination server, with what a request on it needs.
+struct Connection {
+    stream: Box<dyn Transport>,
+    /// `HOST:PORT` (the `Host` header and the WebSocket URL's authority).
+    address: String,
+    /// The path prefix of the server URL (`""` for most).
+    prefix: String,
+}
+
 impl TunnelTarget {
-    /// Opens one channel (`memory` or `blocks`) of the tunnel.
-    pub async fn dial(&self, channel: &str) -> Result<Socket, RelayError> {
+    /// Connects to the destination server with the kubeconfig's CA (and client certificate).
+    async fn connect(&self) -> Result<Connection, RelayError> {
         let server = self.credentials.server.clone();
         let (address, host, prefix) = split_url(&server).ok_or_else(|| RelayError::BadUrl {
             url: server.clone(),
@@ -108,6 +117,47 @@ impl TunnelTarget {
             .map_err(|e| credentials(e.to_string()))?;
         let server_name = ServerName::try_from(host.clone())
             .map_err(|e| credentials(format!("host {host}: {e}")))?;
+        let transport = |detail: String| RelayError::Transport {
+            server: server.clone(),
+            detail,
+        };
+        let tcp = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&config))
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| transport(format!("TLS: {e}")))?;
+        Ok(Connection {
+            stream: Box::new(tls),
+            address,
+            prefix,
+        })
+    }
+
+    /// The `Authorization` header of the kubeconfig's user, if it has a token.
+    fn authorization(&self) -> Result<Option<HeaderValue>, RelayError> {
+        self.credentials
+            .authorization_header()
+            .map(|value| {
+                HeaderValue::from_str(&value).map_err(|_| RelayError::Credentials {
+                    server: self.credentials.server.clone(),
+                    detail: "the token cannot be sent in a header".into(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Opens one channel (`memory` or `blocks`) of the tunnel.
+    pub async fn dial(&self, channel: &str) -> Result<Socket, RelayError> {
+        let server = self.credentials.server.clone();
+        let authorization = self.authorization()?;
+        let Connection {
+            stream,
+            address,
+            prefix,
+        } = self.connect().await?;
         let url = format!(
             "wss://{address}{prefix}/apis/subresources.kubevirt.io/v1/namespaces/{}/virtualmachineinstances/{}/migrationtunnel/{}/{channel}",
             self.namespace, self.vmi, self.migration_id
@@ -122,24 +172,9 @@ impl TunnelTarget {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("plain.kubevirt.io"),
         );
-        if let Some(value) = self.credentials.authorization_header() {
-            let value = HeaderValue::from_str(&value)
-                .map_err(|_| credentials("the token cannot be sent in a header".into()))?;
+        if let Some(value) = authorization {
             request.headers_mut().insert("Authorization", value);
         }
-        let transport = |detail: String| RelayError::Transport {
-            server: server.clone(),
-            detail,
-        };
-        let tcp = tokio::net::TcpStream::connect(&address)
-            .await
-            .map_err(|e| transport(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&config))
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| transport(format!("TLS: {e}")))?;
-        let stream: Box<dyn Transport> = Box::new(tls);
         match tokio_tungstenite::client_async(request, stream).await {
             Ok((socket, _)) => Ok(socket),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -152,8 +187,88 @@ impl TunnelTarget {
                         .collect(),
                 })
             }
-            Err(e) => Err(transport(format!("WebSocket handshake: {e}"))),
+            Err(e) => Err(RelayError::Transport {
+                server,
+                detail: format!("WebSocket handshake: {e}"),
+            }),
         }
+    }
+
+    /// The phase of the receiving VMI on the destination (`None`: it does not exist there).
+    pub async fn receiver_phase(&self) -> Result<Option<String>, RelayError> {
+        let path = format!(
+            "/apis/kubevirt.io/v1/namespaces/{}/virtualmachineinstances/{}",
+            self.namespace, self.vmi
+        );
+        let (code, body) = self.get(&path).await?;
+        match code {
+            404 => Ok(None),
+            200 => {
+                let vmi: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| RelayError::Transport {
+                        server: self.credentials.server.clone(),
+                        detail: format!("GET {path}: not a VirtualMachineInstance: {e}"),
+                    })?;
+                Ok(Some(
+                    vmi.pointer("/status/phase")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                ))
+            }
+            code => Err(RelayError::Refused {
+                server: self.credentials.server.clone(),
+                code,
+                body: String::from_utf8_lossy(&body).chars().take(400).collect(),
+            }),
+        }
+    }
+
+    /// One `GET` of an API path on the destination (HTTP/1.1 over the kubeconfig's TLS).
+    async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), RelayError> {
+        use http_body_util::BodyExt;
+        let server = self.credentials.server.clone();
+        let transport = |detail: String| RelayError::Transport {
+            server: server.clone(),
+            detail,
+        };
+        let authorization = self.authorization()?;
+        let Connection {
+            stream,
+            address,
+            prefix,
+        } = self.connect().await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| transport(format!("HTTP: {e}")))?;
+        let driver = tokio::spawn(connection);
+        let mut request = hyper::Request::get(format!("{prefix}{path}"))
+            .header(hyper::header::HOST, address.as_str())
+            .header(hyper::header::ACCEPT, "application/json");
+        if let Some(value) = authorization {
+            request = request.header(hyper::header::AUTHORIZATION, value);
+        }
+        let request = request
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| transport(format!("GET {path}: {e}")))?;
+        let answer = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| transport(format!("GET {path}: {e}")))?;
+            let code = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| transport(format!("GET {path}: {e}")))?
+                .to_bytes();
+            Ok((code, body.to_vec()))
+        }
+        .await;
+        driver.abort();
+        answer
     }
 }
 

@@ -46,6 +46,9 @@ pub const POINTS: &[&str] = &[
     "generations.retire",
     // Snapshots (storage::snapshots).
     "snapshots.publish.before-rename",
+    // Receiving a live migration (vmm::engine::incoming): the state has arrived and is
+    // recorded, the guest not yet resumed.
+    "engine.incoming.before-resume",
     // Imports into a PVC (`volumeimport`, storage::export): before each file is written.
     "import.write-file",
 ];

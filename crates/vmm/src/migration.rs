@@ -270,6 +270,18 @@ pub async fn resume_received(dest: &VmHandle) -> Result<SystemTime, MigrationErr
     }
 }
 
+/// Source, after a switch-over the destination did not survive (it reported its receiver failed
+/// before its guest ran): resumes the guest here. QEMU's `cont` takes back the disks it handed
+/// over at the end of the migration (`bdrv_activate_all`); swtpm kept its state throughout.
+pub async fn resume_source(source: &VmHandle) -> Result<(), MigrationError> {
+    let qmp = source.qmp();
+    qmp.cont().await?;
+    match qmp.query_status().await? {
+        RunState::Running => Ok(()),
+        other => Err(MigrationError::NotRunning(other)),
+    }
+}
+
 fn error_desc(value: &Value) -> String {
     value
         .get("error-desc")

@@ -694,11 +694,18 @@ pub fn record_arrival(
 }
 
 /// A failed incoming migration: removes what the stream wrote into the (empty before) volume:
-/// the TPM state files and the VARS. The data key's record stays (harmless, reused next time).
-pub fn discard_incoming(plan: &StatePlan<'_>) {
+/// the TPM state files and the VARS, and the generation [`record_arrival`] made of them
+/// (`arrived`), so that no later start here begins from a state the source went on to change
+/// (the source resumed its guest). The data key's record stays (harmless, reused next time).
+pub fn discard_incoming(plan: &StatePlan<'_>, arrived: Option<GenerationId>) {
     let Ok(Some(files)) = PersistentFiles::open(plan) else {
         return;
     };
+    if let Some(id) = arrived
+        && let Err(e) = files.generations.delete(id)
+    {
+        tracing::warn!(vm = plan.vm_name, generation = id.0, error = %e, "could not remove the generation of a failed incoming migration");
+    }
     if let Some(tpm) = &files.tpm_file
         && let Some(dir) = tpm.parent()
         && let Ok(entries) = std::fs::read_dir(dir)

@@ -12,9 +12,13 @@
 //! - Source (`MigrationWork::Send`): the destination's credentials from the kubeconfig Secret the
 //!   migration names ([`DESTINATION_KUBECONFIG`]), the URL from `spec.sendTo.connectURL`; the
 //!   tunnel is probed until the receiver listens, then `migration_relay` relays the running VM's
-//!   `vmm::migration::send`. On success the source QEMU (paused after the switch-over) quits and
-//!   its run ends as `Migrated` (its stop records the state as usual: the source keeps its last
-//!   generation); on a failure `send` has cancelled everything and the guest runs on here.
+//!   `vmm::migration::send`. After the switch-over the source QEMU stays paused until the
+//!   destination says its receiving VMI runs (libvirt's confirm step); then it quits and its run
+//!   ends as `Migrated` (its stop records the state as usual: the source keeps its last
+//!   generation). If the destination reports its receiver failed, the guest resumes here and the
+//!   migration fails; without an answer within a minute the source ends as after a success (two
+//!   running copies of one disk and TPM would be worse than a stopped VM whose state is kept).
+//!   On a failure before the switch-over `send` has cancelled everything and the guest runs on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +37,9 @@ use crate::world::RunOutcome;
 /// ferrovirt's annotation on a source VirtualMachineInstanceMigration: the name of a Secret in
 /// its namespace whose `kubeconfig` key holds a kubeconfig for the destination server (its CA
 /// and a user allowed to open `virtualmachineinstances/migrationtunnel` there). KubeVirt has no
-/// field for this (its decentralized migration trusts a network it set up).
+/// field for this (its decentralized migration trusts a network it set up). After the switch-over
+/// the source reads the receiving VMI there (`get virtualmachineinstances`) to learn that its
+/// guest runs before the source's copy ends.
 pub const DESTINATION_KUBECONFIG: &str = "migration.ferrovirt.io/destination-kubeconfig-secret";
 /// The key of that Secret holding the kubeconfig.
 pub const KUBECONFIG_KEY: &str = "kubeconfig";
@@ -502,6 +508,34 @@ impl Controller {
         };
         drop(relay);
         let sent = sent.map_err(|e| (Some(started.clone()), e.to_string()))?;
+        // The source QEMU is paused with the whole state sent; it ends only once the destination
+        // says its guest runs (libvirt's confirm step). A destination that failed before its
+        // guest ran gets the guest back here.
+        match confirm_destination(target).await {
+            Confirmation::Running => {}
+            Confirmation::Failed(reason) => {
+                tracing::warn!(vm = %run_key.1, %reason, "the destination did not run the migrated VM; resuming it here");
+                return match ferrovirt_vmm::migration::resume_source(&running.handle).await {
+                    Ok(()) => Err((
+                        Some(started),
+                        format!(
+                            "the destination did not run the VM after the switch-over ({reason}); it was resumed on this host"
+                        ),
+                    )),
+                    Err(e) => Err((
+                        Some(started),
+                        format!(
+                            "the destination did not run the VM after the switch-over ({reason}) and it could not be resumed on this host: {e}; it is paused here (`ferrovirt unpause` or stop and start it)"
+                        ),
+                    )),
+                };
+            }
+            Confirmation::Unknown(detail) => {
+                // Two running copies of one disk and one TPM would be worse than a stopped VM
+                // whose state is kept (the source records a generation as it stops).
+                tracing::warn!(vm = %run_key.1, %detail, "the destination did not confirm that the migrated VM runs; the source ends as after a success");
+            }
+        }
         // The guest runs on the destination now: the source QEMU (paused) ends, and its run
         // ends as migrated (its stop records the state as every stop does).
         self.runs.mark_migrated(
@@ -596,6 +630,67 @@ impl Controller {
     }
 }
 
+/// What the destination says of the receiving VMI after the source's switch-over.
+#[derive(Debug, PartialEq, Eq)]
+enum Confirmation {
+    /// Its guest runs there.
+    Running,
+    /// Its receiver failed (or is gone) before its guest ran.
+    Failed(String),
+    /// No answer within [`CONFIRM_TIMEOUT`] (the destination unreachable or still busy).
+    Unknown(String),
+}
+
+/// How long the source waits for the destination to say its guest runs.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one reading of the receiving VMI's phase means (`None`: this reading decides nothing).
+fn confirmation_of(phase: Option<&str>) -> Option<Confirmation> {
+    match phase {
+        Some("Running") => Some(Confirmation::Running),
+        Some(phase @ ("Failed" | "Succeeded")) => Some(Confirmation::Failed(format!(
+            "its VirtualMachineInstance is {phase}"
+        ))),
+        None => Some(Confirmation::Failed(
+            "its VirtualMachineInstance is gone".into(),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Polls the destination's receiving VMI until it runs or failed (or [`CONFIRM_TIMEOUT`]).
+/// A deletion of the migration object no longer stops anything here: the switch-over is done.
+async fn confirm_destination(target: &TunnelTarget) -> Confirmation {
+    let deadline = Instant::now() + CONFIRM_TIMEOUT;
+    loop {
+        let last = match target.receiver_phase().await {
+            Ok(phase) => {
+                if let Some(decided) = confirmation_of(phase.as_deref()) {
+                    return decided;
+                }
+                format!(
+                    "its VirtualMachineInstance is {:?}",
+                    phase.unwrap_or_default()
+                )
+            }
+            Err(
+                e @ RelayError::Refused {
+                    code: 401 | 403, ..
+                },
+            ) => {
+                return Confirmation::Unknown(format!(
+                    "{e} (the kubeconfig's user needs `get` on virtualmachineinstances there)"
+                ));
+            }
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            return Confirmation::Unknown(format!("after {CONFIRM_TIMEOUT:?}: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -603,6 +698,27 @@ mod tests {
     use serde_json::json;
 
     const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: dest\n  cluster:\n    server: https://10.0.0.9:8443\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: secret-token\ncontexts:\n- name: dest\n  context: {cluster: dest, user: admin}\ncurrent-context: dest\n";
+
+    #[test]
+    fn the_destination_confirms_by_its_receivers_phase() {
+        assert_eq!(
+            confirmation_of(Some("Running")),
+            Some(Confirmation::Running)
+        );
+        for undecided in ["WaitingForSync", "Scheduled", "Pending", ""] {
+            assert_eq!(confirmation_of(Some(undecided)), None, "{undecided}");
+        }
+        assert_eq!(
+            confirmation_of(Some("Failed")),
+            Some(Confirmation::Failed(
+                "its VirtualMachineInstance is Failed".into()
+            ))
+        );
+        assert!(matches!(
+            confirmation_of(None),
+            Some(Confirmation::Failed(reason)) if reason.contains("gone")
+        ));
+    }
 
     #[test]
     fn the_secret_is_named_by_the_annotation() {

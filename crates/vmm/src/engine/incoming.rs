@@ -56,7 +56,7 @@ impl Engine {
             Ok(running) => Ok(running),
             Err((plan, error)) => {
                 let state_plan = self.state_plan(&plan, &runtime_path, generations.as_deref());
-                tokio::task::block_in_place(|| crate::state::discard_incoming(&state_plan));
+                tokio::task::block_in_place(|| crate::state::discard_incoming(&state_plan, None));
                 let _ = std::fs::remove_dir_all(&runtime_path);
                 Err(error)
             }
@@ -145,6 +145,7 @@ impl Engine {
             state.recorded = generation;
             state.started_from = generation;
         }
+        super::failpoint("engine.incoming.before-resume", &runtime_path)?;
         let resumed = migration::resume_received(&running.handle).await?;
         running.vars_sync = sync.map(|sync| VarsSyncTask::spawn(running.plan.name.clone(), sync));
         Ok(Arrival {
@@ -154,15 +155,17 @@ impl Engine {
     }
 
     /// Ends a receiver whose migration failed: kills its QEMU and swtpm, removes what the
-    /// stream wrote into the volume (it was empty: nothing of the VM's is lost) and the runtime
-    /// dir. The VM keeps running on the source.
+    /// stream wrote into the volume (it was empty: nothing of the VM's is lost), the generation
+    /// recorded of it, and the runtime dir. The VM keeps running on the source (which resumes
+    /// its guest when the failure came after the switch-over).
     pub async fn abort_incoming(&self, running: &RunningVm) {
         running.handle.kill();
         let _ = running.handle.wait_exited().await;
         let runtime_path = self.runtime_path(&running.plan.uuid);
         if let Ok(generations) = super::generations_dir(&self.data_dir, &running.plan) {
             let state_plan = self.state_plan(&running.plan, &runtime_path, generations.as_deref());
-            tokio::task::block_in_place(|| crate::state::discard_incoming(&state_plan));
+            let arrived = running.state.as_ref().and_then(|s| s.recorded);
+            tokio::task::block_in_place(|| crate::state::discard_incoming(&state_plan, arrived));
         }
         let _ = remove_dir_if_exists(&runtime_path);
     }
