@@ -19,7 +19,9 @@
 //! switch-over (`engine.incoming.before-resume`: its receiver cannot resume): the source learns it
 //! from host b's VMI and resumes the guest, whose tick chain goes on on host a; both VMIMs end
 //! `Failed`, host b keeps no generation of it; then, the receiving VMI deleted (its VM makes a
-//! new one), the migration of steps 2-5 succeeds.
+//! new one), the migration of steps 2-5 succeeds, started this time by `ferrovirt migrate`
+//! (which writes the same objects: the receiving VM exists already, so it adds the VMIMs and
+//! the Secret).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -282,7 +284,7 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
         let source_vmi = object(&source, "vmi", VM);
         let reason = text(&source_vmi, "/status/migrationState/failureReason");
         assert!(
-            reason.contains("resumed on this host"),
+            reason.contains("it was resumed and keeps running on this host"),
             "{reason:?}\n{}",
             source.log_digest()
         );
@@ -305,25 +307,59 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
         let events = source.kubectl_ok(&["get", "events"]);
         assert!(events.contains("FailedMigration"), "{events}");
         // A new receiver on host b for the next attempt (its VM makes a new VMI).
-        dest.kubectl_ok(&["delete", "vmi", VM]);
+        dest.kubectl_ok(&["delete", "vmi", VM, "--timeout=120s"]);
         let second_receiver = waiting(&dest);
         assert_ne!(first_receiver, second_receiver);
     }
 
-    apply(
-        &dest,
-        "in-1.yaml",
-        &receive_vmim(&format!("{VM}-in"), MIGRATION_ID),
-    );
+    // The migration that succeeds: with the objects written by kubectl, or (when 3a has
+    // already written them that way) by `ferrovirt migrate`, which writes the same objects.
     let started = Instant::now();
-    apply(
-        &source,
-        "out-1.yaml",
-        &send_vmim(&format!("{VM}-out"), MIGRATION_ID, &dest),
-    );
+    let (out_name, in_name) = if failure_first {
+        let kubeconfig = dest.kubeconfig();
+        let out = source.cli(&[
+            "migrate",
+            VM,
+            "--to",
+            kubeconfig.to_str().unwrap(),
+            "--timeout",
+            "4m",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!("ferrovirt migrate:\n{stderr}{stdout}");
+        assert!(
+            out.status.success(),
+            "ferrovirt migrate failed: {stderr}{stdout}\nsource log:\n{}\ndestination log:\n{}",
+            source.log_digest(),
+            dest.log_digest()
+        );
+        assert!(stdout.contains("migrated to"), "{stdout}");
+        let named = |prefix: &str| {
+            stderr
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or_else(|| panic!("no {prefix:?} line in {stderr}"))
+                .to_owned()
+        };
+        (named("source: "), named("destination "))
+    } else {
+        apply(
+            &dest,
+            "in-1.yaml",
+            &receive_vmim(&format!("{VM}-in"), MIGRATION_ID),
+        );
+        apply(
+            &source,
+            "out-1.yaml",
+            &send_vmim(&format!("{VM}-out"), MIGRATION_ID, &dest),
+        );
+        (format!("{VM}-out"), format!("{VM}-in"))
+    };
 
     // 4. Both sides succeed.
-    let sent = final_vmim(&source, &format!("{VM}-out"), Duration::from_secs(900));
+    let sent = final_vmim(&source, &out_name, Duration::from_secs(900));
     println!("source status {}", sent["status"]);
     assert_eq!(
         sent["status"]["phase"],
@@ -333,14 +369,14 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
         source.log(),
         dest.log()
     );
-    let received = final_vmim(&dest, &format!("{VM}-in"), Duration::from_secs(120));
+    let received = final_vmim(&dest, &in_name, Duration::from_secs(120));
     println!("target status {}", received["status"]);
     assert_eq!(received["status"]["phase"], "Succeeded", "{}", dest.log());
     let state = &sent["status"]["migrationState"];
     let stopped = state["sourceStoppedUnixMs"].as_u64();
     let resumed = received["status"]["migrationState"]["targetResumedUnixMs"].as_u64();
     println!(
-        "migration: {:?} from the sender's apply to Succeeded; total {} ms; QEMU downtime {:?} ms; source stop -> destination running {:?} ms",
+        "migration: {:?} from the start to Succeeded; total {} ms; QEMU downtime {:?} ms; source stop -> destination running {:?} ms",
         started.elapsed(),
         state["totalMs"],
         state["downtimeMs"].as_u64(),

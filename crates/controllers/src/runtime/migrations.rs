@@ -515,20 +515,15 @@ impl Controller {
             Confirmation::Running => {}
             Confirmation::Failed(reason) => {
                 tracing::warn!(vm = %run_key.1, %reason, "the destination did not run the migrated VM; resuming it here");
-                return match ferrovirt_vmm::migration::resume_source(&running.handle).await {
-                    Ok(()) => Err((
-                        Some(started),
-                        format!(
-                            "the destination did not run the VM after the switch-over ({reason}); it was resumed on this host"
-                        ),
-                    )),
-                    Err(e) => Err((
-                        Some(started),
-                        format!(
-                            "the destination did not run the VM after the switch-over ({reason}) and it could not be resumed on this host: {e}; it is paused here (`ferrovirt unpause` or stop and start it)"
-                        ),
-                    )),
+                let message = match ferrovirt_vmm::migration::resume_source(&running.handle).await {
+                    Ok(()) => format!(
+                        "the destination did not run the VM after the switch-over ({reason}): it was resumed and keeps running on this host"
+                    ),
+                    Err(e) => format!(
+                        "the destination did not run the VM after the switch-over ({reason}) and it could not be resumed on this host ({e}): it is paused here; stop and start it (its state is intact)"
+                    ),
                 };
+                return Ok(failed(Some(started), message));
             }
             Confirmation::Unknown(detail) => {
                 // Two running copies of one disk and one TPM would be worse than a stopped VM
