@@ -306,8 +306,10 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
         );
         let events = source.kubectl_ok(&["get", "events"]);
         assert!(events.contains("FailedMigration"), "{events}");
-        // A new receiver on host b for the next attempt (its VM makes a new VMI).
-        dest.kubectl_ok(&["delete", "vmi", VM, "--timeout=120s"]);
+        // A new receiver on host b for the next attempt (its VM makes a new VMI of the same name
+        // at once: kubectl's own wait for the deletion can then miss it and wait for ever, a race
+        // in kubectl's `delete --wait`; the new VMI is recognised by its uid instead).
+        dest.kubectl_ok(&["delete", "vmi", VM, "--wait=false"]);
         let second_receiver = waiting(&dest);
         assert_ne!(first_receiver, second_receiver);
     }

@@ -98,11 +98,14 @@ struct Connection {
     address: String,
     /// The path prefix of the server URL (`""` for most).
     prefix: String,
+    /// The `Authorization` header of the kubeconfig's user, if it has a token.
+    authorization: Option<HeaderValue>,
 }
 
 impl TunnelTarget {
     /// Connects to the destination server with the kubeconfig's CA (and client certificate).
     async fn connect(&self) -> Result<Connection, RelayError> {
+        let authorization = self.authorization()?;
         let server = self.credentials.server.clone();
         let (address, host, prefix) = split_url(&server).ok_or_else(|| RelayError::BadUrl {
             url: server.clone(),
@@ -133,6 +136,7 @@ impl TunnelTarget {
             stream: Box::new(tls),
             address,
             prefix,
+            authorization,
         })
     }
 
@@ -152,12 +156,8 @@ impl TunnelTarget {
     /// Opens one channel (`memory` or `blocks`) of the tunnel.
     pub async fn dial(&self, channel: &str) -> Result<Socket, RelayError> {
         let server = self.credentials.server.clone();
-        let authorization = self.authorization()?;
-        let Connection {
-            stream,
-            address,
-            prefix,
-        } = self.connect().await?;
+        let connection = self.connect().await?;
+        let (address, prefix) = (&connection.address, &connection.prefix);
         let url = format!(
             "wss://{address}{prefix}/apis/subresources.kubevirt.io/v1/namespaces/{}/virtualmachineinstances/{}/migrationtunnel/{}/{channel}",
             self.namespace, self.vmi, self.migration_id
@@ -172,10 +172,10 @@ impl TunnelTarget {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("plain.kubevirt.io"),
         );
-        if let Some(value) = authorization {
+        if let Some(value) = connection.authorization {
             request.headers_mut().insert("Authorization", value);
         }
-        match tokio_tungstenite::client_async(request, stream).await {
+        match tokio_tungstenite::client_async(request, connection.stream).await {
             Ok((socket, _)) => Ok(socket),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Err(RelayError::Refused {
@@ -232,11 +232,11 @@ impl TunnelTarget {
             server: server.clone(),
             detail,
         };
-        let authorization = self.authorization()?;
         let Connection {
             stream,
             address,
             prefix,
+            authorization,
         } = self.connect().await?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
