@@ -374,7 +374,7 @@ fn dv_phase(server: &Server, name: &str) -> Option<Value> {
 const ATTACH: &str = "sudo /lib/systemd/systemd-cryptsetup attach secret /dev/disk/by-id/virtio-luksdata - tpm2-device=auto,headless=true";
 
 #[test]
-#[ignore = "18+ min under TCG on 2 cores; run by FERROVIRT_DEBIAN_TEST=1 ./scripts/test.sh"]
+#[ignore = "run alone by ./scripts/test.sh after the other tests (three systemd boots under TCG)"]
 fn debian_guest_ssh_agent_and_luks_sealed_to_the_persistent_tpm() {
     let test_started = Instant::now();
     let image = debian_image();

@@ -1,5 +1,5 @@
-//! VirtualMachineExport between two `ferrovirt serve` hosts, each in its own network namespace
-//! (`support/netns.rs`), with the real engine and the counting test guest (two boots):
+//! VirtualMachineExport between `ferrovirt serve` hosts, each in its own network namespace
+//! (`support/netns.rs`), with the real engine and the counting test guest (three boots):
 //!
 //! 1. on host a, boot 1 of the VM writes a TPM secret and an EFI variable; an export created while
 //!    it runs is Pending with KubeVirt's `InUse` "Virtual Machine default/NAME is running", and
@@ -17,6 +17,8 @@
 //! 3. `vmexport download --all` + `vmexport import` on host b: boot 2 there reads the secret and
 //!    the variable boot 1 wrote on host a, and the imported plain state is encrypted at rest on
 //!    host b from that start on (under host b's own key);
+//!    3b. host c applies the manifests `all` with kubectl (KubeVirt's path: DataVolumes whose
+//!    `http` sources point at host a's export): boot 3 there reads the same secret and variable;
 //! 4. an export past its `ttlDuration` is refused and deleted.
 //!
 //! A second test (no boot) measures the export's throughput (raw and gzip) of a 256 MiB disk
@@ -174,7 +176,7 @@ fn volume_dir(server: &Server, pvc: &str) -> std::path::PathBuf {
 
 #[test]
 fn export_then_import_on_another_host_keeps_tpm_and_efi_state() {
-    let network = TestNetwork::create(2);
+    let network = TestNetwork::create(3);
     let images = tempfile::tempdir_in("/tmp").unwrap();
     let image = images.path().join("ferro-guest.img");
     if std::fs::hard_link(plain_image(), &image).is_err() {
@@ -184,6 +186,7 @@ fn export_then_import_on_another_host_keeps_tpm_and_efi_state() {
     // Both hosts encrypt state at rest (the default), each with its own key-encryption key.
     let a = Server::start_in(&network.hosts[0], true, &["--host-disk-root", root]);
     let b = Server::start_in(&network.hosts[1], true, &["--host-disk-root", root]);
+    let c = Server::start_in(&network.hosts[2], true, &["--host-disk-root", root]);
     let vm_file = manifest(&a, "vm.yaml", &vm_manifest(&image));
     a.kubectl_ok(&["apply", "-f", vm_file.to_str().unwrap()]);
 
@@ -535,6 +538,39 @@ fn export_then_import_on_another_host_keeps_tpm_and_efi_state() {
         assert!(!holds_variable_name(&b_vars, name), "{name} at rest on b");
     }
     assert!(b_root.join(STATE_KEY_RECORD).is_file());
+
+    // 3b. The same through the manifests `all` (what a KubeVirt cluster applies): host c applies
+    // them with kubectl alone; its DataVolume imports the state volume over HTTPS from host a's
+    // export (`contentType: archive`, the export's CA from the ConfigMap, the token from the
+    // header Secret); the VM keeps its firmware.uuid, and boot 3 there reads the same state.
+    let all = manifest(&c, "all.yaml", &manifests);
+    c.kubectl_ok(&["apply", "-f", all.to_str().unwrap()]);
+    let state_dv = format!("persistent-state-for-{VM}");
+    let imported_dv = c.wait_for(
+        "host c's state DataVolume to be imported from host a",
+        Duration::from_secs(180),
+        || {
+            object(&c, "dv", &state_dv)
+                .filter(|d| matches!(d["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        },
+    );
+    assert_eq!(
+        imported_dv["status"]["phase"],
+        "Succeeded",
+        "{}\n{}",
+        imported_dv["status"],
+        c.log_digest()
+    );
+    let on_c = object(&c, "vm", VM).unwrap();
+    assert_eq!(
+        on_c["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"],
+        uuid.as_str()
+    );
+    c.cli_ok(&["start", VM]);
+    let third = finish_boot(&c, VM, 0);
+    assert_eq!(third.get("tpm-secret"), Some(secret.as_str()));
+    assert_eq!(third.get("efivar"), Some(efivar.as_str()));
+    eprintln!("host c (manifests `all`) read the same TPM secret and EFI variable");
 
     // 4. An export past its TTL is refused, then deleted.
     // (A TTL long enough for the steps before the first request on a loaded 2-core machine.)

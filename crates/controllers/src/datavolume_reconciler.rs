@@ -121,7 +121,10 @@ fn flow_of(dv: &DataVolume) -> Flow {
     }
 }
 
-/// The PVC made for a DataVolume: same name and namespace, owned by it.
+/// The PVC made for a DataVolume: same name and namespace, owned by it, with the DataVolume's
+/// labels and annotations under CDI's own (CDI's `newPersistentVolumeClaim` copies them: a
+/// manifest's DataVolume labelled `persistent-state-for: <vm>`, as KubeVirt's export writes it
+/// for the backend-storage volume, gives the VM its backend-storage PVC that way).
 pub fn claim_for(dv_value: &Value, dv: &DataVolume) -> Value {
     let (ns, name) = (meta_str(dv_value, "namespace"), meta_str(dv_value, "name"));
     let claim = dv.claim_spec().cloned().unwrap_or_default();
@@ -134,7 +137,14 @@ pub fn claim_for(dv_value: &Value, dv: &DataVolume) -> Value {
     let kind = source
         .and_then(|s| s.set_sources().into_iter().next())
         .unwrap_or("none");
-    let mut annotations_map = serde_json::Map::new();
+    let copied = |key: &str| {
+        dv_value
+            .pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut annotations_map = copied("annotations");
     annotations_map.insert(
         annotations::CREATED_FOR_DV.into(),
         json!(meta_str(dv_value, "uid")),
@@ -162,17 +172,22 @@ pub fn claim_for(dv_value: &Value, dv: &DataVolume) -> Value {
     if let Some(class) = claim.storage_class_name.as_ref().filter(|c| !c.is_empty()) {
         spec["storageClassName"] = json!(class);
     }
+    let mut labels = serde_json::Map::new();
+    for (key, value) in [
+        ("app", "containerized-data-importer"),
+        ("app.kubernetes.io/component", "storage"),
+        ("app.kubernetes.io/managed-by", "cdi-controller"),
+    ] {
+        labels.insert(key.into(), json!(value));
+    }
+    labels.extend(copied("labels"));
     json!({
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {
             "name": name,
             "namespace": ns,
-            "labels": {
-                "app": "containerized-data-importer",
-                "app.kubernetes.io/component": "storage",
-                "app.kubernetes.io/managed-by": "cdi-controller",
-            },
+            "labels": labels,
             "annotations": annotations_map,
             "ownerReferences": [{
                 "apiVersion": ferrovirt_api::cdi::CDI_API_VERSION, "kind": "DataVolume",

@@ -5,6 +5,7 @@
 //! Events as the run moves, stop the engine when the VMI is being deleted and release the VMI's
 //! finalizer once the run is over.
 
+use ferrovirt_api::cdi::annotations;
 use ferrovirt_api::kubevirt::VirtualMachineInstanceSpec;
 use ferrovirt_resources::VMIS;
 use ferrovirt_resources::kubevirt::meta_str;
@@ -107,7 +108,22 @@ fn start(vmi: &Value, world: &VmWorld) -> Vec<Action> {
     }
     if needs_backend_storage(vmi) {
         match world.backend_pvc() {
-            Some(pvc) if bound_volume(pvc).is_some() => {}
+            Some(pvc) if bound_volume(pvc).is_some() => match state_import(pvc) {
+                StateImport::None | StateImport::Done => {}
+                // Never start on a state a DataVolume is still writing (looked at again when
+                // the PVC changes).
+                StateImport::Running => return Vec::new(),
+                StateImport::Failed(reason) => {
+                    let message = format!(
+                        "the backend-storage PVC {} was to be filled by its DataVolume, whose import failed ({reason}); fix the DataVolume's source and re-create it, then start the VM again",
+                        meta_str(pvc, "name")
+                    );
+                    return vec![
+                        Action::event(vmi, EventType::Warning, "FailedCreate", &message),
+                        set_phase(vmi, "Failed", Some(("FailedCreate", &message)), world),
+                    ];
+                }
+            },
             Some(_) => return Vec::new(), // looked at again when the PVC is bound
             None if owner_is_vm(vmi) => return Vec::new(), // the VM's reconcile creates it
             None => {
@@ -524,6 +540,38 @@ pub fn needs_backend_storage(vmi: &Value) -> bool {
 }
 
 /// The local-path volume a PVC is bound to.
+/// Whether a DataVolume writes a backend-storage PVC (a KubeVirt export's manifests `all` bring
+/// the VM's state as a DataVolume labelled `persistent-state-for: <vm>`, whose PVC CDI labels
+/// alike).
+#[derive(Debug, PartialEq, Eq)]
+enum StateImport {
+    /// The PVC is not a DataVolume's.
+    None,
+    Running,
+    Done,
+    Failed(String),
+}
+
+fn state_import(pvc: &Value) -> StateImport {
+    let annotation = |key: &str| {
+        pvc.pointer("/metadata/annotations")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+    };
+    if annotation(annotations::CREATED_FOR_DV).is_none() {
+        return StateImport::None;
+    }
+    match annotation(annotations::POD_PHASE) {
+        Some("Succeeded") => StateImport::Done,
+        Some("Failed") => StateImport::Failed(
+            annotation(annotations::RUNNING_MESSAGE)
+                .unwrap_or("no message")
+                .to_owned(),
+        ),
+        _ => StateImport::Running,
+    }
+}
+
 pub fn bound_volume(pvc: &Value) -> Option<&str> {
     pvc.pointer("/spec/volumeName")
         .and_then(Value::as_str)

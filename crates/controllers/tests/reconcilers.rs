@@ -322,6 +322,45 @@ fn vmi_reconcile_table() {
 }
 
 #[test]
+fn a_vm_waits_while_a_data_volume_writes_its_backend_storage() {
+    // The PVC of a DataVolume (a KubeVirt export's manifests bring a VM's state that way).
+    let imported = |phase: Option<&str>| {
+        let mut pvc = pvc(true);
+        pvc["metadata"]["annotations"] = json!({"cdi.kubevirt.io/createdForDataVolume": "dv-uid"});
+        if let Some(phase) = phase {
+            pvc["metadata"]["annotations"]["cdi.kubevirt.io/storage.pod.phase"] = json!(phase);
+            pvc["metadata"]["annotations"]["cdi.kubevirt.io/storage.condition.running.message"] =
+                json!("HTTP 404");
+        }
+        pvc
+    };
+    let pending = vmi("Pending", true);
+    for phase in [None, Some("Running")] {
+        let world = World::new(None, vec![imported(phase)]);
+        assert!(vmi_actions(Some(&pending), &world).is_empty(), "{phase:?}");
+    }
+    let done = World::new(None, vec![imported(Some("Succeeded"))]);
+    assert_eq!(
+        vmi_actions(Some(&pending), &done),
+        ["vmi status \"Scheduled\"", "start engine adopt=false"]
+    );
+    let failed = World::new(None, vec![imported(Some("Failed"))]);
+    let actions = reconcile_vmi("d", "vm", Some(&pending), &failed.view());
+    assert_eq!(
+        actions.iter().map(describe).collect::<Vec<_>>(),
+        ["event FailedCreate", "vmi status \"Failed\""]
+    );
+    let Action::UpdateStatus { object, .. } = &actions[1] else {
+        panic!("expected a status write")
+    };
+    let message = object["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("HTTP 404") && message.contains("re-create it"),
+        "{message}"
+    );
+}
+
+#[test]
 fn standalone_vmi_needing_backend_storage_fails_with_reason() {
     let mut standalone = vmi("Pending", true);
     standalone["metadata"]["ownerReferences"] = json!([]);
