@@ -194,8 +194,9 @@ impl TunnelTarget {
         }
     }
 
-    /// The phase of the receiving VMI on the destination (`None`: it does not exist there).
-    pub async fn receiver_phase(&self) -> Result<Option<String>, RelayError> {
+    /// The phase and reason of the receiving VMI on the destination (`None`: it does not exist
+    /// there).
+    pub async fn receiver_phase(&self) -> Result<Option<(String, String)>, RelayError> {
         let path = format!(
             "/apis/kubevirt.io/v1/namespaces/{}/virtualmachineinstances/{}",
             self.namespace, self.vmi
@@ -209,12 +210,13 @@ impl TunnelTarget {
                         server: self.credentials.server.clone(),
                         detail: format!("GET {path}: not a VirtualMachineInstance: {e}"),
                     })?;
-                Ok(Some(
-                    vmi.pointer("/status/phase")
+                let text = |pointer: &str| {
+                    vmi.pointer(pointer)
                         .and_then(serde_json::Value::as_str)
                         .unwrap_or_default()
-                        .to_owned(),
-                ))
+                        .to_owned()
+                };
+                Ok(Some((text("/status/phase"), text("/status/reason"))))
             }
             code => Err(RelayError::Refused {
                 server: self.credentials.server.clone(),

@@ -15,9 +15,10 @@
 //!   `vmm::migration::send`. After the switch-over the source QEMU stays paused until the
 //!   destination says its receiving VMI runs (libvirt's confirm step); then it quits and its run
 //!   ends as `Migrated` (its stop records the state as usual: the source keeps its last
-//!   generation). If the destination reports its receiver failed, the guest resumes here and the
-//!   migration fails; without an answer within a minute the source ends as after a success (two
-//!   running copies of one disk and TPM would be worse than a stopped VM whose state is kept).
+//!   generation). If the destination reports its receiver failed before its guest ran, the guest
+//!   resumes here and the migration fails; on anything else (no answer within a minute, a VMI
+//!   that ended otherwise or is gone) the source ends as after a success (two running copies of
+//!   one disk and TPM would be worse than a stopped VM whose state is kept).
 //!   On a failure before the switch-over `send` has cancelled everything and the guest runs on.
 
 use std::collections::HashMap;
@@ -630,23 +631,31 @@ impl Controller {
 enum Confirmation {
     /// Its guest runs there.
     Running,
-    /// Its receiver failed (or is gone) before its guest ran.
+    /// Its receiver failed before its guest ran (the VMI `Failed` with the executor's reason
+    /// `FailedMigration`): only then may the source's guest run again.
     Failed(String),
-    /// No answer within [`CONFIRM_TIMEOUT`] (the destination unreachable or still busy).
+    /// Anything else: no answer within [`CONFIRM_TIMEOUT`], or a VMI that ended otherwise or is
+    /// gone (its guest may have run there: resuming the source would fork the disks and TPM).
     Unknown(String),
 }
 
 /// How long the source waits for the destination to say its guest runs.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one reading of the destination may take.
+const CONFIRM_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What one reading of the receiving VMI's phase means (`None`: this reading decides nothing).
-fn confirmation_of(phase: Option<&str>) -> Option<Confirmation> {
-    match phase {
-        Some("Running") => Some(Confirmation::Running),
-        Some(phase @ ("Failed" | "Succeeded")) => Some(Confirmation::Failed(format!(
-            "its VirtualMachineInstance is {phase}"
+/// What one reading of the receiving VMI (phase, reason; `None`: no such VMI) means (`None`:
+/// this reading decides nothing yet).
+fn confirmation_of(vmi: Option<(&str, &str)>) -> Option<Confirmation> {
+    match vmi {
+        Some(("Running", _)) => Some(Confirmation::Running),
+        Some(("Failed", "FailedMigration")) => Some(Confirmation::Failed(
+            "its VirtualMachineInstance failed to receive it".into(),
+        )),
+        Some((phase @ ("Failed" | "Succeeded"), reason)) => Some(Confirmation::Unknown(format!(
+            "its VirtualMachineInstance ended {phase} ({reason:?}) without saying it ran"
         ))),
-        None => Some(Confirmation::Failed(
+        None => Some(Confirmation::Unknown(
             "its VirtualMachineInstance is gone".into(),
         )),
         Some(_) => None,
@@ -658,26 +667,29 @@ fn confirmation_of(phase: Option<&str>) -> Option<Confirmation> {
 async fn confirm_destination(target: &TunnelTarget) -> Confirmation {
     let deadline = Instant::now() + CONFIRM_TIMEOUT;
     loop {
-        let last = match target.receiver_phase().await {
-            Ok(phase) => {
-                if let Some(decided) = confirmation_of(phase.as_deref()) {
+        let reading = tokio::time::timeout(CONFIRM_READ_TIMEOUT, target.receiver_phase()).await;
+        let last = match reading {
+            Ok(Ok(vmi)) => {
+                let vmi = vmi.as_ref().map(|(p, r)| (p.as_str(), r.as_str()));
+                if let Some(decided) = confirmation_of(vmi) {
                     return decided;
                 }
                 format!(
                     "its VirtualMachineInstance is {:?}",
-                    phase.unwrap_or_default()
+                    vmi.map(|(phase, _)| phase).unwrap_or_default()
                 )
             }
-            Err(
+            Ok(Err(
                 e @ RelayError::Refused {
                     code: 401 | 403, ..
                 },
-            ) => {
+            )) => {
                 return Confirmation::Unknown(format!(
                     "{e} (the kubeconfig's user needs `get` on virtualmachineinstances there)"
                 ));
             }
-            Err(e) => e.to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CONFIRM_READ_TIMEOUT:?}"),
         };
         if Instant::now() > deadline {
             return Confirmation::Unknown(format!("after {CONFIRM_TIMEOUT:?}: {last}"));
@@ -697,21 +709,26 @@ mod tests {
     #[test]
     fn the_destination_confirms_by_its_receivers_phase() {
         assert_eq!(
-            confirmation_of(Some("Running")),
+            confirmation_of(Some(("Running", ""))),
             Some(Confirmation::Running)
         );
         for undecided in ["WaitingForSync", "Scheduled", "Pending", ""] {
-            assert_eq!(confirmation_of(Some(undecided)), None, "{undecided}");
+            assert_eq!(confirmation_of(Some((undecided, ""))), None, "{undecided}");
         }
-        assert_eq!(
-            confirmation_of(Some("Failed")),
-            Some(Confirmation::Failed(
-                "its VirtualMachineInstance is Failed".into()
-            ))
-        );
+        assert!(matches!(
+            confirmation_of(Some(("Failed", "FailedMigration"))),
+            Some(Confirmation::Failed(_))
+        ));
+        // A guest that may have run there is never resumed here.
+        for ended in [("Failed", "Crashed"), ("Succeeded", "")] {
+            assert!(
+                matches!(confirmation_of(Some(ended)), Some(Confirmation::Unknown(_))),
+                "{ended:?}"
+            );
+        }
         assert!(matches!(
             confirmation_of(None),
-            Some(Confirmation::Failed(reason)) if reason.contains("gone")
+            Some(Confirmation::Unknown(reason)) if reason.contains("gone")
         ));
     }
 
