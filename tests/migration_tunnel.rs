@@ -202,12 +202,12 @@ fn credentials(server: &Server) -> ferrovirt_auth::kubeconfig::Credentials {
 
 // Known bug, not fixed: under load the guest's TPM driver sometimes hangs on the destination
 // after the switch-over ("watchdog: BUG: soft lockup ... [tpm2]", once a reboot), each time when
-// a TPM command was in flight as the source paused. Likely cause: QEMU 7.2's tpm-crb writes the
-// response into its command buffer (guest RAM) without marking it dirty, so a response that
-// lands after that page was last sent never reaches the destination (QEMU later marks it dirty
-// on completion). 2 failures in 5 suite runs here and in CI; out of the default suite until fixed:
+// a TPM command was in flight as the source paused. Cause not known: the source waits at
+// pre-switchover until the command completed, and QEMU 7.2's tpm-crb marks its command buffer
+// dirty on completion (checked in Debian's source), so the response should reach the final RAM
+// pass. 2 failures in 5 suite runs here and in CI; out of the default suite until found:
 // `cargo nextest run --run-ignored only -E 'test(/^migration_tunnel::/)'`.
-#[ignore = "known bug: a TPM response in flight at the switch-over can be lost (see the comment)"]
+#[ignore = "known bug: the guest's TPM driver can hang on the destination when a command was in flight at the switch-over (see the comment)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_migration_through_the_destination_api() {
     // The destination is its own host (network namespace); this test process, on the same

@@ -31,8 +31,9 @@ pub struct MigrateArgs {
     #[arg(value_name = "NAME")]
     pub vm: String,
     /// The destination server's kubeconfig (its CA and a user allowed to create VMs and
-    /// VirtualMachineInstanceMigrations there; certificates embedded as `-data`, since a copy of
-    /// it is kept in a Secret on this server).
+    /// VirtualMachineInstanceMigrations there and to read its VirtualMachineInstances, which
+    /// this server does to learn that the VM runs there before its own copy ends; certificates
+    /// embedded as `-data`, since a copy of it is kept in a Secret on this server).
     #[arg(long = "to", value_name = "KUBECONFIG")]
     pub to: PathBuf,
     /// The destination kubeconfig's context (default: its current-context).
@@ -253,7 +254,7 @@ fn migrate(args: &MigrateArgs) -> Result<Result<String, String>, ClientError> {
                     .and_then(Value::as_str)
                     .unwrap_or("no reason recorded");
                 return Ok(Err(format!(
-                    "the migration failed: {reason} (the VM keeps running here; `kubectl get events` on both servers tells more)"
+                    "the migration failed: {reason} (`kubectl get events` on both servers tells more)"
                 )));
             }
             _ => {}

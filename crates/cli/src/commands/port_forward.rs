@@ -223,7 +223,7 @@ async fn connect(dialer: &Dialer) -> Result<Socket, ClientError> {
 
 /// What the end of the local input means: WebSocket has no half-close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AtLocalEnd {
+pub(crate) enum AtLocalEnd {
     /// A local client closed its connection: close the forward.
     Close,
     /// Standard input ended (a request was sent, as `nc` does it): keep relaying the guest's
@@ -231,8 +231,13 @@ enum AtLocalEnd {
     AwaitGuest,
 }
 
-/// Relays bytes between a local stream and the `portforward` WebSocket until either closes.
-async fn relay(local: impl AsyncRead + AsyncWrite + Send, socket: Socket, at_end: AtLocalEnd) {
+/// Relays bytes between a local stream and a WebSocket of the API (`portforward`, `vnc`) until
+/// either closes.
+pub(crate) async fn relay(
+    local: impl AsyncRead + AsyncWrite + Send,
+    socket: Socket,
+    at_end: AtLocalEnd,
+) {
     let (mut local_rx, mut local_tx) = tokio::io::split(local);
     let (mut to_server, mut from_server) = socket.split();
     let upstream = async {

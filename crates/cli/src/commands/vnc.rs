@@ -13,12 +13,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Client, ClientArgs, ClientError, status_error};
-use crate::commands::console::{Dialer, Retry, Socket};
+use crate::commands::console::{Dialer, Retry};
+use crate::commands::port_forward::{AtLocalEnd, relay};
 use crate::connection::Connection;
 
 /// The first bytes of a PNG file.
@@ -181,7 +179,7 @@ async fn proxy(args: &VncArgs, name: &str) -> Result<(), ClientError> {
                     let dialer = dialer.clone();
                     tokio::spawn(async move {
                         match dialer.connect().await {
-                            Ok(socket) => relay(viewer, socket).await,
+                            Ok(socket) => relay(viewer, socket, AtLocalEnd::Close).await,
                             Err(Retry::Yes(e) | Retry::No(e)) => {
                                 eprintln!("error: cannot open the VNC console: {e}");
                             }
@@ -192,45 +190,6 @@ async fn proxy(args: &VncArgs, name: &str) -> Result<(), ClientError> {
             },
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
-    }
-}
-
-/// Relays bytes between a viewer's TCP connection and the `vnc` WebSocket until either closes.
-async fn relay(viewer: tokio::net::TcpStream, socket: Socket) {
-    let (mut viewer_rx, mut viewer_tx) = viewer.into_split();
-    let (mut to_server, mut from_server) = socket.split();
-    let upstream = async {
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            match viewer_rx.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let chunk = buffer[..n].to_vec();
-                    if to_server.send(Message::Binary(chunk.into())).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = to_server.send(Message::Close(None)).await;
-    };
-    let downstream = async {
-        while let Some(Ok(message)) = from_server.next().await {
-            let bytes = match message {
-                Message::Binary(bytes) => bytes.to_vec(),
-                Message::Text(text) => text.as_bytes().to_vec(),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            if viewer_tx.write_all(&bytes).await.is_err() {
-                break;
-            }
-        }
-        let _ = viewer_tx.shutdown().await;
-    };
-    tokio::select! {
-        () = upstream => {}
-        () = downstream => {}
     }
 }
 
