@@ -392,7 +392,9 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
     assert_eq!(
         after[0].0,
         last_on_source.0 + 1,
-        "source {last_on_source:?}, destination {after:?}"
+        "source {last_on_source:?}, destination {after:?}\ndestination serial log:\n{}\ndestination log:\n{}",
+        std::fs::read_to_string(serial_log(&dest)).unwrap_or_default(),
+        dest.log()
     );
     assert_chain(&before, &before[0].2);
     assert_chain(&after, &before[0].2);
