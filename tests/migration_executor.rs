@@ -13,7 +13,9 @@
 //!    PCR 16 chain unbroken, the same secret); host b's VM runs with the restored run strategy
 //!    and a first state generation, host a's VM is `Halted` and its state generations are kept;
 //! 5. a stop and start on host b: the new boot unseals the same secret (its TPM state, encrypted
-//!    under host b's key, is the one that arrived).
+//!    under host b's key, is the one that arrived); while it is stopped, host b's volume holds
+//!    host a's local CA and `meta/` files (not its key record), and the `tpm/ek` view shows the
+//!    same EK certificates and CA chain on both hosts, verified.
 //!
 //! With fault points (the suite's build), a first migration fails on host b after the
 //! switch-over (`engine.incoming.before-resume`: its receiver cannot resume): the source learns it
@@ -132,6 +134,21 @@ fn wait_ticks(server: &Server, count: usize, within: Duration) -> Vec<(u64, Stri
         let found = ticks(server);
         (found.len() >= count).then_some(found)
     })
+}
+
+/// The backend-storage volume directory of the VM on a host (its PVC's bound volume).
+fn volume_dir(server: &Server) -> PathBuf {
+    let out = server.kubectl_ok(&[
+        "get",
+        "pvc",
+        "-l",
+        &format!("persistent-state-for={VM}"),
+        "-o",
+        "json",
+    ]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let volume = list["items"][0]["spec"]["volumeName"].as_str().unwrap();
+    server.data_dir().join("volumes").join(volume)
 }
 
 /// The number of state generations a host keeps of the VM.
@@ -420,6 +437,34 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
     dest.wait_for("host b's VM to stop", Duration::from_secs(120), || {
         object(&dest, "vmi", VM).is_none().then_some(())
     });
+    // The rest of the volume came along: the local CA that issued the EK certificates (host b
+    // verifies them against it, as host a does) and meta/, but not host a's key record.
+    let (from, to) = (volume_dir(&source), volume_dir(&dest));
+    let localca = std::fs::read_dir(from.join("swtpm-localca"))
+        .unwrap()
+        .count();
+    assert!(localca >= 4, "host a's local CA has {localca} files");
+    for dir in ["swtpm-localca", "meta/ferrovirt/ek"] {
+        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
+            let name = entry.unwrap().file_name();
+            assert_eq!(
+                std::fs::read(from.join(dir).join(&name)).unwrap(),
+                std::fs::read(to.join(dir).join(&name)).unwrap_or_default(),
+                "{dir}/{name:?} on host b"
+            );
+        }
+    }
+    let key_record = |root: &Path| std::fs::read(root.join("meta/ferrovirt/state-key.json")).ok();
+    assert!(key_record(&to).is_some() && key_record(&from) != key_record(&to));
+    let ek = |server: &Server| -> Value {
+        serde_json::from_str(&server.cli_ok(&["tpm", "ek", VM, "-o", "json"])).unwrap()
+    };
+    let (ek_a, ek_b) = (ek(&source), ek(&dest));
+    assert_eq!(ek_a["certificates"], ek_b["certificates"]);
+    assert_eq!(ek_a["chain"], ek_b["chain"]);
+    for cert in ek_b["certificates"].as_array().unwrap() {
+        assert_eq!(cert["chainVerified"], true, "{cert}");
+    }
     let boots = std::fs::read_to_string(serial_log(&dest))
         .unwrap_or_default()
         .matches("FERRO: boot")

@@ -2,7 +2,12 @@
 //! `GET /apis/subresources.kubevirt.io/v1/namespaces/NS/virtualmachineinstances/NAME/
 //! migrationtunnel/MIGRATION-ID/CHANNEL` (`CHANNEL`: `memory` or `blocks`), relayed to the
 //! receiving QEMU's unix socket of that channel in the VMI's runtime dir
-//! (`vmm::migration`: `migration.sock`, `nbd.sock`).
+//! (`vmm::migration`: `migration.sock`, `nbd.sock`); and `volume-files`, which the server takes
+//! itself: the source's `meta/` and `swtpm-localca/` as one gzipped tar in binary messages ended
+//! by a text message `end`, unpacked (checked entry by entry, at most
+//! `storage::volume_files::MAX_PACKED_BYTES`) into the receiver's runtime dir, where the engine
+//! moves them into the volume once the migration has arrived. The answer is a text message:
+//! `staged N` or `error: WHAT`.
 //!
 //! It is an ordinary request through the one router entry and the chain: TLS, authentication
 //! (the source server presents the destination's kubeconfig credentials), RBAC on
@@ -12,11 +17,12 @@
 //! VirtualMachineInstanceMigration in its namespace with `spec.receive.migrationID` equal to
 //! `MIGRATION-ID` and `spec.vmiName` equal to `NAME` open a tunnel.
 
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use ferrovirt_resources::{VMIMS, VMIS};
 use ferrovirt_storage::VmUuid;
 use ferrovirt_store::ListOptions;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
 use crate::app::AppState;
@@ -103,7 +109,12 @@ pub async fn handler(
         Ok(runtime) => runtime,
         Err(e) => return e.into_response(),
     };
-    let socket_path = runtime.join(channel.socket_name());
+    let Some(socket_name) = channel.socket_name() else {
+        return ws
+            .protocols(["plain.kubevirt.io"])
+            .on_upgrade(move |socket| take_volume_files(socket, runtime));
+    };
+    let socket_path = runtime.join(socket_name);
     let connected = tokio::net::UnixStream::connect(&socket_path).await;
     crate::console::relay_or_unavailable(
         ws,
@@ -111,4 +122,49 @@ pub async fn handler(
         "reach the receiving QEMU's migration socket",
         &socket_path,
     )
+}
+
+/// The `volume-files` channel: reads the packed files up to the text message `end`, stages them
+/// in `runtime` and answers `staged N` (or `error: WHAT`, and nothing is staged).
+async fn take_volume_files(mut socket: WebSocket, runtime: std::path::PathBuf) {
+    let answer = match read_packed(&mut socket).await {
+        Ok(packed) => {
+            let staged = tokio::task::spawn_blocking(move || {
+                ferrovirt_storage::volume_files::stage(&packed, &runtime)
+            })
+            .await;
+            match staged {
+                Ok(Ok(files)) => format!("staged {}", files.len()),
+                Ok(Err(e)) => format!("error: {e}"),
+                Err(e) => format!("error: staging the volume files failed: {e}"),
+            }
+        }
+        Err(reason) => format!("error: {reason}"),
+    };
+    if answer.starts_with("error") {
+        tracing::warn!(%answer, "a migration's volume files were refused");
+    }
+    let _ = socket.send(Message::Text(answer.into())).await;
+    let _ = socket.close().await;
+}
+
+async fn read_packed(socket: &mut WebSocket) -> Result<Vec<u8>, String> {
+    let limit = ferrovirt_storage::volume_files::MAX_PACKED_BYTES;
+    let mut packed = Vec::new();
+    while let Some(message) = socket.next().await {
+        match message.map_err(|e| format!("the volume files' stream broke: {e}"))? {
+            Message::Binary(bytes) => {
+                if packed.len() + bytes.len() > limit {
+                    return Err(format!(
+                        "the volume files are more than {limit} bytes (a state volume's meta/ and swtpm-localca/ hold KiBs)"
+                    ));
+                }
+                packed.extend_from_slice(&bytes);
+            }
+            Message::Text(text) if text.as_str() == "end" => return Ok(packed),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    Err("the volume files' stream ended before its text message \"end\"".into())
 }

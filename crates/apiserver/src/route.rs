@@ -98,13 +98,17 @@ pub enum Route {
     DeletedVmState { namespace: String, uuid: String },
 }
 
-/// The two streams of one migration.
+/// The channels of one migration's tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TunnelChannel {
     /// QEMU's migration stream.
     Memory,
     /// The NBD connections of the block mirrors.
     Blocks,
+    /// The backend-storage volume's files no QEMU stream carries (`meta/`, `swtpm-localca/`):
+    /// a gzipped tar the server stages in the receiver's runtime dir
+    /// (`storage::volume_files`).
+    VolumeFiles,
 }
 
 impl TunnelChannel {
@@ -112,15 +116,19 @@ impl TunnelChannel {
         match text {
             "memory" => Some(Self::Memory),
             "blocks" => Some(Self::Blocks),
+            "volume-files" => Some(Self::VolumeFiles),
             _ => None,
         }
     }
 
-    /// The socket's name in the runtime dir (`vmm::migration`'s caller picks the same).
-    pub fn socket_name(self) -> &'static str {
+    /// The receiving QEMU's socket name in the runtime dir for a relayed channel
+    /// (`vmm::migration`'s caller picks the same); `None` for the volume files, which the
+    /// server takes itself.
+    pub fn socket_name(self) -> Option<&'static str> {
         match self {
-            Self::Memory => ferrovirt_vmm::migration::MEMORY_SOCKET,
-            Self::Blocks => ferrovirt_vmm::migration::BLOCKS_SOCKET,
+            Self::Memory => Some(ferrovirt_vmm::migration::MEMORY_SOCKET),
+            Self::Blocks => Some(ferrovirt_vmm::migration::BLOCKS_SOCKET),
+            Self::VolumeFiles => None,
         }
     }
 }
@@ -465,6 +473,33 @@ mod tests {
                 name: "vm".into(),
                 action: VmAction::Restart
             }
+        );
+        for (text, channel) in [
+            ("memory", TunnelChannel::Memory),
+            ("blocks", TunnelChannel::Blocks),
+            ("volume-files", TunnelChannel::VolumeFiles),
+        ] {
+            assert_eq!(
+                parse(
+                    false,
+                    &format!("subresources.kubevirt.io/v1/namespaces/d/virtualmachineinstances/vm/migrationtunnel/m1/{text}")
+                )
+                .unwrap(),
+                Route::MigrationTunnel {
+                    namespace: "d".into(),
+                    name: "vm".into(),
+                    migration_id: "m1".into(),
+                    channel
+                }
+            );
+        }
+        assert_eq!(TunnelChannel::VolumeFiles.socket_name(), None);
+        assert!(
+            parse(
+                false,
+                "subresources.kubevirt.io/v1/namespaces/d/virtualmachineinstances/vm/migrationtunnel/m1/disks"
+            )
+            .is_err()
         );
         assert_eq!(
             parse(

@@ -41,6 +41,10 @@ pub enum RelayError {
         code: u16,
         body: String,
     },
+    #[error(
+        "the destination {server} did not take the volume's meta/ and swtpm-localca/: {detail}"
+    )]
+    VolumeFiles { server: String, detail: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -192,6 +196,48 @@ impl TunnelTarget {
                 detail: format!("WebSocket handshake: {e}"),
             }),
         }
+    }
+
+    /// Sends the backend-storage volume's files no QEMU stream carries (`packed`, from
+    /// `Engine::pack_volume_files`) through the `volume-files` channel: binary messages, then the
+    /// text `end`; the destination answers `staged N` once they are in its receiver's runtime
+    /// dir. Returns N.
+    pub async fn send_volume_files(&self, packed: &[u8]) -> Result<usize, RelayError> {
+        let server = self.credentials.server.clone();
+        let broken = |detail: String| RelayError::VolumeFiles {
+            server: server.clone(),
+            detail,
+        };
+        let mut socket = self.dial("volume-files").await?;
+        for chunk in packed.chunks(64 * 1024) {
+            socket
+                .send(Message::Binary(chunk.to_vec().into()))
+                .await
+                .map_err(|e| broken(e.to_string()))?;
+        }
+        socket
+            .send(Message::Text("end".into()))
+            .await
+            .map_err(|e| broken(e.to_string()))?;
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(message) = socket.next().await {
+                match message {
+                    Ok(Message::Text(text)) => return Ok(text.to_string()),
+                    Ok(Message::Close(_)) => break,
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Err("the channel closed without an answer".to_owned())
+        })
+        .await
+        .map_err(|_| broken("no answer within 60 s".into()))?
+        .map_err(broken)?;
+        let _ = socket.close(None).await;
+        answer
+            .strip_prefix("staged ")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| broken(answer.strip_prefix("error: ").unwrap_or(&answer).to_owned()))
     }
 
     /// The phase and reason of the receiving VMI on the destination (`None`: it does not exist

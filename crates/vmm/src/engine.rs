@@ -99,6 +99,8 @@ pub enum EngineError {
     Keys(#[from] ferrovirt_keys::KeyError),
     #[error("live migration: {0}")]
     Migration(#[from] crate::migration::MigrationError),
+    #[error("live migration: the backend-storage volume's meta/ and swtpm-localca/: {0}")]
+    VolumeFiles(#[from] ferrovirt_storage::export::ExportError),
     #[error(
         "the VM {name} is running ({what} alive on this host); stop it before rolling its state back"
     )]

@@ -12,7 +12,9 @@
 //! - Source (`MigrationWork::Send`): the destination's credentials from the kubeconfig Secret the
 //!   migration names ([`DESTINATION_KUBECONFIG`]), the URL from `spec.sendTo.connectURL`; the
 //!   tunnel is probed until the receiver listens, then `migration_relay` relays the running VM's
-//!   `vmm::migration::send`. After the switch-over the source QEMU stays paused until the
+//!   `vmm::migration::send`, after the volume's files no QEMU stream carries (`meta/` without
+//!   the key record, `swtpm-localca/`) went through the tunnel's `volume-files` channel. After
+//!   the switch-over the source QEMU stays paused until the
 //!   destination says its receiving VMI runs (libvirt's confirm step); then it quits and its run
 //!   ends as `Migrated` (its stop records the state as usual: the source keeps its last
 //!   generation). If the destination reports its receiver failed before its guest ran, the guest
@@ -469,6 +471,19 @@ impl Controller {
         }
         self.migrations.set(key, MigrationJob::TargetReady);
         self.enqueue(key.clone());
+        // The volume's files no QEMU stream carries (the local CA, meta/) go first: the
+        // destination installs them when the migration arrives.
+        let packed = tokio::task::block_in_place(|| {
+            ferrovirt_vmm::engine::Engine::pack_volume_files(&running.plan)
+        })
+        .map_err(|e| (None, e.to_string()))?;
+        if let Some(packed) = packed {
+            let staged = target
+                .send_volume_files(&packed)
+                .await
+                .map_err(|e| (None, e.to_string()))?;
+            tracing::info!(vm = %run_key.1, files = staged, bytes = packed.len(), "sent the volume's meta/ and swtpm-localca/ to the destination");
+        }
         let runtime_dir = self.engine.runtime_path(&running.plan.uuid);
         let relay = migration_relay::listen(target.clone(), &runtime_dir)
             .map_err(|e| (None, e.to_string()))?;

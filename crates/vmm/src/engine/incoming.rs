@@ -1,12 +1,17 @@
 //! The engine's side of receiving a live migration (`crate::migration`): the destination VM
 //! started paused with `-incoming defer` on state prepared by [`crate::state::prepare_incoming`]
 //! (an empty TPM state dir, a template VARS), listening on its runtime dir's migration and NBD
-//! sockets; once the source's state has arrived, the persistent state is sealed and recorded as
+//! sockets; once the source's state has arrived, the volume files the source sent through the
+//! tunnel's `volume-files` channel (`meta/`, `swtpm-localca/`, staged in the runtime dir by the
+//! API server) are moved into the volume, and the persistent state is sealed and recorded as
 //! this host's first generation of the VM before the guest runs again, and the run becomes an
 //! ordinary run (`run.json`, VARS sync) that [`Engine::wait`] and [`Engine::stop`] finish as
 //! any other.
 
 use std::time::{Duration, SystemTime};
+
+use ferrovirt_storage::backend::META_DIR;
+use ferrovirt_storage::volume_files;
 
 use super::{Engine, EngineError, RunningVm, StartNotes, VarsSyncTask, remove_dir_if_exists};
 use crate::disks::prepare_disks;
@@ -130,12 +135,20 @@ impl Engine {
         note: &str,
     ) -> Result<Arrival, EngineError> {
         migration::wait_received(&running.handle, timeout, status).await?;
+        let runtime_path = self.runtime_path(&running.plan.uuid);
+        if let Some(volume) = &running.plan.state_volume {
+            let keep_local = keep_local();
+            let installed = tokio::task::block_in_place(|| {
+                volume_files::install(&runtime_path, volume, &[keep_local.as_str()])
+            })?;
+            let _ = std::fs::remove_dir_all(runtime_path.join(volume_files::STAGING_DIR));
+            tracing::debug!(vm = %running.plan.name, files = installed.len(), "installed the migrated volume files");
+        }
         let mut sync = running.state.as_mut().and_then(|s| s.vars_sync.take());
         if let Some(sync) = sync.as_mut() {
             tokio::task::block_in_place(|| sync.seal_now())
                 .map_err(crate::state::StateFault::from)?;
         }
-        let runtime_path = self.runtime_path(&running.plan.uuid);
         let generations = super::generations_dir(&self.data_dir, &running.plan)?;
         let generation = {
             let state_plan = self.state_plan(&running.plan, &runtime_path, generations.as_deref());
@@ -154,6 +167,17 @@ impl Engine {
         })
     }
 
+    /// Source: the files of `plan`'s backend-storage volume that no QEMU stream carries
+    /// (`meta/` without this host's key record, `swtpm-localca/`) as the gzipped tar the
+    /// destination's `volume-files` tunnel channel takes; `None` without a volume.
+    pub fn pack_volume_files(plan: &super::VmPlan) -> Result<Option<Vec<u8>>, EngineError> {
+        let Some(volume) = &plan.state_volume else {
+            return Ok(None);
+        };
+        let keep_local = keep_local();
+        Ok(Some(volume_files::pack(volume, &[keep_local.as_str()])?))
+    }
+
     /// Ends a receiver whose migration failed: kills its QEMU and swtpm, removes what the
     /// stream wrote into the volume (it was empty: nothing of the VM's is lost), the generation
     /// recorded of it, and the runtime dir. The VM keeps running on the source (which resumes
@@ -167,6 +191,18 @@ impl Engine {
             let arrived = running.state.as_ref().and_then(|s| s.recorded);
             tokio::task::block_in_place(|| crate::state::discard_incoming(&state_plan, arrived));
         }
+        if let Some(volume) = &running.plan.state_volume {
+            let keep_local = keep_local();
+            tokio::task::block_in_place(|| {
+                volume_files::remove_installed(volume, &[keep_local.as_str()]);
+            });
+        }
         let _ = remove_dir_if_exists(&runtime_path);
     }
+}
+
+/// The volume file that never leaves its host: the data-key record, wrapped by this host's
+/// key-encryption key (relative to the volume root).
+fn keep_local() -> String {
+    format!("{META_DIR}/{}", ferrovirt_keys::STATE_KEY_FILE)
 }
