@@ -136,21 +136,6 @@ fn wait_ticks(server: &Server, count: usize, within: Duration) -> Vec<(u64, Stri
     })
 }
 
-/// The backend-storage volume directory of the VM on a host (its PVC's bound volume).
-fn volume_dir(server: &Server) -> PathBuf {
-    let out = server.kubectl_ok(&[
-        "get",
-        "pvc",
-        "-l",
-        &format!("persistent-state-for={VM}"),
-        "-o",
-        "json",
-    ]);
-    let list: Value = serde_json::from_str(&out).unwrap();
-    let volume = list["items"][0]["spec"]["volumeName"].as_str().unwrap();
-    server.data_dir().join("volumes").join(volume)
-}
-
 /// The number of state generations a host keeps of the VM.
 fn generations(server: &Server) -> usize {
     let dir = server
@@ -439,7 +424,7 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
     });
     // The rest of the volume came along: the local CA that issued the EK certificates (host b
     // verifies them against it, as host a does) and meta/, but not host a's key record.
-    let (from, to) = (volume_dir(&source), volume_dir(&dest));
+    let (from, to) = (source.state_volume_dir(VM), dest.state_volume_dir(VM));
     let localca = std::fs::read_dir(from.join("swtpm-localca"))
         .unwrap()
         .count();

@@ -32,7 +32,7 @@ mod server;
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -138,21 +138,6 @@ fn uuid_of(vm: &Value) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-/// The backend-storage volume directory of a VM (through its PVC's bound volume).
-fn volume_dir(server: &Server, vm: &str) -> PathBuf {
-    let out = server.kubectl_ok(&[
-        "get",
-        "pvc",
-        "-l",
-        &format!("persistent-state-for={vm}"),
-        "-o",
-        "json",
-    ]);
-    let list: Value = serde_json::from_str(&out).unwrap();
-    let volume = list["items"][0]["spec"]["volumeName"].as_str().unwrap();
-    server.data_dir().join("volumes").join(volume)
 }
 
 fn digest(path: &Path) -> String {
@@ -354,7 +339,7 @@ fn snapshots_and_restores_carry_the_tpm_and_the_efi_variables() {
     );
 
     // 5. Restore `a` to new VMs: a copy, and one with a fresh TPM and reset VARS.
-    let old_volume = volume_dir(&server, &name);
+    let old_volume = server.state_volume_dir(&name);
     let old_tpm = old_volume.join(format!("swtpm/{uuid}/tpm2/tpm2-00.permall"));
     let old_vars = old_volume.join(format!("nvram/{name}_VARS.fd"));
     let (old_tpm_digest, old_vars_digest) = (digest(&old_tpm), digest(&old_vars));
@@ -402,7 +387,7 @@ fn snapshots_and_restores_carry_the_tpm_and_the_efi_variables() {
     let restored = boot(&server, &copy);
     assert_eq!(restored.get("tpm-secret"), Some(s1.as_str()));
     assert_eq!(restored.get("efivar"), Some(e1.as_str()));
-    let copy_volume = volume_dir(&server, &copy);
+    let copy_volume = server.state_volume_dir(&copy);
     assert!(
         copy_volume
             .join(format!("swtpm/{copy_uuid}/tpm2/tpm2-00.permall"))
@@ -413,7 +398,7 @@ fn snapshots_and_restores_carry_the_tpm_and_the_efi_variables() {
     let fresh_boot = boot(&server, &fresh);
     assert_eq!(fresh_boot.get("tpm-secret"), Some("absent"));
     assert_eq!(fresh_boot.get("efivar"), Some("absent"));
-    let fresh_volume = volume_dir(&server, &fresh);
+    let fresh_volume = server.state_volume_dir(&fresh);
     let ca = |volume: &Path| {
         std::fs::read(volume.join("swtpm-localca/issuercert.pem")).unwrap_or_default()
     };

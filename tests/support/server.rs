@@ -211,6 +211,24 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// The backend-storage volume directory of a VM (its `persistent-state-for` PVC's bound
+    /// volume under the data dir).
+    pub fn state_volume_dir(&self, vm: &str) -> PathBuf {
+        let out = self.kubectl_ok(&[
+            "get",
+            "pvc",
+            "-l",
+            &format!("persistent-state-for={vm}"),
+            "-o",
+            "json",
+        ]);
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let volume = list["items"][0]["spec"]["volumeName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no bound backend-storage PVC for {vm}: {out}"));
+        self.data_dir().join("volumes").join(volume)
+    }
+
     /// (Re)starts the serve process on the same port and data dir.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
