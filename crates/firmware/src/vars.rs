@@ -42,6 +42,8 @@ const VARIABLE_STORE_HEALTHY: u8 = 0xfe;
 const VARIABLE_START_ID: u16 = 0x55aa;
 const VAR_ADDED: u8 = 0x3f;
 const VAR_IN_DELETED_TRANSITION: u8 = 0xfe;
+/// The state edk2 gives a record once its header is written, before its name and data.
+const VAR_HEADER_VALID_ONLY: u8 = 0x7f;
 const AUTH_VARIABLE_HEADER_LEN: usize = 60;
 const PLAIN_VARIABLE_HEADER_LEN: usize = 32;
 
@@ -444,6 +446,22 @@ fn parse_variables(
         let (Some(name_size), Some(data_size)) = (name_size, data_size) else {
             return Err(damaged("truncated header".into()));
         };
+        // A write cut off while edk2 programmed this header (power lost, QEMU killed): edk2 writes
+        // the header with its state still erased (0xff), then the state "header valid only",
+        // then name and data, then "added". A header not yet added with a field still erased
+        // (all ones) counts as a record with no name and no data, as edk2's NameSizeOfVariable
+        // and DataSizeOfVariable count it; it is not a variable, and edk2 reclaims it at its
+        // next start. (A record already added with such a field is damage.)
+        let erased_field = state == 0xff
+            || attributes == u32::MAX
+            || name_size == u32::MAX
+            || data_size == u32::MAX;
+        let cut_off = erased_field && matches!(state, 0xff | VAR_HEADER_VALID_ONLY);
+        let (name_size, data_size) = if cut_off {
+            (0, 0)
+        } else {
+            (name_size, data_size)
+        };
         let vendor =
             EfiGuid::read(bytes, guid_off).ok_or_else(|| damaged("truncated header".into()))?;
         let name_end = header_end
@@ -454,7 +472,8 @@ fn parse_variables(
             .checked_add(data_size as usize)
             .filter(|e| *e <= store_end)
             .ok_or_else(|| damaged(format!("data size {data_size} runs past the store")))?;
-        let is_live = state == VAR_ADDED || state == (VAR_ADDED & VAR_IN_DELETED_TRANSITION);
+        let is_live =
+            !cut_off && (state == VAR_ADDED || state == (VAR_ADDED & VAR_IN_DELETED_TRANSITION));
         if is_live {
             if name_size % 2 != 0 {
                 return Err(damaged(format!("odd name size {name_size}")));
@@ -780,6 +799,35 @@ mod tests {
         assert!(matches!(
             problem_of(&b),
             VarsProblem::DamagedVariable { offset: 0xb8, .. }
+        ));
+    }
+
+    #[test]
+    fn a_header_cut_off_while_edk2_wrote_it_is_not_damage() {
+        let good = real(MS);
+        let before = list_variables_bytes(Path::new("f"), &good).unwrap();
+        let end = parse_image(&good).unwrap();
+        let at = end.records_start + end.store_used;
+        assert_eq!(
+            u16_at(&good, at),
+            Some(0xffff),
+            "the free area starts erased"
+        );
+        // edk2's step 1 cut off: the start id and attributes written, state and sizes still
+        // erased (what a crash matrix run left in a VM's VARS after QEMU was killed).
+        let mut torn = good.clone();
+        torn[at..at + 2].copy_from_slice(&VARIABLE_START_ID.to_le_bytes());
+        torn[at + 4..at + 8].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(list_variables_bytes(Path::new("f"), &torn).unwrap(), before);
+        // Step 2 done (header valid only), the name size cut off: the same.
+        torn[at + 2] = VAR_HEADER_VALID_ONLY;
+        assert_eq!(list_variables_bytes(Path::new("f"), &torn).unwrap(), before);
+        check_vars_bytes(Path::new("f"), &torn, None).unwrap();
+        // A record already added with an erased size is damage.
+        torn[at + 2] = VAR_ADDED;
+        assert!(matches!(
+            problem_of(&torn),
+            VarsProblem::DamagedVariable { .. }
         ));
     }
 
