@@ -33,14 +33,21 @@ fn carried(path: &str, keep_local: &[&str]) -> bool {
     CARRIED.contains(&top) && path.contains('/') && !keep_local.contains(&path)
 }
 
+/// The regular files of `tree` that travel (see [`carried`]).
+fn carried_files<'a>(
+    tree: &'a ExportTree,
+    keep_local: &'a [&str],
+) -> impl Iterator<Item = &'a export::ExportEntry> + 'a {
+    tree.entries()
+        .iter()
+        .filter(move |e| e.kind.size().is_some() && carried(&e.path, keep_local))
+}
+
 /// The carried files of the volume at `root` as a gzipped tar (`./meta/...`,
 /// `./swtpm-localca/...`), without the files named in `keep_local`.
 pub fn pack(root: &Path, keep_local: &[&str]) -> Result<Vec<u8>, ExportError> {
     let tree = ExportTree::of_directory(root)?;
-    let files: Vec<(String, PathBuf)> = tree
-        .entries()
-        .iter()
-        .filter(|e| e.kind.size().is_some() && carried(&e.path, keep_local))
+    let files: Vec<(String, PathBuf)> = carried_files(&tree, keep_local)
         .map(|e| (e.path.clone(), root.join(&e.path)))
         .collect();
     let packed = ExportTree::from_files(&files)?.write_tar_gz(Vec::new())?;
@@ -85,10 +92,7 @@ pub fn install(
     }
     let tree = ExportTree::of_directory(&staging)?;
     let mut written = Vec::new();
-    for entry in tree.entries() {
-        if entry.kind.size().is_none() || !carried(&entry.path, keep_local) {
-            continue;
-        }
+    for entry in carried_files(&tree, keep_local) {
         let target = root.join(&entry.path);
         if let Some(parent) = target.parent() {
             atomic::create_dir_private(parent)?;
@@ -105,10 +109,8 @@ pub fn remove_installed(root: &Path, keep_local: &[&str]) {
     let Ok(tree) = ExportTree::of_directory(root) else {
         return;
     };
-    for entry in tree.entries() {
-        if entry.kind.size().is_some() && carried(&entry.path, keep_local) {
-            let _ = fs::remove_file(root.join(&entry.path));
-        }
+    for entry in carried_files(&tree, keep_local) {
+        let _ = fs::remove_file(root.join(&entry.path));
     }
 }
 
