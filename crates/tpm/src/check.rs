@@ -19,7 +19,7 @@ use crate::key::StateKey;
 use crate::offline::{DEFAULT_SWTPM, OfflineError, OfflineSwtpm};
 use crate::tpm2::{
     HANDLE_EK_ECC, HANDLE_EK_RSA, NV_INDEX_EK_CERT_ECC, NV_INDEX_EK_CERT_RSA,
-    NV_INDEX_PLATFORM_CERT, TpmChannel, TpmCommandError,
+    NV_INDEX_PLATFORM_CERT, NvPublic, TpmChannel, TpmCommandError,
 };
 
 /// The file holding a TPM 2.0's permanent state in swtpm's dir backend.
@@ -118,6 +118,9 @@ pub struct StateInfo {
     pub has_platform_cert: bool,
     /// The EK certificates, if [`CheckOptions::read_ek_certificates`] was set.
     pub ek_certificates: Vec<EkCertificate>,
+    /// The public areas of the certificate indices that exist (RSA EK, ECC EK, platform), if
+    /// [`CheckOptions::read_ek_certificates`] was set: attributes show whether they are locked.
+    pub certificate_indices: Vec<(u32, NvPublic)>,
     /// How long the check took.
     pub duration: Duration,
 }
@@ -303,6 +306,7 @@ pub fn check_state_with(state_dir: &Path, opts: &CheckOptions) -> Result<StateIn
         has_ek: probe.has_ek,
         has_ek_cert: probe.has_ek_cert,
         has_platform_cert: probe.has_platform_cert,
+        certificate_indices: probe.certificate_indices,
         ek_certificates: probe.ek_certificates,
         duration: started.elapsed(),
     })
@@ -342,6 +346,7 @@ struct Probe {
     has_ek_cert: bool,
     has_platform_cert: bool,
     ek_certificates: Vec<EkCertificate>,
+    certificate_indices: Vec<(u32, NvPublic)>,
 }
 
 enum ProbeError {
@@ -362,7 +367,9 @@ fn probe_tpm(swtpm: &OfflineSwtpm, read_certs: bool) -> Result<Probe, ProbeError
     tpm.startup_clear()?;
     let has_ek = tpm.object_exists(HANDLE_EK_RSA)?;
     let _has_ecc_ek = tpm.object_exists(HANDLE_EK_ECC)?;
-    let has_platform_cert = tpm.nv_read_public(NV_INDEX_PLATFORM_CERT)?.is_some();
+    let platform = tpm.nv_read_public(NV_INDEX_PLATFORM_CERT)?;
+    let has_platform_cert = platform.is_some();
+    let mut certificate_indices = Vec::new();
     let mut has_ek_cert = false;
     let mut ek_certificates = Vec::new();
     for (kind, index) in [
@@ -376,6 +383,7 @@ fn probe_tpm(swtpm: &OfflineSwtpm, read_certs: bool) -> Result<Probe, ProbeError
             has_ek_cert = true;
         }
         if read_certs {
+            certificate_indices.push((index, public));
             let der = tpm.nv_read_all(index, public.data_size)?;
             if !is_der_sequence(&der) {
                 return Err(ProbeError::BadCertificate(index));
@@ -387,11 +395,15 @@ fn probe_tpm(swtpm: &OfflineSwtpm, read_certs: bool) -> Result<Probe, ProbeError
             });
         }
     }
+    if let (true, Some(public)) = (read_certs, platform) {
+        certificate_indices.push((NV_INDEX_PLATFORM_CERT, public));
+    }
     Ok(Probe {
         has_ek,
         has_ek_cert,
         has_platform_cert,
         ek_certificates,
+        certificate_indices,
     })
 }
 

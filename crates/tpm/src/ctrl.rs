@@ -11,6 +11,14 @@ use std::time::{Duration, Instant};
 pub const CMD_INIT: u32 = 2;
 /// CMD_SHUTDOWN: shut the TPM down; swtpm then exits.
 pub const CMD_SHUTDOWN: u32 = 3;
+/// CMD_GET_INFO: a JSON document about the TPM (swtpm's `ptm_getinfo`).
+pub const CMD_GET_INFO: u32 = 0x12;
+/// GET_INFO flag: the TPM specification (family, level, revision).
+pub const INFO_TPM_SPECIFICATION: u64 = 1;
+/// GET_INFO flag: the TPM attributes (manufacturer, version, model).
+pub const INFO_TPM_ATTRIBUTES: u64 = 2;
+/// Largest GET_INFO text accepted (swtpm's buffer is 3072 bytes).
+const MAX_INFO: usize = 4096;
 /// Init flag: delete the volatile state before initialising.
 pub const INIT_FLAG_DELETE_VOLATILE: u32 = 1;
 
@@ -81,6 +89,32 @@ impl CtrlChannel {
     /// CMD_SHUTDOWN: swtpm stores nothing more and exits.
     pub fn shutdown(&mut self) -> std::io::Result<TpmResult> {
         self.command(CMD_SHUTDOWN, &[])
+    }
+
+    /// CMD_GET_INFO with `flags`: the result and swtpm's JSON text (what swtpm_setup reads to
+    /// pass the TPM's specification and attributes on to the certificate tool).
+    pub fn get_info(&mut self, flags: u64) -> std::io::Result<(TpmResult, String)> {
+        let mut payload = Vec::with_capacity(16);
+        payload.extend_from_slice(&flags.to_be_bytes());
+        payload.extend_from_slice(&0u32.to_be_bytes()); // offset
+        payload.extend_from_slice(&0u32.to_be_bytes()); // pad
+        let result = self.command(CMD_GET_INFO, &payload)?;
+        if !result.is_success() {
+            return Ok((result, String::new()));
+        }
+        let mut lengths = [0u8; 8];
+        self.stream.read_exact(&mut lengths)?;
+        let length = u32::from_be_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]) as usize;
+        if length > MAX_INFO {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("swtpm's GET_INFO answer claims {length} bytes"),
+            ));
+        }
+        let mut text = vec![0u8; length];
+        self.stream.read_exact(&mut text)?;
+        let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+        Ok((result, String::from_utf8_lossy(&text[..end]).into_owned()))
     }
 
     fn command(&mut self, code: u32, payload: &[u8]) -> std::io::Result<TpmResult> {

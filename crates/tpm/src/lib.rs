@@ -4,7 +4,8 @@
 //! engine's job; this crate only runs swtpm offline on private copies. It also reads the TPM's
 //! endorsement credentials (EK certificates, public keys, the local CA's chain) offline.
 //! Encryption at rest is swtpm's own (`key`: the key reaches swtpm through a pipe, never a file);
-//! `reencrypt` converts a state between keys (or from/to plain) on private copies.
+//! `reencrypt` converts a state between keys (or from/to plain) on private copies. `pool` keeps
+//! TPMs manufactured ahead of need and personalizes one for a VM at its first start.
 
 pub mod check;
 pub mod ctrl;
@@ -14,6 +15,7 @@ pub mod key;
 pub mod localca;
 pub mod manufacture;
 mod offline;
+pub mod pool;
 mod process;
 pub mod reencrypt;
 pub mod socket;
@@ -30,4 +32,5 @@ pub use manufacture::{
     EkCertificateFile, ManufactureError, ManufactureOptions, ManufactureOutcome, ManufactureReport,
     ManufactureRequest, RsaKeySize, VmId, manufacture,
 };
+pub use pool::{ClaimedTpm, PoolError, PoolKind, TpmPool};
 pub use reencrypt::reencrypt_state;

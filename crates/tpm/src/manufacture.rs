@@ -25,14 +25,16 @@ pub const DEFAULT_SWTPM_SETUP: &str = "/usr/bin/swtpm_setup";
 /// Default bound for one swtpm_setup run (measured: ~0.7-1.2 s; RSA key generation on a loaded
 /// 2-core host can take several seconds).
 pub const DEFAULT_MANUFACTURE_TIMEOUT: Duration = Duration::from_secs(60);
+/// coreutils' nice, for a low-priority swtpm_setup.
+const NICE: &str = "/usr/bin/nice";
 /// Lock file in the local CA dir serialising manufactures of one volume.
 pub const MANUFACTURE_LOCK: &str = ".manufacture.lock";
 /// Prefix of the staging dirs inside a state dir.
-const STAGING_PREFIX: &str = ".manufacture-";
+pub(crate) const STAGING_PREFIX: &str = ".manufacture-";
 /// Staging dirs older than this are leftovers of a crash and are removed.
 const STALE_STAGING_AGE: Duration = Duration::from_secs(600);
 /// Log lines shown in an error.
-const LOG_TAIL_LINES: usize = 15;
+pub(crate) const LOG_TAIL_LINES: usize = 15;
 
 /// The VM identity swtpm_setup writes into the EK certificate's subject (`--vmid NAME:UUID`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,11 @@ pub struct ManufactureOptions {
     pub state_key: Option<StateKey>,
     /// If set, keep copies of the EK certificates (DER, 0600) in this dir.
     pub ek_cert_dir: Option<PathBuf>,
+    /// `--lock-nvram`: write-lock the certificate indices (always, except for a pooled TPM,
+    /// whose certificates are replaced when a VM claims it; see [`crate::pool`]).
+    pub lock_nvram: bool,
+    /// Run swtpm_setup at the lowest CPU priority (`nice -n 19`: the pool's background fill).
+    pub low_priority: bool,
 }
 
 impl Default for ManufactureOptions {
@@ -128,6 +135,8 @@ impl Default for ManufactureOptions {
             platform: PlatformInfo::default(),
             state_key: None,
             ek_cert_dir: None,
+            lock_nvram: true,
+            low_priority: false,
         }
     }
 }
@@ -202,6 +211,8 @@ pub struct ManufactureReport {
     pub ca_created: bool,
     /// The EK certificates (empty for `AlreadyManufactured`).
     pub ek_certificates: Vec<EkCertificateFile>,
+    /// Whether the TPM came out of the pool of TPMs manufactured ahead of need.
+    pub from_pool: bool,
     /// Wall time of the whole call.
     pub duration: Duration,
 }
@@ -328,7 +339,13 @@ pub fn manufacture(req: &ManufactureRequest) -> Result<ManufactureReport, Manufa
     let log_file = work.path().join("swtpm_setup.log");
     let out_file = work.path().join("swtpm_setup.out");
 
-    let mut cmd = Command::new(&opts.swtpm_setup);
+    let mut cmd = if opts.low_priority {
+        let mut nice = Command::new(NICE);
+        nice.args(["-n", "19"]).arg(&opts.swtpm_setup);
+        nice
+    } else {
+        Command::new(&opts.swtpm_setup)
+    };
     cmd.args(setup_args(
         req,
         &ca,
@@ -412,12 +429,13 @@ pub fn manufacture(req: &ManufactureRequest) -> Result<ManufactureReport, Manufa
         state_file,
         ca_created,
         ek_certificates,
+        from_pool: false,
         duration: started.elapsed(),
     })
 }
 
 /// The report for an existing state, or `None` if there is none.
-fn existing(
+pub(crate) fn existing(
     state_file: &Path,
     started: Instant,
 ) -> Result<Option<ManufactureReport>, ManufactureError> {
@@ -429,6 +447,7 @@ fn existing(
             state_sha256: Sha256Digest::of(&state),
             ca_created: false,
             ek_certificates: Vec::new(),
+            from_pool: false,
             duration: started.elapsed(),
         })),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -440,7 +459,7 @@ fn existing(
     }
 }
 
-fn validate(req: &ManufactureRequest) -> Result<(), ManufactureError> {
+pub(crate) fn validate(req: &ManufactureRequest) -> Result<(), ManufactureError> {
     let invalid =
         |field: &'static str, reason: String| ManufactureError::InvalidRequest { field, reason };
     for (field, path) in [
@@ -503,7 +522,11 @@ fn setup_args(
         "--createek".into(),
         "--create-ek-cert".into(),
         "--create-platform-cert".into(),
-        "--lock-nvram".into(),
+    ];
+    if opts.lock_nvram {
+        args.push("--lock-nvram".into());
+    }
+    let rest: [OsString; 7] = [
         "--not-overwrite".into(),
         "--pcr-banks".into(),
         opts.pcr_banks.clone().into(),
@@ -512,6 +535,7 @@ fn setup_args(
         "--write-ek-cert-files".into(),
         ek_dir.into(),
     ];
+    args.extend(rest);
     if opts.state_key.is_some() {
         args.extend(StateKey::swtpm_setup_args());
     }
@@ -561,7 +585,7 @@ fn collect_ek_certs(
 }
 
 /// Removes staging dirs a crashed manufacture left behind (best effort).
-fn remove_stale_staging(state_dir: &Path) {
+pub(crate) fn remove_stale_staging(state_dir: &Path) {
     let Ok(entries) = fs::read_dir(state_dir) else {
         return;
     };

@@ -52,11 +52,22 @@ impl OfflineSwtpm {
         key: Option<&StateKey>,
         deadline: Instant,
     ) -> Result<Self, OfflineError> {
+        Self::start_on(swtpm, work, &Self::state_dir(work), key, deadline)
+    }
+
+    /// Starts swtpm on the state in `state` (a private dir of the caller's; swtpm writes to
+    /// it), with its sockets and log in `work` (a short path: a socket path holds 107 bytes).
+    pub fn start_on(
+        swtpm: &Path,
+        work: &Path,
+        state: &Path,
+        key: Option<&StateKey>,
+        deadline: Instant,
+    ) -> Result<Self, OfflineError> {
         let io = |action: &str| {
             let action = action.to_owned();
             move |source| OfflineError::Io { action, source }
         };
-        let state = Self::state_dir(work);
         let ctrl_socket = work.join("ctrl.sock");
         let server_socket = work.join("srv.sock");
         let log_file = work.join("swtpm.log");
@@ -65,7 +76,7 @@ impl OfflineSwtpm {
         cmd.arg("socket")
             .arg("--tpm2")
             .arg("--tpmstate")
-            .arg(kv("dir", &state, ",mode=0600"))
+            .arg(kv("dir", state, ",mode=0600"))
             .arg("--ctrl")
             .arg(kv("type=unixio,path", &ctrl_socket, ",mode=0600"))
             .arg("--server")
@@ -143,16 +154,33 @@ impl OfflineSwtpm {
         process::read_lossy(&self.log_file) + &process::read_lossy(&self.stderr_file)
     }
 
-    /// CMD_SHUTDOWN, then waits (bounded) for swtpm to exit; kills it if it does not.
-    pub fn shutdown(mut self) {
+    /// CMD_GET_INFO (see [`CtrlChannel::get_info`]).
+    pub fn get_info(&mut self, flags: u64) -> Result<(TpmResult, String), OfflineError> {
+        self.ctrl
+            .get_info(flags)
+            .map_err(|source| OfflineError::Io {
+                action: "send CMD_GET_INFO".to_owned(),
+                source,
+            })
+    }
+
+    /// CMD_SHUTDOWN, then waits (bounded) for swtpm to exit: whether it exited cleanly (status
+    /// 0) in time; it is killed if it did not exit.
+    pub fn shutdown_clean(mut self) -> bool {
         let _ = self.ctrl.shutdown();
         let remaining = self.remaining().max(Duration::from_millis(200));
-        if !matches!(
-            process::wait_bounded(&mut self.child, remaining),
-            Ok(WaitOutcome::Exited(_))
-        ) {
-            process::kill_and_reap(&mut self.child);
+        match process::wait_bounded(&mut self.child, remaining) {
+            Ok(WaitOutcome::Exited(status)) => status.success(),
+            _ => {
+                process::kill_and_reap(&mut self.child);
+                false
+            }
         }
+    }
+
+    /// CMD_SHUTDOWN, then waits (bounded) for swtpm to exit; kills it if it does not.
+    pub fn shutdown(self) {
+        let _ = self.shutdown_clean();
     }
 
     fn remaining(&self) -> Duration {

@@ -676,3 +676,152 @@ fn ek_credentials_read_offline_verify_against_the_returned_chain() {
         assert!(why.contains("not signed by"), "{why}");
     }
 }
+
+/// The certificate indices' public areas and the EK certificates of a state (swtpm reads a
+/// private copy).
+fn certificate_view(state_dir: &Path, key: Option<&StateKey>) -> ferrovirt_tpm::StateInfo {
+    let mut opts = CheckOptions::default();
+    opts.read_ek_certificates = true;
+    opts.state_key = key.cloned();
+    check_state_with(state_dir, &opts).unwrap()
+}
+
+#[test]
+fn a_pooled_tpm_personalized_for_a_vm_is_what_a_manufacture_for_it_gives() {
+    use ferrovirt_tpm::tpm2::{NV_WRITELOCKED, NV_WRITTEN};
+    use ferrovirt_tpm::{ManufactureOptions, PoolKind, TpmPool};
+
+    // The reference: a TPM manufactured for the VM at its start.
+    let reference = Volume::new();
+    manufacture(&reference.request()).unwrap();
+    let reference_view = certificate_view(&reference.state_dir(), None);
+
+    let root = tempfile::tempdir().unwrap();
+    let pool = TpmPool::open(
+        root.path().join("pool"),
+        root.path().join("tmp"),
+        ManufactureOptions::default(),
+    )
+    .unwrap();
+    let filled = pool.fill_one(None).unwrap();
+    let sealed_key = StateKey::new([0x5a; 32]);
+    pool.fill_one(Some((sealed_key.clone(), b"wrapped-key".to_vec())))
+        .unwrap();
+    eprintln!("pool fill: {filled:?}");
+    assert_eq!(pool.ready(PoolKind::Plain), 1);
+    assert_eq!(pool.ready(PoolKind::Sealed), 1);
+
+    // One claim per entry: the second finds none.
+    let claimed = pool.claim(PoolKind::Plain).unwrap();
+    assert!(pool.claim(PoolKind::Plain).is_none());
+    assert_eq!(claimed.key_record(), None);
+    let vol = Volume::new();
+    let mut req = vol.request();
+    req.options.ek_cert_dir = Some(vol.root.join("vol/ek-certs"));
+    let report = claimed.personalize_into(&req).unwrap();
+    eprintln!("pooled TPM personalized: {:?}", report.duration);
+    assert!(report.from_pool);
+    assert_eq!(report.outcome, ManufactureOutcome::Manufactured);
+    assert!(report.ca_created);
+    let names: Vec<_> = report
+        .ek_certificates
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["ek-rsa2048.crt", "ek-secp384r1.crt"]);
+    // The claimed entry is gone; only the state is in the state dir; the CA is the volume's.
+    assert_eq!(
+        fs::read_dir(root.path().join("pool/claimed"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let left: Vec<_> = fs::read_dir(vol.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, vec![STATE_FILE.to_owned()]);
+    assert_eq!(mode(&vol.state_dir().join(STATE_FILE)), 0o600);
+    for name in localca::CA_MATERIAL {
+        assert_eq!(mode(&vol.localca_dir().join(name)), 0o600, "{name}");
+    }
+
+    // Same indices with the same attributes (written and write-locked) as the reference.
+    let view = certificate_view(&vol.state_dir(), None);
+    assert!(view.has_ek && view.has_ek_cert && view.has_platform_cert);
+    let attrs = |v: &ferrovirt_tpm::StateInfo| -> Vec<(u32, u32)> {
+        v.certificate_indices
+            .iter()
+            .map(|(i, p)| (*i, p.attributes))
+            .collect()
+    };
+    assert_eq!(attrs(&view), attrs(&reference_view));
+    for (index, attributes) in attrs(&view) {
+        assert_eq!(
+            attributes & (NV_WRITTEN | NV_WRITELOCKED),
+            NV_WRITTEN | NV_WRITELOCKED,
+            "index {index:#x} written and locked"
+        );
+    }
+    // The certificates in NV are the ones reported, name this VM, and verify against the
+    // volume's CA (not the pool's placeholder identity).
+    let in_nv: Vec<_> = view.ek_certificates.iter().map(|c| c.der.clone()).collect();
+    let reported: Vec<_> = report
+        .ek_certificates
+        .iter()
+        .map(|c| c.der.clone())
+        .collect();
+    assert_eq!(in_nv, reported);
+    let needle = b"testvm:0f6b7c1e-aaaa-4bbb-8ccc-123456789abc";
+    fs::create_dir_all(vol.root.join("verify")).unwrap();
+    for der in &in_nv {
+        assert!(
+            der.windows(needle.len()).any(|w| w == needle),
+            "subject names the VM"
+        );
+        assert!(!der.windows(18).any(|w| w == b"ferrovirt-tpm-pool"));
+        assert!(verify_with_certtool(
+            der,
+            &vol.localca_dir(),
+            &vol.root.join("verify")
+        ));
+    }
+    let creds =
+        ferrovirt_tpm::read_ek_credentials(&vol.state_dir(), &vol.localca_dir(), None).unwrap();
+    assert_eq!(creds.certificates.len(), 2);
+    for credential in &creds.certificates {
+        assert_eq!(credential.chain_verification, Ok(()), "{credential:?}");
+    }
+    // The same kinds at the same indices, and the same public key as the pooled TPM's EK
+    // (the certificate certifies the TPM's own key).
+    let reference_creds =
+        ferrovirt_tpm::read_ek_credentials(&reference.state_dir(), &reference.localca_dir(), None)
+            .unwrap();
+    for (ours, theirs) in creds.certificates.iter().zip(&reference_creds.certificates) {
+        assert_eq!(ours.kind, theirs.kind);
+        assert_eq!(ours.nv_index, theirs.nv_index);
+        assert_eq!(ours.certificate.issuer, theirs.certificate.issuer);
+    }
+
+    // A sealed entry: its state needs its own key, which the personalization keeps using.
+    let sealed = pool.claim(PoolKind::Sealed).unwrap();
+    assert_eq!(sealed.key_record().as_deref(), Some(&b"wrapped-key"[..]));
+    let vol2 = Volume::new();
+    let mut req2 = vol2.request();
+    req2.options.state_key = Some(sealed_key.clone());
+    let report2 = sealed.personalize_into(&req2).unwrap();
+    assert!(report2.from_pool);
+    let state = fs::read(vol2.state_dir().join(STATE_FILE)).unwrap();
+    assert!(is_encrypted_state(&state));
+    let view2 = certificate_view(&vol2.state_dir(), Some(&sealed_key));
+    assert_eq!(attrs(&view2), attrs(&reference_view));
+    assert!(check_state(&vol2.state_dir()).is_err(), "needs its key");
+
+    // A volume that already has a TPM state is never touched.
+    pool.fill_one(None).unwrap();
+    let again = pool.claim(PoolKind::Plain).unwrap();
+    let before = fs::read(vol.state_dir().join(STATE_FILE)).unwrap();
+    let report3 = again.personalize_into(&req).unwrap();
+    assert_eq!(report3.outcome, ManufactureOutcome::AlreadyManufactured);
+    assert_eq!(fs::read(vol.state_dir().join(STATE_FILE)).unwrap(), before);
+}
