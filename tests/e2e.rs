@@ -33,6 +33,7 @@ mod security;
 mod serve_admission;
 mod snapshot_restore_serve;
 mod state_restore_serve;
+mod tpm_pool;
 mod trust_serve;
 mod two_hosts;
 mod ui_browser;

@@ -251,6 +251,14 @@ impl Server {
                 &std::net::SocketAddr::new(self.host, self.port).to_string(),
             ])
             .args(&self.extra_args)
+            // No TPM pool unless a test asks for one: each pool fill costs ~1 s of CPU, and
+            // the suite starts hundreds of servers on two cores (tests/tpm_pool.rs tests it).
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--tpm-pool-size"))
+                    .then_some(["--tpm-pool-size", "0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("FERROVIRT_ACCEL", "tcg")
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -32,6 +32,8 @@ use ferrovirt_store::{Store, StoreError, StoreOptions};
 use ferrovirt_vmm::hostpath::HostPathPolicy;
 
 pub use ferrovirt_apiserver::watch_limit::DEFAULT_WATCHES_PER_CLIENT;
+/// TPMs kept manufactured ahead of need without `--tpm-pool-size`.
+pub const DEFAULT_TPM_POOL_SIZE: usize = 2;
 
 pub mod host_view;
 pub mod notify;
@@ -68,6 +70,8 @@ pub struct ServeConfig {
     pub state_retention: Duration,
     /// How many watches one client may hold open (`--max-watches-per-client`).
     pub max_watches_per_client: usize,
+    /// How many TPMs are kept manufactured ahead of need (`--tpm-pool-size`; 0: none).
+    pub tpm_pool_size: usize,
     /// Where the runs' runtime dirs (sockets, pid files) live instead of `<data-dir>/run`
     /// (`--runtime-dir`; the service's `/run/ferrovirt`), recorded in the data dir.
     pub runtime_dir: Option<PathBuf>,
@@ -272,6 +276,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             client,
             config.data_dir.clone(),
             host_paths.clone(),
+            config.tpm_pool_size,
             Some(metrics.clone()),
             export_endpoint,
         )

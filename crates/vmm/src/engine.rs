@@ -120,6 +120,8 @@ pub struct Engine {
     host_paths: HostPathPolicy,
     /// The key providers of the data dir (encryption at rest, `serve --state-encryption`).
     keyring: Keyring,
+    /// TPMs manufactured ahead of need (`serve --tpm-pool-size`).
+    tpm_pool: Option<std::sync::Arc<crate::tpm_pool::PoolService>>,
 }
 
 /// A started VM and what its start did.
@@ -267,6 +269,7 @@ impl Engine {
             data_dir,
             accel: probe_accelerator().await,
             descriptors: loaded.descriptors,
+            tpm_pool: None,
         })
     }
 
@@ -279,6 +282,18 @@ impl Engine {
     pub fn with_host_paths(mut self, policy: HostPathPolicy) -> Self {
         self.host_paths = policy;
         self
+    }
+
+    /// Keeps `size` TPMs manufactured ahead of need (see [`crate::tpm_pool`]; 0: none).
+    pub fn with_tpm_pool(mut self, size: usize) -> Self {
+        self.tpm_pool =
+            crate::tpm_pool::PoolService::start(&self.data_dir, self.keyring.clone(), size);
+        self
+    }
+
+    /// Ready pooled TPMs (persistent, ephemeral); `None` without a pool.
+    pub fn tpm_pool_ready(&self) -> Option<(usize, usize)> {
+        self.tpm_pool.as_ref().map(|pool| pool.ready())
     }
 
     /// Where `hostDisk` files may lie.
@@ -317,6 +332,7 @@ impl Engine {
             ephemeral_localca_dir: &self.ephemeral_localca,
             descriptors: &self.descriptors,
             keyring: &self.keyring,
+            tpm_pool: self.tpm_pool.as_deref(),
         }
     }
 
@@ -722,6 +738,7 @@ pub(crate) fn offline_state_plan<'a>(
         generations_dir,
         runtime_dir: scratch,
         ephemeral_localca_dir: scratch,
+        tpm_pool: None,
         descriptors: &[],
         keyring,
     }

@@ -10,7 +10,8 @@
 //! agent client (`agent`), and what a start tells about the TPM's trust: the EK certificates'
 //! fingerprints (`ek`) and whether this boot's PCR measurements will differ from the last one's
 //! (`boot_guard`); encryption at rest of the persistent state with the VM's data key
-//! (`state_keys`, on `ferrovirt_keys`).
+//! (`state_keys`, on `ferrovirt_keys`); TPMs manufactured ahead of need and refilled in the
+//! background (`tpm_pool`).
 
 /// The firmware crate, for callers that show or edit UEFI variables through `efi_vars`.
 pub use ferrovirt_firmware as firmware;
@@ -43,4 +44,5 @@ pub mod runtime;
 pub mod serial_log;
 pub mod state;
 pub mod state_keys;
+pub mod tpm_pool;
 pub mod vm_snapshot;

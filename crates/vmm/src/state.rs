@@ -142,6 +142,8 @@ pub struct StatePlan<'a> {
     pub descriptors: &'a [FirmwareDescriptor],
     /// The data dir's key providers (encryption at rest).
     pub keyring: &'a Keyring,
+    /// TPMs manufactured ahead of need: a first start takes one if there is one.
+    pub tpm_pool: Option<&'a crate::tpm_pool::PoolService>,
 }
 
 /// The state a run will use, ready for QEMU and swtpm.
@@ -447,6 +449,15 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
                 })?;
             }
         }
+        // A first start with nothing in the volume yet: a TPM out of the pool, if there is
+        // one (a sealed one brings its data key, whose record is written before its state).
+        if data_key.is_none()
+            && let (Some(pool), Some(tpm)) = (plan.tpm_pool, &files.tpm_file)
+            && !tpm.exists()
+            && !state_keys::record_path(&files.volume).exists()
+        {
+            manufactured = personalize_pooled(plan, pool, files);
+        }
         // A first start, or a plain state under an encrypting keyring: a new data key (its
         // record is written before anything is encrypted with it).
         if data_key.is_none() {
@@ -515,12 +526,13 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
         TpmPlan::Ephemeral => {
             let dir = plan.runtime_dir.join("tpm");
             create_private_dir(&dir)?;
-            manufactured = Some(manufacture_tpm(
-                plan,
-                &dir,
-                plan.ephemeral_localca_dir,
-                None,
-            )?);
+            let pooled = plan
+                .tpm_pool
+                .and_then(|pool| personalize_ephemeral(plan, pool, &dir));
+            manufactured = Some(match pooled {
+                Some(report) => report,
+                None => manufacture_tpm(plan, &dir, plan.ephemeral_localca_dir, None)?,
+            });
             Some(dir)
         }
     };
@@ -1028,6 +1040,74 @@ fn manufacture_tpm(
         "manufactured TPM"
     );
     Ok(report)
+}
+
+/// A persistent TPM out of the pool, made this VM's (`None`, logged, when the pool has none or
+/// the personalization fails: the caller then manufactures).
+fn personalize_pooled(
+    plan: &StatePlan<'_>,
+    pool: &crate::tpm_pool::PoolService,
+    files: &PersistentFiles,
+) -> Option<ManufactureReport> {
+    let record_path = state_keys::record_path(&files.volume);
+    let claim = pool.claim_persistent(&record_path)?;
+    let state_key = match &claim.key {
+        Some((key, record)) => {
+            // The record first: a state is never on disk without the key that opens it.
+            if let Err(error) = record.write(&record_path) {
+                tracing::warn!(vm = plan.vm_name, %error, "cannot keep a pooled TPM's data key; manufacturing instead");
+                return None;
+            }
+            Some(state_keys::tpm_key(key))
+        }
+        None => None,
+    };
+    let state_dir = files.volume.tpm_state_dir(plan.vm_uuid);
+    personalize(
+        plan,
+        claim.tpm,
+        &state_dir,
+        &files.volume.localca_dir(),
+        state_key,
+    )
+}
+
+/// An ephemeral TPM out of the pool (signed by the ephemeral CA).
+fn personalize_ephemeral(
+    plan: &StatePlan<'_>,
+    pool: &crate::tpm_pool::PoolService,
+    dir: &Path,
+) -> Option<ManufactureReport> {
+    let tpm = pool.claim_ephemeral()?;
+    personalize(plan, tpm, dir, plan.ephemeral_localca_dir, None)
+}
+
+fn personalize(
+    plan: &StatePlan<'_>,
+    tpm: ferrovirt_tpm::ClaimedTpm,
+    state_dir: &Path,
+    localca_dir: &Path,
+    state_key: Option<StateKey>,
+) -> Option<ManufactureReport> {
+    let vm_id = VmId::new(plan.vm_name, plan.vm_uuid.as_str()).ok()?;
+    let tmp = plan.runtime_dir.join("tmp");
+    create_private_dir(&tmp).ok()?;
+    let mut request = ManufactureRequest::new(state_dir, localca_dir, vm_id, &tmp);
+    request.options.state_key = state_key;
+    match tpm.personalize_into(&request) {
+        Ok(report) => {
+            tracing::info!(
+                vm = plan.vm_name,
+                duration_ms = report.duration.as_millis() as u64,
+                "took a pooled TPM"
+            );
+            Some(report)
+        }
+        Err(error) => {
+            tracing::warn!(vm = plan.vm_name, %error, "a pooled TPM could not be made this VM's; manufacturing instead");
+            None
+        }
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StateFault> {

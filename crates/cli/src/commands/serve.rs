@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// plain state stays plain; for comparison). [default: local]
     #[arg(long = "state-encryption", value_name = "none|local|exec:PLUGIN")]
     pub state_encryption: Option<ferrovirt_keys::EncryptionSetting>,
+    /// How many TPMs are kept manufactured ahead of need (per kind: persistent, and ephemeral
+    /// once one was asked for), refilled in the background at the lowest CPU priority, so a
+    /// VM's first start does not wait for swtpm_setup; 0 switches the pool off. [default: 2]
+    #[arg(long = "tpm-pool-size", value_name = "N")]
+    pub tpm_pool_size: Option<usize>,
 }
 
 /// The data dir without flag or file.
@@ -121,6 +126,10 @@ impl ServeArgs {
                 .max_watches_per_client
                 .or(file.max_watches_per_client)
                 .unwrap_or(ferrovirt_server::DEFAULT_WATCHES_PER_CLIENT),
+            tpm_pool_size: self
+                .tpm_pool_size
+                .or(file.tpm_pool_size)
+                .unwrap_or(ferrovirt_server::DEFAULT_TPM_POOL_SIZE),
             runtime_dir: self
                 .runtime_dir
                 .clone()

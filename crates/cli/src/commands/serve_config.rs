@@ -43,6 +43,7 @@ pub struct ServeFile {
     /// Parsed with the flag's syntax (`7d`, `36h`, `90m`, `1d12h`): see [`ServeFile::retention`].
     pub state_retention: Option<String>,
     pub max_watches_per_client: Option<usize>,
+    pub tpm_pool_size: Option<usize>,
     /// `none`, `local` or `exec:/PATH` (the flag's syntax).
     pub state_encryption: Option<String>,
 }

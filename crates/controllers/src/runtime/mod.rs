@@ -196,10 +196,14 @@ pub async fn spawn(
     client: Arc<dyn ObjectClient>,
     data_dir: PathBuf,
     host_paths: HostPathPolicy,
+    tpm_pool_size: usize,
     metrics: Option<Arc<ferrovirt_metrics::Metrics>>,
     export_endpoint: Option<ExportEndpoint>,
 ) -> Result<(), StartError> {
-    let engine = Engine::new(&data_dir).await?.with_host_paths(host_paths);
+    let engine = Engine::new(&data_dir)
+        .await?
+        .with_host_paths(host_paths)
+        .with_tpm_pool(tpm_pool_size);
     tracing::info!(accel = ?engine.accel(), "engine ready");
     let provisioner =
         LocalPathProvisioner::new(data_dir.join("volumes")).map_err(|e| StartError::Volumes {

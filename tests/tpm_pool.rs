@@ -1,0 +1,170 @@
+//! The TPM pool under `ferrovirt serve --tpm-pool-size 1` (issue 16), real engine without a
+//! guest OS: the pool fills in the background; a persistent TPM's first start takes the pooled
+//! TPM (the server says so) and gets what a manufacture would give it (EK certificates naming
+//! this VM, verifying against the VM's own CA, the state encrypted at rest with the data key
+//! the entry brought); the pool refills; the VM starts again from that state; an ephemeral
+//! TPM's first start manufactures (no plain entry was asked for yet), after which the pool keeps
+//! one and the next start takes it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/server.rs"]
+mod server;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use server::{Server, manifest};
+
+fn vm(name: &str, persistent_tpm: bool) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: {name}
+spec:
+  runStrategy: Manual
+  template:
+    spec:
+      terminationGracePeriodSeconds: 1
+      domain:
+        features:
+          smm:
+            enabled: true
+        memory:
+          guest: 128Mi
+        firmware:
+          bootloader:
+            efi:
+              secureBoot: true
+              persistent: true
+        devices:
+          autoattachPodInterface: false
+          tpm:
+            persistent: {persistent_tpm}
+"
+    )
+}
+
+fn object(server: &Server, kind: &str, name: &str) -> Option<Value> {
+    let out = server.kubectl(&["get", kind, name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn start_and_stop(server: &Server, name: &str) {
+    server.cli_ok(&["start", name]);
+    server.wait_for("the VM to run", Duration::from_secs(120), || {
+        object(server, "vm", name).filter(|v| v["status"]["printableStatus"] == "Running")
+    });
+    server.cli_ok(&["stop", name]);
+    server.wait_for("the VM to stop", Duration::from_secs(120), || {
+        object(server, "vm", name)
+            .filter(|v| v["status"]["printableStatus"] == "Stopped")
+            .filter(|_| object(server, "vmi", name).is_none())
+    });
+}
+
+/// Ready entries of the pool whose profile says `kind` (plain or sealed).
+fn ready(data_dir: &Path, kind: &str) -> usize {
+    std::fs::read_dir(data_dir.join("tpm-pool/ready"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("profile"))
+                        .is_ok_and(|p| p.contains(&format!("kind={kind}")))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn pool_takes(log: &str, vm: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("took a pooled TPM") && l.contains(&format!("vm=\"{vm}\"")))
+        .count()
+}
+
+#[test]
+fn first_starts_take_a_pooled_tpm_made_this_vms() {
+    let server = Server::start_with(true, &["--tpm-pool-size", "1"]);
+    let data = server.data_dir();
+    server.wait_for("the pool to fill", Duration::from_secs(120), || {
+        (ready(&data, "sealed") == 1).then_some(())
+    });
+    assert_eq!(
+        ready(&data, "plain"),
+        0,
+        "plain entries only once asked for"
+    );
+
+    // A persistent TPM's first start takes it.
+    let path = manifest(&server, "pooled.yaml", &vm("pooled", true));
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    start_and_stop(&server, "pooled");
+    assert_eq!(pool_takes(&server.log(), "pooled"), 1, "{}", server.log());
+    let uuid =
+        object(&server, "vm", "pooled").unwrap()["spec"]["template"]["spec"]["domain"]["firmware"]
+            ["uuid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let body: Value =
+        serde_json::from_str(&server.cli_ok(&["tpm", "ek", "pooled", "-o", "json"])).unwrap();
+    let certs = body["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2, "{body}");
+    for cert in certs {
+        assert_eq!(cert["chainVerified"], true, "{cert}");
+        let pem = cert["pem"].as_str().unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(pem.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("pooled:{uuid}")), "{text}");
+        assert!(!text.contains("ferrovirt-tpm-pool"), "{text}");
+    }
+    // Encrypted at rest with the data key the entry brought (its record is in the volume).
+    let volume = server.state_volume_dir("pooled");
+    let record = volume.join("meta/ferrovirt/state-key.json");
+    assert!(record.exists(), "the data key's record is in the volume");
+    let state = std::fs::read_dir(volume.join("swtpm"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("tpm2/tpm2-00.permall");
+    let bytes = std::fs::read(&state).unwrap();
+    assert!(ferrovirt_tpm::is_encrypted_state(&bytes), "state encrypted");
+
+    // The pool refills; the VM starts again from its state (no second take).
+    server.wait_for("the pool to refill", Duration::from_secs(120), || {
+        (ready(&data, "sealed") == 1).then_some(())
+    });
+    start_and_stop(&server, "pooled");
+    assert_eq!(pool_takes(&server.log(), "pooled"), 1);
+
+    // Ephemeral TPMs: the first start manufactures and asks for plain entries; the next takes one.
+    let path = manifest(&server, "eph.yaml", &vm("eph", false));
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    start_and_stop(&server, "eph");
+    assert_eq!(pool_takes(&server.log(), "eph"), 0);
+    server.wait_for("a plain entry", Duration::from_secs(120), || {
+        (ready(&data, "plain") == 1).then_some(())
+    });
+    start_and_stop(&server, "eph");
+    assert_eq!(pool_takes(&server.log(), "eph"), 1, "{}", server.log());
+}
