@@ -4,14 +4,16 @@
 //! this VM, verifying against the VM's own CA, the state encrypted at rest with the data key
 //! the entry brought); the pool refills; the VM starts again from that state; an ephemeral
 //! TPM's first start manufactures (no plain entry was asked for yet), after which the pool keeps
-//! one and the next start takes it.
+//! one and the next start takes it. A `kill -9` of `serve` right after the claim and right
+//! before the personalized state is published (fault points) loses nothing: the restarted
+//! server cleans the claimed entry up and the VM's next start gets a TPM of its own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/server.rs"]
 mod server;
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/state_check.rs"]
+mod state_check;
 
 use std::path::Path;
 use std::time::Duration;
@@ -167,4 +169,68 @@ fn first_starts_take_a_pooled_tpm_made_this_vms() {
     });
     start_and_stop(&server, "eph");
     assert_eq!(pool_takes(&server.log(), "eph"), 1, "{}", server.log());
+}
+
+#[test]
+fn a_crash_while_a_pooled_tpm_is_personalized_leaves_no_half_tpm() {
+    if !ferrovirt_storage::failpoints::compiled_in() {
+        let required = std::env::var("FERROVIRT_REQUIRE_FAILPOINTS").is_ok_and(|v| v == "1");
+        eprintln!("skipped: this build has no fault points (--features ferrovirt/failpoints)");
+        assert!(
+            !required,
+            "FERROVIRT_REQUIRE_FAILPOINTS=1 but the build has no fault points"
+        );
+        return;
+    }
+    let mut server = Server::start_with(true, &["--tpm-pool-size", "1"]);
+    let data = server.data_dir();
+    for (i, point) in ["tpm.pool.after-claim", "tpm.pool.before-publish"]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(ferrovirt_storage::failpoints::POINTS.contains(&point));
+        let name = format!("crash{i}");
+        server.wait_for("the pool to fill", Duration::from_secs(120), || {
+            (ready(&data, "sealed") == 1).then_some(())
+        });
+        server.terminate();
+        server.env = vec![(
+            "FERROVIRT_FAILPOINTS".into(),
+            format!("{point}=1*return(crash)"),
+        )];
+        server.spawn();
+        let path = manifest(&server, &format!("{name}.yaml"), &vm(&name, true));
+        server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+        server.cli_ok(&["start", &name]);
+        assert!(
+            server.wait_exit(Duration::from_secs(60)),
+            "serve did not crash at {point}:\n{}",
+            server.log()
+        );
+        server.env = Vec::new();
+        server.spawn();
+        // The claimed entry is gone; no TPM state was published by the crashed start.
+        server.wait_for("the claimed entry removed", Duration::from_secs(30), || {
+            (std::fs::read_dir(data.join("tpm-pool/claimed"))
+                .unwrap()
+                .count()
+                == 0)
+                .then_some(())
+        });
+        // The VM runs (the controller retries the start) with a TPM of its own.
+        server.wait_for("the VM to run", Duration::from_secs(120), || {
+            object(&server, "vm", &name).filter(|v| v["status"]["printableStatus"] == "Running")
+        });
+        server.cli_ok(&["stop", &name]);
+        server.wait_for("the VM to stop", Duration::from_secs(120), || {
+            object(&server, "vm", &name).filter(|v| v["status"]["printableStatus"] == "Stopped")
+        });
+        let body: Value =
+            serde_json::from_str(&server.cli_ok(&["tpm", "ek", &name, "-o", "json"])).unwrap();
+        for cert in body["certificates"].as_array().unwrap() {
+            assert_eq!(cert["chainVerified"], true, "{point}: {cert}");
+        }
+        let problems = state_check::check_states(&data);
+        assert!(problems.is_empty(), "{point}: {problems:?}");
+    }
 }

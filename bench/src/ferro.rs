@@ -211,6 +211,72 @@ pub async fn action_until(
     }
 }
 
+/// Creates a new VM with `runStrategy: Always` (what `kubectl apply` sends) and waits in a watch
+/// for `printableStatus: Running`; the time from the request to the event. The watch is opened
+/// before the clock starts.
+pub async fn apply_until_running(
+    addr: &Api,
+    name: &str,
+    timeout: Duration,
+) -> Result<Duration, BenchError> {
+    let mut conn = Connection::open(addr).await?;
+    let list = conn
+        .get_json(&format!("{VMS}?fieldSelector=metadata.name%3D{name}"))
+        .await?;
+    let rv = list
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("0")
+        .to_owned();
+    let mut watch = Connection::open(addr)
+        .await?
+        .watch(&format!(
+            "{VMS}?watch=true&fieldSelector=metadata.name%3D{name}&resourceVersion={rv}"
+        ))
+        .await?;
+    let started = Instant::now();
+    create_vm(&mut conn, &vm_manifest(name, "Always")).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let event = tokio::time::timeout_at(deadline, watch.next_event())
+            .await
+            .map_err(|_| {
+                BenchError::Timeout(format!("VM {name} did not run within {timeout:?}"))
+            })??;
+        let Some(event) = event else {
+            return Err(BenchError::Http(format!("the watch of VM {name} ended")));
+        };
+        if let Some(object) = event.get("object")
+            && printable(object) == "Running"
+        {
+            return Ok(started.elapsed());
+        }
+    }
+}
+
+/// Waits until the server's TPM pool holds `want` ready entries (`<data-dir>/tpm-pool/ready`).
+pub async fn wait_pool_ready(
+    data_dir: &Path,
+    want: usize,
+    timeout: Duration,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = std::fs::read_dir(data_dir.join("tpm-pool/ready"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if ready >= want {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Timeout(format!(
+                "the TPM pool holds {ready} of {want} TPMs after {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits (polling the list) until `names` all show `printableStatus == want`.
 pub async fn wait_all(
     addr: &Api,

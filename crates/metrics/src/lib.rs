@@ -75,6 +75,8 @@ pub trait HostView: Debug + Send + Sync + 'static {
     fn vmis(&self) -> Vec<VmiSample>;
     fn open_watches(&self) -> u64;
     fn generations(&self) -> Vec<GenerationSample>;
+    /// TPMs manufactured ahead of need, ready: (plain, sealed).
+    fn tpm_pool_ready(&self) -> (u64, u64);
 }
 
 /// The registry and the metrics recorded into it.
@@ -309,6 +311,19 @@ impl Collector for HostCollector {
             ConstGauge::new(0i64).metric_type(),
         )?)?;
 
+        let (plain, sealed) = self.host.tpm_pool_ready();
+        let mut family = encoder.encode_descriptor(
+            "ferrovirt_tpm_pool_ready",
+            "TPMs manufactured ahead of need and ready for a first start, by kind (sealed: \
+             encrypted at rest with a data key of their own).",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (kind, count) in [("plain", plain), ("sealed", sealed)] {
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            ConstGauge::new(count).encode(family.encode_family(&[("kind", kind)])?)?;
+        }
+
         let generations = self.host.generations();
         let mut family = encoder.encode_descriptor(
             "ferrovirt_state_generations",
@@ -365,6 +380,9 @@ mod tests {
         fn open_watches(&self) -> u64 {
             3
         }
+        fn tpm_pool_ready(&self) -> (u64, u64) {
+            (0, 2)
+        }
         fn generations(&self) -> Vec<GenerationSample> {
             vec![GenerationSample {
                 namespace: "default".into(),
@@ -395,6 +413,8 @@ mod tests {
             r#"kubevirt_vmi_cpu_usage_seconds_total{namespace="default",name="a",node="host"} 1.5"#,
             r#"kubevirt_vmi_memory_resident_bytes{namespace="default",name="a",node="host"} 4096"#,
             "ferrovirt_apiserver_open_watches 3",
+            r#"ferrovirt_tpm_pool_ready{kind="sealed"} 2"#,
+            r#"ferrovirt_tpm_pool_ready{kind="plain"} 0"#,
             r#"ferrovirt_state_generations{namespace="default",name="a",uuid="u-1"} 2"#,
             r#"ferrovirt_state_generation_bytes{namespace="default",name="a",uuid="u-1"} 1000"#,
         ] {

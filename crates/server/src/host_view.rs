@@ -70,6 +70,11 @@ impl HostView for ServeHostView {
         self.watches.open_total() as u64
     }
 
+    fn tpm_pool_ready(&self) -> (u64, u64) {
+        let (plain, sealed) = ferrovirt_vmm::tpm_pool::ready_in(&self.data_dir);
+        (plain as u64, sealed as u64)
+    }
+
     fn generations(&self) -> Vec<GenerationSample> {
         VmStateStore::new(&self.data_dir)
             .list()

@@ -51,6 +51,10 @@ pub const POINTS: &[&str] = &[
     "engine.incoming.before-resume",
     // Imports into a PVC (`volumeimport`, storage::export): before each file is written.
     "import.write-file",
+    // A first start taking a pooled TPM (tpm::pool): claimed (renamed out of `ready/`), and
+    // personalized in its staging dir but not yet published into the volume.
+    "tpm.pool.after-claim",
+    "tpm.pool.before-publish",
 ];
 
 /// Reaches the fault point `name`: `Ok(())` unless a test configured an I/O error for it (a

@@ -254,6 +254,23 @@ impl TpmPool {
     }
 }
 
+/// Ready entries in the pool at `dir` (of any profile), plain and sealed: what a scrape shows.
+pub fn ready_in(dir: &Path) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for entry in fs::read_dir(dir.join(READY))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        match fs::read_to_string(entry.path().join(ENTRY_PROFILE)) {
+            Ok(p) if p.contains("kind=plain") => counts.0 += 1,
+            Ok(p) if p.contains("kind=sealed") => counts.1 += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
 /// A unique entry name: time, process and a counter.
 fn entry_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -297,6 +314,7 @@ impl ClaimedTpm {
         req: &ManufactureRequest,
     ) -> Result<ManufactureReport, ManufactureError> {
         let started = Instant::now();
+        failpoint("tpm.pool.after-claim", &self.dir)?;
         manufacture::validate(req)?;
         let state_file = req.state_dir.join(STATE_FILE);
         if let Some(report) = manufacture::existing(&state_file, started)? {
@@ -347,6 +365,7 @@ impl ClaimedTpm {
         fsutil::tighten_and_sync_files(staging.path()).map_err(io("fsync", staging.path()))?;
         let state = fs::read(&staged).map_err(io("read the personalized state", &staged))?;
         let ek_certificates = keep_ek_certificates(certificates, opts.ek_cert_dir.as_deref())?;
+        failpoint("tpm.pool.before-publish", &staged)?;
         match fsutil::publish_no_clobber(&staged, &state_file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -597,6 +616,11 @@ fn keep_ek_certificates(
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// A named fault point of the reliability tests (nothing without the `failpoints` feature).
+fn failpoint(name: &'static str, path: &Path) -> Result<(), ManufactureError> {
+    ferrovirt_storage::failpoints::hit(name).map_err(io(name, path))
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ManufactureError {

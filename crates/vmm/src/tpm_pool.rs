@@ -19,6 +19,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How often an idle filler looks whether the engine still exists.
 const IDLE_WAKE: Duration = Duration::from_secs(5);
 
+/// Ready pooled TPMs in `data_dir`'s pool: (plain, sealed).
+pub fn ready_in(data_dir: &Path) -> (usize, usize) {
+    ferrovirt_tpm::pool::ready_in(&data_dir.join(POOL_DIR))
+}
+
 /// The pool and what refills it.
 #[derive(Debug)]
 pub struct PoolService {

@@ -14,6 +14,7 @@
 //! hostDiskRoots: [/srv/images]
 //! stateRetention: 7d
 //! maxWatchesPerClient: 64
+//! tpmPoolSize: 2
 //! insecureHTTP: false
 //! ```
 
@@ -160,6 +161,7 @@ hostDiskRoots:
   - /srv/images
 stateRetention: 1d12h
 maxWatchesPerClient: 16
+tpmPoolSize: 4
 ",
         )
         .unwrap();
@@ -197,6 +199,7 @@ maxWatchesPerClient: 16
             Some(Duration::from_secs(36 * 3600))
         );
         assert_eq!(file.max_watches_per_client, Some(16));
+        assert_eq!(file.tpm_pool_size, Some(4));
     }
 
     #[test]
