@@ -7,6 +7,19 @@ use std::time::{Duration, Instant};
 
 /// How often a bounded wait polls the child.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// The first `FAST_POLL_FOR` of a wait polls every millisecond: the tools a start waits for
+/// (swtpm at shutdown, swtpm_localca) usually end within a few ms, and a 5 ms step was a
+/// visible part of a pooled TPM's personalization.
+const FAST_POLL_FOR: Duration = Duration::from_millis(100);
+const FAST_POLL_INTERVAL: Duration = Duration::from_millis(1);
+
+fn poll_pause(started: Instant) {
+    std::thread::sleep(if started.elapsed() < FAST_POLL_FOR {
+        FAST_POLL_INTERVAL
+    } else {
+        POLL_INTERVAL
+    });
+}
 
 /// Gives `cmd` a minimal, private environment: a fixed PATH, and HOME / XDG dirs / TMPDIR inside
 /// `private_dir`, so that no tool can read or write a per-user or host-wide swtpm configuration.
@@ -31,7 +44,8 @@ pub enum WaitOutcome {
 
 /// Waits for `child` until `timeout`; on timeout kills it and reaps it.
 pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::io::Result<WaitOutcome> {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(WaitOutcome::Exited(status));
@@ -40,7 +54,7 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::io::Result<Wai
             kill_and_reap(child);
             return Ok(WaitOutcome::TimedOut);
         }
-        std::thread::sleep(POLL_INTERVAL);
+        poll_pause(started);
     }
 }
 
@@ -49,7 +63,8 @@ pub fn wait_bounded_no_kill(
     child: &mut Child,
     timeout: Duration,
 ) -> std::io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
@@ -57,7 +72,7 @@ pub fn wait_bounded_no_kill(
         if Instant::now() >= deadline {
             return Ok(None);
         }
-        std::thread::sleep(POLL_INTERVAL);
+        poll_pause(started);
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrovirt_keys::{DataKey, Keyring, WrappedKey};
 use ferrovirt_tpm::{ClaimedTpm, ManufactureOptions, PoolKind, StateKey, TpmPool};
@@ -18,6 +18,9 @@ pub const POOL_DIR: &str = "tpm-pool";
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How often an idle filler looks whether the engine still exists.
 const IDLE_WAKE: Duration = Duration::from_secs(5);
+/// How long after a claim the filler waits before it refills: the start that claimed is still
+/// launching its VM, which should not share the CPU with a manufacture.
+const REFILL_DELAY: Duration = Duration::from_secs(2);
 
 /// Ready pooled TPMs in `data_dir`'s pool: (plain, sealed).
 pub fn ready_in(data_dir: &Path) -> (usize, usize) {
@@ -38,6 +41,8 @@ pub struct PoolService {
 struct Demand {
     /// An ephemeral TPM was asked for: keep plain entries for them too.
     ephemeral: bool,
+    /// When a start last asked the pool for a TPM.
+    last_claim: Option<Instant>,
 }
 
 /// A claimed entry, with the data key its state is encrypted with (sealed entries).
@@ -103,6 +108,7 @@ impl PoolService {
     /// the pool has none or the entry's key cannot be unwrapped (the entry is then dropped).
     pub fn claim_persistent(&self, record_path: &Path) -> Option<Claim> {
         let kind = self.persistent_kind();
+        self.note_claim(false);
         let tpm = self.pool.claim(kind);
         self.wake.notify_all();
         let tpm = tpm?;
@@ -132,12 +138,27 @@ impl PoolService {
 
     /// An entry for an ephemeral TPM (plain); asks the filler to keep some from now on.
     pub fn claim_ephemeral(&self) -> Option<ClaimedTpm> {
-        if let Ok(mut demand) = self.demand.lock() {
-            demand.ephemeral = true;
-        }
+        self.note_claim(true);
         let tpm = self.pool.claim(PoolKind::Plain);
         self.wake.notify_all();
         tpm
+    }
+
+    fn note_claim(&self, ephemeral: bool) {
+        if let Ok(mut demand) = self.demand.lock() {
+            demand.ephemeral |= ephemeral;
+            demand.last_claim = Some(Instant::now());
+        }
+    }
+
+    /// How long the filler should still hold back after the last claim.
+    fn refill_wait(&self) -> Duration {
+        self.demand
+            .lock()
+            .ok()
+            .and_then(|d| d.last_claim)
+            .map(|at| REFILL_DELAY.saturating_sub(at.elapsed()))
+            .unwrap_or_default()
     }
 
     /// What the filler should make next, if anything.
@@ -176,6 +197,12 @@ fn fill_loop(service: Weak<PoolService>) {
         let Some(pool) = service.upgrade() else {
             return;
         };
+        let wait = pool.refill_wait();
+        if !wait.is_zero() {
+            drop(pool);
+            std::thread::sleep(wait);
+            continue;
+        }
         match pool.next_fill() {
             None => pool.idle(),
             Some(kind) => match pool.fill(kind) {
