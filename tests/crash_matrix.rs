@@ -829,3 +829,144 @@ fn every_fault_point_of_start_and_stop_keeps_the_state_and_the_vm_startable() {
         tail(&rig.server.log(), 40)
     );
 }
+
+/// Switching persistence off retires the backend-storage volume at the next start (moved to
+/// `<data>/retired/`, the PVC deleted). A `kill -9` of `serve` right before the move (fault point
+/// `generations.retire`) loses nothing: the restarted server retires it, every generation
+/// verifies, and switching persistence on again brings the same TPM back out of the generations
+/// (same EK certificate fingerprint, Event `StateRestored`).
+#[test]
+fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
+    if !ferrovirt_storage::failpoints::compiled_in() {
+        let required = std::env::var("FERROVIRT_REQUIRE_FAILPOINTS").is_ok_and(|v| v == "1");
+        eprintln!("skipped: this build has no fault points (--features ferrovirt/failpoints)");
+        assert!(
+            !required,
+            "FERROVIRT_REQUIRE_FAILPOINTS=1 but the build has no fault points"
+        );
+        return;
+    }
+    const NAME: &str = "retirevm";
+    let mut server = Server::start(true);
+    let data = server.data_dir();
+    let persistent = state_check::firmware_only_vm_yaml(NAME);
+    let ephemeral = persistent.replace("persistent: true", "persistent: false");
+    let apply = |server: &Server, text: &str, file: &str| {
+        let path = manifest(server, file, text);
+        server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    };
+    let status = |server: &Server| {
+        object(server, "vm", NAME)
+            .and_then(|vm| vm["status"]["printableStatus"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let run_and_stop = |server: &Server| -> Value {
+        server.cli_ok(&["start", NAME]);
+        wait_until("the VM to run", Duration::from_secs(120), || {
+            status(server) == "Running"
+        })
+        .unwrap();
+        let running = object(server, "vm", NAME).unwrap();
+        server.cli_ok(&["stop", NAME]);
+        wait_until("the VM to stop", Duration::from_secs(120), || {
+            status(server) == "Stopped" && object(server, "vmi", NAME).is_none()
+        })
+        .unwrap();
+        running
+    };
+    let pvcs = |server: &Server| -> usize {
+        let out = server.kubectl_ok(&[
+            "get",
+            "pvc",
+            "-l",
+            &format!("persistent-state-for={NAME}"),
+            "-o",
+            "json",
+        ]);
+        let list: Value = serde_json::from_str(&out).unwrap();
+        list["items"].as_array().map_or(0, Vec::len)
+    };
+
+    apply(&server, &persistent, "on.yaml");
+    let first = run_and_stop(&server);
+    let ek = first["status"]["tpm"]["ekCertificateSHA256"]["rsa"].clone();
+    assert!(ek.is_string(), "{first}");
+
+    // Persistence off; the start that retires the volume crashes right before the move.
+    apply(&server, &ephemeral, "off.yaml");
+    server.terminate();
+    server.env = vec![(
+        "FERROVIRT_FAILPOINTS".into(),
+        "generations.retire=1*return(crash)".into(),
+    )];
+    server.spawn();
+    server.cli_ok(&["start", NAME]);
+    assert!(
+        server.wait_exit(Duration::from_secs(60)),
+        "serve did not crash at generations.retire:\n{}",
+        tail(&server.log(), 20)
+    );
+    server.env = Vec::new();
+    server.spawn();
+    // The restarted server finishes it: the volume retired, the PVC gone, the VM running.
+    wait_until("the volume retired", Duration::from_secs(120), || {
+        std::fs::read_dir(data.join("retired")).is_ok_and(|d| d.count() == 1) && pvcs(&server) == 0
+    })
+    .unwrap();
+    wait_until("the VM to run", Duration::from_secs(120), || {
+        status(&server) == "Running"
+    })
+    .unwrap();
+    // Every generation verifies, and the retired copy holds the newest one's files unchanged.
+    let stores = generation_stores(&data);
+    assert_eq!(stores.len(), 1);
+    let generations = ferrovirt_storage::Generations::new(&stores[0]);
+    let list = generations.list().unwrap();
+    for info in &list {
+        generations.verify(info.id).unwrap();
+    }
+    let newest = list.last().unwrap().manifest.as_ref().unwrap();
+    let retired = std::fs::read_dir(data.join("retired"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let volumes = data.join("volumes");
+    let mut compared = 0;
+    for entry in &newest.entries {
+        for file in &entry.files {
+            let original = match entry.kind {
+                EntryKind::Dir => entry
+                    .original_path
+                    .join(std::path::Path::new(&file.path).file_name().unwrap()),
+                _ => entry.original_path.clone(),
+            };
+            // <data>/volumes/<volume>/<rel> -> <data>/retired/<volume>.retired-<t>/<rel>
+            let rel = original.strip_prefix(&volumes).unwrap();
+            let rel: PathBuf = rel.components().skip(1).collect();
+            let (_, sha) =
+                ferrovirt_storage::generations::sha256_file(&retired.join(&rel)).unwrap();
+            assert_eq!(sha, file.sha256, "{}", rel.display());
+            compared += 1;
+        }
+    }
+    assert!(compared >= 2, "the TPM state and the VARS were compared");
+    server.cli_ok(&["stop", NAME]);
+    wait_until("the VM to stop", Duration::from_secs(120), || {
+        status(&server) == "Stopped" && object(&server, "vmi", NAME).is_none()
+    })
+    .unwrap();
+
+    // Persistence on again: the same TPM comes back out of the generations.
+    apply(&server, &persistent, "on-again.yaml");
+    let again = run_and_stop(&server);
+    assert_eq!(
+        again["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek,
+        "the TPM restored from the generations is the one from before"
+    );
+    let events = server.kubectl_ok(&["get", "events", "-o", "json"]);
+    assert!(events.contains("StateRestored"), "{events}");
+    let problems = check_states(&data);
+    assert!(problems.is_empty(), "{problems:?}");
+}
