@@ -970,3 +970,136 @@ fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
     let problems = check_states(&data);
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+/// A VirtualMachineClone (KubeVirt's: a snapshot of the source, restored into the new VM, whose
+/// first start puts the state into its empty volume). A `kill -9` of `serve` while the clone's
+/// snapshot is published (`snapshots.publish.before-rename`) and while the clone's first start
+/// restores the state (`generations.restore.before-replace`) loses nothing: the clone
+/// succeeds after the restart, the new VM runs with the source's TPM (same EK fingerprint, the
+/// default `copy` policy), the source still runs with it, and every generation verifies.
+#[test]
+fn a_crash_while_a_vm_is_cloned_leaves_source_and_clone_whole() {
+    if !ferrovirt_storage::failpoints::compiled_in() {
+        let required = std::env::var("FERROVIRT_REQUIRE_FAILPOINTS").is_ok_and(|v| v == "1");
+        eprintln!("skipped: this build has no fault points (--features ferrovirt/failpoints)");
+        assert!(
+            !required,
+            "FERROVIRT_REQUIRE_FAILPOINTS=1 but the build has no fault points"
+        );
+        return;
+    }
+    const SOURCE: &str = "clonesrc";
+    let mut server = Server::start(true);
+    let data = server.data_dir();
+    let apply = |server: &Server, text: &str, file: &str| {
+        let path = manifest(server, file, text);
+        server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    };
+    let status = |server: &Server, name: &str| {
+        object(server, "vm", name)
+            .and_then(|vm| vm["status"]["printableStatus"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let run_and_stop = |server: &Server, name: &str| -> Value {
+        server.cli_ok(&["start", name]);
+        wait_until("the VM to run", Duration::from_secs(120), || {
+            status(server, name) == "Running"
+        })
+        .unwrap();
+        let running = object(server, "vm", name).unwrap();
+        server.cli_ok(&["stop", name]);
+        wait_until("the VM to stop", Duration::from_secs(120), || {
+            status(server, name) == "Stopped" && object(server, "vmi", name).is_none()
+        })
+        .unwrap();
+        running
+    };
+    let crash_at = |server: &mut Server, point: &str| {
+        server.terminate();
+        server.env = vec![(
+            "FERROVIRT_FAILPOINTS".into(),
+            format!("{point}=1*return(crash)"),
+        )];
+        server.spawn();
+    };
+    let restart_clean = |server: &mut Server, point: &str| {
+        assert!(
+            server.wait_exit(Duration::from_secs(60)),
+            "serve did not crash at {point}:\n{}",
+            tail(&server.log(), 20)
+        );
+        server.env = Vec::new();
+        server.spawn();
+    };
+    let clone_yaml = |name: &str, target: &str| {
+        format!(
+            "apiVersion: clone.kubevirt.io/v1beta1
+kind: VirtualMachineClone
+metadata:
+  name: {name}
+spec:
+  source: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: {SOURCE}}}
+  target: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: {target}}}
+"
+        )
+    };
+    let wait_clone = |server: &Server, name: &str| {
+        wait_until("the clone to succeed", Duration::from_secs(120), || {
+            object(server, "vmclone", name).is_some_and(|c| c["status"]["phase"] == "Succeeded")
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {:?}\n{}",
+                object(server, "vmclone", name),
+                tail(&server.log(), 20)
+            )
+        });
+    };
+
+    apply(
+        &server,
+        &state_check::firmware_only_vm_yaml(SOURCE),
+        "src.yaml",
+    );
+    let source = run_and_stop(&server, SOURCE);
+    let ek = source["status"]["tpm"]["ekCertificateSHA256"]["rsa"].clone();
+    assert!(ek.is_string(), "{source}");
+
+    // 1. The crash while the clone's snapshot is published.
+    crash_at(&mut server, "snapshots.publish.before-rename");
+    apply(&server, &clone_yaml("c1", "clone1"), "c1.yaml");
+    restart_clean(&mut server, "snapshots.publish.before-rename");
+    wait_clone(&server, "c1");
+    let first = run_and_stop(&server, "clone1");
+    assert_eq!(
+        first["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek,
+        "clone1 has the source's TPM"
+    );
+
+    // 2. The crash while the clone's first start restores the state into its volume.
+    apply(&server, &clone_yaml("c2", "clone2"), "c2.yaml");
+    wait_clone(&server, "c2");
+    crash_at(&mut server, "generations.restore.before-replace");
+    server.cli_ok(&["start", "clone2"]);
+    restart_clean(&mut server, "generations.restore.before-replace");
+    wait_until("clone2 to run", Duration::from_secs(120), || {
+        status(&server, "clone2") == "Running"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&server.log(), 30)));
+    server.cli_ok(&["stop", "clone2"]);
+    wait_until("clone2 to stop", Duration::from_secs(120), || {
+        status(&server, "clone2") == "Stopped" && object(&server, "vmi", "clone2").is_none()
+    })
+    .unwrap();
+    let second = object(&server, "vm", "clone2").unwrap();
+    assert_eq!(
+        second["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek,
+        "clone2 has the source's TPM"
+    );
+
+    // The source is untouched and still runs with its TPM; every generation verifies.
+    let again = run_and_stop(&server, SOURCE);
+    assert_eq!(again["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek);
+    let problems = check_states(&data);
+    assert!(problems.is_empty(), "{problems:?}");
+}
