@@ -297,27 +297,37 @@ impl Rig {
         }
     }
 
+    /// `staterekey` with a new data key (`ferrovirt state rekey --rotate-data-key`): every state
+    /// file, the TPM state included, is written again under the new key.
+    fn rotate_data_key(&self) -> Result<(), String> {
+        let path = format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{VM}/staterekey"
+        );
+        let body = serde_json::json!({"newKEK": false, "rotateDataKey": true});
+        let (code, answer) = self.server.json("PUT", &path, Some(&body));
+        if (200..300).contains(&code) {
+            Ok(())
+        } else {
+            Err(format!("staterekey: HTTP {code} {answer}"))
+        }
+    }
+
     /// The generation a rollback case goes back to: the oldest one whose every state file
-    /// differs from the state now (so that a rollback half done shows), else the oldest other.
+    /// differs from the state now (so that a rollback half done shows).
     fn rollback_target(&self) -> Option<u64> {
         let store = generation_stores(&self.data()).into_iter().next()?;
         let list = ferrovirt_storage::Generations::new(&store).list().ok()?;
         let newest = list.last()?.manifest.as_ref().ok()?.clone();
         let now = |logical: &str| current_digest(&newest, logical);
-        let candidates: Vec<&ferrovirt_storage::Manifest> = list
-            .iter()
+        list.iter()
             .filter_map(|g| g.manifest.as_ref().ok())
             .filter(|m| !matches!(m.reason, GenerationReason::PreRestore { .. }))
-            .collect();
-        candidates
-            .iter()
             .find(|m| {
                 m.entries
                     .iter()
                     .filter(|e| !e.files.is_empty())
                     .all(|e| Some(digest(m, &e.logical_name)) != now(&e.logical_name))
             })
-            .or_else(|| candidates.first())
             .map(|m| m.id.0)
     }
 
@@ -454,15 +464,23 @@ impl Rig {
                     return ("setup failed".into(), vec![e]);
                 }
             }
-            Op::Rollback => match self.rollback_target() {
-                Some(id) => rollback_target = id,
-                None => {
-                    return (
-                        "setup failed".into(),
-                        vec!["no generation to roll back to".into()],
-                    );
+            Op::Rollback => {
+                // A new data key first: the TPM state, the VARS and the key record then differ
+                // from every generation before it, so a rollback done by half (one file of each)
+                // shows: the VM could not decrypt its state.
+                if let Err(e) = self.rotate_data_key() {
+                    return ("setup failed".into(), vec![e]);
                 }
-            },
+                match self.rollback_target() {
+                    Some(id) => rollback_target = id,
+                    None => {
+                        return (
+                            "setup failed".into(),
+                            vec!["no generation whose every state file differs from now".into()],
+                        );
+                    }
+                }
+            }
             Op::Restore => {
                 // A snapshot of the state now, then a state change for the restore to undo.
                 let setup = self
@@ -1100,6 +1118,126 @@ spec:
     // The source is untouched and still runs with its TPM; every generation verifies.
     let again = run_and_stop(&server, SOURCE);
     assert_eq!(again["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek);
+    let problems = check_states(&data);
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// The backend-storage PVC's volume (the local-path provisioner). A `kill -9` of `serve` right
+/// after a first start created the volume, before the PVC is bound
+/// (`volumes.create.after-mkdir`), and right after a deleted PVC's volume was moved aside, before
+/// it is removed (`volumes.delete.after-move-aside`), loses nothing: the bound volume is the one
+/// created (`pvc-<uid>`, no second one), the deleted volume's leftovers are removed at the
+/// restart, and the next start restores the same TPM out of the generations into a new volume.
+#[test]
+fn a_crash_while_a_pvc_is_bound_or_deleted_loses_nothing() {
+    if !ferrovirt_storage::failpoints::compiled_in() {
+        let required = std::env::var("FERROVIRT_REQUIRE_FAILPOINTS").is_ok_and(|v| v == "1");
+        eprintln!("skipped: this build has no fault points (--features ferrovirt/failpoints)");
+        assert!(
+            !required,
+            "FERROVIRT_REQUIRE_FAILPOINTS=1 but the build has no fault points"
+        );
+        return;
+    }
+    const NAME: &str = "pvcvm";
+    let mut server = Server::start(true);
+    let data = server.data_dir();
+    let volumes = || -> Vec<String> {
+        std::fs::read_dir(data.join("volumes"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let status = |server: &Server| {
+        object(server, "vm", NAME)
+            .and_then(|vm| vm["status"]["printableStatus"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let pvc = |server: &Server| -> Option<Value> {
+        let out = server.kubectl_ok(&[
+            "get",
+            "pvc",
+            "-l",
+            &format!("persistent-state-for={NAME}"),
+            "-o",
+            "json",
+        ]);
+        let list: Value = serde_json::from_str(&out).unwrap();
+        list["items"]
+            .as_array()
+            .and_then(|items| items.first().cloned())
+    };
+    let crash_at = |server: &mut Server, point: &str| {
+        server.terminate();
+        server.env = vec![(
+            "FERROVIRT_FAILPOINTS".into(),
+            format!("{point}=1*return(crash)"),
+        )];
+        server.spawn();
+    };
+    let restart_clean = |server: &mut Server, point: &str| {
+        assert!(
+            server.wait_exit(Duration::from_secs(60)),
+            "serve did not crash at {point}:\n{}",
+            tail(&server.log(), 20)
+        );
+        server.env = Vec::new();
+        server.spawn();
+    };
+    let wait_status = |server: &Server, want: &str| {
+        wait_until(&format!("the VM {want}"), Duration::from_secs(120), || {
+            status(server) == want && (want != "Stopped" || object(server, "vmi", NAME).is_none())
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&server.log(), 30)));
+    };
+
+    // 1. The first start's volume created, the PVC not yet bound.
+    let path = manifest(
+        &server,
+        "pvcvm.yaml",
+        &state_check::firmware_only_vm_yaml(NAME),
+    );
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    crash_at(&mut server, "volumes.create.after-mkdir");
+    server.cli_ok(&["start", NAME]);
+    restart_clean(&mut server, "volumes.create.after-mkdir");
+    wait_status(&server, "Running");
+    let bound = pvc(&server).unwrap();
+    let volume = bound["spec"]["volumeName"].as_str().unwrap().to_owned();
+    assert_eq!(volumes(), vec![volume.clone()], "one volume, the bound one");
+    let ek =
+        object(&server, "vm", NAME).unwrap()["status"]["tpm"]["ekCertificateSHA256"]["rsa"].clone();
+    assert!(ek.is_string());
+    server.cli_ok(&["stop", NAME]);
+    wait_status(&server, "Stopped");
+
+    // 2. The PVC deleted: its volume moved aside, not yet removed.
+    crash_at(&mut server, "volumes.delete.after-move-aside");
+    let pvc_name = bound["metadata"]["name"].as_str().unwrap().to_owned();
+    server.kubectl_ok(&["delete", "pvc", &pvc_name, "--wait=false"]);
+    restart_clean(&mut server, "volumes.delete.after-move-aside");
+    wait_until(
+        "the PVC and its volume gone",
+        Duration::from_secs(60),
+        || pvc(&server).is_none() && volumes().is_empty(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: volumes {:?}", volumes()));
+    // The next start restores the TPM into a new volume.
+    server.cli_ok(&["start", NAME]);
+    wait_status(&server, "Running");
+    let restored = object(&server, "vm", NAME).unwrap();
+    assert_eq!(
+        restored["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek,
+        "the same TPM"
+    );
+    server.cli_ok(&["stop", NAME]);
+    wait_status(&server, "Stopped");
+    let events = server.kubectl_ok(&["get", "events", "-o", "json"]);
+    assert!(events.contains("StateRestored"), "{events}");
+    assert_eq!(volumes().len(), 1, "{:?}", volumes());
     let problems = check_states(&data);
     assert!(problems.is_empty(), "{problems:?}");
 }

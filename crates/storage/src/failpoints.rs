@@ -51,6 +51,10 @@ pub const POINTS: &[&str] = &[
     "engine.incoming.before-resume",
     // Imports into a PVC (`volumeimport`, storage::export): before each file is written.
     "import.write-file",
+    // The local-path provisioner (storage::local_path): a PVC's volume created but the PVC not
+    // yet bound; a deleted PVC's volume moved aside but not yet removed.
+    "volumes.create.after-mkdir",
+    "volumes.delete.after-move-aside",
     // A first start taking a pooled TPM (tpm::pool): claimed (renamed out of `ready/`), and
     // personalized in its staging dir but not yet published into the volume.
     "tpm.pool.after-claim",

@@ -52,6 +52,8 @@ impl LocalPathProvisioner {
     pub fn create_volume(&self, volume_name: &str) -> Result<PathBuf, ProvisionError> {
         let path = self.volume_path(volume_name)?;
         atomic::create_dir_private(&path)?;
+        crate::failpoints::hit("volumes.create.after-mkdir")
+            .map_err(ctx("provision the volume", &path))?;
         Ok(path)
     }
 
@@ -64,6 +66,8 @@ impl LocalPathProvisioner {
         let doomed = atomic::temp_sibling(&self.base_dir, &volume_name.into());
         fs::rename(&path, &doomed).map_err(ctx("move volume aside for deletion", &path))?;
         atomic::fsync_dir(&self.base_dir)?;
+        crate::failpoints::hit("volumes.delete.after-move-aside")
+            .map_err(ctx("delete the volume", &doomed))?;
         fs::remove_dir_all(&doomed).map_err(ctx("remove volume directory", &doomed))?;
         atomic::fsync_dir(&self.base_dir)?;
         Ok(true)
