@@ -1241,3 +1241,131 @@ fn a_crash_while_a_pvc_is_bound_or_deleted_loses_nothing() {
     let problems = check_states(&data);
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+/// A VirtualMachineExport of a stopped VM's backend storage (KubeVirt's export server, the state
+/// decrypted for the token's holder, as a generated `tar.gz`). `serve` killed (`kill -9`) after
+/// the first half of the archive was downloaded: the restarted server serves the same export at
+/// the same link, `curl -C -` resumes, and the result is byte for byte the archive downloaded in
+/// one piece before the crash and after it (the archive is generated again, identically); the
+/// VM's state is unchanged (every generation verifies, the state equals the newest one) and the
+/// VM starts again with the same TPM. (A kill in the middle of one response cannot be made to
+/// break it here: the state's files fit in the sockets' buffers, which the kernel still delivers.)
+#[test]
+fn a_crash_in_the_middle_of_an_export_download_changes_nothing() {
+    const NAME: &str = "exportvm";
+    let mut server = Server::start(true);
+    let data = server.data_dir();
+    let status = |server: &Server| {
+        object(server, "vm", NAME)
+            .and_then(|vm| vm["status"]["printableStatus"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let run_and_stop = |server: &Server| -> Value {
+        server.cli_ok(&["start", NAME]);
+        wait_until("the VM to run", Duration::from_secs(120), || {
+            status(server) == "Running"
+        })
+        .unwrap();
+        let running = object(server, "vm", NAME).unwrap();
+        server.cli_ok(&["stop", NAME]);
+        wait_until("the VM to stop", Duration::from_secs(120), || {
+            status(server) == "Stopped" && object(server, "vmi", NAME).is_none()
+        })
+        .unwrap();
+        running
+    };
+    let path = manifest(
+        &server,
+        "exportvm.yaml",
+        &state_check::firmware_only_vm_yaml(NAME),
+    );
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    let ek = run_and_stop(&server)["status"]["tpm"]["ekCertificateSHA256"]["rsa"].clone();
+    assert!(ek.is_string());
+
+    server.cli_ok(&["vmexport", "create", "ex1", "--vm", NAME]);
+    let ready = |server: &Server| {
+        wait_until("the export to be Ready", Duration::from_secs(60), || {
+            object(server, "vmexport", "ex1").is_some_and(|e| e["status"]["phase"] == "Ready")
+        })
+        .unwrap();
+        object(server, "vmexport", "ex1").unwrap()
+    };
+    let export = ready(&server);
+    let links = &export["status"]["links"]["external"];
+    assert_eq!(links["volumes"][0]["formats"][1]["format"], "tar.gz");
+    let url = links["volumes"][0]["formats"][1]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let work = tempfile::tempdir_in("/tmp").unwrap();
+    let ca = work.path().join("ca.pem");
+    std::fs::write(&ca, links["cert"].as_str().unwrap()).unwrap();
+    let secret = export["status"]["tokenSecretRef"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let encoded = server.kubectl_ok(&["get", "secret", &secret, "-o", "jsonpath={.data.token}"]);
+    let token = String::from_utf8(
+        std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(encoded.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let header = format!("x-kubevirt-export-token: {token}");
+    let curl = |out: &std::path::Path, extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&ca)
+            .args(["-H", &header, "-o"])
+            .arg(out)
+            .args(extra)
+            .arg(&url)
+            .spawn()
+            .unwrap()
+    };
+
+    // The whole archive, then its first half; serve killed; the rest resumed after the restart.
+    let before = work.path().join("before.tar.gz");
+    assert!(curl(&before, &[]).wait().unwrap().success());
+    let want = std::fs::read(&before).unwrap();
+    assert!(want.len() > 1000, "{} bytes", want.len());
+    let broken = work.path().join("state.tar.gz");
+    let half = format!("0-{}", want.len() / 2 - 1);
+    assert!(curl(&broken, &["-r", &half]).wait().unwrap().success());
+    assert_eq!(
+        std::fs::metadata(&broken).unwrap().len(),
+        (want.len() / 2) as u64
+    );
+    server.kill();
+    server.spawn();
+    ready(&server);
+    let resumed = curl(&broken, &["-C", "-"]).wait().unwrap();
+    assert!(resumed.success());
+    let after = work.path().join("after.tar.gz");
+    assert!(curl(&after, &[]).wait().unwrap().success());
+    assert!(
+        std::fs::read(&after).unwrap() == want,
+        "the archive generated again after the restart is the same"
+    );
+    assert!(
+        std::fs::read(&broken).unwrap() == want,
+        "the download resumed after the crash equals the whole archive"
+    );
+
+    // Nothing changed: the state is the newest generation, the VM starts with its TPM.
+    let problems = check_states(&data);
+    assert!(problems.is_empty(), "{problems:?}");
+    server.kubectl_ok(&["delete", "vmexport", "ex1"]);
+    let again = run_and_stop(&server);
+    assert_eq!(again["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek);
+}

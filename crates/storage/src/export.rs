@@ -533,11 +533,37 @@ impl<W: Write> Write for RangeWriter<W> {
             self.take = Some(left - n as u64);
         }
         self.inner.write_all(data)?;
+        if self.is_complete() {
+            // The producer is stopped by the next write's error and the writer chain dropped
+            // with it: what a buffering writer below still holds must go out now (a closed
+            // Range's body was cut short by up to a buffer's worth, and HTTP/2 clients saw the
+            // stream end before its Content-Length).
+            self.inner.flush()?;
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod range_writer_tests {
+    use super::*;
+
+    #[test]
+    fn a_complete_range_is_flushed_before_the_producer_is_stopped() {
+        let mut writer = RangeWriter::new(io::BufWriter::new(Vec::new()), 2, Some(3));
+        writer.write_all(b"abcd").unwrap();
+        assert!(!writer.is_complete());
+        writer.write_all(b"efgh").unwrap();
+        assert!(writer.is_complete());
+        let err = writer.write_all(b"ij").unwrap_err();
+        assert_eq!(err.to_string(), RANGE_COMPLETE);
+        // Nothing flushes the chain after this (the producer returns the error): the range
+        // must already be below the buffer.
+        assert_eq!(writer.into_inner().get_ref().as_slice(), b"cde");
     }
 }
 
