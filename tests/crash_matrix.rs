@@ -848,6 +848,79 @@ fn every_fault_point_of_start_and_stop_keeps_the_state_and_the_vm_startable() {
     );
 }
 
+/// Whether this build has fault points; without them a test that needs them is skipped (and
+/// fails under `FERROVIRT_REQUIRE_FAILPOINTS=1`).
+fn fault_points_compiled_in() -> bool {
+    if ferrovirt_storage::failpoints::compiled_in() {
+        return true;
+    }
+    let required = std::env::var("FERROVIRT_REQUIRE_FAILPOINTS").is_ok_and(|v| v == "1");
+    eprintln!("skipped: this build has no fault points (--features ferrovirt/failpoints)");
+    assert!(
+        !required,
+        "FERROVIRT_REQUIRE_FAILPOINTS=1 but the build has no fault points"
+    );
+    false
+}
+
+/// The VM's `printableStatus` ("" when it cannot be read).
+fn printable_status(server: &Server, name: &str) -> String {
+    object(server, "vm", name)
+        .and_then(|vm| vm["status"]["printableStatus"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Waits until the VM shows `want` (for `Stopped`, also until its VMI is gone).
+fn wait_printable(server: &Server, name: &str, want: &str) {
+    wait_until(&format!("{name} {want}"), Duration::from_secs(120), || {
+        printable_status(server, name) == want
+            && (want != "Stopped" || object(server, "vmi", name).is_none())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&server.log(), 30)));
+}
+
+/// Starts the VM, waits until it runs, stops it; the VM as it was while running.
+fn run_and_stop(server: &Server, name: &str) -> Value {
+    server.cli_ok(&["start", name]);
+    wait_printable(server, name, "Running");
+    let running = object(server, "vm", name).unwrap();
+    server.cli_ok(&["stop", name]);
+    wait_printable(server, name, "Stopped");
+    running
+}
+
+/// The RSA EK certificate's fingerprint in a VM's status.
+fn ek_fingerprint(vm: &Value) -> Value {
+    vm["status"]["tpm"]["ekCertificateSHA256"]["rsa"].clone()
+}
+
+/// Restarts `serve` armed to crash (`kill -9` semantics) at `point` the first time it is reached.
+fn arm_crash(server: &mut Server, point: &str) {
+    server.terminate();
+    server.env = vec![(
+        "FERROVIRT_FAILPOINTS".into(),
+        format!("{point}=1*return(crash)"),
+    )];
+    server.spawn();
+}
+
+/// Waits for the armed `serve` to crash at `point`, then starts it again without faults.
+fn restart_after_crash(server: &mut Server, point: &str) {
+    assert!(
+        server.wait_exit(Duration::from_secs(60)),
+        "serve did not crash at {point}:\n{}",
+        tail(&server.log(), 20)
+    );
+    server.env = Vec::new();
+    server.spawn();
+}
+
+/// `kubectl apply` of `text` (written to `file` in the test's dir).
+fn apply_text(server: &Server, text: &str, file: &str) {
+    let path = manifest(server, file, text);
+    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+}
+
 /// Switching persistence off retires the backend-storage volume at the next start (moved to
 /// `<data>/retired/`, the PVC deleted). A `kill -9` of `serve` right before the move (fault point
 /// `generations.retire`) loses nothing: the restarted server retires it, every generation
@@ -855,13 +928,7 @@ fn every_fault_point_of_start_and_stop_keeps_the_state_and_the_vm_startable() {
 /// (same EK certificate fingerprint, Event `StateRestored`).
 #[test]
 fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
-    if !ferrovirt_storage::failpoints::compiled_in() {
-        let required = std::env::var("FERROVIRT_REQUIRE_FAILPOINTS").is_ok_and(|v| v == "1");
-        eprintln!("skipped: this build has no fault points (--features ferrovirt/failpoints)");
-        assert!(
-            !required,
-            "FERROVIRT_REQUIRE_FAILPOINTS=1 but the build has no fault points"
-        );
+    if !fault_points_compiled_in() {
         return;
     }
     const NAME: &str = "retirevm";
@@ -869,29 +936,6 @@ fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
     let data = server.data_dir();
     let persistent = state_check::firmware_only_vm_yaml(NAME);
     let ephemeral = persistent.replace("persistent: true", "persistent: false");
-    let apply = |server: &Server, text: &str, file: &str| {
-        let path = manifest(server, file, text);
-        server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
-    };
-    let status = |server: &Server| {
-        object(server, "vm", NAME)
-            .and_then(|vm| vm["status"]["printableStatus"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
-    let run_and_stop = |server: &Server| -> Value {
-        server.cli_ok(&["start", NAME]);
-        wait_until("the VM to run", Duration::from_secs(120), || {
-            status(server) == "Running"
-        })
-        .unwrap();
-        let running = object(server, "vm", NAME).unwrap();
-        server.cli_ok(&["stop", NAME]);
-        wait_until("the VM to stop", Duration::from_secs(120), || {
-            status(server) == "Stopped" && object(server, "vmi", NAME).is_none()
-        })
-        .unwrap();
-        running
-    };
     let pvcs = |server: &Server| -> usize {
         let out = server.kubectl_ok(&[
             "get",
@@ -905,36 +949,22 @@ fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
         list["items"].as_array().map_or(0, Vec::len)
     };
 
-    apply(&server, &persistent, "on.yaml");
-    let first = run_and_stop(&server);
-    let ek = first["status"]["tpm"]["ekCertificateSHA256"]["rsa"].clone();
+    apply_text(&server, &persistent, "on.yaml");
+    let first = run_and_stop(&server, NAME);
+    let ek = ek_fingerprint(&first);
     assert!(ek.is_string(), "{first}");
 
     // Persistence off; the start that retires the volume crashes right before the move.
-    apply(&server, &ephemeral, "off.yaml");
-    server.terminate();
-    server.env = vec![(
-        "FERROVIRT_FAILPOINTS".into(),
-        "generations.retire=1*return(crash)".into(),
-    )];
-    server.spawn();
+    apply_text(&server, &ephemeral, "off.yaml");
+    arm_crash(&mut server, "generations.retire");
     server.cli_ok(&["start", NAME]);
-    assert!(
-        server.wait_exit(Duration::from_secs(60)),
-        "serve did not crash at generations.retire:\n{}",
-        tail(&server.log(), 20)
-    );
-    server.env = Vec::new();
-    server.spawn();
+    restart_after_crash(&mut server, "generations.retire");
     // The restarted server finishes it: the volume retired, the PVC gone, the VM running.
     wait_until("the volume retired", Duration::from_secs(120), || {
         std::fs::read_dir(data.join("retired")).is_ok_and(|d| d.count() == 1) && pvcs(&server) == 0
     })
     .unwrap();
-    wait_until("the VM to run", Duration::from_secs(120), || {
-        status(&server) == "Running"
-    })
-    .unwrap();
+    wait_printable(&server, NAME, "Running");
     // Every generation verifies, and the retired copy holds the newest one's files unchanged.
     let stores = generation_stores(&data);
     assert_eq!(stores.len(), 1);
@@ -971,16 +1001,14 @@ fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
     }
     assert!(compared >= 2, "the TPM state and the VARS were compared");
     server.cli_ok(&["stop", NAME]);
-    wait_until("the VM to stop", Duration::from_secs(120), || {
-        status(&server) == "Stopped" && object(&server, "vmi", NAME).is_none()
-    })
-    .unwrap();
+    wait_printable(&server, NAME, "Stopped");
 
     // Persistence on again: the same TPM comes back out of the generations.
-    apply(&server, &persistent, "on-again.yaml");
-    let again = run_and_stop(&server);
+    apply_text(&server, &persistent, "on-again.yaml");
+    let again = run_and_stop(&server, NAME);
     assert_eq!(
-        again["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek,
+        ek_fingerprint(&again),
+        ek,
         "the TPM restored from the generations is the one from before"
     );
     let events = server.kubectl_ok(&["get", "events", "-o", "json"]);
@@ -997,58 +1025,12 @@ fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
 /// default `copy` policy), the source still runs with it, and every generation verifies.
 #[test]
 fn a_crash_while_a_vm_is_cloned_leaves_source_and_clone_whole() {
-    if !ferrovirt_storage::failpoints::compiled_in() {
-        let required = std::env::var("FERROVIRT_REQUIRE_FAILPOINTS").is_ok_and(|v| v == "1");
-        eprintln!("skipped: this build has no fault points (--features ferrovirt/failpoints)");
-        assert!(
-            !required,
-            "FERROVIRT_REQUIRE_FAILPOINTS=1 but the build has no fault points"
-        );
+    if !fault_points_compiled_in() {
         return;
     }
     const SOURCE: &str = "clonesrc";
     let mut server = Server::start(true);
     let data = server.data_dir();
-    let apply = |server: &Server, text: &str, file: &str| {
-        let path = manifest(server, file, text);
-        server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
-    };
-    let status = |server: &Server, name: &str| {
-        object(server, "vm", name)
-            .and_then(|vm| vm["status"]["printableStatus"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
-    let run_and_stop = |server: &Server, name: &str| -> Value {
-        server.cli_ok(&["start", name]);
-        wait_until("the VM to run", Duration::from_secs(120), || {
-            status(server, name) == "Running"
-        })
-        .unwrap();
-        let running = object(server, "vm", name).unwrap();
-        server.cli_ok(&["stop", name]);
-        wait_until("the VM to stop", Duration::from_secs(120), || {
-            status(server, name) == "Stopped" && object(server, "vmi", name).is_none()
-        })
-        .unwrap();
-        running
-    };
-    let crash_at = |server: &mut Server, point: &str| {
-        server.terminate();
-        server.env = vec![(
-            "FERROVIRT_FAILPOINTS".into(),
-            format!("{point}=1*return(crash)"),
-        )];
-        server.spawn();
-    };
-    let restart_clean = |server: &mut Server, point: &str| {
-        assert!(
-            server.wait_exit(Duration::from_secs(60)),
-            "serve did not crash at {point}:\n{}",
-            tail(&server.log(), 20)
-        );
-        server.env = Vec::new();
-        server.spawn();
-    };
     let clone_yaml = |name: &str, target: &str| {
         format!(
             "apiVersion: clone.kubevirt.io/v1beta1
@@ -1074,50 +1056,38 @@ spec:
         });
     };
 
-    apply(
+    apply_text(
         &server,
         &state_check::firmware_only_vm_yaml(SOURCE),
         "src.yaml",
     );
     let source = run_and_stop(&server, SOURCE);
-    let ek = source["status"]["tpm"]["ekCertificateSHA256"]["rsa"].clone();
+    let ek = ek_fingerprint(&source);
     assert!(ek.is_string(), "{source}");
 
     // 1. The crash while the clone's snapshot is published.
-    crash_at(&mut server, "snapshots.publish.before-rename");
-    apply(&server, &clone_yaml("c1", "clone1"), "c1.yaml");
-    restart_clean(&mut server, "snapshots.publish.before-rename");
+    arm_crash(&mut server, "snapshots.publish.before-rename");
+    apply_text(&server, &clone_yaml("c1", "clone1"), "c1.yaml");
+    restart_after_crash(&mut server, "snapshots.publish.before-rename");
     wait_clone(&server, "c1");
     let first = run_and_stop(&server, "clone1");
-    assert_eq!(
-        first["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek,
-        "clone1 has the source's TPM"
-    );
+    assert_eq!(ek_fingerprint(&first), ek, "clone1 has the source's TPM");
 
     // 2. The crash while the clone's first start restores the state into its volume.
-    apply(&server, &clone_yaml("c2", "clone2"), "c2.yaml");
+    apply_text(&server, &clone_yaml("c2", "clone2"), "c2.yaml");
     wait_clone(&server, "c2");
-    crash_at(&mut server, "generations.restore.before-replace");
+    arm_crash(&mut server, "generations.restore.before-replace");
     server.cli_ok(&["start", "clone2"]);
-    restart_clean(&mut server, "generations.restore.before-replace");
-    wait_until("clone2 to run", Duration::from_secs(120), || {
-        status(&server, "clone2") == "Running"
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&server.log(), 30)));
+    restart_after_crash(&mut server, "generations.restore.before-replace");
+    wait_printable(&server, "clone2", "Running");
     server.cli_ok(&["stop", "clone2"]);
-    wait_until("clone2 to stop", Duration::from_secs(120), || {
-        status(&server, "clone2") == "Stopped" && object(&server, "vmi", "clone2").is_none()
-    })
-    .unwrap();
+    wait_printable(&server, "clone2", "Stopped");
     let second = object(&server, "vm", "clone2").unwrap();
-    assert_eq!(
-        second["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek,
-        "clone2 has the source's TPM"
-    );
+    assert_eq!(ek_fingerprint(&second), ek, "clone2 has the source's TPM");
 
     // The source is untouched and still runs with its TPM; every generation verifies.
     let again = run_and_stop(&server, SOURCE);
-    assert_eq!(again["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek);
+    assert_eq!(ek_fingerprint(&again), ek);
     let problems = check_states(&data);
     assert!(problems.is_empty(), "{problems:?}");
 }
@@ -1130,13 +1100,7 @@ spec:
 /// restart, and the next start restores the same TPM out of the generations into a new volume.
 #[test]
 fn a_crash_while_a_pvc_is_bound_or_deleted_loses_nothing() {
-    if !ferrovirt_storage::failpoints::compiled_in() {
-        let required = std::env::var("FERROVIRT_REQUIRE_FAILPOINTS").is_ok_and(|v| v == "1");
-        eprintln!("skipped: this build has no fault points (--features ferrovirt/failpoints)");
-        assert!(
-            !required,
-            "FERROVIRT_REQUIRE_FAILPOINTS=1 but the build has no fault points"
-        );
+    if !fault_points_compiled_in() {
         return;
     }
     const NAME: &str = "pvcvm";
@@ -1149,11 +1113,6 @@ fn a_crash_while_a_pvc_is_bound_or_deleted_loses_nothing() {
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })
-            .unwrap_or_default()
-    };
-    let status = |server: &Server| {
-        object(server, "vm", NAME)
-            .and_then(|vm| vm["status"]["printableStatus"].as_str().map(str::to_owned))
             .unwrap_or_default()
     };
     let pvc = |server: &Server| -> Option<Value> {
@@ -1170,55 +1129,29 @@ fn a_crash_while_a_pvc_is_bound_or_deleted_loses_nothing() {
             .as_array()
             .and_then(|items| items.first().cloned())
     };
-    let crash_at = |server: &mut Server, point: &str| {
-        server.terminate();
-        server.env = vec![(
-            "FERROVIRT_FAILPOINTS".into(),
-            format!("{point}=1*return(crash)"),
-        )];
-        server.spawn();
-    };
-    let restart_clean = |server: &mut Server, point: &str| {
-        assert!(
-            server.wait_exit(Duration::from_secs(60)),
-            "serve did not crash at {point}:\n{}",
-            tail(&server.log(), 20)
-        );
-        server.env = Vec::new();
-        server.spawn();
-    };
-    let wait_status = |server: &Server, want: &str| {
-        wait_until(&format!("the VM {want}"), Duration::from_secs(120), || {
-            status(server) == want && (want != "Stopped" || object(server, "vmi", NAME).is_none())
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&server.log(), 30)));
-    };
-
     // 1. The first start's volume created, the PVC not yet bound.
-    let path = manifest(
+    apply_text(
         &server,
-        "pvcvm.yaml",
         &state_check::firmware_only_vm_yaml(NAME),
+        "pvcvm.yaml",
     );
-    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
-    crash_at(&mut server, "volumes.create.after-mkdir");
+    arm_crash(&mut server, "volumes.create.after-mkdir");
     server.cli_ok(&["start", NAME]);
-    restart_clean(&mut server, "volumes.create.after-mkdir");
-    wait_status(&server, "Running");
+    restart_after_crash(&mut server, "volumes.create.after-mkdir");
+    wait_printable(&server, NAME, "Running");
     let bound = pvc(&server).unwrap();
     let volume = bound["spec"]["volumeName"].as_str().unwrap().to_owned();
     assert_eq!(volumes(), vec![volume.clone()], "one volume, the bound one");
-    let ek =
-        object(&server, "vm", NAME).unwrap()["status"]["tpm"]["ekCertificateSHA256"]["rsa"].clone();
+    let ek = ek_fingerprint(&object(&server, "vm", NAME).unwrap());
     assert!(ek.is_string());
     server.cli_ok(&["stop", NAME]);
-    wait_status(&server, "Stopped");
+    wait_printable(&server, NAME, "Stopped");
 
     // 2. The PVC deleted: its volume moved aside, not yet removed.
-    crash_at(&mut server, "volumes.delete.after-move-aside");
+    arm_crash(&mut server, "volumes.delete.after-move-aside");
     let pvc_name = bound["metadata"]["name"].as_str().unwrap().to_owned();
     server.kubectl_ok(&["delete", "pvc", &pvc_name, "--wait=false"]);
-    restart_clean(&mut server, "volumes.delete.after-move-aside");
+    restart_after_crash(&mut server, "volumes.delete.after-move-aside");
     wait_until(
         "the PVC and its volume gone",
         Duration::from_secs(60),
@@ -1227,14 +1160,11 @@ fn a_crash_while_a_pvc_is_bound_or_deleted_loses_nothing() {
     .unwrap_or_else(|e| panic!("{e}: volumes {:?}", volumes()));
     // The next start restores the TPM into a new volume.
     server.cli_ok(&["start", NAME]);
-    wait_status(&server, "Running");
+    wait_printable(&server, NAME, "Running");
     let restored = object(&server, "vm", NAME).unwrap();
-    assert_eq!(
-        restored["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek,
-        "the same TPM"
-    );
+    assert_eq!(ek_fingerprint(&restored), ek, "the same TPM");
     server.cli_ok(&["stop", NAME]);
-    wait_status(&server, "Stopped");
+    wait_printable(&server, NAME, "Stopped");
     let events = server.kubectl_ok(&["get", "events", "-o", "json"]);
     assert!(events.contains("StateRestored"), "{events}");
     assert_eq!(volumes().len(), 1, "{:?}", volumes());
@@ -1255,32 +1185,12 @@ fn a_crash_in_the_middle_of_an_export_download_changes_nothing() {
     const NAME: &str = "exportvm";
     let mut server = Server::start(true);
     let data = server.data_dir();
-    let status = |server: &Server| {
-        object(server, "vm", NAME)
-            .and_then(|vm| vm["status"]["printableStatus"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
-    let run_and_stop = |server: &Server| -> Value {
-        server.cli_ok(&["start", NAME]);
-        wait_until("the VM to run", Duration::from_secs(120), || {
-            status(server) == "Running"
-        })
-        .unwrap();
-        let running = object(server, "vm", NAME).unwrap();
-        server.cli_ok(&["stop", NAME]);
-        wait_until("the VM to stop", Duration::from_secs(120), || {
-            status(server) == "Stopped" && object(server, "vmi", NAME).is_none()
-        })
-        .unwrap();
-        running
-    };
-    let path = manifest(
+    apply_text(
         &server,
-        "exportvm.yaml",
         &state_check::firmware_only_vm_yaml(NAME),
+        "exportvm.yaml",
     );
-    server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
-    let ek = run_and_stop(&server)["status"]["tpm"]["ekCertificateSHA256"]["rsa"].clone();
+    let ek = ek_fingerprint(&run_and_stop(&server, NAME));
     assert!(ek.is_string());
 
     server.cli_ok(&["vmexport", "create", "ex1", "--vm", NAME]);
@@ -1366,6 +1276,5 @@ fn a_crash_in_the_middle_of_an_export_download_changes_nothing() {
     let problems = check_states(&data);
     assert!(problems.is_empty(), "{problems:?}");
     server.kubectl_ok(&["delete", "vmexport", "ex1"]);
-    let again = run_and_stop(&server);
-    assert_eq!(again["status"]["tpm"]["ekCertificateSHA256"]["rsa"], ek);
+    assert_eq!(ek_fingerprint(&run_and_stop(&server, NAME)), ek);
 }

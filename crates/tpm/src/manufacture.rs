@@ -410,17 +410,8 @@ pub fn manufacture(req: &ManufactureRequest) -> Result<ManufactureReport, Manufa
     fsutil::tighten_and_sync_files(staging.path()).map_err(io("fsync", staging.path()))?;
     ca.seal()?;
     let ek_certificates = collect_ek_certs(&ek_dir, opts.ek_cert_dir.as_deref())?;
-    match fsutil::publish_no_clobber(&staged, &state_file) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Another manufacture won the race; its state stays, ours is discarded.
-            return existing(&state_file, started)?.ok_or(ManufactureError::Io {
-                action: "publish the state",
-                path: state_file.clone(),
-                source: e,
-            });
-        }
-        Err(e) => return Err(io("publish the state", &state_file)(e)),
+    if let Some(won) = publish_state(&staged, &state_file, started)? {
+        return Ok(won);
     }
     Ok(ManufactureReport {
         outcome: ManufactureOutcome::Manufactured,
@@ -432,6 +423,33 @@ pub fn manufacture(req: &ManufactureRequest) -> Result<ManufactureReport, Manufa
         from_pool: false,
         duration: started.elapsed(),
     })
+}
+
+/// Publishes the staged state at `state_file`, never replacing one: `Some` (the report of the
+/// state that stays) when another manufacture published first, `None` when ours is published.
+pub(crate) fn publish_state(
+    staged: &Path,
+    state_file: &Path,
+    started: Instant,
+) -> Result<Option<ManufactureReport>, ManufactureError> {
+    match fsutil::publish_no_clobber(staged, state_file) {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another manufacture won the race; its state stays, ours is discarded.
+            existing(state_file, started)?
+                .ok_or(ManufactureError::Io {
+                    action: "publish the state",
+                    path: state_file.to_path_buf(),
+                    source: e,
+                })
+                .map(Some)
+        }
+        Err(source) => Err(ManufactureError::Io {
+            action: "publish the state",
+            path: state_file.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// The report for an existing state, or `None` if there is none.

@@ -366,16 +366,8 @@ impl ClaimedTpm {
         let state = fs::read(&staged).map_err(io("read the personalized state", &staged))?;
         let ek_certificates = keep_ek_certificates(certificates, opts.ek_cert_dir.as_deref())?;
         failpoint("tpm.pool.before-publish", &staged)?;
-        match fsutil::publish_no_clobber(&staged, &state_file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return manufacture::existing(&state_file, started)?.ok_or(ManufactureError::Io {
-                    action: "publish the state",
-                    path: state_file.clone(),
-                    source: e,
-                });
-            }
-            Err(e) => return Err(io("publish the state", &state_file)(e)),
+        if let Some(won) = manufacture::publish_state(&staged, &state_file, started)? {
+            return Ok(won);
         }
         Ok(ManufactureReport {
             outcome: ManufactureOutcome::Manufactured,
