@@ -106,8 +106,15 @@ impl Rig {
     fn stop(&self, name: &str) -> Result<Duration, String> {
         let t = Instant::now();
         self.action(name, "stop")?;
+        // The VMI gone too: it disappears only after the engine finished the run (the state
+        // checked and recorded as the after-stop generation). The VM's printableStatus alone can
+        // still read the `Stopped` of the run before when the controllers are minutes behind
+        // (24 VMs at once), which let the state check below run before the record (a full run
+        // saw 5 of 24 VMs "differ from the newest generation" in its first concurrent round).
         self.wait(&format!("{name} Stopped"), || {
-            self.vm_status(name) == "Stopped" && !self.qemu_running(name)
+            self.vm_status(name) == "Stopped"
+                && self.vmi_phase(name).is_empty()
+                && !self.qemu_running(name)
         })?;
         Ok(t.elapsed())
     }
