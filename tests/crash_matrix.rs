@@ -895,6 +895,7 @@ fn ek_fingerprint(vm: &Value) -> Value {
 }
 
 /// Restarts `serve` armed to crash (`kill -9` semantics) at `point` the first time it is reached.
+/// The request that leads there may lose its answer to the crash: callers do not require it.
 fn arm_crash(server: &mut Server, point: &str) {
     server.terminate();
     server.env = vec![(
@@ -957,7 +958,8 @@ fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
     // Persistence off; the start that retires the volume crashes right before the move.
     apply_text(&server, &ephemeral, "off.yaml");
     arm_crash(&mut server, "generations.retire");
-    server.cli_ok(&["start", NAME]);
+    // The crash may take the answer with it: the request's outcome is not what is tested.
+    let _ = server.cli(&["start", NAME]);
     restart_after_crash(&mut server, "generations.retire");
     // The restarted server finishes it: the volume retired, the PVC gone, the VM running.
     wait_until("the volume retired", Duration::from_secs(120), || {
@@ -1067,7 +1069,8 @@ spec:
 
     // 1. The crash while the clone's snapshot is published.
     arm_crash(&mut server, "snapshots.publish.before-rename");
-    apply_text(&server, &clone_yaml("c1", "clone1"), "c1.yaml");
+    let path = manifest(&server, "c1.yaml", &clone_yaml("c1", "clone1"));
+    let _ = server.kubectl(&["apply", "-f", path.to_str().unwrap()]);
     restart_after_crash(&mut server, "snapshots.publish.before-rename");
     wait_clone(&server, "c1");
     let first = run_and_stop(&server, "clone1");
@@ -1077,7 +1080,7 @@ spec:
     apply_text(&server, &clone_yaml("c2", "clone2"), "c2.yaml");
     wait_clone(&server, "c2");
     arm_crash(&mut server, "generations.restore.before-replace");
-    server.cli_ok(&["start", "clone2"]);
+    let _ = server.cli(&["start", "clone2"]);
     restart_after_crash(&mut server, "generations.restore.before-replace");
     wait_printable(&server, "clone2", "Running");
     server.cli_ok(&["stop", "clone2"]);
@@ -1136,7 +1139,7 @@ fn a_crash_while_a_pvc_is_bound_or_deleted_loses_nothing() {
         "pvcvm.yaml",
     );
     arm_crash(&mut server, "volumes.create.after-mkdir");
-    server.cli_ok(&["start", NAME]);
+    let _ = server.cli(&["start", NAME]);
     restart_after_crash(&mut server, "volumes.create.after-mkdir");
     wait_printable(&server, NAME, "Running");
     let bound = pvc(&server).unwrap();
@@ -1150,7 +1153,8 @@ fn a_crash_while_a_pvc_is_bound_or_deleted_loses_nothing() {
     // 2. The PVC deleted: its volume moved aside, not yet removed.
     arm_crash(&mut server, "volumes.delete.after-move-aside");
     let pvc_name = bound["metadata"]["name"].as_str().unwrap().to_owned();
-    server.kubectl_ok(&["delete", "pvc", &pvc_name, "--wait=false"]);
+    // The crash may come before the answer (seen in a clean-clone run: kubectl got EOF).
+    let _ = server.kubectl(&["delete", "pvc", &pvc_name, "--wait=false"]);
     restart_after_crash(&mut server, "volumes.delete.after-move-aside");
     wait_until(
         "the PVC and its volume gone",
