@@ -457,7 +457,7 @@ fn report(o: &Options, r: &Results) {
             println!("| {what:<34} | {:>12} | {:>12} |", f1(e), f1(p));
         };
         pair(
-            "first start (TPM manufacture)",
+            "first start (pooled TPM)",
             r.ferro.first_start,
             p.first_start,
         );
