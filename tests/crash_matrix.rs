@@ -916,6 +916,20 @@ fn restart_after_crash(server: &mut Server, point: &str) {
     server.spawn();
 }
 
+/// The VM's backend-storage PVCs (label `persistent-state-for`).
+fn backend_pvcs(server: &Server, vm: &str) -> Vec<Value> {
+    let out = server.kubectl_ok(&[
+        "get",
+        "pvc",
+        "-l",
+        &format!("persistent-state-for={vm}"),
+        "-o",
+        "json",
+    ]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
 /// `kubectl apply` of `text` (written to `file` in the test's dir).
 fn apply_text(server: &Server, text: &str, file: &str) {
     let path = manifest(server, file, text);
@@ -937,18 +951,6 @@ fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
     let data = server.data_dir();
     let persistent = state_check::firmware_only_vm_yaml(NAME);
     let ephemeral = persistent.replace("persistent: true", "persistent: false");
-    let pvcs = |server: &Server| -> usize {
-        let out = server.kubectl_ok(&[
-            "get",
-            "pvc",
-            "-l",
-            &format!("persistent-state-for={NAME}"),
-            "-o",
-            "json",
-        ]);
-        let list: Value = serde_json::from_str(&out).unwrap();
-        list["items"].as_array().map_or(0, Vec::len)
-    };
 
     apply_text(&server, &persistent, "on.yaml");
     let first = run_and_stop(&server, NAME);
@@ -963,7 +965,8 @@ fn a_crash_while_a_volume_is_retired_keeps_the_tpm() {
     restart_after_crash(&mut server, "generations.retire");
     // The restarted server finishes it: the volume retired, the PVC gone, the VM running.
     wait_until("the volume retired", Duration::from_secs(120), || {
-        std::fs::read_dir(data.join("retired")).is_ok_and(|d| d.count() == 1) && pvcs(&server) == 0
+        std::fs::read_dir(data.join("retired")).is_ok_and(|d| d.count() == 1)
+            && backend_pvcs(&server, NAME).is_empty()
     })
     .unwrap();
     wait_printable(&server, NAME, "Running");
@@ -1118,20 +1121,7 @@ fn a_crash_while_a_pvc_is_bound_or_deleted_loses_nothing() {
             })
             .unwrap_or_default()
     };
-    let pvc = |server: &Server| -> Option<Value> {
-        let out = server.kubectl_ok(&[
-            "get",
-            "pvc",
-            "-l",
-            &format!("persistent-state-for={NAME}"),
-            "-o",
-            "json",
-        ]);
-        let list: Value = serde_json::from_str(&out).unwrap();
-        list["items"]
-            .as_array()
-            .and_then(|items| items.first().cloned())
-    };
+    let pvc = |server: &Server| backend_pvcs(server, NAME).into_iter().next();
     // 1. The first start's volume created, the PVC not yet bound.
     apply_text(
         &server,

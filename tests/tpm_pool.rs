@@ -21,33 +21,11 @@ use std::time::Duration;
 use serde_json::Value;
 use server::{Server, manifest};
 
+/// The reliability tests' firmware-only VM, its TPM persistent or not (EFI persistent).
 fn vm(name: &str, persistent_tpm: bool) -> String {
-    format!(
-        "apiVersion: kubevirt.io/v1
-kind: VirtualMachine
-metadata:
-  name: {name}
-spec:
-  runStrategy: Manual
-  template:
-    spec:
-      terminationGracePeriodSeconds: 1
-      domain:
-        features:
-          smm:
-            enabled: true
-        memory:
-          guest: 128Mi
-        firmware:
-          bootloader:
-            efi:
-              secureBoot: true
-              persistent: true
-        devices:
-          autoattachPodInterface: false
-          tpm:
-            persistent: {persistent_tpm}
-"
+    state_check::firmware_only_vm_yaml(name).replace(
+        "tpm:\n            persistent: true",
+        &format!("tpm:\n            persistent: {persistent_tpm}"),
     )
 }
 

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 use crate::BenchError;
-use crate::http::{Api, Connection};
+use crate::http::{Api, Connection, WatchStream};
 
 /// The VirtualMachine collection of the `default` namespace.
 pub const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
@@ -168,17 +168,7 @@ pub async fn action_until(
 ) -> Result<Duration, BenchError> {
     let mut conn = Connection::open(addr).await?;
     let current = conn.get_json(&format!("{VMS}/{name}")).await?;
-    let rv = current
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("0")
-        .to_owned();
-    let mut watch = Connection::open(addr)
-        .await?
-        .watch(&format!(
-            "{VMS}?watch=true&fieldSelector=metadata.name%3D{name}&resourceVersion={rv}"
-        ))
-        .await?;
+    let mut watch = watch_vm(addr, name, &current).await?;
     let path = format!(
         "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/{action}"
     );
@@ -193,22 +183,8 @@ pub async fn action_until(
             String::from_utf8_lossy(&reply.body)
         )));
     }
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let event = tokio::time::timeout_at(deadline, watch.next_event())
-            .await
-            .map_err(|_| {
-                BenchError::Timeout(format!("VM {name} did not reach {want} within {timeout:?}"))
-            })??;
-        let Some(event) = event else {
-            return Err(BenchError::Http(format!("the watch of VM {name} ended")));
-        };
-        if let Some(object) = event.get("object")
-            && printable(object) == want
-        {
-            return Ok(started.elapsed());
-        }
-    }
+    until_printable(&mut watch, name, want, timeout).await?;
+    Ok(started.elapsed())
 }
 
 /// Creates a new VM with `runStrategy: Always` (what `kubectl apply` sends) and waits in a watch
@@ -223,33 +199,48 @@ pub async fn apply_until_running(
     let list = conn
         .get_json(&format!("{VMS}?fieldSelector=metadata.name%3D{name}"))
         .await?;
-    let rv = list
+    let mut watch = watch_vm(addr, name, &list).await?;
+    let started = Instant::now();
+    create_vm(&mut conn, &vm_manifest(name, "Always")).await?;
+    until_printable(&mut watch, name, "Running", timeout).await?;
+    Ok(started.elapsed())
+}
+
+/// A watch of the VM `name` from the resourceVersion of `seen` (the VM, or a list).
+async fn watch_vm(addr: &Api, name: &str, seen: &Value) -> Result<WatchStream, BenchError> {
+    let rv = seen
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
-        .unwrap_or("0")
-        .to_owned();
-    let mut watch = Connection::open(addr)
+        .unwrap_or("0");
+    Connection::open(addr)
         .await?
         .watch(&format!(
             "{VMS}?watch=true&fieldSelector=metadata.name%3D{name}&resourceVersion={rv}"
         ))
-        .await?;
-    let started = Instant::now();
-    create_vm(&mut conn, &vm_manifest(name, "Always")).await?;
+        .await
+}
+
+/// Reads `watch` until the VM shows `printableStatus == want`.
+async fn until_printable(
+    watch: &mut WatchStream,
+    name: &str,
+    want: &str,
+    timeout: Duration,
+) -> Result<(), BenchError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let event = tokio::time::timeout_at(deadline, watch.next_event())
             .await
             .map_err(|_| {
-                BenchError::Timeout(format!("VM {name} did not run within {timeout:?}"))
+                BenchError::Timeout(format!("VM {name} did not reach {want} within {timeout:?}"))
             })??;
         let Some(event) = event else {
             return Err(BenchError::Http(format!("the watch of VM {name} ended")));
         };
         if let Some(object) = event.get("object")
-            && printable(object) == "Running"
+            && printable(object) == want
         {
-            return Ok(started.elapsed());
+            return Ok(());
         }
     }
 }

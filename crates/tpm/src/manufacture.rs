@@ -292,14 +292,6 @@ pub fn manufacture(req: &ManufactureRequest) -> Result<ManufactureReport, Manufa
         remove_stale_staging(&req.state_dir);
         return Ok(report);
     }
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ManufactureError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     // One manufacture per volume at a time; then look again, another one may just have finished.
     fsutil::create_private_dir(&req.localca_dir)
         .map_err(io("create the local CA dir", &req.localca_dir))?;
@@ -565,14 +557,6 @@ fn collect_ek_certs(
     ek_dir: &Path,
     keep_dir: Option<&Path>,
 ) -> Result<Vec<EkCertificateFile>, ManufactureError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ManufactureError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     let mut certs = Vec::new();
     let entries = fs::read_dir(ek_dir).map_err(io("list the EK certificates", ek_dir))?;
     for entry in entries {
@@ -586,6 +570,19 @@ fn collect_ek_certs(
             continue;
         }
         let der = fs::read(&path).map_err(io("read an EK certificate", &path))?;
+        certs.push((name, der));
+    }
+    keep_ek_certificates(certs, keep_dir)
+}
+
+/// The EK certificates (file name, DER) as a manufacture reports them, sorted by name, with
+/// copies kept (0600, crash-safe) in `keep_dir` if set.
+pub(crate) fn keep_ek_certificates(
+    certificates: Vec<(String, Vec<u8>)>,
+    keep_dir: Option<&Path>,
+) -> Result<Vec<EkCertificateFile>, ManufactureError> {
+    let mut out = Vec::new();
+    for (name, der) in certificates {
         let kept_at = match keep_dir {
             Some(dir) => {
                 fsutil::create_private_dir(dir).map_err(io("create the EK cert dir", dir))?;
@@ -596,10 +593,23 @@ fn collect_ek_certs(
             }
             None => None,
         };
-        certs.push(EkCertificateFile { name, der, kept_at });
+        out.push(EkCertificateFile { name, der, kept_at });
     }
-    certs.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(certs)
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// An I/O error of a manufacture step.
+pub(crate) fn io(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> ManufactureError {
+    let path = path.to_path_buf();
+    move |source| ManufactureError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// Removes staging dirs a crashed manufacture left behind (best effort).

@@ -32,8 +32,8 @@ use crate::fsutil;
 use crate::key::StateKey;
 use crate::localca::{CA_MATERIAL, CERT_SERIAL, CaStatus, DEFAULT_SWTPM_LOCALCA, LocalCa};
 use crate::manufacture::{
-    self, EkCertificateFile, MANUFACTURE_LOCK, ManufactureError, ManufactureOptions,
-    ManufactureOutcome, ManufactureReport, ManufactureRequest, RsaKeySize, STAGING_PREFIX, VmId,
+    self, MANUFACTURE_LOCK, ManufactureError, ManufactureOptions, ManufactureOutcome,
+    ManufactureReport, ManufactureRequest, RsaKeySize, STAGING_PREFIX, VmId, io,
 };
 use crate::offline::OfflineSwtpm;
 use crate::process;
@@ -364,7 +364,8 @@ impl ClaimedTpm {
 
         fsutil::tighten_and_sync_files(staging.path()).map_err(io("fsync", staging.path()))?;
         let state = fs::read(&staged).map_err(io("read the personalized state", &staged))?;
-        let ek_certificates = keep_ek_certificates(certificates, opts.ek_cert_dir.as_deref())?;
+        let ek_certificates =
+            manufacture::keep_ek_certificates(certificates, opts.ek_cert_dir.as_deref())?;
         failpoint("tpm.pool.before-publish", &staged)?;
         if let Some(won) = manufacture::publish_state(&staged, &state_file, started)? {
             return Ok(won);
@@ -587,41 +588,9 @@ fn tpm_parameters(info: &str) -> Option<Vec<String>> {
     ])
 }
 
-/// The EK certificates as a manufacture reports them, copies kept in `keep_dir` if set.
-fn keep_ek_certificates(
-    certificates: Vec<(String, Vec<u8>)>,
-    keep_dir: Option<&Path>,
-) -> Result<Vec<EkCertificateFile>, ManufactureError> {
-    let mut out = Vec::new();
-    for (name, der) in certificates {
-        let kept_at = match keep_dir {
-            Some(dir) => {
-                fsutil::create_private_dir(dir).map_err(io("create the EK cert dir", dir))?;
-                let target = dir.join(&name);
-                fsutil::write_private_file_atomic(&target, &der)
-                    .map_err(io("keep an EK certificate", &target))?;
-                Some(target)
-            }
-            None => None,
-        };
-        out.push(EkCertificateFile { name, der, kept_at });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
 /// A named fault point of the reliability tests (nothing without the `failpoints` feature).
 fn failpoint(name: &'static str, path: &Path) -> Result<(), ManufactureError> {
     ferrovirt_storage::failpoints::hit(name).map_err(io(name, path))
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ManufactureError {
-    let path = path.to_path_buf();
-    move |source| ManufactureError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 #[cfg(test)]
