@@ -24,6 +24,7 @@ mod io_errors_serve;
 mod kubectl_api;
 mod kubectl_vm;
 mod metrics;
+mod migrate_to_host;
 mod migration_executor;
 mod migration_tunnel;
 mod package;

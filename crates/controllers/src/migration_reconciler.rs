@@ -45,10 +45,8 @@ pub mod phase {
 /// KubeVirt's Event reasons of the migration controller.
 pub const SUCCESSFUL_MIGRATION: &str = "SuccessfulMigration";
 pub const FAILED_MIGRATION: &str = "FailedMigration";
-/// KubeVirt's annotation on a receiving VM: the run strategy it gets once the migration is in.
-pub const RESTORE_RUN_STRATEGY: &str = "kubevirt.io/restore-run-strategy";
-/// KubeVirt's `RunStrategyWaitAsReceiver`.
-pub const WAIT_AS_RECEIVER: &str = "WaitAsReceiver";
+/// KubeVirt's annotation on a receiving VM and its `RunStrategyWaitAsReceiver`.
+pub use ferrovirt_resources::migration::{RESTORE_RUN_STRATEGY, WAIT_AS_RECEIVER};
 /// KubeVirt's annotation on a VMI that waits for an incoming migration.
 pub const CREATE_MIGRATION_TARGET: &str = "kubevirt.io/create-migration-target";
 

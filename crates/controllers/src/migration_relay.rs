@@ -12,6 +12,7 @@ use ferrovirt_auth::kubeconfig::Credentials;
 use ferrovirt_vmm::migration::MigrationSockets;
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
@@ -45,6 +46,8 @@ pub enum RelayError {
         "the destination {server} did not take the volume's meta/ and swtpm-localca/: {detail}"
     )]
     VolumeFiles { server: String, detail: String },
+    #[error("the destination {server} cannot receive this VM: {detail}")]
+    Destination { server: String, detail: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -272,8 +275,81 @@ impl TunnelTarget {
         }
     }
 
-    /// One `GET` of an API path on the destination (HTTP/1.1 over the kubeconfig's TLS).
+    /// Creates the receiving VM and VMIM of this migration on the destination (what KubeVirt
+    /// leaves to "an orchestrator"; the source VMIM asked for it with
+    /// `migration.ferrovirt.io/prepare-destination`): the VM from the source's (`source_vm`) as
+    /// [`ferrovirt_resources::migration::receiver_vm`] makes it, unless a receiving VM of that
+    /// name waits there already; a VM of that name that does not wait is never touched. Returns
+    /// what it did, for the log.
+    pub async fn prepare_receiver(&self, source_vm: &Value) -> Result<String, RelayError> {
+        use ferrovirt_resources::migration::{WAIT_AS_RECEIVER, receiver_vm, receiving_migration};
+        let server = self.credentials.server.clone();
+        let (ns, name) = (&self.namespace, &self.vmi);
+        let vms = format!("/apis/kubevirt.io/v1/namespaces/{ns}/virtualmachines");
+        let refused = |code: u16, body: &[u8]| RelayError::Refused {
+            server: server.clone(),
+            code,
+            body: String::from_utf8_lossy(body).chars().take(400).collect(),
+        };
+        let (code, body) = self.request("GET", &format!("{vms}/{name}"), None).await?;
+        let mut done = Vec::new();
+        match code {
+            200 => {
+                let existing: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if existing
+                    .pointer("/spec/runStrategy")
+                    .and_then(Value::as_str)
+                    != Some(WAIT_AS_RECEIVER)
+                {
+                    return Err(RelayError::Destination {
+                        server,
+                        detail: format!(
+                            "it has a VirtualMachine {ns}/{name} already that does not wait for a migration (runStrategy {WAIT_AS_RECEIVER}); delete it there or migrate into a namespace that has none"
+                        ),
+                    });
+                }
+                done.push(format!("VirtualMachine {name} waits there already"));
+            }
+            404 => {
+                let vm = receiver_vm(source_vm);
+                let (code, body) = self.request("POST", &vms, Some(&vm)).await?;
+                if code != 201 && code != 200 {
+                    return Err(refused(code, &body));
+                }
+                done.push(format!(
+                    "created VirtualMachine {name} ({WAIT_AS_RECEIVER})"
+                ));
+            }
+            code => return Err(refused(code, &body)),
+        }
+        let vmim = receiving_migration(ns, name, &self.migration_id);
+        let path = format!("/apis/kubevirt.io/v1/namespaces/{ns}/virtualmachineinstancemigrations");
+        let (code, body) = self.request("POST", &path, Some(&vmim)).await?;
+        match code {
+            200 | 201 => done.push(format!(
+                "created VirtualMachineInstanceMigration {}",
+                vmim["metadata"]["name"].as_str().unwrap_or_default()
+            )),
+            // A retry after a restart of this server: it exists from the first attempt.
+            409 => done.push("its VirtualMachineInstanceMigration exists already".into()),
+            code => return Err(refused(code, &body)),
+        }
+        Ok(done.join(", "))
+    }
+
+    /// One `GET` of an API path on the destination.
     async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), RelayError> {
+        self.request("GET", path, None).await
+    }
+
+    /// One request on the destination's API (HTTP/1.1 over the kubeconfig's TLS), with a JSON
+    /// body if given.
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Vec<u8>), RelayError> {
         use http_body_util::BodyExt;
         let server = self.credentials.server.clone();
         let transport = |detail: String| RelayError::Transport {
@@ -291,26 +367,35 @@ impl TunnelTarget {
                 .await
                 .map_err(|e| transport(format!("HTTP: {e}")))?;
         let driver = tokio::spawn(connection);
-        let mut request = hyper::Request::get(format!("{prefix}{path}"))
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{prefix}{path}"))
             .header(hyper::header::HOST, address.as_str())
             .header(hyper::header::ACCEPT, "application/json");
         if let Some(value) = authorization {
             request = request.header(hyper::header::AUTHORIZATION, value);
         }
+        let payload = match body {
+            Some(value) => {
+                request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+                bytes::Bytes::from(value.to_string())
+            }
+            None => bytes::Bytes::new(),
+        };
         let request = request
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| transport(format!("GET {path}: {e}")))?;
+            .body(http_body_util::Full::new(payload))
+            .map_err(|e| transport(format!("{method} {path}: {e}")))?;
         let answer = async {
             let response = sender
                 .send_request(request)
                 .await
-                .map_err(|e| transport(format!("GET {path}: {e}")))?;
+                .map_err(|e| transport(format!("{method} {path}: {e}")))?;
             let code = response.status().as_u16();
             let body = response
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| transport(format!("GET {path}: {e}")))?
+                .map_err(|e| transport(format!("{method} {path}: {e}")))?
                 .to_bytes();
             Ok((code, body.to_vec()))
         }

@@ -1,28 +1,28 @@
 //! `ferrovirt migrate NAME --to KUBECONFIG [--namespace NS]`: a live migration of a running VM to
-//! another ferrovirt host with KubeVirt's decentralized live-migration objects alone. On the
-//! destination (through its API, with the `--to` kubeconfig): the VM with `runStrategy:
-//! WaitAsReceiver` (its run strategy kept in `kubevirt.io/restore-run-strategy`) and a
-//! VirtualMachineInstanceMigration with `spec.receive`; on the source: a Secret with the
-//! destination's kubeconfig and a VMIM with `spec.sendTo` naming it
-//! (`migration.ferrovirt.io/destination-kubeconfig-secret`). Then it follows the source's VMIM,
-//! printing the progress (memory remaining, dirty rate, expected downtime), and at the end the
-//! total time and the downtime measured from the source's vCPU stop to the destination's resume.
+//! another ferrovirt host with KubeVirt's decentralized live-migration objects. On the source it
+//! writes a Secret with the destination's kubeconfig (one per destination host, reused:
+//! `ferrovirt_resources::migration::destination_secret`) and a VirtualMachineInstanceMigration
+//! with `spec.sendTo` naming it and asking the source server to prepare the destination
+//! (`migration.ferrovirt.io/prepare-destination`: the server creates the VM with `runStrategy:
+//! WaitAsReceiver` and the VMIM with `spec.receive` there, as the web UI's "Migrate to host..."
+//! has it do). Then it follows the source's VMIM, printing the progress (memory remaining, dirty
+//! rate, expected downtime), and at the end the total time and the downtime measured from the
+//! source's vCPU stop to the destination's resume.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use ferrovirt_resources::migration::{
+    WAIT_AS_RECEIVER, destination_secret, destination_secret_name, receiving_migration_name,
+    sending_migration,
+};
 use ferrovirt_resources::{SECRETS, VMIMS, VMIS, VMS};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::client::{Client, ClientArgs, ClientError};
 use crate::resource::{collection_path, item_path};
-
-/// ferrovirt's annotation naming the Secret with the destination's kubeconfig (the
-/// controllers' `runtime::DESTINATION_KUBECONFIG`).
-const DESTINATION_KUBECONFIG: &str = "migration.ferrovirt.io/destination-kubeconfig-secret";
-const RESTORE_RUN_STRATEGY: &str = "kubevirt.io/restore-run-strategy";
 
 /// Arguments of `ferrovirt migrate`.
 #[derive(Debug, Args)]
@@ -52,41 +52,6 @@ fn timeout(text: &str) -> Result<Duration, ClientError> {
             "--timeout {text:?} is not a duration; write it as 90s, 5m or 1h"
         ))
     })
-}
-
-/// The receiving VM for the destination: the source VM's spec, metadata without what the
-/// source server set, waiting as a receiver with its run strategy kept for the take-over.
-pub fn receiver_vm(source: &Value) -> Value {
-    let text = |p: &str| source.pointer(p).and_then(Value::as_str).unwrap_or("");
-    let strategy = match (
-        source.pointer("/spec/runStrategy").and_then(Value::as_str),
-        source.pointer("/spec/running").and_then(Value::as_bool),
-    ) {
-        (Some(s), _) if s != "WaitAsReceiver" && s != "Halted" => s.to_owned(),
-        _ => "Always".to_owned(),
-    };
-    let mut annotations = source
-        .pointer("/metadata/annotations")
-        .cloned()
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}));
-    annotations[RESTORE_RUN_STRATEGY] = json!(strategy);
-    let mut spec = source.get("spec").cloned().unwrap_or_else(|| json!({}));
-    if let Some(spec) = spec.as_object_mut() {
-        spec.remove("running");
-    }
-    spec["runStrategy"] = json!("WaitAsReceiver");
-    let mut vm = json!({
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": text("/metadata/name"), "namespace": text("/metadata/namespace"),
-            "annotations": annotations},
-        "spec": spec,
-    });
-    if let Some(labels) = source.pointer("/metadata/labels") {
-        vm["metadata"]["labels"] = labels.clone();
-    }
-    vm
 }
 
 /// One progress line of the source's migration.
@@ -157,8 +122,13 @@ fn migrate(args: &MigrateArgs) -> Result<Result<String, String>, ClientError> {
     let connection = crate::connection::Connection::from_args(&dest_args)?;
     let dest = Client::new(&connection)?;
     let name = &args.vm;
-    let vm = source.get(&item_path(&VMS, &ns, name))?;
-    let vmi = source.get(&item_path(&VMIS, &ns, name))?;
+    // The VM first, for a clear answer when there is none.
+    source.get(&item_path(&VMS, &ns, name))?;
+    let vmi = match source.get(&item_path(&VMIS, &ns, name)) {
+        Ok(vmi) => vmi,
+        Err(e) if e.is_not_found() => Value::Null,
+        Err(e) => return Err(e),
+    };
     if vmi.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
         return Ok(Err(format!(
             "VirtualMachine {ns}/{name} is not running; only a running VM migrates live (start it, or export it with `ferrovirt vmexport`)"
@@ -166,69 +136,70 @@ fn migrate(args: &MigrateArgs) -> Result<Result<String, String>, ClientError> {
     }
     let kubeconfig = std::fs::read_to_string(&args.to)
         .map_err(|e| ClientError::Usage(format!("--to {}: {e}", args.to.display())))?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let migration_id = format!("{name}-{stamp}");
-    // The destination: the receiving VM and its migration.
+    // A quick answer for what the source server would find anyway: a VM of that name on the
+    // destination that does not wait for a migration is never touched.
     match dest.get(&item_path(&VMS, &ns, name)) {
         Ok(existing)
             if existing
                 .pointer("/spec/runStrategy")
                 .and_then(Value::as_str)
-                == Some("WaitAsReceiver") => {}
-        Ok(_) => {
+                != Some(WAIT_AS_RECEIVER) =>
+        {
             return Ok(Err(format!(
                 "the destination {} has a VirtualMachine {ns}/{name} already; delete it there or migrate into a namespace that has none",
                 connection.server
             )));
         }
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let migration_id = format!("{name}-{stamp}");
+    // The source: the destination's kubeconfig (its host's Secret, replaced if it exists) and
+    // the sending migration, which has the source server create the receiver there.
+    let secret = destination_secret_name(&connection.server);
+    let secret_object = destination_secret(&ns, &connection.server, &kubeconfig);
+    let secret_path = item_path(&SECRETS, &ns, &secret);
+    match source.get(&secret_path) {
+        Ok(existing) => {
+            let mut replaced = secret_object;
+            replaced["metadata"]["resourceVersion"] = existing
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
+            source.send_json("PUT", &secret_path, "application/json", &replaced)?;
+        }
         Err(e) if e.is_not_found() => {
-            dest.send_json(
+            source.send_json(
                 "POST",
-                &collection_path(&VMS, Some(&ns)),
+                &collection_path(&SECRETS, Some(&ns)),
                 "application/json",
-                &receiver_vm(&vm),
+                &secret_object,
             )?;
         }
         Err(e) => return Err(e),
     }
-    let target_name = format!("{migration_id}-in");
-    dest.send_json(
-        "POST",
-        &collection_path(&VMIMS, Some(&ns)),
-        "application/json",
-        &json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
-            "metadata": {"name": target_name, "namespace": ns},
-            "spec": {"vmiName": name, "receive": {"migrationID": migration_id}}}),
-    )?;
-    eprintln!(
-        "destination {}: VirtualMachine {name} waits as a receiver, VirtualMachineInstanceMigration {target_name}",
-        connection.server
-    );
-    // The source: the destination's kubeconfig and the sending migration.
-    let secret = format!("{migration_id}-destination");
-    source.send_json(
-        "POST",
-        &collection_path(&SECRETS, Some(&ns)),
-        "application/json",
-        &json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": secret, "namespace": ns},
-            "stringData": {"kubeconfig": kubeconfig}}),
-    )?;
-    let source_name = format!("{migration_id}-out");
+    let sending = sending_migration(&ns, name, &migration_id, &connection.server, &secret);
+    let source_name = sending["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let target_name = receiving_migration_name(&migration_id);
     source.send_json(
         "POST",
         &collection_path(&VMIMS, Some(&ns)),
         "application/json",
-        &json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
-            "metadata": {"name": source_name, "namespace": ns,
-                "annotations": {DESTINATION_KUBECONFIG: secret}},
-            "spec": {"vmiName": name,
-                "sendTo": {"migrationID": migration_id, "connectURL": connection.server}}}),
+        &sending,
     )?;
     eprintln!("source: VirtualMachineInstanceMigration {source_name}");
+    eprintln!(
+        "destination {}: the source server has VirtualMachine {name} wait there as a receiver, with VirtualMachineInstanceMigration {target_name}",
+        connection.server
+    );
     let started = Instant::now();
     let mut last = String::new();
     let path = item_path(&VMIMS, &ns, &source_name);
@@ -288,30 +259,7 @@ pub fn run(args: &MigrateArgs) -> ExitCode {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_receiver_waits_and_keeps_the_run_strategy() {
-        let source = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-            "metadata": {"name": "vm", "namespace": "ns", "uid": "u", "resourceVersion": "9",
-                "labels": {"app": "x"}},
-            "spec": {"running": true, "template": {"spec": {"domain": {}}}},
-            "status": {"printableStatus": "Running"}});
-        let receiver = receiver_vm(&source);
-        assert_eq!(receiver["spec"]["runStrategy"], "WaitAsReceiver");
-        assert!(receiver["spec"].get("running").is_none());
-        assert_eq!(
-            receiver["metadata"]["annotations"][RESTORE_RUN_STRATEGY],
-            "Always"
-        );
-        assert!(receiver.get("status").is_none());
-        assert!(receiver["metadata"].get("uid").is_none());
-        assert_eq!(receiver["metadata"]["labels"]["app"], "x");
-        let manual = json!({"metadata": {"name": "vm"}, "spec": {"runStrategy": "Manual"}});
-        assert_eq!(
-            receiver_vm(&manual)["metadata"]["annotations"][RESTORE_RUN_STRATEGY],
-            "Manual"
-        );
-    }
+    use serde_json::json;
 
     #[test]
     fn progress_and_summary_lines() {

@@ -43,9 +43,7 @@ use crate::world::RunOutcome;
 /// field for this (its decentralized migration trusts a network it set up). After the switch-over
 /// the source reads the receiving VMI there (`get virtualmachineinstances`) to learn that its
 /// guest runs before the source's copy ends.
-pub const DESTINATION_KUBECONFIG: &str = "migration.ferrovirt.io/destination-kubeconfig-secret";
-/// The key of that Secret holding the kubeconfig.
-pub const KUBECONFIG_KEY: &str = "kubeconfig";
+pub use ferrovirt_resources::migration::{DESTINATION_KUBECONFIG, KUBECONFIG_KEY};
 
 /// How long the source waits for the destination's receiver to listen.
 const TARGET_READY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -357,11 +355,24 @@ impl Controller {
             migration_id: migration_id.clone(),
         };
         let run_key: RunKey = (ns, meta_str(&vmi, "name").to_owned());
+        // The source VM, when this migration asks this server to create the destination's
+        // receiving VM and VMIM too.
+        let prepare = match key {
+            Key::Migration { name, .. } => self
+                .informers
+                .vmims
+                .get(Some(&run_key.0), name)
+                .filter(|vmim| ferrovirt_resources::migration::prepares_destination(vmim))
+                .and_then(|_| self.informers.vms.get(Some(&run_key.0), &run_key.1))
+                .map(|vm| (*vm).clone()),
+            _ => None,
+        };
         let me = self.clone();
         let key = key.clone();
         self.enqueue(key.clone());
         self.runtime.spawn(async move {
-            me.send(key, run_key, target, connect_url, cancel).await;
+            me.send(key, run_key, target, connect_url, prepare, cancel)
+                .await;
         });
     }
 
@@ -392,11 +403,12 @@ impl Controller {
         run_key: RunKey,
         target: TunnelTarget,
         connect_url: String,
+        prepare: Option<Value>,
         cancel: Arc<Notify>,
     ) {
         let vm_key = Key::vm(&run_key.0, &run_key.1);
         let outcome = self
-            .send_inner(&key, &run_key, &target, &connect_url, &cancel)
+            .send_inner(&key, &run_key, &target, &connect_url, prepare, &cancel)
             .await;
         match outcome {
             Ok(job) => self.migrations.set(&key, job),
@@ -421,6 +433,7 @@ impl Controller {
         run_key: &RunKey,
         target: &TunnelTarget,
         connect_url: &str,
+        prepare: Option<Value>,
         cancel: &Notify,
     ) -> Result<MigrationJob, (Option<String>, String)> {
         let running = self.runs.running_vm(run_key).ok_or_else(|| {
@@ -432,6 +445,22 @@ impl Controller {
                 ),
             )
         })?;
+        if let Some(source_vm) = prepare {
+            let prepared = tokio::select! {
+                prepared = target.prepare_receiver(&source_vm) => prepared,
+                () = cancel.notified() => return Err((None, "the migration was cancelled".into())),
+            };
+            let done = prepared.map_err(|e| {
+                let hint = match e {
+                    RelayError::Refused { code: 401 | 403, .. } => {
+                        " (the kubeconfig's user needs `create` on virtualmachines and virtualmachineinstancemigrations there)"
+                    }
+                    _ => "",
+                };
+                (None, format!("{e}{hint}"))
+            })?;
+            tracing::info!(vm = %run_key.1, %done, "prepared the destination");
+        }
         // The destination answers once its receiver listens (503 before; 404 until its
         // migration object exists); credentials it refuses end the wait at once.
         let deadline = Instant::now() + TARGET_READY_TIMEOUT;
