@@ -10,7 +10,7 @@
 import { after, before, beforeEach, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -547,6 +547,56 @@ spec:
     await shot('vnc-console');
     assert.equal(header(accepted.at(-1), 'sec-websocket-protocol'), 'plain.kubevirt.io');
     console.log(`the VNC console shows a ${screen.width}x${screen.height} screen`);
+    // "Migrate to host...": a host added by pasting its kubeconfig. Nothing listens at its address
+    // (port 9 of loopback), so this server fails the migration before anything moves (creating the
+    // receiver there is its first step) and the VM runs on; the host is known from then on.
+    await page.goto(`${BASE}/#/vms/${NS}/${name}`);
+    await page.getByRole('button', { name: `Migrate ${name} to another host` }).click();
+    const migrate = page.getByRole('dialog');
+    const caData = CA ? readFileSync(CA).toString('base64') : Buffer.from('no CA').toString('base64');
+    const destination = 'https://127.0.0.1:9';
+    await migrate.getByLabel('Kubeconfig of the destination host').fill(`apiVersion: v1
+kind: Config
+clusters:
+- name: elsewhere
+  cluster: {server: '${destination}', certificate-authority-data: ${caData}}
+users:
+- name: admin
+  user: {token: not-used-here}
+contexts:
+- name: elsewhere
+  context: {cluster: elsewhere, user: admin}
+current-context: elsewhere
+`);
+    await migrate.getByText(destination, { exact: true }).waitFor();
+    await shot('migrate-dialog');
+    await migrate.getByRole('button', { name: 'Migrate', exact: true }).click();
+    const migrationStatus = migrate.getByRole('status', { name: 'Migration status' });
+    const failure = await waitFor(async () => {
+      const t = await migrationStatus.innerText().catch(() => '');
+      return /^Failed/.test(t) ? t : null;
+    }, 'the migration to an unreachable host to fail', 60000);
+    assert.match(failure, /cannot reach the destination https:\/\/127\.0\.0\.1:9/);
+    assert.match(failure, /keeps running on this host/);
+    await shot('migrate-failed');
+    const secrets = (await apiJson('GET', `/api/v1/namespaces/${NS}/secrets?labelSelector=${encodeURIComponent('migration.ferrovirt.io/destination=true')}`)).json;
+    const secret = (secrets.items ?? []).find((x) => x.metadata?.annotations?.['migration.ferrovirt.io/server'] === destination);
+    assert.equal(secret?.metadata?.name, 'migration-destination-127-0-0-1-9');
+    const vmims = (await apiJson('GET', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachineinstancemigrations`)).json;
+    const vmim = (vmims.items ?? []).find((m) => m.spec?.vmiName === name);
+    assert.deepEqual(vmim?.metadata?.annotations, {
+      'migration.ferrovirt.io/destination-kubeconfig-secret': 'migration-destination-127-0-0-1-9',
+      'migration.ferrovirt.io/prepare-destination': 'true',
+    });
+    assert.equal(vmim?.spec?.sendTo?.connectURL, destination);
+    await page.keyboard.press('Escape');
+    await migrate.waitFor({ state: 'detached' });
+    // Offered next time; the VM runs on.
+    await page.getByRole('button', { name: `Migrate ${name} to another host` }).click();
+    assert.equal(await page.getByRole('dialog').getByRole('combobox', { name: 'Destination host' }).inputValue(), destination);
+    await page.keyboard.press('Escape');
+    await page.getByRole('dialog').waitFor({ state: 'detached' });
+    assert.equal((await apiJson('GET', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachineinstances/${name}`)).json.status?.phase, 'Running');
     // Stop it again, as a user does (with the confirmation).
     await page.goto(`${BASE}/#/vms`);
     await row.getByRole('button', { name: 'Stop' }).click();

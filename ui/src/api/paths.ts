@@ -50,8 +50,13 @@ export const paths = {
   snapshots: (ns?: string) => collectionPath(SNAPSHOT, 'virtualmachinesnapshots', ns),
   exports: (ns?: string) => collectionPath(EXPORT, 'virtualmachineexports', ns),
   export: (ns: string, name: string) => objectPath(EXPORT, 'virtualmachineexports', ns, name),
-  /** The export's token Secret (its `token` opens the export's URLs). */
+  /** The export's token Secret (its `token` opens the export's URLs); a destination host's kubeconfig. */
   secret: (ns: string, name: string) => objectPath(CORE, 'secrets', ns, name),
+  secrets: (ns: string) => collectionPath(CORE, 'secrets', ns),
+  /** The Secrets with a destination host's kubeconfig ("Migrate to host..."). */
+  destinationSecrets: (ns: string) =>
+    `${collectionPath(CORE, 'secrets', ns)}?labelSelector=${enc('migration.ferrovirt.io/destination=true')}`,
+  vmims: (ns?: string) => collectionPath(KUBEVIRT, 'virtualmachineinstancemigrations', ns),
   snapshot: (ns: string, name: string) => objectPath(SNAPSHOT, 'virtualmachinesnapshots', ns, name),
   restores: (ns?: string) => collectionPath(SNAPSHOT, 'virtualmachinerestores', ns),
   clones: (ns?: string) => collectionPath(CLONE, 'virtualmachineclones', ns),

@@ -8,6 +8,7 @@ import { firmwareLabel, formatAge, printableStatus, tpmMode } from '../model/sum
 import { href, navigate } from '../router';
 import { VmActions } from './VmList';
 import { CloneVm } from '../components/CloneVm';
+import { MigrateVm } from '../components/MigrateVm';
 import { Snapshots } from '../components/Snapshots';
 import { Trust } from '../components/Trust';
 import { Exports } from '../components/Exports';
@@ -50,6 +51,7 @@ export function VmDetail({ namespace, name }: { namespace: string; name: string 
         <Group>
           <Button variant="default" size="xs" onClick={() => navigate('vms', namespace, name, 'edit')}>Edit</Button>
           <CloneVm namespace={namespace} vm={name} onError={setActionError} />
+          <MigrateVm namespace={namespace} vm={name} running={status === 'Running'} />
           <VmActions vm={vm} onError={setActionError} onDeleted={() => navigate('vms')} />
         </Group>
       </Group>
