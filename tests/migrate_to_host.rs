@@ -7,10 +7,9 @@
 //!
 //! The VM is the reliability tests' firmware-only VM (persistent TPM and Secure Boot VARS, no
 //! disk: nothing to boot, so the test costs seconds of TCG, not minutes). Checked: both VMIMs
-//! `Succeeded`, the VM runs on host b with its own run strategy (`Manual`) and is `Halted` on
-//! host a, host b's state verifies against its first generation after a stop, and both hosts
-//! show the same EK certificates. A second `ferrovirt migrate` of a VM that runs nowhere on host
-//! a is refused with a message, and a migration to a host that has a VM of that name which does
+//! `Succeeded`, the VM runs on host b with its own run strategy (`Manual`), host a's copy is
+//! retired (VM and PVC deleted, its state generations kept for the retention), host b's state verifies against its first generation after a stop, and both hosts
+//! show the same EK certificates. A migration to a host that has a VM of that name which does
 //! not wait fails before anything moves, the VM running on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -25,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use server::netns::TestNetwork;
 use server::{Server, manifest};
-use state_check::{check_states, firmware_only_vm_yaml};
+use state_check::{check_states, firmware_only_vm_yaml, generation_stores};
 
 const VM: &str = "roamer";
 
@@ -164,16 +163,30 @@ fn migrate_creates_the_receiver_on_the_destination_and_moves_the_vm() {
         .find(|m| m.pointer("/spec/receive/migrationID").is_some())
         .expect("a receiving VMIM on host b");
     assert_eq!(received["status"]["phase"], "Succeeded");
-    // Host a: halted, its Secret for host b kept for the next migration (and the UI's list).
+    // Host a: its copy retired (the VM and its backend-storage PVC deleted there once its VMI
+    // ended, its state generations kept for the state retention), its Secret for host b kept
+    // for the next migration (and the UI's list).
     a.wait_for(
-        "the VM to be halted on host a",
+        "the VM to be retired on host a",
         Duration::from_secs(120),
         || {
-            let vm = object(&a, "vm", VM);
-            (text(&vm, "/spec/runStrategy") == "Halted" && object(&a, "vmi", VM).is_none())
-                .then_some(())
+            let pvcs = a.kubectl_ok(&["get", "pvc", "-o", "name"]);
+            (object(&a, "vm", VM).is_none()
+                && object(&a, "vmi", VM).is_none()
+                && pvcs.trim().is_empty())
+            .then_some(())
         },
     );
+    let kept = generation_stores(&a.data_dir());
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let generations = ferrovirt_storage::Generations::new(&kept[0]);
+    let list = generations.list().unwrap();
+    assert!(!list.is_empty(), "host a keeps its state generations");
+    for info in &list {
+        generations.verify(info.id).unwrap();
+    }
+    let events = a.kubectl_ok(&["get", "events"]);
+    assert!(events.contains("Migrated"), "{events}");
     let secret = object(&a, "secret", &secret_name);
     assert_eq!(
         text(
@@ -182,11 +195,11 @@ fn migrate_creates_the_receiver_on_the_destination_and_moves_the_vm() {
         ),
         "true"
     );
-    // A second migration of a VM that no longer runs here is refused with a message.
+    // A second migration of the VM from host a: there is none any more.
     let again = migrate(&a, &b);
     assert!(!again.status.success());
     assert!(
-        String::from_utf8_lossy(&again.stderr).contains("is not running"),
+        String::from_utf8_lossy(&again.stderr).contains("not found"),
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );

@@ -11,7 +11,8 @@
 //!    (`migration.ferrovirt.io/destination-kubeconfig-secret`);
 //! 4. both VMIMs end `Succeeded`; the guest's tick chain goes on on host b (the next tick, the
 //!    PCR 16 chain unbroken, the same secret); host b's VM runs with the restored run strategy
-//!    and a first state generation, host a's VM is `Halted` and its state generations are kept;
+//!    and a first state generation; host a's copy is retired (its VM deleted, an Event
+//!    `Migrated`) and its state generations are kept;
 //! 5. a stop and start on host b: the new boot unseals the same secret (its TPM state, encrypted
 //!    under host b's key, is the one that arrived); while it is stopped, host b's volume holds
 //!    host a's local CA and `meta/` files (not its key record), and the `tpm/ek` view shows the
@@ -223,6 +224,28 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
     // The boot (TCG, on a machine shared with builds) may take minutes.
     let before = wait_ticks(&source, 2, Duration::from_secs(600));
     println!("source: 2 ticks {:?} after the apply", booted.elapsed());
+    // What host a's volume holds that must arrive on host b (host a's copy is retired after the
+    // migration: its volume goes with its VM), and its EK certificates.
+    let from = source.state_volume_dir(VM);
+    let mut volume_files = Vec::new();
+    for dir in ["swtpm-localca", "meta/ferrovirt/ek"] {
+        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
+            let rel = format!("{dir}/{}", entry.unwrap().file_name().to_string_lossy());
+            let bytes = std::fs::read(from.join(&rel)).unwrap();
+            volume_files.push((rel, bytes));
+        }
+    }
+    let localca = volume_files
+        .iter()
+        .filter(|(rel, _)| rel.starts_with("swtpm-localca/"))
+        .count();
+    assert!(localca >= 4, "host a's local CA has {localca} files");
+    let key_record = |root: &Path| std::fs::read(root.join("meta/ferrovirt/state-key.json")).ok();
+    let key_record_a = key_record(&from);
+    let ek = |server: &Server| -> Value {
+        serde_json::from_str(&server.cli_ok(&["tpm", "ek", VM, "-o", "json"])).unwrap()
+    };
+    let ek_a = ek(&source);
 
     // 2. The receiver on host b (its VM; the VMIM comes with each attempt).
     let dest_image = image_in_data_dir(&dest.data_dir(), &plain_image());
@@ -407,15 +430,20 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
             .then_some(())
     });
     assert!(generations(&dest) >= 1, "host b records the arrived state");
-    // Host a no longer runs it, and keeps its state.
-    source.wait_for("host a's VM to be halted", Duration::from_secs(120), || {
-        let vm = object(&source, "vm", VM);
-        (text(&vm, "/spec/runStrategy") == "Halted" && object(&source, "vmi", VM).is_none())
-            .then_some(())
-    });
+    // Host a no longer runs it: its copy is retired (the VM deleted there, its state
+    // generations kept for the state retention).
+    source.wait_for(
+        "host a's VM to be retired",
+        Duration::from_secs(120),
+        || {
+            (object(&source, "vm", VM).is_none() && object(&source, "vmi", VM).is_none())
+                .then_some(())
+        },
+    );
     assert!(generations(&source) >= 1, "host a keeps its state");
     let events = source.kubectl_ok(&["get", "events"]);
     assert!(events.contains("SuccessfulMigration"), "{events}");
+    assert!(events.contains("Migrated"), "{events}");
 
     // 5. A stop and start on host b keeps the secret.
     dest.cli_ok(&["stop", VM]);
@@ -423,28 +451,17 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
         object(&dest, "vmi", VM).is_none().then_some(())
     });
     // The rest of the volume came along: the local CA that issued the EK certificates (host b
-    // verifies them against it, as host a does) and meta/, but not host a's key record.
-    let (from, to) = (source.state_volume_dir(VM), dest.state_volume_dir(VM));
-    let localca = std::fs::read_dir(from.join("swtpm-localca"))
-        .unwrap()
-        .count();
-    assert!(localca >= 4, "host a's local CA has {localca} files");
-    for dir in ["swtpm-localca", "meta/ferrovirt/ek"] {
-        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
-            let name = entry.unwrap().file_name();
-            assert_eq!(
-                std::fs::read(from.join(dir).join(&name)).unwrap(),
-                std::fs::read(to.join(dir).join(&name)).unwrap_or_default(),
-                "{dir}/{name:?} on host b"
-            );
-        }
+    // verifies them against it, as host a did) and meta/, but not host a's key record.
+    let to = dest.state_volume_dir(VM);
+    for (rel, bytes) in &volume_files {
+        assert_eq!(
+            bytes,
+            &std::fs::read(to.join(rel)).unwrap_or_default(),
+            "{rel} on host b"
+        );
     }
-    let key_record = |root: &Path| std::fs::read(root.join("meta/ferrovirt/state-key.json")).ok();
-    assert!(key_record(&to).is_some() && key_record(&from) != key_record(&to));
-    let ek = |server: &Server| -> Value {
-        serde_json::from_str(&server.cli_ok(&["tpm", "ek", VM, "-o", "json"])).unwrap()
-    };
-    let (ek_a, ek_b) = (ek(&source), ek(&dest));
+    assert!(key_record(&to).is_some() && key_record_a != key_record(&to));
+    let ek_b = ek(&dest);
     assert_eq!(ek_a["certificates"], ek_b["certificates"]);
     assert_eq!(ek_a["chain"], ek_b["chain"]);
     for cert in ek_b["certificates"].as_array().unwrap() {

@@ -45,8 +45,11 @@ pub mod phase {
 /// KubeVirt's Event reasons of the migration controller.
 pub const SUCCESSFUL_MIGRATION: &str = "SuccessfulMigration";
 pub const FAILED_MIGRATION: &str = "FailedMigration";
+/// ferrovirt's Event reason on the source's VM kept halted because the destination did not
+/// confirm (the one of a retired VM is `vm_reconciler::MIGRATED`).
+pub const MIGRATION_NOT_CONFIRMED: &str = "MigrationNotConfirmed";
 /// KubeVirt's annotation on a receiving VM and its `RunStrategyWaitAsReceiver`.
-pub use ferrovirt_resources::migration::{RESTORE_RUN_STRATEGY, WAIT_AS_RECEIVER};
+pub use ferrovirt_resources::migration::{MIGRATED_TO, RESTORE_RUN_STRATEGY, WAIT_AS_RECEIVER};
 /// KubeVirt's annotation on a VMI that waits for an incoming migration.
 pub const CREATE_MIGRATION_TARGET: &str = "kubevirt.io/create-migration-target";
 
@@ -117,6 +120,10 @@ pub enum MigrationJob {
         /// since the epoch: the destination's minus the source's is the downtime as measured
         /// across the two hosts (their clocks in sync).
         switched_unix_ms: Option<u64>,
+        /// Source: why the destination did not confirm that the guest runs there (`None`: it
+        /// did; always `None` on the target). The guest does not run here either way; an
+        /// unconfirmed source keeps its VM, halted, instead of retiring it.
+        unconfirmed: Option<String>,
     },
     Failed {
         started: Option<String>,
@@ -415,6 +422,7 @@ pub fn reconcile_migration(vmim: &Value, world: &MigrationWorld<'_>) -> Migratio
             MigrationJob::Succeeded {
                 downtime_ms,
                 total_ms,
+                unconfirmed,
                 ..
             } if current != phase::SUCCEEDED => {
                 let measured = match downtime_ms {
@@ -427,9 +435,22 @@ pub fn reconcile_migration(vmim: &Value, world: &MigrationWorld<'_>) -> Migratio
                     SUCCESSFUL_MIGRATION,
                     &format!("Source node reported migration succeeded{measured}"),
                 ));
-                match (&role, world.vm) {
-                    (Role::Target { .. }, Some(vm)) => actions.extend(take_over(vm)),
-                    (Role::Source { .. }, Some(vm)) => actions.extend(hand_over(vm)),
+                match (&role, world.vm, unconfirmed) {
+                    (Role::Target { .. }, Some(vm), _) => actions.extend(take_over(vm)),
+                    (Role::Source { connect_url, .. }, Some(vm), None) => {
+                        actions.extend(retire(vm, connect_url));
+                    }
+                    (Role::Source { connect_url, .. }, Some(vm), Some(detail)) => {
+                        actions.extend(hand_over(vm));
+                        events.push(Action::event(
+                            vm,
+                            EventType::Warning,
+                            MIGRATION_NOT_CONFIRMED,
+                            &format!(
+                                "The VM was sent to {connect_url}, which did not confirm that it runs there ({detail}). It does not run on this host either: its copy here is kept, halted, with its state. Look at the destination; start the VM here only if it does not run there (two copies of one disk and TPM must never run)."
+                            ),
+                        ));
+                    }
                     _ => {}
                 }
             }
@@ -494,9 +515,40 @@ fn add_measurements(state: &mut Value, role: &Role, job: &MigrationJob) {
     }
 }
 
-/// Source, on success: the VM no longer runs here (KubeVirt's migration controller sets the
-/// decentralized source's VM to `Halted`, which deletes its finished VMI); its state stays on
-/// this host as the generation its last stop recorded.
+/// Source, on a success the destination confirmed: the copy here is to be retired (the issue's
+/// "the source retires its copy, kept until `--state-retention`"; KubeVirt leaves the source VM
+/// to the orchestrator of a decentralized migration, which deletes it). The VM is halted (its
+/// VMI ends; its finalizer waits for the run, whose stop records the last generation) and
+/// marked [`MIGRATED_TO`]; the VM reconciler deletes it once the VMI is gone
+/// (`vm_reconciler::retire_migrated`), never while the volume may still be written.
+fn retire(vm: &Value, connect_url: &str) -> Option<Action> {
+    let marked = vm
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(MIGRATED_TO))
+        .is_some();
+    if vm.pointer("/metadata/deletionTimestamp").is_some()
+        || (marked && crate::vm::run_strategy_of(vm) == "Halted")
+    {
+        return None;
+    }
+    let mut updated = vm.clone();
+    updated["spec"]["runStrategy"] = json!("Halted");
+    if let Some(spec) = updated.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("running");
+    }
+    if !updated["metadata"]["annotations"].is_object() {
+        updated["metadata"]["annotations"] = json!({});
+    }
+    updated["metadata"]["annotations"][MIGRATED_TO] = json!(connect_url);
+    Some(Action::Update {
+        resource: VMS,
+        object: updated,
+    })
+}
+
+/// Source, on a success the destination did not confirm: the VM no longer runs here (KubeVirt's
+/// migration controller sets the decentralized source's VM to `Halted`, which deletes its
+/// finished VMI); its state stays on this host as the generation its last stop recorded.
 fn hand_over(vm: &Value) -> Option<Action> {
     if crate::vm::run_strategy_of(vm) == "Halted" {
         return None;
@@ -714,6 +766,7 @@ mod tests {
             downtime_ms: Some(310),
             total_ms: 8000,
             switched_unix_ms: None,
+            unconfirmed: None,
         };
         let vmim = with_status(source_vmim(), json!({"phase": "Running"}));
         let plan = reconcile_migration(&vmim, &world(Some(&vmi), Some(&done)));
@@ -776,6 +829,7 @@ mod tests {
             downtime_ms: None,
             total_ms: 1,
             switched_unix_ms: None,
+            unconfirmed: None,
         };
         let vmim = with_status(target_vmim(), json!({"phase": "Running"}));
         let mut w = world(Some(&vmi), Some(&done));
@@ -802,7 +856,7 @@ mod tests {
     }
 
     #[test]
-    fn the_source_hands_the_vm_over_on_success() {
+    fn the_source_retires_its_copy_on_a_confirmed_success() {
         let vmi = running_vmi();
         let vm = json!({"metadata": {"name": "vm", "namespace": "default"},
             "spec": {"runStrategy": "Always"}});
@@ -812,6 +866,68 @@ mod tests {
             downtime_ms: Some(42),
             total_ms: 9000,
             switched_unix_ms: Some(1_700_000_000_123),
+            unconfirmed: None,
+        };
+        let vmim = with_status(source_vmim(), json!({"phase": "Running"}));
+        let mut w = world(Some(&vmi), Some(&done));
+        w.vm = Some(&vm);
+        let plan = reconcile_migration(&vmim, &w);
+        // The VM is halted and marked with where it runs now (the VM reconciler deletes it once
+        // its VMI is gone); the VMI and VM first, the migration's final status after.
+        let updated = plan
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Update { object, .. } => Some(object.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(updated["spec"]["runStrategy"], "Halted");
+        assert_eq!(
+            updated["metadata"]["annotations"][MIGRATED_TO],
+            "https://10.0.0.2:8443"
+        );
+        let order: Vec<String> = plan
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Update { resource, .. } => format!("update {}", resource.kind),
+                Action::UpdateStatus { resource, .. } => format!("status {}", resource.kind),
+                Action::Event { reason, .. } => format!("event {reason}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                "status VirtualMachineInstance",
+                "update VirtualMachine",
+                "status VirtualMachineInstanceMigration",
+                "event SuccessfulMigration",
+            ]
+        );
+        let state = &status_of(&plan, "VirtualMachineInstanceMigration")["migrationState"];
+        assert_eq!(state["downtimeMs"], 42);
+        assert_eq!(state["totalMs"], 9000);
+        assert_eq!(state["sourceStoppedUnixMs"], 1_700_000_000_123u64);
+        // A VM being deleted, or marked already, is left as it is.
+        let deleting = json!({"metadata": {"name": "vm", "deletionTimestamp": "t"}});
+        assert_eq!(retire(&deleting, "https://b"), None);
+        assert_eq!(retire(&updated, "https://b"), None);
+    }
+
+    #[test]
+    fn an_unconfirmed_source_keeps_its_vm_halted_and_says_why() {
+        let vmi = running_vmi();
+        let vm = json!({"metadata": {"name": "vm", "namespace": "default"},
+            "spec": {"runStrategy": "Always"}});
+        let done = MigrationJob::Succeeded {
+            started: "s".into(),
+            ended: "e".into(),
+            downtime_ms: Some(42),
+            total_ms: 9000,
+            switched_unix_ms: None,
+            unconfirmed: Some("no answer within 60s".into()),
         };
         let vmim = with_status(source_vmim(), json!({"phase": "Running"}));
         let mut w = world(Some(&vmi), Some(&done));
@@ -826,27 +942,24 @@ mod tests {
             })
             .unwrap();
         assert_eq!(updated["spec"]["runStrategy"], "Halted");
-        // The VM and VMI are written before the migration's final status, its Event after.
-        let order: Vec<&str> = plan
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Delete { .. }))
+        );
+        let warning = plan
             .actions
             .iter()
-            .map(|a| match a {
-                Action::Update { .. } => "vm",
-                Action::UpdateStatus { resource, .. }
-                    if resource.kind == "VirtualMachineInstance" =>
-                {
-                    "vmi"
-                }
-                Action::UpdateStatus { .. } => "vmim",
-                Action::Event { .. } => "event",
-                _ => "other",
+            .find_map(|a| match a {
+                Action::Event {
+                    reason, message, ..
+                } if reason == MIGRATION_NOT_CONFIRMED => Some(message.clone()),
+                _ => None,
             })
-            .collect();
-        assert_eq!(order, vec!["vmi", "vm", "vmim", "event"]);
-        let state = &status_of(&plan, "VirtualMachineInstanceMigration")["migrationState"];
-        assert_eq!(state["downtimeMs"], 42);
-        assert_eq!(state["totalMs"], 9000);
-        assert_eq!(state["sourceStoppedUnixMs"], 1_700_000_000_123u64);
+            .unwrap();
+        assert!(warning.contains("no answer within 60s"), "{warning}");
+        assert!(warning.contains("start the VM here only if it does not run there"));
         // A halted VM is left as it is.
         let halted = json!({"metadata": {"name": "vm"}, "spec": {"runStrategy": "Halted"}});
         assert_eq!(hand_over(&halted), None);

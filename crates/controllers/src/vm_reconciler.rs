@@ -24,6 +24,39 @@ use crate::vm::{self, CreateFailure, Decision, VMI_FINALIZER};
 use crate::vmi_reconciler::bound_volume;
 use crate::world::VmWorld;
 
+/// ferrovirt's Event reason on a VM retired after it migrated to another host.
+pub const MIGRATED: &str = "Migrated";
+
+/// A VM that migrated to another host (the migration reconciler halted it and marked it
+/// `migration.ferrovirt.io/migrated-to` once the destination confirmed the guest runs there) is
+/// deleted once its VMI is gone: its run has ended and its stop recorded the last generation, so
+/// nothing writes its volume any more. Its backend-storage PVC goes with it; its state
+/// generations stay, kept as every deleted VM's for the state retention.
+fn retire_migrated(vm: &Value, vmi: Option<&Value>) -> Option<Vec<Action>> {
+    let to = vm
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(ferrovirt_resources::migration::MIGRATED_TO))
+        .and_then(Value::as_str)?;
+    if vmi.is_some() || vm::run_strategy_of(vm) != "Halted" {
+        return None;
+    }
+    Some(vec![
+        Action::event(
+            vm,
+            EventType::Normal,
+            MIGRATED,
+            &format!(
+                "The VM runs on {to} now. Its copy on this host is retired: the VM is deleted here, its state generations are kept for the state retention (ferrovirt state list --deleted)."
+            ),
+        ),
+        Action::Delete {
+            resource: VMS,
+            namespace: Some(meta_str(vm, "namespace").to_owned()),
+            name: meta_str(vm, "name").to_owned(),
+        },
+    ])
+}
+
 /// What to do for the VM (`vmi`: the VMI of the same name, whoever owns it).
 pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Action> {
     if vm::deleting(vm) {
@@ -33,6 +66,9 @@ pub fn reconcile_vm(vm: &Value, vmi: Option<&Value>, world: &VmWorld) -> Vec<Act
     }
     // A VMI of another (older) VM with the same name is not ours.
     let vmi = vmi.filter(|v| owned_by(v, meta_str(vm, "uid")));
+    if let Some(actions) = retire_migrated(vm, vmi) {
+        return actions;
+    }
     let references = match sync_references(vm, world) {
         ReferenceSync::Record(actions) => return actions,
         ReferenceSync::Failed { reason, message } => {
@@ -463,4 +499,32 @@ fn owned_by(vmi: &Value, vm_uid: &str) -> bool {
             refs.iter()
                 .any(|r| r.get("uid").and_then(Value::as_str) == Some(vm_uid))
         })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_that_migrated_away_is_retired_once_its_vmi_is_gone() {
+        let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "vm", "namespace": "default", "uid": "u1",
+                "annotations": {ferrovirt_resources::migration::MIGRATED_TO: "https://b:1"}},
+            "spec": {"runStrategy": "Halted"}});
+        let vmi = json!({"metadata": {"name": "vm", "namespace": "default",
+            "ownerReferences": [{"uid": "u1", "kind": "VirtualMachine", "name": "vm"}]}});
+        // Its VMI still ends (the stop records the last generation): nothing yet.
+        assert_eq!(retire_migrated(&vm, Some(&vmi)), None);
+        let actions = retire_migrated(&vm, None).unwrap();
+        assert!(matches!(&actions[0], Action::Event { reason, message, .. }
+            if reason == MIGRATED && message.contains("https://b:1")));
+        assert!(matches!(&actions[1], Action::Delete { name, .. } if name == "vm"));
+        // Started again by hand (not halted), or never migrated: left alone.
+        let mut started = vm.clone();
+        started["spec"]["runStrategy"] = json!("Always");
+        assert_eq!(retire_migrated(&started, None), None);
+        let plain = json!({"metadata": {"name": "vm"}, "spec": {"runStrategy": "Halted"}});
+        assert_eq!(retire_migrated(&plain, None), None);
+    }
 }

@@ -23,6 +23,10 @@ pub const PREPARE_DESTINATION: &str = "migration.ferrovirt.io/prepare-destinatio
 /// ferrovirt's label on a Secret holding a destination's kubeconfig that the web UI offers as a
 /// host to migrate to (its value: `"true"`).
 pub const DESTINATION_LABEL: &str = "migration.ferrovirt.io/destination";
+/// ferrovirt's annotation on the source's VM after a migration the destination confirmed: the
+/// URL of the host it runs on now. The VM reconciler retires such a VM (deletes it; its state
+/// generations are kept for the state retention) once its VMI is gone.
+pub const MIGRATED_TO: &str = "migration.ferrovirt.io/migrated-to";
 /// KubeVirt's annotation on a receiving VM: the run strategy it takes once the migration has
 /// arrived.
 pub const RESTORE_RUN_STRATEGY: &str = "kubevirt.io/restore-run-strategy";

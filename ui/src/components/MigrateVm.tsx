@@ -152,7 +152,7 @@ function MigrateDialog({ namespace, vm, onClose }: { namespace: string; vm: stri
             <Text size="sm" role="status" aria-label="Migration status">
               {progressLine(vmim)}
             </Text>
-            {phase === 'Succeeded' && <Alert color="green">The VM runs on the destination host now; here it is halted and its state is kept.</Alert>}
+            {phase === 'Succeeded' && <Alert color="green">The VM runs on the destination host now. Its copy here is retired: the VM is deleted on this host once it has stopped, and its state generations are kept for the state retention.</Alert>}
             {phase === 'Failed' && <Text size="sm" c="dimmed">The Events tab of this VM (and of the VM on the destination) tells more.</Text>}
             <Group justify="flex-end">
               <Button variant={done ? 'filled' : 'default'} onClick={onClose}>

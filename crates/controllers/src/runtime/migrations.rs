@@ -17,10 +17,16 @@
 //!   the switch-over the source QEMU stays paused until the
 //!   destination says its receiving VMI runs (libvirt's confirm step); then it quits and its run
 //!   ends as `Migrated` (its stop records the state as usual: the source keeps its last
-//!   generation). If the destination reports its receiver failed before its guest ran, the guest
-//!   resumes here and the migration fails; on anything else (no answer within a minute, a VMI
-//!   that ended otherwise or is gone) the source ends as after a success (two running copies of
-//!   one disk and TPM would be worse than a stopped VM whose state is kept).
+//!   generation), and the source's copy is retired (the VM deleted once its VMI is gone, its
+//!   generations kept for the state retention). If the destination reports its receiver failed
+//!   before its guest ran, the guest resumes here and the migration fails; on anything else (no
+//!   answer within a minute, a VMI that ended otherwise or is gone) the source ends as after a
+//!   success but keeps its VM, halted, with a `MigrationNotConfirmed` Warning (two running
+//!   copies of one disk and TPM would be worse than a stopped VM whose state is kept).
+//! - Before sending, a source VMIM marked `migration.ferrovirt.io/prepare-destination` has this
+//!   server create the receiving VM and VMIM on the destination
+//!   (`migration_relay::TunnelTarget::prepare_receiver`), as `ferrovirt migrate` and the web UI
+//!   ask: ferrovirt is then the orchestrator KubeVirt's decentralized migration leaves open.
 //!   On a failure before the switch-over `send` has cancelled everything and the guest runs on.
 
 use std::collections::HashMap;
@@ -308,6 +314,7 @@ impl Controller {
                         downtime_ms: None,
                         total_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
                         switched_unix_ms: unix_ms(arrival.resumed),
+                        unconfirmed: None,
                     },
                 );
                 self.enqueue(key);
@@ -556,6 +563,7 @@ impl Controller {
         // The source QEMU is paused with the whole state sent; it ends only once the destination
         // says its guest runs (libvirt's confirm step). A destination that failed before its
         // guest ran gets the guest back here.
+        let mut unconfirmed = None;
         match confirm_destination(target).await {
             Confirmation::Running => {}
             Confirmation::Failed(reason) => {
@@ -574,6 +582,7 @@ impl Controller {
                 // Two running copies of one disk and one TPM would be worse than a stopped VM
                 // whose state is kept (the source records a generation as it stops).
                 tracing::warn!(vm = %run_key.1, %detail, "the destination did not confirm that the migrated VM runs; the source ends as after a success");
+                unconfirmed = Some(detail);
             }
         }
         // The guest runs on the destination now: the source QEMU (paused) ends, and its run
@@ -596,6 +605,7 @@ impl Controller {
             downtime_ms: sent.qemu_downtime_ms,
             total_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
             switched_unix_ms: sent.source_stopped_at.and_then(unix_ms),
+            unconfirmed,
         })
     }
 
