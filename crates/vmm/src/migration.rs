@@ -360,6 +360,11 @@ pub async fn send(
                 "pre-switchover" if !switched => {
                     // vCPUs are stopped: nothing writes the disks any more; end the mirrors
                     // (a ready mirror's cancel completes it), then let the switch-over go on.
+                    ferrovirt_storage::failpoints::hit("migration.send.at-pre-switchover")
+                        .map_err(|e| MigrationError::Failed {
+                            status: "pre-switchover".into(),
+                            reason: format!("fault point: {e}"),
+                        })?;
                     if crb {
                         tpm_wait_ms = Some(wait_crb_idle(qmp).await?);
                     }

@@ -471,6 +471,7 @@ impl Controller {
         }
         self.migrations.set(key, MigrationJob::TargetReady);
         self.enqueue(key.clone());
+        fault_point("migration.send.after-target-ready").map_err(|e| (None, e))?;
         // The volume's files no QEMU stream carries (the local CA, meta/) go first: the
         // destination installs them when the migration arrives.
         let packed = tokio::task::block_in_place(|| {
@@ -524,11 +525,16 @@ impl Controller {
         };
         drop(relay);
         let sent = sent.map_err(|e| (Some(started.clone()), e.to_string()))?;
+        // Only a crash means anything after the switch-over (an injected error would end the
+        // migration as failed while the destination may run the guest).
+        let _ = fault_point("migration.send.after-switchover");
         // The source QEMU is paused with the whole state sent; it ends only once the destination
         // says its guest runs (libvirt's confirm step). A destination that failed before its
         // guest ran gets the guest back here.
         match confirm_destination(target).await {
-            Confirmation::Running => {}
+            Confirmation::Running => {
+                let _ = fault_point("migration.send.after-confirm");
+            }
             Confirmation::Failed(reason) => {
                 tracing::warn!(vm = %run_key.1, %reason, "the destination did not run the migrated VM; resuming it here");
                 let message = match ferrovirt_vmm::migration::resume_source(&running.handle).await {
@@ -639,6 +645,11 @@ impl Controller {
             }
         }
     }
+}
+
+/// Reaches the fault point `name` (`storage::failpoints`; nothing without the feature).
+fn fault_point(name: &str) -> Result<(), String> {
+    ferrovirt_storage::failpoints::hit(name).map_err(|e| format!("fault point {name}: {e}"))
 }
 
 /// What the destination says of the receiving VMI after the source's switch-over.

@@ -134,8 +134,10 @@ impl Engine {
         status: impl FnMut(&str),
         note: &str,
     ) -> Result<Arrival, EngineError> {
-        migration::wait_received(&running.handle, timeout, status).await?;
         let runtime_path = self.runtime_path(&running.plan.uuid);
+        super::failpoint("engine.incoming.waiting", &runtime_path)?;
+        migration::wait_received(&running.handle, timeout, status).await?;
+        super::failpoint("engine.incoming.before-install", &runtime_path)?;
         if let Some(volume) = &running.plan.state_volume {
             let keep_local = keep_local();
             let installed = tokio::task::block_in_place(|| {
@@ -149,6 +151,7 @@ impl Engine {
             tokio::task::block_in_place(|| sync.seal_now())
                 .map_err(crate::state::StateFault::from)?;
         }
+        super::failpoint("engine.incoming.before-record", &runtime_path)?;
         let generations = super::generations_dir(&self.data_dir, &running.plan)?;
         let generation = {
             let state_plan = self.state_plan(&running.plan, &runtime_path, generations.as_deref());
@@ -161,6 +164,9 @@ impl Engine {
         super::failpoint("engine.incoming.before-resume", &runtime_path)?;
         let resumed = migration::resume_received(&running.handle).await?;
         running.vars_sync = sync.map(|sync| VarsSyncTask::spawn(running.plan.name.clone(), sync));
+        // The guest runs here now: only a crash means anything at this point (an injected error
+        // must not make the caller end a guest that has run).
+        let _ = ferrovirt_storage::failpoints::hit("engine.incoming.after-resume");
         Ok(Arrival {
             resumed,
             generation,
