@@ -6,6 +6,9 @@
 #      invariants (state sha256 = newest generation, the VM starts again, no orphan, no blocking
 #      runtime dir or lock, API objects consistent); the crash-loop/known-good and VARS-after-stop
 #      engine tests (crates/vmm/tests/engine_state.rs);
+#      the crash cases of a live migration between two hosts (tests/crash_migration.rs): serve
+#      killed at every step of the source's send and of the destination's receive, then at most
+#      one guest, terminal migrations, no orphan, the state kept;
 #   2. full disks and I/O errors (crates/vmm/tests/full_disk.rs): a real ENOSPC on a small tmpfs
 #      data dir, EIO/ENOSPC injected at record, prune and rollback steps; at the API
 #      (tests/io_errors_serve.rs): ENOSPC and EIO during start, stop, generation record, snapshot
@@ -67,9 +70,10 @@ status=0
 
 echo "=== reliability ($SIZE): crash matrix, full disks and I/O errors, endurance"
 # One line: nextest's filterset parser does not take a newline inside an expression.
-FILTER='test(/^crash_matrix::/) | test(/^io_errors_serve::/) | test(/^full_disk::/) | test(/^endurance::/) | test(a_crash_looping_vm_keeps_its_known_good_state) | test(a_damaged_vars_file_fails_the_check_after_the_stop) | test(a_crash_loop_cannot_push_out_the_known_good_state)'
+FILTER='test(/^crash_matrix::/) | test(/^crash_migration::/) | test(/^io_errors_serve::/) | test(/^full_disk::/) | test(/^endurance::/) | test(a_crash_looping_vm_keeps_its_known_good_state) | test(a_damaged_vars_file_fails_the_check_after_the_stop) | test(a_crash_loop_cannot_push_out_the_known_good_state)'
 FERROVIRT_RELIABILITY_SIZE=$SIZE \
 	FERROVIRT_RELIABILITY_REPORT="$REPORTS/matrix.tsv" \
+	FERROVIRT_RELIABILITY_REPORT_MIGRATION="$REPORTS/migration.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_IO="$REPORTS/io.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_API="$REPORTS/io-api.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_ENDURANCE="$REPORTS/endurance.tsv" \
@@ -77,7 +81,7 @@ FERROVIRT_RELIABILITY_SIZE=$SIZE \
 	FERROVIRT_REQUIRE_FAILPOINTS=1 FERROVIRT_REQUIRE_MOUNT=1 \
 	cargo nextest run --workspace --locked --features ferrovirt/failpoints --no-fail-fast \
 	--test-threads 1 -E "$FILTER" 2>&1 | tee "$REPORTS/nextest.log" |
-	grep -E '^\s+(PASS|FAIL|SIGKILL|TIMEOUT)|Summary|crash matrix:|violation:|io case|^(cycles|vms|failures|start|stop|serve)'
+	grep -E '^\s+(PASS|FAIL|SIGKILL|TIMEOUT)|Summary|crash matrix:|crash migration:|violation:|io case|^(cycles|vms|failures|start|stop|serve)'
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 NIGHTLY_FUZZ="not run (--fuzz-seconds 0)"
@@ -112,7 +116,12 @@ else
 	echo "not run (--no-hostile)" >"$REPORTS/schemathesis.log"
 fi
 
-# The table.
+# The table. The live migration's crash cases (tests/crash_migration.rs) count among the crash
+# matrix's cases and have a line of their own too.
+mig_cases=$(wc -l <"$REPORTS/migration.tsv" 2>/dev/null || echo 0)
+mig_faulted=$(grep -c 'crashed there' "$REPORTS/migration.tsv" 2>/dev/null); mig_faulted=${mig_faulted:-0}
+mig_violations=$(awk -F'\t' '{s += $4} END {print s + 0}' "$REPORTS/migration.tsv" 2>/dev/null)
+cat "$REPORTS/migration.tsv" >>"$REPORTS/matrix.tsv" 2>/dev/null
 points=$(cut -f1 "$REPORTS/matrix.tsv" 2>/dev/null | sort -u | wc -l)
 cases=$(wc -l <"$REPORTS/matrix.tsv" 2>/dev/null || echo 0)
 faulted=$(grep -cE 'crashed there|killed there' "$REPORTS/matrix.tsv" 2>/dev/null || echo 0)
@@ -135,6 +144,7 @@ echo
 echo "| what | figure |"
 echo "|---|---|"
 echo "| crash points x faults tried | $points points, $cases cases (serve/QEMU/swtpm kill -9): $faulted faulted at the point, $not_reached not reached or no such process there |"
+echo "| live migration between two hosts, kill -9 of serve at each of its points | $mig_cases cases: $mig_faulted crashed at the point, $mig_violations violations |"
 echo "| invariant violations | $violations |"
 echo "| ENOSPC / EIO cases | $io_cases ($enospc ENOSPC, $eio EIO), all with a clear error and the state intact |"
 echo "| ENOSPC / EIO at the API (start, stop, generation record, snapshot, import) | $api_cases cases, $api_violations violations (each: the error named, a Warning Event read through the API, state intact, the operation succeeds after); kill -9 of serve mid-import: ${import_crash:-not run} |"

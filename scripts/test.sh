@@ -84,7 +84,7 @@ fi
 export FERROVIRT_REQUIRE_FAILPOINTS=1
 tests_failed=""
 cargo nextest run --workspace --locked "${FEATURES[@]}" --no-fail-fast \
-	-E 'not (test(/^crash_matrix::/) | test(/^io_errors_serve::/) | test(/^endurance::/) | test(/^full_disk::/))' || tests_failed=1
+	-E 'not (test(/^crash_matrix::/) | test(/^crash_migration::/) | test(/^io_errors_serve::/) | test(/^endurance::/) | test(/^full_disk::/))' || tests_failed=1
 if [ "$debian_test" = 1 ]; then
   cargo nextest run --workspace --locked "${FEATURES[@]}" --run-ignored only \
 	-E 'test(/^debian_guest::/)' || tests_failed=1

@@ -12,6 +12,7 @@ mod cli_client;
 mod cli_e2e;
 mod cli_tls;
 mod crash_matrix;
+mod crash_migration;
 mod datavolume_serve;
 mod debian_guest;
 mod endurance;

@@ -159,17 +159,12 @@ fn generations(server: &Server) -> usize {
 
 /// A receiving VMIM on host b.
 fn receive_vmim(name: &str, migration_id: &str) -> String {
-    format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: {name}\nspec:\n  vmiName: {VM}\n  receive: {{migrationID: {migration_id}}}\n"
-    )
+    support::migration::receive_vmim(name, VM, migration_id)
 }
 
 /// A sending VMIM on host a, with host b's kubeconfig in the Secret `dest-kubeconfig`.
 fn send_vmim(name: &str, migration_id: &str, dest: &Server) -> String {
-    format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: {name}\n  annotations:\n    migration.ferrovirt.io/destination-kubeconfig-secret: dest-kubeconfig\nspec:\n  vmiName: {VM}\n  sendTo: {{migrationID: {migration_id}, connectURL: \"{}\"}}\n",
-        dest.url()
-    )
+    support::migration::send_vmim(name, VM, migration_id, &dest.url())
 }
 
 /// Waits until a VMIM's phase is final and returns it.
@@ -274,10 +269,10 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
 
     // 3. Host b's kubeconfig in a Secret on host a.
     // (`kubectl create secret` sends protobuf, which the server does not take: JSON instead.)
-    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "dest-kubeconfig"}, "type": "Opaque",
-        "stringData": {"kubeconfig": std::fs::read_to_string(dest.kubeconfig()).unwrap()}});
-    let secret = manifest(&source, "secret.json", &secret.to_string());
+    let secret = support::migration::destination_secret_json(
+        &std::fs::read_to_string(dest.kubeconfig()).unwrap(),
+    );
+    let secret = manifest(&source, "secret.json", &secret);
     source.kubectl_ok(&["apply", "-f", secret.to_str().unwrap()]);
     let apply = |server: &Server, file: &str, yaml: &str| {
         let path = manifest(server, file, yaml);

@@ -3,3 +3,4 @@
 
 pub mod bare_swtpm;
 pub mod guest;
+pub mod migration;

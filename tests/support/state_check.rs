@@ -92,48 +92,85 @@ pub fn check_states_with(data: &Path, match_newest: bool) -> Vec<String> {
         violations.push("no generation store".into());
     }
     for dir in stores {
-        let generations = ferrovirt_storage::Generations::new(&dir);
-        let list = generations.list().unwrap_or_default();
-        for info in &list {
-            if let Err(e) = generations.verify(info.id) {
-                violations.push(format!("generation {} does not verify: {e}", info.id));
+        violations.extend(check_store(&dir, match_newest));
+    }
+    violations
+}
+
+/// [`check_states`] for one VM (`uuid`) only: its store must exist.
+pub fn check_states_of(data: &Path, uuid: &str, match_newest: bool) -> Vec<String> {
+    let dir = data.join("state-generations/vms").join(uuid);
+    if !dir.is_dir() {
+        return vec![format!("{}: no generation store", dir.display())];
+    }
+    check_store(&dir, match_newest)
+}
+
+/// For a VM whose volume is gone (a copy retired after a migration, a deleted VM): its
+/// generations (at least one) verify, the known-good one exists.
+pub fn check_retired_states_of(data: &Path, uuid: &str) -> Vec<String> {
+    let dir = data.join("state-generations/vms").join(uuid);
+    let mut violations = Vec::new();
+    let list = verify_generations(&dir, &mut violations);
+    if list.is_empty() {
+        violations.push(format!("{}: no generation", dir.display()));
+    }
+    violations
+}
+
+/// Every generation of a store verifies, and its known-good one exists; returns the list.
+fn verify_generations(
+    dir: &Path,
+    violations: &mut Vec<String>,
+) -> Vec<ferrovirt_storage::generations::GenerationInfo> {
+    let generations = ferrovirt_storage::Generations::new(dir);
+    let list = generations.list().unwrap_or_default();
+    for info in &list {
+        if let Err(e) = generations.verify(info.id) {
+            violations.push(format!("generation {} does not verify: {e}", info.id));
+        }
+    }
+    if dir.join("known-good.json").exists() && generations.known_good().is_none() {
+        violations.push(format!(
+            "{}: known-good.json names a generation that is gone",
+            dir.display()
+        ));
+    }
+    list
+}
+
+/// The checks of [`check_states_with`] for one VM's generation store.
+fn check_store(dir: &Path, match_newest: bool) -> Vec<String> {
+    let mut violations = Vec::new();
+    let list = verify_generations(dir, &mut violations);
+    let Some(newest) = list.last().and_then(|g| g.manifest.as_ref().ok()) else {
+        violations.push(format!("{}: no readable generation", dir.display()));
+        return violations;
+    };
+    for entry in &newest.entries {
+        for file in &entry.files {
+            let path = match entry.kind {
+                ferrovirt_storage::generations::EntryKind::Dir => entry
+                    .original_path
+                    .join(Path::new(&file.path).file_name().unwrap()),
+                _ => entry.original_path.clone(),
+            };
+            let found = ferrovirt_storage::generations::sha256_file(&path)
+                .map(|(_, sha)| sha)
+                .unwrap_or_else(|e| e.to_string());
+            if !match_newest {
+                if !path.is_file() {
+                    violations.push(format!("{} is gone", path.display()));
+                }
+                continue;
             }
-        }
-        if dir.join("known-good.json").exists() && generations.known_good().is_none() {
-            violations.push(format!(
-                "{}: known-good.json names a generation that is gone",
-                dir.display()
-            ));
-        }
-        let Some(newest) = list.last().and_then(|g| g.manifest.as_ref().ok()) else {
-            violations.push(format!("{}: no readable generation", dir.display()));
-            continue;
-        };
-        for entry in &newest.entries {
-            for file in &entry.files {
-                let path = match entry.kind {
-                    ferrovirt_storage::generations::EntryKind::Dir => entry
-                        .original_path
-                        .join(Path::new(&file.path).file_name().unwrap()),
-                    _ => entry.original_path.clone(),
-                };
-                let found = ferrovirt_storage::generations::sha256_file(&path)
-                    .map(|(_, sha)| sha)
-                    .unwrap_or_else(|e| e.to_string());
-                if !match_newest {
-                    if !path.is_file() {
-                        violations.push(format!("{} is gone", path.display()));
-                    }
-                    continue;
-                }
-                if found != file.sha256 {
-                    violations.push(format!(
-                        "{} differs from the newest generation {} ({:?})",
-                        path.display(),
-                        newest.id,
-                        newest.reason
-                    ));
-                }
+            if found != file.sha256 {
+                violations.push(format!(
+                    "{} differs from the newest generation {} ({:?})",
+                    path.display(),
+                    newest.id,
+                    newest.reason
+                ));
             }
         }
     }

@@ -62,17 +62,35 @@ async fn receiving_runtime(
         )
     })
     .await?;
-    let expected = migrations.items.iter().any(|m| {
-        m.pointer("/spec/receive/migrationID")
-            .and_then(Value::as_str)
-            == Some(migration_id)
-            && m.pointer("/spec/vmiName").and_then(Value::as_str) == Some(name)
-            && !matches!(
-                m.pointer("/status/phase").and_then(Value::as_str),
-                Some("Succeeded" | "Failed")
-            )
-    });
-    if !expected {
+    let receiving: Vec<&Value> = migrations
+        .items
+        .iter()
+        .filter(|m| {
+            m.pointer("/spec/receive/migrationID")
+                .and_then(Value::as_str)
+                == Some(migration_id)
+                && m.pointer("/spec/vmiName").and_then(Value::as_str) == Some(name)
+        })
+        .collect();
+    let finished = |m: &&Value| {
+        matches!(
+            m.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        )
+    };
+    if !receiving.is_empty() && receiving.iter().all(finished) {
+        // The source stops waiting for this receiver (a restart of this server may have ended
+        // it): 410, not the 404 it waits through while the object is not yet created.
+        return Err(ApiError::new(
+            410,
+            "Gone",
+            format!(
+                "this host's VirtualMachineInstanceMigration receiving migration {migration_id} for VirtualMachineInstance {name} \
+                 has ended (see its status and Events); create new migration objects on both hosts to try again"
+            ),
+        ));
+    }
+    if !receiving.iter().any(|m| !finished(m)) {
         return Err(ApiError::not_found(format!(
             "no unfinished VirtualMachineInstanceMigration in namespace {namespace} receives migration {migration_id} \
              for VirtualMachineInstance {name} (spec.receive.migrationID, spec.vmiName)"

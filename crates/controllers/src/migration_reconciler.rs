@@ -147,6 +147,41 @@ pub enum MigrationWork {
     /// The migration object is being deleted: cancel a job still running (the VM stays on the
     /// source).
     Cancel,
+    /// Source, after a restart of this server in the middle of the migration (its status says
+    /// it was under way, this server has no job of it): settle it from what the source QEMU
+    /// says (switched over: confirm with the destination as the send would have; not: cancel
+    /// what is left, the guest runs on here), never a new send.
+    RecoverSend {
+        vmi: Value,
+        migration_id: String,
+        connect_url: String,
+    },
+    /// Target, after a restart of this server in the middle of the migration: a receiver whose
+    /// guest had resumed is adopted (the migration succeeded), any other is ended and what it
+    /// received removed (the migration failed: the source keeps the VM). `volume_was_empty`:
+    /// the receiver had started (phase `TargetReady` or later), which it does only on an empty
+    /// volume, so what the volume holds now came with this migration.
+    RecoverReceive {
+        vmi: Value,
+        migration_id: String,
+        volume_was_empty: bool,
+    },
+}
+
+/// Whether a migration whose status says `phase` was under way on this host (its executor had
+/// begun), so that a reconcile that finds no job of it follows a restart of this server.
+fn was_under_way(role: &Role, phase: &str) -> bool {
+    match role {
+        Role::Source { .. } => matches!(
+            phase,
+            phase::SCHEDULING | phase::TARGET_READY | phase::RUNNING
+        ),
+        Role::Target { .. } => matches!(
+            phase,
+            phase::PREPARING_TARGET | phase::TARGET_READY | phase::RUNNING
+        ),
+        Role::Local => false,
+    }
 }
 
 /// What a migration's reconcile sees.
@@ -379,6 +414,31 @@ pub fn reconcile_migration(vmim: &Value, world: &MigrationWorld<'_>) -> Migratio
             }
             Role::Local => {}
         }
+    }
+    if world.job.is_none() && was_under_way(&role, current) {
+        // This server restarted in the middle of the migration: its job is lost, the processes
+        // are not. The executor settles it (and reports a job); the status stays as it is until
+        // then, so that no reconcile takes it for a new migration.
+        let work = match &role {
+            Role::Source {
+                migration_id,
+                connect_url,
+            } => Some(MigrationWork::RecoverSend {
+                vmi: vmi.clone(),
+                migration_id: migration_id.clone(),
+                connect_url: connect_url.clone(),
+            }),
+            Role::Target { migration_id } => Some(MigrationWork::RecoverReceive {
+                vmi: vmi.clone(),
+                migration_id: migration_id.clone(),
+                volume_was_empty: matches!(current, phase::TARGET_READY | phase::RUNNING),
+            }),
+            Role::Local => None,
+        };
+        return MigrationPlan {
+            actions: Vec::new(),
+            work,
+        };
     }
     let new_phase = phase_of(&role, world.job);
     let mut actions = Vec::new();
@@ -702,6 +762,52 @@ mod tests {
         let vmi = receiving_vmi();
         let plan = reconcile_migration(&target_vmim(), &world(Some(&vmi), None));
         assert!(matches!(plan.work, Some(MigrationWork::Receive { .. })));
+    }
+
+    #[test]
+    fn a_migration_under_way_without_a_job_is_recovered_never_started_again() {
+        // A restart of this server lost the job: the status said the migration was under way.
+        let vmi = running_vmi();
+        for phase in ["Scheduling", "TargetReady", "Running"] {
+            let vmim = with_status(source_vmim(), json!({"phase": phase}));
+            let plan = reconcile_migration(&vmim, &world(Some(&vmi), None));
+            assert!(
+                matches!(plan.work, Some(MigrationWork::RecoverSend { .. })),
+                "{phase}: {:?}",
+                plan.work
+            );
+            assert!(plan.actions.is_empty(), "{phase}: the status stays");
+        }
+        let receiver = receiving_vmi();
+        for (phase, empty) in [
+            ("PreparingTarget", false),
+            ("TargetReady", true),
+            ("Running", true),
+        ] {
+            let vmim = with_status(target_vmim(), json!({"phase": phase}));
+            let plan = reconcile_migration(&vmim, &world(Some(&receiver), None));
+            match plan.work {
+                Some(MigrationWork::RecoverReceive {
+                    volume_was_empty, ..
+                }) => assert_eq!(volume_was_empty, empty, "{phase}"),
+                other => panic!("{phase}: {other:?}"),
+            }
+        }
+        // Not yet under way: a new send or receive as before.
+        let vmim = with_status(source_vmim(), json!({"phase": "Synchronizing"}));
+        let plan = reconcile_migration(&vmim, &world(Some(&vmi), None));
+        assert!(matches!(plan.work, Some(MigrationWork::Send { .. })));
+        let vmim = with_status(target_vmim(), json!({"phase": "WaitingForSync"}));
+        let plan = reconcile_migration(&vmim, &world(Some(&receiver), None));
+        assert!(matches!(plan.work, Some(MigrationWork::Receive { .. })));
+        // With a job, nothing is recovered.
+        let vmim = with_status(source_vmim(), json!({"phase": "Running"}));
+        let job = MigrationJob::Running {
+            started: NOW.into(),
+            progress: JobProgress::default(),
+        };
+        let plan = reconcile_migration(&vmim, &world(Some(&vmi), Some(&job)));
+        assert_eq!(plan.work, None);
     }
 
     #[test]

@@ -46,9 +46,27 @@ pub const POINTS: &[&str] = &[
     "generations.retire",
     // Snapshots (storage::snapshots).
     "snapshots.publish.before-rename",
-    // Receiving a live migration (vmm::engine::incoming): the state has arrived and is
-    // recorded, the guest not yet resumed.
+    // Sending a live migration (controllers::runtime::migrations, vmm::migration): the
+    // destination's receiver answered the probe, nothing sent yet; the source QEMU paused at
+    // `pre-switchover` (vCPUs stopped, the devices' state not yet sent); the switch-over done
+    // (the source QEMU in `postmigrate`), the destination's confirmation not yet read; the
+    // destination confirmed its guest runs, the source's run not yet marked migrated nor its
+    // QEMU ended.
+    "migration.send.after-target-ready",
+    "migration.send.at-pre-switchover",
+    "migration.send.after-switchover",
+    "migration.send.after-confirm",
+    // Receiving a live migration (vmm::engine::incoming): the receiver's QEMU started and
+    // listening, nothing arrived yet; the stream arrived (the TPM state written by the
+    // receiving swtpm), the source's volume files not yet installed; installed and the VARS
+    // sealed, the arrival not yet recorded as a generation; recorded, the guest not yet resumed
+    // (no run.json yet at any of these); resumed (run.json written, the guest runs), the
+    // migration not yet reported as succeeded.
+    "engine.incoming.waiting",
+    "engine.incoming.before-install",
+    "engine.incoming.before-record",
     "engine.incoming.before-resume",
+    "engine.incoming.after-resume",
     // Imports into a PVC (`volumeimport`, storage::export): before each file is written.
     "import.write-file",
     // The local-path provisioner (storage::local_path): a PVC's volume created but the PVC not

@@ -360,6 +360,11 @@ pub async fn send(
                 "pre-switchover" if !switched => {
                     // vCPUs are stopped: nothing writes the disks any more; end the mirrors
                     // (a ready mirror's cancel completes it), then let the switch-over go on.
+                    ferrovirt_storage::failpoints::hit("migration.send.at-pre-switchover")
+                        .map_err(|e| MigrationError::Failed {
+                            status: "pre-switchover".into(),
+                            reason: format!("fault point: {e}"),
+                        })?;
                     if crb {
                         tpm_wait_ms = Some(wait_crb_idle(qmp).await?);
                     }
@@ -408,6 +413,37 @@ pub async fn send(
         roll_back(qmp, &nodes).await;
     }
     result
+}
+
+/// QEMU's status of the outgoing (or incoming) migration of `vm` (`query-migrate`'s `status`:
+/// `none` when it never migrated, `completed` after a switch-over, `active`, `pre-switchover`,
+/// `failed`, ...).
+pub async fn status(vm: &VmHandle) -> Result<String, MigrationError> {
+    let value = vm.qmp().execute("query-migrate", None).await?;
+    Ok(value
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("none")
+        .to_string())
+}
+
+/// Source, when the manager that ran a [`send`] ended before the switch-over (a restart): cancels
+/// what is left of the migration and the mirrors and resumes the guest if the migration had
+/// paused it (as a failed [`send`] does). Never call it after a switch-over (status
+/// `completed`): the destination may run the guest. Errors when the guest does not run after.
+pub async fn abandon(source: &VmHandle) -> Result<(), MigrationError> {
+    let qmp = source.qmp();
+    roll_back(qmp, &writable_nodes(&source.record().machine)).await;
+    match qmp.query_status().await? {
+        RunState::Running => Ok(()),
+        other => Err(MigrationError::NotRunning(other)),
+    }
+}
+
+/// Whether an outgoing migration's QEMU status (see [`status`]) says the switch-over happened:
+/// the destination got the whole state, so only it may run the guest unless it says it failed.
+pub fn switched_over(status: &str) -> bool {
+    status == "completed"
 }
 
 /// Source: asks a [`send`] under way to stop (the migration object was deleted): cancels the
@@ -667,5 +703,22 @@ mod tests {
         assert_eq!(parse_xp_word("garbage"), None);
         assert_eq!(empty.status, "none");
         assert_eq!(empty.ram_total_bytes, 0);
+    }
+
+    #[test]
+    fn only_a_completed_migration_switched_over() {
+        assert!(switched_over("completed"));
+        for status in [
+            "none",
+            "setup",
+            "active",
+            "pre-switchover",
+            "device",
+            "cancelling",
+            "cancelled",
+            "failed",
+        ] {
+            assert!(!switched_over(status), "{status}");
+        }
     }
 }

@@ -205,6 +205,16 @@ impl Controller {
                 migration_id,
                 connect_url,
             } => self.begin_send(key, vmi, migration_id, connect_url),
+            MigrationWork::RecoverSend {
+                vmi,
+                migration_id,
+                connect_url,
+            } => self.begin_recover_send(key, vmi, migration_id, connect_url),
+            MigrationWork::RecoverReceive {
+                vmi,
+                migration_id,
+                volume_was_empty,
+            } => self.begin_recover_receive(key, vmi, &migration_id, volume_was_empty),
         }
     }
 
@@ -486,6 +496,17 @@ impl Controller {
                         ),
                     ));
                 }
+                Err(RelayError::Refused {
+                    code: 410, body, ..
+                }) => {
+                    return Err((
+                        None,
+                        format!(
+                            "the destination {connect_url} has ended its side of migration {}: {body}",
+                            target.migration_id
+                        ),
+                    ));
+                }
                 Err(RelayError::BadUrl { url }) => {
                     return Err((
                         None,
@@ -507,6 +528,7 @@ impl Controller {
         }
         self.migrations.set(key, MigrationJob::TargetReady);
         self.enqueue(key.clone());
+        fault_point("migration.send.after-target-ready").map_err(|e| (None, e))?;
         // The volume's files no QEMU stream carries (the local CA, meta/) go first: the
         // destination installs them when the migration arrives.
         let packed = tokio::task::block_in_place(|| {
@@ -560,12 +582,38 @@ impl Controller {
         };
         drop(relay);
         let sent = sent.map_err(|e| (Some(started.clone()), e.to_string()))?;
-        // The source QEMU is paused with the whole state sent; it ends only once the destination
-        // says its guest runs (libvirt's confirm step). A destination that failed before its
-        // guest ran gets the guest back here.
+        // Only a crash means anything after the switch-over (an injected error would end the
+        // migration as failed while the destination may run the guest).
+        let _ = fault_point("migration.send.after-switchover");
+        tracing::info!(vm = %run_key.1, total_ms = sent.total_ms, mirror_ms = sent.mirror_ms, qemu_downtime_ms = ?sent.qemu_downtime_ms, "live migration sent; confirming with the destination");
+        let measured = Switched {
+            downtime_ms: sent.qemu_downtime_ms,
+            total_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+            switched_unix_ms: sent.source_stopped_at.and_then(unix_ms),
+        };
+        Ok(self
+            .settle_switched_over(run_key, &running, target, connect_url, started, measured)
+            .await)
+    }
+
+    /// Source, after the switch-over (the source QEMU paused in `postmigrate` with the whole
+    /// state sent): it ends only once the destination says its guest runs (libvirt's confirm
+    /// step); a destination whose receiver failed before its guest ran gets the guest back here;
+    /// on anything else the source ends as after a success (never two running copies).
+    async fn settle_switched_over(
+        &self,
+        run_key: &RunKey,
+        running: &ferrovirt_vmm::engine::RunningVm,
+        target: &TunnelTarget,
+        connect_url: &str,
+        started: String,
+        measured: Switched,
+    ) -> MigrationJob {
         let mut unconfirmed = None;
         match confirm_destination(target).await {
-            Confirmation::Running => {}
+            Confirmation::Running => {
+                let _ = fault_point("migration.send.after-confirm");
+            }
             Confirmation::Failed(reason) => {
                 tracing::warn!(vm = %run_key.1, %reason, "the destination did not run the migrated VM; resuming it here");
                 let message = match ferrovirt_vmm::migration::resume_source(&running.handle).await {
@@ -576,7 +624,7 @@ impl Controller {
                         "the destination did not run the VM after the switch-over ({reason}) and it could not be resumed on this host ({e}): it is paused here; stop and start it (its state is intact)"
                     ),
                 };
-                return Ok(failed(Some(started), message));
+                return failed(Some(started), message);
             }
             Confirmation::Unknown(detail) => {
                 // Two running copies of one disk and one TPM would be worse than a stopped VM
@@ -598,15 +646,250 @@ impl Controller {
             tracing::warn!(vm = %run_key.1, error = %e, "the source QEMU did not take quit after the migration; it is stopped");
             let _ = running.handle.stop(Duration::from_secs(5)).await;
         }
-        tracing::info!(vm = %run_key.1, total_ms = sent.total_ms, mirror_ms = sent.mirror_ms, qemu_downtime_ms = ?sent.qemu_downtime_ms, "live migration sent");
-        Ok(MigrationJob::Succeeded {
+        MigrationJob::Succeeded {
             started,
             ended: now(),
-            downtime_ms: sent.qemu_downtime_ms,
-            total_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
-            switched_unix_ms: sent.source_stopped_at.and_then(unix_ms),
+            downtime_ms: measured.downtime_ms,
+            total_ms: measured.total_ms,
+            switched_unix_ms: measured.switched_unix_ms,
             unconfirmed,
-        })
+        }
+    }
+
+    /// Source, [`MigrationWork::RecoverSend`]: registers the job once the VM's run has been
+    /// adopted after the restart (looked at again until then), then settles it.
+    fn begin_recover_send(
+        self: &Arc<Self>,
+        key: &Key,
+        vmi: Value,
+        migration_id: String,
+        connect_url: String,
+    ) {
+        let ns = meta_str(&vmi, "namespace").to_owned();
+        let run_key: RunKey = (ns.clone(), meta_str(&vmi, "name").to_owned());
+        if self.runs.running_vm(&run_key).is_none() {
+            let ended = matches!(
+                self.runs.view(&run_key).map(|v| v.phase),
+                Some(crate::world::RunPhase::Ended(_))
+            );
+            if !ended {
+                // The VMI reconciler adopts the run after the restart: looked at again shortly.
+                return self.enqueue_after(key.clone(), Duration::from_millis(500));
+            }
+        }
+        let Some(_cancel) = self.migrations.begin(key) else {
+            return;
+        };
+        let credentials = match self.destination_of(key, &ns, &connect_url) {
+            Ok(c) => c,
+            Err(message) => {
+                self.migrations.set(key, failed(None, message));
+                return self.enqueue(key.clone());
+            }
+        };
+        let target = TunnelTarget {
+            credentials,
+            namespace: ns,
+            vmi: run_key.1.clone(),
+            migration_id,
+        };
+        let me = self.clone();
+        let key = key.clone();
+        self.runtime.spawn(async move {
+            let job = me.recover_send(&key, &run_key, &target, &connect_url).await;
+            me.migrations.set(&key, job);
+            me.enqueue(key);
+            me.enqueue(Key::vm(&run_key.0, &run_key.1));
+        });
+    }
+
+    /// Source, after a restart in the middle of a migration: what the source QEMU says decides.
+    /// Switched over (`completed`): the destination has the whole state; it is confirmed there
+    /// as [`Self::send_inner`] does. Otherwise the restart cut the stream before the switch-over:
+    /// what is left is cancelled, the guest resumed here, and the destination's receiver (which
+    /// may still wait for a stream) is told by a memory channel that closes at once.
+    async fn recover_send(
+        &self,
+        key: &Key,
+        run_key: &RunKey,
+        target: &TunnelTarget,
+        connect_url: &str,
+    ) -> MigrationJob {
+        let restarted = "ferrovirt serve restarted in the middle of the migration";
+        let Some(running) = self.runs.running_vm(run_key) else {
+            return failed(
+                None,
+                format!(
+                    "{restarted}, and VirtualMachineInstance {} no longer runs on this host",
+                    run_key.1
+                ),
+            );
+        };
+        let status = match ferrovirt_vmm::migration::status(&running.handle).await {
+            Ok(status) => status,
+            Err(e) => {
+                return failed(
+                    None,
+                    format!(
+                        "{restarted}, and the source QEMU cannot say how far it got ({e}); the VM is left as it is on this host: stop and start it (its state is intact)"
+                    ),
+                );
+            }
+        };
+        tracing::warn!(vm = %run_key.1, %status, "settling a migration interrupted by a restart of this server");
+        if ferrovirt_vmm::migration::switched_over(&status) {
+            self.migrations.set(
+                key,
+                MigrationJob::Running {
+                    started: now(),
+                    progress: JobProgress::default(),
+                },
+            );
+            let measured = Switched {
+                downtime_ms: None,
+                total_ms: 0,
+                switched_unix_ms: None,
+            };
+            return self
+                .settle_switched_over(run_key, &running, target, connect_url, now(), measured)
+                .await;
+        }
+        let resumed = ferrovirt_vmm::migration::abandon(&running.handle).await;
+        if let Err(e) = target.dial("memory").await.map(drop) {
+            tracing::info!(vm = %run_key.1, error = %e, "could not reach the destination's receiver to end it (it may have ended already)");
+        }
+        match resumed {
+            Ok(()) => failed(
+                None,
+                format!(
+                    "{restarted}, before the switch-over (QEMU's migration status {status:?}): the migration was cancelled and the VM keeps running on this host"
+                ),
+            ),
+            Err(e) => failed(
+                None,
+                format!(
+                    "{restarted}, before the switch-over (QEMU's migration status {status:?}): the migration was cancelled but the VM could not be resumed on this host ({e}): it is paused here; stop and start it (its state is intact)"
+                ),
+            ),
+        }
+    }
+
+    /// Target, [`MigrationWork::RecoverReceive`]: registers the job and the run, then settles
+    /// the receive a restart interrupted.
+    fn begin_recover_receive(
+        self: &Arc<Self>,
+        key: &Key,
+        vmi: Value,
+        migration_id: &str,
+        volume_was_empty: bool,
+    ) {
+        let plan = match self.plan_for(&vmi) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return self.enqueue_after(key.clone(), Duration::from_millis(500)),
+            Err(message) => {
+                if self.migrations.begin(key).is_some() {
+                    self.migrations.set(key, failed(None, message));
+                    self.enqueue(key.clone());
+                }
+                return;
+            }
+        };
+        let Some(_cancel) = self.migrations.begin(key) else {
+            return;
+        };
+        let run_key: RunKey = (
+            meta_str(&vmi, "namespace").to_owned(),
+            meta_str(&vmi, "name").to_owned(),
+        );
+        if !self.runs.begin(
+            run_key.clone(),
+            meta_str(&vmi, "uid"),
+            plan.state_volume.clone(),
+        ) {
+            self.migrations.set(
+                key,
+                failed(
+                    None,
+                    format!(
+                        "VirtualMachineInstance {} already has a run on this host",
+                        run_key.1
+                    ),
+                ),
+            );
+            return self.enqueue(key.clone());
+        }
+        let me = self.clone();
+        let key = key.clone();
+        let note = format!("migrated in (migration {migration_id})");
+        self.runtime.spawn(async move {
+            me.recover_receive(key, run_key, plan, note, volume_was_empty)
+                .await;
+        });
+    }
+
+    /// Target, after a restart in the middle of a receive: a receiver whose guest had resumed
+    /// (its run recorded) is adopted and the migration succeeded; any other never ran its guest,
+    /// so it is ended, what it received removed, and the VMI fails with `FailedMigration` (which
+    /// tells the source, if it still waits for the confirmation, to resume the guest).
+    async fn recover_receive(
+        self: Arc<Self>,
+        key: Key,
+        run_key: RunKey,
+        plan: ferrovirt_vmm::engine::VmPlan,
+        note: String,
+        volume_was_empty: bool,
+    ) {
+        let vm_key = Key::vm(&run_key.0, &run_key.1);
+        if self.engine.incoming_was_resumed(&plan) {
+            match self.engine.adopt(plan).await {
+                Ok(running) => {
+                    tracing::info!(vm = %run_key.1, "adopted a received VM whose migration a restart interrupted after its guest resumed");
+                    let running = Arc::new(running);
+                    self.runs.running(&run_key, running.clone(), true, None);
+                    self.migrations.set(
+                        &key,
+                        MigrationJob::Succeeded {
+                            started: now(),
+                            ended: now(),
+                            downtime_ms: None,
+                            total_ms: 0,
+                            switched_unix_ms: None,
+                            unconfirmed: None,
+                        },
+                    );
+                    self.enqueue(key);
+                    self.enqueue(vm_key);
+                    return self.follow_running(run_key, running).await;
+                }
+                Err(error) => {
+                    // Its guest ran here and ended while no manager followed it (its stop was
+                    // finished by the adoption: the state is recorded here). Not
+                    // `FailedMigration`: the source must not resume a guest that ran here.
+                    let message = format!(
+                        "ferrovirt serve restarted after the received VM had resumed, and it no longer runs ({error}); its state is recorded on this host: start the VM here"
+                    );
+                    self.runs.ended(
+                        &run_key,
+                        RunOutcome::failed("MigrationInterrupted", message.clone()),
+                    );
+                    self.migrations.set(&key, failed(None, message));
+                    self.enqueue(key);
+                    return self.enqueue(vm_key);
+                }
+            }
+        }
+        self.engine
+            .abort_interrupted_incoming(&plan, &note, volume_was_empty)
+            .await;
+        let message = "receiving the migration failed: ferrovirt serve restarted before the received VM resumed; what had arrived was removed, the VM stays on the source".to_owned();
+        tracing::warn!(vm = %run_key.1, "{message}");
+        self.runs.ended(
+            &run_key,
+            RunOutcome::failed("FailedMigration", message.clone()),
+        );
+        self.migrations.set(&key, failed(None, message));
+        self.enqueue(key);
+        self.enqueue(vm_key);
     }
 
     /// The world of one migration's reconcile.
@@ -678,6 +961,18 @@ impl Controller {
             }
         }
     }
+}
+
+/// What a send measured of its switch-over (none after a restart).
+struct Switched {
+    downtime_ms: Option<u64>,
+    total_ms: u64,
+    switched_unix_ms: Option<u64>,
+}
+
+/// Reaches the fault point `name` (`storage::failpoints`; nothing without the feature).
+fn fault_point(name: &str) -> Result<(), String> {
+    ferrovirt_storage::failpoints::hit(name).map_err(|e| format!("fault point {name}: {e}"))
 }
 
 /// What the destination says of the receiving VMI after the source's switch-over.

@@ -134,8 +134,10 @@ impl Engine {
         status: impl FnMut(&str),
         note: &str,
     ) -> Result<Arrival, EngineError> {
-        migration::wait_received(&running.handle, timeout, status).await?;
         let runtime_path = self.runtime_path(&running.plan.uuid);
+        super::failpoint("engine.incoming.waiting", &runtime_path)?;
+        migration::wait_received(&running.handle, timeout, status).await?;
+        super::failpoint("engine.incoming.before-install", &runtime_path)?;
         if let Some(volume) = &running.plan.state_volume {
             let keep_local = keep_local();
             let installed = tokio::task::block_in_place(|| {
@@ -149,6 +151,7 @@ impl Engine {
             tokio::task::block_in_place(|| sync.seal_now())
                 .map_err(crate::state::StateFault::from)?;
         }
+        super::failpoint("engine.incoming.before-record", &runtime_path)?;
         let generations = super::generations_dir(&self.data_dir, &running.plan)?;
         let generation = {
             let state_plan = self.state_plan(&running.plan, &runtime_path, generations.as_deref());
@@ -161,6 +164,9 @@ impl Engine {
         super::failpoint("engine.incoming.before-resume", &runtime_path)?;
         let resumed = migration::resume_received(&running.handle).await?;
         running.vars_sync = sync.map(|sync| VarsSyncTask::spawn(running.plan.name.clone(), sync));
+        // The guest runs here now: only a crash means anything at this point (an injected error
+        // must not make the caller end a guest that has run).
+        let _ = ferrovirt_storage::failpoints::hit("engine.incoming.after-resume");
         Ok(Arrival {
             resumed,
             generation,
@@ -201,8 +207,116 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Whether the receiver of `plan` had resumed its guest before this manager started (its
+    /// run is recorded: `run.json` is written only right before the first `cont` of a
+    /// received guest, alive or not): then the guest may have run here and the arrived state is
+    /// this host's, never to be discarded.
+    pub fn incoming_was_resumed(&self, plan: &super::VmPlan) -> bool {
+        RuntimeDir::open(self.runtime_path(&plan.uuid))
+            .and_then(|runtime| runtime.read_record())
+            .is_ok()
+    }
+
+    /// Ends what a receiver left when the manager that ran it ended before its guest resumed (a
+    /// restart; see [`Engine::incoming_was_resumed`] first): its QEMU and swtpm (an unrecorded
+    /// start, `orphans::reap_unrecorded_start`) and its runtime dir. What the stream wrote into
+    /// the volume (the TPM state, the VARS, the installed volume files) and the generation of
+    /// migration `note` (`record_arrival`'s) are removed only when they are this migration's:
+    /// when `volume_was_empty` (the receiver had started, which `state::prepare_incoming`
+    /// allows only on an empty volume) or the arrival was recorded. The source keeps the VM and
+    /// its state.
+    pub async fn abort_interrupted_incoming(
+        &self,
+        plan: &super::VmPlan,
+        note: &str,
+        volume_was_empty: bool,
+    ) {
+        let runtime_path = self.runtime_path(&plan.uuid);
+        if let Ok(leftover) = RuntimeDir::open(&runtime_path) {
+            let reaped =
+                tokio::task::block_in_place(|| crate::orphans::reap_unrecorded_start(&leftover));
+            tracing::warn!(vm = %plan.name, processes = reaped.len(), "ended the receiver of a migration interrupted by a restart");
+        }
+        if let Ok(generations) = super::generations_dir(&self.data_dir, plan) {
+            let arrived = generations
+                .as_deref()
+                .map(|dir| arrival_generations(dir, note))
+                .unwrap_or_default();
+            if volume_was_empty || !arrived.is_empty() {
+                let state_plan = self.state_plan(plan, &runtime_path, generations.as_deref());
+                tokio::task::block_in_place(|| {
+                    crate::state::discard_incoming(&state_plan, arrived.first().copied());
+                    for extra in arrived.iter().skip(1) {
+                        crate::state::discard_incoming(&state_plan, Some(*extra));
+                    }
+                });
+                if let Some(volume) = &plan.state_volume {
+                    let keep_local = keep_local();
+                    tokio::task::block_in_place(|| {
+                        volume_files::remove_installed(volume, &[keep_local.as_str()]);
+                    });
+                }
+            }
+        }
+        let _ = remove_dir_if_exists(&runtime_path);
+    }
+}
+
+/// The generations in the store `dir` that a migration's arrival recorded (`record_arrival`
+/// with the note `note`).
+fn arrival_generations(dir: &std::path::Path, note: &str) -> Vec<ferrovirt_storage::GenerationId> {
+    ferrovirt_storage::Generations::new(dir)
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|info| {
+            info.manifest.as_ref().is_ok_and(|m| {
+                matches!(&m.reason, ferrovirt_storage::generations::GenerationReason::Other { note: n } if n == note)
+            })
+        })
+        .map(|info| info.id)
+        .collect()
+}
+
 /// The volume file that never leaves its host: the data-key record, wrapped by this host's
 /// key-encryption key (relative to the volume root).
 fn keep_local() -> String {
     format!("{META_DIR}/{}", ferrovirt_keys::STATE_KEY_FILE)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use ferrovirt_storage::generations::GenerationReason;
+
+    #[test]
+    fn only_this_migrations_arrival_generations_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("generations");
+        let state = dir.path().join("tpm2-00.permall");
+        std::fs::write(&state, b"state").unwrap();
+        let generations = ferrovirt_storage::Generations::new(&store);
+        let note = |id: &str| GenerationReason::Other {
+            note: format!("migrated in (migration {id})"),
+        };
+        let own = generations
+            .record(&[("tpm", state.as_path())], note("m1"))
+            .unwrap();
+        std::fs::write(&state, b"state after a stop").unwrap();
+        generations
+            .record(&[("tpm", state.as_path())], GenerationReason::AfterStop)
+            .unwrap();
+        std::fs::write(&state, b"another arrival").unwrap();
+        generations
+            .record(&[("tpm", state.as_path())], note("m2"))
+            .unwrap();
+        assert_eq!(
+            arrival_generations(&store, "migrated in (migration m1)"),
+            vec![own]
+        );
+        assert!(arrival_generations(&store, "migrated in (migration m3)").is_empty());
+        assert!(arrival_generations(&dir.path().join("none"), "x").is_empty());
+    }
 }
