@@ -9,8 +9,8 @@
 //!
 //! - the guest runs on at most one host: never a QEMU of the VM on both hosts once settled;
 //! - both VMIMs end in a terminal phase (`Succeeded`/`Failed`) consistent with where the guest
-//!   runs (on b: both succeeded, a's copy retired (its VM deleted, its generations kept); on a: both failed), and each VM's
-//!   `printableStatus` says where it runs;
+//!   runs (on b: both succeeded, a's copy retired: its VM deleted, its generations kept; on a:
+//!   both failed), and each VM's `printableStatus` says where it runs;
 //! - no QEMU or swtpm of the VM is left on the host where it does not run, nor its runtime dir;
 //!   a host the guest did not move to keeps nothing of the attempt (no generation on b);
 //! - host a keeps its generations (as many as before, every one verifies);
