@@ -1095,3 +1095,33 @@ fn many_concurrent_writers_of_every_kind_get_distinct_resource_versions_in_watch
     let replayed: Vec<u64> = drain(&mut replay).iter().map(|e| rv(&e.object)).collect();
     assert_eq!(replayed, seen);
 }
+
+#[test]
+fn list_json_items_writes_the_listed_objects_as_a_json_array_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for i in 0..5 {
+        store.create(&vms(), vm(&format!("vm{i}"))).unwrap();
+    }
+    for options in [
+        ListOptions::default(),
+        ListOptions {
+            limit: Some(2),
+            ..ListOptions::default()
+        },
+        ListOptions {
+            label_selector: Selector::parse("app=none").unwrap(),
+            ..ListOptions::default()
+        },
+    ] {
+        let mut out = b"[".to_vec();
+        let page = store.list_json_items(&vms(), &options, &mut out).unwrap();
+        out.push(b']');
+        let items: Vec<Value> = serde_json::from_slice(&out).unwrap();
+        let expected = store.list(&vms(), &options).unwrap();
+        assert_eq!(items, expected.items);
+        assert_eq!(page.items.len(), items.len());
+        assert_eq!(page.resource_version, expected.resource_version);
+        assert_eq!(page.continue_token, expected.continue_token);
+    }
+}
