@@ -341,6 +341,9 @@ async fn list(
         continue_token: params.get("continue").filter(|c| !c.is_empty()).cloned(),
     };
     let fields = field_selector(params)?;
+    if !as_table && fields.is_empty() {
+        return list_json(state, resource, options).await;
+    }
     let list = blocking(&state.store, move |s| {
         s.list_raw(&resource.store_kind(), &options)
     })
@@ -387,6 +390,37 @@ async fn list(
     let bytes = serde_json::to_vec(&body)
         .map_err(|e| ApiError::internal(format!("could not serialize the list: {e}")))?;
     Ok(bytes_response(StatusCode::OK, bytes))
+}
+
+/// A plain JSON list, written in one buffer straight from the store's rows (no item is parsed
+/// or allocated on its own): `{"kind":..,"apiVersion":..,"items":[..],"metadata":{..}}`.
+/// `metadata` comes last because the resourceVersion is known only once the rows are read;
+/// JSON objects are unordered, and clients (kubectl, client-go, kube-rs) decode by name.
+async fn list_json(
+    state: &AppState,
+    resource: ResourceDef,
+    options: ListOptions,
+) -> ApiResult<Response> {
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let mut body = format!(
+        "{{\"kind\":{},\"apiVersion\":{},\"items\":[",
+        text(&resource.list_kind()),
+        text(&resource.api_version())
+    )
+    .into_bytes();
+    let (mut body, page) = blocking(&state.store, move |s| {
+        let page = s.list_json_items(&resource.store_kind(), &options, &mut body)?;
+        Ok((body, page))
+    })
+    .await?;
+    let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
+    if let Some(token) = &page.continue_token {
+        metadata["continue"] = json!(token);
+    }
+    body.extend_from_slice(b"],\"metadata\":");
+    body.extend_from_slice(metadata.to_string().as_bytes());
+    body.push(b'}');
+    Ok(bytes_response(StatusCode::OK, body))
 }
 
 async fn watch(

@@ -109,6 +109,19 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// The transaction holding this write (and the writes committed with it) failed as a whole
+    /// (e.g. the commit: disk full, I/O error); nothing of it was written.
+    #[error("object store database error while {action} (a batch of writes): {detail}")]
+    BatchFailed {
+        action: &'static str,
+        detail: String,
+    },
+
+    /// The thread committing this write's batch panicked before reaching it; nothing of it was
+    /// written.
+    #[error("object store write abandoned: the thread committing it failed; try again")]
+    WriteAbandoned,
+
     /// SQLite failed (disk full, I/O error, ...).
     #[error("object store database error while {action}: {source}")]
     Sqlite {
@@ -133,6 +146,8 @@ impl StoreError {
             | StoreError::SchemaTooNew { .. }
             | StoreError::Corrupt { .. }
             | StoreError::File { .. }
+            | StoreError::BatchFailed { .. }
+            | StoreError::WriteAbandoned
             | StoreError::Sqlite { .. } => 500,
         }
     }
@@ -150,6 +165,8 @@ impl StoreError {
             | StoreError::SchemaTooNew { .. }
             | StoreError::Corrupt { .. }
             | StoreError::File { .. }
+            | StoreError::BatchFailed { .. }
+            | StoreError::WriteAbandoned
             | StoreError::Sqlite { .. } => "InternalError",
         }
     }

@@ -36,7 +36,9 @@
 //! # }
 //! ```
 
+mod batch;
 mod error;
+mod group_commit;
 mod kind;
 mod names;
 pub mod retention;
