@@ -659,12 +659,16 @@ fn an_interrupted_upload_resumes_where_it_stopped() {
     server.wait_for("the kept bytes", Duration::from_secs(30), || {
         (offset() == sent).then_some(())
     });
-    let dv = object(&server, "dv", "resumed").unwrap();
-    assert_eq!(dv["status"]["phase"], "UploadReady", "{dv}");
-    assert!(
-        running_message(&dv).contains(&format!("{sent} bytes are kept")),
-        "{dv}"
+    // The server keeps the bytes first and says so in the DataVolume's status right after.
+    let dv = server.wait_for(
+        "the kept bytes in the status",
+        Duration::from_secs(30),
+        || {
+            object(&server, "dv", "resumed")
+                .filter(|dv| running_message(dv).contains(&format!("{sent} bytes are kept")))
+        },
     );
+    assert_eq!(dv["status"]["phase"], "UploadReady", "{dv}");
 
     // Created already: without --no-create the CLI says what to do.
     let again = server.cli(&[
