@@ -353,6 +353,16 @@ impl Controller {
         migration_id: String,
         connect_url: String,
     ) {
+        let vmi_key: RunKey = (
+            meta_str(&vmi, "namespace").to_owned(),
+            meta_str(&vmi, "name").to_owned(),
+        );
+        if self.run_not_adopted_yet(&vmi_key) {
+            // Right after a restart of this server the VMI reconciler has not adopted the VM's
+            // run yet (a crash before this migration's status left `Synchronizing`): looked at
+            // again shortly, instead of failing a migration whose destination already waits.
+            return self.enqueue_after(key.clone(), Duration::from_millis(500));
+        }
         let Some(cancel) = self.migrations.begin(key) else {
             return;
         };
@@ -391,6 +401,16 @@ impl Controller {
             me.send(key, run_key, target, connect_url, prepare, cancel)
                 .await;
         });
+    }
+
+    /// The VMI's run is neither running nor ended in the run table: after a restart of this
+    /// server, the VMI reconciler has not adopted it yet.
+    fn run_not_adopted_yet(&self, run_key: &RunKey) -> bool {
+        self.runs.running_vm(run_key).is_none()
+            && !matches!(
+                self.runs.view(run_key).map(|v| v.phase),
+                Some(crate::world::RunPhase::Ended(_))
+            )
     }
 
     /// The credentials for the destination (through the client: runs on the reconcile's thread).
@@ -667,15 +687,9 @@ impl Controller {
     ) {
         let ns = meta_str(&vmi, "namespace").to_owned();
         let run_key: RunKey = (ns.clone(), meta_str(&vmi, "name").to_owned());
-        if self.runs.running_vm(&run_key).is_none() {
-            let ended = matches!(
-                self.runs.view(&run_key).map(|v| v.phase),
-                Some(crate::world::RunPhase::Ended(_))
-            );
-            if !ended {
-                // The VMI reconciler adopts the run after the restart: looked at again shortly.
-                return self.enqueue_after(key.clone(), Duration::from_millis(500));
-            }
+        if self.run_not_adopted_yet(&run_key) {
+            // The VMI reconciler adopts the run after the restart: looked at again shortly.
+            return self.enqueue_after(key.clone(), Duration::from_millis(500));
         }
         let Some(_cancel) = self.migrations.begin(key) else {
             return;
