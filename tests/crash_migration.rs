@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use server::netns::TestNetwork;
-use server::{Server, manifest};
+use server::{Server, manifest, object, text};
 use state_check::{check_retired_states_of, check_states_of, processes_using, wait_until};
 use support::migration::{destination_secret_json, receive_vmim, send_vmim};
 
@@ -68,22 +68,6 @@ enum Place {
     Source,
     Destination,
     Nowhere,
-}
-
-fn object(server: &Server, kind: &str, name: &str) -> Option<Value> {
-    let out = server.kubectl(&["get", kind, name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn text(object: &Option<Value>, pointer: &str) -> String {
-    object
-        .as_ref()
-        .and_then(|o| o.pointer(pointer))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// The VM's firmware-only manifest with a fixed firmware UUID (the same on both hosts).

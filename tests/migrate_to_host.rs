@@ -23,26 +23,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use server::netns::TestNetwork;
-use server::{Server, manifest};
+use server::{Server, manifest, object, text};
 use state_check::{check_states, firmware_only_vm_yaml, generation_stores};
 
 const VM: &str = "roamer";
-
-fn object(server: &Server, kind: &str, name: &str) -> Option<Value> {
-    let out = server.kubectl(&["get", kind, name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn text(object: &Option<Value>, pointer: &str) -> String {
-    object
-        .as_ref()
-        .and_then(|o| o.pointer(pointer))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
 
 fn vmi_phase(server: &Server) -> String {
     text(&object(server, "vmi", VM), "/status/phase")

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use server::netns::TestNetwork;
-use server::{Server, manifest};
+use server::{Server, manifest, object, text};
 use sha2::{Digest, Sha256};
 use support::guest::{image_in_data_dir, plain_image};
 
@@ -80,22 +80,6 @@ spec:
 "#,
         image.display()
     )
-}
-
-fn object(server: &Server, kind: &str, name: &str) -> Option<Value> {
-    let out = server.kubectl(&["get", kind, name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn text(object: &Option<Value>, pointer: &str) -> String {
-    object
-        .as_ref()
-        .and_then(|o| o.pointer(pointer))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn serial_log(server: &Server) -> PathBuf {

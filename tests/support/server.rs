@@ -687,6 +687,24 @@ pub fn ws_send_binary(stream: &mut impl Write, payload: &[u8]) -> std::io::Resul
     stream.flush()
 }
 
+/// The object `kind`/`name` as `kubectl get -o json` shows it, `None` when there is none.
+pub fn object(server: &Server, kind: &str, name: &str) -> Option<serde_json::Value> {
+    let out = server.kubectl(&["get", kind, name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// The string at `pointer` of an object from [`object`] (`""` when there is none).
+pub fn text(object: &Option<serde_json::Value>, pointer: &str) -> String {
+    object
+        .as_ref()
+        .and_then(|o| o.pointer(pointer))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The fixtures of the api crate.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/api/tests/fixtures")

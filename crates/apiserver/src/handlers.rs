@@ -16,7 +16,6 @@ use ferrovirt_store::{
     WatchOptions, parse_resource_version,
 };
 use futures_util::StreamExt;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::admission;
@@ -315,15 +314,6 @@ fn field_selector(params: &Params) -> ApiResult<FieldSelector> {
         .map(Option::unwrap_or_default)
 }
 
-#[derive(serde::Serialize)]
-struct RawList<'a> {
-    kind: String,
-    #[serde(rename = "apiVersion")]
-    api_version: String,
-    metadata: Value,
-    items: &'a [Box<RawValue>],
-}
-
 async fn list(
     state: &AppState,
     resource: ResourceDef,
@@ -353,43 +343,33 @@ async fn list(
     if let Some(token) = &list.continue_token {
         metadata["continue"] = json!(token);
     }
-    if as_table || !fields.is_empty() {
-        let objects: Vec<Value> = if as_table && fields.is_empty() {
-            // A Table needs only what its columns read: parse no more than that.
-            list.items
-                .iter()
-                .filter_map(|raw| table::parse_for_table(&resource, raw.get()))
-                .collect()
-        } else {
-            list.items
-                .iter()
-                .filter_map(|raw| serde_json::from_str(raw.get()).ok())
-                .filter(|o| fields.matches(o))
-                .collect()
-        };
-        if as_table {
-            return Ok(ok(&table::table(
-                &resource,
-                &objects,
-                Some(rv),
-                list.continue_token,
-                true,
-            )));
-        }
-        return Ok(ok(
-            &json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(),
-            "metadata": metadata, "items": objects}),
-        ));
-    }
-    let body = RawList {
-        kind: resource.list_kind(),
-        api_version: resource.api_version(),
-        metadata,
-        items: &list.items,
+    // A Table, or a list a field selector filters (plain JSON lists returned above).
+    let objects: Vec<Value> = if as_table && fields.is_empty() {
+        // A Table needs only what its columns read: parse no more than that.
+        list.items
+            .iter()
+            .filter_map(|raw| table::parse_for_table(&resource, raw.get()))
+            .collect()
+    } else {
+        list.items
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+            .filter(|o| fields.matches(o))
+            .collect()
     };
-    let bytes = serde_json::to_vec(&body)
-        .map_err(|e| ApiError::internal(format!("could not serialize the list: {e}")))?;
-    Ok(bytes_response(StatusCode::OK, bytes))
+    if as_table {
+        return Ok(ok(&table::table(
+            &resource,
+            &objects,
+            Some(rv),
+            list.continue_token,
+            true,
+        )));
+    }
+    Ok(ok(
+        &json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(),
+        "metadata": metadata, "items": objects}),
+    ))
 }
 
 /// A plain JSON list, written in one buffer straight from the store's rows (no item is parsed

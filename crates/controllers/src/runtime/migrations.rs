@@ -218,43 +218,58 @@ impl Controller {
         }
     }
 
-    fn begin_receive(self: &Arc<Self>, key: &Key, vmi: Value, migration_id: &str) {
-        let plan = match self.plan_for(&vmi) {
+    /// A receiver's job and run, registered once its plan is known: `None` when the backend
+    /// storage is not bound yet (looked at again shortly), the job exists already, or it failed
+    /// (the VMI `taken` a run on this host, or no plan), which the job then reports.
+    fn register_receiver(
+        self: &Arc<Self>,
+        key: &Key,
+        vmi: &Value,
+        taken: &str,
+    ) -> Option<(Arc<Notify>, RunKey, ferrovirt_vmm::engine::VmPlan)> {
+        let plan = match self.plan_for(vmi) {
             Ok(Some(plan)) => plan,
             // The backend storage is not bound yet: looked at again shortly.
-            Ok(None) => return self.enqueue_after(key.clone(), Duration::from_millis(500)),
+            Ok(None) => {
+                self.enqueue_after(key.clone(), Duration::from_millis(500));
+                return None;
+            }
             Err(message) => {
                 if self.migrations.begin(key).is_some() {
                     self.migrations.set(key, failed(None, message));
                     self.enqueue(key.clone());
                 }
-                return;
+                return None;
             }
         };
-        let Some(cancel) = self.migrations.begin(key) else {
-            return;
-        };
+        let cancel = self.migrations.begin(key)?;
         let run_key: RunKey = (
-            meta_str(&vmi, "namespace").to_owned(),
-            meta_str(&vmi, "name").to_owned(),
+            meta_str(vmi, "namespace").to_owned(),
+            meta_str(vmi, "name").to_owned(),
         );
         if !self.runs.begin(
             run_key.clone(),
-            meta_str(&vmi, "uid"),
+            meta_str(vmi, "uid"),
             plan.state_volume.clone(),
         ) {
             self.migrations.set(
                 key,
                 failed(
                     None,
-                    format!(
-                        "VirtualMachineInstance {} already runs on this host",
-                        run_key.1
-                    ),
+                    format!("VirtualMachineInstance {} {taken} on this host", run_key.1),
                 ),
             );
-            return self.enqueue(key.clone());
+            self.enqueue(key.clone());
+            return None;
         }
+        Some((cancel, run_key, plan))
+    }
+
+    fn begin_receive(self: &Arc<Self>, key: &Key, vmi: Value, migration_id: &str) {
+        let Some((cancel, run_key, plan)) = self.register_receiver(key, &vmi, "already runs")
+        else {
+            return;
+        };
         let me = self.clone();
         let key = key.clone();
         let note = format!("migrated in (migration {migration_id})");
@@ -797,41 +812,10 @@ impl Controller {
         migration_id: &str,
         volume_was_empty: bool,
     ) {
-        let plan = match self.plan_for(&vmi) {
-            Ok(Some(plan)) => plan,
-            Ok(None) => return self.enqueue_after(key.clone(), Duration::from_millis(500)),
-            Err(message) => {
-                if self.migrations.begin(key).is_some() {
-                    self.migrations.set(key, failed(None, message));
-                    self.enqueue(key.clone());
-                }
-                return;
-            }
-        };
-        let Some(_cancel) = self.migrations.begin(key) else {
+        let Some((_cancel, run_key, plan)) = self.register_receiver(key, &vmi, "already has a run")
+        else {
             return;
         };
-        let run_key: RunKey = (
-            meta_str(&vmi, "namespace").to_owned(),
-            meta_str(&vmi, "name").to_owned(),
-        );
-        if !self.runs.begin(
-            run_key.clone(),
-            meta_str(&vmi, "uid"),
-            plan.state_volume.clone(),
-        ) {
-            self.migrations.set(
-                key,
-                failed(
-                    None,
-                    format!(
-                        "VirtualMachineInstance {} already has a run on this host",
-                        run_key.1
-                    ),
-                ),
-            );
-            return self.enqueue(key.clone());
-        }
         let me = self.clone();
         let key = key.clone();
         let note = format!("migrated in (migration {migration_id})");
