@@ -23,14 +23,19 @@
 #
 #   scripts/reliability.sh [--size quick|full] [--fuzz-seconds S] [--examples N]
 #                          [--cycles N] [--vms N] [--rounds N] [--mutations N] [--no-hostile]
+#                          [--tests-ran DIR]
 #
 # quick (the test suite's, a few minutes): serve crashes at every point and QEMU/swtpm kills at
 # four, 20 cycles, 4 VMs x 2 rounds, 2,000 mutants per fuzz target, 3 schemathesis examples per
 # operation. full (by hand): every point x every fault, 1,000 cycles, 24 VMs x 3 rounds, 200,000
 # mutants per target, 20 examples. --cycles/--vms/--rounds/--mutations override the size's
 # figure (an intermediate run when the full one does not fit the time at hand); --no-hostile
-# leaves out part 4 (fuzz, schemathesis). Needs the build with fault points (`--features
-# ferrovirt/failpoints`, which scripts/test.sh builds with). Exit status 1 when anything failed.
+# leaves out part 4 (fuzz, schemathesis). --tests-ran DIR: the tests of parts 1-3 already ran,
+# at this size, in a nextest run of the caller's that wrote their reports into DIR (the
+# FERROVIRT_RELIABILITY_REPORT* files named below): they are not run again, their reports go into
+# the table (scripts/test.sh runs them inside the suite's one nextest run, beside the other tests).
+# Needs the build with fault points (`--features ferrovirt/failpoints`, which scripts/test.sh
+# builds with). Exit status 1 when anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -39,6 +44,7 @@ FUZZ_SECONDS=0
 EXAMPLES=
 OVERRIDES=()
 HOSTILE=1
+TESTS_RAN=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--size) SIZE="$2"; shift 2 ;;
@@ -46,6 +52,7 @@ while [ $# -gt 0 ]; do
 	--examples) EXAMPLES="$2"; shift 2 ;;
 	--cycles | --vms | --rounds | --mutations) OVERRIDES+=("$1" "$2"); shift 2 ;;
 	--no-hostile) HOSTILE=0; shift ;;
+	--tests-ran) TESTS_RAN="$2"; shift 2 ;;
 	*) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
 	esac
 done
@@ -65,9 +72,15 @@ while [ $# -gt 0 ]; do
 	shift 2
 done
 export CARGO_TERM_COLOR=never
-REPORTS=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-reliability.XXXXXX")
 status=0
-
+if [ -n "$TESTS_RAN" ]; then
+REPORTS=$TESTS_RAN
+echo "=== reliability ($SIZE): crash matrix, full disks and I/O errors, endurance: ran in the caller's nextest run (reports in $REPORTS)"
+for report in matrix migration io io-api endurance; do
+	[ -s "$REPORTS/$report.tsv" ] || { echo "reliability: no report $REPORTS/$report.tsv from the caller's run (did its tests run, with FERROVIRT_RELIABILITY_REPORT* set?)" >&2; status=1; }
+done
+else
+REPORTS=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-reliability.XXXXXX")
 echo "=== reliability ($SIZE): crash matrix, full disks and I/O errors, endurance"
 # One line: nextest's filterset parser does not take a newline inside an expression.
 FILTER='test(/^crash_matrix::/) | test(/^crash_migration::/) | test(/^io_errors_serve::/) | test(/^full_disk::/) | test(/^endurance::/) | test(a_crash_looping_vm_keeps_its_known_good_state) | test(a_damaged_vars_file_fails_the_check_after_the_stop) | test(a_crash_loop_cannot_push_out_the_known_good_state)'
@@ -83,6 +96,7 @@ FERROVIRT_RELIABILITY_SIZE=$SIZE \
 	--test-threads 1 -E "$FILTER" 2>&1 | tee "$REPORTS/nextest.log" |
 	grep -E '^\s+(PASS|FAIL|SIGKILL|TIMEOUT)|Summary|crash matrix:|crash migration:|violation:|io case|^(cycles|vms|failures|start|stop|serve)'
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 
 NIGHTLY_FUZZ="not run (--fuzz-seconds 0)"
 if [ "$HOSTILE" -eq 1 ]; then
@@ -119,7 +133,8 @@ fi
 # The table. The live migration's crash cases (tests/crash_migration.rs) count among the crash
 # matrix's cases and have a line of their own too.
 mig_cases=$(wc -l <"$REPORTS/migration.tsv" 2>/dev/null || echo 0)
-mig_faulted=$(grep -c 'crashed there' "$REPORTS/migration.tsv" 2>/dev/null); mig_faulted=${mig_faulted:-0}
+mig_faulted=$(grep -cE 'crashed there|killed there' "$REPORTS/migration.tsv" 2>/dev/null); mig_faulted=${mig_faulted:-0}
+mig_kinds=$(cut -f2 "$REPORTS/migration.tsv" 2>/dev/null | sed -E 's/^kill -9 ([a-z]+).*/\1/' | sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')
 mig_violations=$(awk -F'\t' '{s += $4} END {print s + 0}' "$REPORTS/migration.tsv" 2>/dev/null)
 cat "$REPORTS/migration.tsv" >>"$REPORTS/matrix.tsv" 2>/dev/null
 points=$(cut -f1 "$REPORTS/matrix.tsv" 2>/dev/null | sort -u | wc -l)
@@ -144,7 +159,7 @@ echo
 echo "| what | figure |"
 echo "|---|---|"
 echo "| crash points x faults tried | $points points, $cases cases (serve/QEMU/swtpm kill -9): $faulted faulted at the point, $not_reached not reached or no such process there |"
-echo "| live migration between two hosts, kill -9 of serve at each of its points | $mig_cases cases: $mig_faulted crashed at the point, $mig_violations violations |"
+echo "| live migration between two hosts, kill -9 at each of its points (serve; QEMU, swtpm) | $mig_cases cases (${mig_kinds:-none}): $mig_faulted crashed or killed at the point, $mig_violations violations |"
 echo "| invariant violations | $violations |"
 echo "| ENOSPC / EIO cases | $io_cases ($enospc ENOSPC, $eio EIO), all with a clear error and the state intact |"
 echo "| ENOSPC / EIO at the API (start, stop, generation record, snapshot, import) | $api_cases cases, $api_violations violations (each: the error named, a Warning Event read through the API, state intact, the operation succeeds after); kill -9 of serve mid-import: ${import_crash:-not run} |"

@@ -13,9 +13,8 @@ export FERROVIRT_GUEST_DIR="${FERROVIRT_GUEST_DIR:-$root/.cache/guest}"
 guest/build.sh "$FERROVIRT_GUEST_DIR"
 # The Debian 12 guest of tests/debian_guest.rs (systemd, cloud-init, sshd, qemu-guest-agent,
 # tpm2-tools, cryptsetup; mmdebstrap, 1.5-4 min, cached by a stamp), built in the background while
-# the UI and the workspace build. Its test runs after the other tests, alone (three systemd boots
-# under TCG want the CPU: ~3 min on an idle 2-core machine, 18 min at a load average of 15);
-# FERROVIRT_DEBIAN_TEST=0 leaves both out.
+# the UI and the workspace build. Its test (three systemd boots under TCG, ~3-5 min) runs in the
+# one nextest run below, first; FERROVIRT_DEBIAN_TEST=0 leaves both out.
 export FERROVIRT_DEBIAN_DIR="${FERROVIRT_DEBIAN_DIR:-$root/.cache/guest-debian}"
 debian_test="${FERROVIRT_DEBIAN_TEST:-1}"
 if [ "$debian_test" = 1 ]; then
@@ -80,19 +79,34 @@ if [ "$debian_test" = 1 ]; then
   echo "test.sh: the Debian guest is ready $(( $(date +%s) - debian_started )) s after its build started: $(tail -n 1 "$debian_log")"
 fi
 
-# Every test but the reliability runs; the demo's verdict is given after them.
-export FERROVIRT_REQUIRE_FAILPOINTS=1
+# Every test in one nextest run, so that its two threads stay busy to the end: the unit, property,
+# snapshot and end-to-end tests, the Debian guest (three systemd boots; it starts first, its
+# priority in .config/nextest.toml) and issue 18's reliability tests at their quick size (the crash
+# matrix and the live migration's crash cases, full disks and I/O errors, endurance), which write
+# their reports for scripts/reliability.sh's table. Until session 12 these were three runs one after
+# the other (the Debian guest alone, then the reliability tests one at a time), with one core idle
+# for most of the last two: 33-35 minutes in all.
+export FERROVIRT_REQUIRE_FAILPOINTS=1 FERROVIRT_REQUIRE_MOUNT=1 FERROVIRT_RELIABILITY_SIZE=quick
+reports=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-reliability.XXXXXX")
+export FERROVIRT_RELIABILITY_REPORT="$reports/matrix.tsv" \
+	FERROVIRT_RELIABILITY_REPORT_MIGRATION="$reports/migration.tsv" \
+	FERROVIRT_RELIABILITY_REPORT_IO="$reports/io.tsv" \
+	FERROVIRT_RELIABILITY_REPORT_API="$reports/io-api.tsv" \
+	FERROVIRT_RELIABILITY_REPORT_ENDURANCE="$reports/endurance.tsv"
 tests_failed=""
-cargo nextest run --workspace --locked "${FEATURES[@]}" --no-fail-fast \
-	-E 'not (test(/^crash_matrix::/) | test(/^crash_migration::/) | test(/^io_errors_serve::/) | test(/^endurance::/) | test(/^full_disk::/))' || tests_failed=1
+run_ignored=()
 if [ "$debian_test" = 1 ]; then
-  cargo nextest run --workspace --locked "${FEATURES[@]}" --run-ignored only \
-	-E 'test(/^debian_guest::/)' || tests_failed=1
+  # The Debian guest's test is #[ignore]d for a bare `cargo nextest run`; here it runs too.
+  run_ignored=(--run-ignored all)
 fi
-# Issue 18 at its quick size: the crash matrix, full disks and I/O errors, endurance, the fuzz
-# targets over their corpus, schemathesis against the server's OpenAPI; prints its table.
-echo "=== test.sh: ./scripts/reliability.sh --size quick"
-./scripts/reliability.sh --size quick || tests_failed=1
+# The other #[ignore]d tests stay out: issue 14's known bug (migration_tunnel), measurements and
+# benchmarks, and a child process that only its parent test runs.
+cargo nextest run --workspace --locked "${FEATURES[@]}" --no-fail-fast "${run_ignored[@]}" \
+	-E 'not (test(=migration_tunnel::live_migration_through_the_destination_api) | test(=measure_durations) | test(=crash_child) | (package(ferrovirt-store) & binary(perf)))' || tests_failed=1
+# Issue 18 at its quick size: the table of the reliability tests that ran above, the fuzz targets
+# over their corpus, schemathesis against the server's OpenAPI.
+echo "=== test.sh: ./scripts/reliability.sh --size quick --tests-ran $reports"
+./scripts/reliability.sh --size quick --tests-ran "$reports" || tests_failed=1
 [ -z "$tests_failed" ] || { echo "test.sh: tests failed (see above)" >&2; exit 1; }
 if [ -n "$demo_failed" ]; then
   echo "test.sh: $demo_failed" >&2

@@ -4,8 +4,10 @@
 //! (`ferrovirt_storage::failpoints::POINTS`: `migration.send.*` on the source,
 //! `engine.incoming.*` on the destination) a firmware-only VM (persistent TPM + Secure Boot VARS,
 //! no disk, 128 MiB) is migrated from host a to host b, and the `serve` of the side that reaches
-//! the point kills itself there (`return(crash)`, a `kill -9`). That `serve` is started again
-//! on the same data dir, the two hosts settle, and the invariants are checked:
+//! the point kills itself there (`return(crash)`, a `kill -9`; that `serve` is then started
+//! again on the same data dir), or holds there (`return(hold)`) while the test kills that side's
+//! QEMU or swtpm of the VM (`kill -9`; every point at the full size, QEMU at two points at the
+//! quick size). The two hosts settle, and the invariants are checked:
 //!
 //! - the guest runs on at most one host: never a QEMU of the VM on both hosts once settled;
 //! - both VMIMs end in a terminal phase (`Succeeded`/`Failed`) consistent with where the guest
@@ -47,6 +49,33 @@ enum Side {
     Source,
     Destination,
 }
+
+/// What is killed at a point: the side's `serve` (it kills itself there), or, while that `serve`
+/// holds at the point, the side's QEMU or swtpm of the VM (`kill -9` by the test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Serve,
+    Qemu,
+    Swtpm,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Serve => "serve",
+            Fault::Qemu => "qemu",
+            Fault::Swtpm => "swtpm",
+        }
+    }
+}
+
+/// The points where the quick size kills QEMU too (the full size kills QEMU and swtpm at every
+/// point): the source's paused QEMU while it waits for the destination's word, and the
+/// destination's QEMU right after its guest resumed.
+const QUICK_PROCESS_POINTS: &[&str] = &[
+    "migration.send.after-switchover",
+    "engine.incoming.after-resume",
+];
 
 /// Every fault point of the migration path, with the side that reaches it, in the order a
 /// migration reaches them.
@@ -175,7 +204,7 @@ impl Hosts {
     }
 
     /// One case: returns (outcome, violations).
-    fn run(&mut self, case: usize, point: &str, side: Side) -> (String, Vec<String>) {
+    fn run(&mut self, case: usize, point: &str, side: Side, fault: Fault) -> (String, Vec<String>) {
         let vm = format!("mig{case}");
         let uuid = format!("6d1b7a52-0c3e-4f1a-9b2d-{case:012}");
         let migration_id = format!("crash-{case}");
@@ -210,14 +239,32 @@ impl Hosts {
         }
         let generations_before = generation_count(&self.a, &uuid);
 
-        // The side's serve armed to crash at the point.
+        // The side's serve armed to crash, or to hold while the test kills a process, at the
+        // point.
+        let reached = std::env::temp_dir().join(format!(
+            "ferrovirt-crash-migration-{}-{case}.reached",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&reached);
         {
             let server = self.side(side);
             server.terminate();
-            server.env = vec![(
-                "FERROVIRT_FAILPOINTS".into(),
-                format!("{point}=1*return(crash)"),
-            )];
+            let action = if fault == Fault::Serve {
+                "crash"
+            } else {
+                "hold"
+            };
+            server.env = vec![
+                (
+                    "FERROVIRT_FAILPOINTS".into(),
+                    format!("{point}=1*return({action})"),
+                ),
+                (
+                    "FERROVIRT_FAILPOINTS_REACHED".into(),
+                    reached.display().to_string(),
+                ),
+                ("FERROVIRT_FAILPOINTS_HOLD_MS".into(), "4000".into()),
+            ];
             server.spawn();
         }
         let started = Instant::now();
@@ -231,28 +278,49 @@ impl Hosts {
             &format!("{out_name}.yaml"),
             &send_vmim(&out_name, &vm, &migration_id, &self.b.url()),
         );
-        let crashed = self.side(side).wait_exit(Duration::from_secs(90));
-        let outcome = if crashed {
-            format!(
-                "crashed there after {:.1}s",
-                started.elapsed().as_secs_f64()
-            )
-        } else {
-            "not reached".to_owned()
-        };
-        {
+        let outcome = if fault == Fault::Serve {
+            let crashed = self.side(side).wait_exit(Duration::from_secs(90));
+            let outcome = if crashed {
+                format!(
+                    "crashed there after {:.1}s",
+                    started.elapsed().as_secs_f64()
+                )
+            } else {
+                "not reached".to_owned()
+            };
             // The restart a crash gets (SIGKILL first if it did not crash), without faults.
             let server = self.side(side);
             server.kill();
             server.env = Vec::new();
             server.spawn();
-        }
+            outcome
+        } else if wait_until("the point", Duration::from_secs(90), || reached.exists()).is_err() {
+            "not reached".to_owned()
+        } else {
+            let binary = if fault == Fault::Qemu {
+                "qemu-system"
+            } else {
+                "swtpm"
+            };
+            let victims: Vec<i32> = vm_processes(self.side(side), &uuid)
+                .into_iter()
+                .filter(|(_, cmdline)| cmdline.contains(binary))
+                .map(|(pid, _)| pid)
+                .collect();
+            victims.iter().for_each(|pid| state_check::sigkill(*pid));
+            if victims.is_empty() {
+                "no such process at this step".to_owned()
+            } else {
+                format!("killed there after {:.1}s", started.elapsed().as_secs_f64())
+            }
+        };
+        let _ = std::fs::remove_file(&reached);
         let mut violations = self.check(&vm, &uuid, &out_name, &in_name, generations_before);
         if !violations.is_empty() {
             let dir = std::env::temp_dir().join("ferrovirt-crash-migration");
             let _ = std::fs::create_dir_all(&dir);
             for (host, server) in [("a", &self.a), ("b", &self.b)] {
-                let kept = dir.join(format!("{point}-{host}.log"));
+                let kept = dir.join(format!("{point}-{}-{host}.log", fault.name()));
                 let _ = std::fs::write(&kept, server.log());
                 eprintln!("    serve log of host {host} kept: {}", kept.display());
             }
@@ -418,8 +486,40 @@ impl Hosts {
             check_states_of(&self.a.data_dir(), uuid, false)
         };
         violations.extend(a_checked.into_iter().map(|v| format!("host a: {v}")));
-        // A guest that runs nowhere starts again on the source.
-        if place == Place::Nowhere {
+        // A guest that runs nowhere after a migration that succeeded belongs to host b, whose
+        // VM (runStrategy Always since the take-over) starts it again by itself, after its
+        // crash-loop back-off; host a's copy stays retired (starting it there too would make two).
+        if place == Place::Nowhere
+            && (out_phase.as_str(), in_phase.as_str()) == ("Succeeded", "Succeeded")
+        {
+            if let Err(e) = wait_until(
+                "the VM Running on b again",
+                Duration::from_secs(150),
+                || {
+                    text(&object(&self.b, "vmi", vm), "/status/phase") == "Running"
+                        && qemu_count(&self.b, uuid) == 1
+                },
+            ) {
+                violations.push(format!(
+                    "the migration succeeded, the guest then ended on b and does not start again there: {e}; log: {}",
+                    tail(&self.b.log(), 15)
+                ));
+            }
+            let (again, disagreements) = self.place(vm, uuid);
+            violations.extend(disagreements);
+            if again != Place::Destination {
+                violations.push(format!("after b restarted it, the guest is at {again:?}"));
+            }
+            let retired = wait_until("VM a retired", Duration::from_secs(60), || {
+                object(&self.a, "vm", vm).is_none()
+            });
+            if let Err(e) = retired {
+                violations.push(format!(
+                    "host a's VM is not retired after a migration that succeeded: {e}"
+                ));
+            }
+        } else if place == Place::Nowhere {
+            // A guest that runs nowhere after a failed migration starts again on the source.
             let out = self.a.cli(&["start", vm]);
             if !out.status.success() {
                 violations.push(format!(
@@ -530,17 +630,29 @@ fn a_crash_at_every_step_of_a_live_migration_keeps_one_guest_and_its_state() {
         b,
         _network: network,
     };
+    let full = std::env::var("FERROVIRT_RELIABILITY_SIZE").is_ok_and(|v| v == "full");
+    let mut cases = Vec::new();
+    for (point, side) in CASES {
+        for fault in [Fault::Serve, Fault::Qemu, Fault::Swtpm] {
+            let process_case =
+                full || (fault == Fault::Qemu && QUICK_PROCESS_POINTS.contains(point));
+            if fault == Fault::Serve || process_case {
+                cases.push((*point, *side, fault));
+            }
+        }
+    }
     let clock = Instant::now();
     let mut report = String::new();
     let mut all = Vec::new();
-    for (case, (point, side)) in CASES.iter().enumerate() {
+    for (case, (point, side, fault)) in cases.into_iter().enumerate() {
         if only.as_ref().is_some_and(|o| !o.iter().any(|p| p == point)) {
             continue;
         }
         let started = Instant::now();
-        let (outcome, violations) = hosts.run(case + 1, point, *side);
+        let (outcome, violations) = hosts.run(case + 1, point, side, fault);
         let line = format!(
-            "{point}\tkill -9 serve ({})\t{outcome}\t{}\t{:.1}s",
+            "{point}\tkill -9 {} ({})\t{outcome}\t{}\t{:.1}s",
+            fault.name(),
             match side {
                 Side::Source => "migration source",
                 Side::Destination => "migration destination",
@@ -551,7 +663,7 @@ fn a_crash_at_every_step_of_a_live_migration_keeps_one_guest_and_its_state() {
         eprintln!("crash migration: {line}");
         for v in &violations {
             eprintln!("    violation: {v}");
-            all.push(format!("{point}: {v}"));
+            all.push(format!("{point} ({}): {v}", fault.name()));
         }
         let _ = writeln!(report, "{line}");
     }

@@ -165,6 +165,30 @@ fn final_vmim(server: &Server, name: &str, within: Duration) -> Value {
         .unwrap()
 }
 
+/// The reasons of a host's Events in the order written, each with its object's name (a short
+/// account of what the controllers did, for a failing assertion's first line).
+fn event_reasons(server: &Server) -> String {
+    let out = server.kubectl(&["get", "events", "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut events: Vec<&Value> = list["items"].as_array().into_iter().flatten().collect();
+    events.sort_by_key(|e| {
+        e["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}({})",
+                e["reason"].as_str().unwrap_or("?"),
+                e["involvedObject"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Asserts the tick chain: PCR 16 as recomputed for each tick, one secret throughout.
 fn assert_chain(ticks: &[(u64, String, String)], secret: &str) {
     for (n, pcr16, found) in ticks {
@@ -393,11 +417,13 @@ fn a_running_vm_migrates_between_two_hosts_through_vmim_objects() {
     // The guest goes on on host b: the next tick, the PCR chain unbroken, the same secret.
     let last_on_source = ticks(&source).last().cloned().unwrap();
     let after = wait_ticks(&dest, 2, Duration::from_secs(120));
+    let dest_serial = std::fs::read_to_string(serial_log(&dest)).unwrap_or_default();
     assert_eq!(
         after[0].0,
         last_on_source.0 + 1,
-        "source {last_on_source:?}, destination {after:?}\ndestination serial log:\n{}\ndestination log:\n{}",
-        std::fs::read_to_string(serial_log(&dest)).unwrap_or_default(),
+        "{} destination events: {}; source {last_on_source:?}, destination {after:?}\ndestination serial log:\n{dest_serial}\ndestination log:\n{}",
+        support::guest::reboot_evidence(&dest_serial),
+        event_reasons(&dest),
         dest.log()
     );
     assert_chain(&before, &before[0].2);

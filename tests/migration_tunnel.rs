@@ -16,6 +16,8 @@
 
 #[path = "support/server.rs"]
 mod server;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -332,7 +334,10 @@ async fn live_migration_through_the_destination_api() {
     assert_eq!(
         after[0].0,
         last_on_source.0 + 1,
-        "{last_on_source:?} then {after:?}\ndestination serial log:\n{}\ndestination QEMU log:\n{}\ndestination swtpm log:\n{}",
+        "{} {last_on_source:?} then {after:?}\ndestination serial log:\n{}\ndestination QEMU log:\n{}\ndestination swtpm log:\n{}",
+        support::guest::reboot_evidence(
+            &std::fs::read_to_string(dst.runtime.serial_log()).unwrap_or_default()
+        ),
         std::fs::read_to_string(dst.runtime.serial_log()).unwrap_or_default(),
         std::fs::read_to_string(dst.runtime.qemu_log()).unwrap_or_default(),
         std::fs::read_to_string(dst.runtime.swtpm_log()).unwrap_or_default()

@@ -82,3 +82,45 @@ pub fn image_in_data_dir(data_dir: &std::path::Path, image: &std::path::Path) ->
     }
     target
 }
+
+/// A one-line summary of what a test guest's serial log says about a boot that should not have
+/// happened (issue 14's rare "the guest starts again on the destination"): how many runs of QEMU
+/// wrote to it (ferrovirt's run marker), how often the guest's /init began its TPM loop, and the
+/// first lines that name a kernel panic, an oops, a lockup or the firmware's boot. Put first in a
+/// failing assertion's message, so that a CI excerpt that keeps only its head still tells a new
+/// QEMU process from a reboot inside the same one.
+pub fn reboot_evidence(serial_log: &str) -> String {
+    const SIGNS: [&str; 9] = [
+        "Kernel panic",
+        "BUG:",
+        "Oops",
+        "soft lockup",
+        "hung_task",
+        "tpm",
+        "BdsDxe",
+        "reboot",
+        "FERRO: error=",
+    ];
+    let runs = serial_log
+        .lines()
+        .filter(|l| l.contains("[ferrovirt] run started"))
+        .count();
+    let loops = serial_log
+        .lines()
+        .filter(|l| l.contains("FERRO: loop=started"))
+        .count();
+    let signs: Vec<String> = serial_log
+        .lines()
+        .filter(|l| SIGNS.iter().any(|s| l.contains(s)))
+        .take(8)
+        .map(|l| l.trim_end_matches('\r').chars().take(160).collect())
+        .collect();
+    format!(
+        "[reboot evidence: {runs} QEMU run(s) in the serial log, the TPM loop started {loops} time(s), signs: {}]",
+        if signs.is_empty() {
+            "none".to_owned()
+        } else {
+            signs.join(" | ")
+        }
+    )
+}

@@ -367,6 +367,13 @@ pub fn reconcile_migration(vmim: &Value, world: &MigrationWorld<'_>) -> Migratio
         );
     }
     let Some(vmi) = world.vmi else {
+        if job_active {
+            // The VMI went while its migration's job runs (deleted by hand, or its QEMU ended
+            // after the switch-over): the job settles where the guest runs, and only then the
+            // status says how it ended (failing it now could start a second copy here while
+            // the guest runs on the destination).
+            return MigrationPlan::default();
+        }
         if matches!(role, Role::Target { .. }) && world.job.is_none() {
             // The receiving VMI is created by the VM controller from the WaitAsReceiver VM.
             let status = status_with_phase(vmim, phase::WAITING_FOR_SYNC, world.now);
@@ -717,6 +724,22 @@ mod tests {
     fn with_status(mut object: Value, status: Value) -> Value {
         object["status"] = status;
         object
+    }
+
+    #[test]
+    fn a_vmi_gone_while_its_migration_runs_waits_for_the_job() {
+        let vmim = with_status(source_vmim(), json!({"phase": "Running"}));
+        let job = MigrationJob::Running {
+            started: NOW.into(),
+            progress: JobProgress::default(),
+        };
+        let plan = reconcile_migration(&vmim, &world(None, Some(&job)));
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+        assert!(plan.work.is_none());
+        // Without a job it is the user's mistake, said as KubeVirt says it.
+        let pending = with_status(source_vmim(), json!({"phase": "Pending"}));
+        let plan = reconcile_migration(&pending, &world(None, None));
+        assert!(status_of(&plan, "VirtualMachineInstanceMigration")["phase"] == "Failed");
     }
 
     #[test]

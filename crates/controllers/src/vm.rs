@@ -29,6 +29,20 @@ pub fn first_request(vm: &Value) -> Option<(String, Option<String>)> {
     ))
 }
 
+/// Whether a finished VMI was the source of a live migration that has not failed: under way,
+/// or succeeded (its `status.migrationState` has the destination's address, which only the
+/// source side writes, and no `failed`). Its guest may run on the destination now (its QEMU here
+/// can end after the switch-over, e.g. killed while it waited for the destination's word), so
+/// the VM must not start it again here: two running copies of one TPM and disk. The migration
+/// settles it: the guest runs there (this VM is halted and retired), or the migration fails and
+/// the VM's run strategy applies again.
+pub fn left_by_migration(vmi: &Value) -> bool {
+    vmi.pointer("/status/migrationState").is_some_and(|state| {
+        state.get("targetNodeAddress").is_some()
+            && state.get("failed").and_then(Value::as_bool) != Some(true)
+    })
+}
+
 /// KubeVirt's run-strategy semantics: what to do given the VM and its VMI.
 pub fn decide(vm: &Value, vmi: Option<&Value>, backoff_active: bool) -> Decision {
     let vmi_uid = vmi.and_then(|v| v.pointer("/metadata/uid").and_then(Value::as_str));
@@ -41,6 +55,7 @@ pub fn decide(vm: &Value, vmi: Option<&Value>, backoff_active: bool) -> Decision
             ("Stop", Some(_)) => Decision::DeleteInstance,
             ("Start", None) => Decision::CreateInstance,
             ("Start", Some(_)) if vmi_deleting => Decision::Nothing,
+            ("Start", Some(v)) if is_final(v) && left_by_migration(v) => Decision::Nothing,
             ("Start", Some(v)) if is_final(v) => Decision::DeleteInstance,
             ("Start", Some(_)) => Decision::PopRequest,
             _ => Decision::PopRequest,
@@ -50,6 +65,7 @@ pub fn decide(vm: &Value, vmi: Option<&Value>, backoff_active: bool) -> Decision
     match (strategy.as_str(), vmi) {
         (_, Some(_)) if vmi_deleting => Decision::Nothing,
         ("Halted", Some(_)) => Decision::DeleteInstance,
+        (_, Some(v)) if is_final(v) && left_by_migration(v) => Decision::Nothing,
         ("Always", Some(v)) if is_final(v) => {
             if backoff_active {
                 Decision::Nothing
@@ -407,6 +423,49 @@ mod tests {
         assert_eq!(
             decide(&receiver, Some(&vmi("Failed")), false),
             Decision::Nothing
+        );
+    }
+
+    #[test]
+    fn a_vmi_that_ended_while_it_migrated_away_is_not_started_again() {
+        let always = vm(json!({"runStrategy": "Always"}));
+        let mut ended = vmi("Succeeded");
+        // The source's QEMU ended while the migration was under way (after the switch-over the
+        // guest may run on the destination): nothing until the migration settles.
+        ended["status"]["migrationState"] =
+            json!({"targetNodeAddress": "https://b:8443", "startTimestamp": "t"});
+        assert!(left_by_migration(&ended));
+        assert_eq!(decide(&always, Some(&ended), false), Decision::Nothing);
+        let rerun = vm(json!({"runStrategy": "RerunOnFailure"}));
+        let mut failed = ended.clone();
+        failed["status"]["phase"] = json!("Failed");
+        assert_eq!(decide(&rerun, Some(&failed), false), Decision::Nothing);
+        let mut start = vm(json!({"runStrategy": "Manual"}));
+        start["status"] = json!({"stateChangeRequests": [{"action": "Start"}]});
+        assert_eq!(decide(&start, Some(&ended), false), Decision::Nothing);
+        // Succeeded: still nothing (the migration halts and retires this VM).
+        ended["status"]["migrationState"]["completed"] = json!(true);
+        assert_eq!(decide(&always, Some(&ended), false), Decision::Nothing);
+        // Halting it still deletes the finished VMI.
+        let halted = vm(json!({"runStrategy": "Halted"}));
+        assert_eq!(
+            decide(&halted, Some(&ended), false),
+            Decision::DeleteInstance
+        );
+        // Failed: the run strategy applies again (the guest did not move).
+        ended["status"]["migrationState"]["failed"] = json!(true);
+        assert!(!left_by_migration(&ended));
+        assert_eq!(
+            decide(&always, Some(&ended), false),
+            Decision::DeleteInstance
+        );
+        // A receiver's state (written on the destination) never holds a VM back.
+        let mut received = vmi("Failed");
+        received["status"]["migrationState"] = json!({"targetNode": "b", "completed": true});
+        assert!(!left_by_migration(&received));
+        assert_eq!(
+            decide(&always, Some(&received), false),
+            Decision::DeleteInstance
         );
     }
 

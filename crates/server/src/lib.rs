@@ -305,6 +305,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         None => {
             tracing::warn!(listen = %local, "--insecure-http: the API is served without TLS (tokens and RBAC still apply)");
             let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            // TCP_NODELAY as on the TLS listener (serve_tls): no ~40 ms Nagle wait on a watch
+            // event that follows another write.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "TCP_NODELAY refused");
+                }
+            });
             tokio::select! {
                 result = axum::serve(listener, app) => result.map_err(ServeError::Http)?,
                 () = shutdown_signal() => log_shutdown(),
