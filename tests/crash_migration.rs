@@ -378,10 +378,18 @@ impl Hosts {
             )
         };
         // Settled: both migrations over, at most one QEMU, each VMI agreeing with its host.
+        // A guest that runs nowhere while a VM of it says `Always` is on its way back (the VM
+        // starts it again, after its back-off): not settled yet.
+        let coming_back = || {
+            [&self.a, &self.b]
+                .iter()
+                .any(|server| text(&object(server, "vm", vm), "/spec/runStrategy") == "Always")
+        };
         let settled = wait_until("the hosts to settle", Duration::from_secs(150), || {
-            terminal(&self.a, out_name)
-                && terminal(&self.b, in_name)
-                && self.place(vm, uuid).1.is_empty()
+            terminal(&self.a, out_name) && terminal(&self.b, in_name) && {
+                let (place, disagreements) = self.place(vm, uuid);
+                disagreements.is_empty() && (place != Place::Nowhere || !coming_back())
+            }
         });
         let (place, disagreements) = self.place(vm, uuid);
         if let Err(e) = settled {

@@ -345,7 +345,12 @@ pub fn reconcile_migration(vmim: &Value, world: &MigrationWorld<'_>) -> Migratio
         };
     }
     if is_final(current) {
-        return MigrationPlan::default();
+        return MigrationPlan {
+            actions: settle_vmi_state(vmim, world.vmi, current)
+                .into_iter()
+                .collect(),
+            work: None,
+        };
     }
     let vmi_name = vmim
         .pointer("/spec/vmiName")
@@ -631,6 +636,30 @@ fn hand_over(vm: &Value) -> Option<Action> {
     })
 }
 
+/// A migration that ended `Failed` whose VMI still says it is under way (the VMI's status write
+/// of that reconcile lost a conflict): the VMI's `migrationState` gets `failed` and the end, so
+/// that its VM may start it again ([`crate::vm::left_by_migration`] holds a VM back only while
+/// the migration has not failed).
+fn settle_vmi_state(vmim: &Value, vmi: Option<&Value>, phase: &str) -> Option<Action> {
+    let vmi = vmi?;
+    let state = vmi.pointer("/status/migrationState")?;
+    if phase != phase::FAILED
+        || state.get("migrationUid") != vmim.pointer("/metadata/uid")
+        || state.get("failed").and_then(Value::as_bool) == Some(true)
+    {
+        return None;
+    }
+    let mut status = vmi.get("status").cloned().unwrap_or_else(|| json!({}));
+    status["migrationState"]["failed"] = json!(true);
+    if let Some(ended) = vmim.pointer("/status/migrationState/endTimestamp") {
+        status["migrationState"]["endTimestamp"] = ended.clone();
+    }
+    if let Some(reason) = vmim.pointer("/status/migrationState/failureReason") {
+        status["migrationState"]["failureReason"] = reason.clone();
+    }
+    update_status(vmi, VMIS, status)
+}
+
 /// Target, on success: the receiving VM runs with the run strategy it is to have from now on.
 fn take_over(vm: &Value) -> Option<Action> {
     if vm.pointer("/spec/runStrategy").and_then(Value::as_str) != Some(WAIT_AS_RECEIVER) {
@@ -740,6 +769,38 @@ mod tests {
         let pending = with_status(source_vmim(), json!({"phase": "Pending"}));
         let plan = reconcile_migration(&pending, &world(None, None));
         assert!(status_of(&plan, "VirtualMachineInstanceMigration")["phase"] == "Failed");
+    }
+
+    #[test]
+    fn a_failed_migration_marks_a_vmi_that_still_says_under_way() {
+        let vmim = with_status(
+            source_vmim(),
+            json!({"phase": "Failed", "migrationState": {"endTimestamp": NOW, "failed": true,
+                "failureReason": "QEMU ended"}}),
+        );
+        let mut vmi = running_vmi();
+        vmi["status"] = json!({"phase": "Failed", "migrationState": {"migrationUid": "u-src",
+            "targetNodeAddress": "https://10.0.0.2:8443", "startTimestamp": NOW}});
+        assert!(crate::vm::left_by_migration(&vmi));
+        let plan = reconcile_migration(&vmim, &world(Some(&vmi), None));
+        let status = status_of(&plan, "VirtualMachineInstance");
+        assert_eq!(status["migrationState"]["failed"], true);
+        assert_eq!(status["migrationState"]["failureReason"], "QEMU ended");
+        let mut settled = vmi.clone();
+        settled["status"] = status;
+        assert!(!crate::vm::left_by_migration(&settled));
+        // Once marked (or for another migration's state, or a success): nothing more.
+        assert!(
+            reconcile_migration(&vmim, &world(Some(&settled), None))
+                .actions
+                .is_empty()
+        );
+        let succeeded = with_status(source_vmim(), json!({"phase": "Succeeded"}));
+        assert!(
+            reconcile_migration(&succeeded, &world(Some(&vmi), None))
+                .actions
+                .is_empty()
+        );
     }
 
     #[test]

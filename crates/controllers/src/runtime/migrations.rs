@@ -465,18 +465,99 @@ impl Controller {
         match outcome {
             Ok(job) => self.migrations.set(&key, job),
             Err((started, reason)) => {
-                tracing::warn!(vm = %run_key.1, %reason, "live migration failed; the VM keeps running here");
-                self.migrations.set(
-                    &key,
-                    failed(
-                        started,
-                        format!("{reason}; the VM keeps running on this host"),
-                    ),
-                );
+                let job = self
+                    .settle_failed_send(&run_key, &target, &connect_url, started, reason)
+                    .await;
+                self.migrations.set(&key, job);
             }
         }
         self.enqueue(key);
         self.enqueue(vm_key);
+    }
+
+    /// A send that failed before its switch-over (`migration::send` rolls back by itself when
+    /// its QEMU lives). The destination's receiver may still wait for its stream: a memory
+    /// channel that closes at once ends it (and changes nothing for a receiver that ended, or
+    /// that has the whole stream: its QEMU no longer listens). If the source's QEMU is gone (it
+    /// died during the migration), whether the switch-over happened is not known here once the
+    /// streams had begun: the destination is asked, as after a switch-over, and only its word
+    /// decides (its guest runs: the migration succeeded; never a second copy started here).
+    async fn settle_failed_send(
+        &self,
+        run_key: &RunKey,
+        target: &TunnelTarget,
+        connect_url: &str,
+        started: Option<String>,
+        reason: String,
+    ) -> MigrationJob {
+        match tokio::time::timeout(Duration::from_secs(10), target.dial("memory")).await {
+            Ok(Ok(_)) => {
+                tracing::info!(vm = %run_key.1, "ended the destination's receiver, which still waited for the stream")
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(vm = %run_key.1, error = %e, "the destination's receiver no longer takes a stream")
+            }
+            Err(_) => {
+                tracing::info!(vm = %run_key.1, "the destination did not answer the request to end its receiver within 10 s")
+            }
+        }
+        let source_alive = match self.runs.running_vm(run_key) {
+            Some(running) => {
+                running.handle.try_exited().is_none()
+                    && ferrovirt_vmm::migration::status(&running.handle)
+                        .await
+                        .is_ok()
+            }
+            None => false,
+        };
+        if source_alive {
+            tracing::warn!(vm = %run_key.1, %reason, "live migration failed; the VM keeps running here");
+            return failed(
+                started,
+                format!("{reason}; the VM keeps running on this host"),
+            );
+        }
+        if started.is_none() {
+            // Before the streams: the destination cannot have the guest.
+            tracing::warn!(vm = %run_key.1, %reason, "live migration failed and the source QEMU has ended");
+            return failed(
+                None,
+                format!(
+                    "{reason}; the source QEMU ended during the migration, before anything was sent:                      the VM runs on neither host and starts again here as its run strategy says                      (its state was recorded as it ended)"
+                ),
+            );
+        }
+        tracing::warn!(vm = %run_key.1, %reason, "the source QEMU ended during the migration; asking the destination whether its guest runs");
+        let started = started.unwrap_or_else(now);
+        match confirm_destination(target).await {
+            Confirmation::Running => MigrationJob::Succeeded {
+                started,
+                ended: now(),
+                downtime_ms: None,
+                total_ms: 0,
+                switched_unix_ms: None,
+                unconfirmed: None,
+            },
+            Confirmation::Failed(destination) => failed(
+                Some(started),
+                format!(
+                    "{reason}; the source QEMU ended during the migration and the destination did                      not run the VM ({destination}): it runs on neither host and starts again here                      as its run strategy says (its state was recorded as it ended)"
+                ),
+            ),
+            Confirmation::Unknown(detail) => {
+                tracing::warn!(vm = %run_key.1, %detail, "the source QEMU ended during the migration and the destination did not say whether its guest runs");
+                MigrationJob::Succeeded {
+                    started,
+                    ended: now(),
+                    downtime_ms: None,
+                    total_ms: 0,
+                    switched_unix_ms: None,
+                    unconfirmed: Some(format!(
+                        "the source QEMU ended during the migration to {connect_url} and the destination did not say whether its guest runs: {detail}"
+                    )),
+                }
+            }
+        }
     }
 
     async fn send_inner(
