@@ -465,8 +465,20 @@ impl Controller {
         match outcome {
             Ok(job) => self.migrations.set(&key, job),
             Err((started, reason)) => {
+                // Only a receiver that said it was ready can be waiting for a stream.
+                let receiver_ready = matches!(
+                    self.migrations.get(&key),
+                    Some(MigrationJob::TargetReady | MigrationJob::Running { .. })
+                );
                 let job = self
-                    .settle_failed_send(&run_key, &target, &connect_url, started, reason)
+                    .settle_failed_send(
+                        &run_key,
+                        &target,
+                        &connect_url,
+                        receiver_ready,
+                        started,
+                        reason,
+                    )
                     .await;
                 self.migrations.set(&key, job);
             }
@@ -487,18 +499,21 @@ impl Controller {
         run_key: &RunKey,
         target: &TunnelTarget,
         connect_url: &str,
+        receiver_ready: bool,
         started: Option<String>,
         reason: String,
     ) -> MigrationJob {
-        match tokio::time::timeout(Duration::from_secs(10), target.dial("memory")).await {
-            Ok(Ok(_)) => {
-                tracing::info!(vm = %run_key.1, "ended the destination's receiver, which still waited for the stream")
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(vm = %run_key.1, error = %e, "the destination's receiver no longer takes a stream")
-            }
-            Err(_) => {
-                tracing::info!(vm = %run_key.1, "the destination did not answer the request to end its receiver within 10 s")
+        if receiver_ready {
+            match tokio::time::timeout(Duration::from_secs(10), target.dial("memory")).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(vm = %run_key.1, "ended the destination's receiver, which still waited for the stream")
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(vm = %run_key.1, error = %e, "the destination's receiver no longer takes a stream")
+                }
+                Err(_) => {
+                    tracing::info!(vm = %run_key.1, "the destination did not answer the request to end its receiver within 10 s")
+                }
             }
         }
         let source_alive = match self.runs.running_vm(run_key) {
