@@ -38,8 +38,8 @@ use ferrovirt_storage::generations::{EntryKind, GenerationReason};
 use serde_json::Value;
 use server::{Server, manifest};
 use state_check::{
-    check_states, check_states_with, generation_stores, kill_all_using, processes_using, qemus,
-    sigkill, swtpms, wait_until,
+    Fault, check_states, check_states_with, generation_stores, kill_all_using, processes_using,
+    qemus, sigkill, swtpms, wait_until,
 };
 
 const VM: &str = "crashvm";
@@ -64,23 +64,6 @@ impl Op {
             Op::Rollback => "rollback",
             Op::Snapshot => "snapshot",
             Op::Restore => "restore",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    Serve,
-    Qemu,
-    Swtpm,
-}
-
-impl Fault {
-    fn name(self) -> &'static str {
-        match self {
-            Fault::Serve => "kill -9 serve",
-            Fault::Qemu => "kill -9 qemu",
-            Fault::Swtpm => "kill -9 swtpm",
         }
     }
 }

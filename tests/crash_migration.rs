@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use server::netns::TestNetwork;
 use server::{Server, manifest, object, text};
-use state_check::{check_retired_states_of, check_states_of, processes_using, wait_until};
+use state_check::{Fault, check_retired_states_of, check_states_of, processes_using, wait_until};
 use support::migration::{destination_secret_json, receive_vmim, send_vmim};
 
 /// Which host's `serve` reaches a point.
@@ -48,25 +48,6 @@ use support::migration::{destination_secret_json, receive_vmim, send_vmim};
 enum Side {
     Source,
     Destination,
-}
-
-/// What is killed at a point: the side's `serve` (it kills itself there), or, while that `serve`
-/// holds at the point, the side's QEMU or swtpm of the VM (`kill -9` by the test).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    Serve,
-    Qemu,
-    Swtpm,
-}
-
-impl Fault {
-    fn name(self) -> &'static str {
-        match self {
-            Fault::Serve => "serve",
-            Fault::Qemu => "qemu",
-            Fault::Swtpm => "swtpm",
-        }
-    }
 }
 
 /// The points where the quick size kills QEMU too (the full size kills QEMU and swtpm at every
@@ -320,7 +301,7 @@ impl Hosts {
             let dir = std::env::temp_dir().join("ferrovirt-crash-migration");
             let _ = std::fs::create_dir_all(&dir);
             for (host, server) in [("a", &self.a), ("b", &self.b)] {
-                let kept = dir.join(format!("{point}-{}-{host}.log", fault.name()));
+                let kept = dir.join(format!("{point}-{}-{host}.log", fault.process()));
                 let _ = std::fs::write(&kept, server.log());
                 eprintln!("    serve log of host {host} kept: {}", kept.display());
             }
@@ -675,7 +656,7 @@ fn a_crash_at_every_step_of_a_live_migration_keeps_one_guest_and_its_state() {
         let started = Instant::now();
         let (outcome, violations) = hosts.run(case + 1, point, side, fault);
         let line = format!(
-            "{point}\tkill -9 {} ({})\t{outcome}\t{}\t{:.1}s",
+            "{point}\t{} ({})\t{outcome}\t{}\t{:.1}s",
             fault.name(),
             match side {
                 Side::Source => "migration source",
@@ -687,7 +668,7 @@ fn a_crash_at_every_step_of_a_live_migration_keeps_one_guest_and_its_state() {
         eprintln!("crash migration: {line}");
         for v in &violations {
             eprintln!("    violation: {v}");
-            all.push(format!("{point} ({}): {v}", fault.name()));
+            all.push(format!("{point} ({}): {v}", fault.process()));
         }
         let _ = writeln!(report, "{line}");
     }

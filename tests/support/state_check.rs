@@ -240,3 +240,28 @@ pub fn wait_until(
     }
     Err(format!("{what} not within {timeout:?}"))
 }
+
+/// What a crash case kills at its fault point: `serve` (it kills itself there), or, while `serve`
+/// holds there, the VM's QEMU or swtpm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Serve,
+    Qemu,
+    Swtpm,
+}
+
+impl Fault {
+    /// The process killed: `serve`, `qemu` or `swtpm`.
+    pub fn process(self) -> &'static str {
+        match self {
+            Fault::Serve => "serve",
+            Fault::Qemu => "qemu",
+            Fault::Swtpm => "swtpm",
+        }
+    }
+
+    /// As the reliability reports name it: `kill -9 serve`.
+    pub fn name(self) -> String {
+        format!("kill -9 {}", self.process())
+    }
+}
