@@ -6,7 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+suite_started=$(date +%s)
+# phase WHAT: a heading with the time since the start, so that a run's log shows where it went.
+phase() { echo "=== test.sh: $* (at $(( $(date +%s) - suite_started )) s)"; }
 
+phase "./scripts/setup.sh"
 ./scripts/setup.sh
 
 export FERROVIRT_GUEST_DIR="${FERROVIRT_GUEST_DIR:-$root/.cache/guest}"
@@ -32,16 +36,19 @@ fi
 # The browser tests (tests/ui_browser.rs, Playwright + Debian's Chromium against a real
 # `ferrovirt serve`) run in cargo nextest below and must not skip here.
 command -v npm >/dev/null 2>&1 || { echo "test.sh: npm (Node >= 20.19) is needed to build the web UI" >&2; exit 1; }
+phase "the web UI: npm ci, build, unit tests"
 (cd ui && npm ci --no-audit --no-fund && npm run build && npm test)
 export FERROVIRT_REQUIRE_UI_E2E=1
 
 export CARGO_TERM_COLOR=never
+phase "cargo fmt, clippy"
 cargo fmt --all -- --check
 # One build for everything below: the workspace with the fault points (the `failpoints` feature,
 # crates/storage/src/failpoints.rs) that the reliability tests inject faults through. The demo's
 # and the package's release builds never have them.
 FEATURES=(--features ferrovirt/failpoints)
 cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
+phase "cargo build"
 cargo build --workspace --locked "${FEATURES[@]}"
 (cd fuzz && cargo fmt -- --check)
 # The main job: the README's first command on a fresh data dir, then again on the same data dir
@@ -53,7 +60,7 @@ demo_dir=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-demo.XXXXXX")
 demo_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 demo_failed=""
 for run in 1 2; do
-  echo "=== test.sh: ./scripts/demo.sh --once (run $run of 2, data dir $demo_dir)"
+  phase "./scripts/demo.sh --once (run $run of 2, data dir $demo_dir)"
   if ! FERROVIRT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/ferrovirt" FERROVIRT_LISTEN="127.0.0.1:$demo_port" \
     ./scripts/demo.sh --once "$demo_dir"; then
     demo_failed="./scripts/demo.sh --once failed in run $run of 2 (data dir $demo_dir kept)"
@@ -64,12 +71,12 @@ done
 
 # The Debian package, of the same debug build and the UI built above (`scripts/package.sh` alone
 # makes the release package); tests/package.rs checks it and runs its binary with its configuration.
-echo "=== test.sh: ./scripts/package.sh --ui-built --profile dev --no-build"
+phase "./scripts/package.sh --ui-built --profile dev --no-build"
 FERROVIRT_DEB=$(./scripts/package.sh --ui-built --profile dev --no-build | tail -n 1)
 export FERROVIRT_DEB
 
 if [ "$debian_test" = 1 ]; then
-  echo "=== test.sh: waiting for guest/debian/build.sh (log: $debian_log)"
+  phase "waiting for guest/debian/build.sh (log: $debian_log)"
   if ! wait "$debian_pid"; then
     tail -n 40 "$debian_log" >&2
     echo "test.sh: guest/debian/build.sh $FERROVIRT_DEBIAN_DIR failed (log above, whole log: $debian_log); tests/debian_guest.rs needs its image" >&2
@@ -101,12 +108,14 @@ if [ "$debian_test" = 1 ]; then
 fi
 # The other #[ignore]d tests stay out: issue 14's known bug (migration_tunnel), measurements and
 # benchmarks, and a child process that only its parent test runs.
+phase "cargo nextest run (every test)"
 cargo nextest run --workspace --locked "${FEATURES[@]}" --no-fail-fast "${run_ignored[@]}" \
 	-E 'not (test(=migration_tunnel::live_migration_through_the_destination_api) | test(=measure_durations) | test(=crash_child) | (package(ferrovirt-store) & binary(perf)))' || tests_failed=1
 # Issue 18 at its quick size: the table of the reliability tests that ran above, the fuzz targets
 # over their corpus, schemathesis against the server's OpenAPI.
-echo "=== test.sh: ./scripts/reliability.sh --size quick --tests-ran $reports"
+phase "./scripts/reliability.sh --size quick --tests-ran $reports"
 ./scripts/reliability.sh --size quick --tests-ran "$reports" || tests_failed=1
+phase "done"
 [ -z "$tests_failed" ] || { echo "test.sh: tests failed (see above)" >&2; exit 1; }
 if [ -n "$demo_failed" ]; then
   echo "test.sh: $demo_failed" >&2
