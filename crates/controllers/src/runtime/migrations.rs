@@ -538,7 +538,7 @@ impl Controller {
             return failed(
                 None,
                 format!(
-                    "{reason}; the source QEMU ended during the migration, before anything was sent:                      the VM runs on neither host and starts again here as its run strategy says                      (its state was recorded as it ended)"
+                    "{reason}; the source QEMU ended during the migration, before anything was sent: the VM runs on neither host and starts again here as its run strategy says (its state was recorded as it ended)"
                 ),
             );
         }
@@ -556,7 +556,7 @@ impl Controller {
             Confirmation::Failed(destination) => failed(
                 Some(started),
                 format!(
-                    "{reason}; the source QEMU ended during the migration and the destination did                      not run the VM ({destination}): it runs on neither host and starts again here                      as its run strategy says (its state was recorded as it ended)"
+                    "{reason}; the source QEMU ended during the migration and the destination did not run the VM ({destination}): it runs on neither host and starts again here as its run strategy says (its state was recorded as it ended)"
                 ),
             ),
             Confirmation::Unknown(detail) => {
