@@ -16,8 +16,11 @@
 //! - no QEMU or swtpm of the VM is left on the host where it does not run, nor its runtime dir;
 //!   a host the guest did not move to keeps nothing of the attempt (no generation on b);
 //! - host a keeps its generations (as many as before, every one verifies);
-//! - if the guest runs nowhere, it starts again on host a; then, stopped, its TPM state and
-//!   VARS equal the newest generation (sha256) on the host that ran it.
+//! - a guest that ended on b after a migration that succeeded comes back on b by itself (its VM
+//!   is `Always` since the take-over) and a's copy stays retired (or, when b never confirmed,
+//!   halted with `MigrationNotConfirmed`); a guest that runs nowhere after a failed migration
+//!   starts again on host a; then, stopped, its TPM state and VARS equal the newest generation
+//!   (sha256) on the host that ran it.
 //!
 //! Needs the `failpoints` build (`FERROVIRT_REQUIRE_FAILPOINTS=1` makes its absence fail).
 //! `FERROVIRT_RELIABILITY_REPORT_MIGRATION=FILE` receives one line per case in the crash
