@@ -69,7 +69,9 @@ const ID_DIGITS: usize = 10;
 /// Errors of the generation store.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerationError {
-    #[error("state generations: {0}")]
+    // Whoever reports a generation store's error names it ("state generations: ..."): here it
+    // would say so twice.
+    #[error(transparent)]
     Fs(#[from] AtomicError),
     #[error(
         "invalid logical name {name:?}: use 1-64 characters from [A-Za-z0-9._-], not starting \
