@@ -410,9 +410,7 @@ impl Hosts {
                     object(&self.a, "vm", vm).is_none()
                 });
                 let unconfirmed = || {
-                    let events = self.a.kubectl(&["get", "events", "-o", "json"]);
-                    let events: Value = serde_json::from_slice(&events.stdout).unwrap_or_default();
-                    events["items"].as_array().into_iter().flatten().any(|e| {
+                    server::events(&self.a).iter().any(|e| {
                         e["reason"] == "MigrationNotConfirmed" && e["involvedObject"]["name"] == vm
                     }) && text(&object(&self.a, "vm", vm), "/spec/runStrategy") == "Halted"
                         && object(&self.a, "vmi", vm).is_none()

@@ -168,15 +168,7 @@ fn final_vmim(server: &Server, name: &str, within: Duration) -> Value {
 /// The reasons of a host's Events in the order written, each with its object's name (a short
 /// account of what the controllers did, for a failing assertion's first line).
 fn event_reasons(server: &Server) -> String {
-    let out = server.kubectl(&["get", "events", "-o", "json"]);
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let mut events: Vec<&Value> = list["items"].as_array().into_iter().flatten().collect();
-    events.sort_by_key(|e| {
-        e["metadata"]["resourceVersion"]
-            .as_str()
-            .and_then(|v| v.parse::<u64>().ok())
-    });
-    events
+    server::events(server)
         .iter()
         .map(|e| {
             format!(

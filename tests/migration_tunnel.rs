@@ -331,14 +331,13 @@ async fn live_migration_through_the_destination_api() {
     let status = dest.qmp().query_status().await;
     println!("destination after the switch-over: {status:?}");
     let after = dst.wait_ticks(2, Duration::from_secs(90)).await;
+    let dest_serial = std::fs::read_to_string(dst.runtime.serial_log()).unwrap_or_default();
     assert_eq!(
         after[0].0,
         last_on_source.0 + 1,
         "{} {last_on_source:?} then {after:?}\ndestination serial log:\n{}\ndestination QEMU log:\n{}\ndestination swtpm log:\n{}",
-        support::guest::reboot_evidence(
-            &std::fs::read_to_string(dst.runtime.serial_log()).unwrap_or_default()
-        ),
-        std::fs::read_to_string(dst.runtime.serial_log()).unwrap_or_default(),
+        support::guest::reboot_evidence(&dest_serial),
+        dest_serial,
         std::fs::read_to_string(dst.runtime.qemu_log()).unwrap_or_default(),
         std::fs::read_to_string(dst.runtime.swtpm_log()).unwrap_or_default()
     );

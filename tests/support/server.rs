@@ -687,6 +687,20 @@ pub fn ws_send_binary(stream: &mut impl Write, payload: &[u8]) -> std::io::Resul
     stream.flush()
 }
 
+/// The Events of the server's default namespace (`kubectl get events -o json`), oldest first by
+/// resourceVersion; none when kubectl fails.
+pub fn events(server: &Server) -> Vec<serde_json::Value> {
+    let out = server.kubectl(&["get", "events", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut events: Vec<serde_json::Value> = list["items"].as_array().cloned().unwrap_or_default();
+    events.sort_by_key(|e| {
+        e["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    events
+}
+
 /// The object `kind`/`name` as `kubectl get -o json` shows it, `None` when there is none.
 pub fn object(server: &Server, kind: &str, name: &str) -> Option<serde_json::Value> {
     let out = server.kubectl(&["get", kind, name, "-o", "json"]);

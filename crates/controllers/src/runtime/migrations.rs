@@ -545,14 +545,7 @@ impl Controller {
         tracing::warn!(vm = %run_key.1, %reason, "the source QEMU ended during the migration; asking the destination whether its guest runs");
         let started = started.unwrap_or_else(now);
         match confirm_destination(target).await {
-            Confirmation::Running => MigrationJob::Succeeded {
-                started,
-                ended: now(),
-                downtime_ms: None,
-                total_ms: 0,
-                switched_unix_ms: None,
-                unconfirmed: None,
-            },
+            Confirmation::Running => Switched::unmeasured().succeeded(started, None),
             Confirmation::Failed(destination) => failed(
                 Some(started),
                 format!(
@@ -561,16 +554,12 @@ impl Controller {
             ),
             Confirmation::Unknown(detail) => {
                 tracing::warn!(vm = %run_key.1, %detail, "the source QEMU ended during the migration and the destination did not say whether its guest runs");
-                MigrationJob::Succeeded {
+                Switched::unmeasured().succeeded(
                     started,
-                    ended: now(),
-                    downtime_ms: None,
-                    total_ms: 0,
-                    switched_unix_ms: None,
-                    unconfirmed: Some(format!(
+                    Some(format!(
                         "the source QEMU ended during the migration to {connect_url} and the destination did not say whether its guest runs: {detail}"
                     )),
-                }
+                )
             }
         }
     }
@@ -777,14 +766,7 @@ impl Controller {
             tracing::warn!(vm = %run_key.1, error = %e, "the source QEMU did not take quit after the migration; it is stopped");
             let _ = running.handle.stop(Duration::from_secs(5)).await;
         }
-        MigrationJob::Succeeded {
-            started,
-            ended: now(),
-            downtime_ms: measured.downtime_ms,
-            total_ms: measured.total_ms,
-            switched_unix_ms: measured.switched_unix_ms,
-            unconfirmed,
-        }
+        measured.succeeded(started, unconfirmed)
     }
 
     /// Source, [`MigrationWork::RecoverSend`]: registers the job once the VM's run has been
@@ -870,11 +852,7 @@ impl Controller {
                     progress: JobProgress::default(),
                 },
             );
-            let measured = Switched {
-                downtime_ms: None,
-                total_ms: 0,
-                switched_unix_ms: None,
-            };
+            let measured = Switched::unmeasured();
             return self
                 .settle_switched_over(run_key, &running, target, connect_url, now(), measured)
                 .await;
@@ -940,17 +918,8 @@ impl Controller {
                     tracing::info!(vm = %run_key.1, "adopted a received VM whose migration a restart interrupted after its guest resumed");
                     let running = Arc::new(running);
                     self.runs.running(&run_key, running.clone(), true, None);
-                    self.migrations.set(
-                        &key,
-                        MigrationJob::Succeeded {
-                            started: now(),
-                            ended: now(),
-                            downtime_ms: None,
-                            total_ms: 0,
-                            switched_unix_ms: None,
-                            unconfirmed: None,
-                        },
-                    );
+                    self.migrations
+                        .set(&key, Switched::unmeasured().succeeded(now(), None));
                     self.enqueue(key);
                     self.enqueue(vm_key);
                     return self.follow_running(run_key, running).await;
@@ -1062,6 +1031,30 @@ struct Switched {
     downtime_ms: Option<u64>,
     total_ms: u64,
     switched_unix_ms: Option<u64>,
+}
+
+impl Switched {
+    /// A switch-over this server did not watch (a restart, or a source QEMU that ended).
+    fn unmeasured() -> Self {
+        Self {
+            downtime_ms: None,
+            total_ms: 0,
+            switched_unix_ms: None,
+        }
+    }
+
+    /// The migration's job once the guest runs on the destination (`unconfirmed`: why the
+    /// destination's word is missing).
+    fn succeeded(self, started: String, unconfirmed: Option<String>) -> MigrationJob {
+        MigrationJob::Succeeded {
+            started,
+            ended: now(),
+            downtime_ms: self.downtime_ms,
+            total_ms: self.total_ms,
+            switched_unix_ms: self.switched_unix_ms,
+            unconfirmed,
+        }
+    }
 }
 
 /// Reaches the fault point `name` (`storage::failpoints`; nothing without the feature).
