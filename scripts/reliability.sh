@@ -23,7 +23,9 @@
 #
 #   scripts/reliability.sh [--size quick|full] [--fuzz-seconds S] [--examples N]
 #                          [--cycles N] [--vms N] [--rounds N] [--mutations N] [--no-hostile]
-#                          [--tests-ran DIR]
+#                          [--tests-ran DIR [--hostile-ran]]
+#   scripts/reliability.sh [--size quick|full] [--mutations N] --only-fuzz DIR
+#   scripts/reliability.sh [--size quick|full] [--examples N] --only-schemathesis DIR
 #
 # quick (the test suite's, a few minutes): serve crashes at every point and QEMU/swtpm kills at
 # four, 20 cycles, 4 VMs x 2 rounds, 2,000 mutants per fuzz target, 3 schemathesis examples per
@@ -34,6 +36,9 @@
 # at this size, in a nextest run of the caller's that wrote their reports into DIR (the
 # FERROVIRT_RELIABILITY_REPORT* files named below): they are not run again, their reports go into
 # the table (scripts/test.sh runs them inside the suite's one nextest run, beside the other tests).
+# --hostile-ran (with --tests-ran DIR): the stable fuzz run and schemathesis of part 4 ran too,
+# into DIR, by `--only-fuzz DIR` and `--only-schemathesis DIR` (which run just that piece and
+# write its log and exit status there; scripts/test.sh runs them while its test binaries build).
 # Needs the build with fault points (`--features ferrovirt/failpoints`, which scripts/test.sh
 # builds with). Exit status 1 when anything failed.
 set -uo pipefail
@@ -45,6 +50,8 @@ EXAMPLES=
 OVERRIDES=()
 HOSTILE=1
 TESTS_RAN=
+HOSTILE_RAN=0
+ONLY=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--size) SIZE="$2"; shift 2 ;;
@@ -53,6 +60,9 @@ while [ $# -gt 0 ]; do
 	--cycles | --vms | --rounds | --mutations) OVERRIDES+=("$1" "$2"); shift 2 ;;
 	--no-hostile) HOSTILE=0; shift ;;
 	--tests-ran) TESTS_RAN="$2"; shift 2 ;;
+	--hostile-ran) HOSTILE_RAN=1; shift ;;
+	--only-fuzz) ONLY=fuzz; TESTS_RAN="$2"; shift 2 ;;
+	--only-schemathesis) ONLY=schemathesis; TESTS_RAN="$2"; shift 2 ;;
 	*) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
 	esac
 done
@@ -73,6 +83,40 @@ while [ $# -gt 0 ]; do
 done
 export CARGO_TERM_COLOR=never
 status=0
+
+# Part 4's pieces. Each writes its log and its exit status (DIR/fuzz.status, .../schemathesis.status)
+# into the reports dir, so that a caller may run them apart from the table (--only-*, --hostile-ran).
+stable_fuzz() {
+	echo "=== reliability ($SIZE): fuzz targets over the corpus + $MUTATIONS mutants each (stable)"
+	local rc=0
+	FERROVIRT_FUZZ_MUTATIONS=$MUTATIONS CARGO_TARGET_DIR="$ROOT/target" \
+		cargo test --manifest-path fuzz/Cargo.toml --locked --no-default-features -- --nocapture \
+		>"$REPORTS/fuzz.log" 2>&1 || rc=1
+	echo "$rc" >"$REPORTS/fuzz.status"
+	grep -E 'fuzz-summary|panicked|crashes:|^error' "$REPORTS/fuzz.log"
+	return "$rc"
+}
+run_schemathesis() {
+	echo "=== reliability ($SIZE): schemathesis, $EXAMPLES examples per operation"
+	local rc=0
+	./scripts/schemathesis.sh --examples "$EXAMPLES" --bin target/debug/ferrovirt >"$REPORTS/schemathesis.log" 2>&1 || rc=1
+	echo "$rc" >"$REPORTS/schemathesis.status"
+	tail -3 "$REPORTS/schemathesis.log"
+	return "$rc"
+}
+# A piece that ran apart: its status file says how it ended (no file: it did not end).
+ran_apart() {
+	case "$(cat "$REPORTS/$1.status" 2>/dev/null)" in
+	0) return 0 ;;
+	1) echo "reliability: $1 failed (log: $REPORTS/$1.log)" >&2 ;;
+	*) echo "reliability: $1 did not run to its end (no $REPORTS/$1.status; log: $REPORTS/$1.log)" >&2 ;;
+	esac
+	return 1
+}
+case "$ONLY" in
+fuzz) REPORTS=$TESTS_RAN; stable_fuzz; exit $? ;;
+schemathesis) REPORTS=$TESTS_RAN; run_schemathesis; exit $? ;;
+esac
 if [ -n "$TESTS_RAN" ]; then
 REPORTS=$TESTS_RAN
 echo "=== reliability ($SIZE): crash matrix, full disks and I/O errors, endurance: ran in the caller's nextest run (reports in $REPORTS)"
@@ -100,11 +144,13 @@ fi
 
 NIGHTLY_FUZZ="not run (--fuzz-seconds 0)"
 if [ "$HOSTILE" -eq 1 ]; then
-echo "=== reliability ($SIZE): fuzz targets over the corpus + $MUTATIONS mutants each (stable)"
-FERROVIRT_FUZZ_MUTATIONS=$MUTATIONS CARGO_TARGET_DIR="$ROOT/target" \
-	cargo test --manifest-path fuzz/Cargo.toml --locked --no-default-features -- --nocapture \
-	>"$REPORTS/fuzz.log" 2>&1 || status=1
-grep -E 'fuzz-summary|panicked|crashes:' "$REPORTS/fuzz.log"
+if [ "$HOSTILE_RAN" -eq 1 ]; then
+	echo "=== reliability ($SIZE): the stable fuzz run and schemathesis ran apart (logs in $REPORTS)"
+	grep -E 'fuzz-summary|panicked|crashes:' "$REPORTS/fuzz.log" 2>/dev/null
+	ran_apart fuzz || status=1
+else
+	stable_fuzz || status=1
+fi
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
 	if cargo +nightly fuzz --version >/dev/null 2>&1; then
 		NIGHTLY_FUZZ=""
@@ -120,9 +166,12 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
 	fi
 fi
 
-echo "=== reliability ($SIZE): schemathesis, $EXAMPLES examples per operation"
-./scripts/schemathesis.sh --examples "$EXAMPLES" --bin target/debug/ferrovirt >"$REPORTS/schemathesis.log" 2>&1 || status=1
-tail -3 "$REPORTS/schemathesis.log"
+if [ "$HOSTILE_RAN" -eq 1 ]; then
+	tail -3 "$REPORTS/schemathesis.log" 2>/dev/null
+	ran_apart schemathesis || status=1
+else
+	run_schemathesis || status=1
+fi
 
 else
 	NIGHTLY_FUZZ="not run (--no-hostile)"

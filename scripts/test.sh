@@ -51,29 +51,68 @@ cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
 phase "cargo build"
 cargo build --workspace --locked "${FEATURES[@]}"
 (cd fuzz && cargo fmt -- --check)
-# The main job: the README's first command on a fresh data dir, then again on the same data dir
-# (the second run finds the VM, its PVC and its TPM from the first), on a free port so that nothing
-# else on the machine is in the way. It runs the debug build made above (FERROVIRT_BIN): a release
-# build of the whole stack took 15-20 minutes of a 2-core machine, more than half the suite's
-# build time, for the same code.
-demo_dir=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-demo.XXXXXX")
-demo_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-demo_failed=""
-for run in 1 2; do
-  phase "./scripts/demo.sh --once (run $run of 2, data dir $demo_dir)"
-  if ! FERROVIRT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/ferrovirt" FERROVIRT_LISTEN="127.0.0.1:$demo_port" \
-    ./scripts/demo.sh --once "$demo_dir"; then
-    demo_failed="./scripts/demo.sh --once failed in run $run of 2 (data dir $demo_dir kept)"
-    break
-  fi
-done
-[ -n "$demo_failed" ] || rm -rf "$demo_dir"
-
 # The Debian package, of the same debug build and the UI built above (`scripts/package.sh` alone
 # makes the release package); tests/package.rs checks it and runs its binary with its configuration.
 phase "./scripts/package.sh --ui-built --profile dev --no-build"
 FERROVIRT_DEB=$(./scripts/package.sh --ui-built --profile dev --no-build | tail -n 1)
 export FERROVIRT_DEB
+
+# Two jobs that keep one core busy at most run in the background while the test binaries build (a
+# build keeps both cores busy; run alone, each left one core idle for minutes: 150 and 65 s here):
+#  - the main job: the README's first command on a fresh data dir, then again on the same data dir
+#    (the second run finds the VM, its PVC and its TPM from the first), on a free port so that
+#    nothing else on the machine is in the way. It runs the debug build made above (FERROVIRT_BIN):
+#    a release build of the whole stack took 15-20 minutes of a 2-core machine, more than half the
+#    suite's build time, for the same code.
+#  - issue 18's schemathesis run against the server's OpenAPI (scripts/schemathesis.sh), whose log
+#    scripts/reliability.sh reads below.
+# Their logs are printed when they end, each in one piece.
+reports=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-reliability.XXXXXX")
+demo_dir=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-demo.XXXXXX")
+demo_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+phase "in the background: ./scripts/demo.sh --once twice (data dir $demo_dir) and scripts/schemathesis.sh"
+(
+  for run in 1 2; do
+    echo "=== test.sh: ./scripts/demo.sh --once (run $run of 2, data dir $demo_dir) (at $(( $(date +%s) - suite_started )) s)"
+    if ! FERROVIRT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/ferrovirt" FERROVIRT_LISTEN="127.0.0.1:$demo_port" \
+      ./scripts/demo.sh --once "$demo_dir" </dev/null; then
+      echo "./scripts/demo.sh --once failed in run $run of 2 (data dir $demo_dir kept)" >"$reports/demo.failed"
+      exit 1
+    fi
+  done
+  rm -rf "$demo_dir"
+) >"$reports/demo.log" 2>&1 &
+demo_pid=$!
+./scripts/reliability.sh --size quick --only-schemathesis "$reports" >"$reports/schemathesis-run.log" 2>&1 &
+schemathesis_pid=$!
+trap 'kill "$demo_pid" "$schemathesis_pid" ${debian_pid:+"$debian_pid"} 2>/dev/null || true' EXIT
+
+# Every test in one nextest run (below); its binaries are built first, here.
+export FERROVIRT_REQUIRE_FAILPOINTS=1 FERROVIRT_REQUIRE_MOUNT=1 FERROVIRT_RELIABILITY_SIZE=quick
+run_ignored=()
+if [ "$debian_test" = 1 ]; then
+  # The Debian guest's test is #[ignore]d for a bare `cargo nextest run`; here it runs too.
+  run_ignored=(--run-ignored all)
+fi
+# The other #[ignore]d tests stay out: issue 14's known bug (migration_tunnel), measurements and
+# benchmarks, and a child process that only its parent test runs.
+NEXTEST=(cargo nextest run --workspace --locked "${FEATURES[@]}" --no-fail-fast "${run_ignored[@]}"
+	-E 'not (test(=migration_tunnel::live_migration_through_the_destination_api) | test(=measure_durations) | test(=crash_child) | (package(ferrovirt-store) & binary(perf)))')
+phase "cargo nextest run --no-run (the test binaries)"
+"${NEXTEST[@]}" --no-run
+# Issue 18's stable fuzz run (the targets over their corpus plus mutants): its own build of the
+# crates without the fault points, after the test binaries (one cargo at a time in a target dir).
+phase "./scripts/reliability.sh --only-fuzz (the fuzz targets, stable)"
+./scripts/reliability.sh --size quick --only-fuzz "$reports" || true
+
+phase "waiting for the background jobs: the main job, schemathesis"
+tests_failed=""
+wait "$demo_pid" || true
+cat "$reports/demo.log"
+demo_failed=""
+[ -f "$reports/demo.failed" ] && demo_failed=$(cat "$reports/demo.failed")
+wait "$schemathesis_pid" || true
+cat "$reports/schemathesis-run.log"
 
 if [ "$debian_test" = 1 ]; then
   phase "waiting for guest/debian/build.sh (log: $debian_log)"
@@ -93,28 +132,17 @@ fi
 # their reports for scripts/reliability.sh's table. Until session 12 these were three runs one after
 # the other (the Debian guest alone, then the reliability tests one at a time), with one core idle
 # for most of the last two: 33-35 minutes in all.
-export FERROVIRT_REQUIRE_FAILPOINTS=1 FERROVIRT_REQUIRE_MOUNT=1 FERROVIRT_RELIABILITY_SIZE=quick
-reports=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-reliability.XXXXXX")
 export FERROVIRT_RELIABILITY_REPORT="$reports/matrix.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_MIGRATION="$reports/migration.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_IO="$reports/io.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_API="$reports/io-api.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_ENDURANCE="$reports/endurance.tsv"
-tests_failed=""
-run_ignored=()
-if [ "$debian_test" = 1 ]; then
-  # The Debian guest's test is #[ignore]d for a bare `cargo nextest run`; here it runs too.
-  run_ignored=(--run-ignored all)
-fi
-# The other #[ignore]d tests stay out: issue 14's known bug (migration_tunnel), measurements and
-# benchmarks, and a child process that only its parent test runs.
 phase "cargo nextest run (every test)"
-cargo nextest run --workspace --locked "${FEATURES[@]}" --no-fail-fast "${run_ignored[@]}" \
-	-E 'not (test(=migration_tunnel::live_migration_through_the_destination_api) | test(=measure_durations) | test(=crash_child) | (package(ferrovirt-store) & binary(perf)))' || tests_failed=1
-# Issue 18 at its quick size: the table of the reliability tests that ran above, the fuzz targets
-# over their corpus, schemathesis against the server's OpenAPI.
-phase "./scripts/reliability.sh --size quick --tests-ran $reports"
-./scripts/reliability.sh --size quick --tests-ran "$reports" || tests_failed=1
+"${NEXTEST[@]}" || tests_failed=1
+# Issue 18 at its quick size: the table of the reliability tests, the fuzz targets and schemathesis,
+# all of which ran above.
+phase "./scripts/reliability.sh --size quick --tests-ran $reports --hostile-ran"
+./scripts/reliability.sh --size quick --tests-ran "$reports" --hostile-ran || tests_failed=1
 phase "done"
 [ -z "$tests_failed" ] || { echo "test.sh: tests failed (see above)" >&2; exit 1; }
 if [ -n "$demo_failed" ]; then
