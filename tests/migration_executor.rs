@@ -123,6 +123,9 @@ fn wait_ticks(server: &Server, count: usize, within: Duration) -> Vec<(u64, Stri
 
 /// The number of state generations a host keeps of the VM.
 fn generations(server: &Server) -> usize {
+    // A stop's `after-stop` generation follows its `Stopped` within milliseconds.
+    let runtime = ferrovirt_vmm::engine::runtime_base(&server.data_dir()).join(UUID);
+    ferrovirt_vmm::settle_lock::wait_unlocked(&runtime, Duration::from_secs(60));
     let dir = server
         .data_dir()
         .join("state-generations")

@@ -59,8 +59,10 @@ pub fn kill_all_using(dir: &Path) {
     }
 }
 
-/// Every VM's generation store (`<data>/state-generations/vms/<uuid>`).
+/// Every VM's generation store (`<data>/state-generations/vms/<uuid>`), once no stop is
+/// between its report and its record ([`wait_for_settled_stops`]).
 pub fn generation_stores(data: &Path) -> Vec<PathBuf> {
+    wait_for_settled_stops(data);
     let mut stores: Vec<PathBuf> = std::fs::read_dir(data.join("state-generations/vms"))
         .map(|entries| {
             entries
@@ -72,6 +74,30 @@ pub fn generation_stores(data: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     stores.sort();
     stores
+}
+
+/// Waits until no stop of the server on `data` is between its report and its record: a VM reads
+/// `Stopped` once its state is durable, and the `after-stop` generation follows within
+/// milliseconds under `<runtime dir>/settle.lock` (`ferrovirt_vmm::settle_lock`), which the API's
+/// own state operations wait for too.
+pub fn wait_for_settled_stops(data: &Path) {
+    let base = ferrovirt_vmm::engine::runtime_base(data);
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let settled = ferrovirt_vmm::settle_lock::wait_unlocked(
+            &entry.path(),
+            std::time::Duration::from_secs(60),
+        );
+        if !settled {
+            // The checks that follow say what is wrong with its state.
+            eprintln!(
+                "{}: a stop still unsettled after 60 s",
+                entry.path().display()
+            );
+        }
+    }
 }
 
 /// For every VM: every generation verifies, the known-good generation (if marked) exists, and
@@ -99,6 +125,7 @@ pub fn check_states_with(data: &Path, match_newest: bool) -> Vec<String> {
 
 /// [`check_states`] for one VM (`uuid`) only: its store must exist.
 pub fn check_states_of(data: &Path, uuid: &str, match_newest: bool) -> Vec<String> {
+    wait_for_settled_stops(data);
     let dir = data.join("state-generations/vms").join(uuid);
     if !dir.is_dir() {
         return vec![format!("{}: no generation store", dir.display())];
@@ -109,6 +136,7 @@ pub fn check_states_of(data: &Path, uuid: &str, match_newest: bool) -> Vec<Strin
 /// For a VM whose volume is gone (a copy retired after a migration, a deleted VM): its
 /// generations (at least one) verify, the known-good one exists.
 pub fn check_retired_states_of(data: &Path, uuid: &str) -> Vec<String> {
+    wait_for_settled_stops(data);
     let dir = data.join("state-generations/vms").join(uuid);
     let mut violations = Vec::new();
     let list = verify_generations(&dir, &mut violations);

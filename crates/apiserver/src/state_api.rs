@@ -122,7 +122,14 @@ pub async fn list(state: &AppState, namespace: &str, name: &str) -> Response {
         Ok(plan) => plan,
         Err(e) => return e.into_response(),
     };
-    match state_generations(&state.data_dir, &plan) {
+    // May wait (milliseconds) for the check and record of the VM's last stop.
+    let data_dir = state.data_dir.clone();
+    let listed =
+        match tokio::task::spawn_blocking(move || state_generations(&data_dir, &plan)).await {
+            Ok(listed) => listed,
+            Err(e) => return ApiError::internal(e.to_string()).into_response(),
+        };
+    match listed {
         Ok(generations) => {
             let items: Vec<Value> = generations
                 .iter()
@@ -169,7 +176,15 @@ pub async fn rollback(state: &AppState, namespace: &str, name: &str, body: &[u8]
     };
     // The engine asks the host whether the VM's QEMU or swtpm runs: the API status could be
     // stale or written by anyone with access to it.
-    match rollback_state(&state.data_dir, &plan, generation) {
+    let data_dir = state.data_dir.clone();
+    let rolled =
+        match tokio::task::spawn_blocking(move || rollback_state(&data_dir, &plan, generation))
+            .await
+        {
+            Ok(rolled) => rolled,
+            Err(e) => return ApiError::internal(e.to_string()).into_response(),
+        };
+    match rolled {
         Ok(kept) => Json(json!({
             "kind": "StateRollback",
             "apiVersion": "v1",

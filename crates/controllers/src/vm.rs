@@ -114,7 +114,9 @@ pub fn printable_status(
     match vmi {
         None if backoff_active => "CrashLoopBackOff",
         None => failure.map_or("Stopped", |f| f.printable_status),
-        Some(v) if deleting(v) => "Stopping",
+        // KubeVirt's `Stopping`: the VMI is being deleted and has not ended yet. One that has
+        // ended is `Stopped` while it waits for its finalizer (here: the after-stop record).
+        Some(v) if deleting(v) && !is_final(v) => "Stopping",
         Some(v) => match phase(v) {
             "Running" => "Running",
             "Succeeded" => "Stopped",
@@ -488,6 +490,11 @@ mod tests {
             printable_status(&v, Some(&stopping), false, None),
             "Stopping"
         );
+        // KubeVirt: a VMI that has ended is Stopped while its deletion waits (here for the
+        // after-stop record, issue 16's stop -> durable).
+        let mut ended = vmi("Succeeded");
+        ended["metadata"]["deletionTimestamp"] = json!("now");
+        assert_eq!(printable_status(&v, Some(&ended), false, None), "Stopped");
         let status = vm_status(&v, Some(&vmi("Running")), false, None, "t");
         assert_eq!(status["ready"], true);
         assert_eq!(status["conditions"][0]["status"], "True");

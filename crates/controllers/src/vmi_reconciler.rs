@@ -24,13 +24,21 @@ pub fn reconcile_vmi(
     world: &VmWorld,
 ) -> Vec<Action> {
     let run = world.run;
-    if let Some(RunView {
-        phase: RunPhase::Ended(outcome),
-        vmi_uid,
-        ..
-    }) = run
-    {
-        return report_end(namespace, name, vmi, vmi_uid, outcome, world);
+    match run {
+        Some(RunView {
+            phase: RunPhase::Ended(outcome),
+            vmi_uid,
+            ..
+        }) => return report_end(namespace, name, vmi, vmi_uid, outcome, world),
+        // The VM ended and its state is durable: its end is written now (the VM reads
+        // `Stopped`), the run is forgotten (and the VMI released) once the engine has checked
+        // and recorded the state.
+        Some(RunView {
+            phase: RunPhase::Ending(outcome),
+            vmi_uid,
+            ..
+        }) => return write_end(vmi, vmi_uid, outcome, world),
+        _ => {}
     }
     let Some(vmi) = vmi else {
         return Vec::new();
@@ -411,32 +419,7 @@ fn report_end(
     outcome: &RunOutcome,
     world: &VmWorld,
 ) -> Vec<Action> {
-    let mut actions = Vec::new();
-    // The run's VMI gets the outcome even if its phase was written by someone else meanwhile
-    // (a status patch cannot hide how the run ended); once written it is not written again.
-    let written = |v: &Value| {
-        vm::phase(v) == outcome.phase
-            && v.pointer("/status/reason").and_then(Value::as_str) == Some(outcome.reason)
-    };
-    if let Some(vmi) = vmi.filter(|v| meta_str(v, "uid") == run_uid && !written(v)) {
-        let event_type = if outcome.phase == "Failed" {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        actions.push(set_phase(
-            vmi,
-            outcome.phase,
-            Some((outcome.reason, &outcome.message)),
-            world,
-        ));
-        actions.push(Action::event(
-            vmi,
-            event_type,
-            outcome.reason,
-            &outcome.message,
-        ));
-    }
+    let mut actions = write_end(vmi, run_uid, outcome, world);
     actions.push(Action::ForgetRun {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -448,6 +431,38 @@ fn report_end(
         });
     }
     actions
+}
+
+/// The run's end on its VMI: the final phase and its Event. The run's VMI gets the outcome even
+/// if its phase was written by someone else meanwhile (a status patch cannot hide how the run
+/// ended); once written it is not written again.
+fn write_end(
+    vmi: Option<&Value>,
+    run_uid: &str,
+    outcome: &RunOutcome,
+    world: &VmWorld,
+) -> Vec<Action> {
+    let written = |v: &Value| {
+        vm::phase(v) == outcome.phase
+            && v.pointer("/status/reason").and_then(Value::as_str) == Some(outcome.reason)
+    };
+    let Some(vmi) = vmi.filter(|v| meta_str(v, "uid") == run_uid && !written(v)) else {
+        return Vec::new();
+    };
+    let event_type = if outcome.phase == "Failed" {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    vec![
+        set_phase(
+            vmi,
+            outcome.phase,
+            Some((outcome.reason, &outcome.message)),
+            world,
+        ),
+        Action::event(vmi, event_type, outcome.reason, &outcome.message),
+    ]
 }
 
 /// Removes the VMI finalizer: the VMI disappears.

@@ -36,6 +36,10 @@ pub enum RunPhase {
         /// What the start found about the TPM's trust (issue 15).
         trust: TrustNotes,
     },
+    /// The VM ended and its state is durable: what to write to the VMI. The engine still
+    /// checks and records the state (the `after-stop` generation): the run is not over, its
+    /// VMI keeps its finalizer and nothing else may use the state yet.
+    Ending(RunOutcome),
     /// The run is over (or never started): what to write to the VMI.
     Ended(RunOutcome),
 }

@@ -185,6 +185,7 @@ fn vm_actions(vm: &Value, vmi: Option<&Value>, world: &World) -> Vec<String> {
 fn vmi_reconcile_table() {
     let ended_ok = RunPhase::Ended(RunOutcome::succeeded("shut down"));
     let crashed = RunPhase::Ended(RunOutcome::failed("Crashed", "boom".into()));
+    let ending_ok = RunPhase::Ending(RunOutcome::succeeded("shut down"));
     type VmiCase = (&'static str, Option<Value>, World, Vec<&'static str>);
     let cases: Vec<VmiCase> = vec![
         ("no VMI, no run", None, World::new(None, vec![]), vec![]),
@@ -270,6 +271,22 @@ fn vmi_reconcile_table() {
                 "forget run",
                 "requeue Pvc { namespace: \"d\", name: \"persistent-state-for-vm-x1\" } after 0s",
             ],
+        ),
+        (
+            "stopped, state durable, not yet recorded: Succeeded written, the run kept",
+            Some(deleting(vmi("Running", true))),
+            World::new(Some(run(ending_ok.clone(), true)), vec![pvc(true)]),
+            vec!["vmi status \"Succeeded\"", "event Stopped"],
+        ),
+        (
+            "stopped and written, the state not yet recorded: the VMI keeps its finalizer",
+            Some(deleting({
+                let mut v = vmi("Succeeded", true);
+                v["status"]["reason"] = json!("Stopped");
+                v
+            })),
+            World::new(Some(run(ending_ok.clone(), true)), vec![pvc(true)]),
+            vec![],
         ),
         (
             "run crashed: Failed with a Warning",

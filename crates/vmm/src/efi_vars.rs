@@ -202,11 +202,7 @@ fn ensure_stopped(data_dir: &Path, plan: &VmPlan) -> Result<(), EfiVarsError> {
     if running.any_running() {
         return Err(EfiVarsError::Running {
             name: plan.name.clone(),
-            what: match (running.qemu, running.swtpm) {
-                (true, true) => "QEMU and swtpm",
-                (true, false) => "QEMU",
-                _ => "swtpm",
-            },
+            what: running.what(),
         });
     }
     Ok(())

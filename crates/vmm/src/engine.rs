@@ -237,6 +237,30 @@ pub struct RunEnd {
     pub recorded: Option<ferrovirt_storage::GenerationId>,
 }
 
+/// A run whose QEMU and swtpm are gone and whose persistent state is durable (sealed and
+/// fsynced, with its directories), but not yet checked and recorded as the `after-stop`
+/// generation: [`Engine::settle`] does that. Until it has, the run's runtime dir stays, so a
+/// manager that dies in between leaves a stop that the next start (or adoption) finishes.
+#[derive(Debug)]
+#[must_use = "a durable stop is settled by Engine::settle"]
+pub struct DurableStop {
+    pub exit: VmExit,
+    /// The seal of the run's last UEFI variables into the volume.
+    sealed: Result<(), EngineError>,
+    /// The fsync of the persistent state (and the fault point before it).
+    synced: Result<(), EngineError>,
+    /// Held until the stop is settled: offline state operations wait for it.
+    _lock: Option<crate::settle_lock::SettleLock>,
+}
+
+impl DurableStop {
+    /// Whether the state is durable: the stop may be reported before it is settled. When a
+    /// step failed, nothing is reported before [`Engine::settle`] ran (and said what failed).
+    pub fn durable(&self) -> bool {
+        self.sealed.is_ok() && self.synced.is_ok()
+    }
+}
+
 impl Engine {
     /// Opens the engine on a data dir: probes the accelerator (`FERROVIRT_ACCEL` overrides) and
     /// reads the firmware descriptors.
@@ -353,8 +377,15 @@ impl Engine {
             // A recorded run whose processes are gone and whose stop no manager finished (killed
             // after QEMU exited): finish that stop first, so its state is checked and recorded
             // as the `after-stop` generation it is.
-            if leftover.read_record().is_ok() && !self.processes_running(&plan.uuid)?.any_running()
-            {
+            let processes = tokio::task::block_in_place(|| self.processes_running(&plan.uuid))?;
+            if processes.settling {
+                // Never clear a runtime dir under a stop that is still being recorded.
+                return Err(EngineError::StillRunning {
+                    name: plan.name.clone(),
+                    what: processes.what(),
+                });
+            }
+            if leftover.read_record().is_ok() && !processes.any_running() {
                 self.finish_unfollowed(&plan).await;
             }
         }
@@ -487,33 +518,90 @@ impl Engine {
     /// Waits for the VM to end (guest poweroff, stop, crash), then makes its persistent state
     /// durable and records it, and removes the runtime dir (ephemeral state dies here).
     pub async fn wait(&self, running: &RunningVm) -> Result<RunEnd, EngineError> {
-        let exit = running.handle.wait_exited().await?;
-        self.finish(running, exit).await
+        let stop = self.wait_durable(running).await?;
+        self.settle(running, stop).await
     }
 
     /// Stops the VM (ACPI powerdown, then quit after the grace period) and finishes it.
     pub async fn stop(&self, running: &RunningVm) -> Result<RunEnd, EngineError> {
         let exit = running.handle.stop(running.plan.grace).await?;
-        self.finish(running, exit).await
+        let stop = self.make_durable(running, exit);
+        self.settle(running, stop).await
     }
 
-    async fn finish(&self, running: &RunningVm, exit: VmExit) -> Result<RunEnd, EngineError> {
+    /// Waits for the VM to end, then makes its persistent state durable: the last VARS sealed
+    /// into the volume, the boot guard's note, every state file and its directory fsynced. The
+    /// check and the `after-stop` record follow in [`Engine::settle`], which the caller runs
+    /// next (a manager reports the stop in between: issue 16's "stop -> durable").
+    pub async fn wait_durable(&self, running: &RunningVm) -> Result<DurableStop, EngineError> {
+        let exit = running.handle.wait_exited().await?;
+        Ok(self.make_durable(running, exit))
+    }
+
+    fn make_durable(&self, running: &RunningVm, exit: VmExit) -> DurableStop {
         let plan = &running.plan;
-        let outcome = crate::state::RunOutcome {
-            started_from: running.state.as_ref().and_then(|s| s.started_from),
-            succeeded: running.state.is_some() && run_succeeded(&exit),
-        };
         let runtime_path = self.runtime_path(&plan.uuid);
+        // Taken before the stop can be reported; without it (an unreadable runtime dir) the
+        // stop is not reported before it is settled.
+        let lock =
+            crate::settle_lock::SettleLock::take(&runtime_path).map_err(|source| EngineError::Io {
+                path: runtime_path.clone(),
+                source,
+            });
         // QEMU is gone: seal its last VARS into the volume before anything reads the state.
         let sealed = match &running.vars_sync {
-            Some(sync) => tokio::task::block_in_place(|| sync.finish()),
+            Some(sync) => tokio::task::block_in_place(|| sync.finish()).map_err(|e| {
+                // The plain copy stays in the runtime dir: removing it would lose the changes.
+                tracing::error!(vm = %plan.name, "cannot seal the UEFI variables at the stop: {e}");
+                EngineError::from(crate::state::StateFault::from(e))
+            }),
             None => Ok(()),
         };
         let fault = failpoint("engine.finish.before-state", &runtime_path);
         if let Some(volume) = plan.state_volume.as_deref() {
             tokio::task::block_in_place(|| crate::boot_guard::at_stop(volume, &runtime_path));
         }
-        let recorded = match fault.and_then(|()| generations_dir(&self.data_dir, plan)) {
+        let (lock, locked) = match lock {
+            Ok(lock) => (Some(lock), Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        let synced = locked.and(fault).and_then(|()| {
+            let generations = generations_dir(&self.data_dir, plan)?;
+            let state_plan = self.state_plan(plan, &runtime_path, generations.as_deref());
+            tokio::task::block_in_place(|| crate::state::make_durable(&state_plan))
+                .map_err(EngineError::from)
+        });
+        DurableStop {
+            exit,
+            sealed,
+            synced,
+            _lock: lock,
+        }
+    }
+
+    /// Settles a durable stop: checks the persistent state and records it as the `after-stop`
+    /// generation (the known-good mark and the pruning with it), then removes the runtime dir.
+    /// A start of the same VM must not begin before this returned (the controllers keep the
+    /// run in their table until then; [`Engine::start`] finishes a stop no manager settled).
+    pub async fn settle(
+        &self,
+        running: &RunningVm,
+        stop: DurableStop,
+    ) -> Result<RunEnd, EngineError> {
+        // The lock is released when this returns: the runtime dir is gone by then.
+        let DurableStop {
+            exit,
+            sealed,
+            synced,
+            _lock,
+        } = stop;
+        let plan = &running.plan;
+        let outcome = crate::state::RunOutcome {
+            started_from: running.state.as_ref().and_then(|s| s.started_from),
+            succeeded: running.state.is_some() && run_succeeded(&exit),
+        };
+        let runtime_path = self.runtime_path(&plan.uuid);
+        let recorded = match synced.and_then(|()| generations_dir(&self.data_dir, plan)) {
             Ok(generations) => {
                 let state_plan = self.state_plan(plan, &runtime_path, generations.as_deref());
                 tokio::task::block_in_place(|| crate::state::finish(&state_plan, outcome))
@@ -521,11 +609,8 @@ impl Engine {
             }
             Err(e) => Err(e),
         };
-        if let Err(e) = sealed {
-            // The plain copy stays in the runtime dir: removing it would lose the changes.
-            tracing::error!(vm = %plan.name, "cannot seal the UEFI variables at the stop: {e}");
-            return Err(crate::state::StateFault::from(e).into());
-        }
+        // The plain VARS copy stays in the runtime dir when it could not be sealed.
+        sealed?;
         let fault = failpoint("engine.finish.before-runtime-cleanup", &runtime_path);
         // The run is over whatever the state check said: its runtime dir (ephemeral state only)
         // must not block the next start. The persistent state stays where it is, untouched.
@@ -574,6 +659,14 @@ impl Engine {
     /// them end (not judged for the known-good mark: how it ended is unknown).
     async fn finish_unfollowed(&self, plan: &VmPlan) {
         let runtime_path = self.runtime_path(&plan.uuid);
+        // Offline state operations wait while this runs, as for a followed stop.
+        let _lock = match crate::settle_lock::SettleLock::take(&runtime_path) {
+            Ok(lock) => lock,
+            Err(error) => {
+                tracing::error!(vm = %plan.name, %error, "cannot lock the runtime dir of a run that ended while no manager followed it; its stop is finished at the next start");
+                return;
+            }
+        };
         // The run's last UEFI variables are in its plain runtime copy: seal them first (kept
         // there if that fails, so nothing is lost).
         if !tokio::task::block_in_place(|| self.seal_left_vars(plan, &runtime_path)) {
@@ -750,6 +843,12 @@ pub fn state_generations(
     data_dir: &Path,
     plan: &VmPlan,
 ) -> Result<Vec<ferrovirt_storage::GenerationInfo>, EngineError> {
+    // A stop that is being settled records its `after-stop` generation within milliseconds:
+    // the list shows it rather than the list before it.
+    crate::settle_lock::wait_unlocked(
+        &runtime_base(data_dir).join(plan.uuid.as_str()),
+        SETTLE_WAIT,
+    );
     let scratch = data_dir.join("run");
     let generations = generations_dir(data_dir, plan)?;
     let keyring = Keyring::for_data_dir(data_dir)?;
@@ -773,11 +872,7 @@ pub fn rollback_state(
     if running.any_running() {
         return Err(EngineError::StillRunning {
             name: plan.name.clone(),
-            what: match (running.qemu, running.swtpm) {
-                (true, true) => "QEMU and swtpm",
-                (true, false) => "QEMU",
-                _ => "swtpm",
-            },
+            what: running.what(),
         });
     }
     let scratch = data_dir.join("run");
@@ -794,14 +889,30 @@ pub fn rollback_state(
 pub struct VmProcesses {
     pub qemu: bool,
     pub swtpm: bool,
+    /// The last stop's state is still being checked and recorded ([`SETTLE_WAIT`] waited).
+    pub settling: bool,
 }
 
 impl VmProcesses {
-    /// QEMU or swtpm runs: the state must not be touched.
+    /// QEMU or swtpm runs, or the last stop is not settled: the state must not be touched.
     pub fn any_running(self) -> bool {
-        self.qemu || self.swtpm
+        self.qemu || self.swtpm || self.settling
+    }
+
+    /// What runs, for a message ("VM x is running: QEMU").
+    pub fn what(self) -> &'static str {
+        match (self.qemu, self.swtpm) {
+            (true, true) => "QEMU and swtpm",
+            (true, false) => "QEMU",
+            (false, true) => "swtpm",
+            (false, false) => "the check and record of the state its last stop left",
+        }
     }
 }
+
+/// How long an offline operation on a VM's state waits for the check and record of its last
+/// stop (tens of milliseconds; a lock still held after this is reported as running).
+pub const SETTLE_WAIT: Duration = Duration::from_secs(60);
 
 /// Asks the host whether the VM's QEMU or swtpm runs: the runtime dir's `run.json` names them,
 /// and a recorded process counts as running only when a live process has its pid, start time and
@@ -814,11 +925,13 @@ pub fn vm_processes_running(data_dir: &Path, uuid: &VmUuid) -> Result<VmProcesse
         return Ok(VmProcesses::default());
     }
     let runtime = RuntimeDir::open(&root)?;
+    let settling = !crate::settle_lock::wait_unlocked(&root, SETTLE_WAIT);
     if runtime.run_record().exists() {
         let record = runtime.read_record()?;
         return Ok(VmProcesses {
             qemu: record.qemu.verify().is_ok(),
             swtpm: record.swtpm.as_ref().is_some_and(|s| s.verify().is_ok()),
+            settling,
         });
     }
     let pid_alive = |file: PathBuf| {
@@ -830,6 +943,7 @@ pub fn vm_processes_running(data_dir: &Path, uuid: &VmUuid) -> Result<VmProcesse
     Ok(VmProcesses {
         qemu: pid_alive(runtime.qemu_pid_file()),
         swtpm: pid_alive(runtime.swtpm_pid_file()),
+        settling,
     })
 }
 

@@ -42,6 +42,7 @@ pub mod qmp;
 pub mod rekey;
 pub mod runtime;
 pub mod serial_log;
+pub mod settle_lock;
 pub mod state;
 pub mod state_keys;
 pub mod tpm_pool;

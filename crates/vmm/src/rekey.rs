@@ -109,11 +109,7 @@ pub fn rekey(
     if running.any_running() {
         return Err(RekeyError::Running {
             name: plan.name.clone(),
-            what: match (running.qemu, running.swtpm) {
-                (true, true) => "QEMU and swtpm",
-                (true, false) => "QEMU",
-                _ => "swtpm",
-            },
+            what: running.what(),
         });
     }
     let no_state = || RekeyError::NoState {

@@ -862,10 +862,23 @@ fn restore_into_empty_volume(
     })
 }
 
-/// After QEMU and swtpm exited: makes the persistent state durable, checks it (the TPM state
-/// with swtpm, the VARS file against the firmware's template), and records it as the `after-stop`
-/// generation; when the run succeeded, marks the generation it started from known-good. Returns
-/// the `after-stop` generation (`None` without persistent state).
+/// After QEMU and swtpm exited: makes the persistent state durable (every state file and its
+/// directory fsynced), nothing more; [`finish`] checks and records it.
+pub fn make_durable(plan: &StatePlan<'_>) -> Result<(), StateFault> {
+    let Some(files) = PersistentFiles::open(plan)? else {
+        return Ok(());
+    };
+    for (_, path) in files.sources() {
+        sync_file_and_dir(path)?;
+    }
+    Ok(())
+}
+
+/// After QEMU and swtpm exited: makes the persistent state durable (again, cheap, when
+/// [`make_durable`] ran first), checks it (the TPM state with swtpm, the VARS file against the
+/// firmware's template), and records it as the `after-stop` generation; when the run succeeded,
+/// marks the generation it started from known-good. Returns the `after-stop` generation (`None`
+/// without persistent state).
 pub fn finish(
     plan: &StatePlan<'_>,
     outcome: RunOutcome,

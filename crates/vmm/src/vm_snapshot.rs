@@ -155,11 +155,7 @@ fn refuse_running(data_dir: &Path, plan: &VmPlan) -> Result<(), SnapshotFault> {
     if running.any_running() {
         return Err(SnapshotFault::Running {
             name: plan.name.clone(),
-            what: match (running.qemu, running.swtpm) {
-                (true, true) => "QEMU and swtpm",
-                (true, false) => "QEMU",
-                _ => "swtpm",
-            },
+            what: running.what(),
         });
     }
     Ok(())

@@ -1322,15 +1322,35 @@ impl Controller {
                 self.runtime
                     .spawn(async move { me.poll_guest_agent(key, socket, running).await })
             });
-        let end = self.engine.wait(&running).await;
-        if let (Some(asked), Some(metrics), Ok(_)) =
-            (self.runs.stop_asked(&key), &self.metrics, &end)
-        {
-            metrics.vm_stopped(asked.elapsed());
-        }
+        // Issue 16's "stop -> durable": once QEMU and swtpm are gone and the state is sealed
+        // and fsynced, the end is reported (the VM reads `Stopped`); the check and the
+        // `after-stop` record follow while the run stays in the table, so nothing else (a new
+        // start, a restore, a snapshot, the PVC's deletion, the VMI's release) uses the state
+        // before they are done. A manager killed in between leaves a stop the next start
+        // finishes (`Engine::start`).
+        let durable = self.engine.wait_durable(&running).await;
         if let Some(poller) = poller {
             poller.abort();
         }
+        let end = match durable {
+            Ok(stop) => {
+                if stop.durable() {
+                    if let (Some(asked), Some(metrics)) =
+                        (self.runs.stop_asked(&key), &self.metrics)
+                    {
+                        metrics.vm_stopped(asked.elapsed());
+                    }
+                    let outcome = self
+                        .runs
+                        .migrated(&key)
+                        .unwrap_or_else(|| outcome_of(&stop.exit.reason, self.runs.stopping(&key)));
+                    self.runs.ending(&key, outcome);
+                    self.enqueue(vm_key.clone());
+                }
+                self.engine.settle(&running, stop).await
+            }
+            Err(error) => Err(error),
+        };
         let outcome = match (&end, self.runs.migrated(&key)) {
             (_, Some(migrated)) => migrated,
             (Ok(end), None) => outcome_of(&end.exit.reason, self.runs.stopping(&key)),

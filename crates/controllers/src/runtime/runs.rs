@@ -25,6 +25,10 @@ enum RunState {
         restored: Option<String>,
         guest: Option<Arc<GuestReport>>,
     },
+    /// The VM ended and its state is durable; the engine checks and records it (the
+    /// `after-stop` generation) before the run is over: its volume stays in use, no new run of
+    /// the name begins, and the VMI keeps its finalizer until then.
+    Ending(RunOutcome),
     Ended(RunOutcome),
 }
 
@@ -71,6 +75,7 @@ impl RunTable {
                 guest: guest.clone(),
                 trust: TrustNotes::of_start(&vm.notes),
             },
+            RunState::Ending(outcome) => RunPhase::Ending(outcome.clone()),
             RunState::Ended(outcome) => RunPhase::Ended(outcome.clone()),
         };
         Some(RunView {
@@ -148,6 +153,14 @@ impl RunTable {
         }
     }
 
+    /// The VM ended and its state is durable, not yet checked and recorded: its end may be
+    /// reported, the run is not over ([`RunTable::ended`] follows).
+    pub fn ending(&self, key: &RunKey, outcome: RunOutcome) {
+        if let Some(run) = self.lock().get_mut(key) {
+            run.state = RunState::Ending(outcome);
+        }
+    }
+
     /// Records what the guest agent reports (`None`: not connected) for the run of `vmi_uid`;
     /// `true` when it changed.
     pub fn set_guest(&self, key: &RunKey, report: Option<Arc<GuestReport>>) -> bool {
@@ -169,7 +182,7 @@ impl RunTable {
         }
     }
 
-    /// Forgets an ended run (a run still going is kept).
+    /// Forgets an ended run (a run still going, or ending, is kept).
     pub fn forget(&self, key: &RunKey) {
         let mut runs = self.lock();
         if runs
