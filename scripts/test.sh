@@ -94,8 +94,6 @@ if [ "$debian_test" = 1 ]; then
   # The Debian guest's test is #[ignore]d for a bare `cargo nextest run`; here it runs too.
   run_ignored=(--run-ignored all)
 fi
-# The other #[ignore]d tests stay out: issue 14's known bug (migration_tunnel), measurements and
-# benchmarks, and a child process that only its parent test runs.
 NEXTEST=(cargo nextest run --workspace --locked "${FEATURES[@]}")
 phase "cargo nextest run --no-run (the test binaries)"
 "${NEXTEST[@]}" --no-run
@@ -137,6 +135,8 @@ export FERROVIRT_RELIABILITY_REPORT="$reports/matrix.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_API="$reports/io-api.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_ENDURANCE="$reports/endurance.tsv"
 phase "cargo nextest run (every test)"
+# The other #[ignore]d tests stay out: issue 14's known bug (migration_tunnel), measurements and
+# benchmarks, and a child process that only its parent test runs.
 "${NEXTEST[@]}" --no-fail-fast "${run_ignored[@]}" \
 	-E 'not (test(=migration_tunnel::live_migration_through_the_destination_api) | test(=measure_durations) | test(=crash_child) | (package(ferrovirt-store) & binary(perf)))' ||
 	tests_failed=1
