@@ -331,8 +331,12 @@ async fn list(
         continue_token: params.get("continue").filter(|c| !c.is_empty()).cloned(),
     };
     let fields = field_selector(params)?;
-    if !as_table && fields.is_empty() {
-        return list_json(state, resource, options).await;
+    if fields.is_empty() {
+        return if as_table {
+            list_table(state, resource, options).await
+        } else {
+            list_json(state, resource, options).await
+        };
     }
     let list = blocking(&state.store, move |s| {
         s.list_raw(&resource.store_kind(), &options)
@@ -343,20 +347,13 @@ async fn list(
     if let Some(token) = &list.continue_token {
         metadata["continue"] = json!(token);
     }
-    // A Table, or a list a field selector filters (plain JSON lists returned above).
-    let objects: Vec<Value> = if as_table && fields.is_empty() {
-        // A Table needs only what its columns read: parse no more than that.
-        list.items
-            .iter()
-            .filter_map(|raw| table::parse_for_table(&resource, raw.get()))
-            .collect()
-    } else {
-        list.items
-            .iter()
-            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
-            .filter(|o| fields.matches(o))
-            .collect()
-    };
+    // A list a field selector filters (as a Table or not; the others were returned above).
+    let objects: Vec<Value> = list
+        .items
+        .iter()
+        .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+        .filter(|o| fields.matches(o))
+        .collect();
     if as_table {
         return Ok(ok(&table::table(
             &resource,
@@ -401,6 +398,39 @@ async fn list_json(
     body.extend_from_slice(metadata.to_string().as_bytes());
     body.push(b'}');
     Ok(bytes_response(StatusCode::OK, body))
+}
+
+/// A Table of a whole list (no field selector), built from the store's rows one at a time
+/// ([`table::table_of_items`]): the items are read under the store's lock as for a JSON list (one
+/// buffer of their text), then parsed, only as far as the columns read, outside of it.
+async fn list_table(
+    state: &AppState,
+    resource: ResourceDef,
+    options: ListOptions,
+) -> ApiResult<Response> {
+    let (items, page) = blocking(&state.store, move |s| {
+        let mut items = Vec::new();
+        let page = s.list_json_items(&resource.store_kind(), &options, &mut items)?;
+        Ok((items, page))
+    })
+    .await?;
+    let chunks = table::table_of_items(
+        &resource,
+        &items,
+        Some(page.resource_version.to_string()),
+        page.continue_token,
+    )
+    .map_err(|e| ApiError::internal(format!("a stored object is not JSON: {e}")))?;
+    drop(items);
+    let body = Body::from_stream(futures_util::stream::iter(
+        chunks.map(|chunk| Ok::<Bytes, Infallible>(Bytes::from(chunk))),
+    ));
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 async fn watch(

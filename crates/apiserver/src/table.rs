@@ -531,18 +531,98 @@ struct MetadataAndStatus {
 /// `metadata` and `status`, the rest (the spec, most of a VM) is skipped unparsed: a Table of
 /// 10,000 VMs spent most of its time building and dropping their full JSON trees.
 pub fn parse_for_table(resource: &ResourceDef, text: &str) -> Option<Value> {
+    let (object, used) = next_for_table(resource, text.as_bytes()).ok()?;
+    // Nothing after the value but whitespace, as `serde_json::from_str` requires.
+    text.get(used..)
+        .is_some_and(|rest| rest.trim().is_empty())
+        .then_some(object)
+}
+
+/// Parses the first JSON value of `bytes` as [`parse_for_table`] does; also returns how many
+/// bytes it took.
+fn next_for_table(
+    resource: &ResourceDef,
+    bytes: &[u8],
+) -> Result<(Value, usize), serde_json::Error> {
     match resource.plural {
         "virtualmachines" | "virtualmachineinstances" => {
-            let parts: MetadataAndStatus = serde_json::from_str(text).ok()?;
+            let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter();
+            let parts: MetadataAndStatus = next_value(&mut stream)?;
             let mut object = serde_json::Map::new();
             object.insert("metadata".into(), parts.metadata);
             if let Some(status) = parts.status {
                 object.insert("status".into(), status);
             }
-            Some(Value::Object(object))
+            Ok((Value::Object(object), stream.byte_offset()))
         }
-        _ => serde_json::from_str(text).ok(),
+        _ => {
+            let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter();
+            let object: Value = next_value(&mut stream)?;
+            Ok((object, stream.byte_offset()))
+        }
     }
+}
+
+fn next_value<'de, T: serde::Deserialize<'de>>(
+    stream: &mut serde_json::StreamDeserializer<'de, serde_json::de::SliceRead<'de>, T>,
+) -> Result<T, serde_json::Error> {
+    match stream.next() {
+        Some(result) => result,
+        None => Err(serde::de::Error::custom("no JSON value")),
+    }
+}
+
+/// A Table of a list's items given as the inside of a JSON array (`{..},{..}`, as
+/// `Store::list_json_items` writes them), as the chunks of a response body: the same JSON as
+/// [`table`] of the items parsed with [`parse_for_table`], but built one row at a time. A Table of
+/// 10,000 VMs held every parsed object, every row and the whole serialized Table at once (~75 MB
+/// of heap at its peak); this holds the items' text, one object and the rows' text.
+/// `Err` when an item is not JSON (the store writes only JSON, so only a damaged file can).
+pub fn table_of_items(
+    resource: &ResourceDef,
+    items: &[u8],
+    resource_version: Option<String>,
+    continue_token: Option<String>,
+) -> Result<[Vec<u8>; 3], serde_json::Error> {
+    let now = now_unix();
+    let mut rows = Vec::with_capacity(items.len() / 2);
+    let mut rest = items;
+    loop {
+        let start = rest
+            .iter()
+            .position(|b| !matches!(b, b',' | b' ' | b'\n' | b'\r' | b'\t'))
+            .unwrap_or(rest.len());
+        rest = &rest[start..];
+        if rest.is_empty() {
+            break;
+        }
+        let (object, used) = next_for_table(resource, rest)?;
+        rest = &rest[used..];
+        if !rows.is_empty() {
+            rows.push(b',');
+        }
+        serde_json::to_writer(&mut rows, &row(resource, &object, now))?;
+    }
+    // The envelope is `table` of no rows, cut where its (empty) rows go: `"rows":[]` cannot occur
+    // inside one of its strings (a quote in a string is escaped) and comes before
+    // `columnDefinitions` (the keys keep their insertion order).
+    let envelope = serde_json::to_vec(&table(
+        resource,
+        &[],
+        resource_version,
+        continue_token,
+        true,
+    ))?;
+    const EMPTY_ROWS: &[u8] = b"\"rows\":[]";
+    let at = envelope
+        .windows(EMPTY_ROWS.len())
+        .position(|w| w == EMPTY_ROWS)
+        .ok_or_else(|| serde::ser::Error::custom("a Table without rows"))?;
+    let cut = at + EMPTY_ROWS.len() - 1;
+    let suffix = envelope[cut..].to_vec();
+    let mut prefix = envelope;
+    prefix.truncate(cut);
+    Ok([prefix, rows, suffix])
 }
 
 /// The column definitions.
@@ -776,5 +856,51 @@ mod tests {
             }
         }
         assert!(parse_for_table(&VMS, "{not json").is_none());
+        assert!(parse_for_table(&VMS, r#"{"metadata":{}} x"#).is_none());
+        assert!(parse_for_table(&VMS, " {\"metadata\":{}}\n").is_some());
+    }
+
+    #[test]
+    fn a_table_of_items_is_the_table_of_the_parsed_items() {
+        use ferrovirt_resources::EVENTS;
+        // No creationTimestamp: the ages do not depend on when each table is built.
+        let vms = [
+            json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                "metadata": {"name": "a", "namespace": "default", "labels": {"x": "\"rows\":[]"}},
+                "spec": {"runStrategy": "Halted"},
+                "status": {"printableStatus": "Stopped", "conditions": [{"type": "Ready", "status": "False"}]}}),
+            json!({"metadata": {"name": "b", "namespace": "default"}, "spec": {}}),
+        ];
+        let events = [
+            json!({"metadata": {"name": "e"}, "reason": "Started", "type": "Normal",
+                "involvedObject": {"kind": "VirtualMachine", "name": "a"}}),
+        ];
+        for (resource, objects, token) in [
+            (VMS, &vms[..], None),
+            (VMS, &vms[..], Some("next".to_string())),
+            (VMS, &[][..], None),
+            (EVENTS, &events[..], None),
+        ] {
+            let items = objects
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let chunks =
+                table_of_items(&resource, items.as_bytes(), Some("9".into()), token.clone())
+                    .unwrap();
+            let parsed: Vec<Value> = objects
+                .iter()
+                .map(|o| parse_for_table(&resource, &o.to_string()).unwrap())
+                .collect();
+            let expected =
+                serde_json::to_vec(&table(&resource, &parsed, Some("9".into()), token, true))
+                    .unwrap();
+            assert_eq!(
+                String::from_utf8(chunks.concat()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+        assert!(table_of_items(&VMS, b"{\"metadata\":{}},{not json", None, None).is_err());
     }
 }
