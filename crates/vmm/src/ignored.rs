@@ -180,10 +180,20 @@ fn coverage(pattern: &str) -> Coverage {
             // `masquerade: {}`, counts as a switch).
             return Coverage::Whole;
         }
-        if subtree && pattern.starts_with(&format!("{base}.")) {
+        // (No `format!` here: this runs for every ACTED_ON path at every key of every spec a
+        // controller reconciles, and those allocations were ~18% of `serve`'s CPU while the
+        // controllers wrote the status of 10,000 new VMs.)
+        if subtree
+            && pattern
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('.'))
+        {
             return Coverage::Whole;
         }
-        if base.starts_with(&format!("{pattern}.")) || base.starts_with(&format!("{pattern}[]")) {
+        if base
+            .strip_prefix(pattern)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with("[]"))
+        {
             part = true;
         }
     }
