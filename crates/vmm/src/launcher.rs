@@ -1187,15 +1187,19 @@ impl VmHandle {
         if let Some(exit) = self.try_exited() {
             return Ok(exit);
         }
-        if self.shutdown_through_agent().await.is_none()
-            && let Err(e) = self.qmp.system_powerdown().await
-        {
-            tracing::warn!(error = %e, "system_powerdown failed");
+        // No grace period (`terminationGracePeriodSeconds: 0`): no guest is asked, QEMU quits
+        // at once (KubeVirt kills the domain at once too).
+        if !grace.is_zero() {
+            if self.shutdown_through_agent().await.is_none()
+                && let Err(e) = self.qmp.system_powerdown().await
+            {
+                tracing::warn!(error = %e, "system_powerdown failed");
+            }
+            if let Ok(exit) = tokio::time::timeout(grace, self.wait_exited()).await {
+                return exit;
+            }
+            tracing::info!(vm = %self.record.machine.name, ?grace, "guest ignored powerdown; quitting QEMU");
         }
-        if let Ok(exit) = tokio::time::timeout(grace, self.wait_exited()).await {
-            return exit;
-        }
-        tracing::info!(vm = %self.record.machine.name, ?grace, "guest ignored powerdown; quitting QEMU");
         if let Err(e) = self.qmp.quit().await {
             tracing::warn!(error = %e, "quit failed");
         }
