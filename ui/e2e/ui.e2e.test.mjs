@@ -593,7 +593,13 @@ current-context: elsewhere
     await migrate.waitFor({ state: 'detached' });
     // Offered next time; the VM runs on.
     await page.getByRole('button', { name: `Migrate ${name} to another host` }).click();
-    assert.equal(await page.getByRole('dialog').getByRole('combobox', { name: 'Destination host' }).inputValue(), destination);
+    // The dialog offers "Add a host" until its list of known hosts has loaded.
+    const host = page.getByRole('dialog').getByRole('combobox', { name: 'Destination host' });
+    const offered = await waitFor(async () => {
+      const value = await host.inputValue().catch(() => '');
+      return value === destination ? value : null;
+    }, `the known host ${destination} to be offered`, 15000);
+    assert.equal(offered, destination);
     await page.keyboard.press('Escape');
     await page.getByRole('dialog').waitFor({ state: 'detached' });
     assert.equal((await apiJson('GET', `/apis/kubevirt.io/v1/namespaces/${NS}/virtualmachineinstances/${name}`)).json.status?.phase, 'Running');
