@@ -336,6 +336,10 @@ pub fn at_stop(volume: &Path, runtime_dir: &Path) {
         .map_err(|e| e.to_string())
         .and_then(|()| serde_json::to_vec_pretty(&profile).map_err(|e| e.to_string()))
         .and_then(|bytes| {
+            // A record that says this already was written crash-safely before: left as it is.
+            if fs::read(&path).is_ok_and(|recorded| recorded == bytes) {
+                return Ok(());
+            }
             ferrovirt_storage::atomic::write_file(&path, &bytes, 0o600).map_err(|e| e.to_string())
         });
     if let Err(e) = written {
@@ -446,5 +450,29 @@ mod tests {
         coming.firmware = "dd".repeat(32);
         let change = at_start(&volume, &run, &coming).unwrap();
         assert_eq!(change.changes[0].what, "firmware code");
+    }
+
+    #[test]
+    fn a_stop_with_the_recorded_profile_leaves_the_record_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (volume, run) = (dir.path().join("vol"), dir.path().join("run"));
+        fs::create_dir_all(&run).unwrap();
+        fs::create_dir_all(&volume).unwrap();
+        assert_eq!(at_start(&volume, &run, &profile()), None);
+        at_stop(&volume, &run);
+        let inode = || fs::metadata(record_path(&volume)).unwrap().ino();
+        let first = inode();
+        // The same run profile again: nothing to write.
+        assert_eq!(at_start(&volume, &run, &profile()), None);
+        at_stop(&volume, &run);
+        assert_eq!(inode(), first, "the unchanged record was rewritten");
+        // Another profile: written (a new file renamed over the old one).
+        let mut coming = profile();
+        coming.machine = "q35,smm=on".to_owned();
+        assert!(at_start(&volume, &run, &coming).is_some());
+        at_stop(&volume, &run);
+        assert_ne!(inode(), first);
+        assert_eq!(recorded(&volume), Some(coming));
     }
 }

@@ -167,7 +167,12 @@ impl VarsSyncTask {
                 tick.tick().await;
                 let shared = shared.clone();
                 let outcome = tokio::task::spawn_blocking(move || match shared.lock() {
-                    Ok(mut sync) => sync.sync(),
+                    Ok(mut sync) => {
+                        // The first tick comes at once: what the volume holds is digested
+                        // here, not on the start's path.
+                        sync.learn_sealed_content();
+                        sync.sync()
+                    }
                     Err(_) => Ok(false),
                 })
                 .await;
@@ -182,12 +187,13 @@ impl VarsSyncTask {
         Self { sync, task }
     }
 
-    /// Stops the task and seals one last time (QEMU has exited).
-    fn finish(&self) -> Result<(), crate::state_keys::StateKeyError> {
+    /// Stops the task and seals one last time (QEMU has exited) if the variables changed since
+    /// the last seal; `true` when it wrote.
+    fn finish(&self) -> Result<bool, crate::state_keys::StateKeyError> {
         self.task.abort();
         match self.sync.lock() {
-            Ok(mut sync) => sync.seal_now(),
-            Err(_) => Ok(()),
+            Ok(mut sync) => sync.seal_if_changed(),
+            Err(_) => Ok(false),
         }
     }
 }
@@ -549,15 +555,18 @@ impl Engine {
                 path: runtime_path.clone(),
                 source,
             });
-        // QEMU is gone: seal its last VARS into the volume before anything reads the state.
+        // QEMU is gone: seal its last VARS into the volume before anything reads the state
+        // (nothing to write when the sealed file holds them already).
         let sealed = match &running.vars_sync {
             Some(sync) => tokio::task::block_in_place(|| sync.finish()).map_err(|e| {
                 // The plain copy stays in the runtime dir: removing it would lose the changes.
                 tracing::error!(vm = %plan.name, "cannot seal the UEFI variables at the stop: {e}");
                 EngineError::from(crate::state::StateFault::from(e))
             }),
-            None => Ok(()),
+            None => Ok(false),
         };
+        let vars_written = matches!(sealed, Ok(true));
+        let sealed = sealed.map(|_| ());
         let seal_us = started.elapsed().as_micros() as u64;
         let fault = failpoint("engine.finish.before-state", &runtime_path);
         if let Some(volume) = plan.state_volume.as_deref() {
@@ -578,6 +587,7 @@ impl Engine {
         tracing::debug!(
             vm = %plan.name,
             seal_us,
+            vars_written,
             boot_guard_us,
             total_us = started.elapsed().as_micros() as u64,
             "stop durable"

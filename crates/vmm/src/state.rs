@@ -551,7 +551,12 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
                                 path: runtime_vars.clone(),
                                 source: std::io::Error::other(e.to_string()),
                             })?;
-                        vars_sync = Some(VarsSync::new(runtime_vars.clone(), vars, key.clone()));
+                        vars_sync = Some(VarsSync::with_content(
+                            runtime_vars.clone(),
+                            vars,
+                            key.clone(),
+                            plain,
+                        ));
                         runtime_vars
                     }
                     _ => vars,

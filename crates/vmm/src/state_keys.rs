@@ -207,7 +207,9 @@ pub fn vars_is_sealed(path: &Path) -> bool {
 }
 
 /// Keeps the sealed VARS in the volume up to date with the plain copy QEMU writes in the runtime
-/// dir: [`VarsSync::sync`] seals it again when its size or mtime changed since the last seal.
+/// dir: [`VarsSync::sync`] seals it again when its size or mtime changed since the last seal, and
+/// [`VarsSync::seal_if_changed`] (the stop's last seal) only when its content differs from what the
+/// sealed file holds.
 #[derive(Debug)]
 pub struct VarsSync {
     /// The plain copy in the runtime dir.
@@ -216,10 +218,30 @@ pub struct VarsSync {
     pub sealed: PathBuf,
     key: DataKey,
     last: Option<(u64, SystemTime)>,
+    /// What the sealed file holds, when known.
+    sealed_content: SealedContent,
+}
+
+/// What a sync knows of the plain content its sealed file holds.
+#[derive(Debug)]
+enum SealedContent {
+    /// Nothing: the stop seals whatever the plain copy holds.
+    Unknown,
+    /// The bytes the start gave QEMU, not yet digested (the digest is taken off the start's
+    /// critical path, by [`VarsSync::learn_sealed_content`]).
+    Bytes(Zeroizing<Vec<u8>>),
+    /// The SHA-256 of the plain bytes last sealed.
+    Digest([u8; 32]),
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
 }
 
 impl VarsSync {
-    /// A sync of `plain` into `sealed`, which hold the same content now.
+    /// A sync of `plain` into `sealed`, which hold the same content now (not known to this sync:
+    /// its first seal always writes).
     pub fn new(plain: PathBuf, sealed: PathBuf, key: DataKey) -> Self {
         let last = stamp(&plain);
         Self {
@@ -227,6 +249,29 @@ impl VarsSync {
             sealed,
             key,
             last,
+            sealed_content: SealedContent::Unknown,
+        }
+    }
+
+    /// A sync of `plain` into `sealed`, which both hold `content` now (the plain bytes the start
+    /// opened from the sealed file and wrote for QEMU): a stop that finds the plain copy still
+    /// holding them writes nothing.
+    pub fn with_content(
+        plain: PathBuf,
+        sealed: PathBuf,
+        key: DataKey,
+        content: Zeroizing<Vec<u8>>,
+    ) -> Self {
+        Self {
+            sealed_content: SealedContent::Bytes(content),
+            ..Self::new(plain, sealed, key)
+        }
+    }
+
+    /// Digests the content handed over at the start (kept as bytes until then); cheap after.
+    pub fn learn_sealed_content(&mut self) {
+        if let SealedContent::Bytes(bytes) = &self.sealed_content {
+            self.sealed_content = SealedContent::Digest(digest(bytes));
         }
     }
 
@@ -243,11 +288,41 @@ impl VarsSync {
 
     /// Seals the plain copy into the volume now.
     pub fn seal_now(&mut self) -> Result<(), StateKeyError> {
-        let plain = Zeroizing::new(std::fs::read(&self.plain).map_err(|e| StateKeyError::Io {
-            path: self.plain.clone(),
-            reason: e.to_string(),
-        })?);
-        write_vars(&self.sealed, Some(&self.key), &plain)?;
+        let plain = self.read_plain()?;
+        let content = digest(&plain);
+        self.seal(&plain, content)
+    }
+
+    /// Seals the plain copy into the volume unless the sealed file is known to hold its content
+    /// already (then it was written crash-safely, synced, before); `true` when it wrote. The
+    /// stop's last seal: a run that changed no variable since the last seal writes nothing.
+    pub fn seal_if_changed(&mut self) -> Result<bool, StateKeyError> {
+        let plain = self.read_plain()?;
+        self.learn_sealed_content();
+        let content = digest(&plain);
+        if let SealedContent::Digest(sealed) = &self.sealed_content
+            && *sealed == content
+        {
+            return Ok(false);
+        }
+        self.seal(&plain, content)?;
+        Ok(true)
+    }
+
+    fn read_plain(&self) -> Result<Zeroizing<Vec<u8>>, StateKeyError> {
+        Ok(Zeroizing::new(std::fs::read(&self.plain).map_err(|e| {
+            StateKeyError::Io {
+                path: self.plain.clone(),
+                reason: e.to_string(),
+            }
+        })?))
+    }
+
+    fn seal(&mut self, plain: &[u8], content: [u8; 32]) -> Result<(), StateKeyError> {
+        // Forgotten first: if the write fails half-way, the sealed file's content is not known.
+        self.sealed_content = SealedContent::Unknown;
+        write_vars(&self.sealed, Some(&self.key), plain)?;
+        self.sealed_content = SealedContent::Digest(content);
         self.last = stamp(&self.plain);
         Ok(())
     }
@@ -385,4 +460,90 @@ pub fn private_scratch(base: &Path) -> Result<tempfile::TempDir, StateKeyError> 
         .prefix(".ferrovirt-keys-")
         .tempdir_in(base)
         .map_err(|e| io(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    /// A runtime dir with a plain copy and a volume file sealed from the same bytes.
+    fn setup(content: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf, DataKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("VARS.fd");
+        let sealed = dir.path().join("vm_VARS.fd");
+        let key = DataKey::generate().unwrap();
+        std::fs::write(&plain, content).unwrap();
+        write_vars(&sealed, Some(&key), content).unwrap();
+        (dir, plain, sealed, key)
+    }
+
+    fn opened(sealed: &Path, key: &DataKey) -> Vec<u8> {
+        sealed::open(key, VARS_PURPOSE, &std::fs::read(sealed).unwrap())
+            .unwrap()
+            .to_vec()
+    }
+
+    /// The sealed file's identity: an atomic write replaces it with a new inode.
+    fn inode(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn a_stop_that_changed_no_variable_writes_nothing() {
+        let content = vec![0x5a; 64 * 1024];
+        let (_dir, plain, sealed, key) = setup(&content);
+        let before = inode(&sealed);
+        let mut sync =
+            VarsSync::with_content(plain, sealed.clone(), key.clone(), Zeroizing::new(content));
+        sync.learn_sealed_content();
+        assert!(!sync.seal_if_changed().unwrap());
+        assert_eq!(inode(&sealed), before, "the sealed file was rewritten");
+    }
+
+    #[test]
+    fn a_stop_seals_changed_variables_even_before_the_content_was_digested() {
+        let content = vec![0x5a; 64 * 1024];
+        let (_dir, plain, sealed, key) = setup(&content);
+        let mut sync = VarsSync::with_content(
+            plain.clone(),
+            sealed.clone(),
+            key.clone(),
+            Zeroizing::new(content),
+        );
+        // Same size, one byte changed: what an mtime check in the same clock tick would miss.
+        let mut changed = std::fs::read(&plain).unwrap();
+        changed[4096] = 0xa5;
+        std::fs::write(&plain, &changed).unwrap();
+        assert!(sync.seal_if_changed().unwrap());
+        assert_eq!(opened(&sealed, &key), changed);
+        // Sealed now: the next stop has nothing to write.
+        let after = inode(&sealed);
+        assert!(!sync.seal_if_changed().unwrap());
+        assert_eq!(inode(&sealed), after);
+    }
+
+    #[test]
+    fn a_sync_that_does_not_know_the_sealed_content_always_seals_at_the_stop() {
+        let content = vec![0x11; 4096];
+        let (_dir, plain, sealed, key) = setup(&content);
+        let before = inode(&sealed);
+        let mut sync = VarsSync::new(plain, sealed.clone(), key.clone());
+        assert!(sync.seal_if_changed().unwrap());
+        assert_ne!(inode(&sealed), before);
+        assert_eq!(opened(&sealed, &key), content);
+    }
+
+    #[test]
+    fn a_periodic_seal_is_remembered_by_the_stop() {
+        let (_dir, plain, sealed, key) = setup(&[0x22; 4096]);
+        let mut sync = VarsSync::new(plain.clone(), sealed.clone(), key.clone());
+        std::fs::write(&plain, [0x33; 8192]).unwrap();
+        assert!(sync.sync().unwrap());
+        assert_eq!(opened(&sealed, &key), vec![0x33; 8192]);
+        let after = inode(&sealed);
+        assert!(!sync.seal_if_changed().unwrap());
+        assert_eq!(inode(&sealed), after);
+    }
 }
