@@ -275,6 +275,46 @@ impl TunnelTarget {
         }
     }
 
+    /// The phase of the destination's receiving VirtualMachineInstanceMigration of this
+    /// migration (`spec.receive.migrationID` and `spec.vmiName` this target's; `None`: there is
+    /// none). Its `Succeeded` says the destination resumed the guest, which outlives the VMI's
+    /// `Running` when that guest ended at once.
+    pub async fn receiving_migration_phase(&self) -> Result<Option<String>, RelayError> {
+        let path = format!(
+            "/apis/kubevirt.io/v1/namespaces/{}/virtualmachineinstancemigrations",
+            self.namespace
+        );
+        let (code, body) = self.get(&path).await?;
+        if code != 200 {
+            return Err(RelayError::Refused {
+                server: self.credentials.server.clone(),
+                code,
+                body: String::from_utf8_lossy(&body).chars().take(400).collect(),
+            });
+        }
+        let list: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| RelayError::Transport {
+                server: self.credentials.server.clone(),
+                detail: format!("GET {path}: not a list of migrations: {e}"),
+            })?;
+        let text = |item: &serde_json::Value, pointer: &str| {
+            item.pointer(pointer)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        Ok(list
+            .get("items")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|item| {
+                text(item, "/spec/receive/migrationID").as_deref()
+                    == Some(self.migration_id.as_str())
+                    && text(item, "/spec/vmiName").as_deref() == Some(self.vmi.as_str())
+            })
+            .map(|item| text(item, "/status/phase").unwrap_or_default()))
+    }
+
     /// Creates the receiving VM and VMIM of this migration on the destination (what KubeVirt
     /// leaves to "an orchestrator"; the source VMIM asked for it with
     /// `migration.ferrovirt.io/prepare-destination`): the VM from the source's (`source_vm`) as

@@ -19,10 +19,13 @@
 //!   ends as `Migrated` (its stop records the state as usual: the source keeps its last
 //!   generation), and the source's copy is retired (the VM deleted once its VMI is gone, its
 //!   generations kept for the state retention). If the destination reports its receiver failed
-//!   before its guest ran, the guest resumes here and the migration fails; on anything else (no
-//!   answer within a minute, a VMI that ended otherwise or is gone) the source ends as after a
-//!   success but keeps its VM, halted, with a `MigrationNotConfirmed` Warning (two running
-//!   copies of one disk and TPM would be worse than a stopped VM whose state is kept).
+//!   before its guest ran, the guest resumes here and the migration fails; a VMI that ended (or
+//!   went) before the source read it running counts as confirmed when the destination's
+//!   receiving VMIM says `Succeeded` (written after its guest resumed there); on anything else
+//!   (no answer within a minute, a VMI that ended otherwise or is gone and no succeeded
+//!   receiving VMIM) the source ends as after a success but keeps its VM, halted, with a
+//!   `MigrationNotConfirmed` Warning (two running copies of one disk and TPM would be worse than
+//!   a stopped VM whose state is kept).
 //! - Before sending, a source VMIM marked `migration.ferrovirt.io/prepare-destination` has this
 //!   server create the receiving VM and VMIM on the destination
 //!   (`migration_relay::TunnelTarget::prepare_receiver`), as `ferrovirt migrate` and the web UI
@@ -1098,7 +1101,24 @@ fn confirmation_of(vmi: Option<(&str, &str)>) -> Option<Confirmation> {
     }
 }
 
-/// Polls the destination's receiving VMI until it runs or failed (or [`CONFIRM_TIMEOUT`]).
+/// What the destination's receiving VMIM (its phase; `None`: there is none) says once its VMI
+/// ended without the source having read it run (`ended`, an [`Confirmation::Unknown`]): its
+/// `Succeeded` is written only after the destination resumed the guest, so the guest ran there
+/// (and its VM runs it again by its run strategy); `None`: nothing decided yet (its job has not
+/// reported).
+fn confirmation_by_receiving_migration(
+    ended: Confirmation,
+    receiving: Option<&str>,
+) -> Option<Confirmation> {
+    match receiving {
+        Some("Succeeded") => Some(Confirmation::Running),
+        Some("Failed") | None => Some(ended),
+        Some(_) => None,
+    }
+}
+
+/// Polls the destination's receiving VMI until it runs or failed (or [`CONFIRM_TIMEOUT`]); a
+/// VMI that ended (or went) before it was read running is decided by the receiving VMIM.
 /// A deletion of the migration object no longer stops anything here: the switch-over is done.
 async fn confirm_destination(target: &TunnelTarget) -> Confirmation {
     let deadline = Instant::now() + CONFIRM_TIMEOUT;
@@ -1107,8 +1127,30 @@ async fn confirm_destination(target: &TunnelTarget) -> Confirmation {
         let last = match reading {
             Ok(Ok(vmi)) => {
                 let vmi = vmi.as_ref().map(|(p, r)| (p.as_str(), r.as_str()));
-                if let Some(decided) = confirmation_of(vmi) {
-                    return decided;
+                match confirmation_of(vmi) {
+                    Some(Confirmation::Unknown(ended)) => {
+                        let receiving = tokio::time::timeout(
+                            CONFIRM_READ_TIMEOUT,
+                            target.receiving_migration_phase(),
+                        )
+                        .await;
+                        let ended = Confirmation::Unknown(ended);
+                        let receiving = match receiving {
+                            Ok(Ok(phase)) => phase,
+                            // Unreadable (e.g. no `list` on migrations there): as before.
+                            Ok(Err(_)) | Err(_) => return ended,
+                        };
+                        if let Some(decided) =
+                            confirmation_by_receiving_migration(ended, receiving.as_deref())
+                        {
+                            if decided == Confirmation::Running {
+                                tracing::info!(vmi = %target.vmi, "the destination's receiving migration succeeded: its guest ran there (its VMI ended since)");
+                            }
+                            return decided;
+                        }
+                    }
+                    Some(decided) => return decided,
+                    None => {}
                 }
                 format!(
                     "its VirtualMachineInstance is {:?}",
@@ -1166,6 +1208,31 @@ mod tests {
             confirmation_of(None),
             Some(Confirmation::Unknown(reason)) if reason.contains("gone")
         ));
+    }
+
+    #[test]
+    fn an_ended_receiver_is_confirmed_by_its_succeeded_migration() {
+        let ended = || Confirmation::Unknown("its VirtualMachineInstance is gone".into());
+        assert_eq!(
+            confirmation_by_receiving_migration(ended(), Some("Succeeded")),
+            Some(Confirmation::Running)
+        );
+        // A failed or missing receiving migration decides nothing more: never resumed here.
+        for receiving in [Some("Failed"), None] {
+            assert_eq!(
+                confirmation_by_receiving_migration(ended(), receiving),
+                Some(ended()),
+                "{receiving:?}"
+            );
+        }
+        // Its job has not reported yet: asked again.
+        for receiving in ["Running", "Scheduling", ""] {
+            assert_eq!(
+                confirmation_by_receiving_migration(ended(), Some(receiving)),
+                None,
+                "{receiving}"
+            );
+        }
     }
 
     #[test]
