@@ -148,6 +148,8 @@ pub struct QmpClient {
     next_id: AtomicU64,
     events: broadcast::Sender<QmpEvent>,
     reader: JoinHandle<()>,
+    /// `true` once the reader has seen the end of the connection (every event read before).
+    closed: tokio::sync::watch::Receiver<bool>,
     timeout: Duration,
     greeting: Value,
 }
@@ -205,13 +207,19 @@ impl QmpClient {
         };
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (events, _) = broadcast::channel(256);
-        let reader = tokio::spawn(read_loop(lines, pending.clone(), events.clone()));
+        let (pending_for_reader, events_for_reader) = (pending.clone(), events.clone());
+        let (closed_tx, closed) = tokio::sync::watch::channel(false);
+        let reader = tokio::spawn(async move {
+            read_loop(lines, pending_for_reader, events_for_reader).await;
+            let _ = closed_tx.send(true);
+        });
         let client = Self {
             writer: tokio::sync::Mutex::new(Box::new(write)),
             pending,
             next_id: AtomicU64::new(1),
             events,
             reader,
+            closed,
             timeout,
             greeting,
         };
@@ -227,6 +235,16 @@ impl QmpClient {
     /// A new receiver of all events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<QmpEvent> {
         self.events.subscribe()
+    }
+
+    /// Resolves once the reader has read the connection to its end (so every event QEMU sent
+    /// was published), or after `limit`; `true` when it did.
+    pub async fn wait_closed(&self, limit: Duration) -> bool {
+        let mut closed = self.closed.clone();
+        matches!(
+            tokio::time::timeout(limit, closed.wait_for(|c| *c)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// True once the connection is known to be dead.
@@ -578,6 +596,45 @@ mod tests {
             client.execute("y", None).await,
             Err(QmpError::Protocol(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_connection_is_awaited_not_polled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(format!("{GREETING}\n").as_bytes())
+                .await
+                .unwrap();
+            let request: Value =
+                serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+            let reply = json!({"return": {}, "id": request["id"]});
+            w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+            // What QEMU sends as it quits, then the end of the connection.
+            let _ = close_rx.await;
+            let shutdown = r#"{"event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}, "timestamp": {"seconds": 5, "microseconds": 6}}"#;
+            w.write_all(format!("{shutdown}\n").as_bytes())
+                .await
+                .unwrap();
+        });
+        let client = QmpClient::connect(&path, DEFAULT_TIMEOUT).await.unwrap();
+        let mut events = client.subscribe();
+        assert!(!client.wait_closed(Duration::from_millis(50)).await);
+        close_tx.send(()).unwrap();
+        let started = std::time::Instant::now();
+        assert!(client.wait_closed(Duration::from_secs(10)).await);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Every event sent before the end was published first.
+        assert!(matches!(
+            events.try_recv().map(|e| e.kind()),
+            Ok(QmpEventKind::Shutdown { guest: false, .. })
+        ));
+        assert!(client.is_closed());
     }
 
     #[tokio::test]
