@@ -14,6 +14,8 @@ use crate::http::{Api, Connection, WatchStream};
 
 /// The VirtualMachine collection of the `default` namespace.
 pub const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
+/// The VMIs of the benchmark's namespace.
+pub const VMIS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances";
 
 /// A running `ferrovirt serve`.
 pub struct Server {
@@ -345,29 +347,38 @@ pub async fn wait_gone(addr: &Api, names: &[String], timeout: Duration) -> Resul
     let mut conn = Connection::open(addr).await?;
     let deadline = Instant::now() + timeout;
     loop {
-        let list = conn.get_json(VMS).await?;
-        let left = list
-            .get("items")
-            .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter(|o| {
-                        o.pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .is_some_and(|n| names.iter().any(|x| x == n))
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
+        // The VMs first; their VMIs go once their runs stopped (a server stopped before that
+        // leaves their QEMUs running, as it should: they are adopted by its next start).
+        let mut left = 0;
+        for (kind, path) in [("VMs", VMS), ("VMIs", VMIS)] {
+            let list = conn.get_json(path).await?;
+            let count = list
+                .get("items")
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter(|o| {
+                            o.pointer("/metadata/name")
+                                .and_then(Value::as_str)
+                                .is_some_and(|n| names.iter().any(|x| x == n))
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if count > 0 {
+                left = count;
+                if Instant::now() > deadline {
+                    return Err(BenchError::Timeout(format!(
+                        "{count} of {} {kind} still exist {timeout:?} after their deletion",
+                        names.len()
+                    )));
+                }
+                break;
+            }
+        }
         if left == 0 {
             return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::Timeout(format!(
-                "{left} of {} VMs still exist {timeout:?} after their deletion",
-                names.len()
-            )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

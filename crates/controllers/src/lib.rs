@@ -78,4 +78,4 @@ pub mod world;
 
 pub use client::{ClientError, ObjectClient};
 pub use export_reconciler::ExportEndpoint;
-pub use runtime::{StartError, spawn};
+pub use runtime::{DEFAULT_MAX_CONCURRENT_STARTS, StartError, spawn};

@@ -34,6 +34,8 @@ use ferrovirt_vmm::hostpath::HostPathPolicy;
 pub use ferrovirt_apiserver::watch_limit::DEFAULT_WATCHES_PER_CLIENT;
 /// TPMs kept manufactured ahead of need without `--tpm-pool-size`.
 pub const DEFAULT_TPM_POOL_SIZE: usize = 2;
+/// VMs started at once without `--max-concurrent-starts`.
+pub use ferrovirt_controllers::DEFAULT_MAX_CONCURRENT_STARTS;
 
 pub mod host_view;
 pub mod notify;
@@ -72,6 +74,8 @@ pub struct ServeConfig {
     pub max_watches_per_client: usize,
     /// How many TPMs are kept manufactured ahead of need (`--tpm-pool-size`; 0: none).
     pub tpm_pool_size: usize,
+    /// How many VMs the engine starts at once (`--max-concurrent-starts`).
+    pub max_concurrent_starts: usize,
     /// Where the runs' runtime dirs (sockets, pid files) live instead of `<data-dir>/run`
     /// (`--runtime-dir`; the service's `/run/ferrovirt`), recorded in the data dir.
     pub runtime_dir: Option<PathBuf>,
@@ -277,6 +281,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             config.data_dir.clone(),
             host_paths.clone(),
             config.tpm_pool_size,
+            config.max_concurrent_starts,
             Some(metrics.clone()),
             export_endpoint,
         )

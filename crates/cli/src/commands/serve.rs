@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// VM's first start does not wait for swtpm_setup; 0 switches the pool off. [default: 2]
     #[arg(long = "tpm-pool-size", value_name = "N")]
     pub tpm_pool_size: Option<usize>,
+    /// How many VMs are started at once (state check or TPM manufacture, swtpm and QEMU up to
+    /// `Running`); more wait for a free slot. After a host reboot every `Always` VM starts
+    /// together. [default: 32]
+    #[arg(long = "max-concurrent-starts", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_starts: Option<u16>,
 }
 
 /// The data dir without flag or file.
@@ -130,6 +135,19 @@ impl ServeArgs {
                 .tpm_pool_size
                 .or(file.tpm_pool_size)
                 .unwrap_or(ferrovirt_server::DEFAULT_TPM_POOL_SIZE),
+            max_concurrent_starts: match self.max_concurrent_starts.map(usize::from) {
+                Some(n) => n,
+                None => match file.max_concurrent_starts {
+                    Some(0) => {
+                        return Err(
+                            "maxConcurrentStarts: 0 would start no VM; set 1 or more (default 32)"
+                                .into(),
+                        );
+                    }
+                    Some(n) => n,
+                    None => ferrovirt_server::DEFAULT_MAX_CONCURRENT_STARTS,
+                },
+            },
             runtime_dir: self
                 .runtime_dir
                 .clone()

@@ -15,6 +15,7 @@
 //! stateRetention: 7d
 //! maxWatchesPerClient: 64
 //! tpmPoolSize: 2
+//! maxConcurrentStarts: 32
 //! insecureHTTP: false
 //! ```
 
@@ -45,6 +46,7 @@ pub struct ServeFile {
     pub state_retention: Option<String>,
     pub max_watches_per_client: Option<usize>,
     pub tpm_pool_size: Option<usize>,
+    pub max_concurrent_starts: Option<usize>,
     /// `none`, `local` or `exec:/PATH` (the flag's syntax).
     pub state_encryption: Option<String>,
 }
@@ -162,6 +164,7 @@ hostDiskRoots:
 stateRetention: 1d12h
 maxWatchesPerClient: 16
 tpmPoolSize: 4
+maxConcurrentStarts: 8
 ",
         )
         .unwrap();
@@ -200,6 +203,7 @@ tpmPoolSize: 4
         );
         assert_eq!(file.max_watches_per_client, Some(16));
         assert_eq!(file.tpm_pool_size, Some(4));
+        assert_eq!(file.max_concurrent_starts, Some(8));
     }
 
     #[test]

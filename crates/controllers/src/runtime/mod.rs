@@ -16,8 +16,8 @@
 //!   tasks that follow a started VM to its end.
 //! - `migrations`: the executor of live migrations between two hosts (the migration
 //!   reconciler's work: receive, send, cancel) and its jobs.
-//! - `start_slots`: at most [`MAX_CONCURRENT_STARTS`] engine starts at once (a host reboot starts
-//!   every `Always` VM together).
+//! - `start_slots`: a bound on the engine starts at once (`serve --max-concurrent-starts`,
+//!   default [`DEFAULT_MAX_CONCURRENT_STARTS`]; a host reboot starts every `Always` VM together).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ mod start_slots;
 
 pub use migrations::{DESTINATION_KUBECONFIG, KUBECONFIG_KEY, MigrationTable};
 pub use runs::{RunKey, RunTable, outcome_of};
-pub use start_slots::{MAX_CONCURRENT_STARTS, StartSlots};
+pub use start_slots::{DEFAULT_MAX_CONCURRENT_STARTS, StartSlots};
 
 use crate::action::{Action, Key};
 use crate::cache::{CacheEvent, Informer};
@@ -197,6 +197,7 @@ pub async fn spawn(
     data_dir: PathBuf,
     host_paths: HostPathPolicy,
     tpm_pool_size: usize,
+    max_concurrent_starts: usize,
     metrics: Option<Arc<ferrovirt_metrics::Metrics>>,
     export_endpoint: Option<ExportEndpoint>,
 ) -> Result<(), StartError> {
@@ -231,7 +232,7 @@ pub async fn spawn(
         jobs: JobTable::default(),
         migrations: MigrationTable::default(),
         imports: crate::imports::ImportTable::default(),
-        start_slots: StartSlots::new(MAX_CONCURRENT_STARTS),
+        start_slots: StartSlots::new(max_concurrent_starts),
         informers,
         queue: WorkQueue::new(),
         runtime: tokio::runtime::Handle::current(),
