@@ -270,6 +270,22 @@ pub async fn wait_pool_ready(
     }
 }
 
+/// How many items of `list` are named in `names` and pass `also`.
+fn count_named(list: &Value, names: &[String], also: impl Fn(&Value) -> bool) -> usize {
+    list.get("items")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter(|o| {
+                    let name = o.pointer("/metadata/name").and_then(Value::as_str);
+                    name.is_some_and(|n| names.iter().any(|x| x == n)) && also(o)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Waits (polling the list) until `names` all show `printableStatus == want`.
 pub async fn wait_all(
     addr: &Api,
@@ -281,19 +297,7 @@ pub async fn wait_all(
     let deadline = Instant::now() + timeout;
     loop {
         let list = conn.get_json(VMS).await?;
-        let ready = list
-            .get("items")
-            .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter(|o| {
-                        let name = o.pointer("/metadata/name").and_then(Value::as_str);
-                        name.is_some_and(|n| names.iter().any(|x| x == n)) && printable(o) == want
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
+        let ready = count_named(&list, names, |o| printable(o) == want);
         if ready == names.len() {
             return Ok(());
         }
@@ -352,20 +356,7 @@ pub async fn wait_gone(addr: &Api, names: &[String], timeout: Duration) -> Resul
         let mut left = 0;
         for (kind, path) in [("VMs", VMS), ("VMIs", VMIS)] {
             let list = conn.get_json(path).await?;
-            let count = list
-                .get("items")
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter(|o| {
-                            o.pointer("/metadata/name")
-                                .and_then(Value::as_str)
-                                .is_some_and(|n| names.iter().any(|x| x == n))
-                        })
-                        .count()
-                })
-                .unwrap_or(0);
+            let count = count_named(&list, names, |_| true);
             if count > 0 {
                 left = count;
                 if Instant::now() > deadline {
