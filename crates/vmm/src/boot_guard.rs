@@ -376,6 +376,15 @@ mod tests {
         }
     }
 
+    /// A temp dir with an empty volume and an empty runtime dir in it.
+    fn volume_and_run_dir() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (volume, run) = (dir.path().join("vol"), dir.path().join("run"));
+        fs::create_dir_all(&run).unwrap();
+        fs::create_dir_all(&volume).unwrap();
+        (dir, volume, run)
+    }
+
     #[test]
     fn the_same_profile_changes_nothing() {
         assert_eq!(compare(&profile(), &profile()), None);
@@ -437,10 +446,7 @@ mod tests {
 
     #[test]
     fn record_round_trip_and_comparison_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let (volume, run) = (dir.path().join("vol"), dir.path().join("run"));
-        fs::create_dir_all(&run).unwrap();
-        fs::create_dir_all(&volume).unwrap();
+        let (_dir, volume, run) = volume_and_run_dir();
         // First start: nothing recorded, nothing to say.
         assert_eq!(at_start(&volume, &run, &profile()), None);
         at_stop(&volume, &run);
@@ -455,10 +461,7 @@ mod tests {
     #[test]
     fn a_stop_with_the_recorded_profile_leaves_the_record_alone() {
         use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let (volume, run) = (dir.path().join("vol"), dir.path().join("run"));
-        fs::create_dir_all(&run).unwrap();
-        fs::create_dir_all(&volume).unwrap();
+        let (_dir, volume, run) = volume_and_run_dir();
         assert_eq!(at_start(&volume, &run, &profile()), None);
         at_stop(&volume, &run);
         let inode = || fs::metadata(record_path(&volume)).unwrap().ino();
