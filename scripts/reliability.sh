@@ -16,15 +16,14 @@
 #      and a kill -9 of serve in the middle of an import;
 #   3. endurance (tests/endurance.rs): start/stop cycles of a firmware-only VM, VMs started and
 #      stopped concurrently in random order, latency percentiles, serve's RSS and descriptors;
-#   4. hostile input: the fuzz targets (fuzz/) over their committed corpus plus deterministic
-#      mutants on stable, and with `--fuzz-seconds S` also `cargo +nightly fuzz run` for S seconds
+#   4. hostile input: the fuzz targets (crates/fuzz-targets) over their committed corpus
+#      (fuzz/corpus) plus deterministic mutants on stable (crates/fuzz-targets/tests/corpus.rs), and with `--fuzz-seconds S` also `cargo +nightly fuzz run` for S seconds
 #      per target when a nightly toolchain and cargo-fuzz are installed; schemathesis against the
 #      server's OpenAPI (scripts/schemathesis.sh).
 #
 #   scripts/reliability.sh [--size quick|full] [--fuzz-seconds S] [--examples N]
 #                          [--cycles N] [--vms N] [--rounds N] [--mutations N] [--no-hostile]
 #                          [--tests-ran DIR [--hostile-ran]]
-#   scripts/reliability.sh [--size quick|full] [--mutations N] --only-fuzz DIR
 #   scripts/reliability.sh [--size quick|full] [--examples N] --only-schemathesis DIR
 #
 # quick (the test suite's, a few minutes): serve crashes at every point and QEMU/swtpm kills at
@@ -34,11 +33,11 @@
 # figure (an intermediate run when the full one does not fit the time at hand); --no-hostile
 # leaves out part 4 (fuzz, schemathesis). --tests-ran DIR: the tests of parts 1-3 already ran,
 # at this size, in a nextest run of the caller's that wrote their reports into DIR (the
-# FERROVIRT_RELIABILITY_REPORT* files named below): they are not run again, their reports go into
-# the table (scripts/test.sh runs them inside the suite's one nextest run, beside the other tests).
-# --hostile-ran (with --tests-ran DIR): the stable fuzz run and schemathesis of part 4 ran too,
-# into DIR, by `--only-fuzz DIR` and `--only-schemathesis DIR` (which run just that piece and
-# write its log and exit status there; scripts/test.sh runs them while its test binaries build).
+# FERROVIRT_RELIABILITY_REPORT* files named below, the stable fuzz run's too unless --no-hostile):
+# they are not run again, their reports go into the table (scripts/test.sh runs them inside the
+# suite's one nextest run, beside the other tests). --hostile-ran (with --tests-ran DIR):
+# schemathesis ran too, into DIR, by `--only-schemathesis DIR` (which runs just that piece and
+# writes its log and exit status there; scripts/test.sh runs it while its test binaries build).
 # Needs the build with fault points (`--features ferrovirt/failpoints`, which scripts/test.sh
 # builds with). Exit status 1 when anything failed.
 set -uo pipefail
@@ -61,7 +60,6 @@ while [ $# -gt 0 ]; do
 	--no-hostile) HOSTILE=0; shift ;;
 	--tests-ran) TESTS_RAN="$2"; shift 2 ;;
 	--hostile-ran) HOSTILE_RAN=1; shift ;;
-	--only-fuzz) ONLY=fuzz; TESTS_RAN="$2"; shift 2 ;;
 	--only-schemathesis) ONLY=schemathesis; TESTS_RAN="$2"; shift 2 ;;
 	*) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
 	esac
@@ -84,18 +82,10 @@ done
 export CARGO_TERM_COLOR=never
 status=0
 
-# Part 4's pieces. Each writes its log and its exit status (DIR/fuzz.status, .../schemathesis.status)
-# into the reports dir, so that a caller may run them apart from the table (--only-*, --hostile-ran).
-stable_fuzz() {
-	echo "=== reliability ($SIZE): fuzz targets over the corpus + $MUTATIONS mutants each (stable)"
-	local rc=0
-	FERROVIRT_FUZZ_MUTATIONS=$MUTATIONS CARGO_TARGET_DIR="$ROOT/target" \
-		cargo test --manifest-path fuzz/Cargo.toml --locked --no-default-features -- --nocapture \
-		>"$REPORTS/fuzz.log" 2>&1 || rc=1
-	echo "$rc" >"$REPORTS/fuzz.status"
-	grep -E 'fuzz-summary|panicked|crashes:|^error' "$REPORTS/fuzz.log"
-	return "$rc"
-}
+# Part 4's schemathesis run writes its log and its exit status (DIR/schemathesis.status) into the
+# reports dir, so that a caller may run it apart from the table (--only-schemathesis, --hostile-ran).
+# The stable fuzz run is a test (crates/fuzz-targets/tests/corpus.rs) of the nextest run of parts
+# 1-3 (the caller's with --tests-ran), which writes its `fuzz-summary` lines into DIR/fuzz.log.
 run_schemathesis() {
 	echo "=== reliability ($SIZE): schemathesis, $EXAMPLES examples per operation"
 	local rc=0
@@ -114,26 +104,28 @@ ran_apart() {
 	return 1
 }
 case "$ONLY" in
-fuzz) REPORTS=$TESTS_RAN; stable_fuzz; exit $? ;;
 schemathesis) REPORTS=$TESTS_RAN; run_schemathesis; exit $? ;;
 esac
 if [ -n "$TESTS_RAN" ]; then
 REPORTS=$TESTS_RAN
 echo "=== reliability ($SIZE): crash matrix, full disks and I/O errors, endurance: ran in the caller's nextest run (reports in $REPORTS)"
-for report in matrix migration io io-api endurance; do
-	[ -s "$REPORTS/$report.tsv" ] || { echo "reliability: no report $REPORTS/$report.tsv from the caller's run (did its tests run, with FERROVIRT_RELIABILITY_REPORT* set?)" >&2; status=1; }
+for report in matrix.tsv migration.tsv io.tsv io-api.tsv endurance.tsv $([ "$HOSTILE" -eq 1 ] && echo fuzz.log); do
+	[ -s "$REPORTS/$report" ] || { echo "reliability: no report $REPORTS/$report from the caller's run (did its tests run, with FERROVIRT_RELIABILITY_REPORT* set?)" >&2; status=1; }
 done
 else
 REPORTS=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-reliability.XXXXXX")
 echo "=== reliability ($SIZE): crash matrix, full disks and I/O errors, endurance"
 # One line: nextest's filterset parser does not take a newline inside an expression.
 FILTER='test(/^crash_matrix::/) | test(/^crash_migration::/) | test(/^io_errors_serve::/) | test(/^full_disk::/) | test(/^endurance::/) | test(a_crash_looping_vm_keeps_its_known_good_state) | test(a_damaged_vars_file_fails_the_check_after_the_stop) | test(a_crash_loop_cannot_push_out_the_known_good_state)'
+# Part 4's stable fuzz run (the corpus and its mutants) in the same run.
+[ "$HOSTILE" -eq 1 ] && FILTER="$FILTER | package(ferrovirt-fuzz-targets)"
 FERROVIRT_RELIABILITY_SIZE=$SIZE \
 	FERROVIRT_RELIABILITY_REPORT="$REPORTS/matrix.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_MIGRATION="$REPORTS/migration.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_IO="$REPORTS/io.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_API="$REPORTS/io-api.tsv" \
 	FERROVIRT_RELIABILITY_REPORT_ENDURANCE="$REPORTS/endurance.tsv" \
+	FERROVIRT_RELIABILITY_REPORT_FUZZ="$REPORTS/fuzz.log" FERROVIRT_FUZZ_MUTATIONS=$MUTATIONS \
 	FERROVIRT_ENDURANCE_CYCLES=$CYCLES FERROVIRT_ENDURANCE_VMS=$VMS FERROVIRT_ENDURANCE_ROUNDS=$ROUNDS \
 	FERROVIRT_REQUIRE_FAILPOINTS=1 FERROVIRT_REQUIRE_MOUNT=1 \
 	cargo nextest run --workspace --locked --features ferrovirt/failpoints --no-fail-fast \
@@ -144,13 +136,8 @@ fi
 
 NIGHTLY_FUZZ="not run (--fuzz-seconds 0)"
 if [ "$HOSTILE" -eq 1 ]; then
-if [ "$HOSTILE_RAN" -eq 1 ]; then
-	echo "=== reliability ($SIZE): the stable fuzz run and schemathesis ran apart (logs in $REPORTS)"
-	grep -E 'fuzz-summary|panicked|crashes:' "$REPORTS/fuzz.log" 2>/dev/null
-	ran_apart fuzz || status=1
-else
-	stable_fuzz || status=1
-fi
+echo "=== reliability ($SIZE): fuzz targets over the corpus + $MUTATIONS mutants each (stable; ran in the nextest run)"
+grep -E 'fuzz-summary' "$REPORTS/fuzz.log" 2>/dev/null
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
 	if cargo +nightly fuzz --version >/dev/null 2>&1; then
 		NIGHTLY_FUZZ=""

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferrovirt_fuzz::manifest(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferrovirt_fuzz_targets::manifest(data));

@@ -1,7 +1,8 @@
 //! The fuzz targets of ferrovirt: each takes arbitrary bytes and must neither panic nor hang,
 //! whatever the input (a parser returns an error for what it refuses). The same functions run
-//! under libFuzzer (`fuzz_targets/`, nightly) and over the committed corpus on stable
-//! (`tests/corpus.rs`). What each one drives:
+//! under libFuzzer (`fuzz/fuzz_targets/`, nightly `cargo fuzz`) and over the committed corpus
+//! (`fuzz/corpus/<target>/`) plus deterministic mutants on stable (`tests/corpus.rs`, in the
+//! suite's nextest run). What each one drives:
 //!
 //! - `manifest`: the YAML/JSON manifest parser, KubeVirt's defaults and admission;
 //! - `vars`: the edk2 variable store reader, and the writer on what the reader accepted (what it
@@ -93,8 +94,11 @@ pub fn patch(data: &[u8]) {
     }
 }
 
-/// Every target by name (the corpus directory of each is `corpus/<name>/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: arbitrary bytes in, a panic is the only failure.
+pub type Target = fn(&[u8]);
+
+/// Every target by name (the corpus directory of each is `fuzz/corpus/<name>/`).
+pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("vars", vars),
     ("qmp", qmp),
