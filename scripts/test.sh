@@ -58,7 +58,9 @@ FERROVIRT_DEB=$(./scripts/package.sh --ui-built --profile dev --no-build | tail 
 export FERROVIRT_DEB
 
 # Two jobs that keep one core busy at most run in the background while the test binaries build (a
-# build keeps both cores busy; run alone, each left one core idle for minutes: 150 and 65 s here):
+# build keeps both cores busy; run alone, each left one core idle for minutes: 150 and 65 s here),
+# and beside the first tests when they outlast the build (nextest does not wait for them: waiting
+# left one core idle for as long as the demo's second run took):
 #  - the main job: the README's first command on a fresh data dir, then again on the same data dir
 #    (the second run finds the VM, its PVC and its TPM from the first), on a free port so that
 #    nothing else on the machine is in the way. It runs the debug build made above (FERROVIRT_BIN):
@@ -66,7 +68,7 @@ export FERROVIRT_DEB
 #    suite's build time, for the same code.
 #  - issue 18's schemathesis run against the server's OpenAPI (scripts/schemathesis.sh), whose log
 #    scripts/reliability.sh reads below.
-# Their logs are printed when they end, each in one piece.
+# Their logs are printed after the nextest run, each in one piece.
 reports=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-reliability.XXXXXX")
 demo_dir=$(mktemp -d "${TMPDIR:-/tmp}/ferrovirt-demo.XXXXXX")
 demo_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -97,14 +99,7 @@ fi
 NEXTEST=(cargo nextest run --workspace --locked "${FEATURES[@]}")
 phase "cargo nextest run --no-run (the test binaries)"
 "${NEXTEST[@]}" --no-run
-phase "waiting for the background jobs: the main job, schemathesis"
 tests_failed=""
-wait "$demo_pid" || true
-cat "$reports/demo.log"
-demo_failed=""
-[ -f "$reports/demo.failed" ] && demo_failed=$(cat "$reports/demo.failed")
-wait "$schemathesis_pid" || true
-cat "$reports/schemathesis-run.log"
 
 if [ "$debian_test" = 1 ]; then
   phase "waiting for guest/debian/build.sh (log: $debian_log)"
@@ -113,7 +108,7 @@ if [ "$debian_test" = 1 ]; then
     echo "test.sh: guest/debian/build.sh $FERROVIRT_DEBIAN_DIR failed (log above, whole log: $debian_log); tests/debian_guest.rs needs its image" >&2
     exit 1
   fi
-  trap - EXIT
+  trap 'kill "$demo_pid" "$schemathesis_pid" 2>/dev/null || true' EXIT
   echo "test.sh: the Debian guest is ready $(( $(date +%s) - debian_started )) s after its build started: $(tail -n 1 "$debian_log")"
 fi
 
@@ -138,6 +133,14 @@ phase "cargo nextest run (every test)"
 "${NEXTEST[@]}" --no-fail-fast "${run_ignored[@]}" \
 	-E 'not (test(=migration_tunnel::live_migration_through_the_destination_api) | test(=measure_durations) | test(=crash_child) | (package(ferrovirt-store) & binary(perf)))' ||
 	tests_failed=1
+phase "waiting for the background jobs: the main job, schemathesis"
+wait "$demo_pid" || true
+cat "$reports/demo.log"
+demo_failed=""
+[ -f "$reports/demo.failed" ] && demo_failed=$(cat "$reports/demo.failed")
+wait "$schemathesis_pid" || true
+cat "$reports/schemathesis-run.log"
+trap - EXIT
 # Issue 18 at its quick size: the table of the reliability tests, the fuzz targets and schemathesis,
 # all of which ran above.
 phase "./scripts/reliability.sh --size quick --tests-ran $reports --hostile-ran"
