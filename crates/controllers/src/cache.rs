@@ -16,11 +16,13 @@
 //!
 //! Controllers learn of changes through [`Informer::subscribe`]: an unbounded channel of
 //! [`CacheEvent`]s that starts with every cached object as `Added` and then carries each change
-//! in order, so a handler that turns events into work-queue keys misses nothing.
+//! in order, so a handler that turns events into work-queue keys misses nothing. A blocking
+//! caller that waits for its own write to reach the cache uses [`Informer::changes`] and
+//! [`Informer::wait_changed`] (woken by the change itself, no polling).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use ferrovirt_resources::ResourceDef;
 use futures_util::StreamExt;
@@ -103,6 +105,10 @@ struct Shared {
     index: RwLock<Index>,
     /// `true` once the first list is in the cache.
     synced: watch::Sender<bool>,
+    /// How many times the index changed (a list or a watch event applied), and the condition
+    /// blocking waiters in [`Informer::wait_changed`] sleep on.
+    changes: Mutex<u64>,
+    changed: Condvar,
 }
 
 /// One cached object: its JSON text and what the index and the label filter read without
@@ -171,6 +177,8 @@ impl Informer {
         let shared = Arc::new(Shared {
             index: RwLock::new(Index::default()),
             synced: watch::Sender::new(false),
+            changes: Mutex::new(0),
+            changed: Condvar::new(),
         });
         let reflector = tokio::spawn(reflect(client, resource, shared.clone()));
         Self {
@@ -262,6 +270,33 @@ impl Informer {
         receiver
     }
 
+    /// How many changes (lists and watch events) the cache has applied so far. Read it before
+    /// checking the cache for what you wait for, then pass it to [`Informer::wait_changed`]: a
+    /// change in between is not missed.
+    pub fn changes(&self) -> u64 {
+        *self.inner.shared.lock_changes()
+    }
+
+    /// Blocks the calling thread (never call it on an async task) until the cache has applied a
+    /// change after the count `seen` (from [`Informer::changes`]) or `deadline` has passed;
+    /// whether it changed.
+    pub fn wait_changed(&self, seen: u64, deadline: Instant) -> bool {
+        let shared = &self.inner.shared;
+        let mut changes = shared.lock_changes();
+        while *changes == seen {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            changes = shared
+                .changed
+                .wait_timeout(changes, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Index> {
         self.inner.shared.read()
     }
@@ -276,6 +311,16 @@ impl Shared {
 
     fn write(&self) -> RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.changes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a change of the index (after it is in place) and wakes the blocking waiters.
+    fn changed(&self) {
+        *self.lock_changes() += 1;
+        self.changed.notify_all();
     }
 }
 
@@ -336,6 +381,7 @@ async fn list_then_watch(
         resource_version,
     } = list;
     shared.write().replace(items);
+    shared.changed();
     shared.synced.send_replace(true);
 
     let watch = {
@@ -352,6 +398,7 @@ async fn list_then_watch(
         match item {
             Ok(event) => {
                 shared.write().apply(event);
+                shared.changed();
                 applied_events = true;
             }
             Err(error) => {
@@ -607,6 +654,48 @@ mod tests {
                 (EventKind::Added, "b".into())
             ]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocking_waiter_is_woken_by_the_change_it_waits_for() {
+        let (_dir, store) = open_store(StoreOptions::default());
+        let store = Arc::new(store);
+        let informer = Informer::spawn(store.clone(), VMS);
+        tokio::time::timeout(WAIT, informer.wait_synced())
+            .await
+            .unwrap();
+        // Nothing changes: the wait ends at its deadline and says so.
+        let before = informer.changes();
+        assert!(!informer.wait_changed(before, Instant::now() + Duration::from_millis(20)));
+        assert_eq!(informer.changes(), before);
+        // A write by another thread wakes a waiter whose deadline is far away, and the cache
+        // holds the write when it wakes.
+        let waiter = {
+            let informer = informer.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let changes = informer.changes();
+                    if informer.get(Some("default"), "a").is_some() {
+                        return true;
+                    }
+                    if !informer.wait_changed(changes, deadline) {
+                        return false;
+                    }
+                }
+            })
+        };
+        store
+            .create(&VMS.store_kind(), vm("default", "a", json!({})))
+            .unwrap();
+        let woken = tokio::task::spawn_blocking(move || waiter.join().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            woken,
+            "the waiter reached its deadline without seeing the write"
+        );
+        assert!(informer.changes() > before);
     }
 
     #[tokio::test]

@@ -911,8 +911,13 @@ impl Controller {
             },
         };
         let deadline = std::time::Instant::now() + OBSERVE_TIMEOUT;
-        while !seen() {
-            if std::time::Instant::now() > deadline {
+        loop {
+            // The count first: a change between it and the check wakes the wait at once.
+            let changes = informer.changes();
+            if seen() {
+                return;
+            }
+            if !informer.wait_changed(changes, deadline) {
                 tracing::debug!(
                     resource = resource.plural,
                     name,
@@ -920,7 +925,6 @@ impl Controller {
                 );
                 return;
             }
-            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
