@@ -407,6 +407,7 @@ impl Engine {
     }
 
     async fn start_in(&self, plan: VmPlan, runtime: RuntimeDir) -> Result<RunningVm, EngineError> {
+        let started = std::time::Instant::now();
         let state = {
             let root = runtime.root().to_path_buf();
             let generations = generations_dir(&self.data_dir, &plan)?;
@@ -416,6 +417,7 @@ impl Engine {
         for warning in &state.warnings {
             tracing::warn!(vm = %plan.name, "{warning}");
         }
+        let state_at = started.elapsed();
         let disks = prepare_disks(
             &plan.disks,
             runtime.root(),
@@ -456,6 +458,12 @@ impl Engine {
         if let Some(change) = &notes.pcrs_will_change {
             tracing::warn!(vm = %plan.name, "{}", change.message());
         }
+        tracing::debug!(
+            vm = %plan.name,
+            state_us = state_at.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "start prepared (state, disks, serial log, notes)"
+        );
         failpoint("engine.start.before-launch", runtime.root())?;
         let handle = VmHandle::start_with_fds(machine, swtpm, runtime, disks.fds).await?;
         let mut state = state;

@@ -448,10 +448,29 @@ async fn abort_start(qemu: Option<Supervised>, swtpm: Option<Supervised>, cards:
     }
 }
 
+/// The descriptor number swtpm finds its control socket at (the state key, when there is one, is on
+/// `ferrovirt_tpm::key::KEY_FD`, 3).
+const SWTPM_CTRL_FD: i32 = 4;
+
+/// Binds and listens on swtpm's control socket here, before swtpm runs (mode 0600): QEMU can
+/// connect as soon as it starts, and swtpm accepts the connection when it is ready, so the start
+/// never waits for swtpm's socket to appear (4-7 ms of every start) and a slow swtpm can no
+/// longer make QEMU's connect fail with "Connection refused".
+fn listen_ctrl_socket(path: &Path) -> Result<OwnedFd, LaunchError> {
+    remove_stale_socket(path)?;
+    let listener =
+        std::os::unix::net::UnixListener::bind(path).map_err(|source| LaunchError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    restrict_socket(path)?;
+    Ok(OwnedFd::from(listener))
+}
+
 fn swtpm_command(
     config: &SwtpmConfig,
     runtime: &RuntimeDir,
-    ctrl_socket: &Path,
+    ctrl: OwnedFd,
 ) -> Result<Command, LaunchError> {
     let program = config
         .binary
@@ -460,9 +479,6 @@ fn swtpm_command(
     let mut state = OsString::from("dir=");
     state.push(&config.state_dir);
     state.push(",mode=0600");
-    let mut ctrl = OsString::from("type=unixio,path=");
-    ctrl.push(ctrl_socket);
-    ctrl.push(",mode=0600");
     let mut log = OsString::from("file=");
     log.push(runtime.swtpm_log());
     log.push(",level=1");
@@ -476,28 +492,34 @@ fn swtpm_command(
         .arg("--tpmstate")
         .arg(state)
         .arg("--ctrl")
-        .arg(ctrl)
+        .arg(format!("type=unixio,fd={SWTPM_CTRL_FD}"))
         .arg("--log")
         .arg(log)
         .arg("--pid")
         .arg(pid)
         .arg("--terminate")
         .args(&config.extra_args);
+    let io = |source| LaunchError::Io {
+        path: config.state_dir.clone(),
+        source,
+    };
+    let mut mappings = vec![FdMapping {
+        parent_fd: ctrl,
+        child_fd: SWTPM_CTRL_FD,
+    }];
     if let Some(key) = &config.key {
-        let io = |source| LaunchError::Io {
-            path: config.state_dir.clone(),
-            source,
-        };
         let pipe = key.pipe().map_err(io)?;
         command
             .arg("--key")
-            .arg(ferrovirt_tpm::StateKey::swtpm_key_arg())
-            .fd_mappings(vec![FdMapping {
-                parent_fd: pipe,
-                child_fd: ferrovirt_tpm::key::KEY_FD,
-            }])
-            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+            .arg(ferrovirt_tpm::StateKey::swtpm_key_arg());
+        mappings.push(FdMapping {
+            parent_fd: pipe,
+            child_fd: ferrovirt_tpm::key::KEY_FD,
+        });
     }
+    command
+        .fd_mappings(mappings)
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
     let log_file = open_log(&runtime.swtpm_log())?;
     let log_clone = log_file.try_clone().map_err(|source| LaunchError::Io {
         path: runtime.swtpm_log(),
@@ -715,28 +737,23 @@ impl VmHandle {
             remove_stale_socket(socket)?;
         }
 
+        // Where a start's time goes (the "start steps" debug line): each mark is the time since
+        // `started` at the end of a step.
+        let checked_at = started.elapsed();
         let mut swtpm_process = None;
         if let (Some(config), Some(tpm)) = (&swtpm, &machine.tpm) {
-            remove_stale_socket(&tpm.ctrl_socket)?;
-            let mut command = swtpm_command(config, &runtime, &tpm.ctrl_socket)?;
+            let ctrl = listen_ctrl_socket(&tpm.ctrl_socket)?;
+            let mut command = swtpm_command(config, &runtime, ctrl)?;
             let child = command.spawn().map_err(|source| LaunchError::Spawn {
                 program: "swtpm".into(),
                 source,
             })?;
-            let mut process = Supervised::spawned(child, "swtpm")?;
-            if let Err(e) = wait_for_socket(
-                &tpm.ctrl_socket,
-                &mut process,
-                "swtpm",
-                &runtime.swtpm_log(),
-            )
-            .await
-            {
-                abort_start(None, Some(process), Vec::new()).await;
-                return Err(e);
-            }
-            swtpm_process = Some(process);
+            // Our copy of the listening socket goes with the command: swtpm holds the only one,
+            // so a swtpm that dies takes the socket with it and QEMU's connect fails at once.
+            drop(command);
+            swtpm_process = Some(Supervised::spawned(child, "swtpm")?);
         }
+        let swtpm_at = started.elapsed();
 
         let mut passt_processes = Vec::new();
         let mut nic_fds = Vec::new();
@@ -756,6 +773,7 @@ impl VmHandle {
             }
         }
 
+        let network_at = started.elapsed();
         let qemu_log = match open_log(&runtime.qemu_log()) {
             Ok(f) => f,
             Err(e) => {
@@ -803,6 +821,8 @@ impl VmHandle {
                 return Err(e);
             }
         };
+        let spawned_at = started.elapsed();
+        let mut socket_at = spawned_at;
         let connected = async {
             wait_for_socket(
                 &machine.qmp_socket,
@@ -811,6 +831,7 @@ impl VmHandle {
                 &runtime.qemu_log(),
             )
             .await?;
+            socket_at = started.elapsed();
             // The socket file exists from bind(); until QEMU calls listen() connects are refused.
             let deadline = Instant::now() + SOCKET_TIMEOUT;
             loop {
@@ -826,6 +847,7 @@ impl VmHandle {
             }
         }
         .await;
+        let qmp_at = started.elapsed();
         let qmp = match connected {
             Ok(qmp) => Arc::new(qmp),
             Err(e) => {
@@ -840,14 +862,23 @@ impl VmHandle {
                 })
                 .await
                 .ok();
-                let e = match exited {
-                    Some(status) => LaunchError::EarlyExit {
+                // swtpm may have ended first (a state it refused): QEMU's exit then only says
+                // that the TPM went away; swtpm's log says why.
+                let swtpm_ended = swtpm_process.as_mut().and_then(Supervised::try_exited);
+                let e = match (swtpm_ended, exited) {
+                    (Some(status), _) => LaunchError::EarlyExit {
+                        program: "swtpm".into(),
+                        status,
+                        log: runtime.swtpm_log(),
+                        tail: log_tail(&runtime.swtpm_log()),
+                    },
+                    (None, Some(status)) => LaunchError::EarlyExit {
                         program: "qemu".into(),
                         status,
                         log: runtime.qemu_log(),
                         tail: log_tail(&runtime.qemu_log()),
                     },
-                    None => e,
+                    (None, None) => e,
                 };
                 abort_start(Some(qemu_process), swtpm_process, passt_processes).await;
                 return Err(e);
@@ -890,6 +921,7 @@ impl VmHandle {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         };
+        let mut recorded_at = qmp_at;
         let resumed = async {
             // An incoming QEMU is recorded only once its guest state has arrived
             // (`migration::finish_receive`): until then it is an unfinished start, which the
@@ -899,6 +931,7 @@ impl VmHandle {
             }
             failpoint("launcher.start.before-run-record")?;
             runtime.write_record(&record)?;
+            recorded_at = started.elapsed();
             failpoint("launcher.start.after-run-record")?;
             qmp.cont().await?;
             match qmp.query_status().await? {
@@ -912,6 +945,19 @@ impl VmHandle {
             return Err(e);
         }
         let start_to_running = started.elapsed();
+        let us = |d: Duration| d.as_micros() as u64;
+        tracing::debug!(
+            vm = %record.machine.name,
+            checks_us = us(checked_at),
+            swtpm_us = us(swtpm_at - checked_at),
+            network_us = us(network_at - swtpm_at),
+            qemu_spawn_us = us(spawned_at - network_at),
+            qmp_socket_us = us(socket_at - spawned_at),
+            qmp_connect_us = us(qmp_at - socket_at),
+            record_us = us(recorded_at - qmp_at),
+            cont_us = us(start_to_running - recorded_at),
+            "start steps"
+        );
         tracing::info!(vm = %record.machine.name, ?start_to_running, "VM running");
         Self::supervise(
             runtime,
