@@ -338,6 +338,22 @@ impl PersistentFiles {
 }
 
 /// Prepares the TPM state and the VARS of a run (see the module docs).
+/// Writes QEMU's plain working copy of a sealed VARS into the run's private runtime dir (mode
+/// 0600, the dir 0700). Not fsynced: it is no state of its own (the sealed file
+/// is, and the sync task and the stop seal what QEMU changed in it from the page cache); after a
+/// host crash it is gone with the QEMU that used it. An fsync here cost a start 1-3 ms.
+fn write_runtime_copy(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
 pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
     let vm = plan.vm_name.to_string();
     let persistent = PersistentFiles::open(plan)?;
@@ -546,11 +562,12 @@ pub fn prepare(plan: &StatePlan<'_>) -> Result<PreparedState, StateFault> {
                         let plain =
                             state_keys::read_vars(&vm, &vars, Some(key), &files.key_record)?;
                         let runtime_vars = plan.runtime_dir.join("VARS.fd");
-                        ferrovirt_storage::atomic::write_file(&runtime_vars, &plain, 0o600)
-                            .map_err(|e| StateFault::Io {
+                        write_runtime_copy(&runtime_vars, &plain).map_err(|source| {
+                            StateFault::Io {
                                 path: runtime_vars.clone(),
-                                source: std::io::Error::other(e.to_string()),
-                            })?;
+                                source,
+                            }
+                        })?;
                         vars_sync = Some(VarsSync::with_content(
                             runtime_vars.clone(),
                             vars,
