@@ -797,7 +797,15 @@ impl VmHandle {
             parent_fd,
             child_fd,
         }));
-        let qemu_process = match command.fd_mappings(mappings) {
+        // No mapping, no hook: `fd_mappings` always installs a pre-exec hook, and a command with
+        // one is spawned by fork + exec instead of posix_spawn (a copy of the manager's page
+        // tables on every start of a VM without passed disks or cards).
+        let mapped = if mappings.is_empty() {
+            Ok(&mut command)
+        } else {
+            command.fd_mappings(mappings)
+        };
+        let qemu_process = match mapped {
             Err(collision) => Err(LaunchError::Spawn {
                 program: machine.qemu_binary().display().to_string(),
                 source: std::io::Error::other(format!("disk and network card fds: {collision}")),
