@@ -196,4 +196,59 @@ impl Action {
             message: message.to_owned(),
         }
     }
+
+    /// Whether the action writes an object through the client (its informer will report it).
+    pub fn writes_object(&self) -> bool {
+        matches!(
+            self,
+            Self::Create { .. }
+                | Self::CreateAndRecord { .. }
+                | Self::Update { .. }
+                | Self::UpdateStatus { .. }
+                | Self::Delete { .. }
+        )
+    }
+
+    /// Whether a list of actions only brings objects up to date with what was just written:
+    /// object updates and their Events, at least one update, nothing else (no create, delete,
+    /// engine or job action). Such a list may follow a write in the same reconcile.
+    pub fn only_follow_ups(actions: &[Action]) -> bool {
+        actions
+            .iter()
+            .any(|a| matches!(a, Self::Update { .. } | Self::UpdateStatus { .. }))
+            && actions.iter().all(|a| {
+                matches!(
+                    a,
+                    Self::Update { .. } | Self::UpdateStatus { .. } | Self::Event { .. }
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrovirt_resources::{VMIS, VMS};
+    use serde_json::json;
+
+    #[test]
+    fn follow_ups_are_updates_with_their_events_and_nothing_else() {
+        let vm = json!({"metadata": {"name": "vm"}});
+        let status = Action::UpdateStatus {
+            resource: VMS,
+            object: vm.clone(),
+        };
+        let event = Action::event(&vm, EventType::Normal, "Started", "started");
+        let delete = Action::Delete {
+            resource: VMIS,
+            namespace: Some("default".into()),
+            name: "vm".into(),
+        };
+        assert!(status.writes_object() && delete.writes_object());
+        assert!(!event.writes_object());
+        assert!(Action::only_follow_ups(&[status.clone(), event.clone()]));
+        assert!(!Action::only_follow_ups(std::slice::from_ref(&event)));
+        assert!(!Action::only_follow_ups(&[status, delete]));
+        assert!(!Action::only_follow_ups(&[]));
+    }
 }

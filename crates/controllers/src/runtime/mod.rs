@@ -513,7 +513,9 @@ impl Controller {
     /// One reconcile (runs on a blocking thread): read the world, ask the reconciler, act.
     pub fn reconcile(self: &Arc<Self>, key: &Key) -> Result<(), ReconcileError> {
         let actions = match key {
-            Key::Vm { namespace, name } => self.reconcile_vm_key(namespace, name),
+            Key::Vm { namespace, name } => {
+                return self.reconcile_vm_and_follow(key, namespace, name);
+            }
             Key::Pvc { namespace, name } => {
                 let Some(pvc) = self.informers.pvcs.get(Some(namespace), name) else {
                     return Ok(());
@@ -535,6 +537,32 @@ impl Controller {
             }
         };
         self.execute(key, actions)
+    }
+
+    /// A VM key's reconcile, and when it wrote something, at once a second look from the cache
+    /// that holds those writes (each write is awaited in the informer): if all that is left is
+    /// to bring objects up to date (the VM's status after its VMI's phase, with their Events), it
+    /// is done now instead of a queue hop later, when the write's own watch event would have
+    /// asked for it: 1-3 ms of every start and stop before `printableStatus` followed the VMI.
+    /// Anything else (creates, deletes, engine actions, Events alone) waits for that reconcile,
+    /// which then finds the follow-up done.
+    fn reconcile_vm_and_follow(
+        self: &Arc<Self>,
+        key: &Key,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), ReconcileError> {
+        let actions = self.reconcile_vm_key(namespace, name);
+        let wrote = actions.iter().any(Action::writes_object);
+        self.execute(key, actions)?;
+        if !wrote {
+            return Ok(());
+        }
+        let follow_ups = self.reconcile_vm_key(namespace, name);
+        if Action::only_follow_ups(&follow_ups) {
+            self.execute(key, follow_ups)?;
+        }
+        Ok(())
     }
 
     /// The backend-storage PVCs of a VM (by KubeVirt's label), from the cache.
