@@ -47,18 +47,19 @@ pub fn reconcile_vmi(
     let own_run = run.filter(|r| r.vmi_uid == uid);
     if vm::deleting(vmi) {
         return match (run, own_run) {
+            // The signal first, then its Event: the Event's write is not on the stop's path.
             (_, Some(r)) if matches!(r.phase, RunPhase::Running { .. }) && !r.stopping => vec![
+                Action::StopEngine {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    vmi_uid: uid.to_owned(),
+                },
                 Action::event(
                     vmi,
                     EventType::Normal,
                     "ShuttingDown",
                     "Signaled Graceful Shutdown",
                 ),
-                Action::StopEngine {
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                    vmi_uid: uid.to_owned(),
-                },
             ],
             (None, _) => release(vmi).into_iter().collect(),
             _ => Vec::new(), // the run is starting or stopping: looked at again when it moves

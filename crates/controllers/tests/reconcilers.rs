@@ -247,7 +247,7 @@ fn vmi_reconcile_table() {
             "deleted while running: graceful stop, once",
             Some(deleting(vmi("Running", false))),
             World::new(Some(run(running(true, false), false)), vec![]),
-            vec!["event ShuttingDown", "stop engine vmi-uid"],
+            vec!["stop engine vmi-uid", "event ShuttingDown"],
         ),
         (
             "deleted while stopping: nothing",
