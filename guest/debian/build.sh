@@ -104,10 +104,21 @@ echo debian >"$ROOT/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 debian\n::1 localhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
 # cloud-init: NoCloud only (no network probing of other datasources at boot). An ed25519 host
 # key only: cloud-init's default makes rsa, dsa, ecdsa and ed25519 keys, ~5 s under TCG in the
-# init stage that sshd and the agent wait for; sshd is told to load that one key.
+# init stage that sshd and the agent wait for; sshd is told to load that one key. The config
+# stage without the modules for software the image lacks: snap, ssh-import-id, keyboard
+# (console-setup), locale (no locales package: it failed, and with it cloud-config.service, so
+# the system came up "degraded"), grub-dpkg (no grub-pc; ~2 s under TCG), byobu.
 cat >"$ROOT/etc/cloud/cloud.cfg.d/90-ferrovirt.cfg" <<'EOF'
 datasource_list: [ NoCloud, None ]
 ssh_genkeytypes: [ ed25519 ]
+cloud_config_modules:
+ - set-passwords
+ - apt-pipelining
+ - apt-configure
+ - ntp
+ - timezone
+ - disable-ec2-metadata
+ - runcmd
 EOF
 echo 'HostKey /etc/ssh/ssh_host_ed25519_key' >"$ROOT/etc/ssh/sshd_config.d/ferrovirt-hostkey.conf"
 # The network: cloud-init's fallback configuration (DHCP on the first NIC), rendered for ifupdown.
