@@ -97,8 +97,10 @@ KVER=$(ls "$ROOT/lib/modules" | sort -V | tail -n 1)
 chroot "$ROOT" update-initramfs -c -k "$KVER" >"$WORK/initramfs.log" 2>&1 ||
 	{ tail -20 "$WORK/initramfs.log" >&2; die "update-initramfs failed"; }
 
+# No fsck of the root at boot (pass 0): systemd-fsck-root sat on the boot's critical path (3.7 s
+# under TCG) for a file system mkfs.ext4 made clean; ext4's journal covers an unclean stop.
 cat >"$ROOT/etc/fstab" <<'EOF'
-LABEL=root / ext4 defaults,errors=remount-ro 0 1
+LABEL=root / ext4 defaults,errors=remount-ro 0 0
 EOF
 echo debian >"$ROOT/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 debian\n::1 localhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
