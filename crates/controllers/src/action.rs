@@ -213,15 +213,11 @@ impl Action {
     /// object updates and their Events, at least one update, nothing else (no create, delete,
     /// engine or job action). Such a list may follow a write in the same reconcile.
     pub fn only_follow_ups(actions: &[Action]) -> bool {
-        actions
-            .iter()
-            .any(|a| matches!(a, Self::Update { .. } | Self::UpdateStatus { .. }))
-            && actions.iter().all(|a| {
-                matches!(
-                    a,
-                    Self::Update { .. } | Self::UpdateStatus { .. } | Self::Event { .. }
-                )
-            })
+        let updates = |a: &Action| matches!(a, Self::Update { .. } | Self::UpdateStatus { .. });
+        actions.iter().any(updates)
+            && actions
+                .iter()
+                .all(|a| updates(a) || matches!(a, Self::Event { .. }))
     }
 }
 

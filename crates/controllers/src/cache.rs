@@ -17,8 +17,8 @@
 //! Controllers learn of changes through [`Informer::subscribe`]: an unbounded channel of
 //! [`CacheEvent`]s that starts with every cached object as `Added` and then carries each change
 //! in order, so a handler that turns events into work-queue keys misses nothing. A blocking
-//! caller that waits for its own write to reach the cache uses [`Informer::changes`] and
-//! [`Informer::wait_changed`] (woken by the change itself, no polling).
+//! caller that waits for its own write to reach the cache uses [`Informer::wait_until`] (woken
+//! by each change, no polling).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -270,17 +270,24 @@ impl Informer {
         receiver
     }
 
-    /// How many changes (lists and watch events) the cache has applied so far. Read it before
-    /// checking the cache for what you wait for, then pass it to [`Informer::wait_changed`]: a
-    /// change in between is not missed.
-    pub fn changes(&self) -> u64 {
-        *self.inner.shared.lock_changes()
+    /// Blocks the calling thread (never call it on an async task) until `ready` says yes, looked
+    /// at now and after each change the cache applies, or until `deadline`; whether it said yes.
+    pub fn wait_until(&self, deadline: Instant, mut ready: impl FnMut(&Informer) -> bool) -> bool {
+        loop {
+            // The count first: a change between it and the look wakes the wait at once.
+            let seen = *self.inner.shared.lock_changes();
+            if ready(self) {
+                return true;
+            }
+            if !self.wait_changed(seen, deadline) {
+                return false;
+            }
+        }
     }
 
-    /// Blocks the calling thread (never call it on an async task) until the cache has applied a
-    /// change after the count `seen` (from [`Informer::changes`]) or `deadline` has passed;
-    /// whether it changed.
-    pub fn wait_changed(&self, seen: u64, deadline: Instant) -> bool {
+    /// Waits until the cache has applied a change after the count `seen`, or `deadline` has
+    /// passed; whether it changed.
+    fn wait_changed(&self, seen: u64, deadline: Instant) -> bool {
         let shared = &self.inner.shared;
         let mut changes = shared.lock_changes();
         while *changes == seen {
@@ -664,26 +671,16 @@ mod tests {
         tokio::time::timeout(WAIT, informer.wait_synced())
             .await
             .unwrap();
+        let has_a = |informer: &Informer| informer.get(Some("default"), "a").is_some();
         // Nothing changes: the wait ends at its deadline and says so.
-        let before = informer.changes();
-        assert!(!informer.wait_changed(before, Instant::now() + Duration::from_millis(20)));
-        assert_eq!(informer.changes(), before);
+        let before = *informer.inner.shared.lock_changes();
+        assert!(!informer.wait_until(Instant::now() + Duration::from_millis(20), has_a));
+        assert_eq!(*informer.inner.shared.lock_changes(), before);
         // A write by another thread wakes a waiter whose deadline is far away, and the cache
         // holds the write when it wakes.
         let waiter = {
             let informer = informer.clone();
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + WAIT;
-                loop {
-                    let changes = informer.changes();
-                    if informer.get(Some("default"), "a").is_some() {
-                        return true;
-                    }
-                    if !informer.wait_changed(changes, deadline) {
-                        return false;
-                    }
-                }
-            })
+            std::thread::spawn(move || informer.wait_until(Instant::now() + WAIT, has_a))
         };
         store
             .create(&VMS.store_kind(), vm("default", "a", json!({})))
@@ -695,7 +692,7 @@ mod tests {
             woken,
             "the waiter reached its deadline without seeing the write"
         );
-        assert!(informer.changes() > before);
+        assert!(*informer.inner.shared.lock_changes() > before);
     }
 
     #[tokio::test]

@@ -938,21 +938,12 @@ impl Controller {
                 _ => true,
             },
         };
-        let deadline = std::time::Instant::now() + OBSERVE_TIMEOUT;
-        loop {
-            // The count first: a change between it and the check wakes the wait at once.
-            let changes = informer.changes();
-            if seen() {
-                return;
-            }
-            if !informer.wait_changed(changes, deadline) {
-                tracing::debug!(
-                    resource = resource.plural,
-                    name,
-                    "the cache has not seen a write yet"
-                );
-                return;
-            }
+        if !informer.wait_until(std::time::Instant::now() + OBSERVE_TIMEOUT, |_| seen()) {
+            tracing::debug!(
+                resource = resource.plural,
+                name,
+                "the cache has not seen a write yet"
+            );
         }
     }
 
